@@ -1,0 +1,895 @@
+//! Calls and their legs. A call is what the caller experiences; each leg is one dialog the
+//! edge places toward a target (an IP contact, an extension through a trunk, a PSTN number).
+//! Every call is billed to one main account; a call made through an extension names it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::Account;
+use crate::event::domain_events;
+use crate::extension::Extension;
+use crate::ids::{AccountId, CallId, DeviceId, ExtensionId, LegId};
+use crate::{Aggregate, DomainError, E164, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Where the call came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Origin {
+    IpDevice {
+        device_id: DeviceId,
+    },
+    Extension {
+        extension_id: ExtensionId,
+    },
+    Pstn {
+        trunk: String,
+    },
+    /// Started by the service itself (a callback requested over the API).
+    Service,
+}
+
+/// How a call or leg is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Path {
+    /// Over the data network to an IP device.
+    Data,
+    /// The edge calls the extension through the alternate (cellular) network.
+    AlternateCallOut,
+    /// The extension calls in to an access number through the alternate network.
+    CallIn,
+    /// The extension dialled an access number to place a call.
+    CallThrough,
+    /// The service rang the extension, then the destination.
+    Callback,
+    /// Through a trunk to the public network.
+    Pstn,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LegTarget {
+    Contact {
+        device_id: DeviceId,
+        contact_uri: String,
+    },
+    Extension {
+        extension_id: ExtensionId,
+        number: E164,
+    },
+    Pstn {
+        number: E164,
+    },
+}
+
+impl LegTarget {
+    /// The number a leg reaches through a trunk, which is what rating prices.
+    pub fn number(&self) -> Option<&E164> {
+        match self {
+            Self::Contact { .. } => None,
+            Self::Extension { number, .. } | Self::Pstn { number } => Some(number),
+        }
+    }
+}
+
+/// Which side of the call a leg serves. Among callee legs (a fork), the first answer wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegRole {
+    /// Toward the party being called.
+    Callee,
+    /// Toward the party the service calls on the caller's behalf (the callback's first leg).
+    Caller,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlternateReason {
+    AccountPreference,
+    ExtensionPreference,
+    /// The device said its data path is poor or gone.
+    PoorData,
+    NoLiveContact,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndCause {
+    NormalClearing,
+    CallerCancelled,
+    NoAnswer,
+    Busy,
+    Rejected,
+    MediaTimeout,
+    CallInTimeout,
+    SpendLimit,
+    EdgeLost,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Caller,
+    Callee,
+    System,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegFailure {
+    /// The target answered with a final error (busy, declined, unavailable...).
+    Rejected,
+    /// Cancelled because another leg of the fork answered first.
+    AnsweredElsewhere,
+    /// Cancelled because the caller gave up or the ring timeout passed.
+    Cancelled,
+    /// No response at all (transaction timeout).
+    Timeout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegStatus {
+    Trying,
+    Ringing,
+    Answered,
+    Failed,
+    Ended,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leg {
+    pub target: LegTarget,
+    pub path: Path,
+    pub role: LegRole,
+    pub status: LegStatus,
+    pub started_at: Instant,
+    pub answered_at: Option<Instant>,
+    pub ended_at: Option<Instant>,
+}
+
+impl Leg {
+    fn is_active(&self) -> bool {
+        matches!(
+            self.status,
+            LegStatus::Trying | LegStatus::Ringing | LegStatus::Answered
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallStatus {
+    #[default]
+    NotStarted,
+    Setup,
+    Answered,
+    Ended,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Call {
+    pub status: CallStatus,
+    pub id: Option<CallId>,
+    pub account_id: Option<AccountId>,
+    pub extension_id: Option<ExtensionId>,
+    pub direction: Option<Direction>,
+    pub started_at: Option<Instant>,
+    pub legs: BTreeMap<LegId, Leg>,
+    pub ended: Option<(EndCause, Side, Instant)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallCommand {
+    Start {
+        call_id: CallId,
+        direction: Direction,
+        from: String,
+        to: String,
+        origin: Origin,
+        path: Path,
+        account: Account,
+        /// The extension the call comes through (call-through, callback), if any.
+        extension: Option<Extension>,
+        /// The PIN the caller gave, for extensions that require one.
+        pin: Option<String>,
+    },
+    StartLeg {
+        leg_id: LegId,
+        target: LegTarget,
+        path: Path,
+        role: LegRole,
+        account: Account,
+        /// The extension a leg rings, which must be serving.
+        extension: Option<Extension>,
+    },
+    LegRinging {
+        leg_id: LegId,
+    },
+    LegAnswered {
+        leg_id: LegId,
+    },
+    LegFailed {
+        leg_id: LegId,
+        sip_status: u16,
+        failure: LegFailure,
+    },
+    ChooseAlternatePath {
+        reason: AlternateReason,
+    },
+    AwaitCallIn {
+        token: String,
+        access_number: E164,
+        expected_caller: E164,
+        ttl_secs: u32,
+    },
+    Bridge {
+        legs: Vec<LegId>,
+    },
+    End {
+        cause: EndCause,
+        side: Side,
+    },
+}
+
+domain_events! {
+    /// The life of one call (stream `call-{id}`).
+    pub enum CallEvent {
+        Started {
+            call_id: CallId,
+            direction: Direction,
+            from: String,
+            to: String,
+            origin: Origin,
+            path: Path,
+            /// The main account every leg of this call is billed to.
+            account_id: AccountId,
+            extension_id: Option<ExtensionId>,
+            at: Instant,
+        } = ("call.started", 1),
+        LegStarted { leg_id: LegId, target: LegTarget, path: Path, role: LegRole, at: Instant } = ("call.leg_started", 1),
+        LegRinging { leg_id: LegId, at: Instant } = ("call.leg_ringing", 1),
+        LegAnswered { leg_id: LegId, at: Instant } = ("call.leg_answered", 1),
+        LegFailed { leg_id: LegId, sip_status: u16, failure: LegFailure, at: Instant } = ("call.leg_failed", 1),
+        AlternatePathChosen { reason: AlternateReason, at: Instant } = ("call.alternate_path_chosen", 1),
+        CallInAwaited {
+            token: String,
+            access_number: E164,
+            expected_caller: E164,
+            expires_at: Instant,
+            at: Instant,
+        } = ("call.call_in_awaited", 1),
+        Bridged { legs: Vec<LegId>, at: Instant } = ("call.bridged", 1),
+        Ended { cause: EndCause, side: Side, at: Instant } = ("call.ended", 1),
+    }
+}
+
+impl Call {
+    fn leg(&self, leg_id: LegId) -> Result<&Leg, DomainError> {
+        self.legs
+            .get(&leg_id)
+            .ok_or(DomainError::UnknownLeg { leg: leg_id })
+    }
+
+    fn ensure_live(&self) -> Result<(), DomainError> {
+        match self.status {
+            CallStatus::NotStarted => Err(DomainError::NotFound { entity: "call" }),
+            CallStatus::Ended => Err(DomainError::CallEnded),
+            CallStatus::Setup | CallStatus::Answered => Ok(()),
+        }
+    }
+}
+
+fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> {
+    let CallCommand::Start {
+        call_id,
+        direction,
+        from,
+        to,
+        origin,
+        path,
+        account,
+        extension,
+        pin,
+    } = command
+    else {
+        unreachable!("only called for Start");
+    };
+    account.ensure_active()?;
+    let account_id = account
+        .id
+        .ok_or(DomainError::NotFound { entity: "account" })?;
+    let extension_id = match (origin, extension) {
+        (Origin::Extension { extension_id }, Some(ext)) => {
+            if ext.id != Some(*extension_id) || ext.account_id != Some(account_id) {
+                return Err(DomainError::invalid(
+                    "extension",
+                    "does not belong to the billed account",
+                ));
+            }
+            if *direction == Direction::Outbound {
+                let destination =
+                    E164::parse(to).map_err(|e| DomainError::invalid("to", e.to_string()))?;
+                ext.authorize_call_out(account, &destination, pin.as_deref())?;
+            } else {
+                ext.ensure_serving(account)?;
+            }
+            Some(*extension_id)
+        }
+        (Origin::Extension { .. }, None) => {
+            return Err(DomainError::NotFound {
+                entity: "extension",
+            });
+        }
+        _ => None,
+    };
+    Ok(CallEvent::Started {
+        call_id: *call_id,
+        direction: *direction,
+        from: from.clone(),
+        to: to.clone(),
+        origin: origin.clone(),
+        path: *path,
+        account_id,
+        extension_id,
+        at: now,
+    })
+}
+
+impl Aggregate for Call {
+    type Command = CallCommand;
+    type Event = CallEvent;
+
+    fn decide(&self, command: &CallCommand, now: Instant) -> Result<Vec<CallEvent>, DomainError> {
+        use CallCommand as C;
+        use CallEvent as E;
+        if let C::Start { .. } = command {
+            if self.status != CallStatus::NotStarted {
+                return Err(DomainError::AlreadyExists { entity: "call" });
+            }
+            return Ok(vec![start(command, now)?]);
+        }
+        if let C::End { cause, side } = command {
+            // BYE and CANCEL are retransmitted and race each other: ending twice is a no-op.
+            return match self.status {
+                CallStatus::Ended => Ok(vec![]),
+                CallStatus::NotStarted => Err(DomainError::NotFound { entity: "call" }),
+                _ => Ok(vec![E::Ended {
+                    cause: *cause,
+                    side: *side,
+                    at: now,
+                }]),
+            };
+        }
+        self.ensure_live()?;
+        Ok(match command {
+            C::Start { .. } | C::End { .. } => unreachable!("handled above"),
+            C::StartLeg {
+                leg_id,
+                target,
+                path,
+                role,
+                account,
+                extension,
+            } => {
+                if self.legs.contains_key(leg_id) {
+                    return Err(DomainError::DuplicateLeg { leg: *leg_id });
+                }
+                if let LegTarget::Extension { extension_id, .. } = target {
+                    let ext = extension.as_ref().ok_or(DomainError::NotFound {
+                        entity: "extension",
+                    })?;
+                    if ext.id != Some(*extension_id) || ext.account_id != self.account_id {
+                        return Err(DomainError::invalid(
+                            "extension",
+                            "does not belong to the billed account",
+                        ));
+                    }
+                    ext.ensure_serving(account)?;
+                }
+                vec![E::LegStarted {
+                    leg_id: *leg_id,
+                    target: target.clone(),
+                    path: *path,
+                    role: *role,
+                    at: now,
+                }]
+            }
+            C::LegRinging { leg_id } => match self.leg(*leg_id)?.status {
+                LegStatus::Trying => vec![E::LegRinging {
+                    leg_id: *leg_id,
+                    at: now,
+                }],
+                LegStatus::Ringing | LegStatus::Answered => vec![],
+                LegStatus::Failed | LegStatus::Ended => {
+                    return Err(DomainError::LegNotActive { leg: *leg_id });
+                }
+            },
+            C::LegAnswered { leg_id } => {
+                let leg = self.leg(*leg_id)?;
+                match leg.status {
+                    LegStatus::Answered => return Ok(vec![]),
+                    LegStatus::Failed | LegStatus::Ended => {
+                        return Err(DomainError::LegNotActive { leg: *leg_id });
+                    }
+                    LegStatus::Trying | LegStatus::Ringing => {}
+                }
+                let fork_already_won = leg.role == LegRole::Callee
+                    && self
+                        .legs
+                        .values()
+                        .any(|l| l.role == LegRole::Callee && l.status == LegStatus::Answered);
+                if fork_already_won {
+                    // Two answered at once: the later one loses and the edge hangs it up.
+                    vec![E::LegFailed {
+                        leg_id: *leg_id,
+                        sip_status: 200,
+                        failure: LegFailure::AnsweredElsewhere,
+                        at: now,
+                    }]
+                } else {
+                    vec![E::LegAnswered {
+                        leg_id: *leg_id,
+                        at: now,
+                    }]
+                }
+            }
+            C::LegFailed {
+                leg_id,
+                sip_status,
+                failure,
+            } => {
+                if !self.leg(*leg_id)?.is_active() {
+                    return Ok(vec![]);
+                }
+                vec![E::LegFailed {
+                    leg_id: *leg_id,
+                    sip_status: *sip_status,
+                    failure: *failure,
+                    at: now,
+                }]
+            }
+            C::ChooseAlternatePath { reason } => vec![E::AlternatePathChosen {
+                reason: *reason,
+                at: now,
+            }],
+            C::AwaitCallIn {
+                token,
+                access_number,
+                expected_caller,
+                ttl_secs,
+            } => {
+                if token.len() < 6 {
+                    return Err(DomainError::invalid(
+                        "token",
+                        "must be at least 6 characters",
+                    ));
+                }
+                if !(5..=300).contains(ttl_secs) {
+                    return Err(DomainError::invalid(
+                        "ttl_secs",
+                        "must be between 5 and 300",
+                    ));
+                }
+                vec![E::CallInAwaited {
+                    token: token.clone(),
+                    access_number: access_number.clone(),
+                    expected_caller: expected_caller.clone(),
+                    expires_at: now + chrono::Duration::seconds(i64::from(*ttl_secs)),
+                    at: now,
+                }]
+            }
+            C::Bridge { legs } => {
+                if legs.is_empty() {
+                    return Err(DomainError::invalid("legs", "nothing to bridge"));
+                }
+                for leg_id in legs {
+                    if self.leg(*leg_id)?.status != LegStatus::Answered {
+                        return Err(DomainError::LegNotActive { leg: *leg_id });
+                    }
+                }
+                vec![E::Bridged {
+                    legs: legs.clone(),
+                    at: now,
+                }]
+            }
+        })
+    }
+
+    fn apply(&mut self, event: &CallEvent) {
+        use CallEvent as E;
+        match event {
+            E::Started {
+                call_id,
+                direction,
+                account_id,
+                extension_id,
+                at,
+                ..
+            } => {
+                self.status = CallStatus::Setup;
+                self.id = Some(*call_id);
+                self.direction = Some(*direction);
+                self.account_id = Some(*account_id);
+                self.extension_id = *extension_id;
+                self.started_at = Some(*at);
+            }
+            E::LegStarted {
+                leg_id,
+                target,
+                path,
+                role,
+                at,
+            } => {
+                self.legs.insert(
+                    *leg_id,
+                    Leg {
+                        target: target.clone(),
+                        path: *path,
+                        role: *role,
+                        status: LegStatus::Trying,
+                        started_at: *at,
+                        answered_at: None,
+                        ended_at: None,
+                    },
+                );
+            }
+            E::LegRinging { leg_id, .. } => {
+                if let Some(l) = self.legs.get_mut(leg_id) {
+                    l.status = LegStatus::Ringing;
+                }
+            }
+            E::LegAnswered { leg_id, at } => {
+                if let Some(l) = self.legs.get_mut(leg_id) {
+                    l.status = LegStatus::Answered;
+                    l.answered_at = Some(*at);
+                    if l.role == LegRole::Callee {
+                        self.status = CallStatus::Answered;
+                    }
+                }
+            }
+            E::LegFailed { leg_id, at, .. } => {
+                if let Some(l) = self.legs.get_mut(leg_id) {
+                    l.status = LegStatus::Failed;
+                    l.ended_at = Some(*at);
+                }
+            }
+            E::AlternatePathChosen { .. } | E::CallInAwaited { .. } | E::Bridged { .. } => {}
+            E::Ended { cause, side, at } => {
+                self.status = CallStatus::Ended;
+                self.ended = Some((*cause, *side, *at));
+                for l in self.legs.values_mut().filter(|l| l.is_active()) {
+                    l.status = LegStatus::Ended;
+                    l.ended_at = Some(*at);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::tests::{account_id, active_account};
+    use crate::extension::ExtensionEvent;
+    use crate::extension::tests::{extension_id, mobile, requested, verified_history};
+    use crate::testing::{at, given};
+    use uuid::Uuid;
+
+    fn call_id() -> CallId {
+        CallId(Uuid::from_u128(500))
+    }
+    fn leg(n: u128) -> LegId {
+        LegId(Uuid::from_u128(600 + n))
+    }
+    fn verified() -> Extension {
+        Extension::from_events(&verified_history())
+    }
+
+    fn through(extension: Option<Extension>, to: &str) -> CallCommand {
+        CallCommand::Start {
+            call_id: call_id(),
+            direction: Direction::Outbound,
+            from: mobile().to_string(),
+            to: to.into(),
+            origin: Origin::Extension {
+                extension_id: extension_id(),
+            },
+            path: Path::CallThrough,
+            account: active_account(),
+            extension,
+            pin: None,
+        }
+    }
+
+    fn inbound_started() -> CallEvent {
+        CallEvent::Started {
+            call_id: call_id(),
+            direction: Direction::Inbound,
+            from: "+14155550100".into(),
+            to: "+442071838750".into(),
+            origin: Origin::Pstn {
+                trunk: "carrier".into(),
+            },
+            path: Path::Data,
+            account_id: account_id(),
+            extension_id: None,
+            at: at(0),
+        }
+    }
+
+    fn contact_leg(n: u128) -> CallEvent {
+        CallEvent::LegStarted {
+            leg_id: leg(n),
+            target: LegTarget::Contact {
+                device_id: DeviceId(Uuid::from_u128(10)),
+                contact_uri: format!("sip:ada@10.0.0.{n}"),
+            },
+            path: Path::Data,
+            role: LegRole::Callee,
+            at: at(0),
+        }
+    }
+
+    #[test]
+    fn a_call_through_a_verified_extension_is_billed_to_the_main_account() {
+        let events = given::<Call>([])
+            .when(through(Some(verified()), "+442079460000"))
+            .events();
+        let [
+            CallEvent::Started {
+                account_id: billed,
+                extension_id: ext,
+                path,
+                ..
+            },
+        ] = &events[..]
+        else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (*billed, *ext, *path),
+            (account_id(), Some(extension_id()), Path::CallThrough)
+        );
+    }
+
+    #[test]
+    fn an_unverified_extension_cannot_place_calls() {
+        given::<Call>([])
+            .when(through(
+                Some(Extension::from_events(&[requested()])),
+                "+442079460000",
+            ))
+            .then_error(DomainError::ExtensionNotVerified);
+    }
+
+    #[test]
+    fn a_removed_extension_cannot_place_calls() {
+        let mut history = verified_history();
+        history.push(ExtensionEvent::Removed {
+            reason: "sold".into(),
+        });
+        given::<Call>([])
+            .when(through(
+                Some(Extension::from_events(&history)),
+                "+442079460000",
+            ))
+            .then_error(DomainError::ExtensionRemoved);
+    }
+
+    #[test]
+    fn an_extension_of_another_account_is_refused() {
+        let mut ext = verified();
+        ext.account_id = Some(AccountId(Uuid::from_u128(999)));
+        given::<Call>([])
+            .when(through(Some(ext), "+442079460000"))
+            .then_error(DomainError::invalid(
+                "extension",
+                "does not belong to the billed account",
+            ));
+    }
+
+    #[test]
+    fn a_suspended_account_places_no_calls() {
+        let mut account = active_account();
+        account.status = crate::account::AccountStatus::Suspended;
+        let CallCommand::Start {
+            call_id,
+            direction,
+            from,
+            to,
+            origin,
+            path,
+            extension,
+            pin,
+            ..
+        } = through(Some(verified()), "+442079460000")
+        else {
+            unreachable!()
+        };
+        given::<Call>([])
+            .when(CallCommand::Start {
+                call_id,
+                direction,
+                from,
+                to,
+                origin,
+                path,
+                account,
+                extension,
+                pin,
+            })
+            .then_error(DomainError::AccountSuspended);
+    }
+
+    #[test]
+    fn the_first_answer_wins_and_a_second_answer_loses() {
+        let state = given::<Call>([inbound_started(), contact_leg(1), contact_leg(2)])
+            .at(at(5))
+            .when(CallCommand::LegAnswered { leg_id: leg(1) })
+            .then([CallEvent::LegAnswered {
+                leg_id: leg(1),
+                at: at(5),
+            }]);
+        assert_eq!(state.status, CallStatus::Answered);
+        given::<Call>([
+            inbound_started(),
+            contact_leg(1),
+            contact_leg(2),
+            CallEvent::LegAnswered {
+                leg_id: leg(1),
+                at: at(5),
+            },
+        ])
+        .at(at(5))
+        .when(CallCommand::LegAnswered { leg_id: leg(2) })
+        .then([CallEvent::LegFailed {
+            leg_id: leg(2),
+            sip_status: 200,
+            failure: LegFailure::AnsweredElsewhere,
+            at: at(5),
+        }]);
+    }
+
+    #[test]
+    fn a_callback_answers_both_its_legs() {
+        let caller_leg = CallEvent::LegStarted {
+            leg_id: leg(1),
+            target: LegTarget::Extension {
+                extension_id: extension_id(),
+                number: mobile(),
+            },
+            path: Path::Callback,
+            role: LegRole::Caller,
+            at: at(0),
+        };
+        let callee_leg = CallEvent::LegStarted {
+            leg_id: leg(2),
+            target: LegTarget::Pstn {
+                number: E164::parse("+442079460000").unwrap(),
+            },
+            path: Path::Pstn,
+            role: LegRole::Callee,
+            at: at(8),
+        };
+        given::<Call>([
+            inbound_started(),
+            caller_leg,
+            CallEvent::LegAnswered {
+                leg_id: leg(1),
+                at: at(7),
+            },
+            callee_leg,
+        ])
+        .at(at(12))
+        .when(CallCommand::LegAnswered { leg_id: leg(2) })
+        .then([CallEvent::LegAnswered {
+            leg_id: leg(2),
+            at: at(12),
+        }]);
+    }
+
+    #[test]
+    fn ringing_an_unverified_extension_is_refused() {
+        given::<Call>([inbound_started()])
+            .when(CallCommand::StartLeg {
+                leg_id: leg(1),
+                target: LegTarget::Extension {
+                    extension_id: extension_id(),
+                    number: mobile(),
+                },
+                path: Path::AlternateCallOut,
+                role: LegRole::Callee,
+                account: active_account(),
+                extension: Some(Extension::from_events(&[requested()])),
+            })
+            .then_error(DomainError::ExtensionNotVerified);
+    }
+
+    #[test]
+    fn ending_twice_is_a_no_op_and_nothing_follows_the_end() {
+        let ended = CallEvent::Ended {
+            cause: EndCause::NormalClearing,
+            side: Side::Caller,
+            at: at(60),
+        };
+        given::<Call>([inbound_started(), ended.clone()])
+            .when(CallCommand::End {
+                cause: EndCause::NormalClearing,
+                side: Side::Callee,
+            })
+            .then([]);
+        given::<Call>([inbound_started(), ended])
+            .when(CallCommand::ChooseAlternatePath {
+                reason: AlternateReason::NoLiveContact,
+            })
+            .then_error(DomainError::CallEnded);
+    }
+
+    #[test]
+    fn the_end_closes_every_active_leg_at_the_end_time() {
+        let state = Call::from_events(&[
+            inbound_started(),
+            contact_leg(1),
+            CallEvent::LegAnswered {
+                leg_id: leg(1),
+                at: at(5),
+            },
+            CallEvent::Ended {
+                cause: EndCause::NormalClearing,
+                side: Side::Callee,
+                at: at(65),
+            },
+        ]);
+        let l = &state.legs[&leg(1)];
+        assert_eq!(
+            (l.status, l.answered_at, l.ended_at),
+            (LegStatus::Ended, Some(at(5)), Some(at(65)))
+        );
+    }
+
+    #[test]
+    fn legs_of_unknown_id_or_failed_legs_do_not_answer() {
+        given::<Call>([inbound_started()])
+            .when(CallCommand::LegAnswered { leg_id: leg(9) })
+            .then_error(DomainError::UnknownLeg { leg: leg(9) });
+        given::<Call>([
+            inbound_started(),
+            contact_leg(1),
+            CallEvent::LegFailed {
+                leg_id: leg(1),
+                sip_status: 486,
+                failure: LegFailure::Rejected,
+                at: at(1),
+            },
+        ])
+        .when(CallCommand::LegAnswered { leg_id: leg(1) })
+        .then_error(DomainError::LegNotActive { leg: leg(1) });
+    }
+
+    #[test]
+    fn a_call_in_is_awaited_with_a_short_lived_token() {
+        given::<Call>([inbound_started()])
+            .at(at(2))
+            .when(CallCommand::AwaitCallIn {
+                token: "k3x9q2".into(),
+                access_number: E164::parse("+442030000000").unwrap(),
+                expected_caller: mobile(),
+                ttl_secs: 30,
+            })
+            .then([CallEvent::CallInAwaited {
+                token: "k3x9q2".into(),
+                access_number: E164::parse("+442030000000").unwrap(),
+                expected_caller: mobile(),
+                expires_at: at(32),
+                at: at(2),
+            }]);
+    }
+}

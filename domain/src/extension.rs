@@ -1,0 +1,698 @@
+//! Extension telephones: phones served by another provider (a mobile, an office line) that a
+//! user registers as extensions of their account. An extension serves only once the user has
+//! proved they hold the number; calls through it are billed to the main account.
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::Account;
+use crate::credentials::secret_hash;
+use crate::event::domain_events;
+use crate::ids::{AccountId, ExtensionId};
+use crate::{Aggregate, DomainError, E164, Instant};
+
+/// Wrong codes allowed before verification locks.
+pub const MAX_CODE_ATTEMPTS: u8 = 5;
+/// Verification codes that may be sent to one extension in its lifetime.
+pub const MAX_CHALLENGES: u8 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtensionKind {
+    Mobile,
+    Landline,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChallengeMethod {
+    /// The edge calls the number; the caller ID's last digits carry the code.
+    FlashCall,
+    /// The code goes out through the configured SMS gateway webhook.
+    Sms,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerIdShown {
+    /// The account's main number (the default: the extension acts as the account).
+    #[default]
+    Main,
+    /// The extension's own number.
+    Own,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionSettings {
+    pub ring_on_inbound: bool,
+    pub ring_delay_secs: u16,
+    pub may_call_out: bool,
+    pub international_allowed: bool,
+    /// Hash of the PIN required for call-through, if any (never the PIN).
+    pub pin_hash: Option<String>,
+    pub caller_id: CallerIdShown,
+    pub daily_limit_minor: Option<i64>,
+    pub prefers_alternate_path: bool,
+}
+
+impl Default for ExtensionSettings {
+    fn default() -> Self {
+        Self {
+            ring_on_inbound: true,
+            ring_delay_secs: 0,
+            may_call_out: true,
+            international_allowed: false,
+            pin_hash: None,
+            caller_id: CallerIdShown::Main,
+            daily_limit_minor: None,
+            prefers_alternate_path: false,
+        }
+    }
+}
+
+/// What an admin may change; the PIN travels in clear only inside the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsChange {
+    pub ring_on_inbound: bool,
+    pub ring_delay_secs: u16,
+    pub may_call_out: bool,
+    pub international_allowed: bool,
+    pub pin: PinChange,
+    pub caller_id: CallerIdShown,
+    pub daily_limit_minor: Option<i64>,
+    pub prefers_alternate_path: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinChange {
+    Keep,
+    Clear,
+    Set(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExtensionStatus {
+    #[default]
+    Unrequested,
+    Pending,
+    Verified,
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Challenge {
+    pub method: ChallengeMethod,
+    pub code_hash: String,
+    pub expires_at: Instant,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extension {
+    pub status: ExtensionStatus,
+    pub id: Option<ExtensionId>,
+    pub account_id: Option<AccountId>,
+    pub number: Option<E164>,
+    pub native_provider: String,
+    pub kind: Option<ExtensionKind>,
+    pub settings: ExtensionSettings,
+    pub challenge: Option<Challenge>,
+    pub challenges_issued: u8,
+    pub failed_attempts: u8,
+    pub locked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtensionCommand {
+    Request {
+        extension_id: ExtensionId,
+        account: Account,
+        number: E164,
+        native_provider: String,
+        kind: ExtensionKind,
+    },
+    /// `code` is drawn at random by the caller; only its hash is kept.
+    IssueChallenge {
+        method: ChallengeMethod,
+        code: String,
+        ttl_secs: u32,
+    },
+    SubmitCode {
+        code: String,
+    },
+    ChangeSettings(SettingsChange),
+    Remove {
+        reason: String,
+    },
+}
+
+domain_events! {
+    /// What happened to an extension telephone (stream `extension-{id}`).
+    pub enum ExtensionEvent {
+        Requested {
+            extension_id: ExtensionId,
+            account_id: AccountId,
+            number: E164,
+            native_provider: String,
+            kind: ExtensionKind,
+        } = ("extension.requested", 1),
+        ChallengeIssued {
+            method: ChallengeMethod,
+            code_hash: String,
+            expires_at: Instant,
+        } = ("extension.challenge_issued", 1),
+        Verified {} = ("extension.verified", 1),
+        ChallengeFailed { attempts: u8, locked: bool } = ("extension.challenge_failed", 1),
+        SettingsChanged { settings: ExtensionSettings } = ("extension.settings_changed", 1),
+        Removed { reason: String } = ("extension.removed", 1),
+    }
+}
+
+fn code_hash(extension_id: Option<ExtensionId>, code: &str) -> String {
+    let salt = extension_id.map(|id| id.to_string()).unwrap_or_default();
+    secret_hash("verification-code", &salt, code)
+}
+
+fn pin_hash(extension_id: Option<ExtensionId>, pin: &str) -> String {
+    let salt = extension_id.map(|id| id.to_string()).unwrap_or_default();
+    secret_hash("pin", &salt, pin)
+}
+
+fn all_digits(s: &str, len: std::ops::RangeInclusive<usize>) -> bool {
+    len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl Extension {
+    fn ensure_present(&self) -> Result<(), DomainError> {
+        match self.status {
+            ExtensionStatus::Unrequested => Err(DomainError::NotFound {
+                entity: "extension",
+            }),
+            ExtensionStatus::Removed => Err(DomainError::ExtensionRemoved),
+            ExtensionStatus::Pending | ExtensionStatus::Verified => Ok(()),
+        }
+    }
+
+    /// Whether this extension may be rung for an inbound call or an alternate-path call-out:
+    /// only verified extensions of an active account serve.
+    pub fn ensure_serving(&self, account: &Account) -> Result<(), DomainError> {
+        self.ensure_present()?;
+        if self.status != ExtensionStatus::Verified {
+            return Err(DomainError::ExtensionNotVerified);
+        }
+        account.ensure_active()
+    }
+
+    /// Whether this extension may place a call to `destination` (call-through, callback).
+    pub fn authorize_call_out(
+        &self,
+        account: &Account,
+        destination: &E164,
+        pin: Option<&str>,
+    ) -> Result<(), DomainError> {
+        self.ensure_serving(account)?;
+        if !self.settings.may_call_out {
+            return Err(DomainError::CallOutNotAllowed);
+        }
+        if let Some(home) = &account.main_number
+            && destination.is_international_from(home)
+            && !self.settings.international_allowed
+        {
+            return Err(DomainError::InternationalNotAllowed);
+        }
+        if let Some(expected) = &self.settings.pin_hash {
+            let given = pin.ok_or(DomainError::PinRequired)?;
+            if pin_hash(self.id, given) != *expected {
+                return Err(DomainError::PinMismatch);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Aggregate for Extension {
+    type Command = ExtensionCommand;
+    type Event = ExtensionEvent;
+
+    fn decide(
+        &self,
+        command: &ExtensionCommand,
+        now: Instant,
+    ) -> Result<Vec<ExtensionEvent>, DomainError> {
+        use ExtensionCommand as C;
+        use ExtensionEvent as E;
+        if let C::Request {
+            extension_id,
+            account,
+            number,
+            native_provider,
+            kind,
+        } = command
+        {
+            if self.status != ExtensionStatus::Unrequested {
+                return Err(DomainError::AlreadyExists {
+                    entity: "extension",
+                });
+            }
+            account.ensure_active()?;
+            let Some(account_id) = account.id else {
+                return Err(DomainError::NotFound { entity: "account" });
+            };
+            let native_provider = native_provider.trim();
+            if native_provider.is_empty() || native_provider.len() > 100 {
+                return Err(DomainError::invalid(
+                    "native_provider",
+                    "must be 1 to 100 characters",
+                ));
+            }
+            return Ok(vec![E::Requested {
+                extension_id: *extension_id,
+                account_id,
+                number: number.clone(),
+                native_provider: native_provider.to_owned(),
+                kind: *kind,
+            }]);
+        }
+        self.ensure_present()?;
+        Ok(match command {
+            C::Request { .. } => unreachable!("handled above"),
+            C::IssueChallenge {
+                method,
+                code,
+                ttl_secs,
+            } => {
+                if self.status == ExtensionStatus::Verified {
+                    return Err(DomainError::ExtensionAlreadyVerified);
+                }
+                if self.locked {
+                    return Err(DomainError::ChallengeLocked);
+                }
+                if self.challenges_issued >= MAX_CHALLENGES {
+                    return Err(DomainError::ChallengeResendLimit);
+                }
+                if !all_digits(code, 4..=8) {
+                    return Err(DomainError::invalid("code", "must be 4 to 8 digits"));
+                }
+                if !(30..=3600).contains(ttl_secs) {
+                    return Err(DomainError::invalid(
+                        "ttl_secs",
+                        "must be between 30 and 3600",
+                    ));
+                }
+                vec![E::ChallengeIssued {
+                    method: *method,
+                    code_hash: code_hash(self.id, code),
+                    expires_at: now + chrono::Duration::seconds(i64::from(*ttl_secs)),
+                }]
+            }
+            C::SubmitCode { code } => {
+                if self.status == ExtensionStatus::Verified {
+                    return Err(DomainError::ExtensionAlreadyVerified);
+                }
+                if self.locked {
+                    return Err(DomainError::ChallengeLocked);
+                }
+                let challenge = self.challenge.as_ref().ok_or(DomainError::NoChallenge)?;
+                if now >= challenge.expires_at {
+                    return Err(DomainError::ChallengeExpired);
+                }
+                if code_hash(self.id, code) == challenge.code_hash {
+                    vec![E::Verified {}]
+                } else {
+                    let attempts = self.failed_attempts + 1;
+                    vec![E::ChallengeFailed {
+                        attempts,
+                        locked: attempts >= MAX_CODE_ATTEMPTS,
+                    }]
+                }
+            }
+            C::ChangeSettings(change) => {
+                if change.ring_delay_secs > 120 {
+                    return Err(DomainError::invalid(
+                        "ring_delay_secs",
+                        "must be at most 120",
+                    ));
+                }
+                if change.daily_limit_minor.is_some_and(|l| l < 0) {
+                    return Err(DomainError::invalid(
+                        "daily_limit_minor",
+                        "must not be negative",
+                    ));
+                }
+                let pin_hash = match &change.pin {
+                    PinChange::Keep => self.settings.pin_hash.clone(),
+                    PinChange::Clear => None,
+                    PinChange::Set(pin) if all_digits(pin, 4..=8) => Some(pin_hash(self.id, pin)),
+                    PinChange::Set(_) => {
+                        return Err(DomainError::invalid("pin", "must be 4 to 8 digits"));
+                    }
+                };
+                let settings = ExtensionSettings {
+                    ring_on_inbound: change.ring_on_inbound,
+                    ring_delay_secs: change.ring_delay_secs,
+                    may_call_out: change.may_call_out,
+                    international_allowed: change.international_allowed,
+                    pin_hash,
+                    caller_id: change.caller_id,
+                    daily_limit_minor: change.daily_limit_minor,
+                    prefers_alternate_path: change.prefers_alternate_path,
+                };
+                if settings == self.settings {
+                    vec![]
+                } else {
+                    vec![E::SettingsChanged { settings }]
+                }
+            }
+            C::Remove { reason } => vec![E::Removed {
+                reason: reason.clone(),
+            }],
+        })
+    }
+
+    fn apply(&mut self, event: &ExtensionEvent) {
+        use ExtensionEvent as E;
+        match event {
+            E::Requested {
+                extension_id,
+                account_id,
+                number,
+                native_provider,
+                kind,
+            } => {
+                self.status = ExtensionStatus::Pending;
+                self.id = Some(*extension_id);
+                self.account_id = Some(*account_id);
+                self.number = Some(number.clone());
+                self.native_provider = native_provider.clone();
+                self.kind = Some(*kind);
+            }
+            E::ChallengeIssued {
+                method,
+                code_hash,
+                expires_at,
+            } => {
+                self.challenges_issued += 1;
+                self.challenge = Some(Challenge {
+                    method: *method,
+                    code_hash: code_hash.clone(),
+                    expires_at: *expires_at,
+                });
+            }
+            E::Verified {} => {
+                self.status = ExtensionStatus::Verified;
+                self.challenge = None;
+            }
+            E::ChallengeFailed { attempts, locked } => {
+                self.failed_attempts = *attempts;
+                self.locked = *locked;
+            }
+            E::SettingsChanged { settings } => self.settings = settings.clone(),
+            E::Removed { .. } => {
+                self.status = ExtensionStatus::Removed;
+                self.challenge = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::account::tests::{account_id, active_account};
+    use crate::testing::{at, given};
+    use uuid::Uuid;
+
+    pub fn extension_id() -> ExtensionId {
+        ExtensionId(Uuid::from_u128(100))
+    }
+
+    pub fn mobile() -> E164 {
+        E164::parse("+447700900123").unwrap()
+    }
+
+    pub fn requested() -> ExtensionEvent {
+        ExtensionEvent::Requested {
+            extension_id: extension_id(),
+            account_id: account_id(),
+            number: mobile(),
+            native_provider: "Vodafone UK".into(),
+            kind: ExtensionKind::Mobile,
+        }
+    }
+
+    fn issued(code: &str) -> ExtensionEvent {
+        ExtensionEvent::ChallengeIssued {
+            method: ChallengeMethod::Sms,
+            code_hash: code_hash(Some(extension_id()), code),
+            expires_at: at(300),
+        }
+    }
+
+    pub fn verified_history() -> Vec<ExtensionEvent> {
+        vec![requested(), issued("4821"), ExtensionEvent::Verified {}]
+    }
+
+    fn submit(code: &str) -> ExtensionCommand {
+        ExtensionCommand::SubmitCode { code: code.into() }
+    }
+
+    fn change(pin: PinChange) -> SettingsChange {
+        let d = ExtensionSettings::default();
+        SettingsChange {
+            ring_on_inbound: d.ring_on_inbound,
+            ring_delay_secs: d.ring_delay_secs,
+            may_call_out: d.may_call_out,
+            international_allowed: d.international_allowed,
+            pin,
+            caller_id: d.caller_id,
+            daily_limit_minor: d.daily_limit_minor,
+            prefers_alternate_path: d.prefers_alternate_path,
+        }
+    }
+
+    #[test]
+    fn requesting_an_extension_needs_an_active_account() {
+        let command = |account| ExtensionCommand::Request {
+            extension_id: extension_id(),
+            account,
+            number: mobile(),
+            native_provider: "Vodafone UK".into(),
+            kind: ExtensionKind::Mobile,
+        };
+        given::<Extension>([])
+            .when(command(active_account()))
+            .then([requested()]);
+        let mut suspended = active_account();
+        suspended.status = crate::account::AccountStatus::Suspended;
+        given::<Extension>([])
+            .when(command(suspended))
+            .then_error(DomainError::AccountSuspended);
+    }
+
+    #[test]
+    fn the_right_code_verifies() {
+        let state = given::<Extension>([requested(), issued("4821")])
+            .at(at(60))
+            .when(submit("4821"))
+            .then([ExtensionEvent::Verified {}]);
+        assert_eq!(state.status, ExtensionStatus::Verified);
+    }
+
+    #[test]
+    fn a_code_is_stored_only_as_a_hash() {
+        let events = given::<Extension>([requested()])
+            .when(ExtensionCommand::IssueChallenge {
+                method: ChallengeMethod::FlashCall,
+                code: "4821".into(),
+                ttl_secs: 300,
+            })
+            .events();
+        let json = serde_json::to_string(&events).unwrap();
+        assert!(!json.contains("4821"), "{json}");
+    }
+
+    #[test]
+    fn an_expired_code_is_refused() {
+        given::<Extension>([requested(), issued("4821")])
+            .at(at(300))
+            .when(submit("4821"))
+            .then_error(DomainError::ChallengeExpired);
+    }
+
+    #[test]
+    fn a_wrong_code_is_recorded_as_a_failed_attempt() {
+        given::<Extension>([requested(), issued("4821")])
+            .when(submit("0000"))
+            .then([ExtensionEvent::ChallengeFailed {
+                attempts: 1,
+                locked: false,
+            }]);
+    }
+
+    #[test]
+    fn a_challenge_locks_after_five_wrong_codes() {
+        let mut history = vec![requested(), issued("4821")];
+        for attempts in 1..=4 {
+            history.push(ExtensionEvent::ChallengeFailed {
+                attempts,
+                locked: false,
+            });
+        }
+        let state = given::<Extension>(history).when(submit("0000")).then([
+            ExtensionEvent::ChallengeFailed {
+                attempts: 5,
+                locked: true,
+            },
+        ]);
+        // Even the right code no longer works, and no new code can be sent.
+        assert_eq!(
+            state.decide(&submit("4821"), at(1)),
+            Err(DomainError::ChallengeLocked)
+        );
+        assert_eq!(
+            state.decide(
+                &ExtensionCommand::IssueChallenge {
+                    method: ChallengeMethod::Sms,
+                    code: "1111".into(),
+                    ttl_secs: 300
+                },
+                at(1)
+            ),
+            Err(DomainError::ChallengeLocked)
+        );
+    }
+
+    #[test]
+    fn resends_are_limited() {
+        let history: Vec<_> = std::iter::once(requested())
+            .chain((0..MAX_CHALLENGES).map(|_| issued("1234")))
+            .collect();
+        given::<Extension>(history)
+            .when(ExtensionCommand::IssueChallenge {
+                method: ChallengeMethod::Sms,
+                code: "5678".into(),
+                ttl_secs: 300,
+            })
+            .then_error(DomainError::ChallengeResendLimit);
+    }
+
+    #[test]
+    fn an_unverified_extension_cannot_place_calls() {
+        let state = Extension::from_events(&[requested(), issued("4821")]);
+        assert_eq!(
+            state.authorize_call_out(
+                &active_account(),
+                &E164::parse("+442079460000").unwrap(),
+                None
+            ),
+            Err(DomainError::ExtensionNotVerified)
+        );
+    }
+
+    #[test]
+    fn a_removed_extension_cannot_place_calls_or_change() {
+        let mut history = verified_history();
+        history.push(ExtensionEvent::Removed {
+            reason: "lost phone".into(),
+        });
+        let state = Extension::from_events(&history);
+        assert_eq!(
+            state.authorize_call_out(
+                &active_account(),
+                &E164::parse("+442079460000").unwrap(),
+                None
+            ),
+            Err(DomainError::ExtensionRemoved)
+        );
+        given::<Extension>(history)
+            .when(ExtensionCommand::ChangeSettings(change(PinChange::Keep)))
+            .then_error(DomainError::ExtensionRemoved);
+    }
+
+    #[test]
+    fn an_extension_of_a_suspended_account_does_not_serve() {
+        let state = Extension::from_events(&verified_history());
+        let mut account = active_account();
+        account.status = crate::account::AccountStatus::Suspended;
+        assert_eq!(
+            state.ensure_serving(&account),
+            Err(DomainError::AccountSuspended)
+        );
+    }
+
+    #[test]
+    fn a_verified_extension_calls_domestic_but_not_international_by_default() {
+        let state = Extension::from_events(&verified_history());
+        let account = active_account();
+        assert_eq!(
+            state.authorize_call_out(&account, &E164::parse("+442079460000").unwrap(), None),
+            Ok(())
+        );
+        assert_eq!(
+            state.authorize_call_out(&account, &E164::parse("+14155550100").unwrap(), None),
+            Err(DomainError::InternationalNotAllowed)
+        );
+    }
+
+    #[test]
+    fn a_pin_once_set_is_required_and_checked() {
+        let mut history = verified_history();
+        let events = given::<Extension>(history.clone())
+            .when(ExtensionCommand::ChangeSettings(change(PinChange::Set(
+                "2468".into(),
+            ))))
+            .events();
+        history.extend(events);
+        let state = Extension::from_events(&history);
+        let dest = E164::parse("+442079460000").unwrap();
+        let account = active_account();
+        assert_eq!(
+            state.authorize_call_out(&account, &dest, None),
+            Err(DomainError::PinRequired)
+        );
+        assert_eq!(
+            state.authorize_call_out(&account, &dest, Some("1357")),
+            Err(DomainError::PinMismatch)
+        );
+        assert_eq!(
+            state.authorize_call_out(&account, &dest, Some("2468")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn an_extension_that_may_not_call_out_cannot() {
+        let mut c = change(PinChange::Keep);
+        c.may_call_out = false;
+        let mut history = verified_history();
+        history.extend(
+            given::<Extension>(history.clone())
+                .when(ExtensionCommand::ChangeSettings(c))
+                .events(),
+        );
+        let state = Extension::from_events(&history);
+        assert_eq!(
+            state.authorize_call_out(
+                &active_account(),
+                &E164::parse("+442079460000").unwrap(),
+                None
+            ),
+            Err(DomainError::CallOutNotAllowed)
+        );
+    }
+
+    #[test]
+    fn unchanged_settings_are_a_no_op() {
+        given::<Extension>(verified_history())
+            .when(ExtensionCommand::ChangeSettings(change(PinChange::Keep)))
+            .then([]);
+    }
+
+    #[test]
+    fn a_malformed_pin_is_refused() {
+        given::<Extension>(verified_history())
+            .when(ExtensionCommand::ChangeSettings(change(PinChange::Set(
+                "12ab".into(),
+            ))))
+            .then_error(DomainError::invalid("pin", "must be 4 to 8 digits"));
+    }
+}

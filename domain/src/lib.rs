@@ -1,0 +1,32 @@
+//! ringledger's pure model: every business rule of the telephone service, written as
+//! `decide(&state, command, now) -> events` and `apply(state, event)`, plus call rating.
+//!
+//! Nothing here does I/O or reads a clock: time is always an argument, so every rule is a
+//! plain function that a given/when/then test pins down.
+
+pub mod account;
+pub mod aggregate;
+pub mod call;
+pub mod credentials;
+pub mod device;
+pub mod e164;
+pub mod error;
+pub mod event;
+pub mod extension;
+pub mod ids;
+pub mod money;
+pub mod number;
+pub mod rating;
+pub mod tariff;
+
+#[cfg(test)]
+mod testing;
+
+pub use aggregate::Aggregate;
+pub use e164::E164;
+pub use error::DomainError;
+pub use event::{DecodeError, DomainEvent, EncodedEvent, Event};
+pub use money::{Currency, Money};
+
+/// Instants are UTC everywhere in the model.
+pub type Instant = chrono::DateTime<chrono::Utc>;
