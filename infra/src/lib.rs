@@ -1,1 +1,9 @@
+//! ringledger's infrastructure: the event log behind one contract with three backends
+//! (SQLite embedded default, PostgreSQL, EventStoreDB), configuration and id minting.
 
+pub mod config;
+pub mod store;
+
+pub use store::{
+    AppendResult, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, open_store,
+};

@@ -1,0 +1,314 @@
+//! Configuration: one TOML file whose every key has an embedded default, each overridable by
+//! an environment variable `RINGLEDGER_` + the key path in capitals with `__` between levels
+//! (`store.url` -> `RINGLEDGER_STORE__URL`). A bad value is reported as one line naming the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::{Table, Value};
+
+/// Every key and its default. Tools and tests rely on these names.
+pub const DEFAULTS: &str = r#"
+[store]
+url = "sqlite://data/ringledger.db"
+
+[api]
+listen = "127.0.0.1:8080"
+
+[sip]
+listen = "127.0.0.1:5060"
+
+[media]
+ports = "20000-20999"
+
+[bus.kafka]
+brokers = ""
+topic = "ringledger.events"
+
+[trunks]
+"#;
+
+const ENV_PREFIX: &str = "RINGLEDGER_";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub api: ListenConfig,
+    pub sip: ListenConfig,
+    pub media: MediaConfig,
+    pub bus: BusConfig,
+    /// Carriers by name; their keys are settled by the SIP edge.
+    pub trunks: BTreeMap<String, Table>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListenConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MediaConfig {
+    pub ports: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BusConfig {
+    pub kafka: KafkaConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list; empty means the in-process bus.
+    pub brokers: String,
+    pub topic: String,
+}
+
+impl MediaConfig {
+    /// The inclusive RTP port range.
+    pub fn port_range(&self) -> Result<(u16, u16), ConfigError> {
+        let bad = || ConfigError::new("media.ports", format!("{:?} is not a range like 20000-20999", self.ports));
+        let (lo, hi) = self.ports.split_once('-').ok_or_else(bad)?;
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if lo == 0 || lo > hi || lo % 2 != 0 {
+            return Err(ConfigError::new(
+                "media.ports",
+                "must start at an even port above 0 and not end below its start",
+            ));
+        }
+        Ok((lo, hi))
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file_text = match file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        Self::from_sources(file_text.as_deref(), std::env::vars())
+    }
+
+    /// The same, with the file's text and the environment given (for tests).
+    pub fn from_sources(
+        file_text: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut merged: Table = DEFAULTS
+            .parse()
+            .map_err(|e| ConfigError::new("(defaults)", format!("{e}")))?;
+        let defaults = merged.clone();
+        if let Some(text) = file_text {
+            let file: Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::new("(file)", e.message().to_owned()))?;
+            merge(&mut merged, file, &defaults, "")?;
+        }
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+            set_from_env(&mut merged, &defaults, &keys, value)?;
+        }
+        for (section, key) in [("api", "listen"), ("sip", "listen")] {
+            if let Some(Value::String(addr)) = merged.get(section).and_then(|t| t.get(key))
+                && addr.parse::<SocketAddr>().is_err()
+            {
+                return Err(ConfigError::new(
+                    format!("{section}.{key}"),
+                    format!("{addr:?} is not an address like 127.0.0.1:8080"),
+                ));
+            }
+        }
+        let config: Config = Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::new("(config)", e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.store.url;
+        if !["sqlite:", "postgres:", "postgresql:", "esdb:", "esdb+discover:"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
+            return Err(ConfigError::new(
+                "store.url",
+                format!("{url:?} must start with sqlite:, postgres:, esdb: or esdb+discover:"),
+            ));
+        }
+        self.media.port_range()?;
+        Ok(())
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    v.type_str()
+}
+
+/// Merges `over` into `base`, refusing keys the defaults do not know (except under `trunks`,
+/// whose keys name carriers) and values of the wrong type.
+fn merge(base: &mut Table, over: Table, defaults: &Table, prefix: &str) -> Result<(), ConfigError> {
+    for (k, v) in over {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let free_form = key == "trunks" || key.starts_with("trunks.");
+        match (defaults.get(&k), base.get_mut(&k), v) {
+            (Some(Value::Table(d)), Some(Value::Table(b)), Value::Table(o)) if !free_form => {
+                merge(b, o, d, &key)?
+            }
+            (_, _, v) if free_form => {
+                base.insert(k, v);
+            }
+            (Some(d), _, v) if type_name(d) == type_name(&v) => {
+                base.insert(k, v);
+            }
+            (Some(d), _, v) => {
+                return Err(ConfigError::new(
+                    key,
+                    format!("expected a {}, found a {}", type_name(d), type_name(&v)),
+                ));
+            }
+            (None, _, _) => return Err(ConfigError::new(key, "unknown key")),
+        }
+    }
+    Ok(())
+}
+
+fn set_from_env(
+    merged: &mut Table,
+    defaults: &Table,
+    keys: &[String],
+    raw: String,
+) -> Result<(), ConfigError> {
+    let key = keys.join(".");
+    let env_name = format!("{ENV_PREFIX}{}", keys.join("__").to_uppercase());
+    let mut default: Option<&Value> = None;
+    let mut table = defaults;
+    for (i, k) in keys.iter().enumerate() {
+        match table.get(k) {
+            Some(Value::Table(t)) if i + 1 < keys.len() => table = t,
+            Some(v) if i + 1 == keys.len() => default = Some(v),
+            _ if keys.first().is_some_and(|k| k == "trunks") => break,
+            _ => return Err(ConfigError::new(key, format!("unknown key (from {env_name})"))),
+        }
+    }
+    let value = match default {
+        Some(Value::Integer(_)) => Value::Integer(raw.parse().map_err(|_| {
+            ConfigError::new(key.clone(), format!("{env_name}={raw:?} is not an integer"))
+        })?),
+        Some(Value::Boolean(_)) => Value::Boolean(raw.parse().map_err(|_| {
+            ConfigError::new(key.clone(), format!("{env_name}={raw:?} is not true or false"))
+        })?),
+        _ => Value::String(raw),
+    };
+    let (last, parents) = keys.split_last().ok_or_else(|| ConfigError::new(key.clone(), "empty key"))?;
+    let mut table = merged;
+    for k in parents {
+        table = match table
+            .entry(k.clone())
+            .or_insert_with(|| Value::Table(Table::new()))
+        {
+            Value::Table(t) => t,
+            _ => return Err(ConfigError::new(key, "is not a table")),
+        };
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn every_key_has_a_default() {
+        let c = Config::from_sources(None, env(&[])).unwrap();
+        assert_eq!(c.store.url, "sqlite://data/ringledger.db");
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.sip.listen.to_string(), "127.0.0.1:5060");
+        assert_eq!(c.media.port_range().unwrap(), (20000, 20999));
+        assert_eq!(c.bus.kafka.brokers, "");
+        assert!(c.trunks.is_empty());
+    }
+
+    #[test]
+    fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
+        let file = "[store]\nurl = \"postgres://127.0.0.1/ringledger\"\n[api]\nlisten = \"0.0.0.0:9000\"\n";
+        let c = Config::from_sources(
+            Some(file),
+            env(&[
+                ("RINGLEDGER_API__LISTEN", "127.0.0.1:9100"),
+                ("RINGLEDGER_BUS__KAFKA__BROKERS", "127.0.0.1:9092"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.store.url, "postgres://127.0.0.1/ringledger");
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(c.bus.kafka.brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn trunks_are_free_form() {
+        let file = "[trunks.carrier]\naddress = \"127.0.0.1:5070\"\nallowed_networks = [\"127.0.0.0/8\"]\n";
+        let c = Config::from_sources(Some(file), env(&[])).unwrap();
+        assert_eq!(c.trunks["carrier"]["address"].as_str(), Some("127.0.0.1:5070"));
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let err = |file: Option<&str>, e: &[(&str, &str)]| {
+            Config::from_sources(file, env(e)).unwrap_err().to_string()
+        };
+        assert_eq!(
+            err(Some("[store]\nulr = \"x\"\n"), &[]),
+            "config: store.ulr: unknown key"
+        );
+        assert_eq!(
+            err(Some("[api]\nlisten = 8080\n"), &[]),
+            "config: api.listen: expected a string, found a integer"
+        );
+        assert!(err(None, &[("RINGLEDGER_STORE__URL", "mysql://x")]).starts_with("config: store.url: "));
+        assert!(err(None, &[("RINGLEDGER_MEDIA__PORTS", "9-3")]).starts_with("config: media.ports: "));
+        assert_eq!(
+            err(None, &[("RINGLEDGER_STORE__PATH", "x")]),
+            "config: store.path: unknown key (from RINGLEDGER_STORE__PATH)"
+        );
+        assert_eq!(
+            err(None, &[("RINGLEDGER_SIP__LISTEN", "localhost")]),
+            "config: sip.listen: \"localhost\" is not an address like 127.0.0.1:8080"
+        );
+    }
+}
