@@ -93,7 +93,7 @@ impl MediaConfig {
         let (lo, hi) = self.ports.split_once('-').ok_or_else(bad)?;
         let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
         let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
-        if lo == 0 || lo > hi || lo % 2 != 0 {
+        if lo == 0 || lo > hi || !lo.is_multiple_of(2) {
             return Err(ConfigError::new(
                 "media.ports",
                 "must start at an even port above 0 and not end below its start",

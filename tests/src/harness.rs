@@ -19,6 +19,9 @@ pub struct Backend {
     pub dense_positions: bool,
     /// Database constraints can refuse an event after it passed validation (the SQL backends).
     pub database_checks: bool,
+    /// The hash chain runs over global order and event ids are unique across the whole log
+    /// (the SQL backends; EventStoreDB chains and de-duplicates per stream).
+    pub global_chain: bool,
     _cleanup: Cleanup,
 }
 
@@ -57,6 +60,7 @@ impl Backend {
             url,
             dense_positions: true,
             database_checks: true,
+            global_chain: true,
             _cleanup: Cleanup::Dir(dir),
         }
     }
@@ -76,6 +80,7 @@ impl Backend {
             url: format!("{}/{name}", pg_server()),
             dense_positions: true,
             database_checks: true,
+            global_chain: true,
             _cleanup: Cleanup::PgDatabase(name),
         }
     }
@@ -87,6 +92,7 @@ impl Backend {
             url,
             dense_positions: false,
             database_checks: false,
+            global_chain: false,
             _cleanup: Cleanup::Nothing,
         })
     }

@@ -1,0 +1,126 @@
+//! `ringledger bench append`: durable appends per second and append latency, one event per
+//! append, with N concurrent writers each on its own stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use domain::DomainEvent;
+use domain::device::{DeviceEvent, Transport};
+use infra::{EventStore, ExpectedVersion, NewEvent};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Durable appends/s and latency percentiles for each writer count.
+    Append {
+        /// Store to measure; default: a fresh SQLite file in a temporary directory.
+        #[arg(long)]
+        store: Option<String>,
+        /// Comma-separated concurrent writer counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+        writers: Vec<usize>,
+        /// Seconds to run each writer count.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Append {
+        store,
+        writers,
+        seconds,
+    } = command;
+    let tmp = tempfile::tempdir()?;
+    let url = store.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
+    let store = infra::open_store(&url)
+        .await
+        .with_context(|| format!("opening {}", crate::redact(&url)))?;
+    println!(
+        "backend  writers  seconds   appends   events/s   p50_ms   p99_ms   max_ms   ({})",
+        crate::redact(&url)
+    );
+    for w in writers {
+        let r = measure(store.clone(), w, Duration::from_secs(seconds)).await?;
+        println!(
+            "{:<8} {:>7} {:>8.1} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>8.2}",
+            store.backend(),
+            w,
+            r.elapsed.as_secs_f64(),
+            r.latencies_us.len(),
+            r.latencies_us.len() as f64 / r.elapsed.as_secs_f64(),
+            percentile(&r.latencies_us, 0.50),
+            percentile(&r.latencies_us, 0.99),
+            percentile(&r.latencies_us, 1.0),
+        );
+    }
+    Ok(())
+}
+
+struct Run {
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+/// A realistic event: a REGISTER binding a contact (the most frequent write of a live system).
+fn registration(n: u64) -> anyhow::Result<NewEvent> {
+    let now = chrono::Utc::now();
+    let event = DeviceEvent::ContactBound {
+        contact_uri: format!("sip:dev{n}@192.0.2.{}:5060;transport=udp", n % 250),
+        source: format!("192.0.2.{}:5060", n % 250),
+        transport: Transport::Udp,
+        user_agent: Some("baresip v1.0.0 (x86_64/linux)".into()),
+        expires_at: now + chrono::Duration::seconds(3600),
+    };
+    anyhow::ensure!(event.event_type() == "device.contact_bound");
+    Ok(NewEvent::from_domain(&event, now, "bench"))
+}
+
+/// Upper bound on appends per writer, so a run is bounded in count as well as time.
+const MAX_APPENDS_PER_WRITER: usize = 2_000_000;
+
+async fn measure(store: Arc<dyn EventStore>, writers: usize, duration: Duration) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let stream = format!("device-bench-{}", uuid::Uuid::now_v7());
+                let mut latencies = Vec::new();
+                let mut version = 0u64;
+                while Instant::now() < deadline && latencies.len() < MAX_APPENDS_PER_WRITER {
+                    let expected = match version {
+                        0 => ExpectedVersion::NoStream,
+                        v => ExpectedVersion::Exact(v),
+                    };
+                    let event = registration((w as u64) << 32 | version)?;
+                    let t = Instant::now();
+                    let r = store.append(&stream, expected, vec![event]).await?;
+                    latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    version = r.last_version;
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies_us = Vec::new();
+    for t in tasks {
+        latencies_us.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    latencies_us.sort_unstable();
+    Ok(Run {
+        elapsed,
+        latencies_us,
+    })
+}
+
+fn percentile(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    f64::from(sorted_us[i]) / 1000.0
+}

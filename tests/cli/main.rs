@@ -1,0 +1,122 @@
+//! The `ringledger` binary as an operator runs it: a real process, real files, real signals.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ringledger(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ringledger"));
+    c.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RINGLEDGER_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn serve_starts_with_no_config_and_exits_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ringledger(dir.path())
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Keep draining stderr so the server never writes into a closed pipe.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("ringledger ready")) {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => log.push(line),
+            Err(e) => panic!("no ready line ({e}) in {log:#?}"),
+        }
+    }
+    assert!(dir.path().join("data/ringledger.db").exists(), "the default SQLite file is created under ./data");
+
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "serve did not exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().unwrap();
+    log.extend(lines.try_iter());
+    assert!(exit.success(), "{exit:?}: {log:#?}");
+    assert!(log.iter().any(|l| l.contains("shutting down")), "{log:#?}");
+}
+
+#[test]
+fn bad_config_gets_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ringledger(dir.path())
+        .arg("migrate")
+        .env("RINGLEDGER_STORE__URL", "mysql://127.0.0.1/x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("config: store.url: "), "{stderr}");
+
+    std::fs::write(dir.path().join("bad.toml"), "[api]\nlisten = \"nowhere\"\n").unwrap();
+    let out = ringledger(dir.path()).args(["--config", "bad.toml", "serve"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("config: api.listen: "), "{stderr}");
+}
+
+#[test]
+fn migrate_then_tail_the_log_as_ndjson() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("log.db").display());
+    let out = ringledger(dir.path()).arg("migrate").env("RINGLEDGER_STORE__URL", &url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("migrated (head position 0)"));
+
+    // Write 25 events through the store, as the server would.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = infra::open_store(&url).await.unwrap();
+        for n in 0..25 {
+            let e = infra::NewEvent {
+                event_id: uuid::Uuid::now_v7(),
+                event_type: "test.happened".into(),
+                schema_version: 1,
+                payload: serde_json::json!({ "n": n }),
+                occurred_at: chrono::Utc::now(),
+                correlation_id: uuid::Uuid::now_v7(),
+                causation_id: None,
+                actor: "cli-test".into(),
+            };
+            store.append("test-1", infra::ExpectedVersion::Any, vec![e]).await.unwrap();
+        }
+    });
+
+    let tail = |args: &[&str]| {
+        let out = ringledger(dir.path()).args(args).env("RINGLEDGER_STORE__URL", &url).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let last = tail(&["events", "tail", "-n", "5"]);
+    assert_eq!(last.iter().map(|e| e["payload"]["n"].as_i64().unwrap()).collect::<Vec<_>>(), vec![20, 21, 22, 23, 24]);
+    assert_eq!(last[4]["global_position"], 25);
+    assert_eq!(last[4]["prev_hash"], last[3]["hash"]);
+    let all = tail(&["events", "tail", "--after", "0"]);
+    assert_eq!(all.len(), 25);
+}
