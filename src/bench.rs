@@ -33,7 +33,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         seconds,
     } = command;
     let tmp = tempfile::tempdir()?;
-    let url = store.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
+    let url =
+        store.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
     let store = infra::open_store(&url)
         .await
         .with_context(|| format!("opening {}", crate::redact(&url)))?;
@@ -80,7 +81,11 @@ fn registration(n: u64) -> anyhow::Result<NewEvent> {
 /// Upper bound on appends per writer, so a run is bounded in count as well as time.
 const MAX_APPENDS_PER_WRITER: usize = 2_000_000;
 
-async fn measure(store: Arc<dyn EventStore>, writers: usize, duration: Duration) -> anyhow::Result<Run> {
+async fn measure(
+    store: Arc<dyn EventStore>,
+    writers: usize,
+    duration: Duration,
+) -> anyhow::Result<Run> {
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = (0..writers)

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use infra::config::Config;
 
 #[derive(Parser)]
-#[command(name = "ringledger", version, about = "An event-sourced IP telephony backend")]
+#[command(
+    name = "ringledger",
+    version,
+    about = "An event-sourced IP telephony backend"
+)]
 struct Cli {
     /// TOML configuration file; every key has a default and an environment override.
     #[arg(long, global = true, value_name = "FILE")]
@@ -42,7 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RINGLEDGER_LOG")
+            tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
@@ -97,7 +101,10 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact("sqlite://data/x.db"), "sqlite://data/x.db");
     }

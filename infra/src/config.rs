@@ -89,7 +89,12 @@ pub struct KafkaConfig {
 impl MediaConfig {
     /// The inclusive RTP port range.
     pub fn port_range(&self) -> Result<(u16, u16), ConfigError> {
-        let bad = || ConfigError::new("media.ports", format!("{:?} is not a range like 20000-20999", self.ports));
+        let bad = || {
+            ConfigError::new(
+                "media.ports",
+                format!("{:?} is not a range like 20000-20999", self.ports),
+            )
+        };
         let (lo, hi) = self.ports.split_once('-').ok_or_else(bad)?;
         let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
         let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
@@ -156,9 +161,15 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let url = &self.store.url;
-        if !["sqlite:", "postgres:", "postgresql:", "esdb:", "esdb+discover:"]
-            .iter()
-            .any(|p| url.starts_with(p))
+        if ![
+            "sqlite:",
+            "postgres:",
+            "postgresql:",
+            "esdb:",
+            "esdb+discover:",
+        ]
+        .iter()
+        .any(|p| url.starts_with(p))
         {
             return Err(ConfigError::new(
                 "store.url",
@@ -178,7 +189,11 @@ fn type_name(v: &Value) -> &'static str {
 /// whose keys name carriers) and values of the wrong type.
 fn merge(base: &mut Table, over: Table, defaults: &Table, prefix: &str) -> Result<(), ConfigError> {
     for (k, v) in over {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         let free_form = key == "trunks" || key.starts_with("trunks.");
         match (defaults.get(&k), base.get_mut(&k), v) {
             (Some(Value::Table(d)), Some(Value::Table(b)), Value::Table(o)) if !free_form => {
@@ -217,7 +232,12 @@ fn set_from_env(
             Some(Value::Table(t)) if i + 1 < keys.len() => table = t,
             Some(v) if i + 1 == keys.len() => default = Some(v),
             _ if keys.first().is_some_and(|k| k == "trunks") => break,
-            _ => return Err(ConfigError::new(key, format!("unknown key (from {env_name})"))),
+            _ => {
+                return Err(ConfigError::new(
+                    key,
+                    format!("unknown key (from {env_name})"),
+                ));
+            }
         }
     }
     let value = match default {
@@ -225,11 +245,16 @@ fn set_from_env(
             ConfigError::new(key.clone(), format!("{env_name}={raw:?} is not an integer"))
         })?),
         Some(Value::Boolean(_)) => Value::Boolean(raw.parse().map_err(|_| {
-            ConfigError::new(key.clone(), format!("{env_name}={raw:?} is not true or false"))
+            ConfigError::new(
+                key.clone(),
+                format!("{env_name}={raw:?} is not true or false"),
+            )
         })?),
         _ => Value::String(raw),
     };
-    let (last, parents) = keys.split_last().ok_or_else(|| ConfigError::new(key.clone(), "empty key"))?;
+    let (last, parents) = keys
+        .split_last()
+        .ok_or_else(|| ConfigError::new(key.clone(), "empty key"))?;
     let mut table = merged;
     for k in parents {
         table = match table
@@ -249,7 +274,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -284,7 +312,10 @@ mod tests {
     fn trunks_are_free_form() {
         let file = "[trunks.carrier]\naddress = \"127.0.0.1:5070\"\nallowed_networks = [\"127.0.0.0/8\"]\n";
         let c = Config::from_sources(Some(file), env(&[])).unwrap();
-        assert_eq!(c.trunks["carrier"]["address"].as_str(), Some("127.0.0.1:5070"));
+        assert_eq!(
+            c.trunks["carrier"]["address"].as_str(),
+            Some("127.0.0.1:5070")
+        );
     }
 
     #[test]
@@ -300,8 +331,12 @@ mod tests {
             err(Some("[api]\nlisten = 8080\n"), &[]),
             "config: api.listen: expected a string, found a integer"
         );
-        assert!(err(None, &[("RINGLEDGER_STORE__URL", "mysql://x")]).starts_with("config: store.url: "));
-        assert!(err(None, &[("RINGLEDGER_MEDIA__PORTS", "9-3")]).starts_with("config: media.ports: "));
+        assert!(
+            err(None, &[("RINGLEDGER_STORE__URL", "mysql://x")]).starts_with("config: store.url: ")
+        );
+        assert!(
+            err(None, &[("RINGLEDGER_MEDIA__PORTS", "9-3")]).starts_with("config: media.ports: ")
+        );
         assert_eq!(
             err(None, &[("RINGLEDGER_STORE__PATH", "x")]),
             "config: store.path: unknown key (from RINGLEDGER_STORE__PATH)"

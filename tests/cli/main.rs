@@ -39,9 +39,15 @@ fn serve_starts_with_no_config_and_exits_cleanly_on_ctrl_c() {
             Err(e) => panic!("no ready line ({e}) in {log:#?}"),
         }
     }
-    assert!(dir.path().join("data/ringledger.db").exists(), "the default SQLite file is created under ./data");
+    assert!(
+        dir.path().join("data/ringledger.db").exists(),
+        "the default SQLite file is created under ./data"
+    );
 
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
@@ -71,7 +77,10 @@ fn bad_config_gets_one_line_naming_the_key() {
     assert!(stderr.starts_with("config: store.url: "), "{stderr}");
 
     std::fs::write(dir.path().join("bad.toml"), "[api]\nlisten = \"nowhere\"\n").unwrap();
-    let out = ringledger(dir.path()).args(["--config", "bad.toml", "serve"]).output().unwrap();
+    let out = ringledger(dir.path())
+        .args(["--config", "bad.toml", "serve"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.starts_with("config: api.listen: "), "{stderr}");
@@ -81,9 +90,21 @@ fn bad_config_gets_one_line_naming_the_key() {
 fn migrate_then_tail_the_log_as_ndjson() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("log.db").display());
-    let out = ringledger(dir.path()).arg("migrate").env("RINGLEDGER_STORE__URL", &url).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8(out.stdout).unwrap().contains("migrated (head position 0)"));
+    let out = ringledger(dir.path())
+        .arg("migrate")
+        .env("RINGLEDGER_STORE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("migrated (head position 0)")
+    );
 
     // Write 25 events through the store, as the server would.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -100,13 +121,24 @@ fn migrate_then_tail_the_log_as_ndjson() {
                 causation_id: None,
                 actor: "cli-test".into(),
             };
-            store.append("test-1", infra::ExpectedVersion::Any, vec![e]).await.unwrap();
+            store
+                .append("test-1", infra::ExpectedVersion::Any, vec![e])
+                .await
+                .unwrap();
         }
     });
 
     let tail = |args: &[&str]| {
-        let out = ringledger(dir.path()).args(args).env("RINGLEDGER_STORE__URL", &url).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = ringledger(dir.path())
+            .args(args)
+            .env("RINGLEDGER_STORE__URL", &url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -114,7 +146,12 @@ fn migrate_then_tail_the_log_as_ndjson() {
             .collect::<Vec<_>>()
     };
     let last = tail(&["events", "tail", "-n", "5"]);
-    assert_eq!(last.iter().map(|e| e["payload"]["n"].as_i64().unwrap()).collect::<Vec<_>>(), vec![20, 21, 22, 23, 24]);
+    assert_eq!(
+        last.iter()
+            .map(|e| e["payload"]["n"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![20, 21, 22, 23, 24]
+    );
     assert_eq!(last[4]["global_position"], 25);
     assert_eq!(last[4]["prev_hash"], last[3]["hash"]);
     let all = tail(&["events", "tail", "--after", "0"]);

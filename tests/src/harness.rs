@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 /// Where tests find PostgreSQL: a server URL without a database name.
 pub fn pg_server() -> String {
-    std::env::var("RINGLEDGER_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("RINGLEDGER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A backend under test: its url, what it guarantees beyond the contract, and what to clean.
@@ -37,12 +38,17 @@ impl Drop for Cleanup {
             let name = name.clone();
             // Drop runs outside any runtime guarantee; use a private one on its own thread.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 rt.block_on(async {
                     use sqlx::Connection;
-                    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server())).await?;
+                    let mut admin =
+                        sqlx::PgConnection::connect(&format!("{}/postgres", pg_server())).await?;
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await?;
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await?;
                     Ok::<_, sqlx::Error>(())
                 })
                 .map_err(std::io::Error::other)

@@ -31,36 +31,51 @@ macro_rules! contract_suite {
     };
 }
 
-contract_suite!(sqlite, Some(Backend::sqlite().await), 5, [
-    append_then_read_back_the_envelope,
-    expected_versions_are_enforced,
-    two_writers_race_on_one_stream,
-    idempotent_retry_after_a_lost_acknowledgement,
-    a_failure_mid_append_leaves_none_of_it,
-    subscriptions_catch_up_then_go_live,
-    acknowledged_events_survive_a_reopen,
-    bad_appends_are_refused,
-]);
+contract_suite!(
+    sqlite,
+    Some(Backend::sqlite().await),
+    5,
+    [
+        append_then_read_back_the_envelope,
+        expected_versions_are_enforced,
+        two_writers_race_on_one_stream,
+        idempotent_retry_after_a_lost_acknowledgement,
+        a_failure_mid_append_leaves_none_of_it,
+        subscriptions_catch_up_then_go_live,
+        acknowledged_events_survive_a_reopen,
+        bad_appends_are_refused,
+    ]
+);
 
-contract_suite!(postgres, Some(Backend::postgres().await), 30, [
-    append_then_read_back_the_envelope,
-    expected_versions_are_enforced,
-    two_writers_race_on_one_stream,
-    idempotent_retry_after_a_lost_acknowledgement,
-    a_failure_mid_append_leaves_none_of_it,
-    subscriptions_catch_up_then_go_live,
-    acknowledged_events_survive_a_reopen,
-    bad_appends_are_refused,
-]);
+contract_suite!(
+    postgres,
+    Some(Backend::postgres().await),
+    30,
+    [
+        append_then_read_back_the_envelope,
+        expected_versions_are_enforced,
+        two_writers_race_on_one_stream,
+        idempotent_retry_after_a_lost_acknowledgement,
+        a_failure_mid_append_leaves_none_of_it,
+        subscriptions_catch_up_then_go_live,
+        acknowledged_events_survive_a_reopen,
+        bad_appends_are_refused,
+    ]
+);
 
 #[cfg(feature = "eventstoredb")]
-contract_suite!(eventstoredb, Backend::eventstoredb(), 5, [
-    append_then_read_back_the_envelope,
-    expected_versions_are_enforced,
-    two_writers_race_on_one_stream,
-    idempotent_retry_after_a_lost_acknowledgement,
-    a_failure_mid_append_leaves_none_of_it,
-    subscriptions_catch_up_then_go_live,
-    acknowledged_events_survive_a_reopen,
-    bad_appends_are_refused,
-]);
+contract_suite!(
+    eventstoredb,
+    Backend::eventstoredb(),
+    5,
+    [
+        append_then_read_back_the_envelope,
+        expected_versions_are_enforced,
+        two_writers_race_on_one_stream,
+        idempotent_retry_after_a_lost_acknowledgement,
+        a_failure_mid_append_leaves_none_of_it,
+        subscriptions_catch_up_then_go_live,
+        acknowledged_events_survive_a_reopen,
+        bad_appends_are_refused,
+    ]
+);

@@ -215,6 +215,7 @@ pub(crate) async fn run_writer<W: BatchWriter>(
         }
         let (appends, replies): (Vec<_>, Vec<_>) =
             requests.into_iter().map(|r| (r.append, r.reply)).unzip();
+        let started = std::time::Instant::now();
         let outcomes = match writer.write_batch(&appends).await {
             Ok(outcomes) => outcomes,
             Err(e) if appends.len() == 1 => vec![Err(e)],
@@ -225,13 +226,21 @@ pub(crate) async fn run_writer<W: BatchWriter>(
                 let mut outcomes = Vec::with_capacity(appends.len());
                 for append in appends.chunks(1) {
                     match writer.write_batch(append).await {
-                        Ok(mut one) => outcomes.push(one.pop().unwrap_or(Err(StoreError::WriterStopped))),
+                        Ok(mut one) => {
+                            outcomes.push(one.pop().unwrap_or(Err(StoreError::WriterStopped)))
+                        }
                         Err(e) => outcomes.push(Err(e)),
                     }
                 }
                 outcomes
             }
         };
+        tracing::debug!(
+            appends = outcomes.len(),
+            events,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "batch committed"
+        );
         let committed = outcomes
             .iter()
             .filter_map(|o| o.as_ref().ok().map(|r| r.last_position))
@@ -298,14 +307,35 @@ mod tests {
     #[test]
     fn appends_in_one_batch_see_each_other() {
         let batch = vec![
-            Append { stream_id: "s".into(), expected: ExpectedVersion::NoStream, events: vec![event(), event()] },
-            Append { stream_id: "s".into(), expected: ExpectedVersion::Exact(2), events: vec![event()] },
-            Append { stream_id: "s".into(), expected: ExpectedVersion::Exact(2), events: vec![event()] },
+            Append {
+                stream_id: "s".into(),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event(), event()],
+            },
+            Append {
+                stream_id: "s".into(),
+                expected: ExpectedVersion::Exact(2),
+                events: vec![event()],
+            },
+            Append {
+                stream_id: "s".into(),
+                expected: ExpectedVersion::Exact(2),
+                events: vec![event()],
+            },
         ];
-        let p = plan(&batch, HashMap::new(), HashMap::new(), genesis(), Utc::now());
+        let p = plan(
+            &batch,
+            HashMap::new(),
+            HashMap::new(),
+            genesis(),
+            Utc::now(),
+        );
         assert_eq!(p.rows.len(), 3);
         assert_eq!(p.results[1].as_ref().unwrap().last_version, 3);
-        assert!(matches!(p.results[2], Err(StoreError::Conflict { actual: 3, .. })));
+        assert!(matches!(
+            p.results[2],
+            Err(StoreError::Conflict { actual: 3, .. })
+        ));
         assert_eq!(p.rows[2].prev_hash, p.rows[1].hash);
         assert_eq!(p.tail.position, 3);
     }
@@ -314,12 +344,29 @@ mod tests {
     fn a_retry_inside_the_same_batch_is_a_replay() {
         let events = vec![event(), event()];
         let batch = vec![
-            Append { stream_id: "s".into(), expected: ExpectedVersion::NoStream, events: events.clone() },
-            Append { stream_id: "s".into(), expected: ExpectedVersion::NoStream, events },
+            Append {
+                stream_id: "s".into(),
+                expected: ExpectedVersion::NoStream,
+                events: events.clone(),
+            },
+            Append {
+                stream_id: "s".into(),
+                expected: ExpectedVersion::NoStream,
+                events,
+            },
         ];
-        let p = plan(&batch, HashMap::new(), HashMap::new(), genesis(), Utc::now());
+        let p = plan(
+            &batch,
+            HashMap::new(),
+            HashMap::new(),
+            genesis(),
+            Utc::now(),
+        );
         assert_eq!(p.rows.len(), 2);
-        assert_eq!(p.results[0].as_ref().unwrap(), p.results[1].as_ref().unwrap());
+        assert_eq!(
+            p.results[0].as_ref().unwrap(),
+            p.results[1].as_ref().unwrap()
+        );
     }
 
     #[test]
@@ -328,7 +375,11 @@ mod tests {
         let mut known = HashMap::new();
         known.insert(
             stored.event_id,
-            KnownEvent { stream_id: "s".into(), stream_version: 1, global_position: 1 },
+            KnownEvent {
+                stream_id: "s".into(),
+                stream_version: 1,
+                global_position: 1,
+            },
         );
         let batch = vec![Append {
             stream_id: "s".into(),
@@ -337,6 +388,8 @@ mod tests {
         }];
         let p = plan(&batch, HashMap::new(), known, genesis(), Utc::now());
         assert!(p.rows.is_empty());
-        assert!(matches!(p.results[0], Err(StoreError::DuplicateEventId { event_id }) if event_id == stored.event_id));
+        assert!(
+            matches!(p.results[0], Err(StoreError::DuplicateEventId { event_id }) if event_id == stored.event_id)
+        );
     }
 }

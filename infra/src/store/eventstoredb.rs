@@ -114,9 +114,14 @@ impl EventStoreDbStore {
         loop {
             let page = self.read_stream(stream_id, from, PAGE).await?;
             if let Some(i) = page.iter().position(|e| e.event_id == events[0].event_id) {
-                let stored = self.read_stream(stream_id, page[i].stream_version, events.len()).await?;
+                let stored = self
+                    .read_stream(stream_id, page[i].stream_version, events.len())
+                    .await?;
                 let same = stored.len() == events.len()
-                    && stored.iter().zip(events).all(|(s, e)| s.event_id == e.event_id);
+                    && stored
+                        .iter()
+                        .zip(events)
+                        .all(|(s, e)| s.event_id == e.event_id);
                 return Ok(same.then(|| AppendResult {
                     first_version: stored[0].stream_version,
                     last_version: stored[stored.len() - 1].stream_version,
@@ -235,9 +240,15 @@ impl EventStore for EventStoreDbStore {
             };
             let data = encode(stream_id, current, prev_hash, &events)?;
             let options = AppendToStreamOptions::default().expected_revision(revision);
-            match self.client.append_to_stream(stream_id, &options, data).await {
+            match self
+                .client
+                .append_to_stream(stream_id, &options, data)
+                .await
+            {
                 Ok(_) => {
-                    let written = self.read_stream(stream_id, current + 1, events.len()).await?;
+                    let written = self
+                        .read_stream(stream_id, current + 1, events.len())
+                        .await?;
                     let (Some(first), Some(last)) = (written.first(), written.last()) else {
                         return Err(esdb("appended events could not be read back"));
                     };
@@ -298,7 +309,10 @@ impl EventStore for EventStoreDbStore {
                     prepare: from,
                 })
             };
-            let options = ReadAllOptions::default().forwards().position(start).max_count(PAGE);
+            let options = ReadAllOptions::default()
+                .forwards()
+                .position(start)
+                .max_count(PAGE);
             let mut read = self.client.read_all(&options).await.map_err(esdb)?;
             let mut seen = 0;
             while let Some(e) = read.next().await.map_err(esdb)? {

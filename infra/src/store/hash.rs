@@ -45,7 +45,12 @@ impl HashInput<'_> {
         field(timestamp(self.occurred_at).as_bytes());
         field(timestamp(self.recorded_at).as_bytes());
         field(self.correlation_id.as_bytes());
-        field(self.causation_id.map(|c| *c.as_bytes()).unwrap_or_default().as_slice());
+        field(
+            self.causation_id
+                .map(|c| *c.as_bytes())
+                .unwrap_or_default()
+                .as_slice(),
+        );
         field(self.actor.as_bytes());
         field(canonical_json(self.payload).as_bytes());
         hex::encode(h.finalize())
@@ -120,7 +125,11 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
-        let v: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":"x"}}"#).unwrap();
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#);
+        let v: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":"x"}}"#).unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#
+        );
     }
 }

@@ -79,7 +79,11 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// Wraps a domain event with a fresh UUIDv7 id, itself as its correlation id.
-    pub fn from_domain(event: &impl domain::DomainEvent, occurred_at: DateTime<Utc>, actor: &str) -> Self {
+    pub fn from_domain(
+        event: &impl domain::DomainEvent,
+        occurred_at: DateTime<Utc>,
+        actor: &str,
+    ) -> Self {
         let encoded = event.encode();
         let event_id = Uuid::now_v7();
         Self {
@@ -204,7 +208,9 @@ pub(crate) fn validate_append(stream_id: &str, events: &[NewEvent]) -> Result<()
         ));
     }
     if events.is_empty() {
-        return Err(StoreError::InvalidAppend("an append needs at least one event".into()));
+        return Err(StoreError::InvalidAppend(
+            "an append needs at least one event".into(),
+        ));
     }
     if events.len() > MAX_EVENTS_PER_APPEND {
         return Err(StoreError::InvalidAppend(format!(

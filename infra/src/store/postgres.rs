@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -121,8 +121,11 @@ impl BatchWriter for PostgresWriter {
         let mut streams: Vec<&str> = batch.iter().map(|a| a.stream_id.as_str()).collect();
         streams.sort_unstable();
         streams.dedup();
+        // One index probe per stream (its last version), however long the stream is.
         let versions: HashMap<String, u64> = sqlx::query(
-            "SELECT stream_id, MAX(stream_version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+            "SELECT s.id, v.stream_version FROM UNNEST($1::text[]) AS s(id) \
+             CROSS JOIN LATERAL (SELECT stream_version FROM events WHERE stream_id = s.id \
+             ORDER BY stream_version DESC LIMIT 1) AS v",
         )
         .bind(&streams)
         .fetch_all(&mut *tx)
@@ -258,13 +261,13 @@ impl EventStore for PostgresStore {
             event_columns!(),
             " FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
         ))
-            .bind(after as i64)
-            .bind(limit(max))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+        .bind(after as i64)
+        .bind(limit(max))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {

@@ -14,18 +14,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::batch::{self, Append, BatchWriter, KnownEvent, Request, Tail};
 use super::hash::canonical_json;
 use super::{AppendResult, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
-
-/// Rows per INSERT statement (14 parameters each, well under SQLite's variable limit).
-const ROWS_PER_INSERT: usize = 64;
-/// Ids per `IN (...)` lookup.
-const IDS_PER_LOOKUP: usize = 500;
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -42,7 +37,8 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-65536");
         if let Some(dir) = options.get_filename().parent()
             && !dir.as_os_str().is_empty()
         {
@@ -81,10 +77,6 @@ struct SqliteWriter {
     conn: SqliteConnection,
 }
 
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(",")
-}
-
 #[async_trait]
 impl BatchWriter for SqliteWriter {
     async fn write_batch(
@@ -100,59 +92,56 @@ impl BatchWriter for SqliteWriter {
         .await?
         .map_or_else(Tail::genesis, Tail::from);
 
+        // Whole batches travel as one JSON parameter each (`json_each`), so every statement
+        // is prepared once, whatever the batch size.
         let mut streams: Vec<&str> = batch.iter().map(|a| a.stream_id.as_str()).collect();
         streams.sort_unstable();
         streams.dedup();
-        let mut versions = HashMap::new();
-        for chunk in streams.chunks(IDS_PER_LOOKUP) {
-            let sql = format!(
-                "SELECT stream_id, MAX(stream_version) FROM events WHERE stream_id IN ({}) GROUP BY stream_id",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for s in chunk {
-                q = q.bind(*s);
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                versions.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)? as u64);
-            }
-        }
+        let versions: HashMap<String, u64> = sqlx::query_as::<_, (String, i64)>(
+            "SELECT s.value, (SELECT stream_version FROM events WHERE stream_id = s.value \
+             ORDER BY stream_version DESC LIMIT 1) AS v FROM json_each(?1) AS s WHERE v IS NOT NULL",
+        )
+        .bind(serde_json::to_string(&streams).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(s, v)| (s, v as u64))
+        .collect();
 
         let ids: Vec<String> = batch
             .iter()
             .flat_map(|a| a.events.iter().map(|e| e.event_id.to_string()))
             .collect();
         let mut known = HashMap::new();
-        for chunk in ids.chunks(IDS_PER_LOOKUP) {
-            let sql = format!(
-                "SELECT event_id, stream_id, stream_version, global_position FROM events WHERE event_id IN ({})",
-                placeholders(chunk.len())
+        let rows = sqlx::query_as::<_, (String, String, i64, i64)>(
+            "SELECT event_id, stream_id, stream_version, global_position FROM events \
+             WHERE event_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(&ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, stream_id, stream_version, global_position) in rows {
+            known.insert(
+                Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                KnownEvent {
+                    stream_id,
+                    stream_version: stream_version as u64,
+                    global_position: global_position as u64,
+                },
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id.as_str());
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                let id: String = row.try_get(0)?;
-                known.insert(
-                    Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                    KnownEvent {
-                        stream_id: row.try_get(1)?,
-                        stream_version: row.try_get::<i64, _>(2)? as u64,
-                        global_position: row.try_get::<i64, _>(3)? as u64,
-                    },
-                );
-            }
         }
 
         let plan = batch::plan(batch, versions, known, tail, Utc::now());
-        for chunk in plan.rows.chunks(ROWS_PER_INSERT) {
-            let row = format!("({})", placeholders(14));
-            let sql = format!(
-                concat!("INSERT INTO events (", event_columns!(), ") VALUES {}"),
-                vec![row.as_str(); chunk.len()].join(",")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+        let mut rows = plan.rows.as_slice();
+        while !rows.is_empty() {
+            // A few fixed statement shapes, each prepared once and cached by sqlx.
+            let take = [64, 16, 4, 1]
+                .into_iter()
+                .find(|n| *n <= rows.len())
+                .unwrap_or(1);
+            let (chunk, rest) = rows.split_at(take);
+            rows = rest;
+            let mut q = sqlx::query(insert_sql(take));
             for e in chunk {
                 q = q
                     .bind(e.global_position as i64)
@@ -175,6 +164,28 @@ impl BatchWriter for SqliteWriter {
         tx.commit().await?;
         Ok(plan.results)
     }
+}
+
+/// `INSERT ... VALUES (14 placeholders) x rows`, built once per shape.
+fn insert_sql(rows: usize) -> &'static str {
+    static SHAPES: std::sync::OnceLock<Vec<(usize, &'static str)>> = std::sync::OnceLock::new();
+    let shapes = SHAPES.get_or_init(|| {
+        [64, 16, 4, 1]
+            .into_iter()
+            .map(|n| {
+                let row = format!("({})", ["?"; 14].join(","));
+                let sql = format!(
+                    concat!("INSERT INTO events (", event_columns!(), ") VALUES {}"),
+                    vec![row.as_str(); n].join(",")
+                );
+                (n, &*Box::leak(sql.into_boxed_str()))
+            })
+            .collect()
+    });
+    shapes
+        .iter()
+        .find(|(n, _)| *n == rows)
+        .map_or(shapes[shapes.len() - 1].1, |(_, sql)| sql)
 }
 
 fn timestamp(t: DateTime<Utc>) -> String {
@@ -241,7 +252,11 @@ impl EventStore for SqliteStore {
         from_version: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = concat!("SELECT ", event_columns!(), " FROM events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?");
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?"
+        );
         sqlx::query(sql)
             .bind(stream_id)
             .bind(from_version as i64)
@@ -254,7 +269,11 @@ impl EventStore for SqliteStore {
     }
 
     async fn read_all(&self, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = concat!("SELECT ", event_columns!(), " FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?");
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
+        );
         sqlx::query(sql)
             .bind(after as i64)
             .bind(limit(max))
