@@ -1,1 +1,2 @@
-
+//! Read models (routing, billing, call history) projected from the event log. Built by the
+//! projections issue; empty until then.
