@@ -1,5 +1,6 @@
 //! `ringledger`: the command line of the IP telephony backend.
 
+mod audit;
 mod bench;
 mod events;
 mod serve;
@@ -35,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: events::EventsCommand,
     },
+    /// Auditors' checks of the log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Measure the system on this machine.
     Bench {
         #[command(subcommand)]
@@ -68,14 +74,16 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => serve::run(&config).await,
-            Command::Migrate => serve::migrate(&config).await,
-            Command::Events { command } => events::run(&config, command).await,
-            Command::Bench { command } => bench::run(command).await,
+            Command::Serve => serve::run(&config).await.map(|()| true),
+            Command::Migrate => serve::migrate(&config).await.map(|()| true),
+            Command::Events { command } => events::run(&config, command).await.map(|()| true),
+            Command::Audit { command } => audit::run(&config, command).await,
+            Command::Bench { command } => bench::run(command).await.map(|()| true),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

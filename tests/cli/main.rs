@@ -156,4 +156,35 @@ fn migrate_then_tail_the_log_as_ndjson() {
     assert_eq!(last[4]["prev_hash"], last[3]["hash"]);
     let all = tail(&["events", "tail", "--after", "0"]);
     assert_eq!(all.len(), 25);
+
+    let verify = || {
+        ringledger(dir.path())
+            .args(["audit", "verify"])
+            .env("RINGLEDGER_STORE__URL", &url)
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    assert!(ok.status.success());
+    assert!(
+        String::from_utf8(ok.stdout)
+            .unwrap()
+            .starts_with("ok: 25 events verified")
+    );
+
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE events SET actor = 'mallory' WHERE global_position = 12")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    let broken = verify();
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        String::from_utf8(broken.stdout)
+            .unwrap()
+            .starts_with("BROKEN at position 12:")
+    );
 }

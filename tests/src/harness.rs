@@ -103,6 +103,29 @@ impl Backend {
         })
     }
 
+    /// Runs raw SQL on the backend's database, behind the store's back (tamper tests).
+    pub async fn execute_sql(&self, sql: &str) {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("connect sqlite");
+            sqlx::raw_sql(sql)
+                .execute(&mut c)
+                .await
+                .expect("tamper sql");
+        } else {
+            let mut c = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("connect postgres");
+            sqlx::raw_sql(sql)
+                .execute(&mut c)
+                .await
+                .expect("tamper sql");
+        }
+    }
+
     /// A new handle on the backend: its own writer task and connections, like another process.
     pub async fn open(&self) -> Arc<dyn EventStore> {
         infra::open_store(&self.url).await.expect("open store")

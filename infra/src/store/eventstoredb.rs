@@ -362,4 +362,8 @@ impl EventStore for EventStoreDbStore {
     fn backend(&self) -> &'static str {
         "eventstoredb"
     }
+
+    fn chain_scope(&self) -> super::audit::ChainScope {
+        super::audit::ChainScope::PerStream
+    }
 }

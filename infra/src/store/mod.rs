@@ -11,6 +11,7 @@ macro_rules! event_columns {
     };
 }
 
+pub mod audit;
 mod batch;
 pub mod hash;
 pub mod postgres;
@@ -195,6 +196,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Which backend this is, for logs and metrics.
     fn backend(&self) -> &'static str;
+
+    /// What the hash chain runs over.
+    fn chain_scope(&self) -> audit::ChainScope {
+        audit::ChainScope::Global
+    }
 }
 
 /// The largest number of events one append may carry.
