@@ -24,14 +24,45 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Rebuild speed of the in-memory RoutingView over a generated realistic workload.
+    RoutingView {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Append {
-        store,
-        writers,
-        seconds,
-    } = command;
+    match command {
+        BenchCommand::Append {
+            store,
+            writers,
+            seconds,
+        } => append(store, writers, seconds).await,
+        BenchCommand::RoutingView { events } => routing_view(events),
+    }
+}
+
+fn routing_view(events: usize) -> anyhow::Result<()> {
+    let generated = Instant::now();
+    let log = projections::workload::recorded(42, chrono::Utc::now(), events);
+    let generated = generated.elapsed();
+    let mut view = projections::RoutingView::default();
+    let start = Instant::now();
+    for e in &log {
+        view.apply(e)?;
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "routing-view: {} events applied in {:.2} s = {:.0} events/s (workload generated in {:.1} s, not counted)",
+        log.len(),
+        elapsed.as_secs_f64(),
+        log.len() as f64 / elapsed.as_secs_f64(),
+        generated.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn append(store: Option<String>, writers: Vec<usize>, seconds: u64) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let url =
         store.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));

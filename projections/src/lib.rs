@@ -1,2 +1,30 @@
-//! Read models (routing, billing, call history) projected from the event log. Built by the
-//! projections issue; empty until then.
+//! Read models projected from the event log: the edge's in-memory `RoutingView`, and SQL
+//! projections (routing, billing, call history) kept by a runner that commits each batch of
+//! rows with its checkpoint in one transaction.
+
+pub mod routing_view;
+pub mod workload;
+
+pub use routing_view::RoutingView;
+
+/// Why an event could not be applied to a read model. Names the event, so a stopped
+/// projection says exactly where it stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot apply {event_type} at position {position} (stream {stream_id}): {reason}")]
+pub struct ApplyError {
+    pub position: u64,
+    pub stream_id: String,
+    pub event_type: String,
+    pub reason: String,
+}
+
+impl ApplyError {
+    pub fn new(event: &infra::RecordedEvent, reason: impl std::fmt::Display) -> Self {
+        Self {
+            position: event.global_position,
+            stream_id: event.stream_id.clone(),
+            event_type: event.event_type.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The edge's view of routing, in memory: who holds each number, accounts and their ring
+//! policy, devices with their HA1s and live contacts, extensions with their settings, and
+//! pending call-ins. Built by folding the same domain events the aggregates fold, so it can
+//! never disagree with the rules; answers lookups without touching a database.
+
+use std::collections::HashMap;
+
+use domain::account::Account;
+use domain::call::{Call, CallEvent};
+use domain::device::{ContactBinding, Device, DeviceEvent, DeviceStatus};
+use domain::extension::{Extension, ExtensionStatus};
+use domain::ids::{AccountId, CallId, DeviceId, ExtensionId};
+use domain::number::{Holder, NumberEvent, NumberRole};
+use domain::{Aggregate, E164, Event, Instant};
+use infra::RecordedEvent;
+use uuid::Uuid;
+
+use crate::ApplyError;
+
+/// A caller the edge keeps ringing while the user's phone calls in through the alternate
+/// network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingCallIn {
+    pub call_id: CallId,
+    pub access_number: E164,
+    pub expected_caller: E164,
+    pub expires_at: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct RoutingView {
+    position: u64,
+    accounts: HashMap<AccountId, Account>,
+    devices: HashMap<DeviceId, Device>,
+    devices_by_username: HashMap<String, DeviceId>,
+    devices_by_account: HashMap<AccountId, Vec<DeviceId>>,
+    extensions: HashMap<ExtensionId, Extension>,
+    numbers: HashMap<E164, Holder>,
+    live_calls: HashMap<CallId, Call>,
+    call_ins: HashMap<String, PendingCallIn>,
+}
+
+fn entity_id(event: &RecordedEvent) -> Result<Uuid, ApplyError> {
+    let (_, id) = event
+        .stream_id
+        .split_once('-')
+        .ok_or_else(|| ApplyError::new(event, "stream id has no entity id"))?;
+    Uuid::parse_str(id).map_err(|e| ApplyError::new(event, format!("stream id: {e}")))
+}
+
+impl RoutingView {
+    /// The position of the last event applied.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Applies one event. Returns `false` for an event at or before the current position (a
+    /// redelivery, e.g. from Kafka), which changes nothing.
+    pub fn apply(&mut self, event: &RecordedEvent) -> Result<bool, ApplyError> {
+        if event.global_position <= self.position {
+            return Ok(false);
+        }
+        let decoded = event.decode().map_err(|e| ApplyError::new(event, e))?;
+        match decoded {
+            Event::Account(e) => {
+                let id = AccountId(entity_id(event)?);
+                self.accounts.entry(id).or_default().apply(&e);
+            }
+            Event::Device(e) => self.apply_device(DeviceId(entity_id(event)?), &e),
+            Event::Extension(e) => {
+                let id = ExtensionId(entity_id(event)?);
+                self.extensions.entry(id).or_default().apply(&e);
+            }
+            Event::Number(NumberEvent::Claimed {
+                number,
+                account_id,
+                role,
+            }) => {
+                self.numbers.insert(number, Holder { account_id, role });
+            }
+            Event::Number(NumberEvent::Released { number, .. }) => {
+                self.numbers.remove(&number);
+            }
+            Event::Call(e) => self.apply_call(CallId(entity_id(event)?), &e),
+            Event::Tariff(_) => {}
+        }
+        self.position = event.global_position;
+        Ok(true)
+    }
+
+    fn apply_device(&mut self, id: DeviceId, e: &DeviceEvent) {
+        let device = self.devices.entry(id).or_default();
+        device.apply(e);
+        match e {
+            DeviceEvent::Provisioned {
+                sip_username,
+                account_id,
+                ..
+            } => {
+                self.devices_by_username.insert(sip_username.clone(), id);
+                self.devices_by_account
+                    .entry(*account_id)
+                    .or_default()
+                    .push(id);
+            }
+            DeviceEvent::Removed {} => {
+                let username = device.sip_username.clone();
+                let account = device.account_id;
+                self.devices.remove(&id);
+                self.devices_by_username.remove(&username);
+                if let Some(list) = account.and_then(|a| self.devices_by_account.get_mut(&a)) {
+                    list.retain(|d| *d != id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_call(&mut self, id: CallId, e: &CallEvent) {
+        match e {
+            CallEvent::Ended { .. } | CallEvent::Bridged { .. } => {
+                self.call_ins.retain(|_, c| c.call_id != id);
+            }
+            CallEvent::CallInAwaited {
+                token,
+                access_number,
+                expected_caller,
+                expires_at,
+                ..
+            } => {
+                self.call_ins.insert(
+                    token.clone(),
+                    PendingCallIn {
+                        call_id: id,
+                        access_number: access_number.clone(),
+                        expected_caller: expected_caller.clone(),
+                        expires_at: *expires_at,
+                    },
+                );
+            }
+            _ => {}
+        }
+        if matches!(e, CallEvent::Ended { .. }) {
+            self.live_calls.remove(&id);
+        } else {
+            self.live_calls.entry(id).or_default().apply(e);
+        }
+    }
+
+    pub fn holder(&self, number: &E164) -> Option<&Holder> {
+        self.numbers.get(number)
+    }
+
+    pub fn account(&self, id: AccountId) -> Option<&Account> {
+        self.accounts.get(&id)
+    }
+
+    /// The account whose main number this is.
+    pub fn account_by_main_number(&self, number: &E164) -> Option<&Account> {
+        match self.numbers.get(number)? {
+            Holder {
+                account_id,
+                role: NumberRole::Main,
+            } => self.accounts.get(account_id),
+            _ => None,
+        }
+    }
+
+    /// An active device by SIP username, for digest authentication.
+    pub fn device_by_username(&self, username: &str) -> Option<(DeviceId, &Device)> {
+        let id = self.devices_by_username.get(username)?;
+        let device = self.devices.get(id)?;
+        (device.status == DeviceStatus::Active).then_some((*id, device))
+    }
+
+    /// Every contact of the account's devices still bound at `now`.
+    pub fn live_contacts(
+        &self,
+        account: AccountId,
+        now: Instant,
+    ) -> Vec<(DeviceId, &str, &ContactBinding)> {
+        let Some(ids) = self.devices_by_account.get(&account) else {
+            return vec![];
+        };
+        ids.iter()
+            .filter_map(|id| Some((*id, self.devices.get(id)?)))
+            .flat_map(|(id, d)| {
+                d.live_contacts(now)
+                    .map(move |(uri, c)| (id, uri.as_str(), c))
+            })
+            .collect()
+    }
+
+    /// The extension registered with this number, whatever its state.
+    pub fn extension_by_number(&self, number: &E164) -> Option<(ExtensionId, &Extension)> {
+        match self.numbers.get(number)? {
+            Holder {
+                role: NumberRole::Extension { extension_id },
+                ..
+            } => Some((*extension_id, self.extensions.get(extension_id)?)),
+            _ => None,
+        }
+    }
+
+    /// The account's verified extensions.
+    pub fn serving_extensions(&self, account: AccountId) -> Vec<(ExtensionId, &Extension)> {
+        let mut out: Vec<_> = self
+            .extensions
+            .iter()
+            .filter(|(_, e)| e.account_id == Some(account) && e.status == ExtensionStatus::Verified)
+            .map(|(id, e)| (*id, e))
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Who holds an access number and, for a mapped one, the destination it calls.
+    pub fn access_number(&self, number: &E164) -> Option<(AccountId, Option<&E164>)> {
+        match self.numbers.get(number)? {
+            Holder {
+                account_id,
+                role: NumberRole::Access { destination },
+            } => Some((*account_id, destination.as_ref())),
+            _ => None,
+        }
+    }
+
+    pub fn pending_call_in(&self, token: &str) -> Option<&PendingCallIn> {
+        self.call_ins.get(token)
+    }
+
+    pub fn live_call(&self, id: CallId) -> Option<&Call> {
+        self.live_calls.get(&id)
+    }
+
+    pub fn live_call_count(&self) -> usize {
+        self.live_calls.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload;
+    use chrono::TimeZone;
+
+    fn t0() -> Instant {
+        chrono::Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_workload_folds_into_a_consistent_view() {
+        let events = workload::recorded(7, t0(), 20_000);
+        let mut view = RoutingView::default();
+        for e in &events {
+            assert!(view.apply(e).unwrap());
+        }
+        assert_eq!(view.position(), events.len() as u64);
+        // Every account is reachable through its main number, and its first device by name.
+        assert!(view.accounts.len() >= 3);
+        for account in view.accounts.values() {
+            let main = account.main_number.as_ref().unwrap();
+            assert_eq!(
+                view.account_by_main_number(main).map(|a| a.id),
+                Some(account.id)
+            );
+        }
+        assert!(view.device_by_username("user0").is_some());
+        // Every call of the workload ends, so none is live.
+        assert_eq!(view.live_call_count(), 0);
+        // Redelivered events change nothing.
+        assert!(!view.apply(&events[10]).unwrap());
+    }
+
+    #[test]
+    fn contacts_are_live_until_they_expire() {
+        let events = workload::recorded(3, t0(), 2_000);
+        let mut view = RoutingView::default();
+        for e in &events {
+            view.apply(e).unwrap();
+        }
+        let (_, device) = view.device_by_username("user0").unwrap();
+        let account = device.account_id.unwrap();
+        let last = events.last().unwrap().occurred_at;
+        let live_now = view.live_contacts(account, last).len();
+        assert!(live_now > 0);
+        assert_eq!(
+            view.live_contacts(account, last + chrono::Duration::hours(2))
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn an_event_that_does_not_decode_names_itself() {
+        let mut events = workload::recorded(1, t0(), 10);
+        events[4].payload = serde_json::json!({"nonsense": true});
+        let mut view = RoutingView::default();
+        let err = events
+            .iter()
+            .map(|e| view.apply(e))
+            .find_map(Result::err)
+            .unwrap();
+        assert_eq!(err.position, 5);
+        assert!(err.to_string().contains(&events[4].event_type), "{err}");
+        assert_eq!(view.position(), 4, "the view stops before the bad event");
+    }
+}
