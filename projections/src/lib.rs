@@ -2,7 +2,14 @@
 //! projections (routing, billing, call history) kept by a runner that commits each batch of
 //! rows with its checkpoint in one transaction.
 
+pub mod billing;
+pub mod call_history;
+pub mod db;
+pub mod rebuild;
+pub mod routing_tables;
 pub mod routing_view;
+pub mod runner;
+pub mod sql;
 pub mod workload;
 
 pub use routing_view::RoutingView;

@@ -64,6 +64,8 @@ impl Rng {
 }
 
 pub struct Workload {
+    /// Two digits of the seed in every number, so two workloads never claim the same one.
+    number_space: u64,
     rng: Rng,
     now: Instant,
     ids: u128,
@@ -101,6 +103,7 @@ fn encode<E: DomainEvent>(events: &[E]) -> Vec<EncodedEvent> {
 impl Workload {
     pub fn new(seed: u64, start: Instant) -> Self {
         Self {
+            number_space: seed % 100,
             rng: Rng(seed | 1),
             now: start,
             ids: u128::from(seed) << 64,
@@ -178,7 +181,12 @@ impl Workload {
 
     fn open_account(&mut self) -> Vec<WorkloadAppend> {
         let account_id = AccountId(self.id());
-        let main = E164::parse(&format!("+4420{:08}", self.accounts.len())).ok();
+        let main = E164::parse(&format!(
+            "+4420{:02}{:06}",
+            self.number_space,
+            self.accounts.len()
+        ))
+        .ok();
         let Some(main) = main else { return vec![] };
         let mut account = Account::default();
         let mut out = Vec::new();
@@ -245,7 +253,11 @@ impl Workload {
         let a = self.rng.below(self.accounts.len());
         let (account_id, mut account) = self.accounts[a].clone();
         let extension_id = ExtensionId(self.id());
-        let number = E164::parse(&format!("+447700{:06}", self.extensions.len()));
+        let number = E164::parse(&format!(
+            "+4477{:02}{:06}",
+            self.number_space,
+            self.extensions.len()
+        ));
         if let Ok(number) = number
             && let Some(attached) = self.append(
                 account_id.stream_id(),

@@ -1,0 +1,262 @@
+//! Billing: one rated row per billable leg — every answered leg that reached a number through
+//! a trunk — priced by the domain's rating under the tariff version in force when the call
+//! started, and always billed to the call's main account, naming the extension it came
+//! through. A leg that cannot be rated (no tariff version, no rate) is kept with its reason in
+//! `rating_error` and no charge, for a billing team to see, rather than stopping billing.
+
+use async_trait::async_trait;
+use domain::account::AccountEvent;
+use domain::call::CallEvent;
+use domain::rating::{BillableLeg, rate};
+use domain::tariff::{Tariff, TariffEvent, TariffVersion};
+use domain::{E164, Event, Instant};
+use infra::RecordedEvent;
+use sqlx::{AnyConnection, Row, query};
+
+use crate::runner::{Projection, ProjectionError};
+use crate::sql::{entity_id, json, name, ts};
+
+pub struct Billing;
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS billing_tariffs (tariff_id TEXT NOT NULL, version BIGINT NOT NULL, \
+     body TEXT NOT NULL, PRIMARY KEY (tariff_id, version))",
+    "CREATE TABLE IF NOT EXISTS billing_accounts (account_id TEXT PRIMARY KEY, tariff_id TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS billing_open_calls (call_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, \
+     extension_id TEXT, started_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS billing_open_legs (leg_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, \
+     destination TEXT NOT NULL, path TEXT NOT NULL, answered_at TEXT)",
+    "CREATE INDEX IF NOT EXISTS billing_open_legs_by_call ON billing_open_legs (call_id)",
+    "CREATE TABLE IF NOT EXISTS rated_legs (leg_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, \
+     account_id TEXT NOT NULL, extension_id TEXT, path TEXT NOT NULL, destination TEXT NOT NULL, \
+     call_started_at TEXT NOT NULL, answered_at TEXT NOT NULL, ended_at TEXT NOT NULL, \
+     duration_secs BIGINT, billable_secs BIGINT, tariff_id TEXT NOT NULL, tariff_version BIGINT, \
+     prefix TEXT, per_minute_millis BIGINT, connect_fee_minor BIGINT, charge_minor BIGINT, \
+     currency TEXT, rating_error TEXT)",
+    "CREATE INDEX IF NOT EXISTS rated_legs_by_account ON rated_legs (account_id, call_started_at, leg_id)",
+];
+
+const TABLES: &[(&str, &str)] = &[
+    ("billing_tariffs", "tariff_id, version"),
+    ("billing_accounts", "account_id"),
+    ("billing_open_calls", "call_id"),
+    ("billing_open_legs", "leg_id"),
+    ("rated_legs", "leg_id"),
+];
+
+fn parse_ts(s: &str) -> Result<Instant, ProjectionError> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| ProjectionError::Apply(format!("bad stored time {s:?}: {e}")))
+}
+
+async fn tariff(conn: &mut AnyConnection, tariff_id: &str) -> Result<Tariff, ProjectionError> {
+    let rows = query("SELECT body FROM billing_tariffs WHERE tariff_id = $1 ORDER BY version")
+        .bind(tariff_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut t = Tariff::default();
+    for r in rows {
+        let body: String = r.try_get(0)?;
+        let v: TariffVersion = serde_json::from_str(&body)
+            .map_err(|e| ProjectionError::Apply(format!("stored tariff version: {e}")))?;
+        t.versions.push(v);
+    }
+    Ok(t)
+}
+
+/// Rates the answered open legs of a call that ended at `ended_at`, then forgets the call.
+async fn close_call(
+    conn: &mut AnyConnection,
+    call_id: &str,
+    ended_at: Instant,
+) -> Result<(), ProjectionError> {
+    let Some(call) = query(
+        "SELECT c.account_id, c.extension_id, c.started_at, a.tariff_id FROM billing_open_calls c \
+         JOIN billing_accounts a ON a.account_id = c.account_id WHERE c.call_id = $1",
+    )
+    .bind(call_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(());
+    };
+    let account_id: String = call.try_get(0)?;
+    let extension_id: Option<String> = call.try_get(1)?;
+    let started_at: String = call.try_get(2)?;
+    let tariff_id: String = call.try_get(3)?;
+    let legs = query(
+        "SELECT leg_id, destination, path, answered_at FROM billing_open_legs \
+         WHERE call_id = $1 AND answered_at IS NOT NULL ORDER BY leg_id",
+    )
+    .bind(call_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let tariff = if legs.is_empty() {
+        Tariff::default()
+    } else {
+        tariff(conn, &tariff_id).await?
+    };
+    let in_force = tariff.in_force_at(parse_ts(&started_at)?);
+    for leg in legs {
+        let leg_id: String = leg.try_get(0)?;
+        let destination: String = leg.try_get(1)?;
+        let path: String = leg.try_get(2)?;
+        let answered_at: String = leg.try_get(3)?;
+        let billable = BillableLeg {
+            destination: E164::parse(&destination)
+                .map_err(|e| ProjectionError::Apply(e.to_string()))?,
+            answered_at: Some(parse_ts(&answered_at)?),
+            ended_at,
+        };
+        let rated = match in_force {
+            Some(v) => rate(v, &billable).map_err(|e| e.to_string()),
+            None => Err(format!(
+                "tariff {tariff_id} has no version in force at {started_at}"
+            )),
+        };
+        let (ok, error) = match rated {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        query(
+            "INSERT INTO rated_legs (leg_id, call_id, account_id, extension_id, path, destination, \
+             call_started_at, answered_at, ended_at, duration_secs, billable_secs, tariff_id, \
+             tariff_version, prefix, per_minute_millis, connect_fee_minor, charge_minor, currency, rating_error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+        )
+        .bind(leg_id)
+        .bind(call_id)
+        .bind(account_id.clone())
+        .bind(extension_id.clone())
+        .bind(path)
+        .bind(destination)
+        .bind(started_at.clone())
+        .bind(answered_at)
+        .bind(ts(ended_at))
+        .bind(ok.as_ref().map(|r| r.duration_secs as i64))
+        .bind(ok.as_ref().map(|r| r.billable_secs as i64))
+        .bind(tariff_id.clone())
+        .bind(ok.as_ref().map(|r| i64::from(r.tariff_version)))
+        .bind(ok.as_ref().map(|r| r.prefix.clone()))
+        .bind(ok.as_ref().map(|r| r.per_minute_millis))
+        .bind(ok.as_ref().map(|r| r.connect_fee_minor))
+        .bind(ok.as_ref().map(|r| r.charge.minor))
+        .bind(ok.as_ref().map(|r| r.charge.currency.to_string()))
+        .bind(error)
+        .execute(&mut *conn)
+        .await?;
+    }
+    query("DELETE FROM billing_open_legs WHERE call_id = $1")
+        .bind(call_id)
+        .execute(&mut *conn)
+        .await?;
+    query("DELETE FROM billing_open_calls WHERE call_id = $1")
+        .bind(call_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Projection for Billing {
+    fn name(&self) -> &'static str {
+        "billing"
+    }
+
+    fn schema(&self) -> &'static [&'static str] {
+        SCHEMA
+    }
+
+    fn tables(&self) -> &'static [(&'static str, &'static str)] {
+        TABLES
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("tariff.")
+            || event_type.starts_with("account.")
+            || event_type.starts_with("call.")
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+        decoded: &Event,
+    ) -> Result<(), ProjectionError> {
+        match decoded {
+            Event::Tariff(TariffEvent::Published {
+                tariff_id, version, ..
+            }) => {
+                query("INSERT INTO billing_tariffs (tariff_id, version, body) VALUES ($1, $2, $3)")
+                    .bind(tariff_id.to_string())
+                    .bind(i64::from(version.version))
+                    .bind(json(version))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Event::Account(AccountEvent::Opened {
+                account_id,
+                tariff_id,
+                ..
+            }) => {
+                query("INSERT INTO billing_accounts (account_id, tariff_id) VALUES ($1, $2)")
+                    .bind(account_id.to_string())
+                    .bind(tariff_id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Event::Account(AccountEvent::TariffChanged { tariff_id }) => {
+                query("UPDATE billing_accounts SET tariff_id = $2 WHERE account_id = $1")
+                    .bind(entity_id(&event.stream_id)?)
+                    .bind(tariff_id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Event::Call(e) => {
+                let call_id = entity_id(&event.stream_id)?;
+                match e {
+                    CallEvent::Started {
+                        account_id,
+                        extension_id,
+                        at,
+                        ..
+                    } => {
+                        query("INSERT INTO billing_open_calls (call_id, account_id, extension_id, started_at) VALUES ($1, $2, $3, $4)")
+                            .bind(call_id).bind(account_id.to_string()).bind(extension_id.map(|x| x.to_string())).bind(ts(*at))
+                            .execute(&mut *conn).await?;
+                    }
+                    CallEvent::LegStarted {
+                        leg_id,
+                        target,
+                        path,
+                        ..
+                    } => {
+                        if let Some(number) = target.number() {
+                            query("INSERT INTO billing_open_legs (leg_id, call_id, destination, path) VALUES ($1, $2, $3, $4)")
+                                .bind(leg_id.to_string()).bind(call_id).bind(number.to_string()).bind(name(path))
+                                .execute(&mut *conn).await?;
+                        }
+                    }
+                    CallEvent::LegAnswered { leg_id, at } => {
+                        query("UPDATE billing_open_legs SET answered_at = $2 WHERE leg_id = $1")
+                            .bind(leg_id.to_string())
+                            .bind(ts(*at))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    CallEvent::LegFailed { leg_id, .. } => {
+                        query("DELETE FROM billing_open_legs WHERE leg_id = $1")
+                            .bind(leg_id.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    CallEvent::Ended { at, .. } => close_call(conn, &call_id, *at).await?,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

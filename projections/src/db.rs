@@ -1,0 +1,86 @@
+//! Where projections keep their tables: SQLite or PostgreSQL through sqlx's `Any` driver, with
+//! SQL written once (`$1` placeholders, types both databases share: TEXT and BIGINT; times as
+//! RFC 3339 text, booleans as 0/1).
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Transaction};
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProjectionDb {
+    pub pool: AnyPool,
+    pub kind: DbKind,
+    pub url: String,
+}
+
+const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints (\
+    name TEXT PRIMARY KEY, position BIGINT NOT NULL, status TEXT NOT NULL, error TEXT)";
+
+impl ProjectionDb {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and creates the checkpoint table.
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else {
+            DbKind::Postgres
+        };
+        let mut options = AnyConnectOptions::from_str(url)?;
+        if kind == DbKind::Sqlite {
+            // The file is shared with the event log's writer: wait for its lock.
+            options = AnyConnectOptions::from_str(&with_param(url, "mode", "rwc"))?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if kind == DbKind::Sqlite { 2 } else { 4 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == DbKind::Sqlite {
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        sqlx::query(CHECKPOINTS).execute(&pool).await?;
+        Ok(Self {
+            pool,
+            kind,
+            url: url.to_owned(),
+        })
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// it waits for the log's writer instead of failing on a lock upgrade.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            DbKind::Postgres => self.pool.begin().await,
+        }
+    }
+
+    pub async fn execute_schema(&self, statements: &[&'static str]) -> Result<(), sqlx::Error> {
+        for s in statements {
+            sqlx::query(*s).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+}
+
+fn with_param(url: &str, key: &str, value: &str) -> String {
+    if url.contains(&format!("{key}=")) {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&{key}={value}")
+    } else {
+        format!("{url}?{key}={value}")
+    }
+}

@@ -1,0 +1,225 @@
+//! Keeps one SQL projection up to date: reads the log from the projection's checkpoint and
+//! commits each batch of rows together with the new checkpoint, so a restart resumes exactly
+//! where the last commit left it (effectively exactly-once). An event the projection cannot
+//! apply stops that projection — recorded with the event and its position — never skipped.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use infra::{EventStore, RecordedEvent, StoreError};
+use sqlx::{AnyConnection, Row};
+
+use crate::ApplyError;
+use crate::db::ProjectionDb;
+
+/// Why a projection could not take an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The event is not what this projection can apply: the projection must stop.
+    #[error("{0}")]
+    Apply(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// `CREATE TABLE IF NOT EXISTS` statements.
+    fn schema(&self) -> &'static [&'static str];
+    /// Every table, with the columns that order its rows, for rebuild verification.
+    fn tables(&self) -> &'static [(&'static str, &'static str)];
+    /// Whether events of this type concern the projection (others are not even decoded).
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+        decoded: &domain::Event,
+    ) -> Result<(), ProjectionError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("projection {name} is stopped: {error}")]
+    Stopped { name: &'static str, error: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub position: u64,
+    /// `running` or `stopped`.
+    pub status: String,
+    pub error: Option<String>,
+}
+
+pub struct Runner {
+    db: ProjectionDb,
+    store: Arc<dyn EventStore>,
+    projection: Arc<dyn Projection>,
+}
+
+/// Events per transaction.
+const BATCH: usize = 500;
+
+impl Runner {
+    /// Prepares the projection's tables.
+    pub async fn new(
+        db: ProjectionDb,
+        store: Arc<dyn EventStore>,
+        projection: Arc<dyn Projection>,
+    ) -> Result<Self, sqlx::Error> {
+        db.execute_schema(projection.schema()).await?;
+        Ok(Self {
+            db,
+            store,
+            projection,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    pub async fn checkpoint(&self) -> Result<Checkpoint, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT position, status, error FROM projection_checkpoints WHERE name = $1",
+        )
+        .bind(self.name())
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Checkpoint {
+                position: r.try_get::<i64, _>(0)? as u64,
+                status: r.try_get(1)?,
+                error: r.try_get(2)?,
+            },
+            None => Checkpoint {
+                position: 0,
+                status: "running".into(),
+                error: None,
+            },
+        })
+    }
+
+    async fn ensure_running(&self) -> Result<u64, RunnerError> {
+        let cp = self.checkpoint().await?;
+        if cp.status == "stopped" {
+            return Err(RunnerError::Stopped {
+                name: self.name(),
+                error: cp.error.unwrap_or_default(),
+            });
+        }
+        Ok(cp.position)
+    }
+
+    /// Applies everything up to the log's current head, then returns the checkpoint.
+    pub async fn catch_up(&self) -> Result<u64, RunnerError> {
+        let mut position = self.ensure_running().await?;
+        loop {
+            let page = self.store.read_all(position, BATCH).await?;
+            let Some(last) = page.last() else {
+                return Ok(position);
+            };
+            let last = last.global_position;
+            self.apply_batch(&page).await?;
+            position = last;
+        }
+    }
+
+    /// Follows the log until `shutdown` completes or the projection stops.
+    pub async fn run(
+        &self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), RunnerError> {
+        let position = self.ensure_running().await?;
+        let mut events = self.store.subscribe_all(position).ready_chunks(BATCH);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                chunk = events.next() => {
+                    let Some(chunk) = chunk else { return Ok(()) };
+                    let batch = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+                    self.apply_batch(&batch).await?;
+                }
+            }
+        }
+    }
+
+    async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), RunnerError> {
+        match self.try_batch(events).await? {
+            Ok(()) => Ok(()),
+            Err((index, error)) => {
+                // Keep what came before the bad event, then stop at it.
+                if index > 0
+                    && let Ok(Err(_)) = self.try_batch(&events[..index]).await
+                {
+                    tracing::error!("replaying the good part of a failed batch failed");
+                }
+                sqlx::query(
+                    "INSERT INTO projection_checkpoints (name, position, status, error) \
+                     VALUES ($1, $2, 'stopped', $3) ON CONFLICT (name) DO UPDATE \
+                     SET status = 'stopped', error = excluded.error",
+                )
+                .bind(self.name())
+                // A first insert has applied nothing; an existing row keeps its position.
+                .bind(0_i64)
+                .bind(error.to_string())
+                .execute(&self.db.pool)
+                .await?;
+                tracing::error!(projection = self.name(), %error, "projection stopped");
+                Err(RunnerError::Stopped {
+                    name: self.name(),
+                    error: error.to_string(),
+                })
+            }
+        }
+    }
+
+    /// One transaction: the rows of every event and the checkpoint. The inner error is the
+    /// index and reason of an event the projection refused (nothing was committed).
+    async fn try_batch(
+        &self,
+        events: &[RecordedEvent],
+    ) -> Result<Result<(), (usize, ApplyError)>, RunnerError> {
+        let Some(last) = events.last() else {
+            return Ok(Ok(()));
+        };
+        let mut tx = self.db.begin().await?;
+        for (i, event) in events.iter().enumerate() {
+            if !self.projection.handles(&event.event_type) {
+                continue;
+            }
+            let decoded = match event.decode() {
+                Ok(d) => d,
+                Err(e) => return Ok(Err((i, ApplyError::new(event, e)))),
+            };
+            match self.projection.apply(&mut tx, event, &decoded).await {
+                Ok(()) => {}
+                Err(ProjectionError::Apply(reason)) => {
+                    return Ok(Err((i, ApplyError::new(event, reason))));
+                }
+                Err(ProjectionError::Database(e)) => return Err(e.into()),
+            }
+        }
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position, status, error) \
+             VALUES ($1, $2, 'running', NULL) ON CONFLICT (name) DO UPDATE \
+             SET position = excluded.position, status = 'running', error = NULL",
+        )
+        .bind(self.name())
+        .bind(last.global_position as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+}
