@@ -3,6 +3,7 @@
 mod audit;
 mod bench;
 mod events;
+mod projections_cmd;
 mod serve;
 
 use std::path::PathBuf;
@@ -35,6 +36,11 @@ enum Command {
     Events {
         #[command(subcommand)]
         command: events::EventsCommand,
+    },
+    /// Read models: status, rebuild and verification.
+    Projections {
+        #[command(subcommand)]
+        command: projections_cmd::ProjectionsCommand,
     },
     /// Auditors' checks of the log.
     Audit {
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
             Command::Serve => serve::run(&config).await.map(|()| true),
             Command::Migrate => serve::migrate(&config).await.map(|()| true),
             Command::Events { command } => events::run(&config, command).await.map(|()| true),
+            Command::Projections { command } => projections_cmd::run(&config, command).await,
             Command::Audit { command } => audit::run(&config, command).await,
             Command::Bench { command } => bench::run(command).await.map(|()| true),
         }

@@ -25,14 +25,39 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening {}", redact(&config.store.url)))?;
     let head = store.head_position().await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut runners = Vec::new();
+    if store.chain_scope() == infra::store::audit::ChainScope::Global {
+        let db = crate::projections_cmd::projection_db(config).await?;
+        for p in projections::rebuild::all_projections() {
+            let runner = projections::runner::Runner::new(db.clone(), store.clone(), p).await?;
+            let mut stopped = stopped.clone();
+            runners.push(tokio::spawn(async move {
+                let name = runner.name();
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = runner.run(shutdown).await {
+                    tracing::error!(projection = name, error = %e, "projection stopped");
+                }
+            }));
+        }
+    } else {
+        tracing::warn!("SQL projections are not kept on this store backend yet");
+    }
     tracing::info!(
         backend = store.backend(),
         store = %redact(&config.store.url),
         head_position = head,
+        projections = runners.len(),
         "ringledger ready"
     );
     shutdown.wait().await;
     tracing::info!("shutting down");
+    let _ = stop.send(true);
+    for r in runners {
+        let _ = r.await;
+    }
     Ok(())
 }
 

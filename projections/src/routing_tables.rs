@@ -68,7 +68,9 @@ impl Projection for RoutingTables {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        !event_type.starts_with("tariff.")
+        ["account.", "device.", "extension.", "number.", "call."]
+            .iter()
+            .any(|c| event_type.starts_with(c))
     }
 
     async fn apply(
