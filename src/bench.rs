@@ -24,6 +24,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Rebuild speed of the SQL projections: fills a log with a realistic workload, then
+    /// rebuilds routing + billing from position 0 into a fresh schema (or file).
+    Rebuild {
+        /// Store (and projection database); default: a fresh SQLite file.
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+    },
     /// Rebuild speed of the in-memory RoutingView over a generated realistic workload.
     RoutingView {
         #[arg(long, default_value_t = 1_000_000)]
@@ -39,7 +48,69 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             seconds,
         } => append(store, writers, seconds).await,
         BenchCommand::RoutingView { events } => routing_view(events),
+        BenchCommand::Rebuild { store, events } => rebuild(store, events).await,
     }
+}
+
+async fn rebuild(store: Option<String>, events: usize) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let url =
+        store.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
+    let store = infra::open_store(&url).await?;
+    let fill = Instant::now();
+    let mut workload = projections::workload::Workload::new(rand_seed(), chrono::Utc::now());
+    let start_head = store.head_position().await?;
+    let mut pending = Vec::new();
+    let mut written = 0;
+    while written < events {
+        // Appends of one step go in order; steps run 64 at a time.
+        let steps: Vec<_> = (0..64).map(|_| workload.step()).collect();
+        for step in steps {
+            written += step.iter().map(|a| a.events.len()).sum::<usize>();
+            let store = store.clone();
+            pending.push(tokio::spawn(async move {
+                for a in step {
+                    store
+                        .append(&a.stream_id, ExpectedVersion::Any, a.new_events("bench"))
+                        .await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for p in pending.drain(..) {
+            p.await??;
+        }
+    }
+    let head = store.head_position().await?;
+    println!(
+        "filled: {} events in {:.1} s (log head {head}, {} events before)",
+        head - start_head,
+        fill.elapsed().as_secs_f64(),
+        start_head
+    );
+    let db = projections::db::ProjectionDb::connect(&url).await?;
+    for p in projections::rebuild::all_projections()
+        .into_iter()
+        .filter(|p| p.name() != "call_history")
+    {
+        let name = p.name();
+        let target = projections::rebuild::fresh_target(&db, name).await?;
+        let runner = projections::runner::Runner::new(target, store.clone(), p).await?;
+        let started = Instant::now();
+        let position = runner.catch_up().await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "rebuild {name:<8}: {position} events in {elapsed:.1} s = {:.0} events/s",
+            position as f64 / elapsed
+        );
+    }
+    Ok(())
+}
+
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
 }
 
 fn routing_view(events: usize) -> anyhow::Result<()> {

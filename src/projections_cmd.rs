@@ -44,7 +44,11 @@ fn selected(name: Option<&str>) -> anyhow::Result<Vec<Arc<dyn Projection>>> {
         Some(n) => {
             let names: Vec<_> = all.iter().map(|p| p.name()).collect();
             let chosen: Vec<_> = all.into_iter().filter(|p| p.name() == n).collect();
-            anyhow::ensure!(!chosen.is_empty(), "no projection named {n:?} (there are: {})", names.join(", "));
+            anyhow::ensure!(
+                !chosen.is_empty(),
+                "no projection named {n:?} (there are: {})",
+                names.join(", ")
+            );
             Ok(chosen)
         }
     }
@@ -67,7 +71,9 @@ pub async fn run(config: &Config, command: ProjectionsCommand) -> anyhow::Result
                     runner.name(),
                     cp.status,
                     cp.position,
-                    cp.error.map(|e| format!("  error: {e}")).unwrap_or_default()
+                    cp.error
+                        .map(|e| format!("  error: {e}"))
+                        .unwrap_or_default()
                 );
             }
             Ok(healthy)
@@ -85,7 +91,11 @@ pub async fn run(config: &Config, command: ProjectionsCommand) -> anyhow::Result
                     crate::redact(&report.target)
                 );
                 for t in &report.tables {
-                    let verdict = if t.identical() { "identical" } else { "DIFFERS" };
+                    let verdict = if t.identical() {
+                        "identical"
+                    } else {
+                        "DIFFERS"
+                    };
                     println!(
                         "  {:<20} {verdict:<9} live {} rows {} / rebuilt {} rows {}",
                         t.table,

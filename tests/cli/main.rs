@@ -199,23 +199,46 @@ fn projections_rebuild_and_verify_from_the_command_line() {
         let mut w = projections::workload::Workload::new(21, chrono::Utc::now());
         for _ in 0..300 {
             for a in w.step() {
-                store.append(&a.stream_id, infra::ExpectedVersion::Any, a.new_events("cli-test")).await.unwrap();
+                store
+                    .append(
+                        &a.stream_id,
+                        infra::ExpectedVersion::Any,
+                        a.new_events("cli-test"),
+                    )
+                    .await
+                    .unwrap();
             }
         }
     });
     let run = |args: &[&str]| {
-        let out = ringledger(dir.path()).args(args).env("RINGLEDGER_STORE__URL", &url).output().unwrap();
-        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+        let out = ringledger(dir.path())
+            .args(args)
+            .env("RINGLEDGER_STORE__URL", &url)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
     };
     let (code, out, err) = run(&["projections", "rebuild", "--verify"]);
     assert_eq!(code, Some(0), "{out}{err}");
     for table in ["routing_accounts", "rated_legs", "call_timeline"] {
-        assert!(out.lines().any(|l| l.contains(table) && l.contains("identical")), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.contains(table) && l.contains("identical")),
+            "{out}"
+        );
     }
     assert!(!out.contains("DIFFERS"), "{out}");
     let (code, out, _) = run(&["projections", "status"]);
     assert_eq!(code, Some(0), "{out}");
-    assert_eq!(out.lines().filter(|l| l.contains("running")).count(), 3, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("running")).count(),
+        3,
+        "{out}"
+    );
     let (code, _, err) = run(&["projections", "rebuild", "nonsense"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("no projection named \"nonsense\""), "{err}");
