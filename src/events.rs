@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use futures::StreamExt;
 use infra::config::Config;
+use infra::store::transfer;
 
 #[derive(Subcommand)]
 pub enum EventsCommand {
@@ -21,30 +22,64 @@ pub enum EventsCommand {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Write the whole log (or what follows a position) as NDJSON to stdout.
+    Export {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Append an NDJSON export to an empty store, keeping ids, streams, versions and order.
+    Import {
+        /// The export file.
+        file: std::path::PathBuf,
+        /// Skip checking the export's own hash chain first.
+        #[arg(long)]
+        no_verify: bool,
+    },
 }
 
 pub async fn run(config: &Config, command: EventsCommand) -> anyhow::Result<()> {
-    let EventsCommand::Tail {
-        lines,
-        after,
-        follow,
-    } = command;
     let store = infra::open_store(&config.store.url)
         .await
         .with_context(|| format!("opening {}", crate::redact(&config.store.url)))?;
+    let (lines, after, follow) = match command {
+        EventsCommand::Tail {
+            lines,
+            after,
+            follow,
+        } => (lines, after, follow),
+        EventsCommand::Export { after } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = transfer::export(store.as_ref(), after, &mut out).await?;
+            out.flush()?;
+            eprintln!("exported {n} events");
+            return Ok(());
+        }
+        EventsCommand::Import { file, no_verify } => {
+            let open = || -> anyhow::Result<_> {
+                Ok(std::io::BufReader::new(
+                    std::fs::File::open(&file)
+                        .with_context(|| format!("opening {}", file.display()))?,
+                ))
+            };
+            if !no_verify {
+                let n = transfer::verify_export(open()?)?;
+                eprintln!("export verified: {n} events, hash chain intact");
+            }
+            let report = transfer::import(store.as_ref(), open()?).await?;
+            println!(
+                "imported {} events in {} appends into {}",
+                report.events,
+                report.appends,
+                store.backend()
+            );
+            return Ok(());
+        }
+    };
     let head = store.head_position().await?;
     let start = after.unwrap_or_else(|| first_of_last(&head, lines));
     let mut out = std::io::stdout().lock();
     if !follow {
-        let mut position = start;
-        loop {
-            let page = store.read_all(position, 1000).await?;
-            let Some(last) = page.last() else { break };
-            position = last.global_position;
-            for e in &page {
-                writeln!(out, "{}", serde_json::to_string(e)?)?;
-            }
-        }
+        transfer::export(store.as_ref(), start, &mut out).await?;
         return Ok(());
     }
     drop(out);

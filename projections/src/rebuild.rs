@@ -121,9 +121,7 @@ pub async fn rebuild(
                 break;
             }
         }
-        for (table, order) in projection.tables() {
-            tables.push(compare(live, &target, table, order).await?);
-        }
+        tables = compare_tables(live, &target, projection.as_ref()).await?;
     }
     Ok(RebuildReport {
         projection: projection.name(),
@@ -172,6 +170,19 @@ fn checksum(rows: &[String]) -> String {
         h.update(b"\n");
     }
     hex::encode(h.finalize())
+}
+
+/// Compares a projection's tables in two databases (live first), table by table.
+pub async fn compare_tables(
+    live: &ProjectionDb,
+    other: &ProjectionDb,
+    projection: &dyn Projection,
+) -> Result<Vec<TableReport>, sqlx::Error> {
+    let mut tables = Vec::new();
+    for (table, order) in projection.tables() {
+        tables.push(compare(live, other, table, order).await?);
+    }
+    Ok(tables)
 }
 
 async fn compare(

@@ -157,6 +157,31 @@ fn migrate_then_tail_the_log_as_ndjson() {
     let all = tail(&["events", "tail", "--after", "0"]);
     assert_eq!(all.len(), 25);
 
+    // Export, then import into a second, empty store.
+    let export = ringledger(dir.path())
+        .args(["events", "export"])
+        .env("RINGLEDGER_STORE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(export.status.success());
+    std::fs::write(dir.path().join("log.ndjson"), &export.stdout).unwrap();
+    let copy = format!("sqlite://{}", dir.path().join("copy.db").display());
+    let import = ringledger(dir.path())
+        .args(["events", "import", "log.ndjson"])
+        .env("RINGLEDGER_STORE__URL", &copy)
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert!(
+        String::from_utf8(import.stdout)
+            .unwrap()
+            .starts_with("imported 25 events")
+    );
+
     let verify = || {
         ringledger(dir.path())
             .args(["audit", "verify"])

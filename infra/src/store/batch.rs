@@ -259,6 +259,42 @@ pub(crate) async fn run_writer<W: BatchWriter>(
     }
 }
 
+/// Queues every append in order, then waits for all the answers.
+pub(crate) async fn submit_in_order(
+    queue: &mpsc::Sender<Request>,
+    appends: Vec<(String, ExpectedVersion, Vec<NewEvent>)>,
+) -> Vec<Result<AppendResult, StoreError>> {
+    let mut answers = Vec::with_capacity(appends.len());
+    for (stream_id, expected, events) in appends {
+        if let Err(e) = super::validate_append(&stream_id, &events) {
+            answers.push(Err(e));
+            continue;
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            append: Append {
+                stream_id,
+                expected,
+                events,
+            },
+            reply,
+        };
+        if queue.send(request).await.is_err() {
+            answers.push(Err(StoreError::WriterStopped));
+            continue;
+        }
+        answers.push(Ok(answer));
+    }
+    let mut out = Vec::with_capacity(answers.len());
+    for a in answers {
+        out.push(match a {
+            Ok(answer) => answer.await.unwrap_or(Err(StoreError::WriterStopped)),
+            Err(e) => Err(e),
+        });
+    }
+    out
+}
+
 /// The front half: queue an append and wait for the writer's answer.
 pub(crate) async fn submit(
     queue: &mpsc::Sender<Request>,
@@ -266,21 +302,10 @@ pub(crate) async fn submit(
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
 ) -> Result<AppendResult, StoreError> {
-    super::validate_append(stream_id, &events)?;
-    let (reply, answer) = oneshot::channel();
-    let request = Request {
-        append: Append {
-            stream_id: stream_id.to_owned(),
-            expected,
-            events,
-        },
-        reply,
-    };
-    queue
-        .send(request)
+    submit_in_order(queue, vec![(stream_id.to_owned(), expected, events)])
         .await
-        .map_err(|_| StoreError::WriterStopped)?;
-    answer.await.map_err(|_| StoreError::WriterStopped)?
+        .pop()
+        .unwrap_or(Err(StoreError::WriterStopped))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod hash;
 pub mod postgres;
 pub mod sqlite;
 mod subscription;
+pub mod transfer;
 
 #[cfg(feature = "eventstoredb")]
 pub mod eventstoredb;
@@ -174,6 +175,20 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError>;
+
+    /// Several appends made in the given order, as if one after another, but without waiting
+    /// for each before queueing the next (group commit takes them together). Used by imports,
+    /// where global order must be kept. Each append succeeds or fails on its own.
+    async fn append_in_order(
+        &self,
+        appends: Vec<(String, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Vec<Result<AppendResult, StoreError>> {
+        let mut out = Vec::with_capacity(appends.len());
+        for (stream_id, expected, events) in appends {
+            out.push(self.append(&stream_id, expected, events).await);
+        }
+        out
+    }
 
     /// Events of one stream with version >= `from_version`, in order, at most `limit`.
     async fn read_stream(

@@ -246,6 +246,13 @@ impl EventStore for SqliteStore {
         batch::submit(&self.queue, stream_id, expected, events).await
     }
 
+    async fn append_in_order(
+        &self,
+        appends: Vec<(String, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Vec<Result<AppendResult, StoreError>> {
+        batch::submit_in_order(&self.queue, appends).await
+    }
+
     async fn read_stream(
         &self,
         stream_id: &str,
