@@ -9,14 +9,30 @@ use infra::store::audit::verify_log;
 pub enum AuditCommand {
     /// Recompute the hash chain over the whole log; name the first bad position.
     Verify,
+    /// An account (devices, extensions, settings, usage so far) as it stood at an instant.
+    AsOf {
+        /// The account id.
+        #[arg(long)]
+        account: uuid::Uuid,
+        /// RFC 3339 instant, e.g. 2026-11-24T09:00:00Z.
+        #[arg(long)]
+        at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
-/// Returns whether the log verified.
+/// Returns whether the check passed.
 pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<bool> {
-    let AuditCommand::Verify = command;
     let store = infra::open_store(&config.store.url)
         .await
         .with_context(|| format!("opening {}", crate::redact(&config.store.url)))?;
+    if let AuditCommand::AsOf { account, at } = command {
+        let billing = crate::projections_cmd::projection_db(config).await.ok();
+        let snapshot =
+            projections::as_of::account_as_of(store.as_ref(), account.into(), at, billing.as_ref())
+                .await?;
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+        return Ok(true);
+    }
     let report = verify_log(store.as_ref()).await?;
     match report.first_break {
         None => {

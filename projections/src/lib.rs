@@ -2,6 +2,7 @@
 //! projections (routing, billing, call history) kept by a runner that commits each batch of
 //! rows with its checkpoint in one transaction.
 
+pub mod as_of;
 pub mod billing;
 pub mod call_history;
 pub mod db;

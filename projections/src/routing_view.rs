@@ -204,13 +204,8 @@ impl RoutingView {
 
     /// The account's verified extensions.
     pub fn serving_extensions(&self, account: AccountId) -> Vec<(ExtensionId, &Extension)> {
-        let mut out: Vec<_> = self
-            .extensions
-            .iter()
-            .filter(|(_, e)| e.account_id == Some(account) && e.status == ExtensionStatus::Verified)
-            .map(|(id, e)| (*id, e))
-            .collect();
-        out.sort_by_key(|(id, _)| *id);
+        let mut out = self.extensions_of(account);
+        out.retain(|(_, e)| e.status == ExtensionStatus::Verified);
         out
     }
 
@@ -223,6 +218,31 @@ impl RoutingView {
             } => Some((*account_id, destination.as_ref())),
             _ => None,
         }
+    }
+
+    /// The account's devices that have not been removed.
+    pub fn devices_of(&self, account: AccountId) -> Vec<(DeviceId, &Device)> {
+        let mut out: Vec<_> = self
+            .devices_by_account
+            .get(&account)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| Some((*id, self.devices.get(id)?)))
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// The account's extensions in every state, removed ones included.
+    pub fn extensions_of(&self, account: AccountId) -> Vec<(ExtensionId, &Extension)> {
+        let mut out: Vec<_> = self
+            .extensions
+            .iter()
+            .filter(|(_, e)| e.account_id == Some(account))
+            .map(|(id, e)| (*id, e))
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
     }
 
     pub fn pending_call_in(&self, token: &str) -> Option<&PendingCallIn> {
