@@ -1,6 +1,7 @@
 //! ringledger's infrastructure: the event log behind one contract with three backends
 //! (SQLite embedded default, PostgreSQL, EventStoreDB), configuration and id minting.
 
+pub mod bus;
 pub mod config;
 pub mod store;
 

@@ -27,7 +27,7 @@ pub struct PendingCallIn {
     pub expires_at: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct RoutingView {
     position: u64,
     accounts: HashMap<AccountId, Account>,
