@@ -33,6 +33,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200_000)]
         events: usize,
     },
+    /// Lag from the start of an append to the event being visible in a RoutingView, at a
+    /// steady append rate; in-process, or through Kafka (librdkafka's mock cluster, or the
+    /// brokers given).
+    Lag {
+        #[arg(long, default_value_t = 5_000)]
+        rate: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Go through Kafka: `mock` for an in-process mock cluster, or a bootstrap list.
+        #[arg(long)]
+        kafka: Option<String>,
+    },
     /// Rebuild speed of the in-memory RoutingView over a generated realistic workload.
     RoutingView {
         #[arg(long, default_value_t = 1_000_000)]
@@ -49,6 +61,11 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         } => append(store, writers, seconds).await,
         BenchCommand::RoutingView { events } => routing_view(events),
         BenchCommand::Rebuild { store, events } => rebuild(store, events).await,
+        BenchCommand::Lag {
+            rate,
+            seconds,
+            kafka,
+        } => lag(rate, seconds, kafka).await,
     }
 }
 
@@ -105,6 +122,113 @@ async fn rebuild(store: Option<String>, events: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn lag(rate: usize, seconds: u64, kafka: Option<String>) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", tmp.path().join("lag.db").display());
+    let store = infra::open_store(&url).await?;
+    let total = rate * seconds as usize;
+
+    // The reader: a RoutingView fed in-process or from Kafka; it records each event's lag.
+    // Kept alive to the end of the run when the bench brings its own cluster.
+    let mut _mock_cluster = None;
+    let reader: tokio::task::JoinHandle<anyhow::Result<Vec<u32>>> = match kafka.as_deref() {
+        None => {
+            let mut events = store.subscribe_all(0);
+            tokio::spawn(async move {
+                let mut view = projections::RoutingView::default();
+                let mut lags = Vec::with_capacity(total);
+                while lags.len() < total {
+                    let Some(e) = futures::StreamExt::next(&mut events).await else {
+                        break;
+                    };
+                    let e = e?;
+                    view.apply(&e)?;
+                    lags.push(lag_us(e.occurred_at));
+                }
+                Ok(lags)
+            })
+        }
+        Some(target) => {
+            let brokers = if target == "mock" {
+                let cluster = rdkafka::mocking::MockCluster::new(1)?;
+                cluster.create_topic("ringledger.lag", 3, 1)?;
+                let b = cluster.bootstrap_servers();
+                _mock_cluster = Some(cluster);
+                b
+            } else {
+                target.to_owned()
+            };
+            let cursor = infra::bus::cursor::RelayCursor::open(&url, "lag").await?;
+            let relay =
+                infra::bus::kafka::Relay::new(store.clone(), &brokers, "ringledger.lag", cursor)?;
+            tokio::spawn(async move { relay.run(std::future::pending()).await });
+            let mut consumer = infra::bus::kafka::BusConsumer::new(&brokers, "ringledger.lag", 0)?;
+            tokio::spawn(async move {
+                let mut view = projections::RoutingView::default();
+                let mut lags = Vec::with_capacity(total);
+                while lags.len() < total {
+                    let e = consumer.next().await?;
+                    view.apply(&e)?;
+                    lags.push(lag_us(e.occurred_at));
+                }
+                Ok(lags)
+            })
+        }
+    };
+
+    // The writer: every 10 ms, rate/100 appends of one registration each, concurrently.
+    let per_tick = (rate / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut inflight = Vec::new();
+    while sent < total {
+        tick.tick().await;
+        for _ in 0..per_tick.min(total - sent) {
+            let store = store.clone();
+            let event = registration(sent as u64)?;
+            sent += 1;
+            inflight.push(tokio::spawn(async move {
+                store
+                    .append(
+                        &format!("device-{}", uuid::Uuid::now_v7()),
+                        ExpectedVersion::NoStream,
+                        vec![event],
+                    )
+                    .await
+            }));
+        }
+        inflight.retain(|t: &tokio::task::JoinHandle<_>| !t.is_finished());
+    }
+    for t in inflight {
+        t.await??;
+    }
+    let achieved = total as f64 / started.elapsed().as_secs_f64();
+    let mut lags = tokio::time::timeout(Duration::from_secs(60), reader).await???;
+    lags.sort_unstable();
+    println!(
+        "lag via {}: {} events at {:.0} events/s; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        kafka
+            .as_deref()
+            .map_or("in-process subscription".to_owned(), |k| format!(
+                "kafka ({k})"
+            )),
+        lags.len(),
+        achieved,
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        percentile(&lags, 1.0)
+    );
+    Ok(())
+}
+
+fn lag_us(occurred_at: chrono::DateTime<chrono::Utc>) -> u32 {
+    let us = (chrono::Utc::now() - occurred_at)
+        .num_microseconds()
+        .unwrap_or(i64::MAX);
+    u32::try_from(us.max(0)).unwrap_or(u32::MAX)
 }
 
 fn rand_seed() -> u64 {

@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench;
+mod bus_cmd;
 mod events;
 mod projections_cmd;
 mod serve;
@@ -41,6 +42,11 @@ enum Command {
     Projections {
         #[command(subcommand)]
         command: projections_cmd::ProjectionsCommand,
+    },
+    /// The Kafka bus: relay and projection worker.
+    Bus {
+        #[command(subcommand)]
+        command: bus_cmd::BusCommand,
     },
     /// Auditors' checks of the log.
     Audit {
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
             Command::Events { command } => events::run(&config, command).await.map(|()| true),
             Command::Projections { command } => projections_cmd::run(&config, command).await,
             Command::Audit { command } => audit::run(&config, command).await,
+            Command::Bus { command } => bus_cmd::run(&config, command).await.map(|()| true),
             Command::Bench { command } => bench::run(command).await.map(|()| true),
         }
     });

@@ -45,6 +45,18 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     } else {
         tracing::warn!("SQL projections are not kept on this store backend yet");
     }
+    if !config.bus.kafka.brokers.is_empty() {
+        let relay = crate::bus_cmd::relay(config, store.clone()).await?;
+        let mut stopped = stopped.clone();
+        runners.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = relay.run(shutdown).await {
+                tracing::error!(error = %e, "kafka relay stopped");
+            }
+        }));
+    }
     tracing::info!(
         backend = store.backend(),
         store = %redact(&config.store.url),

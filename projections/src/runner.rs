@@ -154,6 +154,19 @@ impl Runner {
         }
     }
 
+    /// Applies events that arrive from elsewhere (the Kafka bus): those at or before the
+    /// checkpoint are dropped, the rest must follow it in order.
+    pub async fn apply_delivered(&self, events: &[RecordedEvent]) -> Result<u64, RunnerError> {
+        let position = self.ensure_running().await?;
+        let fresh: Vec<RecordedEvent> = events
+            .iter()
+            .filter(|e| e.global_position > position)
+            .cloned()
+            .collect();
+        self.apply_batch(&fresh).await?;
+        Ok(fresh.last().map_or(position, |e| e.global_position))
+    }
+
     async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), RunnerError> {
         match self.try_batch(events).await? {
             Ok(()) => Ok(()),

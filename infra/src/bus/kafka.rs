@@ -5,13 +5,14 @@
 //! restart; consumers drop what they have seen and re-assemble global order across partitions.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -74,31 +75,49 @@ impl Relay {
         Ok(self.cursor.get().await?)
     }
 
-    /// Publishes `events` (consecutive, in order) and waits until Kafka acknowledged all.
-    async fn publish(&self, events: &[RecordedEvent]) -> Result<(), BusError> {
-        let payloads = events
-            .iter()
-            .map(|e| {
-                serde_json::to_vec(e).map_err(|err| StoreError::Corrupt {
-                    position: e.global_position,
-                    reason: err.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let deliveries: Vec<_> = events
-            .iter()
-            .zip(&payloads)
-            .map(|(e, payload)| {
-                let record = FutureRecord::to(&self.topic)
-                    .key(&e.stream_id)
-                    .payload(payload);
-                self.producer.send(record, Duration::from_secs(30))
-            })
-            .collect();
-        for d in futures::future::join_all(deliveries).await {
-            d.map_err(|(e, _)| e)?;
+    /// Queues `events` (consecutive, in order) with the producer; the future completes when
+    /// Kafka acknowledged all of them.
+    fn enqueue(
+        &self,
+        events: &[RecordedEvent],
+    ) -> Result<impl Future<Output = Result<(), BusError>> + use<>, BusError> {
+        let mut deliveries = Vec::with_capacity(events.len());
+        for e in events {
+            let payload = serde_json::to_vec(e).map_err(|err| StoreError::Corrupt {
+                position: e.global_position,
+                reason: err.to_string(),
+            })?;
+            let mut record = FutureRecord::to(&self.topic)
+                .key(&e.stream_id)
+                .payload(&payload);
+            // A full local queue: give librdkafka a moment to drain it, then try again.
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(d) => break d,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            };
+            deliveries.push(delivery);
         }
-        Ok(())
+        Ok(async move {
+            for d in futures::future::join_all(deliveries).await {
+                match d {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => return Err(e.into()),
+                    Err(_canceled) => return Err(KafkaError::Canceled.into()),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Publishes `events` and waits until Kafka acknowledged all.
+    async fn publish(&self, events: &[RecordedEvent]) -> Result<(), BusError> {
+        self.enqueue(events)?.await
     }
 
     /// Publishes everything committed after the cursor, then returns the new cursor.
@@ -115,27 +134,58 @@ impl Relay {
         }
     }
 
-    /// Follows the log until `shutdown` completes.
+    /// Follows the log until `shutdown` completes. Chunks are queued as they commit without
+    /// waiting for the previous chunk's acknowledgement (the idempotent producer keeps their
+    /// order); `published` moves as acknowledgements arrive, in order. The cursor is written
+    /// at most every `CURSOR_EVERY` (each write is a durable commit) and on shutdown; what a
+    /// crash loses is only republished, never skipped.
     pub async fn run(
         &self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), BusError> {
-        let start = self.cursor.get().await?;
-        let mut events = self.store.subscribe_all(start).ready_chunks(ROUND);
+        const CURSOR_EVERY: Duration = Duration::from_millis(250);
+        let mut saved = self.cursor.get().await?;
+        let mut published = saved;
+        let mut last_save = tokio::time::Instant::now();
+        let mut events = self.store.subscribe_all(saved).ready_chunks(ROUND);
+        let mut acks = futures::stream::FuturesOrdered::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                chunk = events.next() => {
-                    let Some(chunk) = chunk else { return Ok(()) };
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(CURSOR_EVERY), if published > saved => {}
+                acked = acks.next(), if !acks.is_empty() => {
+                    if let Some(acked) = acked {
+                        let (last, result): (u64, Result<(), BusError>) = acked;
+                        result?;
+                        published = last;
+                    }
+                }
+                chunk = events.next(), if acks.len() < 64 => {
+                    let Some(chunk) = chunk else { break };
                     let chunk = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
                     if let Some(last) = chunk.last().map(|e| e.global_position) {
-                        self.publish(&chunk).await?;
-                        self.cursor.set(last).await?;
+                        let delivered = self.enqueue(&chunk)?;
+                        acks.push_back(async move { (last, delivered.await) });
                     }
                 }
             }
+            if published > saved && last_save.elapsed() >= CURSOR_EVERY {
+                self.cursor.set(published).await?;
+                saved = published;
+                last_save = tokio::time::Instant::now();
+            }
         }
+        while let Some((last, result)) = acks.next().await {
+            if result.is_err() {
+                break;
+            }
+            published = last;
+        }
+        if published > saved {
+            self.cursor.set(published).await?;
+        }
+        Ok(())
     }
 }
 
