@@ -318,7 +318,7 @@ async fn measure(
         .map(|w| {
             let store = store.clone();
             tokio::spawn(async move {
-                let stream = format!("device-bench-{}", uuid::Uuid::now_v7());
+                let stream = format!("device-{}", uuid::Uuid::now_v7());
                 let mut latencies = Vec::new();
                 let mut version = 0u64;
                 while Instant::now() < deadline && latencies.len() < MAX_APPENDS_PER_WRITER {

@@ -22,6 +22,14 @@ pub enum EventsCommand {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Fill an empty store with a realistic demo workload (accounts, devices, extensions,
+    /// calls, tariffs) produced through the domain's rules. For demos and trials.
+    Seed {
+        #[arg(long, default_value_t = 5_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Write the whole log (or what follows a position) as NDJSON to stdout.
     Export {
         #[arg(long, default_value_t = 0)]
@@ -47,6 +55,29 @@ pub async fn run(config: &Config, command: EventsCommand) -> anyhow::Result<()> 
             after,
             follow,
         } => (lines, after, follow),
+        EventsCommand::Seed { events, seed } => {
+            let head = store.head_position().await?;
+            anyhow::ensure!(
+                head == 0,
+                "events seed fills only an empty store (this one is at position {head})"
+            );
+            let mut workload = projections::workload::Workload::new(seed, chrono::Utc::now());
+            let mut written = 0;
+            while written < events {
+                for a in workload.step() {
+                    written += a.events.len();
+                    store
+                        .append(
+                            &a.stream_id,
+                            infra::ExpectedVersion::Any,
+                            a.new_events("seed"),
+                        )
+                        .await?;
+                }
+            }
+            println!("appended {written} events");
+            return Ok(());
+        }
         EventsCommand::Export { after } => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let n = transfer::export(store.as_ref(), after, &mut out).await?;
