@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use domain::account::AccountEvent;
 use domain::call::CallEvent;
-use domain::rating::{BillableLeg, rate};
+use domain::rating::{BillableLeg, RatedCharge, rate};
 use domain::tariff::{Tariff, TariffEvent, TariffVersion};
 use domain::{E164, Event, Instant};
 use infra::RecordedEvent;
@@ -34,6 +34,13 @@ const SCHEMA: &[&str] = &[
      prefix TEXT, per_minute_millis BIGINT, connect_fee_minor BIGINT, charge_minor BIGINT, \
      currency TEXT, rating_error TEXT)",
     "CREATE INDEX IF NOT EXISTS rated_legs_by_account ON rated_legs (account_id, call_started_at, leg_id)",
+    "CREATE INDEX IF NOT EXISTS rated_legs_by_tariff ON rated_legs (tariff_id, call_started_at)",
+    "CREATE TABLE IF NOT EXISTS billing_usage (account_id TEXT NOT NULL, day TEXT NOT NULL, \
+     extension_id TEXT NOT NULL, path TEXT NOT NULL, currency TEXT NOT NULL, legs BIGINT NOT NULL, \
+     billable_secs BIGINT NOT NULL, charge_minor BIGINT NOT NULL, PRIMARY KEY (account_id, day, extension_id, path))",
+    "CREATE TABLE IF NOT EXISTS billing_adjustments (tariff_id TEXT NOT NULL, tariff_version BIGINT NOT NULL, \
+     account_id TEXT NOT NULL, legs BIGINT NOT NULL, old_charge_minor BIGINT NOT NULL, \
+     new_charge_minor BIGINT NOT NULL, PRIMARY KEY (tariff_id, tariff_version, account_id))",
 ];
 
 const TABLES: &[(&str, &str)] = &[
@@ -42,6 +49,11 @@ const TABLES: &[(&str, &str)] = &[
     ("billing_open_calls", "call_id"),
     ("billing_open_legs", "leg_id"),
     ("rated_legs", "leg_id"),
+    ("billing_usage", "account_id, day, extension_id, path"),
+    (
+        "billing_adjustments",
+        "tariff_id, tariff_version, account_id",
+    ),
 ];
 
 fn parse_ts(s: &str) -> Result<Instant, ProjectionError> {
@@ -63,6 +75,57 @@ async fn tariff(conn: &mut AnyConnection, tariff_id: &str) -> Result<Tariff, Pro
         t.versions.push(v);
     }
     Ok(t)
+}
+
+/// The price of one leg under `tariff` (all versions known), or why it has none.
+fn rate_leg(
+    tariff: &Tariff,
+    tariff_id: &str,
+    call_started_at: &str,
+    destination: &str,
+    answered_at: &str,
+    ended_at: Instant,
+) -> Result<Result<RatedCharge, String>, ProjectionError> {
+    let billable = BillableLeg {
+        destination: E164::parse(destination).map_err(|e| ProjectionError::Apply(e.to_string()))?,
+        answered_at: Some(parse_ts(answered_at)?),
+        ended_at,
+    };
+    Ok(match tariff.in_force_at(parse_ts(call_started_at)?) {
+        Some(v) => rate(v, &billable).map_err(|e| e.to_string()),
+        None => Err(format!(
+            "tariff {tariff_id} has no version in force at {call_started_at}"
+        )),
+    })
+}
+
+/// Adds (or with negative figures, removes) one rated leg to the daily usage.
+async fn add_usage(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    call_started_at: &str,
+    extension_id: Option<&str>,
+    path: &str,
+    charge: &RatedCharge,
+    sign: i64,
+) -> Result<(), ProjectionError> {
+    query(
+        "INSERT INTO billing_usage (account_id, day, extension_id, path, currency, legs, billable_secs, charge_minor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (account_id, day, extension_id, path) DO UPDATE SET \
+         legs = billing_usage.legs + excluded.legs, billable_secs = billing_usage.billable_secs + excluded.billable_secs, \
+         charge_minor = billing_usage.charge_minor + excluded.charge_minor",
+    )
+    .bind(account_id)
+    .bind(call_started_at.get(..10).unwrap_or(call_started_at))
+    .bind(extension_id.unwrap_or(""))
+    .bind(path)
+    .bind(charge.charge.currency.to_string())
+    .bind(sign)
+    .bind(sign * charge.billable_secs as i64)
+    .bind(sign * charge.charge.minor)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Rates the answered open legs of a call that ended at `ended_at`, then forgets the call.
@@ -97,24 +160,31 @@ async fn close_call(
     } else {
         tariff(conn, &tariff_id).await?
     };
-    let in_force = tariff.in_force_at(parse_ts(&started_at)?);
     for leg in legs {
         let leg_id: String = leg.try_get(0)?;
         let destination: String = leg.try_get(1)?;
         let path: String = leg.try_get(2)?;
         let answered_at: String = leg.try_get(3)?;
-        let billable = BillableLeg {
-            destination: E164::parse(&destination)
-                .map_err(|e| ProjectionError::Apply(e.to_string()))?,
-            answered_at: Some(parse_ts(&answered_at)?),
+        let rated = rate_leg(
+            &tariff,
+            &tariff_id,
+            &started_at,
+            &destination,
+            &answered_at,
             ended_at,
-        };
-        let rated = match in_force {
-            Some(v) => rate(v, &billable).map_err(|e| e.to_string()),
-            None => Err(format!(
-                "tariff {tariff_id} has no version in force at {started_at}"
-            )),
-        };
+        )?;
+        if let Ok(r) = &rated {
+            add_usage(
+                conn,
+                &account_id,
+                &started_at,
+                extension_id.as_deref(),
+                &path,
+                r,
+                1,
+            )
+            .await?;
+        }
         let (ok, error) = match rated {
             Ok(r) => (Some(r), None),
             Err(e) => (None, Some(e)),
@@ -158,6 +228,135 @@ async fn close_call(
     Ok(())
 }
 
+/// A tariff version published after calls it covers (a correction, or a late publication):
+/// re-rates the legs already rated under this tariff that started at or after its start,
+/// adjusts daily usage, and records per account how the total changed.
+async fn rerate(
+    conn: &mut AnyConnection,
+    tariff_id: &str,
+    version: &TariffVersion,
+) -> Result<(), ProjectionError> {
+    let legs = query(
+        "SELECT leg_id, account_id, extension_id, path, destination, call_started_at, answered_at, \
+         ended_at, duration_secs, billable_secs, tariff_version, prefix, per_minute_millis, \
+         connect_fee_minor, charge_minor, currency FROM rated_legs \
+         WHERE tariff_id = $1 AND call_started_at >= $2 ORDER BY leg_id",
+    )
+    .bind(tariff_id)
+    .bind(ts(version.effective_from))
+    .fetch_all(&mut *conn)
+    .await?;
+    if legs.is_empty() {
+        return Ok(());
+    }
+    let tariff = tariff(conn, tariff_id).await?;
+    // account -> (legs changed, old total, new total)
+    let mut changes: std::collections::BTreeMap<String, (i64, i64, i64)> = Default::default();
+    for leg in legs {
+        let leg_id: String = leg.try_get(0)?;
+        let account_id: String = leg.try_get(1)?;
+        let extension_id: Option<String> = leg.try_get(2)?;
+        let path: String = leg.try_get(3)?;
+        let destination: String = leg.try_get(4)?;
+        let started_at: String = leg.try_get(5)?;
+        let answered_at: String = leg.try_get(6)?;
+        let ended_at: String = leg.try_get(7)?;
+        let old = match (
+            leg.try_get::<Option<i64>, _>(10)?,
+            leg.try_get::<Option<i64>, _>(14)?,
+        ) {
+            (Some(v), Some(charge)) => {
+                let currency: Option<String> = leg.try_get(15)?;
+                let currency = currency
+                    .and_then(|c| domain::Currency::parse(&c).ok())
+                    .ok_or_else(|| ProjectionError::Apply("rated leg without currency".into()))?;
+                Some(RatedCharge {
+                    tariff_version: v as u32,
+                    prefix: leg.try_get::<Option<String>, _>(11)?.unwrap_or_default(),
+                    duration_secs: leg.try_get::<Option<i64>, _>(8)?.unwrap_or(0) as u64,
+                    billable_secs: leg.try_get::<Option<i64>, _>(9)?.unwrap_or(0) as u64,
+                    per_minute_millis: leg.try_get::<Option<i64>, _>(12)?.unwrap_or(0),
+                    connect_fee_minor: leg.try_get::<Option<i64>, _>(13)?.unwrap_or(0),
+                    charge: domain::Money::new(charge, currency),
+                })
+            }
+            _ => None,
+        };
+        let new = rate_leg(
+            &tariff,
+            tariff_id,
+            &started_at,
+            &destination,
+            &answered_at,
+            parse_ts(&ended_at)?,
+        )?
+        .ok();
+        if new == old {
+            continue;
+        }
+        if let Some(o) = &old {
+            add_usage(
+                conn,
+                &account_id,
+                &started_at,
+                extension_id.as_deref(),
+                &path,
+                o,
+                -1,
+            )
+            .await?;
+        }
+        if let Some(n) = &new {
+            add_usage(
+                conn,
+                &account_id,
+                &started_at,
+                extension_id.as_deref(),
+                &path,
+                n,
+                1,
+            )
+            .await?;
+        }
+        let entry = changes.entry(account_id).or_default();
+        entry.0 += 1;
+        entry.1 += old.as_ref().map_or(0, |o| o.charge.minor);
+        entry.2 += new.as_ref().map_or(0, |n| n.charge.minor);
+        query(
+            "UPDATE rated_legs SET duration_secs = $2, billable_secs = $3, tariff_version = $4, prefix = $5, \
+             per_minute_millis = $6, connect_fee_minor = $7, charge_minor = $8, currency = $9, rating_error = $10 \
+             WHERE leg_id = $1",
+        )
+        .bind(leg_id)
+        .bind(new.as_ref().map(|r| r.duration_secs as i64))
+        .bind(new.as_ref().map(|r| r.billable_secs as i64))
+        .bind(new.as_ref().map(|r| i64::from(r.tariff_version)))
+        .bind(new.as_ref().map(|r| r.prefix.clone()))
+        .bind(new.as_ref().map(|r| r.per_minute_millis))
+        .bind(new.as_ref().map(|r| r.connect_fee_minor))
+        .bind(new.as_ref().map(|r| r.charge.minor))
+        .bind(new.as_ref().map(|r| r.charge.currency.to_string()))
+        .bind(new.is_none().then(|| "no rate after tariff correction".to_owned()))
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (account_id, (legs, old, new)) in changes {
+        query(
+            "INSERT INTO billing_adjustments (tariff_id, tariff_version, account_id, legs, old_charge_minor, new_charge_minor) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(tariff_id)
+        .bind(i64::from(version.version))
+        .bind(account_id)
+        .bind(legs)
+        .bind(old)
+        .bind(new)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Projection for Billing {
     fn name(&self) -> &'static str {
@@ -194,6 +393,7 @@ impl Projection for Billing {
                     .bind(json(version))
                     .execute(&mut *conn)
                     .await?;
+                rerate(conn, &tariff_id.to_string(), version).await?;
             }
             Event::Account(AccountEvent::Opened {
                 account_id,
