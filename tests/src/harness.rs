@@ -146,3 +146,51 @@ pub fn event(writer: usize, n: usize) -> NewEvent {
         actor: format!("writer-{writer}"),
     }
 }
+
+/// Decides `command` against `state` at `at`, applies the events to `state` and appends them to
+/// `stream` — the way a command handler records what the domain decided.
+pub async fn record<A: domain::Aggregate>(
+    store: &dyn EventStore,
+    stream: &str,
+    state: &mut A,
+    command: A::Command,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let events = state
+        .decide(&command, at)
+        .expect("the domain accepts the command");
+    let new: Vec<_> = events
+        .iter()
+        .map(|e| {
+            state.apply(e);
+            NewEvent::from_domain(e, at, "test")
+        })
+        .collect();
+    store
+        .append(stream, infra::ExpectedVersion::Any, new)
+        .await
+        .expect("append");
+}
+
+/// Appends the workload's next steps until at least `min_events` were written; returns how many.
+pub async fn append_workload(
+    store: &dyn EventStore,
+    workload: &mut projections::workload::Workload,
+    min_events: usize,
+) -> usize {
+    let mut written = 0;
+    while written < min_events {
+        for a in workload.step() {
+            written += a.events.len();
+            store
+                .append(
+                    &a.stream_id,
+                    infra::ExpectedVersion::Any,
+                    a.new_events("workload"),
+                )
+                .await
+                .expect("append");
+        }
+    }
+    written
+}

@@ -5,32 +5,10 @@ use std::time::Duration;
 use domain::account::{Account, AccountCommand};
 use domain::extension::{ChallengeMethod, Extension, ExtensionCommand, ExtensionKind};
 use domain::ids::{AccountId, ExtensionId, TariffId};
-use domain::{Aggregate, Currency, E164};
-use infra::{EventStore, ExpectedVersion, NewEvent};
+use domain::{Currency, E164};
 use projections::as_of::{AsOfError, account_as_of};
-use ringledger_tests::harness::Backend;
+use ringledger_tests::harness::{Backend, record};
 use uuid::Uuid;
-
-async fn record<A: Aggregate>(
-    store: &dyn EventStore,
-    stream: &str,
-    state: &mut A,
-    command: A::Command,
-) {
-    let now = chrono::Utc::now();
-    let events = state.decide(&command, now).unwrap();
-    let new: Vec<_> = events
-        .iter()
-        .map(|e| {
-            state.apply(e);
-            NewEvent::from_domain(e, now, "test")
-        })
-        .collect();
-    store
-        .append(stream, ExpectedVersion::Any, new)
-        .await
-        .unwrap();
-}
 
 async fn pause() -> chrono::DateTime<chrono::Utc> {
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -58,6 +36,7 @@ async fn the_account_as_it_stood_at_each_instant() {
             currency: Currency::parse("USD").unwrap(),
             max_extensions: None,
         },
+        chrono::Utc::now(),
     )
     .await;
     let extension_id = ExtensionId(Uuid::now_v7());
@@ -74,6 +53,7 @@ async fn the_account_as_it_stood_at_each_instant() {
             native_provider: "Verizon".into(),
             kind: ExtensionKind::Mobile,
         },
+        chrono::Utc::now(),
     )
     .await;
     record(
@@ -85,6 +65,7 @@ async fn the_account_as_it_stood_at_each_instant() {
             code: "5521".into(),
             ttl_secs: 300,
         },
+        chrono::Utc::now(),
     )
     .await;
     let pending = pause().await;
@@ -95,6 +76,7 @@ async fn the_account_as_it_stood_at_each_instant() {
         ExtensionCommand::SubmitCode {
             code: "5521".into(),
         },
+        chrono::Utc::now(),
     )
     .await;
     record(
@@ -104,6 +86,7 @@ async fn the_account_as_it_stood_at_each_instant() {
         AccountCommand::Suspend {
             reason: "unpaid".into(),
         },
+        chrono::Utc::now(),
     )
     .await;
     let later = pause().await;

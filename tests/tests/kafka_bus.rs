@@ -5,26 +5,13 @@
 use std::time::Duration;
 
 use chrono::TimeZone;
+use infra::EventStore;
 use infra::bus::cursor::RelayCursor;
 use infra::bus::kafka::{BusConsumer, Relay};
-use infra::{EventStore, ExpectedVersion};
 use projections::RoutingView;
 use projections::workload::Workload;
 use rdkafka::mocking::MockCluster;
-use ringledger_tests::harness::Backend;
-
-async fn fill(store: &dyn EventStore, w: &mut Workload, min_events: usize) {
-    let mut n = 0;
-    while n < min_events {
-        for a in w.step() {
-            n += a.events.len();
-            store
-                .append(&a.stream_id, ExpectedVersion::Any, a.new_events("seed"))
-                .await
-                .unwrap();
-        }
-    }
-}
+use ringledger_tests::harness::{Backend, append_workload};
 
 async fn local_view(store: &dyn EventStore) -> RoutingView {
     let mut view = RoutingView::default();
@@ -62,7 +49,7 @@ async fn a_view_fed_from_kafka_equals_the_log() {
     let b = Backend::sqlite().await;
     let store = b.open().await;
     let mut w = workload(41);
-    fill(store.as_ref(), &mut w, 1_500).await;
+    append_workload(store.as_ref(), &mut w, 1_500).await;
 
     let relay = Relay::new(
         store.clone(),
@@ -91,7 +78,7 @@ async fn a_relay_killed_mid_stream_resumes_and_consumers_drop_the_repeats() {
     let b = Backend::sqlite().await;
     let store = b.open().await;
     let mut w = workload(42);
-    fill(store.as_ref(), &mut w, 800).await;
+    append_workload(store.as_ref(), &mut w, 800).await;
 
     // A relay follows the log while appends go on, and is killed part way.
     let relay = Relay::new(
@@ -102,7 +89,7 @@ async fn a_relay_killed_mid_stream_resumes_and_consumers_drop_the_repeats() {
     )
     .unwrap();
     let running = tokio::spawn(async move { relay.run(std::future::pending()).await });
-    fill(store.as_ref(), &mut w, 800).await;
+    append_workload(store.as_ref(), &mut w, 800).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     running.abort();
     let _ = running.await;
@@ -116,7 +103,7 @@ async fn a_relay_killed_mid_stream_resumes_and_consumers_drop_the_repeats() {
     );
     cursor.set(saved / 2).await.unwrap();
 
-    fill(store.as_ref(), &mut w, 400).await;
+    append_workload(store.as_ref(), &mut w, 400).await;
     let restarted = Relay::new(store.clone(), &brokers, "ringledger.events", cursor).unwrap();
     let head = store.head_position().await.unwrap();
     assert_eq!(restarted.publish_pending().await.unwrap(), head);

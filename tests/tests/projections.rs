@@ -11,30 +11,18 @@ use projections::db::ProjectionDb;
 use projections::rebuild::{all_projections, rebuild};
 use projections::runner::{Runner, RunnerError};
 use projections::workload::Workload;
-use ringledger_tests::harness::Backend;
+use ringledger_tests::harness::{Backend, append_workload};
 use sqlx::Row;
 
-async fn append_workload(store: &Arc<dyn EventStore>, seed: u64, min_events: usize) -> usize {
+async fn append_seeded(store: &Arc<dyn EventStore>, seed: u64, min_events: usize) -> usize {
     let start = chrono::Utc.with_ymd_and_hms(2026, 11, 2, 8, 0, 0).unwrap();
-    let mut w = Workload::new(seed, start);
-    let mut n = 0;
-    while n < min_events {
-        for a in w.step() {
-            let events = a.new_events("workload");
-            n += events.len();
-            store
-                .append(&a.stream_id, ExpectedVersion::Any, events)
-                .await
-                .unwrap();
-        }
-    }
-    n
+    append_workload(store.as_ref(), &mut Workload::new(seed, start), min_events).await
 }
 
 async fn live_equals_rebuild(b: Backend) {
     let store = b.open().await;
     let db = ProjectionDb::connect(&b.url).await.unwrap();
-    append_workload(&store, 11, 1_500).await;
+    append_seeded(&store, 11, 1_500).await;
     // Project half, stop (drop the runners), append more, resume with new runners.
     for p in all_projections() {
         Runner::new(db.clone(), store.clone(), p)
@@ -44,7 +32,7 @@ async fn live_equals_rebuild(b: Backend) {
             .await
             .unwrap();
     }
-    let total = append_workload(&store, 12, 1_500).await;
+    let total = append_seeded(&store, 12, 1_500).await;
     let head = store.head_position().await.unwrap();
     assert!(total > 0);
     for p in all_projections() {
@@ -126,7 +114,7 @@ async fn live_equals_rebuild(b: Backend) {
 async fn a_bad_event_stops_only_its_projection(b: Backend) {
     let store = b.open().await;
     let db = ProjectionDb::connect(&b.url).await.unwrap();
-    append_workload(&store, 5, 200).await;
+    append_seeded(&store, 5, 200).await;
     let mut bad = ringledger_tests::harness::event(0, 0);
     bad.event_type = "tariff.published".into();
     let stream = format!("tariff-{}", uuid::Uuid::new_v4());
@@ -134,7 +122,7 @@ async fn a_bad_event_stops_only_its_projection(b: Backend) {
         .append(&stream, ExpectedVersion::NoStream, vec![bad])
         .await
         .unwrap();
-    append_workload(&store, 6, 100).await;
+    append_seeded(&store, 6, 100).await;
     let head = store.head_position().await.unwrap();
 
     let billing = Runner::new(

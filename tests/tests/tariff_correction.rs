@@ -10,36 +10,15 @@ use domain::call::{
 };
 use domain::ids::{AccountId, CallId, LegId, TariffId};
 use domain::tariff::{Rate, Tariff, TariffCommand, TariffVersion};
-use domain::{Aggregate, Currency, E164, Instant};
-use infra::{EventStore, ExpectedVersion, NewEvent};
+use domain::{Currency, E164, Instant};
+use infra::EventStore;
 use projections::billing::Billing;
 use projections::db::ProjectionDb;
 use projections::rebuild::rebuild;
 use projections::runner::Runner;
-use ringledger_tests::harness::Backend;
+use ringledger_tests::harness::{Backend, record};
 use sqlx::Row;
 use uuid::Uuid;
-
-async fn record<A: Aggregate>(
-    store: &dyn EventStore,
-    stream: &str,
-    state: &mut A,
-    command: A::Command,
-    at: Instant,
-) {
-    let events = state.decide(&command, at).unwrap();
-    let new: Vec<_> = events
-        .iter()
-        .map(|e| {
-            state.apply(e);
-            NewEvent::from_domain(e, at, "test")
-        })
-        .collect();
-    store
-        .append(stream, ExpectedVersion::Any, new)
-        .await
-        .unwrap();
-}
 
 fn version(n: u32, from: Instant, pence_per_minute: i64) -> TariffVersion {
     TariffVersion {

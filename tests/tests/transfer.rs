@@ -10,7 +10,7 @@ use projections::db::ProjectionDb;
 use projections::rebuild::{all_projections, compare_tables};
 use projections::runner::Runner;
 use projections::workload::Workload;
-use ringledger_tests::harness::Backend;
+use ringledger_tests::harness::{Backend, append_workload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_to_postgres_gives_identical_projections() {
@@ -20,16 +20,7 @@ async fn sqlite_to_postgres_gives_identical_projections() {
         31,
         chrono::Utc.with_ymd_and_hms(2026, 11, 3, 7, 0, 0).unwrap(),
     );
-    let mut n = 0;
-    while n < 2_500 {
-        for a in w.step() {
-            n += a.events.len();
-            source
-                .append(&a.stream_id, ExpectedVersion::Any, a.new_events("seed"))
-                .await
-                .unwrap();
-        }
-    }
+    append_workload(source.as_ref(), &mut w, 2_500).await;
     let mut ndjson = Vec::new();
     let exported = export(source.as_ref(), 0, &mut ndjson).await.unwrap();
     assert_eq!(exported, source.head_position().await.unwrap());
