@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench;
+mod billing_cmd;
 mod bus_cmd;
 mod events;
 mod projections_cmd;
@@ -48,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: bus_cmd::BusCommand,
     },
+    /// Billing teams' reports.
+    Billing {
+        #[command(subcommand)]
+        command: billing_cmd::BillingCommand,
+    },
     /// Auditors' checks of the log.
     Audit {
         #[command(subcommand)]
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
             Command::Events { command } => events::run(&config, command).await.map(|()| true),
             Command::Projections { command } => projections_cmd::run(&config, command).await,
             Command::Audit { command } => audit::run(&config, command).await,
+            Command::Billing { command } => billing_cmd::run(&config, command).await.map(|()| true),
             Command::Bus { command } => bus_cmd::run(&config, command).await.map(|()| true),
             Command::Bench { command } => bench::run(command).await.map(|()| true),
         }

@@ -34,11 +34,26 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             let mut stopped = stopped.clone();
             runners.push(tokio::spawn(async move {
                 let name = runner.name();
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                };
-                if let Err(e) = runner.run(shutdown).await {
-                    tracing::error!(projection = name, error = %e, "projection stopped");
+                loop {
+                    let mut stop = stopped.clone();
+                    let shutdown = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    match runner.run(shutdown).await {
+                        Ok(()) => return,
+                        Err(e @ projections::runner::RunnerError::Stopped { .. }) => {
+                            tracing::error!(projection = name, error = %e, "projection stopped");
+                            return;
+                        }
+                        Err(e) => {
+                            // A database or store hiccup: resume from the checkpoint shortly.
+                            tracing::warn!(projection = name, error = %e, "projection failed; retrying in 1 s");
+                            tokio::select! {
+                                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                                _ = stopped.wait_for(|s| *s) => return,
+                            }
+                        }
+                    }
                 }
             }));
         }
@@ -61,7 +76,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         backend = store.backend(),
         store = %redact(&config.store.url),
         head_position = head,
-        projections = runners.len(),
+        background_tasks = runners.len(),
         "ringledger ready"
     );
     shutdown.wait().await;

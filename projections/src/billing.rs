@@ -460,3 +460,63 @@ impl Projection for Billing {
         Ok(())
     }
 }
+
+/// One line of an invoice: the usage of one extension (or the account's own devices) over one
+/// path in the period.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InvoiceLine {
+    pub extension_id: Option<String>,
+    pub path: String,
+    pub legs: i64,
+    pub billable_secs: i64,
+    pub charge_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Invoice {
+    pub account_id: String,
+    /// `YYYY-MM`, UTC calendar month of the calls' start.
+    pub period: String,
+    pub currency: Option<String>,
+    pub lines: Vec<InvoiceLine>,
+    pub total_minor: i64,
+}
+
+/// The invoice of `account_id` for calendar month `period` (`YYYY-MM`), from daily usage.
+pub async fn invoice(
+    db: &crate::db::ProjectionDb,
+    account_id: &str,
+    period: &str,
+) -> Result<Invoice, sqlx::Error> {
+    let rows = query(
+        "SELECT extension_id, path, MIN(currency), CAST(SUM(legs) AS BIGINT), \
+         CAST(SUM(billable_secs) AS BIGINT), CAST(SUM(charge_minor) AS BIGINT) FROM billing_usage \
+         WHERE account_id = $1 AND day >= $2 AND day <= $3 GROUP BY extension_id, path \
+         ORDER BY extension_id, path",
+    )
+    .bind(account_id)
+    .bind(format!("{period}-01"))
+    .bind(format!("{period}-31"))
+    .fetch_all(&db.pool)
+    .await?;
+    let mut currency = None;
+    let mut lines = Vec::with_capacity(rows.len());
+    for r in rows {
+        let extension: String = r.try_get(0)?;
+        currency = r.try_get(2)?;
+        lines.push(InvoiceLine {
+            extension_id: (!extension.is_empty()).then_some(extension),
+            path: r.try_get(1)?,
+            legs: r.try_get(3)?,
+            billable_secs: r.try_get(4)?,
+            charge_minor: r.try_get(5)?,
+        });
+    }
+    Ok(Invoice {
+        account_id: account_id.to_owned(),
+        period: period.to_owned(),
+        currency,
+        total_minor: lines.iter().map(|l| l.charge_minor).sum(),
+        lines,
+    })
+}

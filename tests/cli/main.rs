@@ -264,6 +264,37 @@ fn projections_rebuild_and_verify_from_the_command_line() {
         3,
         "{out}"
     );
+    let account: String = rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT account_id FROM rated_legs GROUP BY account_id ORDER BY COUNT(*) DESC LIMIT 1",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+    });
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let (code, out, err) = run(&[
+        "billing",
+        "invoice",
+        "--account",
+        &account,
+        "--month",
+        &month,
+        "--csv",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with("extension_id,path,legs,billable_secs,charge_minor,currency"),
+        "{out}"
+    );
+    let total = out.lines().last().unwrap();
+    assert!(
+        total.starts_with("total,,,,") && !total.starts_with("total,,,,0,"),
+        "{out}"
+    );
+
     let (code, _, err) = run(&["projections", "rebuild", "nonsense"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("no projection named \"nonsense\""), "{err}");

@@ -204,6 +204,25 @@ async fn a_correction_re_rates_and_reports_the_difference_per_account() {
         (2, 180, 45)
     );
 
+    let invoice = projections::billing::invoice(&db, &account_id.to_string(), "2026-11")
+        .await
+        .unwrap();
+    assert_eq!(invoice.total_minor, 45);
+    assert_eq!(invoice.currency.as_deref(), Some("GBP"));
+    assert_eq!(invoice.lines.len(), 1);
+    assert_eq!(
+        (
+            invoice.lines[0].extension_id.as_deref(),
+            invoice.lines[0].path.as_str(),
+            invoice.lines[0].legs
+        ),
+        (None, "pstn", 2)
+    );
+    let next_month = projections::billing::invoice(&db, &account_id.to_string(), "2026-12")
+        .await
+        .unwrap();
+    assert_eq!((next_month.lines.len(), next_month.total_minor), (0, 0));
+
     let report = rebuild(store.clone(), &db, Arc::new(Billing), true)
         .await
         .unwrap();

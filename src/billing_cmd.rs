@@ -1,0 +1,52 @@
+//! `ringledger billing ...`: what billing teams read from the billing projection.
+
+use clap::Subcommand;
+use infra::config::Config;
+
+#[derive(Subcommand)]
+pub enum BillingCommand {
+    /// An account's invoice for one calendar month: lines per extension and path, and total.
+    Invoice {
+        #[arg(long)]
+        account: uuid::Uuid,
+        /// YYYY-MM (UTC, by the calls' start).
+        #[arg(long)]
+        month: String,
+        /// CSV instead of JSON.
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+pub async fn run(config: &Config, command: BillingCommand) -> anyhow::Result<()> {
+    let BillingCommand::Invoice {
+        account,
+        month,
+        csv,
+    } = command;
+    anyhow::ensure!(
+        month.len() == 7
+            && chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").is_ok(),
+        "--month must look like 2026-11"
+    );
+    let db = crate::projections_cmd::projection_db(config).await?;
+    let invoice = projections::billing::invoice(&db, &account.to_string(), &month).await?;
+    if csv {
+        println!("extension_id,path,legs,billable_secs,charge_minor,currency");
+        let currency = invoice.currency.clone().unwrap_or_default();
+        for l in &invoice.lines {
+            println!(
+                "{},{},{},{},{},{currency}",
+                l.extension_id.as_deref().unwrap_or(""),
+                l.path,
+                l.legs,
+                l.billable_secs,
+                l.charge_minor
+            );
+        }
+        println!("total,,,,{},{currency}", invoice.total_minor);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&invoice)?);
+    }
+    Ok(())
+}
