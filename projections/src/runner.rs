@@ -172,10 +172,14 @@ impl Runner {
             Ok(()) => Ok(()),
             Err((index, error)) => {
                 // Keep what came before the bad event, then stop at it.
-                if index > 0
-                    && let Ok(Err(_)) = self.try_batch(&events[..index]).await
-                {
-                    tracing::error!("replaying the good part of a failed batch failed");
+                if index > 0 {
+                    match self.try_batch(&events[..index]).await? {
+                        Ok(()) => {}
+                        // Cannot happen for events that just applied; stop anyway.
+                        Err((_, again)) => {
+                            tracing::error!(%again, "the good part of a failed batch failed too")
+                        }
+                    }
                 }
                 sqlx::query(
                     "INSERT INTO projection_checkpoints (name, position, status, error) \
