@@ -246,6 +246,11 @@ pub(crate) fn validate_append(stream_id: &str, events: &[NewEvent]) -> Result<()
     Ok(())
 }
 
+/// A row limit as SQL wants it.
+pub(crate) fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Timestamps are kept to the microsecond (PostgreSQL's precision) so that what is hashed
 /// is exactly what is stored.
 pub(crate) fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {

@@ -219,10 +219,6 @@ fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn append(
@@ -254,7 +250,7 @@ impl EventStore for PostgresStore {
         ))
             .bind(stream_id)
             .bind(from_version as i64)
-            .bind(limit(max))
+            .bind(super::sql_limit(max))
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -269,7 +265,7 @@ impl EventStore for PostgresStore {
             " FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
         ))
         .bind(after as i64)
-        .bind(limit(max))
+        .bind(super::sql_limit(max))
         .fetch_all(&self.pool)
         .await?
         .iter()

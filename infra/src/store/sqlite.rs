@@ -231,10 +231,6 @@ fn decode(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn append(
@@ -267,7 +263,7 @@ impl EventStore for SqliteStore {
         sqlx::query(sql)
             .bind(stream_id)
             .bind(from_version as i64)
-            .bind(limit(max))
+            .bind(super::sql_limit(max))
             .fetch_all(&self.readers)
             .await?
             .iter()
@@ -283,7 +279,7 @@ impl EventStore for SqliteStore {
         );
         sqlx::query(sql)
             .bind(after as i64)
-            .bind(limit(max))
+            .bind(super::sql_limit(max))
             .fetch_all(&self.readers)
             .await?
             .iter()
