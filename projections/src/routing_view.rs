@@ -325,4 +325,163 @@ mod tests {
         assert!(err.to_string().contains(&events[4].event_type), "{err}");
         assert_eq!(view.position(), 4, "the view stops before the bad event");
     }
+
+    fn rec(position: u64, stream_id: &str, event: &impl domain::DomainEvent) -> RecordedEvent {
+        let e = event.encode();
+        RecordedEvent {
+            event_id: Uuid::now_v7(),
+            stream_id: stream_id.to_owned(),
+            stream_version: 1,
+            global_position: position,
+            event_type: e.event_type.to_owned(),
+            schema_version: e.schema_version,
+            occurred_at: t0(),
+            recorded_at: t0(),
+            correlation_id: Uuid::nil(),
+            causation_id: None,
+            actor: "test".into(),
+            payload: e.payload,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn lookups_the_edge_needs() {
+        use domain::account::AccountEvent;
+        use domain::call::{Direction, EndCause, Origin, Path, Side};
+        use domain::extension::{ExtensionEvent, ExtensionKind};
+        use domain::ids::TariffId;
+
+        let n = |s: &str| E164::parse(s).unwrap();
+        let account = AccountId(Uuid::from_u128(1));
+        let ext = ExtensionId(Uuid::from_u128(2));
+        let call = CallId(Uuid::from_u128(3));
+        let claimed = |number: &str, role| NumberEvent::Claimed {
+            number: n(number),
+            account_id: account,
+            role,
+        };
+        let events = [
+            rec(
+                1,
+                "number-+442000000001",
+                &claimed("+442000000001", NumberRole::Main),
+            ),
+            rec(
+                2,
+                &account.stream_id(),
+                &AccountEvent::Opened {
+                    account_id: account,
+                    name: "Ada".into(),
+                    main_number: n("+442000000001"),
+                    tariff_id: TariffId(Uuid::from_u128(9)),
+                    currency: domain::Currency::parse("GBP").unwrap(),
+                    max_extensions: 5,
+                },
+            ),
+            rec(
+                3,
+                "number-+447700000001",
+                &claimed("+447700000001", NumberRole::Extension { extension_id: ext }),
+            ),
+            rec(
+                4,
+                &ext.stream_id(),
+                &ExtensionEvent::Requested {
+                    extension_id: ext,
+                    account_id: account,
+                    number: n("+447700000001"),
+                    native_provider: "O2".into(),
+                    kind: ExtensionKind::Mobile,
+                },
+            ),
+            rec(5, &ext.stream_id(), &ExtensionEvent::Verified {}),
+            rec(
+                6,
+                "number-+442030000000",
+                &claimed(
+                    "+442030000000",
+                    NumberRole::Access {
+                        destination: Some(n("+33142685300")),
+                    },
+                ),
+            ),
+            rec(
+                7,
+                &call.stream_id(),
+                &CallEvent::Started {
+                    call_id: call,
+                    direction: Direction::Inbound,
+                    from: "+14155550100".into(),
+                    to: "+442000000001".into(),
+                    origin: Origin::Pstn {
+                        trunk: "carrier".into(),
+                    },
+                    path: Path::CallIn,
+                    account_id: account,
+                    extension_id: None,
+                    at: t0(),
+                },
+            ),
+            rec(
+                8,
+                &call.stream_id(),
+                &CallEvent::CallInAwaited {
+                    token: "tok123".into(),
+                    access_number: n("+442030000000"),
+                    expected_caller: n("+447700000001"),
+                    expires_at: t0() + chrono::Duration::seconds(30),
+                    at: t0(),
+                },
+            ),
+        ];
+        let mut view = RoutingView::default();
+        for e in &events {
+            view.apply(e).unwrap();
+        }
+        assert_eq!(
+            view.account_by_main_number(&n("+442000000001"))
+                .and_then(|a| a.id),
+            Some(account)
+        );
+        let (found, e) = view.extension_by_number(&n("+447700000001")).unwrap();
+        assert_eq!((found, e.status), (ext, ExtensionStatus::Verified));
+        assert_eq!(view.serving_extensions(account).len(), 1);
+        assert_eq!(
+            view.access_number(&n("+442030000000")),
+            Some((account, Some(&n("+33142685300"))))
+        );
+        assert_eq!(
+            view.pending_call_in("tok123").map(|c| c.call_id),
+            Some(call)
+        );
+        assert!(view.live_call(call).is_some());
+
+        view.apply(&rec(
+            9,
+            &call.stream_id(),
+            &CallEvent::Ended {
+                cause: EndCause::CallerCancelled,
+                side: Side::Caller,
+                at: t0(),
+            },
+        ))
+        .unwrap();
+        assert!(
+            view.pending_call_in("tok123").is_none(),
+            "the caller hung up: nothing to bridge"
+        );
+        assert!(view.live_call(call).is_none());
+        view.apply(&rec(
+            10,
+            "number-+442030000000",
+            &NumberEvent::Released {
+                number: n("+442030000000"),
+                account_id: account,
+            },
+        ))
+        .unwrap();
+        assert!(view.holder(&n("+442030000000")).is_none());
+    }
 }
