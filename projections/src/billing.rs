@@ -99,6 +99,23 @@ fn rate_leg(
     })
 }
 
+/// Binds a leg's rating columns, in table order from `duration_secs` to `rating_error`.
+fn bind_rating<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    r: Option<&RatedCharge>,
+    error: Option<String>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(r.map(|r| r.duration_secs as i64))
+        .bind(r.map(|r| r.billable_secs as i64))
+        .bind(r.map(|r| i64::from(r.tariff_version)))
+        .bind(r.map(|r| r.prefix.clone()))
+        .bind(r.map(|r| r.per_minute_millis))
+        .bind(r.map(|r| r.connect_fee_minor))
+        .bind(r.map(|r| r.charge.minor))
+        .bind(r.map(|r| r.charge.currency.to_string()))
+        .bind(error)
+}
+
 /// Adds (or with negative figures, removes) one rated leg to the daily usage.
 async fn add_usage(
     conn: &mut AnyConnection,
@@ -189,9 +206,9 @@ async fn close_call(
             Ok(r) => (Some(r), None),
             Err(e) => (None, Some(e)),
         };
-        query(
+        let insert = query(
             "INSERT INTO rated_legs (leg_id, call_id, account_id, extension_id, path, destination, \
-             call_started_at, answered_at, ended_at, duration_secs, billable_secs, tariff_id, \
+             call_started_at, answered_at, ended_at, tariff_id, duration_secs, billable_secs, \
              tariff_version, prefix, per_minute_millis, connect_fee_minor, charge_minor, currency, rating_error) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         )
@@ -204,18 +221,10 @@ async fn close_call(
         .bind(started_at.clone())
         .bind(answered_at)
         .bind(ts(ended_at))
-        .bind(ok.as_ref().map(|r| r.duration_secs as i64))
-        .bind(ok.as_ref().map(|r| r.billable_secs as i64))
-        .bind(tariff_id.clone())
-        .bind(ok.as_ref().map(|r| i64::from(r.tariff_version)))
-        .bind(ok.as_ref().map(|r| r.prefix.clone()))
-        .bind(ok.as_ref().map(|r| r.per_minute_millis))
-        .bind(ok.as_ref().map(|r| r.connect_fee_minor))
-        .bind(ok.as_ref().map(|r| r.charge.minor))
-        .bind(ok.as_ref().map(|r| r.charge.currency.to_string()))
-        .bind(error)
-        .execute(&mut *conn)
-        .await?;
+        .bind(tariff_id.clone());
+        bind_rating(insert, ok.as_ref(), error)
+            .execute(&mut *conn)
+            .await?;
     }
     query("DELETE FROM billing_open_legs WHERE call_id = $1")
         .bind(call_id)
@@ -322,23 +331,18 @@ async fn rerate(
         entry.0 += 1;
         entry.1 += old.as_ref().map_or(0, |o| o.charge.minor);
         entry.2 += new.as_ref().map_or(0, |n| n.charge.minor);
-        query(
+        let update = query(
             "UPDATE rated_legs SET duration_secs = $2, billable_secs = $3, tariff_version = $4, prefix = $5, \
              per_minute_millis = $6, connect_fee_minor = $7, charge_minor = $8, currency = $9, rating_error = $10 \
              WHERE leg_id = $1",
         )
-        .bind(leg_id)
-        .bind(new.as_ref().map(|r| r.duration_secs as i64))
-        .bind(new.as_ref().map(|r| r.billable_secs as i64))
-        .bind(new.as_ref().map(|r| i64::from(r.tariff_version)))
-        .bind(new.as_ref().map(|r| r.prefix.clone()))
-        .bind(new.as_ref().map(|r| r.per_minute_millis))
-        .bind(new.as_ref().map(|r| r.connect_fee_minor))
-        .bind(new.as_ref().map(|r| r.charge.minor))
-        .bind(new.as_ref().map(|r| r.charge.currency.to_string()))
-        .bind(new.is_none().then(|| "no rate after tariff correction".to_owned()))
-        .execute(&mut *conn)
-        .await?;
+        .bind(leg_id);
+        let error = new
+            .is_none()
+            .then(|| "no rate after tariff correction".to_owned());
+        bind_rating(update, new.as_ref(), error)
+            .execute(&mut *conn)
+            .await?;
     }
     for (account_id, (legs, old, new)) in changes {
         query(

@@ -2,6 +2,7 @@
 //! RoutingView fed from the topic equals one folded from the log, including when the relay
 //! dies mid-stream and publishes some events twice, and across several partitions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeZone;
@@ -34,6 +35,11 @@ async fn view_from_kafka(brokers: &str, topic: &str, head: u64) -> (RoutingView,
     (view, consumer.duplicates)
 }
 
+async fn relay(store: &Arc<dyn EventStore>, b: &Backend, brokers: &str) -> Relay {
+    let cursor = RelayCursor::open(&b.url, "kafka").await.unwrap();
+    Relay::new(store.clone(), brokers, "ringledger.events", cursor).unwrap()
+}
+
 fn workload(seed: u64) -> Workload {
     Workload::new(
         seed,
@@ -51,13 +57,7 @@ async fn a_view_fed_from_kafka_equals_the_log() {
     let mut w = workload(41);
     append_workload(store.as_ref(), &mut w, 1_500).await;
 
-    let relay = Relay::new(
-        store.clone(),
-        &brokers,
-        "ringledger.events",
-        RelayCursor::open(&b.url, "kafka").await.unwrap(),
-    )
-    .unwrap();
+    let relay = relay(&store, &b, &brokers).await;
     let head = store.head_position().await.unwrap();
     assert_eq!(relay.publish_pending().await.unwrap(), head);
     assert_eq!(relay.cursor().await.unwrap(), head, "the cursor is durable");
@@ -81,13 +81,7 @@ async fn a_relay_killed_mid_stream_resumes_and_consumers_drop_the_repeats() {
     append_workload(store.as_ref(), &mut w, 800).await;
 
     // A relay follows the log while appends go on, and is killed part way.
-    let relay = Relay::new(
-        store.clone(),
-        &brokers,
-        "ringledger.events",
-        RelayCursor::open(&b.url, "kafka").await.unwrap(),
-    )
-    .unwrap();
+    let relay = relay(&store, &b, &brokers).await;
     let running = tokio::spawn(async move { relay.run(std::future::pending()).await });
     append_workload(store.as_ref(), &mut w, 800).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

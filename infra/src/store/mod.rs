@@ -12,6 +12,18 @@ macro_rules! event_columns {
 }
 
 pub mod audit;
+/// Reads shared by the SQL backends (`$n` placeholders work on both through sqlx).
+const READ_STREAM_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
+);
+const READ_ALL_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
+);
+
 mod batch;
 pub mod hash;
 pub mod postgres;

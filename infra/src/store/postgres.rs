@@ -248,11 +248,7 @@ impl EventStore for PostgresStore {
         from_version: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
-        ))
+        sqlx::query(super::READ_STREAM_SQL)
             .bind(stream_id)
             .bind(from_version as i64)
             .bind(super::sql_limit(max))
@@ -264,18 +260,14 @@ impl EventStore for PostgresStore {
     }
 
     async fn read_all(&self, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
-        ))
-        .bind(after as i64)
-        .bind(super::sql_limit(max))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(decode)
-        .collect()
+        sqlx::query(super::READ_ALL_SQL)
+            .bind(after as i64)
+            .bind(super::sql_limit(max))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {

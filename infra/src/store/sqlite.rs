@@ -255,12 +255,7 @@ impl EventStore for SqliteStore {
         from_version: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?"
-        );
-        sqlx::query(sql)
+        sqlx::query(super::READ_STREAM_SQL)
             .bind(stream_id)
             .bind(from_version as i64)
             .bind(super::sql_limit(max))
@@ -272,12 +267,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn read_all(&self, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
-        );
-        sqlx::query(sql)
+        sqlx::query(super::READ_ALL_SQL)
             .bind(after as i64)
             .bind(super::sql_limit(max))
             .fetch_all(&self.readers)
