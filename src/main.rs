@@ -5,6 +5,7 @@ mod bench;
 mod billing_cmd;
 mod bus_cmd;
 mod events;
+mod keys_cmd;
 mod projections_cmd;
 mod serve;
 
@@ -59,6 +60,13 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// API keys: create and revoke.
+    Keys {
+        #[command(subcommand)]
+        command: keys_cmd::KeysCommand,
+    },
+    /// Print the HTTP API's OpenAPI document (the one served at /openapi.json).
+    Openapi,
     /// Measure the system on this machine.
     Bench {
         #[command(subcommand)]
@@ -99,6 +107,11 @@ fn main() -> ExitCode {
             Command::Audit { command } => audit::run(&config, command).await,
             Command::Billing { command } => billing_cmd::run(&config, command).await.map(|()| true),
             Command::Bus { command } => bus_cmd::run(&config, command).await.map(|()| true),
+            Command::Keys { command } => keys_cmd::run(&config, command).await,
+            Command::Openapi => {
+                println!("{}", api::openapi().to_pretty_json()?);
+                Ok(true)
+            }
             Command::Bench { command } => bench::run(command).await.map(|()| true),
         }
     });

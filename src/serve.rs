@@ -27,6 +27,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let head = store.head_position().await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut runners = Vec::new();
+    let mut api_addr = None;
     if store.chain_scope() == infra::store::audit::ChainScope::Global {
         let db = crate::projections_cmd::projection_db(config).await?;
         for p in projections::rebuild::all_projections() {
@@ -57,8 +58,14 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
                 }
             }));
         }
+        // After the runners have created their tables, which the API reads.
+        let (addr, task) = start_api(config, store.clone(), stopped.clone()).await?;
+        api_addr = Some(addr);
+        runners.push(task);
     } else {
-        tracing::warn!("SQL projections are not kept on this store backend yet");
+        tracing::warn!(
+            "SQL projections and the HTTP API (which reads them) are not run on this store backend yet"
+        );
     }
     if !config.bus.kafka.brokers.is_empty() {
         let relay = crate::bus_cmd::relay(config, store.clone()).await?;
@@ -76,6 +83,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         backend = store.backend(),
         store = %redact(&config.store.url),
         head_position = head,
+        api = api_addr.map(|a| a.to_string()).unwrap_or_default(),
         background_tasks = runners.len(),
         "ringledger ready"
     );
@@ -86,6 +94,36 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         let _ = r.await;
     }
     Ok(())
+}
+
+/// Binds the HTTP API and serves it until `stopped` turns true.
+async fn start_api(
+    config: &Config,
+    store: std::sync::Arc<dyn infra::EventStore>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    // The API reads in parallel with the projection runners' writes: a pool of its own.
+    let db = projections::db::ProjectionDb::connect_pool(&config.store.url, 8)
+        .await
+        .with_context(|| format!("opening the API's database {}", redact(&config.store.url)))?;
+    let settings = api::ApiSettings {
+        realm: config.sip.realm.clone(),
+        code_delivery: config.api.code_delivery,
+    };
+    let state = api::AppState::new(store, db, settings).await?;
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", config.api.listen))?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = api::serve(listener, state, shutdown).await {
+            tracing::error!(error = %e, "the HTTP API stopped");
+        }
+    });
+    Ok((addr, task))
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (a service manager).

@@ -1,2 +1,165 @@
-//! The HTTP API for admins, billing teams and auditors. Built by the HTTP API issue; empty
-//! until then.
+//! ringledger's HTTP API (axum): admins drive accounts, devices, extensions, tariffs and access
+//! numbers through domain commands; billing teams read the billing projection; auditors read
+//! the log, call history, as-of state and the hash-chain verification. Errors are RFC 9457
+//! problems; the OpenAPI document is generated from the handlers (`GET /openapi.json`).
+
+pub mod commands;
+pub mod extract;
+pub mod idempotency;
+pub mod keys;
+pub mod metrics;
+pub mod middleware;
+pub mod problem;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::problem::ApiError;
+use crate::routes::{accounts, audit, billing, devices, extensions, health, numbers, tariffs};
+pub use crate::state::{ApiSettings, AppState, Shared};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ringledger", description = "Admin, billing and audit API of ringledger. \
+        Every /v1 route needs `Authorization: Bearer <API key>` of the role its tag names."),
+    modifiers(&BearerKeys),
+    tags(
+        (name = "admin", description = "Role admin: accounts, devices, extensions, tariffs, access numbers"),
+        (name = "billing", description = "Role billing: usage, rated legs, invoices"),
+        (name = "audit", description = "Role auditor: events, live tail, call timelines, as-of, verification"),
+        (name = "operations", description = "No key needed"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "api_key",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// Every `/v1` route, each with its OpenAPI operation.
+fn v1() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(accounts::open, accounts::list))
+        .routes(routes!(accounts::get))
+        .routes(routes!(accounts::suspend))
+        .routes(routes!(accounts::reinstate))
+        .routes(routes!(accounts::close))
+        .routes(routes!(accounts::ring_policy))
+        .routes(routes!(accounts::spend_limit))
+        .routes(routes!(accounts::tariff))
+        .routes(routes!(devices::provision, devices::list))
+        .routes(routes!(devices::get, devices::remove))
+        .routes(routes!(devices::live_contacts))
+        .routes(routes!(devices::rotate))
+        .routes(routes!(extensions::register, extensions::list))
+        .routes(routes!(extensions::get, extensions::remove))
+        .routes(routes!(extensions::start_verification))
+        .routes(routes!(extensions::confirm))
+        .routes(routes!(extensions::settings))
+        .routes(routes!(numbers::add, numbers::list))
+        .routes(routes!(numbers::remove))
+        .routes(routes!(tariffs::create, tariffs::list))
+        .routes(routes!(tariffs::get))
+        .routes(routes!(tariffs::publish))
+        .routes(routes!(billing::usage))
+        .routes(routes!(billing::rated_legs))
+        .routes(routes!(billing::invoice))
+        .routes(routes!(audit::events))
+        .routes(routes!(audit::stream_events))
+        .routes(routes!(audit::live))
+        .routes(routes!(audit::call_timeline))
+        .routes(routes!(audit::as_of))
+        .routes(routes!(audit::verification))
+}
+
+fn operations() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+}
+
+/// The OpenAPI document of every route, generated from the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    OpenApiRouter::<Shared>::with_openapi(ApiDoc::openapi())
+        .merge(v1())
+        .merge(operations())
+        .into_openapi()
+}
+
+/// The whole API as an axum router.
+pub fn router(app: Shared) -> Router {
+    let (v1, _) = v1().split_for_parts();
+    let v1 = v1
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            idempotency::idempotent,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::authenticate,
+        ));
+    let (ops, _) = operations().split_for_parts();
+    let document = openapi().to_pretty_json().unwrap_or_default();
+    Router::new()
+        .merge(v1)
+        .merge(ops)
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    document,
+                )
+            }),
+        )
+        .fallback(|| async { ApiError::NotFound("route").into_response() })
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::request_context,
+        ))
+        .with_state(app)
+}
+
+/// Serves the API on `listener` until `shutdown` completes; live tails end at shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    app: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let closing = app.closing.clone();
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = closing.send(true);
+        })
+        .await
+}

@@ -16,9 +16,14 @@ url = "sqlite://data/ringledger.db"
 
 [api]
 listen = "127.0.0.1:8080"
+# How extension verification codes reach the user until an SMS gateway is configured:
+# "log" writes them to the server log, "response" returns them in the API response
+# (both for development and tests only).
+code_delivery = "log"
 
 [sip]
 listen = "127.0.0.1:5060"
+realm = "ringledger"
 
 [media]
 ports = "20000-20999"
@@ -51,8 +56,8 @@ impl ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     pub store: StoreConfig,
-    pub api: ListenConfig,
-    pub sip: ListenConfig,
+    pub api: ApiConfig,
+    pub sip: SipConfig,
     pub media: MediaConfig,
     pub bus: BusConfig,
     /// Carriers by name; their keys are settled by the SIP edge.
@@ -65,8 +70,24 @@ pub struct StoreConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct ListenConfig {
+pub struct ApiConfig {
     pub listen: SocketAddr,
+    pub code_delivery: CodeDelivery,
+}
+
+/// Where a freshly drawn extension verification code goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeDelivery {
+    Log,
+    Response,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SipConfig {
+    pub listen: SocketAddr,
+    /// The digest realm devices authenticate in (part of every stored HA1).
+    pub realm: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +172,14 @@ impl Config {
                     format!("{addr:?} is not an address like 127.0.0.1:8080"),
                 ));
             }
+        }
+        if let Some(Value::String(d)) = merged.get("api").and_then(|t| t.get("code_delivery"))
+            && !["log", "response"].contains(&d.as_str())
+        {
+            return Err(ConfigError::new(
+                "api.code_delivery",
+                format!("{d:?} must be \"log\" or \"response\""),
+            ));
         }
         let config: Config = Value::Table(merged)
             .try_into()
@@ -344,6 +373,10 @@ mod tests {
         assert_eq!(
             err(None, &[("RINGLEDGER_SIP__LISTEN", "localhost")]),
             "config: sip.listen: \"localhost\" is not an address like 127.0.0.1:8080"
+        );
+        assert_eq!(
+            err(None, &[("RINGLEDGER_API__CODE_DELIVERY", "sms")]),
+            "config: api.code_delivery: \"sms\" must be \"log\" or \"response\""
         );
     }
 }

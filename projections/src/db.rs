@@ -25,6 +25,12 @@ const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints (\
 impl ProjectionDb {
     /// Connects to `url` (`sqlite://…` or `postgres://…`) and creates the checkpoint table.
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let sqlite = url.starts_with("sqlite:");
+        Self::connect_pool(url, if sqlite { 2 } else { 4 }).await
+    }
+
+    /// The same with a pool of `max_connections` (readers such as the API want more).
+    pub async fn connect_pool(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let kind = if url.starts_with("sqlite:") {
             DbKind::Sqlite
@@ -37,7 +43,7 @@ impl ProjectionDb {
             options = AnyConnectOptions::from_str(&with_param(url, "mode", "rwc"))?;
         }
         let pool = AnyPoolOptions::new()
-            .max_connections(if kind == DbKind::Sqlite { 2 } else { 4 })
+            .max_connections(max_connections)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if kind == DbKind::Sqlite {

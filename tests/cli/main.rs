@@ -16,11 +16,35 @@ fn ringledger(dir: &Path) -> Command {
     c
 }
 
+/// A one-shot HTTP/1.1 request (`Connection: close`); returns the status and the body.
+fn http(addr: &str, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 #[test]
-fn serve_starts_with_no_config_and_exits_cleanly_on_ctrl_c() {
+fn serve_starts_with_no_config_serves_the_api_and_exits_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = ringledger(dir.path())
         .arg("serve")
+        .env("RINGLEDGER_API__LISTEN", "127.0.0.1:0")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -43,6 +67,26 @@ fn serve_starts_with_no_config_and_exits_cleanly_on_ctrl_c() {
         dir.path().join("data/ringledger.db").exists(),
         "the default SQLite file is created under ./data"
     );
+    let ready = log.iter().find(|l| l.contains("ringledger ready")).unwrap();
+    let addr = ready
+        .split("api=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no api address in {ready}"))
+        .trim_matches('"')
+        .to_owned();
+    assert_eq!(http(&addr, "GET", "/healthz", None, ""), (200, "ok".into()));
+    // A key made by another process while the server runs works at once.
+    let created = ringledger(dir.path())
+        .args(["keys", "create", "--role", "admin", "--name", "cli test"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("rlk_"));
+    assert_eq!(http(&addr, "GET", "/v1/accounts", None, "").0, 401);
+    let (status, body) = http(&addr, "GET", "/v1/accounts", Some(&key), "");
+    assert_eq!((status, body.as_str()), (200, "{\"items\":[]}"));
 
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

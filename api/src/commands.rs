@@ -1,0 +1,124 @@
+//! Running a domain command: fold the stream, `decide`, append what it decided with the version
+//! it was decided on, and answer only once the append is durable. A concurrent writer makes the
+//! append fail on its expected version; without `If-Match` the command is decided again on the
+//! new state, with `If-Match` the caller gets 412.
+
+use std::time::Instant as Clock;
+
+use chrono::Utc;
+use domain::{Aggregate, DomainEvent};
+use infra::{ExpectedVersion, NewEvent, StoreError};
+
+use crate::extract::Ctx;
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Decisions retried after losing a race, before giving up with 409.
+const RETRIES: usize = 5;
+const PAGE: usize = 1000;
+
+/// An aggregate as folded from its stream.
+pub struct Loaded<A> {
+    pub state: A,
+    /// The stream's version: 0 when it does not exist.
+    pub version: u64,
+}
+
+/// What a command left behind.
+pub struct Written<A> {
+    pub state: A,
+    pub version: u64,
+    /// The global position of the last event written (None when the command was a no-op).
+    pub position: Option<u64>,
+}
+
+pub async fn load<A: Aggregate>(app: &AppState, stream: &str) -> ApiResult<Loaded<A>> {
+    let mut state = A::default();
+    let mut version = 0;
+    loop {
+        let page = app.store.read_stream(stream, version + 1, PAGE).await?;
+        for e in &page {
+            let event = A::Event::decode(&e.event_type, e.schema_version, e.payload.clone())
+                .map_err(|err| {
+                    ApiError::Unexpected(format!(
+                        "event at position {} cannot be read: {err}",
+                        e.global_position
+                    ))
+                })?;
+            state.apply(&event);
+            version = e.stream_version;
+        }
+        if page.len() < PAGE {
+            return Ok(Loaded { state, version });
+        }
+    }
+}
+
+/// Loads, decides and appends `command` on `stream`; `if_match` pins the version decided on.
+pub async fn execute<A: Aggregate>(
+    app: &AppState,
+    ctx: &Ctx,
+    stream: &str,
+    if_match: Option<u64>,
+    command: &A::Command,
+) -> ApiResult<Written<A>> {
+    for _ in 0..RETRIES {
+        let Loaded { mut state, version } = load::<A>(app, stream).await?;
+        if let Some(expected) = if_match
+            && expected != version
+        {
+            return Err(ApiError::PreconditionFailed {
+                expected,
+                actual: version,
+            });
+        }
+        let now = Utc::now();
+        let events = state.decide(command, now)?;
+        if events.is_empty() {
+            return Ok(Written {
+                state,
+                version,
+                position: None,
+            });
+        }
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(version)
+        };
+        let actor = ctx.caller.actor();
+        let new: Vec<NewEvent> = events
+            .iter()
+            .map(|e| {
+                let mut n = NewEvent::from_domain(e, now, &actor);
+                n.correlation_id = ctx.request_id;
+                n
+            })
+            .collect();
+        let started = Clock::now();
+        let result = app.store.append(stream, expected, new).await;
+        app.metrics.append(started.elapsed());
+        match result {
+            Ok(r) => {
+                for e in &events {
+                    state.apply(e);
+                }
+                return Ok(Written {
+                    state,
+                    version: r.last_version,
+                    position: Some(r.last_position),
+                });
+            }
+            Err(StoreError::Conflict { actual, .. }) => {
+                if let Some(expected) = if_match {
+                    return Err(ApiError::PreconditionFailed { expected, actual });
+                }
+                tracing::debug!(stream, "lost a race on the stream; deciding again");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "{stream} kept changing while the command was decided; try again"
+    )))
+}

@@ -1,0 +1,51 @@
+//! What every request handler shares: the event store, the projections' database (reads, API
+//! keys, idempotency records), metrics and the settings the API needs.
+
+use std::sync::Arc;
+
+use infra::EventStore;
+use infra::config::CodeDelivery;
+use projections::db::ProjectionDb;
+
+use crate::idempotency::IdempotencyRecords;
+use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// The SIP digest realm of provisioned devices.
+    pub realm: String,
+    pub code_delivery: CodeDelivery,
+}
+
+pub struct AppState {
+    pub store: Arc<dyn EventStore>,
+    pub db: ProjectionDb,
+    pub keys: KeyStore,
+    pub idempotency: IdempotencyRecords,
+    pub metrics: Metrics,
+    pub settings: ApiSettings,
+    /// Set when the server shuts down, so open live tails end.
+    pub closing: tokio::sync::watch::Sender<bool>,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    /// Prepares the API's own tables in `db`.
+    pub async fn new(
+        store: Arc<dyn EventStore>,
+        db: ProjectionDb,
+        settings: ApiSettings,
+    ) -> Result<Shared, sqlx::Error> {
+        Ok(Arc::new(Self {
+            keys: KeyStore::open(db.clone()).await?,
+            idempotency: IdempotencyRecords::open(db.clone()).await?,
+            store,
+            db,
+            metrics: Metrics::default(),
+            settings,
+            closing: tokio::sync::watch::Sender::new(false),
+        }))
+    }
+}

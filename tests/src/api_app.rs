@@ -1,0 +1,166 @@
+//! The HTTP API started for a test the way `ringledger serve` starts it: a fresh store (SQLite
+//! file or PostgreSQL database), the projection runners following it, the API bound to
+//! 127.0.0.1:0, and one key per role. Requests go over real HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use infra::EventStore;
+use infra::config::CodeDelivery;
+use projections::db::ProjectionDb;
+use projections::rebuild::all_projections;
+use projections::runner::Runner;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+
+use crate::harness::Backend;
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub admin: String,
+    pub billing: String,
+    pub auditor: String,
+    /// The admin key's id (the `actor` of what it writes is `key:<id>`).
+    pub admin_key_id: String,
+    pub store: Arc<dyn EventStore>,
+    pub db: ProjectionDb,
+    pub backend: Backend,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        let store = backend.open().await;
+        let db = ProjectionDb::connect(&backend.url)
+            .await
+            .expect("projection db");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for p in all_projections() {
+            let runner = Runner::new(db.clone(), store.clone(), p)
+                .await
+                .expect("runner");
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = runner
+                    .run(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+            }));
+        }
+        let api_db = ProjectionDb::connect_pool(&backend.url, 8)
+            .await
+            .expect("api db");
+        let settings = api::ApiSettings {
+            realm: "ringledger.test".into(),
+            code_delivery: CodeDelivery::Response,
+        };
+        let state = api::AppState::new(store.clone(), api_db, settings)
+            .await
+            .expect("api state");
+        let admin = state
+            .keys
+            .create(api::keys::Role::Admin, "test admin")
+            .await
+            .unwrap();
+        let billing = state
+            .keys
+            .create(api::keys::Role::Billing, "test billing")
+            .await
+            .unwrap();
+        let auditor = state
+            .keys
+            .create(api::keys::Role::Auditor, "test auditor")
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = api::serve(listener, state, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+        }));
+        Self {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            admin: admin.token,
+            admin_key_id: admin.key_id,
+            billing: billing.token,
+            auditor: auditor.token,
+            store,
+            db,
+            backend,
+            stop,
+            tasks,
+        }
+    }
+
+    pub fn request(&self, method: Method, path: &str, key: Option<&str>) -> RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    /// An admin request with a JSON body; returns status and body.
+    pub async fn admin_json(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .request(method, path, Some(&self.admin))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        status_json(r).await
+    }
+
+    /// A GET with `key`; returns status and JSON body.
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        let r = self
+            .request(Method::GET, path, Some(key))
+            .send()
+            .await
+            .expect("request");
+        status_json(r).await
+    }
+
+    /// Waits (at most 10 s) until every projection has applied the log's head.
+    pub async fn projections_caught_up(&self) {
+        let head = self.store.head_position().await.unwrap();
+        for _ in 0..1000 {
+            let behind: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(position) FROM projection_checkpoints WHERE status = 'running'",
+            )
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap();
+            if behind.is_some_and(|p| p as u64 >= head) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("projections did not reach position {head} within 10 s");
+    }
+
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+pub async fn status_json(r: Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
