@@ -27,7 +27,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::problem::ApiError;
-use crate::routes::{accounts, audit, billing, devices, extensions, health, numbers, tariffs};
+use crate::routes::{
+    accounts, audit, billing, devices, extensions, health, intents, numbers, tariffs,
+};
 pub use crate::state::{ApiSettings, AppState, Shared};
 
 #[derive(OpenApi)]
@@ -80,6 +82,10 @@ fn v1() -> OpenApiRouter<Shared> {
         .routes(routes!(extensions::start_verification))
         .routes(routes!(extensions::confirm))
         .routes(routes!(extensions::settings))
+        .routes(routes!(intents::stage, intents::list_intents))
+        .routes(routes!(intents::cancel_intent))
+        .routes(routes!(intents::request_callback, intents::list_callbacks))
+        .routes(routes!(intents::cancel_callback))
         .routes(routes!(numbers::add, numbers::list))
         .routes(routes!(numbers::remove))
         .routes(routes!(tariffs::create, tariffs::list))

@@ -52,6 +52,8 @@ pub enum DomainError {
     LegNotActive { leg: crate::ids::LegId },
     #[error("tariff version {got} is out of order (expected {expected})")]
     TariffVersionOutOfOrder { expected: u32, got: u32 },
+    #[error("at most {limit} {what} may be pending at once")]
+    TooManyPending { what: &'static str, limit: usize },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
 }

@@ -2,7 +2,10 @@
 //! user registers as extensions of their account. An extension serves only once the user has
 //! proved they hold the number; calls through it are billed to the main account.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::account::Account;
 use crate::credentials::secret_hash;
@@ -14,6 +17,12 @@ use crate::{Aggregate, DomainError, E164, Instant};
 pub const MAX_CODE_ATTEMPTS: u8 = 5;
 /// Verification codes that may be sent to one extension in its lifetime.
 pub const MAX_CHALLENGES: u8 = 5;
+/// Dial intents one extension may hold live at once.
+pub const MAX_LIVE_DIAL_INTENTS: usize = 3;
+/// The longest a dial intent stays usable.
+pub const MAX_DIAL_INTENT_TTL_SECS: u32 = 300;
+/// Callback requests one extension may have waiting at once.
+pub const MAX_PENDING_CALLBACKS: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,6 +115,14 @@ pub struct Challenge {
     pub expires_at: Instant,
 }
 
+/// A destination staged over data before the extension dials an access number through its own
+/// carrier (call-through): the edge calls this destination when the call arrives in time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DialIntent {
+    pub destination: E164,
+    pub expires_at: Instant,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Extension {
     pub status: ExtensionStatus,
@@ -119,6 +136,10 @@ pub struct Extension {
     pub challenges_issued: u8,
     pub failed_attempts: u8,
     pub locked: bool,
+    /// Staged dial intents by id (expired ones linger until pruned by a later staging).
+    pub dial_intents: BTreeMap<Uuid, DialIntent>,
+    /// Callback requests not yet taken up by the edge, by id, with their destination.
+    pub callbacks: BTreeMap<Uuid, E164>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +164,25 @@ pub enum ExtensionCommand {
     Remove {
         reason: String,
     },
+    /// Stage `destination` for the extension's next call-through, for `ttl_secs`.
+    StageDialIntent {
+        intent_id: Uuid,
+        account: Account,
+        destination: E164,
+        ttl_secs: u32,
+    },
+    CancelDialIntent {
+        intent_id: Uuid,
+    },
+    /// Ask the edge to ring the extension, then `destination`, and bridge them.
+    RequestCallback {
+        request_id: Uuid,
+        account: Account,
+        destination: E164,
+    },
+    CancelCallback {
+        request_id: Uuid,
+    },
 }
 
 domain_events! {
@@ -164,6 +204,14 @@ domain_events! {
         ChallengeFailed { attempts: u8, locked: bool } = ("extension.challenge_failed", 1),
         SettingsChanged { settings: ExtensionSettings } = ("extension.settings_changed", 1),
         Removed { reason: String } = ("extension.removed", 1),
+        DialIntentStaged {
+            intent_id: Uuid,
+            destination: E164,
+            expires_at: Instant,
+        } = ("extension.dial_intent_staged", 1),
+        DialIntentCancelled { intent_id: Uuid, reason: String } = ("extension.dial_intent_cancelled", 1),
+        CallbackRequested { request_id: Uuid, destination: E164 } = ("extension.callback_requested", 1),
+        CallbackCancelled { request_id: Uuid, reason: String } = ("extension.callback_cancelled", 1),
     }
 }
 
@@ -202,12 +250,12 @@ impl Extension {
         account.ensure_active()
     }
 
-    /// Whether this extension may place a call to `destination` (call-through, callback).
-    pub fn authorize_call_out(
+    /// Whether this extension may call `destination` at all: serving, allowed to call out,
+    /// and international only if its settings allow.
+    pub fn authorize_destination(
         &self,
         account: &Account,
         destination: &E164,
-        pin: Option<&str>,
     ) -> Result<(), DomainError> {
         self.ensure_serving(account)?;
         if !self.settings.may_call_out {
@@ -219,6 +267,19 @@ impl Extension {
         {
             return Err(DomainError::InternationalNotAllowed);
         }
+        Ok(())
+    }
+
+    /// Whether this extension may place a call to `destination` dialled from the phone itself
+    /// (call-through without a dial intent): as `authorize_destination`, plus the PIN if one
+    /// is set.
+    pub fn authorize_call_out(
+        &self,
+        account: &Account,
+        destination: &E164,
+        pin: Option<&str>,
+    ) -> Result<(), DomainError> {
+        self.authorize_destination(account, destination)?;
         if let Some(expected) = &self.settings.pin_hash {
             let given = pin.ok_or(DomainError::PinRequired)?;
             if pin_hash(self.id, given) != *expected {
@@ -226,6 +287,14 @@ impl Extension {
             }
         }
         Ok(())
+    }
+    /// The live dial intent staged last, if any.
+    pub fn live_dial_intent(&self, now: Instant) -> Option<(Uuid, &DialIntent)> {
+        self.dial_intents
+            .iter()
+            .filter(|(_, i)| i.expires_at > now)
+            .max_by_key(|(id, i)| (i.expires_at, **id))
+            .map(|(id, i)| (*id, i))
     }
 }
 
@@ -362,9 +431,103 @@ impl Aggregate for Extension {
                     vec![E::SettingsChanged { settings }]
                 }
             }
-            C::Remove { reason } => vec![E::Removed {
-                reason: reason.clone(),
-            }],
+            C::Remove { reason } => {
+                // Nothing staged for an extension outlives it.
+                let intents = self
+                    .dial_intents
+                    .iter()
+                    .filter(|(_, i)| i.expires_at > now)
+                    .map(|(id, _)| E::DialIntentCancelled {
+                        intent_id: *id,
+                        reason: "extension_removed".into(),
+                    });
+                let callbacks = self.callbacks.keys().map(|id| E::CallbackCancelled {
+                    request_id: *id,
+                    reason: "extension_removed".into(),
+                });
+                intents
+                    .chain(callbacks)
+                    .chain([E::Removed {
+                        reason: reason.clone(),
+                    }])
+                    .collect()
+            }
+            C::StageDialIntent {
+                intent_id,
+                account,
+                destination,
+                ttl_secs,
+            } => {
+                self.authorize_destination(account, destination)?;
+                if !(10..=MAX_DIAL_INTENT_TTL_SECS).contains(ttl_secs) {
+                    return Err(DomainError::invalid(
+                        "ttl_secs",
+                        format!("must be between 10 and {MAX_DIAL_INTENT_TTL_SECS}"),
+                    ));
+                }
+                if self.dial_intents.contains_key(intent_id) {
+                    return Ok(vec![]);
+                }
+                let live = self
+                    .dial_intents
+                    .values()
+                    .filter(|i| i.expires_at > now)
+                    .count();
+                if live >= MAX_LIVE_DIAL_INTENTS {
+                    return Err(DomainError::TooManyPending {
+                        what: "dial intents",
+                        limit: MAX_LIVE_DIAL_INTENTS,
+                    });
+                }
+                vec![E::DialIntentStaged {
+                    intent_id: *intent_id,
+                    destination: destination.clone(),
+                    expires_at: now + chrono::Duration::seconds(i64::from(*ttl_secs)),
+                }]
+            }
+            C::CancelDialIntent { intent_id } => match self.dial_intents.get(intent_id) {
+                Some(i) if i.expires_at > now => vec![E::DialIntentCancelled {
+                    intent_id: *intent_id,
+                    reason: "cancelled".into(),
+                }],
+                Some(_) => vec![],
+                None => {
+                    return Err(DomainError::NotFound {
+                        entity: "dial intent",
+                    });
+                }
+            },
+            C::RequestCallback {
+                request_id,
+                account,
+                destination,
+            } => {
+                self.authorize_destination(account, destination)?;
+                if self.callbacks.contains_key(request_id) {
+                    return Ok(vec![]);
+                }
+                if self.callbacks.len() >= MAX_PENDING_CALLBACKS {
+                    return Err(DomainError::TooManyPending {
+                        what: "callback requests",
+                        limit: MAX_PENDING_CALLBACKS,
+                    });
+                }
+                vec![E::CallbackRequested {
+                    request_id: *request_id,
+                    destination: destination.clone(),
+                }]
+            }
+            C::CancelCallback { request_id } => {
+                if !self.callbacks.contains_key(request_id) {
+                    return Err(DomainError::NotFound {
+                        entity: "callback request",
+                    });
+                }
+                vec![E::CallbackCancelled {
+                    request_id: *request_id,
+                    reason: "cancelled".into(),
+                }]
+            }
         })
     }
 
@@ -409,6 +572,36 @@ impl Aggregate for Extension {
             E::Removed { .. } => {
                 self.status = ExtensionStatus::Removed;
                 self.challenge = None;
+            }
+            E::DialIntentStaged {
+                intent_id,
+                destination,
+                expires_at,
+            } => {
+                // Anything that expired before this one could have been staged is gone for good.
+                let staged_no_earlier_than =
+                    *expires_at - chrono::Duration::seconds(i64::from(MAX_DIAL_INTENT_TTL_SECS));
+                self.dial_intents
+                    .retain(|_, i| i.expires_at > staged_no_earlier_than);
+                self.dial_intents.insert(
+                    *intent_id,
+                    DialIntent {
+                        destination: destination.clone(),
+                        expires_at: *expires_at,
+                    },
+                );
+            }
+            E::DialIntentCancelled { intent_id, .. } => {
+                self.dial_intents.remove(intent_id);
+            }
+            E::CallbackRequested {
+                request_id,
+                destination,
+            } => {
+                self.callbacks.insert(*request_id, destination.clone());
+            }
+            E::CallbackCancelled { request_id, .. } => {
+                self.callbacks.remove(request_id);
             }
         }
     }
@@ -694,5 +887,146 @@ pub(crate) mod tests {
                 "12ab".into(),
             ))))
             .then_error(DomainError::invalid("pin", "must be 4 to 8 digits"));
+    }
+
+    fn uk(n: &str) -> E164 {
+        E164::parse(n).unwrap()
+    }
+
+    fn stage(id: u128, destination: &str, ttl_secs: u32) -> ExtensionCommand {
+        ExtensionCommand::StageDialIntent {
+            intent_id: Uuid::from_u128(id),
+            account: active_account(),
+            destination: uk(destination),
+            ttl_secs,
+        }
+    }
+
+    fn staged(id: u128, destination: &str, expires_at: Instant) -> ExtensionEvent {
+        ExtensionEvent::DialIntentStaged {
+            intent_id: Uuid::from_u128(id),
+            destination: uk(destination),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_verified_extension_stages_a_dial_intent_that_expires() {
+        let state = given::<Extension>(verified_history())
+            .at(at(100))
+            .when(stage(1, "+442079460000", 60))
+            .then([staged(1, "+442079460000", at(160))]);
+        assert_eq!(
+            state
+                .live_dial_intent(at(159))
+                .map(|(id, i)| (id, i.destination.clone())),
+            Some((Uuid::from_u128(1), uk("+442079460000")))
+        );
+        assert_eq!(state.live_dial_intent(at(160)), None);
+    }
+
+    #[test]
+    fn dial_intents_need_a_verified_extension_and_an_allowed_destination() {
+        given::<Extension>([requested()])
+            .when(stage(1, "+442079460000", 60))
+            .then_error(DomainError::ExtensionNotVerified);
+        given::<Extension>(verified_history())
+            .when(stage(1, "+12025550100", 60))
+            .then_error(DomainError::InternationalNotAllowed);
+        given::<Extension>(verified_history())
+            .when(stage(1, "+442079460000", 301))
+            .then_error(DomainError::invalid(
+                "ttl_secs",
+                "must be between 10 and 300",
+            ));
+    }
+
+    #[test]
+    fn live_dial_intents_are_limited_but_expired_ones_do_not_count() {
+        let mut history = verified_history();
+        history.extend((1..=3).map(|i| staged(i, "+442079460000", at(60))));
+        given::<Extension>(history.clone())
+            .at(at(30))
+            .when(stage(9, "+442079460001", 60))
+            .then_error(DomainError::TooManyPending {
+                what: "dial intents",
+                limit: MAX_LIVE_DIAL_INTENTS,
+            });
+        let state = given::<Extension>(history)
+            .at(at(61))
+            .when(stage(9, "+442079460001", 60))
+            .then([staged(9, "+442079460001", at(121))]);
+        assert_eq!(
+            state.live_dial_intent(at(100)).unwrap().0,
+            Uuid::from_u128(9)
+        );
+    }
+
+    #[test]
+    fn removing_an_extension_cancels_what_it_staged() {
+        let mut history = verified_history();
+        history.push(staged(1, "+442079460000", at(60)));
+        history.push(staged(2, "+442079460001", at(500)));
+        history.push(ExtensionEvent::CallbackRequested {
+            request_id: Uuid::from_u128(7),
+            destination: uk("+442079460002"),
+        });
+        let state = given::<Extension>(history)
+            .at(at(100))
+            .when(ExtensionCommand::Remove {
+                reason: "lost phone".into(),
+            })
+            .then([
+                ExtensionEvent::DialIntentCancelled {
+                    intent_id: Uuid::from_u128(2),
+                    reason: "extension_removed".into(),
+                },
+                ExtensionEvent::CallbackCancelled {
+                    request_id: Uuid::from_u128(7),
+                    reason: "extension_removed".into(),
+                },
+                ExtensionEvent::Removed {
+                    reason: "lost phone".into(),
+                },
+            ]);
+        assert!(state.callbacks.is_empty());
+        assert_eq!(state.live_dial_intent(at(100)), None);
+    }
+
+    #[test]
+    fn a_callback_request_needs_a_serving_extension_and_can_be_cancelled() {
+        let request = ExtensionCommand::RequestCallback {
+            request_id: Uuid::from_u128(7),
+            account: active_account(),
+            destination: uk("+442079460002"),
+        };
+        given::<Extension>([requested()])
+            .when(request.clone())
+            .then_error(DomainError::ExtensionNotVerified);
+        let requested_cb = ExtensionEvent::CallbackRequested {
+            request_id: Uuid::from_u128(7),
+            destination: uk("+442079460002"),
+        };
+        given::<Extension>(verified_history())
+            .when(request.clone())
+            .then([requested_cb.clone()]);
+        let mut history = verified_history();
+        history.push(requested_cb);
+        given::<Extension>(history.clone()).when(request).then([]);
+        given::<Extension>(history)
+            .when(ExtensionCommand::CancelCallback {
+                request_id: Uuid::from_u128(7),
+            })
+            .then([ExtensionEvent::CallbackCancelled {
+                request_id: Uuid::from_u128(7),
+                reason: "cancelled".into(),
+            }]);
+        given::<Extension>(verified_history())
+            .when(ExtensionCommand::CancelCallback {
+                request_id: Uuid::from_u128(8),
+            })
+            .then_error(DomainError::NotFound {
+                entity: "callback request",
+            });
     }
 }

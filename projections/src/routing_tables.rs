@@ -34,6 +34,10 @@ const SCHEMA: &[&str] = &[
      settings TEXT NOT NULL, failed_attempts BIGINT NOT NULL, locked BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS routing_call_ins (token TEXT PRIMARY KEY, call_id TEXT NOT NULL, \
      access_number TEXT NOT NULL, expected_caller TEXT NOT NULL, expires_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS routing_dial_intents (intent_id TEXT PRIMARY KEY, extension_id TEXT NOT NULL, \
+     destination TEXT NOT NULL, expires_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS routing_callbacks (request_id TEXT PRIMARY KEY, extension_id TEXT NOT NULL, \
+     destination TEXT NOT NULL, requested_at TEXT NOT NULL)",
 ];
 
 const TABLES: &[(&str, &str)] = &[
@@ -43,6 +47,8 @@ const TABLES: &[(&str, &str)] = &[
     ("routing_contacts", "device_id, contact_uri"),
     ("routing_extensions", "extension_id"),
     ("routing_call_ins", "token"),
+    ("routing_dial_intents", "intent_id"),
+    ("routing_callbacks", "request_id"),
 ];
 
 async fn exec(
@@ -142,6 +148,20 @@ impl Projection for RoutingTables {
                     .bind(id).bind(i64::from(*attempts)).bind(flag(*locked))).await,
                 ExtensionEvent::SettingsChanged { settings } => exec(conn, query("UPDATE routing_extensions SET settings = $2 WHERE extension_id = $1").bind(id).bind(json(settings))).await,
                 ExtensionEvent::Removed { .. } => exec(conn, query("UPDATE routing_extensions SET status = 'removed' WHERE extension_id = $1").bind(id)).await,
+                ExtensionEvent::DialIntentStaged { intent_id, destination, expires_at } => {
+                    exec(conn, query("INSERT INTO routing_dial_intents (intent_id, extension_id, destination, expires_at) VALUES ($1, $2, $3, $4)")
+                        .bind(intent_id.to_string()).bind(id).bind(destination.to_string()).bind(ts(*expires_at))).await
+                }
+                ExtensionEvent::DialIntentCancelled { intent_id, .. } => {
+                    exec(conn, query("DELETE FROM routing_dial_intents WHERE intent_id = $1").bind(intent_id.to_string())).await
+                }
+                ExtensionEvent::CallbackRequested { request_id, destination } => {
+                    exec(conn, query("INSERT INTO routing_callbacks (request_id, extension_id, destination, requested_at) VALUES ($1, $2, $3, $4)")
+                        .bind(request_id.to_string()).bind(id).bind(destination.to_string()).bind(ts(event.occurred_at))).await
+                }
+                ExtensionEvent::CallbackCancelled { request_id, .. } => {
+                    exec(conn, query("DELETE FROM routing_callbacks WHERE request_id = $1").bind(request_id.to_string())).await
+                }
             },
             Event::Call(e) => match e {
                 CallEvent::CallInAwaited { token, access_number, expected_caller, expires_at, .. } => {

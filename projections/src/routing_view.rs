@@ -202,6 +202,15 @@ impl RoutingView {
         }
     }
 
+    /// The destination a calling extension staged over data for its call-through: the live
+    /// dial intent staged last by the extension registered with `caller`.
+    pub fn dial_intent_of_caller(&self, caller: &E164, now: Instant) -> Option<(Uuid, &E164)> {
+        let (_, extension) = self.extension_by_number(caller)?;
+        extension
+            .live_dial_intent(now)
+            .map(|(id, intent)| (id, &intent.destination))
+    }
+
     /// The account's verified extensions.
     pub fn serving_extensions(&self, account: AccountId) -> Vec<(ExtensionId, &Extension)> {
         let mut out = self.extensions_of(account);
@@ -483,5 +492,28 @@ mod tests {
         ))
         .unwrap();
         assert!(view.holder(&n("+442030000000")).is_none());
+
+        // A dial intent staged over data names the call-through's destination until it expires.
+        let intent = Uuid::from_u128(11);
+        view.apply(&rec(
+            11,
+            &ext.stream_id(),
+            &ExtensionEvent::DialIntentStaged {
+                intent_id: intent,
+                destination: n("+442079460000"),
+                expires_at: t0() + chrono::Duration::seconds(60),
+            },
+        ))
+        .unwrap();
+        let caller = n("+447700000001");
+        assert_eq!(
+            view.dial_intent_of_caller(&caller, t0()),
+            Some((intent, &n("+442079460000")))
+        );
+        assert_eq!(
+            view.dial_intent_of_caller(&caller, t0() + chrono::Duration::seconds(60)),
+            None
+        );
+        assert_eq!(view.dial_intent_of_caller(&n("+442000000001"), t0()), None);
     }
 }

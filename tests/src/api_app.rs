@@ -135,14 +135,16 @@ impl TestApp {
     /// Waits (at most 10 s) until every projection has applied the log's head.
     pub async fn projections_caught_up(&self) {
         let head = self.store.head_position().await.unwrap();
+        let expected = all_projections().len() as i64;
         for _ in 0..1000 {
-            let behind: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(position) FROM projection_checkpoints WHERE status = 'running'",
+            let caught_up: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM projection_checkpoints WHERE position >= $1",
             )
+            .bind(head as i64)
             .fetch_one(&self.db.pool)
             .await
             .unwrap();
-            if behind.is_some_and(|p| p as u64 >= head) {
+            if caught_up == expected {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

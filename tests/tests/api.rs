@@ -241,6 +241,54 @@ async fn admin_walkthrough(b: Backend) {
     let (_, accounts) = app.get("/v1/accounts", &app.admin).await;
     assert_eq!(accounts["items"][0]["account_id"], account_id.as_str());
 
+    // Dial intents and callback requests staged for the verified extension.
+    let intents = format!("/v1/extensions/{ext_id}/dial-intents");
+    let (status, intent) = app
+        .admin_json(
+            Method::POST,
+            &intents,
+            json!({"destination": "+442079460000", "ttl_secs": 120}),
+        )
+        .await;
+    assert_eq!(status, 201, "{intent}");
+    let (status, problem) = app
+        .admin_json(
+            Method::POST,
+            &intents,
+            json!({"destination": "+12025550100"}),
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "international is off for this extension: {problem}"
+    );
+    let (_, live) = app.get(&intents, &app.admin).await;
+    assert_eq!(live["items"][0]["destination"], "+442079460000");
+    app.projections_caught_up().await;
+    let staged: Vec<(String, String)> =
+        sqlx::query_as("SELECT intent_id, destination FROM routing_dial_intents")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        staged,
+        vec![(
+            intent["intent_id"].as_str().unwrap().to_owned(),
+            "+442079460000".to_owned()
+        )]
+    );
+    let callbacks = format!("/v1/extensions/{ext_id}/callbacks");
+    let (status, callback) = app
+        .admin_json(
+            Method::POST,
+            &callbacks,
+            json!({"destination": "+442079460001"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{callback}");
+    let (_, waiting) = app.get(&callbacks, &app.admin).await;
+    assert_eq!(waiting["items"][0]["request_id"], callback["request_id"]);
+
     // The number is now held: another account cannot register it.
     let other = account(&app, "+441632960002").await;
     let (status, problem) = extension(&app, &other, "+447700900123").await;
@@ -352,6 +400,18 @@ fn routes() -> Vec<(Method, String, &'static str)> {
             format!("/v1/extensions/{id}/verification/confirm"),
         ),
         (Method::PUT, format!("/v1/extensions/{id}/settings")),
+        (Method::POST, format!("/v1/extensions/{id}/dial-intents")),
+        (Method::GET, format!("/v1/extensions/{id}/dial-intents")),
+        (
+            Method::DELETE,
+            format!("/v1/extensions/{id}/dial-intents/{id}"),
+        ),
+        (Method::POST, format!("/v1/extensions/{id}/callbacks")),
+        (Method::GET, format!("/v1/extensions/{id}/callbacks")),
+        (
+            Method::DELETE,
+            format!("/v1/extensions/{id}/callbacks/{id}"),
+        ),
         (Method::POST, format!("/v1/accounts/{id}/access-numbers")),
         (Method::GET, format!("/v1/accounts/{id}/access-numbers")),
         (

@@ -125,7 +125,7 @@ fn view(id: ExtensionId, e: &Extension, version: u64) -> ExtensionView {
     }
 }
 
-async fn extension(app: &AppState, id: &str) -> ApiResult<(ExtensionId, Loaded<Extension>)> {
+pub async fn extension(app: &AppState, id: &str) -> ApiResult<(ExtensionId, Loaded<Extension>)> {
     let id = ExtensionId(parse_uuid(id, "extension_id")?);
     let loaded = load::<Extension>(app, &id.stream_id()).await?;
     if loaded.state.status == ExtensionStatus::Unrequested {

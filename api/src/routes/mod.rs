@@ -7,6 +7,7 @@ pub mod billing;
 pub mod devices;
 pub mod extensions;
 pub mod health;
+pub mod intents;
 pub mod numbers;
 pub mod tariffs;
 
