@@ -50,6 +50,30 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
     },
+    /// Fill one account's billing tables with rated legs, for benchmarking the billing reads
+    /// (e.g. with wrk) against `ringledger serve` on the same store.
+    SeedRatedLegs {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        legs: usize,
+    },
+    /// Register extensions through a running server's API at a fixed rate; latency
+    /// percentiles, then every 201 checked against the log.
+    HttpExtensions {
+        /// The API's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An admin API key.
+        #[arg(long, env = "RINGLEDGER_BENCH_KEY")]
+        key: String,
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -66,6 +90,17 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             seconds,
             kafka,
         } => lag(rate, seconds, kafka).await,
+        BenchCommand::SeedRatedLegs {
+            store,
+            account,
+            legs,
+        } => crate::bench_api::seed_rated_legs(&store, &account, legs).await,
+        BenchCommand::HttpExtensions {
+            url,
+            key,
+            rate,
+            seconds,
+        } => crate::bench_api::http_extensions(&url, &key, rate, seconds).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench;
+mod bench_api;
 mod billing_cmd;
 mod bus_cmd;
 mod events;

@@ -28,8 +28,30 @@ pub struct Loaded<A> {
 pub struct Written<A> {
     pub state: A,
     pub version: u64,
-    /// The global position of the last event written (None when the command was a no-op).
-    pub position: Option<u64>,
+}
+
+/// Appends decided events with the caller as actor and the request id as correlation id.
+async fn append<E: DomainEvent>(
+    app: &AppState,
+    ctx: &Ctx,
+    stream: &str,
+    expected: ExpectedVersion,
+    events: &[E],
+    now: chrono::DateTime<Utc>,
+) -> Result<infra::AppendResult, StoreError> {
+    let actor = ctx.caller.actor();
+    let new: Vec<NewEvent> = events
+        .iter()
+        .map(|e| {
+            let mut n = NewEvent::from_domain(e, now, &actor);
+            n.correlation_id = ctx.request_id;
+            n
+        })
+        .collect();
+    let started = Clock::now();
+    let result = app.store.append(stream, expected, new).await;
+    app.metrics.append(started.elapsed());
+    result
 }
 
 pub async fn load<A: Aggregate>(app: &AppState, stream: &str) -> ApiResult<Loaded<A>> {
@@ -54,6 +76,35 @@ pub async fn load<A: Aggregate>(app: &AppState, stream: &str) -> ApiResult<Loade
     }
 }
 
+/// Starts a new stream (a freshly minted id): decides on the empty state and appends with
+/// "no stream" expected, without reading first. A stream that exists after all is refused.
+pub async fn create<A: Aggregate>(
+    app: &AppState,
+    ctx: &Ctx,
+    stream: &str,
+    command: &A::Command,
+) -> ApiResult<Written<A>> {
+    let now = Utc::now();
+    let mut state = A::default();
+    let events = state.decide(command, now)?;
+    let result = append(app, ctx, stream, ExpectedVersion::NoStream, &events, now).await;
+    match result {
+        Ok(r) => {
+            for e in &events {
+                state.apply(e);
+            }
+            Ok(Written {
+                state,
+                version: r.last_version,
+            })
+        }
+        Err(StoreError::Conflict { .. }) => {
+            Err(ApiError::Conflict(format!("{stream} already exists")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Loads, decides and appends `command` on `stream`; `if_match` pins the version decided on.
 pub async fn execute<A: Aggregate>(
     app: &AppState,
@@ -62,8 +113,24 @@ pub async fn execute<A: Aggregate>(
     if_match: Option<u64>,
     command: &A::Command,
 ) -> ApiResult<Written<A>> {
+    execute_on(app, ctx, stream, if_match, command, None).await
+}
+
+/// As `execute`, deciding first on `loaded` (a state the caller has just read) instead of
+/// reading it again; a lost race reloads as usual.
+pub async fn execute_on<A: Aggregate>(
+    app: &AppState,
+    ctx: &Ctx,
+    stream: &str,
+    if_match: Option<u64>,
+    command: &A::Command,
+    mut loaded: Option<Loaded<A>>,
+) -> ApiResult<Written<A>> {
     for _ in 0..RETRIES {
-        let Loaded { mut state, version } = load::<A>(app, stream).await?;
+        let Loaded { mut state, version } = match loaded.take() {
+            Some(l) => l,
+            None => load::<A>(app, stream).await?,
+        };
         if let Some(expected) = if_match
             && expected != version
         {
@@ -75,29 +142,14 @@ pub async fn execute<A: Aggregate>(
         let now = Utc::now();
         let events = state.decide(command, now)?;
         if events.is_empty() {
-            return Ok(Written {
-                state,
-                version,
-                position: None,
-            });
+            return Ok(Written { state, version });
         }
         let expected = if version == 0 {
             ExpectedVersion::NoStream
         } else {
             ExpectedVersion::Exact(version)
         };
-        let actor = ctx.caller.actor();
-        let new: Vec<NewEvent> = events
-            .iter()
-            .map(|e| {
-                let mut n = NewEvent::from_domain(e, now, &actor);
-                n.correlation_id = ctx.request_id;
-                n
-            })
-            .collect();
-        let started = Clock::now();
-        let result = app.store.append(stream, expected, new).await;
-        app.metrics.append(started.elapsed());
+        let result = append(app, ctx, stream, expected, &events, now).await;
         match result {
             Ok(r) => {
                 for e in &events {
@@ -106,7 +158,6 @@ pub async fn execute<A: Aggregate>(
                 return Ok(Written {
                     state,
                     version: r.last_version,
-                    position: Some(r.last_position),
                 });
             }
             Err(StoreError::Conflict { actual, .. }) => {

@@ -3,6 +3,10 @@
 //! configuration, not telephone-service facts, so they live in a table beside the projections
 //! rather than in the log; every event written with a key names the key's id as its actor.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -88,15 +92,24 @@ pub fn random_hex(n: usize) -> String {
         .collect()
 }
 
+/// How long a verified key is trusted without asking the database again. A key revoked by
+/// another process stops working within this time (at once in the revoking process).
+const TRUST_FOR: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Debug)]
 pub struct KeyStore {
     db: ProjectionDb,
+    /// Recently verified keys by the SHA-256 of the whole token.
+    verified: Arc<Mutex<HashMap<String, (Caller, Instant)>>>,
 }
 
 impl KeyStore {
     pub async fn open(db: ProjectionDb) -> Result<Self, sqlx::Error> {
         sqlx::query(SCHEMA).execute(&db.pool).await?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            verified: Arc::default(),
+        })
     }
 
     pub async fn create(&self, role: Role, name: &str) -> Result<CreatedKey, KeyError> {
@@ -127,6 +140,22 @@ impl KeyStore {
 
     /// The caller a bearer token names, if the token is a live key.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Caller>, sqlx::Error> {
+        let digest = secret_hash(token);
+        if let Ok(cache) = self.verified.lock()
+            && let Some((caller, at)) = cache.get(&digest)
+            && at.elapsed() < TRUST_FOR
+        {
+            return Ok(Some(caller.clone()));
+        }
+        let caller = self.look_up(token).await?;
+        if let (Some(c), Ok(mut cache)) = (&caller, self.verified.lock()) {
+            cache.retain(|_, (_, at)| at.elapsed() < TRUST_FOR);
+            cache.insert(digest, (c.clone(), Instant::now()));
+        }
+        Ok(caller)
+    }
+
+    async fn look_up(&self, token: &str) -> Result<Option<Caller>, sqlx::Error> {
         let Some((key_id, secret)) = token
             .strip_prefix("rlk_")
             .and_then(|rest| rest.split_once('_'))
@@ -161,6 +190,9 @@ impl KeyStore {
         .bind(Utc::now().to_rfc3339())
         .execute(&self.db.pool)
         .await?;
+        if let Ok(mut cache) = self.verified.lock() {
+            cache.retain(|_, (caller, _)| caller.key_id != key_id);
+        }
         Ok(done.rows_affected() > 0)
     }
 }

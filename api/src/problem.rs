@@ -55,8 +55,6 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Rule(DomainError),
-    #[error("the service is not ready: {0}")]
-    Unavailable(String),
     #[error("unexpected: {0}")]
     Unexpected(String),
 }
@@ -95,13 +93,8 @@ impl ApiError {
                 Some("Content-Type".into()),
             ),
             Self::Rule(e) => rule_parts(e),
-            Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", None),
             Self::Unexpected(_) => (S::INTERNAL_SERVER_ERROR, "unexpected", None),
         }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.parts().0
     }
 }
 

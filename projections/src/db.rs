@@ -50,6 +50,13 @@ impl ProjectionDb {
                         sqlx::query("PRAGMA busy_timeout = 10000")
                             .execute(&mut *conn)
                             .await?;
+                        // Projections are rebuilt from the log, and each commit carries its
+                        // checkpoint: a commit lost to a power cut is simply applied again.
+                        // NORMAL skips the fsync that FULL adds to every commit (the log's own
+                        // writer keeps FULL, and its fsyncs persist these commits too).
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })

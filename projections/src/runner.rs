@@ -68,6 +68,10 @@ pub struct Runner {
 
 /// Events per transaction.
 const BATCH: usize = 500;
+/// While following the live log, commit at most this often: a transaction per trickle of
+/// events would take the (SQLite) write lock from the event log's writer hundreds of times
+/// a second, and every append would queue behind those commits.
+const LIVE_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl Runner {
     /// Prepares the projection's tables.
@@ -142,13 +146,29 @@ impl Runner {
         let position = self.ensure_running().await?;
         let mut events = self.store.subscribe_all(position).ready_chunks(BATCH);
         tokio::pin!(shutdown);
+        let mut last_commit = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 chunk = events.next() => {
                     let Some(chunk) = chunk else { return Ok(()) };
-                    let batch = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+                    let mut batch = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+                    if batch.len() < BATCH {
+                        // A trickle: let more arrive before taking the write lock again.
+                        tokio::time::sleep_until(last_commit + LIVE_COMMIT_INTERVAL).await;
+                        while batch.len() < BATCH {
+                            match futures::FutureExt::now_or_never(events.next()) {
+                                Some(Some(more)) => {
+                                    for e in more {
+                                        batch.push(e?);
+                                    }
+                                }
+                                Some(None) | None => break,
+                            }
+                        }
+                    }
                     self.apply_batch(&batch).await?;
+                    last_commit = tokio::time::Instant::now();
                 }
             }
         }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{
     Page, created, list_response, page_limit, paginate, parse_e164, parse_uuid, versioned,
 };
-use crate::commands::{Loaded, Written, execute, load};
+use crate::commands::{Loaded, Written, create, execute, load};
 use crate::extract::{Admin, Ctx, IfMatch, JsonBody, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::{AppState, Shared};
@@ -168,7 +168,7 @@ pub async fn open(
     use domain::Aggregate;
     Account::default().decide(&command, chrono::Utc::now())?;
     claim_number(&app, &ctx, &main_number, id, NumberRole::Main).await?;
-    let written = execute::<Account>(&app, &ctx, &id.stream_id(), None, &command).await;
+    let written = create::<Account>(&app, &ctx, &id.stream_id(), &command).await;
     let written = match written {
         Ok(w) => w,
         Err(e) => {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::accounts::{ListQuery, account_id, existing};
 use super::{Page, created, list_response, page_limit, paginate, parse_uuid, versioned};
-use crate::commands::{Loaded, execute, load};
+use crate::commands::{Loaded, create, execute, load};
 use crate::extract::{Admin, IfMatch, Query};
 use crate::keys::random_hex;
 use crate::problem::{ApiError, ApiResult};
@@ -131,7 +131,7 @@ pub async fn provision(
         realm: app.settings.realm.clone(),
         password: password.clone(),
     };
-    let w = execute::<Device>(&app, &ctx, &id.stream_id(), None, &command).await?;
+    let w = create::<Device>(&app, &ctx, &id.stream_id(), &command).await?;
     Ok(created(
         format!("/v1/devices/{id}"),
         w.version,

@@ -25,7 +25,7 @@ use super::accounts::{ListQuery, account_id, claim_number, existing, release_num
 use super::{
     Page, created, list_response, page_limit, paginate, parse_e164, parse_uuid, versioned,
 };
-use crate::commands::{Loaded, execute, load};
+use crate::commands::{Loaded, create, execute, execute_on, load};
 use crate::extract::{Admin, Ctx, IfMatch, JsonBody, Query};
 use crate::keys::random_hex;
 use crate::problem::{ApiError, ApiResult};
@@ -147,17 +147,18 @@ pub async fn register(
 ) -> ApiResult<Response> {
     let account_id = account_id(&account)?;
     let number = parse_e164(&body.number, "number")?;
-    let account = existing(&app, account_id).await?.state;
+    let loaded = existing(&app, account_id).await?;
+    loaded.state.ensure_active()?;
     let id = ExtensionId(Uuid::now_v7());
-    let request = ExtensionCommand::Request {
+    let request = |account: Account| ExtensionCommand::Request {
         extension_id: id,
         account,
         number: number.clone(),
-        native_provider: body.native_provider,
+        native_provider: body.native_provider.clone(),
         kind: body.kind,
     };
-    // The extension's own rules first (a bad provider name claims nothing).
-    Extension::default().decide(&request, Utc::now())?;
+    // The extension's own rules first, so a bad provider name claims nothing.
+    Extension::default().decide(&request(loaded.state.clone()), Utc::now())?;
     claim_number(
         &app,
         &ctx,
@@ -166,15 +167,20 @@ pub async fn register(
         NumberRole::Extension { extension_id: id },
     )
     .await?;
+    // Attaching enforces the account's state and extension limit, and yields the account.
     let attach = AccountCommand::AttachExtension {
         extension_id: id,
         number: number.clone(),
     };
-    if let Err(e) = execute::<Account>(&app, &ctx, &account_id.stream_id(), None, &attach).await {
-        release_number(&app, &ctx, &number, account_id).await;
-        return Err(e);
-    }
-    match execute::<Extension>(&app, &ctx, &id.stream_id(), None, &request).await {
+    let stream = account_id.stream_id();
+    let account = match execute_on(&app, &ctx, &stream, None, &attach, Some(loaded)).await {
+        Ok(w) => w.state,
+        Err(e) => {
+            release_number(&app, &ctx, &number, account_id).await;
+            return Err(e);
+        }
+    };
+    match create::<Extension>(&app, &ctx, &id.stream_id(), &request(account)).await {
         Ok(w) => Ok(created(
             format!("/v1/extensions/{id}"),
             w.version,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::accounts::ListQuery;
 use super::{Page, created, list_response, page_limit, paginate, parse_uuid, versioned};
-use crate::commands::{Loaded, execute, load};
+use crate::commands::{self, Loaded, execute, load};
 use crate::extract::{Admin, IfMatch, JsonBody, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::Shared;
@@ -133,7 +133,7 @@ pub async fn create(
         name,
         version: tariff_version(1, &body)?,
     };
-    let w = execute::<Tariff>(&app, &ctx, &id.stream_id(), None, &command).await?;
+    let w = commands::create::<Tariff>(&app, &ctx, &id.stream_id(), &command).await?;
     Ok(created(
         format!("/v1/tariffs/{id}"),
         w.version,
