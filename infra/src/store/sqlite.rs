@@ -46,16 +46,7 @@ impl SqliteStore {
                 .await
                 .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         }
-        // The writer never checkpoints the WAL itself (an automatic checkpoint runs inside the
-        // commit that crosses the threshold, and every append queued behind it waits); a
-        // background task checkpoints instead, without blocking the writer.
-        let mut conn = options
-            .clone()
-            .pragma("wal_autocheckpoint", "0")
-            // Once a checkpoint has let the WAL restart, shrink the file back.
-            .pragma("journal_size_limit", "67108864")
-            .connect()
-            .await?;
+        let mut conn = options.connect().await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
         let head_now: Option<i64> = sqlx::query_scalar("SELECT MAX(global_position) FROM events")
             .fetch_one(&mut conn)
@@ -75,10 +66,6 @@ impl SqliteStore {
             .await?;
         let (head_tx, head) = watch::channel(head_now.unwrap_or(0) as u64);
         let (queue, rx) = mpsc::channel(8192);
-        tokio::spawn(checkpoint_wal(
-            options.clone().pragma("cache_size", "-2048"),
-            queue.downgrade(),
-        ));
         tokio::spawn(batch::run_writer(
             SqliteWriter { conn },
             rx,
@@ -91,29 +78,6 @@ impl SqliteStore {
             readers,
         })
     }
-}
-
-/// While the store is open, copies the WAL back into the database every half second (PASSIVE:
-/// it never waits for, or blocks, the writer or readers).
-async fn checkpoint_wal(options: SqliteConnectOptions, open: mpsc::WeakSender<Request>) {
-    use sqlx::Connection;
-    let mut conn = match options.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "no WAL checkpointer: the WAL file will grow");
-            return;
-        }
-    };
-    while open.upgrade().is_some() {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut conn)
-            .await
-        {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
-        }
-    }
-    let _ = conn.close().await;
 }
 
 /// Reads the log's tail inside the writing transaction, so another process appending to
