@@ -148,17 +148,23 @@ pub async fn register(
     let account_id = account_id(&account)?;
     let number = parse_e164(&body.number, "number")?;
     let loaded = existing(&app, account_id).await?;
-    loaded.state.ensure_active()?;
     let id = ExtensionId(Uuid::now_v7());
-    let request = |account: Account| ExtensionCommand::Request {
+    let request = ExtensionCommand::Request {
         extension_id: id,
-        account,
+        account: loaded.state.clone(),
         number: number.clone(),
-        native_provider: body.native_provider.clone(),
+        native_provider: body.native_provider,
         kind: body.kind,
     };
-    // The extension's own rules first, so a bad provider name claims nothing.
-    Extension::default().decide(&request(loaded.state.clone()), Utc::now())?;
+    let attach = AccountCommand::AttachExtension {
+        extension_id: id,
+        number: number.clone(),
+    };
+    // Both entities' rules first (account state and extension limit, provider name), so a
+    // refused registration claims nothing.
+    let now = Utc::now();
+    loaded.state.decide(&attach, now)?;
+    Extension::default().decide(&request, now)?;
     claim_number(
         &app,
         &ctx,
@@ -167,28 +173,34 @@ pub async fn register(
         NumberRole::Extension { extension_id: id },
     )
     .await?;
-    // Attaching enforces the account's state and extension limit, and yields the account.
-    let attach = AccountCommand::AttachExtension {
-        extension_id: id,
-        number: number.clone(),
-    };
+    // With the number held, the account's attachment and the extension's own stream are
+    // independent: write them together (two sequential commits instead of three).
     let stream = account_id.stream_id();
-    let account = match execute_on(&app, &ctx, &stream, None, &attach, Some(loaded)).await {
-        Ok(w) => w.state,
-        Err(e) => {
-            release_number(&app, &ctx, &number, account_id).await;
-            return Err(e);
-        }
-    };
-    match create::<Extension>(&app, &ctx, &id.stream_id(), &request(account)).await {
-        Ok(w) => Ok(created(
+    let extension_stream = id.stream_id();
+    let (attached, requested) = tokio::join!(
+        execute_on(&app, &ctx, &stream, None, &attach, Some(loaded)),
+        create::<Extension>(&app, &ctx, &extension_stream, &request),
+    );
+    match (attached, requested) {
+        (Ok(_), Ok(w)) => Ok(created(
             format!("/v1/extensions/{id}"),
             w.version,
             view(id, &w.state, w.version),
         )),
-        Err(e) => {
+        // The attachment lost a race for the account's last extension slot (or the account
+        // changed meanwhile): remove the extension, which also releases its number.
+        (Err(e), Ok(w)) => {
+            let reason = "the account refused the extension while it was registered";
+            let _ = remove_extension(&app, &ctx, id, &w.state, None, reason).await;
+            Err(e)
+        }
+        (Ok(_), Err(e)) => {
             let detach = AccountCommand::DetachExtension { extension_id: id };
-            let _ = execute::<Account>(&app, &ctx, &account_id.stream_id(), None, &detach).await;
+            let _ = execute::<Account>(&app, &ctx, &stream, None, &detach).await;
+            release_number(&app, &ctx, &number, account_id).await;
+            Err(e)
+        }
+        (Err(e), Err(_)) => {
             release_number(&app, &ctx, &number, account_id).await;
             Err(e)
         }
