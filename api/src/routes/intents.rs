@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use domain::account::Account;
 use domain::extension::{Extension, ExtensionCommand};
+use domain::ids::ExtensionId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -17,7 +19,7 @@ use super::{Page, created, list_response, parse_e164, parse_uuid};
 use crate::commands::execute;
 use crate::extract::{Admin, JsonBody};
 use crate::problem::{ApiError, ApiResult};
-use crate::state::Shared;
+use crate::state::{AppState, Shared};
 
 /// How long a dial intent lives unless the request says otherwise.
 const DEFAULT_TTL_SECS: u32 = 60;
@@ -53,6 +55,16 @@ fn live_intents(id: &str, e: &Extension) -> Vec<DialIntentView> {
         .collect()
 }
 
+/// The extension named in the path and the account it belongs to (whose state the rules need).
+async fn extension_and_account(app: &AppState, id: &str) -> ApiResult<(ExtensionId, Account)> {
+    let (id, loaded) = extension(app, id).await?;
+    let account_id = loaded
+        .state
+        .account_id
+        .ok_or(ApiError::NotFound("account"))?;
+    Ok((id, existing(app, account_id).await?.state))
+}
+
 #[utoipa::path(post, path = "/v1/extensions/{extension_id}/dial-intents", tag = "admin",
     params(("extension_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = StageDialIntent,
@@ -65,12 +77,7 @@ pub async fn stage(
     JsonBody(body): JsonBody<StageDialIntent>,
 ) -> ApiResult<Response> {
     let destination = parse_e164(&body.destination, "destination")?;
-    let (id, loaded) = extension(&app, &id).await?;
-    let account_id = loaded
-        .state
-        .account_id
-        .ok_or(ApiError::NotFound("account"))?;
-    let account = existing(&app, account_id).await?.state;
+    let (id, account) = extension_and_account(&app, &id).await?;
     let intent_id = Uuid::now_v7();
     let command = ExtensionCommand::StageDialIntent {
         intent_id,
@@ -157,12 +164,7 @@ pub async fn request_callback(
     JsonBody(body): JsonBody<RequestCallback>,
 ) -> ApiResult<Response> {
     let destination = parse_e164(&body.destination, "destination")?;
-    let (id, loaded) = extension(&app, &id).await?;
-    let account_id = loaded
-        .state
-        .account_id
-        .ok_or(ApiError::NotFound("account"))?;
-    let account = existing(&app, account_id).await?.state;
+    let (id, account) = extension_and_account(&app, &id).await?;
     let request_id = Uuid::now_v7();
     let command = ExtensionCommand::RequestCallback {
         request_id,
