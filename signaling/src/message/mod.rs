@@ -1,0 +1,366 @@
+//! SIP messages at the edge: normalised bytes parsed by rsip, the header values the edge reads,
+//! and responses built from the request they answer.
+
+pub mod header;
+pub mod normalize;
+
+use std::net::SocketAddr;
+
+use rsip::headers::UntypedHeader;
+
+pub use normalize::{MAX_MESSAGE, NormalizeError, RawMessage, normalize};
+
+/// The headers every request must carry (RFC 3261 §8.1.1).
+const MANDATORY: [&str; 5] = ["Via", "From", "To", "Call-ID", "CSeq"];
+
+/// A request as the edge sees it: rsip's model of it, and its normalised headers for the
+/// values rsip keeps as plain strings.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub sip: rsip::Request,
+    pub raw: RawMessage,
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub sip: rsip::Response,
+    pub raw: RawMessage,
+}
+
+#[derive(Debug, Clone)]
+pub enum Message {
+    Request(Request),
+    Response(Response),
+}
+
+/// Why a message was not taken, and whether it can still be answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ParseError {
+    /// Nothing to answer to: dropped and counted.
+    #[error("unparseable: {0}")]
+    Dropped(String),
+    /// A request that can be answered with this status (400, or 501 for a method the edge
+    /// does not know), and the reason phrase's detail.
+    #[error("{status}: {reason}")]
+    Refused {
+        raw: Box<RawMessage>,
+        status: u16,
+        reason: String,
+    },
+}
+
+/// Parses one whole message received from `source`. The top Via of a request is stamped with
+/// `received` and `rport` (RFC 3261 §18.2.1, RFC 3581) so responses find their way back.
+pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
+    let mut raw = normalize(bytes).map_err(|e| ParseError::Dropped(e.to_string()))?;
+    let request = raw.is_request();
+    if request {
+        stamp_via(&mut raw, source);
+    }
+    let refuse = |raw: &RawMessage, status, reason: String| {
+        if request && raw.header("Via").is_some() {
+            ParseError::Refused {
+                raw: Box::new(raw.clone()),
+                status,
+                reason,
+            }
+        } else {
+            ParseError::Dropped(reason)
+        }
+    };
+    if request {
+        if let Some(missing) = MANDATORY.iter().find(|h| raw.header(h).is_none()) {
+            return Err(refuse(&raw, 400, format!("Missing {missing}")));
+        }
+        let method = raw.method().unwrap_or_default();
+        let cseq = raw.header("CSeq").unwrap_or_default();
+        let mut cseq_parts = cseq.split_whitespace();
+        let number_ok = cseq_parts.next().is_some_and(|n| n.parse::<u32>().is_ok());
+        if !number_ok || cseq_parts.next() != Some(method) || cseq_parts.next().is_some() {
+            return Err(refuse(&raw, 400, "Bad CSeq".into()));
+        }
+        if header::via_parts(raw.header("Via").unwrap_or_default()).is_none() {
+            return Err(refuse(&raw, 400, "Bad Via".into()));
+        }
+    }
+    let canonical = raw.to_bytes();
+    match rsip::SipMessage::try_from(canonical.as_slice()) {
+        Ok(rsip::SipMessage::Request(sip)) => Ok(Message::Request(Request { sip, raw })),
+        Ok(rsip::SipMessage::Response(sip)) => Ok(Message::Response(Response { sip, raw })),
+        Err(e) => {
+            let method = raw.method().unwrap_or_default();
+            let known = rsip::Method::all().iter().any(|m| m.to_string() == method);
+            let is_token = !method.is_empty()
+                && method
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+            if request && !known && is_token && raw.start_line.ends_with(" SIP/2.0") {
+                Err(refuse(
+                    &raw,
+                    501,
+                    format!("Method {method} Not Implemented"),
+                ))
+            } else {
+                Err(refuse(&raw, 400, format!("Bad Request ({e})")))
+            }
+        }
+    }
+}
+
+/// Adds `received` when the source address differs from the Via's sent-by host, and fills in
+/// an empty `rport` with the source port.
+fn stamp_via(raw: &mut RawMessage, source: SocketAddr) {
+    let Some((_, via)) = raw
+        .headers
+        .iter_mut()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Via"))
+    else {
+        return;
+    };
+    // Only the first value of a comma-separated Via is this hop's.
+    let mut values = header::split_outside(via, ',');
+    let Some(top) = values.first().copied() else {
+        return;
+    };
+    let Some(parts) = header::via_parts(top) else {
+        return;
+    };
+    let ip = source.ip().to_string();
+    let mut top = top.to_string();
+    let rport = header::param(&top, "rport");
+    if rport == Some(None) {
+        top = replace_param(&top, "rport", &format!("rport={}", source.port()));
+    }
+    if parts.host.trim_matches(['[', ']']) != ip || rport.is_some() {
+        if header::param(&top, "received").is_some() {
+            top = replace_param(&top, "received", &format!("received={ip}"));
+        } else {
+            top.push_str(&format!(";received={ip}"));
+        }
+    }
+    values[0] = &top;
+    *via = values.join(", ");
+}
+
+fn replace_param(value: &str, name: &str, with: &str) -> String {
+    let mut parts = header::split_outside(value, ';');
+    for p in parts.iter_mut().skip(1) {
+        let pname = p.split('=').next().unwrap_or_default().trim();
+        if pname.eq_ignore_ascii_case(name) {
+            *p = with;
+        }
+    }
+    parts.join(";")
+}
+
+/// Where a response to this request goes (RFC 3261 §18.2.2 with RFC 3581): over a stream,
+/// back on the connection it came in on; over UDP, to `received`:`rport` when present, else
+/// to the sent-by port at the source address.
+pub fn response_target(raw: &RawMessage, source: SocketAddr) -> SocketAddr {
+    let Some(top) = raw
+        .header("Via")
+        .and_then(|v| header::split_outside(v, ',').first().map(|s| s.to_string()))
+    else {
+        return source;
+    };
+    let ip = header::param(&top, "received")
+        .flatten()
+        .and_then(|r| r.trim_matches(['[', ']']).parse().ok())
+        .unwrap_or(source.ip());
+    let port = match header::param(&top, "rport") {
+        Some(Some(p)) => p.parse().ok(),
+        _ => header::via_parts(&top).and_then(|p| p.port),
+    }
+    .unwrap_or(if header::param(&top, "received").is_some() {
+        5060
+    } else {
+        source.port()
+    });
+    SocketAddr::new(ip, port)
+}
+
+/// The standard reason phrase of a status the edge sends.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Trying",
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        415 => "Unsupported Media Type",
+        420 => "Bad Extension",
+        423 => "Interval Too Brief",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// A response to `request`: its Vias, From, To (with `to_tag` added when the To has none and
+/// the status is above 100), Call-ID and CSeq, then `extra` headers and `body`.
+pub fn build_response(
+    request: &RawMessage,
+    status: u16,
+    reason: Option<&str>,
+    to_tag: Option<&str>,
+    extra: Vec<rsip::Header>,
+    body: Vec<u8>,
+) -> rsip::Response {
+    let mut headers = rsip::Headers::default();
+    for (name, value) in &request.headers {
+        let header = match name.to_ascii_lowercase().as_str() {
+            "via" => rsip::Header::Via(rsip::headers::Via::new(value.clone())),
+            "from" => rsip::Header::From(rsip::headers::From::new(value.clone())),
+            "to" => {
+                let mut to = value.clone();
+                if let Some(tag) = to_tag
+                    && status > 100
+                    && header::name_addr(value)
+                        .is_some_and(|n| header::param(n.params, "tag").is_none())
+                {
+                    to.push_str(&format!(";tag={tag}"));
+                }
+                rsip::Header::To(rsip::headers::To::new(to))
+            }
+            "call-id" => rsip::Header::CallId(rsip::headers::CallId::new(value.clone())),
+            "cseq" => rsip::Header::CSeq(rsip::headers::CSeq::new(value.clone())),
+            _ => continue,
+        };
+        headers.push(header);
+    }
+    headers.extend(extra);
+    headers.push(rsip::Header::ContentLength(
+        rsip::headers::ContentLength::new(body.len().to_string()),
+    ));
+    rsip::Response {
+        status_code: rsip::StatusCode::Other(
+            status,
+            reason.unwrap_or(reason_phrase(status)).to_string(),
+        ),
+        version: rsip::Version::V2,
+        headers,
+        body,
+    }
+}
+
+/// The bytes on the wire.
+pub fn encode(response: &rsip::Response) -> Vec<u8> {
+    response.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src() -> SocketAddr {
+        "198.51.100.7:40000".parse().unwrap()
+    }
+
+    const REGISTER: &str = "REGISTER sip:ringledger SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.2:5060;rport;branch=z9hG4bKabc\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:alice@ringledger>;tag=1928\r\n\
+To: <sip:alice@ringledger>\r\n\
+Call-ID: a84b4c76e66710\r\n\
+CSeq: 314159 REGISTER\r\n\
+Contact: <sip:alice@10.0.0.2:5060>\r\n\
+Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn a_register_parses_and_its_via_learns_the_real_source() {
+        let Message::Request(r) = parse(REGISTER.as_bytes(), src()).unwrap() else {
+            panic!("not a request")
+        };
+        assert_eq!(r.sip.method, rsip::Method::Register);
+        assert_eq!(
+            r.raw.header("Via"),
+            Some("SIP/2.0/UDP 10.0.0.2:5060;rport=40000;branch=z9hG4bKabc;received=198.51.100.7")
+        );
+        assert_eq!(response_target(&r.raw, src()), src());
+    }
+
+    #[test]
+    fn without_rport_responses_go_to_the_sent_by_port_at_the_source_address() {
+        let msg = REGISTER.replace(";rport", "");
+        let Message::Request(r) = parse(msg.as_bytes(), src()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            response_target(&r.raw, src()),
+            "198.51.100.7:5060".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_response_copies_the_dialog_headers_and_tags_the_to() {
+        let Message::Request(r) = parse(REGISTER.as_bytes(), src()).unwrap() else {
+            panic!()
+        };
+        let resp = build_response(&r.raw, 423, None, Some("xyz"), vec![], vec![]);
+        let text = String::from_utf8(encode(&resp)).unwrap();
+        assert!(
+            text.starts_with("SIP/2.0 423 Interval Too Brief\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("To: <sip:alice@ringledger>;tag=xyz\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("CSeq: 314159 REGISTER\r\n"), "{text}");
+        assert!(text.contains("Content-Length: 0\r\n\r\n"), "{text}");
+        // What the edge sends parses again.
+        assert!(matches!(
+            parse(text.as_bytes(), src()),
+            Ok(Message::Response(_))
+        ));
+    }
+
+    #[test]
+    fn missing_headers_bad_cseq_and_unknown_methods_are_refused_with_a_status() {
+        let no_call_id = REGISTER.replace("Call-ID: a84b4c76e66710\r\n", "");
+        match parse(no_call_id.as_bytes(), src()) {
+            Err(ParseError::Refused { status, reason, .. }) => {
+                assert_eq!((status, reason.as_str()), (400, "Missing Call-ID"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad_cseq = REGISTER.replace("314159 REGISTER", "314159 INVITE");
+        assert!(matches!(
+            parse(bad_cseq.as_bytes(), src()),
+            Err(ParseError::Refused { status: 400, .. })
+        ));
+        let unknown = REGISTER
+            .replace("REGISTER sip:", "FROBNICATE sip:")
+            .replace("314159 REGISTER", "314159 FROBNICATE");
+        assert!(matches!(
+            parse(unknown.as_bytes(), src()),
+            Err(ParseError::Refused { status: 501, .. })
+        ));
+        let no_via = REGISTER.replace(
+            "Via: SIP/2.0/UDP 10.0.0.2:5060;rport;branch=z9hG4bKabc\r\n",
+            "",
+        );
+        assert!(matches!(
+            parse(no_via.as_bytes(), src()),
+            Err(ParseError::Dropped(_))
+        ));
+        assert!(matches!(
+            parse(b"\x00\x01garbage", src()),
+            Err(ParseError::Dropped(_))
+        ));
+    }
+}
