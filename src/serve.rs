@@ -67,6 +67,9 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             "SQL projections and the HTTP API (which reads them) are not run on this store backend yet"
         );
     }
+    let edge = start_edge(config, store.clone(), stopped.clone()).await?;
+    let sip_addr = edge.udp;
+    runners.extend(edge.tasks);
     if !config.bus.kafka.brokers.is_empty() {
         let relay = crate::bus_cmd::relay(config, store.clone()).await?;
         let mut stopped = stopped.clone();
@@ -84,6 +87,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         store = %redact(&config.store.url),
         head_position = head,
         api = api_addr.map(|a| a.to_string()).unwrap_or_default(),
+        sip = %sip_addr,
         background_tasks = runners.len(),
         "ringledger ready"
     );
@@ -124,6 +128,42 @@ async fn start_api(
         }
     });
     Ok((addr, task))
+}
+
+/// Binds the SIP edge (UDP and TCP) and serves it until `stopped` turns true.
+async fn start_edge(
+    config: &Config,
+    store: std::sync::Arc<dyn infra::EventStore>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<signaling::RunningEdge> {
+    let sip = &config.sip;
+    let nonce_secret = if sip.nonce_secret.is_empty() {
+        tracing::info!("sip.nonce_secret is empty: digest nonces use a random key of this process");
+        uuid::Uuid::new_v4().as_bytes().to_vec()
+    } else {
+        sip.nonce_secret.as_bytes().to_vec()
+    };
+    let algorithms = sip
+        .digest_algorithms
+        .iter()
+        .filter_map(|a| signaling::digest::Algorithm::parse(a))
+        .collect();
+    let settings = signaling::EdgeSettings {
+        listen: sip.listen,
+        registrar: signaling::RegistrarSettings {
+            realm: sip.realm.clone(),
+            min_expires: sip.min_expires,
+            max_expires: sip.max_expires,
+            algorithms,
+        },
+        nonce_secret,
+        nonce_lifetime_secs: sip.nonce_lifetime_secs,
+        actor: format!("edge:{}", sip.listen),
+    };
+    let view = signaling::SharedView::default();
+    signaling::start(settings, store, view, stopped)
+        .await
+        .with_context(|| format!("binding the SIP edge to {} (UDP and TCP)", sip.listen))
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (a service manager).

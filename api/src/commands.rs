@@ -7,6 +7,7 @@ use std::time::Instant as Clock;
 
 use chrono::Utc;
 use domain::{Aggregate, DomainEvent};
+use infra::command::CommandError;
 use infra::{ExpectedVersion, NewEvent, StoreError};
 
 use crate::extract::Ctx;
@@ -15,14 +16,8 @@ use crate::state::AppState;
 
 /// Decisions retried after losing a race, before giving up with 409.
 const RETRIES: usize = 5;
-const PAGE: usize = 1000;
 
-/// An aggregate as folded from its stream.
-pub struct Loaded<A> {
-    pub state: A,
-    /// The stream's version: 0 when it does not exist.
-    pub version: u64,
-}
+pub use infra::command::Loaded;
 
 /// What a command left behind.
 pub struct Written<A> {
@@ -55,25 +50,13 @@ async fn append<E: DomainEvent>(
 }
 
 pub async fn load<A: Aggregate>(app: &AppState, stream: &str) -> ApiResult<Loaded<A>> {
-    let mut state = A::default();
-    let mut version = 0;
-    loop {
-        let page = app.store.read_stream(stream, version + 1, PAGE).await?;
-        for e in &page {
-            let event = A::Event::decode(&e.event_type, e.schema_version, e.payload.clone())
-                .map_err(|err| {
-                    ApiError::Unexpected(format!(
-                        "event at position {} cannot be read: {err}",
-                        e.global_position
-                    ))
-                })?;
-            state.apply(&event);
-            version = e.stream_version;
-        }
-        if page.len() < PAGE {
-            return Ok(Loaded { state, version });
-        }
-    }
+    infra::command::load(app.store.as_ref(), stream)
+        .await
+        .map_err(|e| match e {
+            CommandError::Store(e) => e.into(),
+            CommandError::Domain(e) => e.into(),
+            other => ApiError::Unexpected(other.to_string()),
+        })
 }
 
 /// Starts a new stream (a freshly minted id): decides on the empty state and appends with

@@ -24,6 +24,14 @@ code_delivery = "log"
 [sip]
 listen = "127.0.0.1:5060"
 realm = "ringledger"
+# The HMAC key of digest nonces. Edges that share it accept each other's nonces; empty means
+# a random key per process (fine for one edge).
+nonce_secret = ""
+nonce_lifetime_secs = 300
+# Offered in this order in 401 challenges; a client takes the first it supports.
+digest_algorithms = ["SHA-256", "MD5"]
+min_expires = 60
+max_expires = 3600
 
 [media]
 ports = "20000-20999"
@@ -88,6 +96,11 @@ pub struct SipConfig {
     pub listen: SocketAddr,
     /// The digest realm devices authenticate in (part of every stored HA1).
     pub realm: String,
+    pub nonce_secret: String,
+    pub nonce_lifetime_secs: u64,
+    pub digest_algorithms: Vec<String>,
+    pub min_expires: u32,
+    pub max_expires: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +219,29 @@ impl Config {
             ));
         }
         self.media.port_range()?;
+        if let Some(a) = self
+            .sip
+            .digest_algorithms
+            .iter()
+            .find(|a| !["MD5", "SHA-256"].contains(&a.as_str()))
+        {
+            return Err(ConfigError::new(
+                "sip.digest_algorithms",
+                format!("{a:?} is not MD5 or SHA-256"),
+            ));
+        }
+        if self.sip.digest_algorithms.is_empty() {
+            return Err(ConfigError::new(
+                "sip.digest_algorithms",
+                "must name at least one",
+            ));
+        }
+        if self.sip.min_expires == 0 || self.sip.min_expires > self.sip.max_expires {
+            return Err(ConfigError::new(
+                "sip.min_expires",
+                "must be at least 1 and at most sip.max_expires",
+            ));
+        }
         Ok(())
     }
 }
@@ -279,6 +315,13 @@ fn set_from_env(
                 format!("{env_name}={raw:?} is not true or false"),
             )
         })?),
+        // A list from the environment is comma-separated: `MD5,SHA-256`.
+        Some(Value::Array(_)) => Value::Array(
+            raw.split(',')
+                .map(|s| Value::String(s.trim().to_string()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
+        ),
         _ => Value::String(raw),
     };
     let (last, parents) = keys

@@ -2,6 +2,7 @@
 //! (SQLite embedded default, PostgreSQL, EventStoreDB), configuration and id minting.
 
 pub mod bus;
+pub mod command;
 pub mod config;
 pub mod store;
 

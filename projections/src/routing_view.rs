@@ -191,6 +191,18 @@ impl RoutingView {
             .collect()
     }
 
+    /// Active devices holding a contact whose expiry is at or before `now` (for the sweeper
+    /// that records them as expired).
+    pub fn devices_with_expired_contacts(&self, now: Instant) -> Vec<DeviceId> {
+        self.devices
+            .iter()
+            .filter(|(_, d)| {
+                d.status == DeviceStatus::Active && d.contacts.values().any(|c| c.expires_at <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// The extension registered with this number, whatever its state.
     pub fn extension_by_number(&self, number: &E164) -> Option<(ExtensionId, &Extension)> {
         match self.numbers.get(number)? {

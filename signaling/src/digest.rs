@@ -144,7 +144,7 @@ impl Nonces {
     /// Records `nc` for the nonce; false when it is not above every count already accepted.
     pub fn accept_count(&self, tag: u128, nc: u32, now_secs: u64) -> bool {
         let mut seen = self.seen.lock().expect("nonce counts");
-        if now_secs >= seen.last_prune + self.lifetime_secs / 4 + 1 {
+        if now_secs > seen.last_prune + self.lifetime_secs / 4 {
             let horizon = now_secs.saturating_sub(self.lifetime_secs);
             seen.by_tag.retain(|_, (_, at)| *at >= horizon);
             seen.last_prune = now_secs;

@@ -3,5 +3,123 @@
 //! and writes what it learns as events through domain commands.
 
 pub mod digest;
+pub mod edge;
 pub mod message;
+pub mod registrar;
+pub mod sweeper;
 pub mod transaction;
+pub mod transport;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use infra::EventStore;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use edge::Edge;
+pub use registrar::RegistrarSettings;
+pub use view::SharedView;
+
+/// How often expired contacts are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// UDP and TCP on the same address (port 0: any free port, the same for both).
+    pub listen: SocketAddr,
+    pub registrar: RegistrarSettings,
+    /// The HMAC key of digest nonces; edges that share it accept each other's nonces.
+    pub nonce_secret: Vec<u8>,
+    pub nonce_lifetime_secs: u64,
+    /// Who the edge's events name as their actor.
+    pub actor: String,
+}
+
+/// A started edge.
+pub struct RunningEdge {
+    pub edge: Arc<Edge>,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds UDP and TCP, follows the log into `view`, and serves until `stopped` turns true.
+pub async fn start(
+    settings: EdgeSettings,
+    store: Arc<dyn EventStore>,
+    view: SharedView,
+    stopped: watch::Receiver<bool>,
+) -> std::io::Result<RunningEdge> {
+    let (udp, tcp) = bind(settings.listen).await?;
+    let udp = Arc::new(udp);
+    let (udp_addr, tcp_addr) = (udp.local_addr()?, tcp.local_addr()?);
+    let registrar = registrar::Registrar::new(
+        settings.registrar.clone(),
+        settings.nonce_secret.clone(),
+        settings.nonce_lifetime_secs,
+    );
+    let edge = Edge::new(
+        store.clone(),
+        view.clone(),
+        registrar,
+        settings.actor.clone(),
+    );
+    let mut tasks = vec![tokio::spawn(view::follow(store, view, stopped.clone()))];
+    let loops = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for _ in 0..loops {
+        tasks.push(tokio::spawn(transport::udp::serve(
+            edge.clone(),
+            udp.clone(),
+            stopped.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(transport::tcp::serve(
+        edge.clone(),
+        tcp,
+        stopped.clone(),
+    )));
+    tasks.push(tokio::spawn(timers(edge.clone(), stopped.clone())));
+    tasks.push(tokio::spawn(sweeper::run(
+        edge.clone(),
+        settings.actor.clone(),
+        SWEEP_EVERY,
+        stopped,
+    )));
+    Ok(RunningEdge {
+        edge,
+        udp: udp_addr,
+        tcp: tcp_addr,
+        tasks,
+    })
+}
+
+/// UDP and TCP on one port: with port 0, the UDP socket's port is tried for TCP (a few
+/// times, in case another process holds it).
+async fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..10 {
+        let udp = UdpSocket::bind(listen).await?;
+        let addr = udp.local_addr()?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no port free for UDP and TCP")))
+}
+
+async fn timers(edge: Arc<Edge>, mut stopped: watch::Receiver<bool>) {
+    let max = Duration::from_millis(100);
+    loop {
+        let wait = edge.tick(max).await.max(Duration::from_millis(5));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}

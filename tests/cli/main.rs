@@ -40,11 +40,12 @@ fn http(addr: &str, method: &str, path: &str, key: Option<&str>, body: &str) -> 
 }
 
 #[test]
-fn serve_starts_with_no_config_serves_the_api_and_exits_cleanly_on_ctrl_c() {
+fn serve_starts_with_no_config_serves_the_api_and_sip_and_exits_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = ringledger(dir.path())
         .arg("serve")
         .env("RINGLEDGER_API__LISTEN", "127.0.0.1:0")
+        .env("RINGLEDGER_SIP__LISTEN", "127.0.0.1:0")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -87,6 +88,30 @@ fn serve_starts_with_no_config_serves_the_api_and_exits_cleanly_on_ctrl_c() {
     assert_eq!(http(&addr, "GET", "/v1/accounts", None, "").0, 401);
     let (status, body) = http(&addr, "GET", "/v1/accounts", Some(&key), "");
     assert_eq!((status, body.as_str()), (200, "{\"items\":[]}"));
+
+    // The SIP edge answers an OPTIONS probe over UDP on the address it reported.
+    let sip = ready
+        .split("sip=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no sip address in {ready}"))
+        .to_owned();
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let me = probe.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKcli1\r\n\
+         From: <sip:probe@{me}>;tag=1\r\nTo: <sip:{sip}>\r\nCall-ID: cli-probe\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    probe.send_to(options.as_bytes(), &sip).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = probe.recv(&mut buf).unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(reply.starts_with("SIP/2.0 200 OK\r\n"), "{reply}");
+    assert!(reply.contains("Call-ID: cli-probe\r\n"), "{reply}");
 
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

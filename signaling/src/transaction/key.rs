@@ -106,9 +106,8 @@ mod tests {
         assert!(matches!(key(&old), TransactionKey::Rfc2543 { cseq: 1, .. }));
         assert_ne!(
             key(&old),
-            key(&old
-                .replace("CSeq: 1", "CSeq: 2")
-                .replace("Call-ID: c", "Call-ID: c"))
+            key(&old.replace("CSeq: 1 INVITE", "CSeq: 2 INVITE"))
         );
+        assert_ne!(key(&old), key(&old.replace("tag=f", "tag=g")));
     }
 }

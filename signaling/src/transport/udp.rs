@@ -1,0 +1,31 @@
+//! UDP: a receive loop per core on one socket; each request is handled on its own task so a
+//! REGISTER waiting for its event to be durable never holds up the socket.
+
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use crate::edge::{Edge, ReplyPath};
+use crate::message::MAX_MESSAGE;
+
+pub async fn serve(edge: Arc<Edge>, socket: Arc<UdpSocket>, mut stopped: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    loop {
+        let (len, source) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP port unreachable and the like surface here on Linux; keep serving.
+                    tracing::debug!(error = %e, "UDP receive error");
+                    continue;
+                }
+            },
+            _ = stopped.wait_for(|s| *s) => return,
+        };
+        let bytes = buf[..len].to_vec();
+        let edge = edge.clone();
+        let reply = ReplyPath::Udp(socket.clone(), source);
+        tokio::spawn(async move { edge.receive(&bytes, source, reply).await });
+    }
+}
