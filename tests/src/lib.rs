@@ -4,3 +4,4 @@
 pub mod api_app;
 pub mod contract;
 pub mod harness;
+pub mod sip_edge;

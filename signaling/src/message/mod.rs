@@ -52,7 +52,7 @@ pub enum ParseError {
 /// Parses one whole message received from `source`. The top Via of a request is stamped with
 /// `received` and `rport` (RFC 3261 §18.2.1, RFC 3581) so responses find their way back.
 pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
-    let mut raw = normalize(bytes).map_err(|e| ParseError::Dropped(e.to_string()))?;
+    let (mut raw, rest) = normalize::head(bytes).map_err(|e| ParseError::Dropped(e.to_string()))?;
     let request = raw.is_request();
     if request {
         stamp_via(&mut raw, source);
@@ -68,6 +68,10 @@ pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
             ParseError::Dropped(reason)
         }
     };
+    match normalize::body(&raw, rest) {
+        Ok(body) => raw.body = body,
+        Err(e) => return Err(refuse(&raw, 400, format!("Bad Request ({e})"))),
+    }
     if request {
         if let Some(missing) = MANDATORY.iter().find(|h| raw.header(h).is_none()) {
             return Err(refuse(&raw, 400, format!("Missing {missing}")));
@@ -247,14 +251,28 @@ pub fn build_response(
         rsip::headers::ContentLength::new(body.len().to_string()),
     ));
     rsip::Response {
-        status_code: rsip::StatusCode::Other(
-            status,
-            reason.unwrap_or(reason_phrase(status)).to_string(),
-        ),
+        status_code: rsip::StatusCode::Other(status, clean_reason(reason, status)),
         version: rsip::Version::V2,
         headers,
         body,
     }
+}
+
+/// A reason phrase safe to put on the status line: printable, one line, at most 120 bytes.
+fn clean_reason(reason: Option<&str>, status: u16) -> String {
+    let mut out: String = reason
+        .unwrap_or(reason_phrase(status))
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > 120 {
+        let mut cut = 120;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
 }
 
 /// The bytes on the wire.
@@ -327,6 +345,32 @@ Content-Length: 0\r\n\r\n";
             parse(text.as_bytes(), src()),
             Ok(Message::Response(_))
         ));
+    }
+
+    #[test]
+    fn reason_phrases_stay_on_one_line() {
+        let Message::Request(r) = parse(REGISTER.as_bytes(), src()).unwrap() else {
+            panic!()
+        };
+        let resp = build_response(
+            &r.raw,
+            400,
+            Some("Bad\r\nVia: injected"),
+            None,
+            vec![],
+            vec![],
+        );
+        let text = String::from_utf8(encode(&resp)).unwrap();
+        assert!(
+            text.starts_with("SIP/2.0 400 Bad  Via: injected\r\n"),
+            "{text}"
+        );
+        let long = "x".repeat(500);
+        let resp = build_response(&r.raw, 400, Some(&long), None, vec![], vec![]);
+        assert_eq!(
+            encode(&resp).split(|b| *b == b'\r').next().unwrap().len(),
+            12 + 120
+        );
     }
 
     #[test]

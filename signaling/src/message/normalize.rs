@@ -149,6 +149,13 @@ pub fn declared_length(head: &[u8]) -> Result<Option<usize>, NormalizeError> {
 /// Leading blank lines (keep-alives, RFC 3261 §7.5) are skipped; bytes past the declared
 /// Content-Length are dropped; a body shorter than it is an error.
 pub fn normalize(bytes: &[u8]) -> Result<RawMessage, NormalizeError> {
+    let (mut raw, rest) = head(bytes)?;
+    raw.body = body(&raw, rest)?;
+    Ok(raw)
+}
+
+/// The start line and headers (with an empty body), and the bytes after the blank line.
+pub fn head(bytes: &[u8]) -> Result<(RawMessage, &[u8]), NormalizeError> {
     if bytes.len() > MAX_MESSAGE {
         return Err(NormalizeError::TooLarge);
     }
@@ -158,8 +165,8 @@ pub fn normalize(bytes: &[u8]) -> Result<RawMessage, NormalizeError> {
         .ok_or(NormalizeError::NoStartLine)?;
     let bytes = &bytes[start..];
     let end = header_end(bytes).ok_or(NormalizeError::Unterminated)?;
-    let head = std::str::from_utf8(&bytes[..end]).map_err(|_| NormalizeError::NotUtf8)?;
-    let mut lines = head
+    let text = std::str::from_utf8(&bytes[..end]).map_err(|_| NormalizeError::NotUtf8)?;
+    let mut lines = text
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .filter(|l| !l.is_empty());
@@ -190,30 +197,29 @@ pub fn normalize(bytes: &[u8]) -> Result<RawMessage, NormalizeError> {
         }
         headers.push((full_name(name), value.trim().to_string()));
     }
-    let rest = &bytes[end..];
-    let body = match headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
-    {
-        Some((_, value)) => {
-            let declared: usize = value
-                .parse()
-                .map_err(|_| NormalizeError::BadContentLength(value.clone()))?;
-            if rest.len() < declared {
-                return Err(NormalizeError::ShortBody {
-                    declared,
-                    actual: rest.len(),
-                });
-            }
-            rest[..declared].to_vec()
-        }
-        None => rest.to_vec(),
-    };
-    Ok(RawMessage {
+    let raw = RawMessage {
         start_line,
         headers,
-        body,
-    })
+        body: Vec::new(),
+    };
+    Ok((raw, &bytes[end..]))
+}
+
+/// The body: `rest` cut to the declared Content-Length (all of it without one).
+pub fn body(raw: &RawMessage, rest: &[u8]) -> Result<Vec<u8>, NormalizeError> {
+    let Some(value) = raw.header("Content-Length") else {
+        return Ok(rest.to_vec());
+    };
+    let declared: usize = value
+        .parse()
+        .map_err(|_| NormalizeError::BadContentLength(value.to_string()))?;
+    if rest.len() < declared {
+        return Err(NormalizeError::ShortBody {
+            declared,
+            actual: rest.len(),
+        });
+    }
+    Ok(rest[..declared].to_vec())
 }
 
 /// A header's full name: compact forms expanded, the others as written.

@@ -1,0 +1,229 @@
+//! A SIP edge started on 127.0.0.1 port 0 over a fresh store, with one account and one IP
+//! device provisioned, for tests that talk SIP to it over real sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::account::{Account, AccountCommand};
+use domain::device::{Device, DeviceCommand, DeviceEvent};
+use domain::ids::{AccountId, DeviceId, TariffId};
+use domain::{E164, Event};
+use infra::EventStore;
+use signaling::digest::Algorithm;
+use tokio::sync::watch;
+
+use crate::harness::{Backend, record};
+
+pub const REALM: &str = "ringledger.test";
+pub const USERNAME: &str = "alice";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct SipEdge {
+    pub store: Arc<dyn EventStore>,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub edge: Arc<signaling::Edge>,
+    pub device_id: DeviceId,
+    pub account_id: AccountId,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub backend: Backend,
+}
+
+impl SipEdge {
+    /// Starts an edge offering `algorithms`, with `alice` provisioned and visible to it.
+    pub async fn spawn(backend: Backend, algorithms: Vec<Algorithm>) -> Self {
+        let store = backend.open().await;
+        let account_id = AccountId::from(uuid::Uuid::now_v7());
+        let device_id = DeviceId::from(uuid::Uuid::now_v7());
+        let now = chrono::Utc::now();
+        let mut account = Account::default();
+        record(
+            store.as_ref(),
+            &account_id.stream_id(),
+            &mut account,
+            AccountCommand::Open {
+                account_id,
+                name: "Alice".into(),
+                main_number: E164::parse("+442071838750").unwrap(),
+                tariff_id: TariffId::from(uuid::Uuid::now_v7()),
+                currency: domain::money::Currency::parse("GBP").unwrap(),
+                max_extensions: None,
+            },
+            now,
+        )
+        .await;
+        let mut device = Device::default();
+        record(
+            store.as_ref(),
+            &device_id.stream_id(),
+            &mut device,
+            DeviceCommand::Provision {
+                device_id,
+                account: account.clone(),
+                sip_username: USERNAME.into(),
+                realm: REALM.into(),
+                password: PASSWORD.into(),
+            },
+            now,
+        )
+        .await;
+        let (stop, stopped) = watch::channel(false);
+        let settings = signaling::EdgeSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            registrar: signaling::RegistrarSettings {
+                realm: REALM.into(),
+                min_expires: 60,
+                max_expires: 3600,
+                algorithms,
+            },
+            nonce_secret: b"test secret".to_vec(),
+            nonce_lifetime_secs: 300,
+            actor: "edge:test".into(),
+        };
+        let view = signaling::SharedView::default();
+        let running = signaling::start(settings, store.clone(), view.clone(), stopped)
+            .await
+            .expect("the edge binds");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while view.read().unwrap().device_by_username(USERNAME).is_none() {
+            assert!(Instant::now() < deadline, "the edge never saw the device");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Self {
+            store,
+            udp: running.udp,
+            tcp: running.tcp,
+            edge: running.edge,
+            device_id,
+            account_id,
+            stop,
+            tasks: running.tasks,
+            backend,
+        }
+    }
+
+    /// The device's events, decoded.
+    pub async fn device_events(&self) -> Vec<DeviceEvent> {
+        self.store
+            .read_stream(&self.device_id.stream_id(), 1, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e.decode().unwrap() {
+                Event::Device(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A minimal SIP user agent over UDP for tests of the edge's own rules; interop is proved with
+/// SIPp, baresip and pjsua2 elsewhere.
+pub struct UdpPeer {
+    pub socket: tokio::net::UdpSocket,
+    pub addr: SocketAddr,
+    pub edge: SocketAddr,
+}
+
+impl UdpPeer {
+    pub async fn new(edge: SocketAddr) -> Self {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        Self { socket, addr, edge }
+    }
+
+    pub async fn send(&self, message: &str) {
+        self.socket
+            .send_to(message.as_bytes(), self.edge)
+            .await
+            .unwrap();
+    }
+
+    /// The next message, or `None` after `wait`.
+    pub async fn recv(&self, wait: Duration) -> Option<String> {
+        let mut buf = vec![0u8; 65_536];
+        match tokio::time::timeout(wait, self.socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            _ => None,
+        }
+    }
+
+    pub async fn exchange(&self, message: &str) -> String {
+        self.send(message).await;
+        self.recv(Duration::from_secs(5))
+            .await
+            .expect("the edge answers")
+    }
+}
+
+/// The status code of a response.
+pub fn status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every value of a header in a response (full names only; the edge writes full names).
+pub fn header_values<'a>(response: &'a str, name: &str) -> Vec<&'a str> {
+    response
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+/// A REGISTER from `peer` for alice; `extra` is inserted before Content-Length.
+pub fn register(peer: &UdpPeer, branch: &str, cseq: u32, extra: &str) -> String {
+    format!(
+        "REGISTER sip:{REALM} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {addr};rport;branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{USERNAME}@{REALM}>;tag=t{branch}\r\n\
+         To: <sip:{USERNAME}@{REALM}>\r\n\
+         Call-ID: reg-{port}@127.0.0.1\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:{USERNAME}@{addr}>\r\n\
+         User-Agent: ringledger-tests\r\n\
+         {extra}Content-Length: 0\r\n\r\n",
+        addr = peer.addr,
+        port = peer.addr.port(),
+    )
+}
+
+/// The Authorization a client computes for `challenge` (a WWW-Authenticate value).
+pub fn authorization(
+    challenge: &str,
+    algorithm: Algorithm,
+    password: &str,
+    nc: u32,
+    uri: &str,
+) -> String {
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a nonce");
+    let ha1 = algorithm.hash(&format!("{USERNAME}:{REALM}:{password}"));
+    let ha2 = algorithm.hash(&format!("REGISTER:{uri}"));
+    let cnonce = "0a4f113b";
+    let nc = format!("{nc:08x}");
+    let response = algorithm.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+    format!(
+        "Authorization: Digest username=\"{USERNAME}\", realm=\"{REALM}\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{response}\", algorithm={}, qop=auth, nc={nc}, \
+         cnonce=\"{cnonce}\"\r\n",
+        algorithm.name()
+    )
+}
