@@ -60,6 +60,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         legs: usize,
     },
+    /// Provision IP devices of one new account straight into the log, and write the SIPp
+    /// injection file (`-inf`) naming them, for the REGISTER benchmark.
+    SeedDevices {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value = "ringledger")]
+        realm: String,
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        #[arg(long, default_value = "sipp-users.csv")]
+        csv: String,
+    },
     /// Register extensions through a running server's API at a fixed rate; latency
     /// percentiles, then every 201 checked against the log.
     HttpExtensions {
@@ -95,6 +107,12 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             account,
             legs,
         } => crate::bench_api::seed_rated_legs(&store, &account, legs).await,
+        BenchCommand::SeedDevices {
+            store,
+            realm,
+            count,
+            csv,
+        } => crate::bench_sip::seed_devices(&store, &realm, count, &csv).await,
         BenchCommand::HttpExtensions {
             url,
             key,

@@ -102,7 +102,7 @@ pub async fn start(
 async fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
     let mut last = None;
     for _ in 0..10 {
-        let udp = UdpSocket::bind(listen).await?;
+        let udp = udp_socket(listen)?;
         let addr = udp.local_addr()?;
         match TcpListener::bind(addr).await {
             Ok(tcp) => return Ok((udp, tcp)),
@@ -111,6 +111,30 @@ async fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no port free for UDP and TCP")))
+}
+
+/// Socket buffer sizes asked for (the kernel caps them at net.core.rmem_max / wmem_max): a
+/// burst of REGISTERs must queue in the socket rather than be dropped by the kernel.
+const UDP_BUFFER: usize = 4 * 1024 * 1024;
+
+fn udp_socket(listen: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(UDP_BUFFER)),
+        ("send", socket.set_send_buffer_size(UDP_BUFFER)),
+    ] {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not enlarge the UDP {what} buffer");
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&listen.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 async fn timers(edge: Arc<Edge>, mut stopped: watch::Receiver<bool>) {

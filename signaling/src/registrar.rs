@@ -1,13 +1,15 @@
 //! REGISTER (RFC 3261 §10): digest authentication against the HA1 in the `RoutingView`, then
 //! the bindings as device events, appended and durable before the 200 is built.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 
 use domain::account::AccountStatus;
 use domain::device::{Device, DeviceCommand, Transport};
 use domain::ids::DeviceId;
 use infra::EventStore;
-use infra::command::{self, CommandError, Origin};
+use infra::command::{self, CommandError, Loaded, Origin};
 use rsip::headers::UntypedHeader;
 
 use crate::digest::{Algorithm, Credentials, NonceCheck, Nonces, challenge};
@@ -55,6 +57,10 @@ impl Answer {
 pub struct Registrar {
     settings: RegistrarSettings,
     nonces: Nonces,
+    /// Each device's state and stream version after this edge last wrote it, so a refresh
+    /// does not re-read the device's whole stream. Only a cache: the append still names the
+    /// version, and a device another edge changed meanwhile is re-read after the conflict.
+    devices: Mutex<HashMap<DeviceId, (Device, u64)>>,
 }
 
 /// One Contact of the request, read and checked before anything is written.
@@ -73,6 +79,7 @@ impl Registrar {
         Self {
             settings,
             nonces: Nonces::new(nonce_secret, nonce_lifetime_secs),
+            devices: Mutex::default(),
         }
     }
 
@@ -255,7 +262,15 @@ impl Registrar {
             actor,
             correlation_id: None,
         };
-        let mut loaded = None;
+        let mut loaded = self
+            .devices
+            .lock()
+            .expect("device cache")
+            .get(&device_id)
+            .map(|(state, version)| Loaded {
+                state: state.clone(),
+                version: *version,
+            });
         for binding in bindings {
             let cmd = match binding {
                 Binding::Set { uri, expires } => DeviceCommand::BindContact {
@@ -269,11 +284,21 @@ impl Registrar {
                 Binding::RemoveAll => DeviceCommand::UnbindAll,
             };
             match command::execute::<Device>(store, &origin, &stream, &cmd, loaded.take()).await {
-                Ok((l, _)) => loaded = Some(l),
+                Ok((l, _)) => {
+                    self.devices
+                        .lock()
+                        .expect("device cache")
+                        .insert(device_id, (l.state.clone(), l.version));
+                    loaded = Some(l);
+                }
                 Err(CommandError::Domain(e)) => {
                     return Answer::with_reason(403, format!("Forbidden ({e})"));
                 }
                 Err(e) => {
+                    self.devices
+                        .lock()
+                        .expect("device cache")
+                        .remove(&device_id);
                     tracing::error!(error = %e, %stream, "REGISTER could not be recorded");
                     let mut answer = Answer::status(500);
                     answer
