@@ -17,7 +17,7 @@ use crate::harness::{Backend, record};
 
 pub const REALM: &str = "ringledger.test";
 pub const USERNAME: &str = "alice";
-pub const PASSWORD: &str = "correct horse battery";
+pub const PASSWORD: &str = "correct-horse-battery";
 
 pub struct SipEdge {
     pub store: Arc<dyn EventStore>,

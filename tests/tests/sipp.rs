@@ -83,10 +83,9 @@ async fn sipp_registers(transport: &str, algorithms: Vec<Algorithm>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_registers_with_md5_digest_over_udp() {
-    // SIPp 3.6 computes MD5 digests only and answers the first challenge it reads, so with
-    // the default offer (SHA-256 first, per RFC 8760) it fails: the edge offers MD5 alone here,
-    // as `sip.digest_algorithms = ["MD5"]` does (docs/OPERATIONS.md).
-    sipp_registers("u1", vec![Algorithm::Md5]).await;
+    // SIPp 3.6 computes MD5 digests only and answers the first challenge it reads: MD5 first
+    // then SHA-256 suits it (SHA-256 first does not).
+    sipp_registers("u1", vec![Algorithm::Md5, Algorithm::Sha256]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
