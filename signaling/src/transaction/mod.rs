@@ -2,11 +2,13 @@
 //! I/O: they take a message or `now` and say what to send and when they next need to be woken.
 //! The edge's transport layer owns sockets and clocks; these types only decide.
 
+pub mod client;
 pub mod key;
 pub mod server;
 
 use std::time::Duration;
 
+pub use client::{ClientKind, ClientState, ClientTimer, ClientTransaction, OnResponse};
 pub use key::TransactionKey;
 pub use server::{ServerKind, ServerTransaction, TimerOutput};
 
