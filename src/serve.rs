@@ -148,14 +148,29 @@ async fn start_edge(
         .iter()
         .filter_map(|a| signaling::digest::Algorithm::parse(a))
         .collect();
+    let trunks = config
+        .trunks
+        .iter()
+        .map(|(name, t)| {
+            Ok(signaling::trunk::Trunk {
+                name: name.clone(),
+                address: t.address,
+                networks: t.networks()?,
+                numbers: t.numbers.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, infra::network::InvalidNetwork>>()?;
     let settings = signaling::EdgeSettings {
         listen: sip.listen,
-        registrar: signaling::RegistrarSettings {
+        auth: signaling::AuthSettings {
             realm: sip.realm.clone(),
-            min_expires: sip.min_expires,
-            max_expires: sip.max_expires,
             algorithms,
         },
+        registrar: signaling::RegistrarSettings {
+            min_expires: sip.min_expires,
+            max_expires: sip.max_expires,
+        },
+        trunks,
         nonce_secret,
         nonce_lifetime_secs: sip.nonce_lifetime_secs,
         actor: format!("edge:{}", sip.listen),

@@ -71,8 +71,25 @@ pub struct Config {
     pub sip: SipConfig,
     pub media: MediaConfig,
     pub bus: BusConfig,
-    /// Carriers by name; their keys are settled by the SIP edge.
-    pub trunks: BTreeMap<String, Table>,
+    /// Carriers (SIP trunks to the PSTN and cellular networks) by name.
+    pub trunks: BTreeMap<String, TrunkConfig>,
+}
+
+/// One carrier: where the edge sends calls for it, the source networks its requests may come
+/// from, and the numbers it delivers to us (E.164 prefixes; `+` alone: any).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub address: SocketAddr,
+    pub allowed_networks: Vec<String>,
+    #[serde(default)]
+    pub numbers: Vec<String>,
+}
+
+impl TrunkConfig {
+    pub fn networks(&self) -> Result<Vec<crate::network::Network>, crate::network::InvalidNetwork> {
+        self.allowed_networks.iter().map(|n| n.parse()).collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -233,6 +250,30 @@ impl Config {
                 format!("{a:?} is not MD5 or SHA-256"),
             ));
         }
+        for (name, trunk) in &self.trunks {
+            if let Err(e) = trunk.networks() {
+                return Err(ConfigError::new(
+                    format!("trunks.{name}.allowed_networks"),
+                    e.to_string(),
+                ));
+            }
+            if trunk.allowed_networks.is_empty() {
+                return Err(ConfigError::new(
+                    format!("trunks.{name}.allowed_networks"),
+                    "must name at least one network",
+                ));
+            }
+            if let Some(n) = trunk
+                .numbers
+                .iter()
+                .find(|n| !n.starts_with('+') || !n[1..].bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(ConfigError::new(
+                    format!("trunks.{name}.numbers"),
+                    format!("{n:?} is not an E.164 prefix like +4420"),
+                ));
+            }
+        }
         if self.sip.digest_algorithms.is_empty() {
             return Err(ConfigError::new(
                 "sip.digest_algorithms",
@@ -384,12 +425,45 @@ mod tests {
     }
 
     #[test]
-    fn trunks_are_free_form() {
-        let file = "[trunks.carrier]\naddress = \"127.0.0.1:5070\"\nallowed_networks = [\"127.0.0.0/8\"]\n";
+    fn trunks_are_named_by_the_operator_and_checked() {
+        let file = "[trunks.carrier]\naddress = \"127.0.0.1:5070\"\nallowed_networks = [\"127.0.0.0/8\"]\nnumbers = [\"+4420\"]\n";
         let c = Config::from_sources(Some(file), env(&[])).unwrap();
-        assert_eq!(
-            c.trunks["carrier"]["address"].as_str(),
-            Some("127.0.0.1:5070")
+        let t = &c.trunks["carrier"];
+        assert_eq!(t.address.to_string(), "127.0.0.1:5070");
+        assert!(t.networks().unwrap()[0].contains("127.9.9.9".parse().unwrap()));
+        assert_eq!(t.numbers, vec!["+4420".to_string()]);
+        let err = |file: &str| {
+            Config::from_sources(Some(file), env(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err("[trunks.c]\naddress = \"127.0.0.1:5070\"\nallowed_networks = [\"10.0.0.0/40\"]\n")
+                .starts_with("config: trunks.c.allowed_networks: "),
+        );
+        assert!(
+            err("[trunks.c]\naddress = \"127.0.0.1:5070\"\nallowed_networks = [\"10.0.0.0/8\"]\nnumbers = [\"4420\"]\n")
+                .starts_with("config: trunks.c.numbers: "),
+        );
+        assert!(
+            err("[trunks.c]\naddress = \"127.0.0.1:5070\"\nallowed_networks = [\"10.0.0.0/8\"]\nrealm = \"x\"\n")
+                .contains("realm"),
+        );
+    }
+
+    #[test]
+    fn sip_lists_come_from_the_environment_comma_separated() {
+        let c = Config::from_sources(
+            None,
+            env(&[("RINGLEDGER_SIP__DIGEST_ALGORITHMS", "SHA-256, MD5")]),
+        )
+        .unwrap();
+        assert_eq!(c.sip.digest_algorithms, vec!["SHA-256", "MD5"]);
+        let e = Config::from_sources(None, env(&[("RINGLEDGER_SIP__DIGEST_ALGORITHMS", "SHA-1")]))
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("config: sip.digest_algorithms: "),
+            "{e}"
         );
     }
 

@@ -15,9 +15,12 @@ use rsip::headers::UntypedHeader;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::answer::Answer;
+use crate::auth::Authenticator;
 use crate::message::{self, Message, ParseError, RawMessage};
-use crate::registrar::{Answer, Registrar};
+use crate::registrar::Registrar;
 use crate::transaction::{ServerKind, ServerTransaction, TimerOutput, TransactionKey};
+use crate::trunk::Trunks;
 use crate::view::SharedView;
 
 /// The methods the edge answers (the rest: 405 with this list, or 501 if unknown).
@@ -96,6 +99,8 @@ pub struct Edge {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) view: SharedView,
     registrar: Registrar,
+    auth: Arc<Authenticator>,
+    trunks: Trunks,
     actor: String,
     transactions: Mutex<Transactions>,
     pub stats: Stats,
@@ -106,12 +111,16 @@ impl Edge {
         store: Arc<dyn EventStore>,
         view: SharedView,
         registrar: Registrar,
+        auth: Arc<Authenticator>,
+        trunks: Trunks,
         actor: String,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             view,
             registrar,
+            auth,
+            trunks,
             actor,
             transactions: Mutex::default(),
             stats: Stats::default(),
@@ -225,36 +234,16 @@ impl Edge {
                     )
                     .await
             }
-            rsip::Method::Options => {
-                let mut a = Answer {
-                    status: 200,
-                    reason: None,
-                    headers: vec![],
-                };
-                a.headers
-                    .push(rsip::Header::Allow(rsip::headers::Allow::new(ALLOW)));
-                a.headers
-                    .push(rsip::Header::Accept(rsip::headers::Accept::new(
-                        "application/sdp",
-                    )));
-                a
+            rsip::Method::Options => Answer::status(200)
+                .header(rsip::Header::Allow(rsip::headers::Allow::new(ALLOW)))
+                .header(rsip::Header::Accept(rsip::headers::Accept::new(
+                    "application/sdp",
+                ))),
+            rsip::Method::Invite => {
+                crate::invite::invite(&raw, source, &self.trunks, &self.auth, &self.view)
             }
-            rsip::Method::Invite => Answer {
-                // Call control comes with the B2BUA; until then the edge says so plainly.
-                status: 480,
-                reason: Some("Temporarily Unavailable (call routing not enabled)".into()),
-                headers: vec![],
-            },
-            rsip::Method::Cancel | rsip::Method::Bye => Answer {
-                status: 481,
-                reason: None,
-                headers: vec![],
-            },
-            _ => Answer {
-                status: 405,
-                reason: None,
-                headers: vec![rsip::Header::Allow(rsip::headers::Allow::new(ALLOW))],
-            },
+            rsip::Method::Cancel | rsip::Method::Bye => Answer::status(481),
+            _ => Answer::status(405).header(rsip::Header::Allow(rsip::headers::Allow::new(ALLOW))),
         };
         self.respond(&key, &raw, answer).await;
     }

@@ -2,13 +2,17 @@
 //! authentication and the registrar. Stateless in the durable sense: it reads a `RoutingView`
 //! and writes what it learns as events through domain commands.
 
+pub mod answer;
+pub mod auth;
 pub mod digest;
 pub mod edge;
+pub mod invite;
 pub mod message;
 pub mod registrar;
 pub mod sweeper;
 pub mod transaction;
 pub mod transport;
+pub mod trunk;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -20,6 +24,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use auth::AuthSettings;
 pub use edge::Edge;
 pub use registrar::RegistrarSettings;
 pub use view::SharedView;
@@ -31,7 +36,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(15);
 pub struct EdgeSettings {
     /// UDP and TCP on the same address (port 0: any free port, the same for both).
     pub listen: SocketAddr,
+    pub auth: AuthSettings,
     pub registrar: RegistrarSettings,
+    /// Carriers: where their requests may come from and what they deliver.
+    pub trunks: Vec<trunk::Trunk>,
     /// The HMAC key of digest nonces; edges that share it accept each other's nonces.
     pub nonce_secret: Vec<u8>,
     pub nonce_lifetime_secs: u64,
@@ -57,15 +65,18 @@ pub async fn start(
     let (udp, tcp) = bind(settings.listen).await?;
     let udp = Arc::new(udp);
     let (udp_addr, tcp_addr) = (udp.local_addr()?, tcp.local_addr()?);
-    let registrar = registrar::Registrar::new(
-        settings.registrar.clone(),
+    let auth = Arc::new(auth::Authenticator::new(
+        settings.auth.clone(),
         settings.nonce_secret.clone(),
         settings.nonce_lifetime_secs,
-    );
+    ));
+    let registrar = registrar::Registrar::new(settings.registrar.clone(), auth.clone());
     let edge = Edge::new(
         store.clone(),
         view.clone(),
         registrar,
+        auth,
+        trunk::Trunks::new(settings.trunks.clone()),
         settings.actor.clone(),
     );
     let mut tasks = vec![tokio::spawn(view::follow(store, view, stopped.clone()))];

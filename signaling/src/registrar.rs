@@ -5,14 +5,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
-use domain::account::AccountStatus;
+use std::sync::Arc;
+
 use domain::device::{Device, DeviceCommand, Transport};
 use domain::ids::DeviceId;
 use infra::EventStore;
 use infra::command::{self, CommandError, Loaded, Origin};
 use rsip::headers::UntypedHeader;
 
-use crate::digest::{Algorithm, Credentials, NonceCheck, Nonces, challenge};
+use crate::answer::Answer;
+use crate::auth::{Authenticator, Scheme};
 use crate::message::RawMessage;
 use crate::message::header::{self, name_addr, split_outside, uri_user};
 use crate::view::SharedView;
@@ -20,43 +22,15 @@ use crate::view::SharedView;
 /// Registrar limits (config `sip.min_expires`, `sip.max_expires`).
 #[derive(Debug, Clone)]
 pub struct RegistrarSettings {
-    pub realm: String,
     /// Shorter requested expiries are refused with 423 and this Min-Expires.
     pub min_expires: u32,
     /// Longer ones are shortened to it; also the expiry when the request names none.
     pub max_expires: u32,
-    /// The order algorithms are offered in; the first is preferred.
-    pub algorithms: Vec<Algorithm>,
-}
-
-/// A status with its extra headers: what the registrar answers.
-pub struct Answer {
-    pub status: u16,
-    pub reason: Option<String>,
-    pub headers: Vec<rsip::Header>,
-}
-
-impl Answer {
-    fn status(status: u16) -> Self {
-        Self {
-            status,
-            reason: None,
-            headers: vec![],
-        }
-    }
-
-    fn with_reason(status: u16, reason: impl Into<String>) -> Self {
-        Self {
-            status,
-            reason: Some(reason.into()),
-            headers: vec![],
-        }
-    }
 }
 
 pub struct Registrar {
     settings: RegistrarSettings,
-    nonces: Nonces,
+    auth: Arc<Authenticator>,
     /// Each device's state and stream version after this edge last wrote it, so a refresh
     /// does not re-read the device's whole stream. Only a cache: the append still names the
     /// version, and a device another edge changed meanwhile is re-read after the conflict.
@@ -71,116 +45,12 @@ enum Binding {
 }
 
 impl Registrar {
-    pub fn new(
-        settings: RegistrarSettings,
-        nonce_secret: Vec<u8>,
-        nonce_lifetime_secs: u64,
-    ) -> Self {
+    pub fn new(settings: RegistrarSettings, auth: Arc<Authenticator>) -> Self {
         Self {
             settings,
-            nonces: Nonces::new(nonce_secret, nonce_lifetime_secs),
+            auth,
             devices: Mutex::default(),
         }
-    }
-
-    fn unauthorized(&self, stale: bool, now_secs: u64) -> Answer {
-        let nonce = self.nonces.issue(now_secs);
-        let headers = self
-            .settings
-            .algorithms
-            .iter()
-            .map(|a| {
-                rsip::Header::WwwAuthenticate(rsip::headers::WwwAuthenticate::new(challenge(
-                    &self.settings.realm,
-                    &nonce,
-                    *a,
-                    stale,
-                )))
-            })
-            .collect();
-        Answer {
-            status: 401,
-            reason: None,
-            headers,
-        }
-    }
-
-    /// Authenticates a REGISTER and returns the device it proves to be, or the answer to send.
-    fn authenticate(
-        &self,
-        request: &RawMessage,
-        view: &SharedView,
-        now_secs: u64,
-    ) -> Result<(DeviceId, Device), Answer> {
-        let Some(authorization) = request.header("Authorization") else {
-            return Err(self.unauthorized(false, now_secs));
-        };
-        let creds = match Credentials::parse(authorization) {
-            Ok(c) => c,
-            Err(
-                crate::digest::CredentialsError::Algorithm(_)
-                | crate::digest::CredentialsError::NotDigest,
-            ) => {
-                return Err(self.unauthorized(false, now_secs));
-            }
-            Err(e) => return Err(Answer::with_reason(400, format!("Bad Authorization: {e}"))),
-        };
-        if creds.realm != self.settings.realm
-            || !self.settings.algorithms.contains(&creds.algorithm)
-        {
-            return Err(self.unauthorized(false, now_secs));
-        }
-        let tag = match self.nonces.check(&creds.nonce, now_secs) {
-            NonceCheck::Fresh { tag } => tag,
-            NonceCheck::Stale => return Err(self.unauthorized(true, now_secs)),
-            NonceCheck::Invalid => return Err(self.unauthorized(false, now_secs)),
-        };
-        // qop=auth is what we offer; without it a response could be replayed within the
-        // nonce's lifetime.
-        let Some(nc) = creds.nonce_count().filter(|_| creds.qop.is_some()) else {
-            return Err(self.unauthorized(false, now_secs));
-        };
-        let (device_id, device) = {
-            let view = view.read().expect("routing view");
-            let Some((id, device)) = view.device_by_username(&creds.username) else {
-                return Err(Answer::with_reason(403, "Forbidden (unknown credentials)"));
-            };
-            let active = device
-                .account_id
-                .and_then(|a| view.account(a))
-                .is_some_and(|a| a.status == AccountStatus::Active);
-            if !active {
-                return Err(Answer::with_reason(403, "Forbidden (account not active)"));
-            }
-            (id, device.clone())
-        };
-        let Some(ha1) = device.ha1.as_ref() else {
-            return Err(Answer::with_reason(403, "Forbidden (unknown credentials)"));
-        };
-        let ha1 = match creds.algorithm {
-            Algorithm::Md5 => &ha1.md5,
-            Algorithm::Sha256 => &ha1.sha256,
-        };
-        let method = request.method().unwrap_or("REGISTER");
-        if device.realm != self.settings.realm || !creds.verify(method, ha1) {
-            return Err(Answer::with_reason(403, "Forbidden (bad credentials)"));
-        }
-        if !self.nonces.accept_count(tag, nc, now_secs) {
-            tracing::warn!(username = %creds.username, nc, "replayed nonce count refused");
-            return Err(self.unauthorized(false, now_secs));
-        }
-        // The address-of-record registered must be the device's own.
-        let aor_user = request
-            .header("To")
-            .and_then(name_addr)
-            .and_then(|n| uri_user(n.uri).map(str::to_string));
-        if aor_user.as_deref() != Some(device.sip_username.as_str()) {
-            return Err(Answer::with_reason(
-                403,
-                "Forbidden (To is not the authenticated user)",
-            ));
-        }
-        Ok((device_id, device))
     }
 
     fn bindings(&self, request: &RawMessage) -> Result<Vec<Binding>, Answer> {
@@ -248,8 +118,21 @@ impl Registrar {
     ) -> Answer {
         let now = chrono::Utc::now();
         let now_secs = now.timestamp().max(0) as u64;
-        let (device_id, _) = match self.authenticate(request, view, now_secs) {
-            Ok(d) => d,
+        let device_id = match self.auth.authenticate(request, Scheme::Www, view, now_secs) {
+            Ok((id, device)) => {
+                // The address-of-record registered must be the device's own.
+                let aor_user = request
+                    .header("To")
+                    .and_then(name_addr)
+                    .and_then(|n| uri_user(n.uri));
+                if aor_user != Some(device.sip_username.as_str()) {
+                    return Answer::with_reason(
+                        403,
+                        "Forbidden (To is not the authenticated user)",
+                    );
+                }
+                id
+            }
             Err(answer) => return answer,
         };
         let bindings = match self.bindings(request) {

@@ -18,6 +18,8 @@ use crate::harness::{Backend, record};
 pub const REALM: &str = "ringledger.test";
 pub const USERNAME: &str = "alice";
 pub const PASSWORD: &str = "correct-horse-battery";
+/// Alice's account's main number (claimed in the log).
+pub const MAIN_NUMBER: &str = "+442071838750";
 
 pub struct SipEdge {
     pub store: Arc<dyn EventStore>,
@@ -34,6 +36,15 @@ pub struct SipEdge {
 impl SipEdge {
     /// Starts an edge offering `algorithms`, with `alice` provisioned and visible to it.
     pub async fn spawn(backend: Backend, algorithms: Vec<Algorithm>) -> Self {
+        Self::spawn_with_trunks(backend, algorithms, vec![]).await
+    }
+
+    /// The same, with carriers configured.
+    pub async fn spawn_with_trunks(
+        backend: Backend,
+        algorithms: Vec<Algorithm>,
+        trunks: Vec<signaling::trunk::Trunk>,
+    ) -> Self {
         let store = backend.open().await;
         let account_id = AccountId::from(uuid::Uuid::now_v7());
         let device_id = DeviceId::from(uuid::Uuid::now_v7());
@@ -46,10 +57,23 @@ impl SipEdge {
             AccountCommand::Open {
                 account_id,
                 name: "Alice".into(),
-                main_number: E164::parse("+442071838750").unwrap(),
+                main_number: E164::parse(MAIN_NUMBER).unwrap(),
                 tariff_id: TariffId::from(uuid::Uuid::now_v7()),
                 currency: domain::money::Currency::parse("GBP").unwrap(),
                 max_extensions: None,
+            },
+            now,
+        )
+        .await;
+        let number = E164::parse(MAIN_NUMBER).unwrap();
+        record(
+            store.as_ref(),
+            &domain::number::stream_id(&number),
+            &mut domain::number::NumberClaim::default(),
+            domain::number::NumberCommand::Claim {
+                number: number.clone(),
+                account_id,
+                role: domain::number::NumberRole::Main,
             },
             now,
         )
@@ -72,12 +96,15 @@ impl SipEdge {
         let (stop, stopped) = watch::channel(false);
         let settings = signaling::EdgeSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
-            registrar: signaling::RegistrarSettings {
+            auth: signaling::AuthSettings {
                 realm: REALM.into(),
-                min_expires: 60,
-                max_expires: 3600,
                 algorithms,
             },
+            registrar: signaling::RegistrarSettings {
+                min_expires: 60,
+                max_expires: 3600,
+            },
+            trunks,
             nonce_secret: b"test secret".to_vec(),
             nonce_lifetime_secs: 300,
             actor: "edge:test".into(),

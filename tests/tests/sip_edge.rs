@@ -403,13 +403,13 @@ async fn malformed_messages_get_400_or_are_dropped_and_the_edge_keeps_serving() 
         peer.socket.send_to(msg, edge.udp).await.unwrap();
     }
     assert_eq!(peer.recv(Duration::from_millis(300)).await, None);
-    // An INVITE gets a clean final answer (call routing comes with the B2BUA) and its ACK is
-    // absorbed by the transaction.
+    // An INVITE gets a clean final answer (a proxy challenge: the peer is no trunk) and its
+    // ACK is absorbed by the transaction.
     let invite = options("i1", "")
         .replace("OPTIONS sip:", "INVITE sip:")
         .replace("7 OPTIONS", "7 INVITE");
     let r = peer.exchange(&invite).await;
-    assert_eq!(status(&r), 480, "{r}");
+    assert_eq!(status(&r), 407, "{r}");
     let ack = invite
         .replace("INVITE sip:", "ACK sip:")
         .replace("7 INVITE", "7 ACK");
@@ -429,4 +429,100 @@ async fn malformed_messages_get_400_or_are_dropped_and_the_edge_keeps_serving() 
             >= 3
     );
     edge.shutdown().await;
+}
+
+/// An INVITE from `peer` to `target` (a request-URI user), with `extra` headers.
+fn invite(peer: &UdpPeer, target: &str, branch: &str, extra: &str) -> String {
+    let me = peer.addr;
+    format!(
+        "INVITE sip:{target}@{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n\
+         From: <sip:caller@{me}>;tag=c{branch}\r\nTo: <sip:{target}@{REALM}>\r\n\
+         Call-ID: inv-{branch}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{me}>\r\n\
+         Max-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invites_from_trunks_and_devices_are_told_apart() {
+    // The trunk is 127.0.0.2; the tests' device peers are on 127.0.0.1.
+    let carrier = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: "127.0.0.2:5060".parse().unwrap(),
+        networks: vec!["127.0.0.2/32".parse().unwrap()],
+        numbers: vec!["+4420".into()],
+    };
+    let edge =
+        SipEdge::spawn_with_trunks(Backend::sqlite().await, vec![Algorithm::Md5], vec![carrier])
+            .await;
+    let before = edge.device_events().await.len();
+
+    let trunk = {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        UdpPeer {
+            socket,
+            addr,
+            edge: edge.udp,
+        }
+    };
+    // The carrier delivers our main number (digits without '+', as many do): accepted as far
+    // as the edge goes today (480 until call control lands).
+    let r = trunk
+        .exchange(&invite(&trunk, "442071838750", "t1", ""))
+        .await;
+    assert_eq!(status(&r), 480, "{r}");
+    // A number it does not deliver, and one of its numbers nobody holds: 404.
+    let r = trunk
+        .exchange(&invite(&trunk, "+33142278186", "t2", ""))
+        .await;
+    assert_eq!(status(&r), 404, "{r}");
+    assert!(r.contains("not a number of this trunk"), "{r}");
+    let r = trunk
+        .exchange(&invite(&trunk, "+442000000000", "t3", ""))
+        .await;
+    assert_eq!(status(&r), 404, "{r}");
+
+    // Anyone else calling a telephone number is challenged (407), refused with credentials
+    // that do not hold (403), and let through as far as the edge goes with alice's.
+    let device = UdpPeer::new(edge.udp).await;
+    let r = device
+        .exchange(&invite(&device, "+33142278186", "d1", ""))
+        .await;
+    assert_eq!(status(&r), 407, "{r}");
+    let challenge = header_values(&r, "Proxy-Authenticate")[0].to_string();
+    let uri = format!("sip:+33142278186@{REALM}");
+    let bad = invite_with_digest(&challenge, "wrong password!", 1, &uri);
+    let r = device
+        .exchange(&invite(&device, "+33142278186", "d2", &bad))
+        .await;
+    assert_eq!(status(&r), 403, "{r}");
+    let good = invite_with_digest(&challenge, ringledger_tests::sip_edge::PASSWORD, 2, &uri);
+    let r = device
+        .exchange(&invite(&device, "+33142278186", "d3", &good))
+        .await;
+    assert_eq!(status(&r), 480, "{r}");
+    assert_eq!(
+        edge.device_events().await.len(),
+        before,
+        "an INVITE binds nothing"
+    );
+    edge.shutdown().await;
+}
+
+/// `Proxy-Authorization` for an INVITE to `uri`.
+fn invite_with_digest(challenge: &str, password: &str, nc: u32, uri: &str) -> String {
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    let alg = Algorithm::Md5;
+    let ha1 = alg.hash(&format!("alice:{REALM}:{password}"));
+    let ha2 = alg.hash(&format!("INVITE:{uri}"));
+    let nc = format!("{nc:08x}");
+    let response = alg.hash(&format!("{ha1}:{nonce}:{nc}:abc:auth:{ha2}"));
+    format!(
+        "Proxy-Authorization: Digest username=\"alice\", realm=\"{REALM}\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"abc\"\r\n"
+    )
 }
