@@ -2,22 +2,39 @@
 //! their parameters, and comma-separated lists that may hold quoted strings. rsip keeps these
 //! headers as strings; the edge reads them here, tolerant of what RFC 3261 allows.
 
+/// The characters of `value` that are not inside a quoted string (the quotes themselves
+/// included), with their byte offsets.
+fn outside_quotes(value: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let (mut quoted, mut escaped) = (false, false);
+    value.char_indices().filter(move |&(_, c)| {
+        if escaped {
+            escaped = false;
+            return false;
+        }
+        match c {
+            '\\' if quoted => {
+                escaped = true;
+                false
+            }
+            '"' => {
+                quoted = !quoted;
+                true
+            }
+            _ => !quoted,
+        }
+    })
+}
+
 /// Splits a header value on `sep` outside double quotes and angle brackets.
 pub fn split_outside(value: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
-    let (mut quoted, mut angle, mut escaped) = (false, false, false);
+    let mut angle = false;
     let mut start = 0;
-    for (i, c) in value.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
+    for (i, c) in outside_quotes(value) {
         match c {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            c if c == sep && !quoted && !angle => {
+            '<' => angle = true,
+            '>' => angle = false,
+            c if c == sep && !angle => {
                 parts.push(value[start..i].trim());
                 start = i + c.len_utf8();
             }
@@ -79,21 +96,9 @@ pub fn name_addr(value: &str) -> Option<NameAddr<'_>> {
 }
 
 fn find_outside_quotes(value: &str, needle: char) -> Option<usize> {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in value.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            c if c == needle && !quoted => return Some(i),
-            _ => {}
-        }
-    }
-    None
+    outside_quotes(value)
+        .find(|&(_, c)| c == needle)
+        .map(|(i, _)| i)
 }
 
 /// The user part of a SIP URI (`sip:alice@host` -> `alice`), percent-escapes left as written.
@@ -172,6 +177,10 @@ mod tests {
     #[test]
     fn lists_split_outside_quotes_and_brackets() {
         let v = r#""Smith, J" <sip:j@h;a=1>;q=0.5, <sip:k@h>;expires=60"#;
+        assert_eq!(
+            split_outside(r#""a \" , b", c"#, ','),
+            vec![r#""a \" , b""#, "c"]
+        );
         assert_eq!(
             split_outside(v, ','),
             vec![r#""Smith, J" <sip:j@h;a=1>;q=0.5"#, "<sip:k@h>;expires=60"]
