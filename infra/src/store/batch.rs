@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::hash::HashInput;
@@ -187,19 +189,28 @@ fn replay_of(
 /// A backend's half of group commit: write a batch in one transaction.
 #[async_trait]
 pub(crate) trait BatchWriter: Send + 'static {
-    /// Writes `batch` in one transaction and returns each append's outcome. Appends refused
-    /// by the contract write nothing; an `Err` means the transaction was rolled back.
-    async fn write_batch(
-        &mut self,
-        batch: &[Append],
-    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError>;
+    /// Writes `batch` in one transaction and returns each append's outcome and the events
+    /// written, in position order. Appends refused by the contract write nothing; an `Err`
+    /// means the transaction was rolled back.
+    async fn write_batch(&mut self, batch: &[Append]) -> Result<Written, StoreError>;
 }
+
+/// What one transaction wrote: each append's outcome, and the events committed.
+pub(crate) type Written = (Vec<Result<AppendResult, StoreError>>, Vec<RecordedEvent>);
+
+/// Committed events as the writer made them, for this process's subscribers (who use them
+/// instead of reading the log again when they follow on without a gap).
+pub(crate) type CommittedBatches = broadcast::Sender<Arc<Vec<RecordedEvent>>>;
+
+/// Batches a subscriber may fall behind by before it reads the log instead.
+pub(crate) const COMMITTED_BACKLOG: usize = 1024;
 
 /// The writer task: drains the queue into batches until every sender is gone.
 pub(crate) async fn run_writer<W: BatchWriter>(
     mut writer: W,
     mut queue: mpsc::Receiver<Request>,
-    head: std::sync::Arc<watch::Sender<u64>>,
+    head: Arc<watch::Sender<u64>>,
+    committed_batches: CommittedBatches,
 ) {
     while let Some(first) = queue.recv().await {
         let mut events = first.append.events.len();
@@ -216,23 +227,25 @@ pub(crate) async fn run_writer<W: BatchWriter>(
         let (appends, replies): (Vec<_>, Vec<_>) =
             requests.into_iter().map(|r| (r.append, r.reply)).unzip();
         let started = std::time::Instant::now();
-        let outcomes = match writer.write_batch(&appends).await {
-            Ok(outcomes) => outcomes,
-            Err(e) if appends.len() == 1 => vec![Err(e)],
+        let (outcomes, rows) = match writer.write_batch(&appends).await {
+            Ok(written) => written,
+            Err(e) if appends.len() == 1 => (vec![Err(e)], vec![]),
             Err(e) => {
                 // One append broke the shared transaction (a database-level refusal): retry
                 // each alone so only the offending one fails.
                 tracing::warn!(error = %e, appends = appends.len(), "batch failed; retrying appends one by one");
                 let mut outcomes = Vec::with_capacity(appends.len());
+                let mut rows = Vec::new();
                 for append in appends.chunks(1) {
                     match writer.write_batch(append).await {
-                        Ok(mut one) => {
-                            outcomes.push(one.pop().unwrap_or(Err(StoreError::WriterStopped)))
+                        Ok((mut one, written)) => {
+                            outcomes.push(one.pop().unwrap_or(Err(StoreError::WriterStopped)));
+                            rows.extend(written);
                         }
                         Err(e) => outcomes.push(Err(e)),
                     }
                 }
-                outcomes
+                (outcomes, rows)
             }
         };
         tracing::debug!(
@@ -245,6 +258,10 @@ pub(crate) async fn run_writer<W: BatchWriter>(
             .iter()
             .filter_map(|o| o.as_ref().ok().map(|r| r.last_position))
             .max();
+        if !rows.is_empty() {
+            // No subscriber listening is not an error.
+            let _ = committed_batches.send(Arc::new(rows));
+        }
         if let Some(position) = committed {
             head.send_if_modified(|h| {
                 let advanced = position > *h;

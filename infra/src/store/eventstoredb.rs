@@ -354,6 +354,7 @@ impl EventStore for EventStoreDbStore {
         super::poll_subscription(
             Arc::new(self.clone()),
             self.head.subscribe(),
+            None,
             after,
             Duration::from_millis(250),
         )

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
 
 use super::batch::{self, Append, BatchWriter, KnownEvent, Request, Tail};
@@ -27,6 +27,7 @@ const NOTIFY_CHANNEL: &str = "ringledger_events";
 pub struct PostgresStore {
     queue: mpsc::Sender<Request>,
     head: watch::Receiver<u64>,
+    committed: batch::CommittedBatches,
     pool: PgPool,
 }
 
@@ -45,14 +46,21 @@ impl PostgresStore {
         let (head_tx, head) = watch::channel(head_now.unwrap_or(0) as u64);
         let head_tx = Arc::new(head_tx);
         let (queue, rx) = mpsc::channel(8192);
+        let (committed, _) = broadcast::channel(batch::COMMITTED_BACKLOG);
         tokio::spawn(batch::run_writer(
             PostgresWriter { pool: pool.clone() },
             rx,
             head_tx.clone(),
+            committed.clone(),
         ));
         tokio::spawn(listen_for_commits(pool.clone(), head_tx));
         tracing::info!("postgres event store open");
-        Ok(Self { queue, head, pool })
+        Ok(Self {
+            queue,
+            head,
+            committed,
+            pool,
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -102,10 +110,7 @@ struct PostgresWriter {
 
 #[async_trait]
 impl BatchWriter for PostgresWriter {
-    async fn write_batch(
-        &mut self,
-        batch: &[Append],
-    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+    async fn write_batch(&mut self, batch: &[Append]) -> Result<batch::Written, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(APPEND_LOCK)
@@ -195,7 +200,7 @@ impl BatchWriter for PostgresWriter {
                 .await?;
         }
         tx.commit().await?;
-        Ok(plan.results)
+        Ok((plan.results, plan.rows))
     }
 }
 
@@ -281,6 +286,7 @@ impl EventStore for PostgresStore {
         super::poll_subscription(
             Arc::new(self.clone()),
             self.head.clone(),
+            Some(self.committed.subscribe()),
             after,
             Duration::from_millis(250),
         )

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Row};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
 
 use super::batch::{self, Append, BatchWriter, KnownEvent, Request, Tail};
@@ -26,6 +26,7 @@ use super::{AppendResult, EventStore, ExpectedVersion, NewEvent, RecordedEvent, 
 pub struct SqliteStore {
     queue: mpsc::Sender<Request>,
     head: watch::Receiver<u64>,
+    committed: batch::CommittedBatches,
     readers: SqlitePool,
 }
 
@@ -66,15 +67,18 @@ impl SqliteStore {
             .await?;
         let (head_tx, head) = watch::channel(head_now.unwrap_or(0) as u64);
         let (queue, rx) = mpsc::channel(8192);
+        let (committed, _) = broadcast::channel(batch::COMMITTED_BACKLOG);
         tokio::spawn(batch::run_writer(
             SqliteWriter { conn },
             rx,
             Arc::new(head_tx),
+            committed.clone(),
         ));
         tracing::info!(url, "sqlite event store open");
         Ok(Self {
             queue,
             head,
+            committed,
             readers,
         })
     }
@@ -88,10 +92,7 @@ struct SqliteWriter {
 
 #[async_trait]
 impl BatchWriter for SqliteWriter {
-    async fn write_batch(
-        &mut self,
-        batch: &[Append],
-    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+    async fn write_batch(&mut self, batch: &[Append]) -> Result<batch::Written, StoreError> {
         // IMMEDIATE takes the write lock now, before the tail is read.
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         let tail = sqlx::query_as::<_, (i64, String)>(
@@ -171,7 +172,7 @@ impl BatchWriter for SqliteWriter {
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(plan.results)
+        Ok((plan.results, plan.rows))
     }
 }
 
@@ -297,6 +298,7 @@ impl EventStore for SqliteStore {
         super::poll_subscription(
             Arc::new(self.clone()),
             self.head.clone(),
+            Some(self.committed.subscribe()),
             after,
             Duration::from_millis(500),
         )

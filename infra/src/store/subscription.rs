@@ -1,6 +1,8 @@
 //! Catch-up-then-live subscriptions over `read_all`, woken by the writer's head position.
 //! Because every backend makes positions visible only in order, reading after the last
-//! delivered position never skips an event.
+//! delivered position never skips an event. Once live, a subscriber of the same process takes
+//! the writer's committed batches from memory when they follow on from its position without a
+//! gap, and reads the log otherwise (another process's appends, or a backlog it fell behind).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -8,15 +10,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::watch;
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::{broadcast, watch};
 
 use super::{EventStore, RecordedEvent, StoreError};
 
 const PAGE: usize = 512;
 
+type Batches = broadcast::Receiver<Arc<Vec<RecordedEvent>>>;
+
 struct Cursor<S: ?Sized> {
     store: Arc<S>,
     head: watch::Receiver<u64>,
+    committed: Option<Batches>,
     position: u64,
     buffer: VecDeque<RecordedEvent>,
     poll: Duration,
@@ -29,12 +35,14 @@ struct Cursor<S: ?Sized> {
 pub fn poll_subscription<S: EventStore + ?Sized>(
     store: Arc<S>,
     head: watch::Receiver<u64>,
+    committed: Option<Batches>,
     after: u64,
     poll: Duration,
 ) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
     let cursor = Cursor {
         store,
         head,
+        committed,
         position: after,
         buffer: VecDeque::new(),
         poll,
@@ -48,6 +56,9 @@ pub fn poll_subscription<S: EventStore + ?Sized>(
             if let Some(event) = c.buffer.pop_front() {
                 c.position = event.global_position;
                 return Some((Ok(event), c));
+            }
+            if c.take_committed() {
+                continue;
             }
             match c.store.read_all(c.position, PAGE).await {
                 Err(e) => {
@@ -69,4 +80,38 @@ pub fn poll_subscription<S: EventStore + ?Sized>(
         }
     })
     .boxed()
+}
+
+impl<S: ?Sized> Cursor<S> {
+    /// Takes the next committed batch from memory if it starts right after the position;
+    /// batches at or before it are dropped. False when the log must be read instead.
+    fn take_committed(&mut self) -> bool {
+        let Some(rx) = self.committed.as_mut() else {
+            return false;
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(batch) => {
+                    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+                        continue;
+                    };
+                    if last.global_position <= self.position {
+                        continue;
+                    }
+                    if first.global_position <= self.position + 1 {
+                        // The batch reaches past the position (a page of the log may have
+                        // ended inside it): take what follows the position.
+                        let after = self.position;
+                        self.buffer
+                            .extend(batch.iter().filter(|e| e.global_position > after).cloned());
+                        return true;
+                    }
+                    // A gap (another process's events, or batches missed): read the log.
+                    return false;
+                }
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return false,
+            }
+        }
+    }
 }
