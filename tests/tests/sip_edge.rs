@@ -200,6 +200,8 @@ async fn expiry_rules_retransmissions_and_unregistering() {
     }
     assert!(!answers.is_empty());
     assert!(answers.iter().all(|r| status(r) == 200), "{answers:?}");
+    // Over UDP the answered transaction is kept (Timer J, 32 s) to answer retransmissions.
+    assert!(edge.edge.open_transactions() >= 1);
     let events = edge.device_events().await;
     assert_eq!(events.len(), before + 1, "{events:?}");
     match events.last().unwrap() {
@@ -297,6 +299,16 @@ async fn register_over_tcp_with_compact_folded_headers_and_two_messages_in_one_w
         .unwrap()
         .unwrap();
     assert_eq!(&pong, b"\r\n");
+    // Over TCP nothing is retransmitted, so answered transactions end at once (Timer J = 0)
+    // instead of being kept 32 s as over UDP.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while edge.edge.open_transactions() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TCP transactions were kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     edge.shutdown().await;
 }
 

@@ -72,10 +72,6 @@ impl ServerTransaction {
         self.state
     }
 
-    pub fn kind(&self) -> ServerKind {
-        self.kind
-    }
-
     /// The request came again: what to send back, if anything.
     pub fn on_retransmission(&self) -> Option<&[u8]> {
         match self.state {
