@@ -4,6 +4,7 @@
 
 pub mod answer;
 pub mod auth;
+pub mod dialog;
 pub mod digest;
 pub mod edge;
 pub mod invite;
