@@ -221,14 +221,29 @@ impl Edge {
             Seen::Handled => return,
             Seen::Resend(reply, bytes) => return reply.send(bytes).await,
         }
-        let answer = match method {
+        let answer = match precheck(&raw, &method) {
+            Some(refusal) => refusal,
+            None => self.dispatch(&raw, &method, source, &reply).await,
+        };
+        self.respond(&key, &raw, answer).await;
+    }
+
+    /// The answer of the method's handler.
+    async fn dispatch(
+        &self,
+        raw: &RawMessage,
+        method: &rsip::Method,
+        source: SocketAddr,
+        reply: &ReplyPath,
+    ) -> Answer {
+        match method {
             rsip::Method::Register => {
                 self.registrar
                     .register(
                         self.store.as_ref(),
                         &self.view,
                         &self.actor,
-                        &raw,
+                        raw,
                         source,
                         reply.transport(),
                     )
@@ -240,12 +255,11 @@ impl Edge {
                     "application/sdp",
                 ))),
             rsip::Method::Invite => {
-                crate::invite::invite(&raw, source, &self.trunks, &self.auth, &self.view)
+                crate::invite::invite(raw, source, &self.trunks, &self.auth, &self.view)
             }
             rsip::Method::Cancel | rsip::Method::Bye => Answer::status(481),
             _ => Answer::status(405).header(rsip::Header::Allow(rsip::headers::Allow::new(ALLOW))),
-        };
-        self.respond(&key, &raw, answer).await;
+        }
     }
 
     /// Sends the transaction user's answer through the transaction.
@@ -330,6 +344,33 @@ impl Edge {
     pub fn open_transactions(&self) -> usize {
         self.transactions.lock().expect("transactions").by_key.len()
     }
+}
+
+/// What the UAS core refuses before any method handler sees the request (RFC 3261 §8.2.2):
+/// extensions it is required to support but does not (420 with Unsupported; the edge supports
+/// none yet, so `Require: 100rel` is refused cleanly), and an INVITE that may not be forwarded
+/// one more hop (483).
+fn precheck(raw: &RawMessage, method: &rsip::Method) -> Option<Answer> {
+    if !matches!(method, rsip::Method::Ack | rsip::Method::Cancel) {
+        let required: Vec<&str> = raw
+            .headers_named("Require")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !required.is_empty() {
+            return Some(Answer::status(420).header(rsip::Header::Unsupported(
+                rsip::headers::Unsupported::new(required.join(", ")),
+            )));
+        }
+    }
+    let hops_left = raw
+        .header("Max-Forwards")
+        .and_then(|m| m.trim().parse::<u8>().ok());
+    if *method == rsip::Method::Invite && hops_left == Some(0) {
+        return Some(Answer::status(483));
+    }
+    None
 }
 
 /// A fresh To tag.

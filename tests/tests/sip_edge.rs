@@ -431,6 +431,26 @@ async fn malformed_messages_get_400_or_are_dropped_and_the_edge_keeps_serving() 
         None,
         "no retransmission after the ACK"
     );
+    // The UAS core refuses what it cannot honour before any handler: an extension it is
+    // required to support (reliable provisionals: 420 naming it) and an INVITE out of hops.
+    // Each failure is ACKed, as a phone would, so the edge stops retransmitting it.
+    let as_invite = |m: String| {
+        m.replace("OPTIONS sip:", "INVITE sip:")
+            .replace("7 OPTIONS", "7 INVITE")
+    };
+    let ack_of = |m: &str| {
+        m.replace("INVITE sip:", "ACK sip:")
+            .replace("7 INVITE", "7 ACK")
+    };
+    let rel = as_invite(options("r1", "Require: 100rel\r\n"));
+    let r = peer.exchange(&rel).await;
+    assert_eq!(status(&r), 420, "{r}");
+    assert_eq!(header_values(&r, "Unsupported"), vec!["100rel"], "{r}");
+    peer.send(&ack_of(&rel)).await;
+    let hops = as_invite(options("r2", "Max-Forwards: 0\r\n"));
+    let r = peer.exchange(&hops).await;
+    assert_eq!(status(&r), 483, "{r}");
+    peer.send(&ack_of(&hops)).await;
     // Still serving.
     assert_eq!(status(&peer.exchange(&options("z1", "")).await), 200);
     assert!(
@@ -441,6 +461,17 @@ async fn malformed_messages_get_400_or_are_dropped_and_the_edge_keeps_serving() 
             >= 3
     );
     edge.shutdown().await;
+}
+
+/// Sends an INVITE, returns the final answer, and ACKs it as a phone does (so the edge stops
+/// retransmitting a failure).
+async fn answered(peer: &UdpPeer, invite: &str) -> String {
+    let r = peer.exchange(invite).await;
+    let ack = invite
+        .replacen("INVITE sip:", "ACK sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    peer.send(&ack).await;
+    r
 }
 
 /// An INVITE from `peer` to `target` (a request-URI user), with `extra` headers.
@@ -479,39 +510,27 @@ async fn invites_from_trunks_and_devices_are_told_apart() {
     };
     // The carrier delivers our main number (digits without '+', as many do): accepted as far
     // as the edge goes today (480 until call control lands).
-    let r = trunk
-        .exchange(&invite(&trunk, "442071838750", "t1", ""))
-        .await;
+    let r = answered(&trunk, &invite(&trunk, "442071838750", "t1", "")).await;
     assert_eq!(status(&r), 480, "{r}");
     // A number it does not deliver, and one of its numbers nobody holds: 404.
-    let r = trunk
-        .exchange(&invite(&trunk, "+33142278186", "t2", ""))
-        .await;
+    let r = answered(&trunk, &invite(&trunk, "+33142278186", "t2", "")).await;
     assert_eq!(status(&r), 404, "{r}");
     assert!(r.contains("not a number of this trunk"), "{r}");
-    let r = trunk
-        .exchange(&invite(&trunk, "+442000000000", "t3", ""))
-        .await;
+    let r = answered(&trunk, &invite(&trunk, "+442000000000", "t3", "")).await;
     assert_eq!(status(&r), 404, "{r}");
 
     // Anyone else calling a telephone number is challenged (407), refused with credentials
     // that do not hold (403), and let through as far as the edge goes with alice's.
     let device = UdpPeer::new(edge.udp).await;
-    let r = device
-        .exchange(&invite(&device, "+33142278186", "d1", ""))
-        .await;
+    let r = answered(&device, &invite(&device, "+33142278186", "d1", "")).await;
     assert_eq!(status(&r), 407, "{r}");
     let challenge = header_values(&r, "Proxy-Authenticate")[0].to_string();
     let uri = format!("sip:+33142278186@{REALM}");
     let bad = invite_with_digest(&challenge, "wrong password!", 1, &uri);
-    let r = device
-        .exchange(&invite(&device, "+33142278186", "d2", &bad))
-        .await;
+    let r = answered(&device, &invite(&device, "+33142278186", "d2", &bad)).await;
     assert_eq!(status(&r), 403, "{r}");
     let good = invite_with_digest(&challenge, ringledger_tests::sip_edge::PASSWORD, 2, &uri);
-    let r = device
-        .exchange(&invite(&device, "+33142278186", "d3", &good))
-        .await;
+    let r = answered(&device, &invite(&device, "+33142278186", "d3", &good)).await;
     assert_eq!(status(&r), 480, "{r}");
     assert_eq!(
         edge.device_events().await.len(),

@@ -86,6 +86,23 @@ pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
         if header::via_parts(raw.header("Via").unwrap_or_default()).is_none() {
             return Err(refuse(&raw, 400, "Bad Via".into()));
         }
+        if raw
+            .header("Max-Forwards")
+            .is_some_and(|m| m.trim().parse::<u8>().is_err())
+        {
+            return Err(refuse(&raw, 400, "Bad Max-Forwards".into()));
+        }
+        let version = raw.start_line.rsplit(' ').next().unwrap_or_default();
+        if !version.eq_ignore_ascii_case("SIP/2.0") {
+            let looks_like_sip = version
+                .get(..4)
+                .is_some_and(|v| v.eq_ignore_ascii_case("SIP/"));
+            return Err(if looks_like_sip {
+                refuse(&raw, 505, format!("Version {version} Not Supported"))
+            } else {
+                refuse(&raw, 400, "Bad Request-Line".into())
+            });
+        }
     }
     let canonical = raw.to_bytes();
     match rsip::SipMessage::try_from(canonical.as_slice()) {
@@ -98,7 +115,7 @@ pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
                 && method
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
-            if request && !known && is_token && raw.start_line.ends_with(" SIP/2.0") {
+            if request && !known && is_token {
                 Err(refuse(
                     &raw,
                     501,
@@ -207,6 +224,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         486 => "Busy Here",
         487 => "Request Terminated",
         488 => "Not Acceptable Here",
+        505 => "Version Not Supported",
         500 => "Server Internal Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
