@@ -28,6 +28,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut runners = Vec::new();
     let mut api_addr = None;
+    let edge = start_edge(config, store.clone(), stopped.clone()).await?;
     if store.chain_scope() == infra::store::audit::ChainScope::Global {
         let db = crate::projections_cmd::projection_db(config).await?;
         for p in projections::rebuild::all_projections() {
@@ -59,7 +60,11 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             }));
         }
         // After the runners have created their tables, which the API reads.
-        let (addr, task) = start_api(config, store.clone(), stopped.clone()).await?;
+        let sip_edge = edge.edge.clone();
+        let sip_metrics: api::MetricsSource =
+            std::sync::Arc::new(move |out: &mut String| sip_edge.render_metrics(out));
+        let (addr, task) =
+            start_api(config, store.clone(), stopped.clone(), vec![sip_metrics]).await?;
         api_addr = Some(addr);
         runners.push(task);
     } else {
@@ -67,7 +72,6 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             "SQL projections and the HTTP API (which reads them) are not run on this store backend yet"
         );
     }
-    let edge = start_edge(config, store.clone(), stopped.clone()).await?;
     let sip_addr = edge.udp;
     runners.extend(edge.tasks);
     if !config.bus.kafka.brokers.is_empty() {
@@ -105,6 +109,7 @@ async fn start_api(
     config: &Config,
     store: std::sync::Arc<dyn infra::EventStore>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    metrics_sources: Vec<api::MetricsSource>,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     // The API reads in parallel with the projection runners' writes: a pool of its own.
     let db = projections::db::ProjectionDb::connect_pool(&config.store.url, 8)
@@ -114,7 +119,7 @@ async fn start_api(
         realm: config.sip.realm.clone(),
         code_delivery: config.api.code_delivery,
     };
-    let state = api::AppState::new(store, db, settings).await?;
+    let state = api::AppState::new(store, db, settings, metrics_sources).await?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding the API to {}", config.api.listen))?;

@@ -30,7 +30,7 @@ use crate::problem::ApiError;
 use crate::routes::{
     accounts, audit, billing, devices, extensions, health, intents, numbers, tariffs,
 };
-pub use crate::state::{ApiSettings, AppState, Shared};
+pub use crate::state::{ApiSettings, AppState, MetricsSource, Shared};
 
 #[derive(OpenApi)]
 #[openapi(

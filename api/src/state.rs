@@ -18,6 +18,10 @@ pub struct ApiSettings {
     pub code_delivery: CodeDelivery,
 }
 
+/// Another part of the process that reports in `/metrics` (the SIP edge): it appends its
+/// lines in the Prometheus text format.
+pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub db: ProjectionDb,
@@ -27,6 +31,8 @@ pub struct AppState {
     pub settings: ApiSettings,
     /// Set when the server shuts down, so open live tails end.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// Rendered after the API's own metrics.
+    pub metrics_sources: Vec<MetricsSource>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -37,6 +43,7 @@ impl AppState {
         store: Arc<dyn EventStore>,
         db: ProjectionDb,
         settings: ApiSettings,
+        metrics_sources: Vec<MetricsSource>,
     ) -> Result<Shared, sqlx::Error> {
         Ok(Arc::new(Self {
             keys: KeyStore::open(db.clone()).await?,
@@ -46,6 +53,7 @@ impl AppState {
             metrics: Metrics::default(),
             settings,
             closing: tokio::sync::watch::Sender::new(false),
+            metrics_sources,
         }))
     }
 }

@@ -56,7 +56,7 @@ impl ReplyPath {
     }
 }
 
-/// Counters for `/metrics`-style reporting and tests.
+/// What the edge counts (reported in `/metrics`).
 #[derive(Debug, Default)]
 pub struct Stats {
     pub received: AtomicU64,
@@ -343,6 +343,44 @@ impl Edge {
     /// Open server transactions (for tests and metrics).
     pub fn open_transactions(&self) -> usize {
         self.transactions.lock().expect("transactions").by_key.len()
+    }
+
+    /// The edge's counters in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let counters = [
+            (
+                "ringledger_sip_messages_received_total",
+                "SIP messages received (UDP datagrams and framed TCP messages).",
+                &self.stats.received,
+            ),
+            (
+                "ringledger_sip_messages_dropped_total",
+                "SIP messages dropped: unparseable, nothing to answer to, or broken framing.",
+                &self.stats.dropped,
+            ),
+            (
+                "ringledger_sip_requests_refused_total",
+                "SIP requests answered 400/501/505 by the parser.",
+                &self.stats.refused,
+            ),
+            (
+                "ringledger_sip_retransmissions_absorbed_total",
+                "Retransmitted requests answered from their transaction.",
+                &self.stats.retransmissions_absorbed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringledger_sip_server_transactions Open SIP server transactions.\n\
+             # TYPE ringledger_sip_server_transactions gauge\n\
+             ringledger_sip_server_transactions {}",
+            self.open_transactions()
+        );
     }
 }
 

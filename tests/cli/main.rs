@@ -112,6 +112,13 @@ fn serve_starts_with_no_config_serves_the_api_and_sip_and_exits_cleanly_on_ctrl_
     let reply = String::from_utf8_lossy(&buf[..n]);
     assert!(reply.starts_with("SIP/2.0 200 OK\r\n"), "{reply}");
     assert!(reply.contains("Call-ID: cli-probe\r\n"), "{reply}");
+    // The edge reports in the API's /metrics.
+    let (status, metrics) = http(&addr, "GET", "/metrics", None, "");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("\nringledger_sip_messages_received_total 1\n"),
+        "{metrics}"
+    );
 
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

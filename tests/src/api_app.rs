@@ -58,7 +58,7 @@ impl TestApp {
             realm: "ringledger.test".into(),
             code_delivery: CodeDelivery::Response,
         };
-        let state = api::AppState::new(store.clone(), api_db, settings)
+        let state = api::AppState::new(store.clone(), api_db, settings, vec![])
             .await
             .expect("api state");
         let admin = state

@@ -125,5 +125,8 @@ pub async fn metrics(State(app): State<Shared>) -> ApiResult<Response> {
             u8::from(p.status == "stopped")
         );
     }
+    for source in &app.metrics_sources {
+        source(&mut out);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
