@@ -89,13 +89,9 @@ impl Registrar {
             if expires == 0 {
                 out.push(Binding::Remove { uri });
             } else if expires < self.settings.min_expires {
-                let mut answer = Answer::status(423);
-                answer
-                    .headers
-                    .push(rsip::Header::MinExpires(rsip::headers::MinExpires::new(
-                        self.settings.min_expires.to_string(),
-                    )));
-                return Err(answer);
+                return Err(Answer::status(423).header(rsip::Header::MinExpires(
+                    rsip::headers::MinExpires::new(self.settings.min_expires.to_string()),
+                )));
             } else {
                 out.push(Binding::Set {
                     uri,
@@ -183,13 +179,9 @@ impl Registrar {
                         .expect("device cache")
                         .remove(&device_id);
                     tracing::error!(error = %e, %stream, "REGISTER could not be recorded");
-                    let mut answer = Answer::status(500);
-                    answer
-                        .headers
-                        .push(rsip::Header::RetryAfter(rsip::headers::RetryAfter::new(
-                            "5",
-                        )));
-                    return answer;
+                    return Answer::status(500).header(rsip::Header::RetryAfter(
+                        rsip::headers::RetryAfter::new("5"),
+                    ));
                 }
             }
         }
