@@ -57,6 +57,10 @@ fn without_tag(value: &str) -> String {
         .join(";")
 }
 
+fn required<'a>(message: &'a RawMessage, name: &'static str) -> Result<&'a str, DialogError> {
+    message.header(name).ok_or(DialogError::Missing(name))
+}
+
 fn tag_of(value: &str) -> Option<String> {
     name_addr(value).and_then(|n| header::param(n.params, "tag").flatten())
 }
@@ -89,16 +93,13 @@ fn record_routes(message: &RawMessage) -> Vec<String> {
 impl Dialog {
     /// The caller's side: from the INVITE we sent and the 2xx (or tagged 1xx) it got.
     pub fn as_caller(invite: &RawMessage, response: &RawMessage) -> Result<Self, DialogError> {
-        let from = invite.header("From").ok_or(DialogError::Missing("From"))?;
-        let to = response.header("To").ok_or(DialogError::Missing("To"))?;
+        let from = required(invite, "From")?;
+        let to = required(response, "To")?;
         let mut route_set = record_routes(response);
         route_set.reverse();
         Ok(Self {
             id: DialogId {
-                call_id: invite
-                    .header("Call-ID")
-                    .ok_or(DialogError::Missing("Call-ID"))?
-                    .to_string(),
+                call_id: required(invite, "Call-ID")?.to_string(),
                 local_tag: tag_of(from).ok_or(DialogError::NoTag("From"))?,
                 remote_tag: tag_of(to).ok_or(DialogError::NoTag("To"))?,
             },
@@ -113,14 +114,11 @@ impl Dialog {
 
     /// The callee's side: from the INVITE we received and the To tag we answer with.
     pub fn as_callee(invite: &RawMessage, local_tag: &str) -> Result<Self, DialogError> {
-        let from = invite.header("From").ok_or(DialogError::Missing("From"))?;
-        let to = invite.header("To").ok_or(DialogError::Missing("To"))?;
+        let from = required(invite, "From")?;
+        let to = required(invite, "To")?;
         Ok(Self {
             id: DialogId {
-                call_id: invite
-                    .header("Call-ID")
-                    .ok_or(DialogError::Missing("Call-ID"))?
-                    .to_string(),
+                call_id: required(invite, "Call-ID")?.to_string(),
                 local_tag: local_tag.to_string(),
                 remote_tag: tag_of(from).ok_or(DialogError::NoTag("From"))?,
             },
