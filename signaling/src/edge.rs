@@ -257,8 +257,30 @@ impl Edge {
             rsip::Method::Invite => {
                 crate::invite::invite(raw, source, &self.trunks, &self.auth, &self.view)
             }
-            rsip::Method::Cancel | rsip::Method::Bye => Answer::status(481),
+            rsip::Method::Cancel => self.cancel(raw),
+            // No dialogs exist yet for a BYE to belong to.
+            rsip::Method::Bye => Answer::status(481),
             _ => Answer::status(405).header(rsip::Header::Allow(rsip::headers::Allow::new(ALLOW))),
+        }
+    }
+
+    /// CANCEL (RFC 3261 §9.2): it matches the INVITE transaction with its branch. Every
+    /// INVITE the edge takes is answered at once, so a CANCEL that finds one changes nothing
+    /// and gets 200; one that finds none gets 481.
+    fn cancel(&self, raw: &RawMessage) -> Answer {
+        let mut invite = raw.clone();
+        invite.start_line = invite.start_line.replacen("CANCEL", "INVITE", 1);
+        let found = TransactionKey::of_request(&invite).is_some_and(|key| {
+            self.transactions
+                .lock()
+                .expect("transactions")
+                .by_key
+                .contains_key(&key)
+        });
+        if found {
+            Answer::status(200)
+        } else {
+            Answer::status(481)
         }
     }
 

@@ -431,6 +431,14 @@ async fn malformed_messages_get_400_or_are_dropped_and_the_edge_keeps_serving() 
         None,
         "no retransmission after the ACK"
     );
+    // A CANCEL finds that INVITE's transaction (200, nothing left to cancel); one for an
+    // INVITE the edge never saw gets 481.
+    let cancel = invite
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("7 INVITE", "7 CANCEL");
+    assert_eq!(status(&peer.exchange(&cancel).await), 200);
+    let stray = cancel.replace("z9hG4bKi1", "z9hG4bKi9");
+    assert_eq!(status(&peer.exchange(&stray).await), 481);
     // The UAS core refuses what it cannot honour before any handler: an extension it is
     // required to support (reliable provisionals: 420 naming it) and an INVITE out of hops.
     // Each failure is ACKed, as a phone would, so the edge stops retransmitting it.
