@@ -104,7 +104,7 @@ pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
             });
         }
     }
-    let canonical = raw.to_bytes();
+    let canonical = raw.to_rsip_bytes();
     match rsip::SipMessage::try_from(canonical.as_slice()) {
         Ok(rsip::SipMessage::Request(sip)) => Ok(Message::Request(Request { sip, raw })),
         Ok(rsip::SipMessage::Response(sip)) => Ok(Message::Response(Response { sip, raw })),
@@ -363,6 +363,38 @@ Content-Length: 0\r\n\r\n";
             parse(text.as_bytes(), src()),
             Ok(Message::Response(_))
         ));
+    }
+
+    #[test]
+    fn ipv6_hosts_are_accepted_and_kept_as_written() {
+        let msg = "REGISTER sip:[2001:db8::1]:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP [2001:db8::2]:5070;rport;branch=z9hG4bK1\r\n\
+From: <sip:alice@[2001:db8::1]>;tag=1\r\nTo: <sip:alice@[2001:db8::1]>\r\n\
+Call-ID: v6\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@[2001:db8::2]:5070>\r\n\r\n";
+        let source: SocketAddr = "[2001:db8::2]:5070".parse().unwrap();
+        let Message::Request(r) = parse(msg.as_bytes(), source).unwrap() else {
+            panic!("not a request")
+        };
+        assert_eq!(r.sip.method, rsip::Method::Register);
+        assert_eq!(r.raw.start_line, "REGISTER sip:[2001:db8::1]:5060 SIP/2.0");
+        assert_eq!(
+            r.raw.header("Contact"),
+            Some("<sip:alice@[2001:db8::2]:5070>")
+        );
+        assert_eq!(response_target(&r.raw, source), source);
+        let resp = encode(&build_response(
+            &r.raw,
+            200,
+            None,
+            Some("t"),
+            vec![],
+            vec![],
+        ));
+        let text = String::from_utf8(resp).unwrap();
+        assert!(
+            text.contains("Via: SIP/2.0/UDP [2001:db8::2]:5070;rport=5070;branch=z9hG4bK1;received=2001:db8::2\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -91,8 +91,20 @@ impl RawMessage {
     /// The canonical bytes: CRLF line ends, one header per line, `Name: value`, and a
     /// Content-Length that is exactly the body's length.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.write(&self.start_line)
+    }
+
+    /// The canonical bytes as rsip is given them: rsip 0.4 cannot read an IPv6 reference in
+    /// a request-URI (`sip:[2001:db8::1]:5060`), so the start line it sees names the host
+    /// `ipv6.invalid` instead. The edge reads the request-URI from `start_line`, never from
+    /// rsip's copy; headers reach rsip untouched (it keeps them as strings).
+    pub fn to_rsip_bytes(&self) -> Vec<u8> {
+        self.write(&mask_ipv6_references(&self.start_line))
+    }
+
+    fn write(&self, start_line: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(512 + self.body.len());
-        out.extend_from_slice(self.start_line.as_bytes());
+        out.extend_from_slice(start_line.as_bytes());
         out.extend_from_slice(b"\r\n");
         for (name, value) in &self.headers {
             if name.eq_ignore_ascii_case("Content-Length") {
@@ -107,6 +119,29 @@ impl RawMessage {
         out.extend_from_slice(&self.body);
         out
     }
+}
+
+/// Replaces every bracketed IPv6 reference with the placeholder host `ipv6.invalid`.
+fn mask_ipv6_references(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.contains('[') {
+        return line.into();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find(']').map(|c| open + c) else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        if rest[open + 1..close].contains(':') {
+            out.push_str("ipv6.invalid");
+        } else {
+            out.push_str(&rest[open..=close]);
+        }
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out.into()
 }
 
 /// Where the header section ends: the index just past the blank line, accepting bare LF line
