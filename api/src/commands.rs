@@ -1,62 +1,38 @@
-//! Running a domain command: fold the stream, `decide`, append what it decided with the version
-//! it was decided on, and answer only once the append is durable. A concurrent writer makes the
-//! append fail on its expected version; without `If-Match` the command is decided again on the
-//! new state, with `If-Match` the caller gets 412.
+//! Running a domain command for an HTTP request, through `infra::command`: fold the stream,
+//! `decide`, append what it decided with the version it was decided on, and answer only once
+//! the append is durable. Events name the calling key and carry the request id; without
+//! `If-Match` a lost race is decided again, with `If-Match` the caller gets 412.
 
-use std::time::Instant as Clock;
-
-use chrono::Utc;
-use domain::{Aggregate, DomainEvent};
-use infra::command::CommandError;
-use infra::{ExpectedVersion, NewEvent, StoreError};
+use domain::Aggregate;
+use infra::command::{self, CommandError, Origin};
 
 use crate::extract::Ctx;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// Decisions retried after losing a race, before giving up with 409.
-const RETRIES: usize = 5;
-
 pub use infra::command::Loaded;
 
-/// What a command left behind.
-pub struct Written<A> {
-    pub state: A,
-    pub version: u64,
-}
+/// What a command left behind: the new state and the stream's version.
+pub type Written<A> = Loaded<A>;
 
-/// Appends decided events with the caller as actor and the request id as correlation id.
-async fn append<E: DomainEvent>(
-    app: &AppState,
-    ctx: &Ctx,
-    stream: &str,
-    expected: ExpectedVersion,
-    events: &[E],
-    now: chrono::DateTime<Utc>,
-) -> Result<infra::AppendResult, StoreError> {
-    let actor = ctx.caller.actor();
-    let new: Vec<NewEvent> = events
-        .iter()
-        .map(|e| {
-            let mut n = NewEvent::from_domain(e, now, &actor);
-            n.correlation_id = ctx.request_id;
-            n
-        })
-        .collect();
-    let started = Clock::now();
-    let result = app.store.append(stream, expected, new).await;
-    app.metrics.append(started.elapsed());
-    result
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Domain(e) => e.into(),
+            CommandError::Store(e) => e.into(),
+            CommandError::Stale { expected, actual } => {
+                ApiError::PreconditionFailed { expected, actual }
+            }
+            CommandError::Contended(stream) => ApiError::Conflict(format!(
+                "{stream} kept changing while the command was decided; try again"
+            )),
+            e @ CommandError::Decode { .. } => ApiError::Unexpected(e.to_string()),
+        }
+    }
 }
 
 pub async fn load<A: Aggregate>(app: &AppState, stream: &str) -> ApiResult<Loaded<A>> {
-    infra::command::load(app.store.as_ref(), stream)
-        .await
-        .map_err(|e| match e {
-            CommandError::Store(e) => e.into(),
-            CommandError::Domain(e) => e.into(),
-            other => ApiError::Unexpected(other.to_string()),
-        })
+    Ok(command::load(app.store.as_ref(), stream).await?)
 }
 
 /// Starts a new stream (a freshly minted id): decides on the empty state and appends with
@@ -67,25 +43,18 @@ pub async fn create<A: Aggregate>(
     stream: &str,
     command: &A::Command,
 ) -> ApiResult<Written<A>> {
-    let now = Utc::now();
-    let mut state = A::default();
-    let events = state.decide(command, now)?;
-    let result = append(app, ctx, stream, ExpectedVersion::NoStream, &events, now).await;
-    match result {
-        Ok(r) => {
-            for e in &events {
-                state.apply(e);
+    let empty = Loaded {
+        state: A::default(),
+        version: 0,
+    };
+    run(app, ctx, stream, Some(0), command, Some(empty))
+        .await
+        .map_err(|e| match e {
+            ApiError::PreconditionFailed { .. } => {
+                ApiError::Conflict(format!("{stream} already exists"))
             }
-            Ok(Written {
-                state,
-                version: r.last_version,
-            })
-        }
-        Err(StoreError::Conflict { .. }) => {
-            Err(ApiError::Conflict(format!("{stream} already exists")))
-        }
-        Err(e) => Err(e.into()),
-    }
+            e => e,
+        })
 }
 
 /// Loads, decides and appends `command` on `stream`; `if_match` pins the version decided on.
@@ -96,7 +65,7 @@ pub async fn execute<A: Aggregate>(
     if_match: Option<u64>,
     command: &A::Command,
 ) -> ApiResult<Written<A>> {
-    execute_on(app, ctx, stream, if_match, command, None).await
+    run(app, ctx, stream, if_match, command, None).await
 }
 
 /// As `execute`, deciding first on `loaded` (a state the caller has just read) instead of
@@ -107,52 +76,27 @@ pub async fn execute_on<A: Aggregate>(
     stream: &str,
     if_match: Option<u64>,
     command: &A::Command,
-    mut loaded: Option<Loaded<A>>,
+    loaded: Option<Loaded<A>>,
 ) -> ApiResult<Written<A>> {
-    for _ in 0..RETRIES {
-        let Loaded { mut state, version } = match loaded.take() {
-            Some(l) => l,
-            None => load::<A>(app, stream).await?,
-        };
-        if let Some(expected) = if_match
-            && expected != version
-        {
-            return Err(ApiError::PreconditionFailed {
-                expected,
-                actual: version,
-            });
-        }
-        let now = Utc::now();
-        let events = state.decide(command, now)?;
-        if events.is_empty() {
-            return Ok(Written { state, version });
-        }
-        let expected = if version == 0 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exact(version)
-        };
-        let result = append(app, ctx, stream, expected, &events, now).await;
-        match result {
-            Ok(r) => {
-                for e in &events {
-                    state.apply(e);
-                }
-                return Ok(Written {
-                    state,
-                    version: r.last_version,
-                });
-            }
-            Err(StoreError::Conflict { actual, .. }) => {
-                if let Some(expected) = if_match {
-                    return Err(ApiError::PreconditionFailed { expected, actual });
-                }
-                tracing::debug!(stream, "lost a race on the stream; deciding again");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::Conflict(format!(
-        "{stream} kept changing while the command was decided; try again"
-    )))
+    run(app, ctx, stream, if_match, command, loaded).await
+}
+
+async fn run<A: Aggregate>(
+    app: &AppState,
+    ctx: &Ctx,
+    stream: &str,
+    pin: Option<u64>,
+    command: &A::Command,
+    loaded: Option<Loaded<A>>,
+) -> ApiResult<Written<A>> {
+    let actor = ctx.caller.actor();
+    let observe = |took| app.metrics.append(took);
+    let origin = Origin {
+        actor: &actor,
+        correlation_id: Some(ctx.request_id),
+        observe_append: Some(&observe),
+    };
+    let (written, _) =
+        command::execute(app.store.as_ref(), &origin, stream, command, loaded, pin).await?;
+    Ok(written)
 }

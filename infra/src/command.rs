@@ -1,7 +1,10 @@
 //! Running a domain command against the log: fold the stream, `decide`, append what was
 //! decided with the version it was decided on, and return only once the append is durable.
-//! A writer that lost a race decides again on the new state. Used by the SIP edge and other
-//! non-HTTP writers; the HTTP API adds If-Match and its own error mapping on top of `load`.
+//! A writer that lost a race decides again on the new state, unless it pinned the version it
+//! decided on (HTTP `If-Match`), which turns the race into `Stale`. Shared by the HTTP API,
+//! the SIP edge and the edge's sweeper.
+
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use domain::{Aggregate, DomainError, DomainEvent};
@@ -23,6 +26,9 @@ pub enum CommandError {
     Decode { position: u64, message: String },
     #[error("{0} kept changing while the command was decided")]
     Contended(String),
+    /// The stream is not at the version the caller pinned.
+    #[error("the stream is at version {actual}, not {expected}")]
+    Stale { expected: u64, actual: u64 },
 }
 
 /// An aggregate as folded from its stream, with the stream's version (0: no stream).
@@ -58,22 +64,34 @@ pub async fn load<A: Aggregate>(
 pub struct Origin<'a> {
     pub actor: &'a str,
     pub correlation_id: Option<Uuid>,
+    /// Told how long each append took to be durable (metrics).
+    pub observe_append: Option<&'a (dyn Fn(Duration) + Sync)>,
 }
 
 /// Loads (unless `loaded` is given), decides and appends; returns the new state, its version
-/// and the events written (none when the command was already satisfied).
+/// and the events written (none when the command was already satisfied). With `pin`, the
+/// command is decided only on that stream version: any other is `Stale`, never retried.
 pub async fn execute<A: Aggregate>(
     store: &dyn EventStore,
     origin: &Origin<'_>,
     stream: &str,
     command: &A::Command,
     mut loaded: Option<Loaded<A>>,
+    pin: Option<u64>,
 ) -> Result<(Loaded<A>, Vec<A::Event>), CommandError> {
     for _ in 0..RETRIES {
         let Loaded { mut state, version } = match loaded.take() {
             Some(l) => l,
             None => load::<A>(store, stream).await?,
         };
+        if let Some(expected) = pin
+            && expected != version
+        {
+            return Err(CommandError::Stale {
+                expected,
+                actual: version,
+            });
+        }
         let now = Utc::now();
         let events = state.decide(command, now)?;
         if events.is_empty() {
@@ -94,7 +112,12 @@ pub async fn execute<A: Aggregate>(
                 n
             })
             .collect();
-        match store.append(stream, expected, new).await {
+        let started = Instant::now();
+        let appended = store.append(stream, expected, new).await;
+        if let Some(observe) = origin.observe_append {
+            observe(started.elapsed());
+        }
+        match appended {
             Ok(r) => {
                 for e in &events {
                     state.apply(e);
@@ -102,7 +125,10 @@ pub async fn execute<A: Aggregate>(
                 let version = r.last_version;
                 return Ok((Loaded { state, version }, events));
             }
-            Err(StoreError::Conflict { .. }) => {
+            Err(StoreError::Conflict { actual, .. }) => {
+                if let Some(expected) = pin {
+                    return Err(CommandError::Stale { expected, actual });
+                }
                 tracing::debug!(stream, "lost a race on the stream; deciding again");
             }
             Err(e) => return Err(e.into()),

@@ -140,6 +140,7 @@ impl Registrar {
         let origin = Origin {
             actor,
             correlation_id: None,
+            observe_append: None,
         };
         let mut loaded = self
             .devices
@@ -162,7 +163,9 @@ impl Registrar {
                 Binding::Remove { uri } => DeviceCommand::UnbindContact { contact_uri: uri },
                 Binding::RemoveAll => DeviceCommand::UnbindAll,
             };
-            match command::execute::<Device>(store, &origin, &stream, &cmd, loaded.take()).await {
+            match command::execute::<Device>(store, &origin, &stream, &cmd, loaded.take(), None)
+                .await
+            {
                 Ok((l, _)) => {
                     self.devices
                         .lock()

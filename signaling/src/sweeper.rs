@@ -30,6 +30,7 @@ pub async fn run(
         let origin = Origin {
             actor: &actor,
             correlation_id: None,
+            observe_append: None,
         };
         for device in due {
             let stream = device.stream_id();
@@ -38,6 +39,7 @@ pub async fn run(
                 &origin,
                 &stream,
                 &DeviceCommand::ExpireContacts,
+                None,
                 None,
             )
             .await;
