@@ -10,8 +10,22 @@ use domain::device::{Device, DeviceCommand};
 use domain::ids::{AccountId, DeviceId, TariffId};
 use domain::{Aggregate, E164};
 use futures::StreamExt;
-use infra::{ExpectedVersion, NewEvent};
+use infra::command::{self, Loaded, Origin};
 use uuid::Uuid;
+
+const ORIGIN: Origin<'static> = Origin {
+    actor: "bench",
+    correlation_id: None,
+    observe_append: None,
+};
+
+/// A stream about to be created: decided on the empty state, written only if it is new.
+fn new_stream<A: Aggregate>() -> Loaded<A> {
+    Loaded {
+        state: A::default(),
+        version: 0,
+    }
+}
 
 /// Writes `count` devices (`bench0`, `bench1`, ...) of one new account and the CSV SIPp reads
 /// with `-inf` (field0 username, field1 password, field2 realm).
@@ -24,7 +38,6 @@ pub async fn seed_devices(
     let store = infra::open_store(store_url).await?;
     let now = chrono::Utc::now();
     let account_id = AccountId::from(Uuid::now_v7());
-    let mut account = Account::default();
     let open = AccountCommand::Open {
         account_id,
         name: "SIP benchmark".into(),
@@ -33,17 +46,16 @@ pub async fn seed_devices(
         currency: domain::money::Currency::parse("GBP")?,
         max_extensions: None,
     };
-    let events = account.decide(&open, now)?;
-    for e in &events {
-        account.apply(e);
-    }
-    let new = events
-        .iter()
-        .map(|e| NewEvent::from_domain(e, now, "bench"))
-        .collect();
-    store
-        .append(&account_id.stream_id(), ExpectedVersion::NoStream, new)
-        .await?;
+    let (opened, _) = command::execute(
+        store.as_ref(),
+        &ORIGIN,
+        &account_id.stream_id(),
+        &open,
+        Some(new_stream()),
+        Some(0),
+    )
+    .await?;
+    let account: Account = opened.state;
     let began = Instant::now();
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(csv).with_context(|| format!("creating {csv}"))?,
@@ -69,14 +81,15 @@ pub async fn seed_devices(
                 realm,
                 password,
             };
-            let events = Device::default().decide(&command, now)?;
-            let new = events
-                .iter()
-                .map(|e| NewEvent::from_domain(e, now, "bench"))
-                .collect();
-            store
-                .append(&device_id.stream_id(), ExpectedVersion::NoStream, new)
-                .await?;
+            command::execute::<Device>(
+                store.as_ref(),
+                &ORIGIN,
+                &device_id.stream_id(),
+                &command,
+                Some(new_stream()),
+                Some(0),
+            )
+            .await?;
             anyhow::Ok(())
         }
     }))

@@ -3,7 +3,6 @@
 //! 407).
 
 use domain::account::AccountStatus;
-use domain::device::Device;
 use domain::ids::DeviceId;
 use rsip::headers::UntypedHeader;
 
@@ -42,6 +41,13 @@ pub struct AuthSettings {
     pub realm: String,
     /// In the order offered; the first is preferred.
     pub algorithms: Vec<Algorithm>,
+}
+
+/// The device a request proved to be.
+pub struct Authenticated {
+    pub device_id: DeviceId,
+    /// Its SIP username.
+    pub username: String,
 }
 
 pub struct Authenticator {
@@ -91,7 +97,7 @@ impl Authenticator {
         scheme: Scheme,
         view: &SharedView,
         now_secs: u64,
-    ) -> Result<(DeviceId, Device), Answer> {
+    ) -> Result<Authenticated, Answer> {
         let Some(authorization) = request.header(scheme.credentials_header()) else {
             return Err(self.challenge(scheme, false, now_secs));
         };
@@ -117,7 +123,7 @@ impl Authenticator {
         let Some(nc) = creds.nonce_count().filter(|_| creds.qop.is_some()) else {
             return Err(self.challenge(scheme, false, now_secs));
         };
-        let (device_id, device) = {
+        let device_id = {
             let view = view.read().expect("routing view");
             let Some((id, device)) = view.device_by_username(&creds.username) else {
                 return Err(Answer::with_reason(403, "Forbidden (unknown credentials)"));
@@ -129,23 +135,26 @@ impl Authenticator {
             if !active {
                 return Err(Answer::with_reason(403, "Forbidden (account not active)"));
             }
-            (id, device.clone())
+            let Some(ha1) = device.ha1.as_ref() else {
+                return Err(Answer::with_reason(403, "Forbidden (unknown credentials)"));
+            };
+            let ha1 = match creds.algorithm {
+                Algorithm::Md5 => &ha1.md5,
+                Algorithm::Sha256 => &ha1.sha256,
+            };
+            let method = request.method().unwrap_or_default();
+            if device.realm != self.settings.realm || !creds.verify(method, ha1) {
+                return Err(Answer::with_reason(403, "Forbidden (bad credentials)"));
+            }
+            id
         };
-        let Some(ha1) = device.ha1.as_ref() else {
-            return Err(Answer::with_reason(403, "Forbidden (unknown credentials)"));
-        };
-        let ha1 = match creds.algorithm {
-            Algorithm::Md5 => &ha1.md5,
-            Algorithm::Sha256 => &ha1.sha256,
-        };
-        let method = request.method().unwrap_or_default();
-        if device.realm != self.settings.realm || !creds.verify(method, ha1) {
-            return Err(Answer::with_reason(403, "Forbidden (bad credentials)"));
-        }
         if !self.nonces.accept_count(tag, nc, now_secs) {
             tracing::warn!(username = %creds.username, nc, "replayed nonce count refused");
             return Err(self.challenge(scheme, false, now_secs));
         }
-        Ok((device_id, device))
+        Ok(Authenticated {
+            device_id,
+            username: creds.username,
+        })
     }
 }

@@ -115,19 +115,19 @@ impl Registrar {
         let now = chrono::Utc::now();
         let now_secs = now.timestamp().max(0) as u64;
         let device_id = match self.auth.authenticate(request, Scheme::Www, view, now_secs) {
-            Ok((id, device)) => {
+            Ok(who) => {
                 // The address-of-record registered must be the device's own.
                 let aor_user = request
                     .header("To")
                     .and_then(name_addr)
                     .and_then(|n| uri_user(n.uri));
-                if aor_user != Some(device.sip_username.as_str()) {
+                if aor_user != Some(who.username.as_str()) {
                     return Answer::with_reason(
                         403,
                         "Forbidden (To is not the authenticated user)",
                     );
                 }
-                id
+                who.device_id
             }
             Err(answer) => return answer,
         };
