@@ -268,9 +268,7 @@ impl Edge {
     /// INVITE the edge takes is answered at once, so a CANCEL that finds one changes nothing
     /// and gets 200; one that finds none gets 481.
     fn cancel(&self, raw: &RawMessage) -> Answer {
-        let mut invite = raw.clone();
-        invite.start_line = invite.start_line.replacen("CANCEL", "INVITE", 1);
-        let found = TransactionKey::of_request(&invite).is_some_and(|key| {
+        let found = TransactionKey::of_request_as(raw, "INVITE").is_some_and(|key| {
             self.transactions
                 .lock()
                 .expect("transactions")

@@ -27,7 +27,11 @@ impl TransactionKey {
     /// The key of the server transaction a request belongs to; `None` when the request lacks
     /// what a key needs (the parser refuses such requests before they get here).
     pub fn of_request(raw: &RawMessage) -> Option<Self> {
-        let method = raw.method()?;
+        Self::of_request_as(raw, raw.method()?)
+    }
+
+    /// The key the request would have with another method: a CANCEL's INVITE transaction.
+    pub fn of_request_as(raw: &RawMessage, method: &str) -> Option<Self> {
         // An ACK belongs to the INVITE transaction it acknowledges (a non-2xx final).
         let method = if method == "ACK" { "INVITE" } else { method }.to_string();
         let via = split_outside(raw.header("Via")?, ',').first()?.to_string();
