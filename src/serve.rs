@@ -178,6 +178,7 @@ async fn start_edge(
         trunks,
         nonce_secret,
         nonce_lifetime_secs: sip.nonce_lifetime_secs,
+        ring_timeout: std::time::Duration::from_secs(sip.ring_timeout_secs),
         actor: format!("edge:{}", sip.listen),
     };
     let view = signaling::SharedView::default();

@@ -35,6 +35,8 @@ nonce_lifetime_secs = 300
 digest_algorithms = ["MD5"]
 min_expires = 60
 max_expires = 3600
+# How long an incoming call rings (all its legs at once) before it ends unanswered.
+ring_timeout_secs = 60
 
 [media]
 ports = "20000-20999"
@@ -81,6 +83,8 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     pub address: SocketAddr,
+    /// Networks besides `address` its requests may come from (none: `address` only).
+    #[serde(default)]
     pub allowed_networks: Vec<String>,
     #[serde(default)]
     pub numbers: Vec<String>,
@@ -121,6 +125,7 @@ pub struct SipConfig {
     pub digest_algorithms: Vec<String>,
     pub min_expires: u32,
     pub max_expires: u32,
+    pub ring_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,12 +262,6 @@ impl Config {
                     e.to_string(),
                 ));
             }
-            if trunk.allowed_networks.is_empty() {
-                return Err(ConfigError::new(
-                    format!("trunks.{name}.allowed_networks"),
-                    "must name at least one network",
-                ));
-            }
             if let Some(n) = trunk
                 .numbers
                 .iter()
@@ -278,6 +277,12 @@ impl Config {
             return Err(ConfigError::new(
                 "sip.digest_algorithms",
                 "must name at least one",
+            ));
+        }
+        if !(1..=600).contains(&self.sip.ring_timeout_secs) {
+            return Err(ConfigError::new(
+                "sip.ring_timeout_secs",
+                "must be between 1 and 600",
             ));
         }
         if self.sip.min_expires == 0 || self.sip.min_expires > self.sip.max_expires {

@@ -83,9 +83,8 @@ impl Authenticator {
             })
             .collect();
         Answer {
-            status: scheme.status(),
-            reason: None,
             headers,
+            ..Answer::status(scheme.status())
         }
     }
 

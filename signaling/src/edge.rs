@@ -3,7 +3,7 @@
 //! twice), then to the handler of their method; responses are sent through the transaction
 //! and kept there for retransmission until its timers end it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,42 +13,55 @@ use domain::device::Transport;
 use infra::EventStore;
 use rsip::headers::UntypedHeader;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::answer::Answer;
 use crate::auth::Authenticator;
-use crate::message::{self, Message, ParseError, RawMessage};
+use crate::b2bua::call::{self, Caller};
+use crate::b2bua::{CallInput, Calls, INPUT_QUEUE, plan};
+use crate::deadlines::{Deadlines, Slot};
+use crate::message::{self, Message, ParseError, RawMessage, header};
+use crate::outgoing::Outgoing;
 use crate::registrar::Registrar;
 use crate::transaction::{ServerKind, ServerTransaction, TimerOutput, TransactionKey};
 use crate::trunk::Trunks;
 use crate::view::SharedView;
 
+/// How long a BYE waits for its call to record the end before it is answered 500.
+const BYE_ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
 /// The methods the edge answers (the rest: 405 with this list, or 501 if unknown).
 pub const ALLOW: &str = "REGISTER, OPTIONS, ACK, CANCEL, BYE, INVITE";
 
-/// Where a response goes: a UDP address, or back down the TCP connection the request came on.
+/// How the edge reaches a peer: a UDP address, or the TCP connection the peer's request came
+/// on (responses, and requests inside a dialog the peer opened over it).
 #[derive(Clone)]
-pub enum ReplyPath {
+pub enum PeerPath {
     Udp(Arc<UdpSocket>, SocketAddr),
     Stream(mpsc::Sender<Vec<u8>>),
 }
 
-impl ReplyPath {
+impl PeerPath {
     fn transport(&self) -> Transport {
         match self {
-            ReplyPath::Udp(..) => Transport::Udp,
-            ReplyPath::Stream(_) => Transport::Tcp,
+            PeerPath::Udp(..) => Transport::Udp,
+            PeerPath::Stream(_) => Transport::Tcp,
         }
     }
 
-    async fn send(&self, bytes: Vec<u8>) {
+    /// Whether the transport delivers reliably (no retransmissions needed).
+    pub fn is_reliable(&self) -> bool {
+        matches!(self, PeerPath::Stream(_))
+    }
+
+    pub(crate) async fn send(&self, bytes: Vec<u8>) {
         match self {
-            ReplyPath::Udp(socket, to) => {
+            PeerPath::Udp(socket, to) => {
                 if let Err(e) = socket.send_to(&bytes, to).await {
                     tracing::debug!(error = %e, %to, "UDP send failed");
                 }
             }
-            ReplyPath::Stream(tx) => {
+            PeerPath::Stream(tx) => {
                 // A closed connection: the peer is gone and will retry on a new one.
                 let _ = tx.send(bytes).await;
             }
@@ -67,15 +80,14 @@ pub struct Stats {
 
 struct Entry {
     tx: ServerTransaction,
-    reply: ReplyPath,
-    deadline: Option<(Instant, u64)>,
+    reply: PeerPath,
+    deadline: Slot,
 }
 
 #[derive(Default)]
 struct Transactions {
     by_key: HashMap<TransactionKey, Entry>,
-    deadlines: BTreeMap<(Instant, u64), TransactionKey>,
-    seq: u64,
+    deadlines: Deadlines<TransactionKey>,
 }
 
 impl Transactions {
@@ -83,16 +95,24 @@ impl Transactions {
         let Some(entry) = self.by_key.get_mut(key) else {
             return;
         };
-        if let Some(old) = entry.deadline.take() {
-            self.deadlines.remove(&old);
-        }
-        if let Some(at) = entry.tx.poll_timeout() {
-            self.seq += 1;
-            let slot = (at, self.seq);
-            entry.deadline = Some(slot);
-            self.deadlines.insert(slot, key.clone());
-        }
+        self.deadlines
+            .schedule(&mut entry.deadline, entry.tx.poll_timeout(), key);
     }
+}
+
+/// What the edge is made of besides its handlers' state.
+pub struct Parts {
+    pub store: Arc<dyn EventStore>,
+    pub view: SharedView,
+    pub registrar: Registrar,
+    pub auth: Arc<Authenticator>,
+    pub trunks: Trunks,
+    pub actor: String,
+    /// The UDP socket requests from the edge leave on, and its address (sent-by, Contact).
+    pub udp: Arc<UdpSocket>,
+    pub local: SocketAddr,
+    /// How long a call rings before it ends unanswered.
+    pub ring_timeout: Duration,
 }
 
 pub struct Edge {
@@ -101,41 +121,50 @@ pub struct Edge {
     registrar: Registrar,
     auth: Arc<Authenticator>,
     trunks: Trunks,
-    actor: String,
+    pub(crate) actor: String,
+    udp: Arc<UdpSocket>,
+    pub(crate) local: SocketAddr,
+    pub(crate) ring_timeout: Duration,
     transactions: Mutex<Transactions>,
+    pub(crate) outgoing: Outgoing,
+    pub(crate) calls: Calls,
     pub stats: Stats,
 }
 
 impl Edge {
-    pub fn new(
-        store: Arc<dyn EventStore>,
-        view: SharedView,
-        registrar: Registrar,
-        auth: Arc<Authenticator>,
-        trunks: Trunks,
-        actor: String,
-    ) -> Arc<Self> {
+    pub fn new(parts: Parts) -> Arc<Self> {
         Arc::new(Self {
-            store,
-            view,
-            registrar,
-            auth,
-            trunks,
-            actor,
+            store: parts.store,
+            view: parts.view,
+            registrar: parts.registrar,
+            auth: parts.auth,
+            trunks: parts.trunks,
+            actor: parts.actor,
+            udp: parts.udp,
+            local: parts.local,
+            ring_timeout: parts.ring_timeout,
             transactions: Mutex::default(),
+            outgoing: Outgoing::default(),
+            calls: Calls::default(),
             stats: Stats::default(),
         })
     }
 
+    /// A peer reached over UDP from the edge's socket.
+    pub(crate) fn udp_path(&self, to: SocketAddr) -> PeerPath {
+        PeerPath::Udp(self.udp.clone(), to)
+    }
+
     /// One whole message from `source`; `reply` says how to answer it.
-    pub async fn receive(self: &Arc<Self>, bytes: &[u8], source: SocketAddr, reply: ReplyPath) {
+    pub async fn receive(self: &Arc<Self>, bytes: &[u8], source: SocketAddr, reply: PeerPath) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let request = match message::parse(bytes, source) {
             Ok(Message::Request(r)) => r,
             Ok(Message::Response(r)) => {
-                // No client transactions are open yet, so no response can match one.
-                tracing::debug!(status = %r.sip.status_code, "stray response dropped");
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                if !self.outgoing.on_response(r.raw).await {
+                    tracing::debug!(status = %r.sip.status_code, "stray response dropped");
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
             Err(ParseError::Dropped(reason)) => {
@@ -177,7 +206,7 @@ impl Edge {
         enum Seen {
             New,
             Handled,
-            Resend(ReplyPath, Vec<u8>),
+            Resend(PeerPath, Vec<u8>),
         }
         let seen = {
             let mut txs = self.transactions.lock().expect("transactions");
@@ -196,7 +225,10 @@ impl Edge {
                     }
                 }
             } else if method == rsip::Method::Ack {
-                // An ACK for a 2xx belongs to a dialog; the edge has none open yet.
+                // An ACK for a 2xx belongs to a dialog: the call's, if there is one.
+                if let Some(call_id) = raw.header("Call-ID") {
+                    self.calls.deliver(call_id, CallInput::Ack(raw.clone()));
+                }
                 Seen::Handled
             } else {
                 let kind = if method == rsip::Method::Invite {
@@ -204,7 +236,7 @@ impl Edge {
                 } else {
                     ServerKind::NonInvite
                 };
-                let reliable = matches!(reply, ReplyPath::Stream(_));
+                let reliable = matches!(reply, PeerPath::Stream(_));
                 txs.by_key.insert(
                     key.clone(),
                     Entry {
@@ -223,9 +255,59 @@ impl Edge {
         }
         let answer = match precheck(&raw, &method) {
             Some(refusal) => refusal,
+            None if method == rsip::Method::Invite => {
+                match self.invite(&key, &raw, source, &reply).await {
+                    Some(answer) => answer,
+                    // A call took it and answers it.
+                    None => return,
+                }
+            }
             None => self.dispatch(&raw, &method, source, &reply).await,
         };
-        self.respond(&key, &raw, answer).await;
+        self.respond(&key, &raw, answer, &tag()).await;
+    }
+
+    /// An INVITE: a new call gets its own task (and a 100 Trying at once); anything else
+    /// gets its answer.
+    async fn invite(
+        self: &Arc<Self>,
+        key: &TransactionKey,
+        raw: &RawMessage,
+        source: SocketAddr,
+        reply: &PeerPath,
+    ) -> Option<Answer> {
+        let call_id = raw.header("Call-ID").unwrap_or_default();
+        let to_tag = raw
+            .header("To")
+            .and_then(header::name_addr)
+            .and_then(|n| header::param(n.params, "tag").flatten());
+        if to_tag.is_some() {
+            // A re-INVITE: the edge keeps the session it set up and refuses changes to it
+            // (488 leaves the call as it was, RFC 3261 §14.2).
+            return Some(if self.calls.contains(call_id) {
+                Answer::with_reason(488, "Not Acceptable Here (session changes not supported)")
+            } else {
+                Answer::status(481)
+            });
+        }
+        if self.calls.contains(call_id) {
+            // The same Call-ID with a new branch: a loop or a confused peer.
+            return Some(Answer::status(482));
+        }
+        let plan = match plan::plan(raw, source, &self.trunks, &self.auth, &self.view) {
+            Ok(plan) => plan,
+            Err(answer) => return Some(answer),
+        };
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        self.calls.register(call_id, tx.clone());
+        let caller = Caller {
+            key: key.clone(),
+            invite: raw.clone(),
+            path: reply.clone(),
+        };
+        self.respond(key, raw, Answer::status(100), "").await;
+        tokio::spawn(call::run(self.clone(), plan, caller, tx, rx));
+        None
     }
 
     /// The answer of the method's handler.
@@ -234,7 +316,7 @@ impl Edge {
         raw: &RawMessage,
         method: &rsip::Method,
         source: SocketAddr,
-        reply: &ReplyPath,
+        reply: &PeerPath,
     ) -> Answer {
         match method {
             rsip::Method::Register => {
@@ -254,19 +336,15 @@ impl Edge {
                 .header(rsip::Header::Accept(rsip::headers::Accept::new(
                     "application/sdp",
                 ))),
-            rsip::Method::Invite => {
-                crate::invite::invite(raw, source, &self.trunks, &self.auth, &self.view)
-            }
             rsip::Method::Cancel => self.cancel(raw),
-            // No dialogs exist yet for a BYE to belong to.
-            rsip::Method::Bye => Answer::status(481),
+            rsip::Method::Bye => self.bye(raw).await,
             _ => Answer::status(405).header(rsip::Header::Allow(rsip::headers::Allow::new(ALLOW))),
         }
     }
 
-    /// CANCEL (RFC 3261 §9.2): it matches the INVITE transaction with its branch. Every
-    /// INVITE the edge takes is answered at once, so a CANCEL that finds one changes nothing
-    /// and gets 200; one that finds none gets 481.
+    /// CANCEL (RFC 3261 §9.2): it matches the INVITE transaction with its branch; one that
+    /// finds none gets 481. The call ringing for that INVITE (if any) stops its legs and
+    /// answers the INVITE 487.
     fn cancel(&self, raw: &RawMessage) -> Answer {
         let found = TransactionKey::of_request_as(raw, "INVITE").is_some_and(|key| {
             self.transactions
@@ -275,22 +353,44 @@ impl Edge {
                 .by_key
                 .contains_key(&key)
         });
-        if found {
-            Answer::status(200)
-        } else {
-            Answer::status(481)
+        if !found {
+            return Answer::status(481);
+        }
+        if let Some(call_id) = raw.header("Call-ID") {
+            self.calls.deliver(call_id, CallInput::Cancel);
+        }
+        Answer::status(200)
+    }
+
+    /// BYE: the call it belongs to answers it, once its end is recorded.
+    async fn bye(&self, raw: &RawMessage) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        let call_id = raw.header("Call-ID").unwrap_or_default();
+        if !self.calls.deliver(call_id, CallInput::Bye(raw.clone(), tx)) {
+            return Answer::status(481);
+        }
+        match tokio::time::timeout(BYE_ANSWER_WITHIN, rx).await {
+            Ok(Ok(answer)) => answer,
+            _ => Answer::with_reason(500, "Server Internal Error (call did not answer)"),
         }
     }
 
-    /// Sends the transaction user's answer through the transaction.
-    async fn respond(&self, key: &TransactionKey, raw: &RawMessage, answer: Answer) {
+    /// Sends the transaction user's answer through the transaction, with `to_tag` added to a
+    /// To that has none.
+    pub(crate) async fn respond(
+        &self,
+        key: &TransactionKey,
+        raw: &RawMessage,
+        answer: Answer,
+        to_tag: &str,
+    ) {
         let response = message::build_response(
             raw,
             answer.status,
             answer.reason.as_deref(),
-            Some(&tag()),
+            Some(to_tag).filter(|t| !t.is_empty()),
             answer.headers,
-            vec![],
+            answer.body,
         );
         let bytes = message::encode(&response);
         let now = Instant::now();
@@ -313,10 +413,10 @@ impl Edge {
 
     /// UDP replies go where RFC 3261 §18.2.2 / RFC 3581 say; stream replies go back down the
     /// connection.
-    fn reply_to(&self, raw: &RawMessage, source: SocketAddr, reply: ReplyPath) -> ReplyPath {
+    fn reply_to(&self, raw: &RawMessage, source: SocketAddr, reply: PeerPath) -> PeerPath {
         match reply {
-            ReplyPath::Udp(socket, _) => {
-                ReplyPath::Udp(socket, message::response_target(raw, source))
+            PeerPath::Udp(socket, _) => {
+                PeerPath::Udp(socket, message::response_target(raw, source))
             }
             stream => stream,
         }
@@ -325,18 +425,14 @@ impl Edge {
     /// Fires due transaction timers; returns how long until the next one (at most `max`).
     pub async fn tick(&self, max: Duration) -> Duration {
         let now = Instant::now();
+        let client_next = self.outgoing.tick(now).await;
         let mut sends = Vec::new();
         let next = {
             let mut txs = self.transactions.lock().expect("transactions");
-            while let Some((&slot, _)) = txs.deadlines.first_key_value() {
-                if slot.0 > now {
-                    break;
-                }
-                let key = txs.deadlines.remove(&slot).expect("due key");
+            while let Some(key) = txs.deadlines.pop_due(now) {
                 let Some(entry) = txs.by_key.get_mut(&key) else {
                     continue;
                 };
-                entry.deadline = None;
                 match entry.tx.handle_timeout(now) {
                     Some(TimerOutput::Retransmit(bytes)) => {
                         sends.push((entry.reply.clone(), bytes));
@@ -348,16 +444,16 @@ impl Edge {
                     None => txs.reschedule(&key),
                 }
             }
-            txs.deadlines
-                .first_key_value()
-                .map(|(slot, _)| slot.0.saturating_duration_since(now))
-                .unwrap_or(max)
-                .min(max)
+            txs.deadlines.next()
         };
         for (reply, bytes) in sends {
             reply.send(bytes).await;
         }
-        next
+        [next, client_next]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(max, |at| at.saturating_duration_since(now).min(max))
     }
 
     /// Open server transactions (for tests and metrics).

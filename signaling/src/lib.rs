@@ -1,14 +1,16 @@
 //! The SIP signaling edge: transports, message handling around rsip, transactions, digest
-//! authentication and the registrar. Stateless in the durable sense: it reads a `RoutingView`
+//! authentication, the registrar and the back-to-back user agent that sets up calls. Stateless in the durable sense: it reads a `RoutingView`
 //! and writes what it learns as events through domain commands.
 
 pub mod answer;
 pub mod auth;
+pub mod b2bua;
+pub mod deadlines;
 pub mod dialog;
 pub mod digest;
 pub mod edge;
-pub mod invite;
 pub mod message;
+pub mod outgoing;
 pub mod registrar;
 pub mod sweeper;
 pub mod transaction;
@@ -44,6 +46,8 @@ pub struct EdgeSettings {
     /// The HMAC key of digest nonces; edges that share it accept each other's nonces.
     pub nonce_secret: Vec<u8>,
     pub nonce_lifetime_secs: u64,
+    /// How long a call rings before it ends unanswered.
+    pub ring_timeout: Duration,
     /// Who the edge's events name as their actor.
     pub actor: String,
 }
@@ -72,14 +76,17 @@ pub async fn start(
         settings.nonce_lifetime_secs,
     ));
     let registrar = registrar::Registrar::new(settings.registrar.clone(), auth.clone());
-    let edge = Edge::new(
-        store.clone(),
-        view.clone(),
+    let edge = Edge::new(edge::Parts {
+        store: store.clone(),
+        view: view.clone(),
         registrar,
         auth,
-        trunk::Trunks::new(settings.trunks.clone()),
-        settings.actor.clone(),
-    );
+        trunks: trunk::Trunks::new(settings.trunks.clone()),
+        actor: settings.actor.clone(),
+        udp: udp.clone(),
+        local: udp_addr,
+        ring_timeout: settings.ring_timeout,
+    });
     let mut tasks = vec![tokio::spawn(view::follow(store, view, stopped.clone()))];
     let loops = std::thread::available_parallelism().map_or(2, |n| n.get());
     for _ in 0..loops {

@@ -1,8 +1,9 @@
 //! Carriers (config `trunks.<name>`): the SIP trunks to the PSTN and cellular networks. A
-//! request from a trunk's allowed networks is the carrier's; anyone else calling a telephone
-//! number must be an IP device that proves who it is.
+//! request from a trunk's signalling address or its allowed networks is the carrier's; anyone
+//! else calling a telephone number must be an IP device that proves who it is. Calls out go to
+//! the first trunk configured (by name order).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use domain::E164;
 use infra::network::Network;
@@ -31,11 +32,17 @@ impl Trunks {
         Self(trunks)
     }
 
-    /// The carrier a request from `ip` belongs to, if any.
-    pub fn of_source(&self, ip: IpAddr) -> Option<&Trunk> {
+    /// The carrier a request from `source` belongs to, if any: the trunk's own address, or
+    /// any address in its allowed networks.
+    pub fn of_source(&self, source: SocketAddr) -> Option<&Trunk> {
         self.0
             .iter()
-            .find(|t| t.networks.iter().any(|n| n.contains(ip)))
+            .find(|t| t.address == source || t.networks.iter().any(|n| n.contains(source.ip())))
+    }
+
+    /// The trunk calls to the public network leave through.
+    pub fn outbound(&self) -> Option<&Trunk> {
+        self.0.first()
     }
 }
 
@@ -68,11 +75,36 @@ mod tests {
             networks: vec!["192.0.2.0/28".parse().unwrap()],
             numbers: vec!["+4420".into()],
         }]);
-        let t = trunks.of_source("192.0.2.3".parse().unwrap()).unwrap();
+        let t = trunks.of_source("192.0.2.3:5060".parse().unwrap()).unwrap();
         assert_eq!(t.name, "carrier");
-        assert!(trunks.of_source("192.0.2.16".parse().unwrap()).is_none());
+        assert!(
+            trunks
+                .of_source("192.0.2.16:5060".parse().unwrap())
+                .is_none()
+        );
         assert!(t.delivers(&E164::parse("+442071838750").unwrap()));
         assert!(!t.delivers(&E164::parse("+33142278186").unwrap()));
+    }
+
+    #[test]
+    fn a_trunk_without_networks_is_known_by_its_own_address_only() {
+        let trunks = Trunks::new(vec![Trunk {
+            name: "loop".into(),
+            address: "127.0.0.1:5070".parse().unwrap(),
+            networks: vec![],
+            numbers: vec!["+".into()],
+        }]);
+        assert!(
+            trunks
+                .of_source("127.0.0.1:5070".parse().unwrap())
+                .is_some()
+        );
+        assert!(
+            trunks
+                .of_source("127.0.0.1:5071".parse().unwrap())
+                .is_none()
+        );
+        assert_eq!(trunks.outbound().map(|t| t.name.as_str()), Some("loop"));
     }
 
     #[test]

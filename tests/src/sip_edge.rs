@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::account::{Account, AccountCommand};
+use domain::call::CallEvent;
 use domain::device::{Device, DeviceCommand, DeviceEvent};
 use domain::ids::{AccountId, DeviceId, TariffId};
 use domain::{E164, Event};
@@ -26,6 +27,8 @@ pub struct SipEdge {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub edge: Arc<signaling::Edge>,
+    /// The routing view the edge reads.
+    pub view: signaling::SharedView,
     pub device_id: DeviceId,
     pub account_id: AccountId,
     stop: watch::Sender<bool>,
@@ -107,6 +110,7 @@ impl SipEdge {
             trunks,
             nonce_secret: b"test secret".to_vec(),
             nonce_lifetime_secs: 300,
+            ring_timeout: Duration::from_secs(60),
             actor: "edge:test".into(),
         };
         let view = signaling::SharedView::default();
@@ -123,6 +127,7 @@ impl SipEdge {
             udp: running.udp,
             tcp: running.tcp,
             edge: running.edge,
+            view,
             device_id,
             account_id,
             stop,
@@ -143,6 +148,37 @@ impl SipEdge {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Every call's events, by call stream, in the order the calls started.
+    pub async fn calls(&self) -> Vec<Vec<CallEvent>> {
+        let mut calls: Vec<(String, Vec<CallEvent>)> = vec![];
+        for e in self.store.read_all(0, 100_000).await.unwrap() {
+            let Event::Call(c) = e.decode().unwrap() else {
+                continue;
+            };
+            match calls.iter_mut().find(|(s, _)| *s == e.stream_id) {
+                Some((_, events)) => events.push(c),
+                None => calls.push((e.stream_id.clone(), vec![c])),
+            }
+        }
+        calls.into_iter().map(|(_, events)| events).collect()
+    }
+
+    /// Waits until `n` calls have ended (up to 10 s) and returns every call's events.
+    pub async fn ended_calls(&self, n: usize) -> Vec<Vec<CallEvent>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let calls = self.calls().await;
+            let ended = calls
+                .iter()
+                .filter(|c| c.iter().any(|e| matches!(e, CallEvent::Ended { .. })))
+                .count();
+            if ended >= n || Instant::now() > deadline {
+                return calls;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn shutdown(self) {
@@ -237,20 +273,107 @@ pub fn authorization(
     nc: u32,
     uri: &str,
 ) -> String {
+    format!(
+        "Authorization: {}\r\n",
+        credentials(challenge, algorithm, password, nc, "REGISTER", uri)
+    )
+}
+
+/// The digest credentials (qop=auth) alice sends for `method` to `uri` under `challenge`.
+pub fn credentials(
+    challenge: &str,
+    algorithm: Algorithm,
+    password: &str,
+    nc: u32,
+    method: &str,
+    uri: &str,
+) -> String {
     let nonce = challenge
         .split("nonce=\"")
         .nth(1)
         .and_then(|r| r.split('"').next())
         .expect("a nonce");
     let ha1 = algorithm.hash(&format!("{USERNAME}:{REALM}:{password}"));
-    let ha2 = algorithm.hash(&format!("REGISTER:{uri}"));
+    let ha2 = algorithm.hash(&format!("{method}:{uri}"));
     let cnonce = "0a4f113b";
     let nc = format!("{nc:08x}");
     let response = algorithm.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
     format!(
-        "Authorization: Digest username=\"{USERNAME}\", realm=\"{REALM}\", nonce=\"{nonce}\", \
+        "Digest username=\"{USERNAME}\", realm=\"{REALM}\", nonce=\"{nonce}\", \
          uri=\"{uri}\", response=\"{response}\", algorithm={}, qop=auth, nc={nc}, \
-         cnonce=\"{cnonce}\"\r\n",
+         cnonce=\"{cnonce}\"",
         algorithm.name()
     )
+}
+
+/// The first value of a header in a message.
+pub fn header<'a>(message: &'a str, name: &str) -> &'a str {
+    header_values(message, name).first().copied().unwrap_or("")
+}
+
+/// A response to `request` as a user agent writes it: its Vias, From, To (tagged with
+/// `to_tag` past 100), Call-ID and CSeq, a Contact when given, and `body` as SDP.
+pub fn respond_to(
+    request: &str,
+    status: u16,
+    to_tag: &str,
+    contact: Option<SocketAddr>,
+    body: &str,
+) -> String {
+    let mut out = format!("SIP/2.0 {status} Whatever\r\n");
+    for via in header_values(request, "Via") {
+        out.push_str(&format!("Via: {via}\r\n"));
+    }
+    let to = header(request, "To");
+    let to = if status > 100 && !to.contains(";tag=") {
+        format!("{to};tag={to_tag}")
+    } else {
+        to.to_string()
+    };
+    out.push_str(&format!(
+        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n",
+        header(request, "From"),
+        header(request, "Call-ID"),
+        header(request, "CSeq"),
+    ));
+    if let Some(contact) = contact {
+        out.push_str(&format!("Contact: <sip:callee@{contact}>\r\n"));
+    }
+    if !body.is_empty() {
+        out.push_str("Content-Type: application/sdp\r\n");
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
+}
+
+impl UdpPeer {
+    /// Waits (up to 5 s) for a request with this method, passing over anything else.
+    pub async fn expect_request(&self, method: &str) -> String {
+        self.expect(|m| m.starts_with(&format!("{method} ")), method)
+            .await
+    }
+
+    /// Waits (up to 5 s) for a response with this status, passing over anything else.
+    pub async fn expect_status(&self, status_code: u16) -> String {
+        self.expect(
+            |m| m.starts_with("SIP/2.0 ") && status(m) == status_code,
+            &status_code.to_string(),
+        )
+        .await
+    }
+
+    async fn expect(&self, wanted: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = vec![];
+        while let Some(m) = self
+            .recv(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            if wanted(&m) {
+                return m;
+            }
+            seen.push(m.lines().next().unwrap_or_default().to_string());
+        }
+        panic!("{} never got {what}; it got {seen:?}", self.addr);
+    }
 }

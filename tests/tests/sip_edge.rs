@@ -7,7 +7,7 @@ use std::time::Duration;
 use domain::device::{DeviceEvent, Transport, UnbindReason};
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{
-    REALM, SipEdge, UdpPeer, authorization, header_values, register, status,
+    REALM, SipEdge, UdpPeer, authorization, credentials, header_values, register, status,
 };
 use signaling::digest::{Algorithm, Nonces};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -516,10 +516,11 @@ async fn invites_from_trunks_and_devices_are_told_apart() {
             edge: edge.udp,
         }
     };
-    // The carrier delivers our main number (digits without '+', as many do): accepted as far
-    // as the edge goes today (480 until call control lands).
-    let r = answered(&trunk, &invite(&trunk, "442071838750", "t1", "")).await;
-    assert_eq!(status(&r), 480, "{r}");
+    // The carrier delivers our main number (digits without '+', as many do): a call, which
+    // with no device registered ends at once with 480.
+    trunk.send(&invite(&trunk, "442071838750", "t1", "")).await;
+    let r = trunk.expect_status(480).await;
+    assert!(r.contains("no device registered"), "{r}");
     // A number it does not deliver, and one of its numbers nobody holds: 404.
     let r = answered(&trunk, &invite(&trunk, "+33142278186", "t2", "")).await;
     assert_eq!(status(&r), 404, "{r}");
@@ -528,7 +529,8 @@ async fn invites_from_trunks_and_devices_are_told_apart() {
     assert_eq!(status(&r), 404, "{r}");
 
     // Anyone else calling a telephone number is challenged (407), refused with credentials
-    // that do not hold (403), and let through as far as the edge goes with alice's.
+    // that do not hold (403), and let through with alice's: the call goes out to the trunk
+    // (nobody answers there; the caller gives up with a CANCEL).
     let device = UdpPeer::new(edge.udp).await;
     let r = answered(&device, &invite(&device, "+33142278186", "d1", "")).await;
     assert_eq!(status(&r), 407, "{r}");
@@ -538,8 +540,15 @@ async fn invites_from_trunks_and_devices_are_told_apart() {
     let r = answered(&device, &invite(&device, "+33142278186", "d2", &bad)).await;
     assert_eq!(status(&r), 403, "{r}");
     let good = invite_with_digest(&challenge, ringledger_tests::sip_edge::PASSWORD, 2, &uri);
-    let r = answered(&device, &invite(&device, "+33142278186", "d3", &good)).await;
-    assert_eq!(status(&r), 480, "{r}");
+    let call = invite(&device, "+33142278186", "d3", &good);
+    let r = device.exchange(&call).await;
+    assert_eq!(status(&r), 100, "{r}");
+    let cancel = call
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    device.send(&cancel).await;
+    device.expect_status(200).await;
+    device.expect_status(487).await;
     assert_eq!(
         edge.device_events().await.len(),
         before,
@@ -550,18 +559,6 @@ async fn invites_from_trunks_and_devices_are_told_apart() {
 
 /// `Proxy-Authorization` for an INVITE to `uri`.
 fn invite_with_digest(challenge: &str, password: &str, nc: u32, uri: &str) -> String {
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap();
-    let alg = Algorithm::Md5;
-    let ha1 = alg.hash(&format!("alice:{REALM}:{password}"));
-    let ha2 = alg.hash(&format!("INVITE:{uri}"));
-    let nc = format!("{nc:08x}");
-    let response = alg.hash(&format!("{ha1}:{nonce}:{nc}:abc:auth:{ha2}"));
-    format!(
-        "Proxy-Authorization: Digest username=\"alice\", realm=\"{REALM}\", nonce=\"{nonce}\", \
-         uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"abc\"\r\n"
-    )
+    let credentials = credentials(challenge, Algorithm::Md5, password, nc, "INVITE", uri);
+    format!("Proxy-Authorization: {credentials}\r\n")
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::edge::{Edge, ReplyPath};
+use crate::edge::{Edge, PeerPath};
 use crate::message::MAX_MESSAGE;
 use crate::message::normalize::{declared_length, header_end};
 
@@ -116,7 +116,7 @@ async fn connection(
                 Frame::Message(len) => {
                     let message: Vec<u8> = buf.drain(..len).collect();
                     let edge = edge.clone();
-                    let reply = ReplyPath::Stream(tx.clone());
+                    let reply = PeerPath::Stream(tx.clone());
                     tokio::spawn(async move { edge.receive(&message, peer, reply).await });
                 }
                 Frame::Broken(reason) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use crate::edge::{Edge, ReplyPath};
+use crate::edge::{Edge, PeerPath};
 use crate::message::MAX_MESSAGE;
 
 pub async fn serve(edge: Arc<Edge>, socket: Arc<UdpSocket>, mut stopped: watch::Receiver<bool>) {
@@ -25,7 +25,7 @@ pub async fn serve(edge: Arc<Edge>, socket: Arc<UdpSocket>, mut stopped: watch::
         };
         let bytes = buf[..len].to_vec();
         let edge = edge.clone();
-        let reply = ReplyPath::Udp(socket.clone(), source);
+        let reply = PeerPath::Udp(socket.clone(), source);
         tokio::spawn(async move { edge.receive(&bytes, source, reply).await });
     }
 }

@@ -1,0 +1,721 @@
+//! One call: the caller's side (the INVITE the edge answers) and the legs the edge places.
+//! The first leg to answer wins; the others are cancelled (or, answering too late, ACKed and
+//! hung up). Each step is recorded in the call's stream before the caller hears of it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::call::{Call, CallCommand, EndCause, LegFailure, LegRole, Side};
+use domain::ids::{CallId, LegId};
+use infra::command::{self, Loaded, Origin};
+use rsip::headers::UntypedHeader;
+use tokio::sync::mpsc;
+
+use super::CallInput;
+use super::plan::Plan;
+use super::requests::{self, LegInvite};
+use crate::answer::Answer;
+use crate::dialog::{Dialog, Hop};
+use crate::edge::{Edge, PeerPath};
+use crate::message::RawMessage;
+use crate::outgoing::{ClientKey, Notify, Outcome};
+use crate::transaction::{T1, T2, TransactionKey};
+
+/// How long a finished call still answers late responses (a leg answering after it was
+/// cancelled is ACKed and hung up): Timer B's span.
+const LINGER: Duration = Duration::from_secs(32);
+
+/// The caller's side of the call.
+pub struct Caller {
+    /// The server transaction of the caller's INVITE.
+    pub key: TransactionKey,
+    pub invite: RawMessage,
+    /// Where requests to the caller go (its source address, or its connection).
+    pub path: PeerPath,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegState {
+    Trying,
+    Ringing,
+    Answered,
+    /// Failed, cancelled or hung up: nothing more is expected of it.
+    Done,
+}
+
+struct Leg {
+    id: LegId,
+    invite: RawMessage,
+    path: PeerPath,
+    state: LegState,
+    /// Any response heard: a CANCEL may be sent (RFC 3261 §9.1).
+    heard: bool,
+    cancel_wanted: bool,
+    cancel_sent: bool,
+    dialog: Option<Dialog>,
+    ack: Option<Vec<u8>>,
+    bye_sent: bool,
+    /// The final status a failed leg got.
+    failed_with: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Setup,
+    Answered(usize),
+    Over,
+}
+
+/// The 2xx sent to the caller, repeated over UDP until the caller ACKs it (RFC 3261 §13.3.1.4).
+struct Unacked {
+    answer: Answer,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
+}
+
+struct CallTask {
+    edge: Arc<Edge>,
+    id: CallId,
+    stream: String,
+    state: Option<Loaded<Call>>,
+    caller: Caller,
+    tag: String,
+    caller_dialog: Option<Dialog>,
+    legs: Vec<Leg>,
+    phase: Phase,
+    rang: bool,
+    ring_deadline: Instant,
+    unacked: Option<Unacked>,
+    over_at: Option<Instant>,
+    /// The Call-IDs this call is registered under.
+    call_ids: Vec<String>,
+    tx: mpsc::Sender<CallInput>,
+}
+
+/// Runs one call from the caller's INVITE to its end.
+pub async fn run(
+    edge: Arc<Edge>,
+    plan: Plan,
+    caller: Caller,
+    tx: mpsc::Sender<CallInput>,
+    mut rx: mpsc::Receiver<CallInput>,
+) {
+    let id = CallId::from(uuid::Uuid::now_v7());
+    let caller_call_id = caller
+        .invite
+        .header("Call-ID")
+        .unwrap_or_default()
+        .to_string();
+    let mut task = CallTask {
+        stream: id.stream_id(),
+        id,
+        state: None,
+        tag: requests::token(6),
+        caller_dialog: None,
+        legs: vec![],
+        phase: Phase::Setup,
+        rang: false,
+        ring_deadline: Instant::now() + edge.ring_timeout,
+        unacked: None,
+        over_at: None,
+        call_ids: vec![caller_call_id],
+        caller,
+        tx,
+        edge,
+    };
+    task.start(&plan).await;
+    while task.phase != Phase::Over || task.over_at.is_some_and(|t| Instant::now() < t + LINGER) {
+        let wake = task.next_wake();
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(input) => task.handle(input).await,
+                None => break,
+            },
+            _ = tokio::time::sleep_until(wake.into()) => task.on_timer().await,
+        }
+    }
+    for call_id in &task.call_ids {
+        task.edge.calls.forget(call_id);
+    }
+}
+
+impl CallTask {
+    async fn record(&mut self, command: CallCommand) -> bool {
+        let origin = Origin {
+            actor: &self.edge.actor,
+            correlation_id: Some(self.id.0),
+            observe_append: None,
+        };
+        let loaded = self.state.take();
+        match command::execute::<Call>(
+            self.edge.store.as_ref(),
+            &origin,
+            &self.stream,
+            &command,
+            loaded,
+            None,
+        )
+        .await
+        {
+            Ok((loaded, _)) => {
+                self.state = Some(loaded);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(call = %self.id, error = %e, "call event not recorded");
+                false
+            }
+        }
+    }
+
+    async fn start(&mut self, plan: &Plan) {
+        let started = self
+            .record(CallCommand::Start {
+                call_id: self.id,
+                direction: plan.direction,
+                from: plan.from.clone(),
+                to: plan.to.clone(),
+                origin: plan.origin.clone(),
+                path: plan.path,
+                account: plan.account.clone(),
+                extension: None,
+                pin: None,
+            })
+            .await;
+        if !started {
+            let refusal = if plan.account.ensure_active().is_err() {
+                Answer::with_reason(403, "Forbidden (account not active)")
+            } else {
+                Answer::with_reason(503, "Service Unavailable (call not recorded)")
+            };
+            self.end_setup(refusal, None).await;
+            return;
+        }
+        tracing::info!(call = %self.id, from = %plan.from, to = %plan.to, legs = plan.targets.len(), "call started");
+        let max_forwards = self
+            .caller
+            .invite
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u8>().ok())
+            .unwrap_or(70)
+            .saturating_sub(1);
+        let content_type = self
+            .caller
+            .invite
+            .header("Content-Type")
+            .map(str::to_string);
+        for target in &plan.targets {
+            let leg_id = LegId(uuid::Uuid::now_v7());
+            let placed = self
+                .record(CallCommand::StartLeg {
+                    leg_id,
+                    target: target.target.clone(),
+                    path: target.path,
+                    role: LegRole::Callee,
+                    account: plan.account.clone(),
+                    extension: None,
+                })
+                .await;
+            if !placed {
+                continue;
+            }
+            let call_id = format!("{}@ringledger", requests::token(12));
+            let branch = requests::branch();
+            let invite = requests::invite(&LegInvite {
+                request_uri: &target.request_uri,
+                local: self.edge.local,
+                branch: &branch,
+                call_id: &call_id,
+                from_user: &plan.caller_id,
+                from_tag: &requests::token(6),
+                max_forwards,
+                content_type: content_type.as_deref(),
+                body: &self.caller.invite.body,
+            });
+            let path = self.edge.udp_path(target.destination);
+            self.edge.calls.register(&call_id, self.tx.clone());
+            self.call_ids.push(call_id);
+            let leg = self.legs.len();
+            self.legs.push(Leg {
+                id: leg_id,
+                invite: invite.clone(),
+                path: path.clone(),
+                state: LegState::Trying,
+                heard: false,
+                cancel_wanted: false,
+                cancel_sent: false,
+                dialog: None,
+                ack: None,
+                bye_sent: false,
+                failed_with: None,
+            });
+            let key = ClientKey {
+                branch,
+                method: "INVITE".into(),
+            };
+            self.edge
+                .outgoing
+                .send(key, invite, path, self.notify(Some(leg)))
+                .await;
+        }
+        if self.legs.is_empty() {
+            self.end_setup(
+                Answer::with_reason(480, "Temporarily Unavailable (no device registered)"),
+                Some((EndCause::NoAnswer, Side::System)),
+            )
+            .await;
+        }
+    }
+
+    /// Where outcomes of a request toward `leg` (None: the caller) go.
+    fn notify(&self, leg: Option<usize>) -> Notify {
+        let tx = self.tx.clone();
+        Arc::new(move |key: &ClientKey, outcome: Outcome| {
+            let _ = tx.try_send(CallInput::Outcome {
+                leg,
+                key: key.clone(),
+                outcome,
+            });
+        })
+    }
+
+    fn next_wake(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let ring = (self.phase == Phase::Setup).then_some(self.ring_deadline);
+        let unacked = self.unacked.as_ref().map(|u| u.next.min(u.give_up));
+        let linger = self.over_at.map(|t| t + LINGER);
+        [ring, unacked, linger]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far)
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.phase == Phase::Setup && now >= self.ring_deadline {
+            self.cancel_legs(LegFailure::Cancelled).await;
+            self.end_setup(
+                Answer::with_reason(480, "Temporarily Unavailable (no answer)"),
+                Some((EndCause::NoAnswer, Side::System)),
+            )
+            .await;
+            return;
+        }
+        let Some(unacked) = self.unacked.as_mut() else {
+            return;
+        };
+        if now >= unacked.give_up {
+            // The caller never confirmed the answer: hang up both sides.
+            self.unacked = None;
+            tracing::info!(call = %self.id, "no ACK for the 2xx; hanging up");
+            if let Phase::Answered(winner) = self.phase {
+                self.bye_leg(winner).await;
+            }
+            self.bye_caller().await;
+            self.finish(EndCause::Failed, Side::System).await;
+        } else if now >= unacked.next {
+            unacked.interval = (unacked.interval * 2).min(T2);
+            unacked.next = now + unacked.interval;
+            let answer = unacked.answer.clone();
+            self.respond(answer).await;
+        }
+    }
+
+    async fn handle(&mut self, input: CallInput) {
+        match input {
+            CallInput::Outcome {
+                leg: Some(leg),
+                key,
+                outcome,
+            } if key.method == "INVITE" => match outcome {
+                Outcome::Response(response) => self.on_leg_response(leg, response).await,
+                Outcome::Timeout => self.on_leg_failed(leg, 408, LegFailure::Timeout).await,
+            },
+            // Responses to CANCEL and BYE change nothing.
+            CallInput::Outcome { .. } => {}
+            CallInput::Cancel => {
+                if self.phase == Phase::Setup {
+                    self.cancel_legs(LegFailure::Cancelled).await;
+                    self.end_setup(
+                        Answer::status(487),
+                        Some((EndCause::CallerCancelled, Side::Caller)),
+                    )
+                    .await;
+                }
+            }
+            CallInput::Ack(ack) => {
+                if self.is_from_caller(&ack) {
+                    self.unacked = None;
+                }
+            }
+            CallInput::Bye(bye, reply) => {
+                let answer = self.on_bye(&bye).await;
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Whether an in-dialog request comes from the caller (rather than from a leg).
+    fn is_from_caller(&self, request: &RawMessage) -> bool {
+        self.caller_dialog
+            .as_ref()
+            .is_some_and(|d| d.matches(request))
+    }
+
+    async fn on_bye(&mut self, bye: &RawMessage) -> Answer {
+        let Phase::Answered(winner) = self.phase else {
+            return Answer::status(481);
+        };
+        if self.is_from_caller(bye) {
+            self.unacked = None;
+            self.bye_leg(winner).await;
+            self.finish(EndCause::NormalClearing, Side::Caller).await;
+            return Answer::status(200);
+        }
+        let call_id = bye.header("Call-ID");
+        let Some(leg) = self.legs.iter().position(|l| {
+            l.dialog
+                .as_ref()
+                .is_some_and(|d| Some(d.id.call_id.as_str()) == call_id)
+        }) else {
+            return Answer::status(481);
+        };
+        if leg == winner {
+            self.legs[leg].state = LegState::Done;
+            self.unacked = None;
+            self.bye_caller().await;
+            self.finish(EndCause::NormalClearing, Side::Callee).await;
+        }
+        Answer::status(200)
+    }
+
+    async fn on_leg_response(&mut self, leg: usize, response: RawMessage) {
+        let Some(status) = status_of(&response) else {
+            return;
+        };
+        self.legs[leg].heard = true;
+        if self.legs[leg].cancel_wanted && !self.legs[leg].cancel_sent && status < 200 {
+            self.send_cancel(leg).await;
+        }
+        match status {
+            100 => {}
+            101..=199 => self.on_leg_ringing(leg, status, response).await,
+            200..=299 => self.on_leg_answered(leg, response).await,
+            _ => self.on_leg_failed(leg, status, LegFailure::Rejected).await,
+        }
+    }
+
+    async fn on_leg_ringing(&mut self, leg: usize, status: u16, response: RawMessage) {
+        if self.legs[leg].state != LegState::Trying {
+            return;
+        }
+        self.legs[leg].state = LegState::Ringing;
+        let leg_id = self.legs[leg].id;
+        self.record(CallCommand::LegRinging { leg_id }).await;
+        if self.phase == Phase::Setup && !self.rang {
+            self.rang = true;
+            // Early media (a 183 with a session description) is passed on as it came.
+            let status = if status == 183 && !response.body.is_empty() {
+                183
+            } else {
+                180
+            };
+            let answer = self
+                .contact(Answer::status(status))
+                .body(&content_type(&response), response.body);
+            self.respond(answer).await;
+        }
+    }
+
+    async fn on_leg_answered(&mut self, leg: usize, response: RawMessage) {
+        // Every 2xx is ACKed, whatever becomes of the leg.
+        if self.legs[leg].dialog.is_none() {
+            match Dialog::as_caller(&self.legs[leg].invite, &response) {
+                Ok(d) => self.legs[leg].dialog = Some(d),
+                Err(e) => {
+                    tracing::info!(call = %self.id, error = %e, "a leg's 2xx cannot start a dialog");
+                    return;
+                }
+            }
+        }
+        let ack = match self.legs[leg].ack.clone() {
+            Some(ack) => ack,
+            None => {
+                let local = self.edge.local.to_string();
+                let branch = requests::branch();
+                let dialog = self.legs[leg].dialog.as_mut().expect("dialog made above");
+                let ack = dialog.request(
+                    "ACK",
+                    Some(1),
+                    Hop {
+                        transport: "UDP",
+                        sent_by: &local,
+                        branch: &branch,
+                    },
+                    &[],
+                    &[],
+                );
+                self.legs[leg].ack = Some(ack.clone());
+                ack
+            }
+        };
+        self.legs[leg].path.send(ack).await;
+        match self.phase {
+            Phase::Setup => {
+                let leg_id = self.legs[leg].id;
+                if !self.record(CallCommand::LegAnswered { leg_id }).await {
+                    // An answer that cannot be recorded cannot be billed: no call.
+                    self.bye_leg(leg).await;
+                    self.cancel_legs(LegFailure::Cancelled).await;
+                    self.end_setup(
+                        Answer::with_reason(500, "Server Internal Error (answer not recorded)"),
+                        Some((EndCause::Failed, Side::System)),
+                    )
+                    .await;
+                    return;
+                }
+                self.legs[leg].state = LegState::Answered;
+                self.phase = Phase::Answered(leg);
+                self.cancel_legs(LegFailure::AnsweredElsewhere).await;
+                self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.tag).ok();
+                let answer = self
+                    .contact(Answer::status(200))
+                    .body(&content_type(&response), response.body);
+                self.respond(answer.clone()).await;
+                if !self.caller.path.is_reliable() {
+                    let now = Instant::now();
+                    self.unacked = Some(Unacked {
+                        answer,
+                        next: now + T1,
+                        interval: T1,
+                        give_up: now + 64 * T1,
+                    });
+                }
+                tracing::info!(call = %self.id, leg = %leg_id, "call answered");
+            }
+            Phase::Answered(winner) if winner == leg => {}
+            _ => {
+                // Answered after another leg won, or after the call ended: hang it up.
+                if !self.legs[leg].bye_sent {
+                    let leg_id = self.legs[leg].id;
+                    if self.phase != Phase::Over {
+                        self.record(CallCommand::LegAnswered { leg_id }).await;
+                    }
+                    self.bye_leg(leg).await;
+                }
+            }
+        }
+    }
+
+    async fn on_leg_failed(&mut self, leg: usize, status: u16, failure: LegFailure) {
+        if matches!(self.legs[leg].state, LegState::Trying | LegState::Ringing) {
+            self.legs[leg].state = LegState::Done;
+            self.legs[leg].failed_with = Some(status);
+            let leg_id = self.legs[leg].id;
+            self.record(CallCommand::LegFailed {
+                leg_id,
+                sip_status: status,
+                failure,
+            })
+            .await;
+        }
+        if self.phase == Phase::Setup && self.legs.iter().all(|l| l.state == LegState::Done) {
+            let statuses: Vec<u16> = self.legs.iter().filter_map(|l| l.failed_with).collect();
+            let (answer, cause) = caller_failure(&statuses);
+            self.end_setup(answer, Some((cause, Side::Callee))).await;
+        }
+    }
+
+    /// Cancels every leg still ringing, recording why.
+    async fn cancel_legs(&mut self, why: LegFailure) {
+        for leg in 0..self.legs.len() {
+            if !matches!(self.legs[leg].state, LegState::Trying | LegState::Ringing) {
+                continue;
+            }
+            self.legs[leg].state = LegState::Done;
+            self.legs[leg].cancel_wanted = true;
+            if self.legs[leg].heard {
+                self.send_cancel(leg).await;
+            }
+            let leg_id = self.legs[leg].id;
+            self.record(CallCommand::LegFailed {
+                leg_id,
+                sip_status: 487,
+                failure: why,
+            })
+            .await;
+        }
+    }
+
+    async fn send_cancel(&mut self, leg: usize) {
+        self.legs[leg].cancel_sent = true;
+        let cancel = requests::cancel(&self.legs[leg].invite);
+        let key = ClientKey {
+            branch: branch_of(&cancel),
+            method: "CANCEL".into(),
+        };
+        let path = self.legs[leg].path.clone();
+        self.edge
+            .outgoing
+            .send(key, cancel, path, self.notify(Some(leg)))
+            .await;
+    }
+
+    async fn bye_leg(&mut self, leg: usize) {
+        if self.legs[leg].bye_sent {
+            return;
+        }
+        self.legs[leg].bye_sent = true;
+        self.legs[leg].state = LegState::Done;
+        let local = self.edge.local.to_string();
+        let branch = requests::branch();
+        let Some(dialog) = self.legs[leg].dialog.as_mut() else {
+            return;
+        };
+        let bye = dialog.request(
+            "BYE",
+            None,
+            Hop {
+                transport: "UDP",
+                sent_by: &local,
+                branch: &branch,
+            },
+            &[],
+            &[],
+        );
+        let path = self.legs[leg].path.clone();
+        self.send_request(bye, branch, "BYE", path, Some(leg)).await;
+    }
+
+    async fn bye_caller(&mut self) {
+        let local = self.edge.local.to_string();
+        let branch = requests::branch();
+        let transport = if self.caller.path.is_reliable() {
+            "TCP"
+        } else {
+            "UDP"
+        };
+        let Some(dialog) = self.caller_dialog.as_mut() else {
+            return;
+        };
+        let bye = dialog.request(
+            "BYE",
+            None,
+            Hop {
+                transport,
+                sent_by: &local,
+                branch: &branch,
+            },
+            &[],
+            &[],
+        );
+        let path = self.caller.path.clone();
+        self.send_request(bye, branch, "BYE", path, None).await;
+    }
+
+    async fn send_request(
+        &self,
+        bytes: Vec<u8>,
+        branch: String,
+        method: &str,
+        path: PeerPath,
+        leg: Option<usize>,
+    ) {
+        let Ok(request) = crate::message::normalize::normalize(&bytes) else {
+            tracing::warn!(call = %self.id, method, "the edge built a request it cannot read");
+            return;
+        };
+        let key = ClientKey {
+            branch,
+            method: method.into(),
+        };
+        self.edge
+            .outgoing
+            .send(key, request, path, self.notify(leg))
+            .await;
+    }
+
+    /// Answers the caller's INVITE (through its server transaction, with the call's tag).
+    async fn respond(&self, answer: Answer) {
+        self.edge
+            .respond(&self.caller.key, &self.caller.invite, answer, &self.tag)
+            .await;
+    }
+
+    fn contact(&self, answer: Answer) -> Answer {
+        answer.header(rsip::Header::Contact(rsip::headers::Contact::new(format!(
+            "<sip:ringledger@{}>",
+            self.edge.local
+        ))))
+    }
+
+    /// The call ends before anyone answered: the caller gets `answer`; `end` is recorded.
+    async fn end_setup(&mut self, answer: Answer, end: Option<(EndCause, Side)>) {
+        if let Some((cause, side)) = end {
+            self.record(CallCommand::End { cause, side }).await;
+        }
+        self.respond(answer).await;
+        self.phase = Phase::Over;
+        self.over_at = Some(Instant::now());
+    }
+
+    async fn finish(&mut self, cause: EndCause, side: Side) {
+        self.record(CallCommand::End { cause, side }).await;
+        self.phase = Phase::Over;
+        self.over_at = Some(Instant::now());
+        tracing::info!(call = %self.id, ?cause, ?side, "call ended");
+    }
+}
+
+fn status_of(response: &RawMessage) -> Option<u16> {
+    response.start_line.split(' ').nth(1)?.parse().ok()
+}
+
+fn content_type(message: &RawMessage) -> String {
+    message
+        .header("Content-Type")
+        .unwrap_or("application/sdp")
+        .to_string()
+}
+
+fn branch_of(request: &RawMessage) -> String {
+    request
+        .header("Via")
+        .and_then(|v| crate::message::header::param(v, "branch").flatten())
+        .unwrap_or_default()
+}
+
+/// What the caller hears when every leg failed (after RFC 3261 §16.7's choice of the best
+/// response): a global refusal (6xx) or busy first, then the lowest status; a leg that never
+/// answered reads as no answer.
+fn caller_failure(statuses: &[u16]) -> (Answer, EndCause) {
+    if let Some(&s) = statuses.iter().find(|s| **s >= 600) {
+        return (Answer::status(s), EndCause::Rejected);
+    }
+    if statuses.contains(&486) {
+        return (Answer::status(486), EndCause::Busy);
+    }
+    match statuses.iter().copied().filter(|s| *s != 408).min() {
+        Some(s) => (Answer::status(s), EndCause::Rejected),
+        None => (
+            Answer::with_reason(480, "Temporarily Unavailable (no answer)"),
+            EndCause::NoAnswer,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caller_hears_a_refusal_or_busy_before_other_failures() {
+        assert_eq!(caller_failure(&[480, 603]).0.status, 603);
+        assert_eq!(caller_failure(&[404, 486, 480]).1, EndCause::Busy);
+        assert_eq!(caller_failure(&[480, 404]).0.status, 404);
+        let (answer, cause) = caller_failure(&[408, 408]);
+        assert_eq!((answer.status, cause), (480, EndCause::NoAnswer));
+    }
+}

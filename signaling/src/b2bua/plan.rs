@@ -1,0 +1,169 @@
+//! What an INVITE asks of the edge: who is calling (a carrier, known by its source; or an IP
+//! device, proven by digest), the main account the call belongs to and is billed to, and the
+//! legs to place. Anything that cannot become a call gets its answer here.
+
+use std::net::SocketAddr;
+
+use domain::account::Account;
+use domain::call::{Direction, LegTarget, Origin, Path};
+use domain::device::Transport;
+use domain::number::NumberRole;
+
+use crate::answer::Answer;
+use crate::auth::{Authenticator, Scheme};
+use crate::message::RawMessage;
+use crate::message::header::{name_addr, uri_user};
+use crate::trunk::{Trunks, telephone_number};
+use crate::view::SharedView;
+
+/// A call to set up.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub direction: Direction,
+    pub origin: Origin,
+    pub path: Path,
+    pub account: Account,
+    /// The caller and the called party as the call records them.
+    pub from: String,
+    pub to: String,
+    /// The user part of the From the legs present (caller ID).
+    pub caller_id: String,
+    /// Rung at once; the first to answer wins.
+    pub targets: Vec<Target>,
+}
+
+/// One leg to place.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub target: LegTarget,
+    pub path: Path,
+    pub request_uri: String,
+    /// Where the INVITE goes (a contact's real source address, or the trunk).
+    pub destination: SocketAddr,
+}
+
+pub fn plan(
+    request: &RawMessage,
+    source: SocketAddr,
+    trunks: &Trunks,
+    auth: &Authenticator,
+    view: &SharedView,
+) -> Result<Plan, Answer> {
+    let dialled = request
+        .start_line
+        .split(' ')
+        .nth(1)
+        .and_then(uri_user)
+        .unwrap_or_default();
+    let number = telephone_number(dialled);
+    let now = chrono::Utc::now();
+    if let Some(trunk) = trunks.of_source(source) {
+        // A carrier delivers a call: it must be for a number it serves, held by an account.
+        let Some(number) = number else {
+            return Err(Answer::with_reason(
+                404,
+                "Not Found (not a telephone number)",
+            ));
+        };
+        if !trunk.delivers(&number) {
+            return Err(Answer::with_reason(
+                404,
+                "Not Found (not a number of this trunk)",
+            ));
+        }
+        let view = view.read().expect("routing view");
+        let Some(holder) = view.holder(&number) else {
+            return Err(Answer::with_reason(
+                404,
+                "Not Found (number not in service)",
+            ));
+        };
+        if !matches!(holder.role, NumberRole::Main) {
+            return Err(Answer::with_reason(
+                480,
+                "Temporarily Unavailable (calls to extension and access numbers are not routed yet)",
+            ));
+        }
+        let Some(account) = view.account(holder.account_id) else {
+            return Err(Answer::with_reason(
+                404,
+                "Not Found (number not in service)",
+            ));
+        };
+        let caller = request
+            .header("From")
+            .and_then(name_addr)
+            .and_then(|n| uri_user(n.uri))
+            .unwrap_or("anonymous")
+            .to_string();
+        // Contacts registered over TCP are reached only over their own connection, which
+        // the edge does not keep an index of yet: UDP contacts are rung.
+        let targets = view
+            .live_contacts(holder.account_id, now)
+            .into_iter()
+            .filter(|(_, _, c)| c.transport == Transport::Udp)
+            .filter_map(|(device_id, uri, c)| {
+                Some(Target {
+                    target: LegTarget::Contact {
+                        device_id,
+                        contact_uri: uri.to_string(),
+                    },
+                    path: Path::Data,
+                    request_uri: uri.to_string(),
+                    destination: c.source.parse().ok()?,
+                })
+            })
+            .collect();
+        return Ok(Plan {
+            direction: Direction::Inbound,
+            origin: Origin::Pstn {
+                trunk: trunk.name.clone(),
+            },
+            path: Path::Data,
+            account: account.clone(),
+            from: caller.clone(),
+            to: number.as_str().to_string(),
+            caller_id: caller,
+            targets,
+        });
+    }
+    // Anyone else calls out only as an IP device that proves who it is (invariant 8): a 407
+    // challenge first, 403 for credentials that do not hold.
+    let now_secs = now.timestamp().max(0) as u64;
+    let caller = auth.authenticate(request, Scheme::Proxy, view, now_secs)?;
+    let Some(number) = number else {
+        return Err(Answer::with_reason(
+            404,
+            "Not Found (not a telephone number)",
+        ));
+    };
+    let Some(trunk) = trunks.outbound() else {
+        return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
+    };
+    let view = view.read().expect("routing view");
+    let account = view
+        .device_by_username(&caller.username)
+        .and_then(|(_, d)| d.account_id)
+        .and_then(|id| view.account(id))
+        .ok_or_else(|| Answer::status(403))?;
+    let Some(main_number) = account.main_number.clone() else {
+        return Err(Answer::status(403));
+    };
+    Ok(Plan {
+        direction: Direction::Outbound,
+        origin: Origin::IpDevice {
+            device_id: caller.device_id,
+        },
+        path: Path::Data,
+        account: account.clone(),
+        from: main_number.as_str().to_string(),
+        to: number.as_str().to_string(),
+        caller_id: main_number.as_str().to_string(),
+        targets: vec![Target {
+            request_uri: format!("sip:{}@{}", number.as_str(), trunk.address),
+            target: LegTarget::Pstn { number },
+            path: Path::Pstn,
+            destination: trunk.address,
+        }],
+    })
+}

@@ -1,0 +1,434 @@
+//! Calls through the edge's B2BUA over real UDP sockets: a carrier (a test peer at the trunk's
+//! address) calls alice's main number and the edge rings her registered contacts at once; an
+//! IP device calls out through the trunk. Each test checks what the phones hear and what the
+//! call's stream records. Interop with phones we did not write is in baresip.rs / pjsua2.rs.
+
+use std::time::Duration;
+
+use domain::call::{CallEvent, Direction, EndCause, LegFailure, LegTarget, Origin, Side};
+use ringledger_tests::harness::Backend;
+use ringledger_tests::sip_edge::{
+    MAIN_NUMBER, REALM, SipEdge, UdpPeer, authorization, credentials, header, header_values,
+    register, respond_to, status,
+};
+use signaling::digest::Algorithm;
+
+const OFFER: &str = "v=0\r\no=pstn 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+const ANSWER: &str = "v=0\r\no=alice 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\n";
+
+/// An edge whose trunk is a test peer (known by its address alone).
+async fn edge_with_trunk(backend: Backend) -> (SipEdge, UdpPeer) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let trunk = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: addr,
+        networks: vec![],
+        numbers: vec!["+".into()],
+    };
+    let edge = SipEdge::spawn_with_trunks(backend, vec![Algorithm::Md5], vec![trunk]).await;
+    let peer = UdpPeer {
+        socket,
+        addr,
+        edge: edge.udp,
+    };
+    (edge, peer)
+}
+
+/// A phone of alice's, registered with the edge from its own socket.
+async fn registered_phone(edge: &SipEdge, name: &str) -> UdpPeer {
+    let phone = UdpPeer::new(edge.udp).await;
+    let r = phone.exchange(&register(&phone, name, 1, "")).await;
+    assert_eq!(status(&r), 401, "{r}");
+    let challenge = header_values(&r, "WWW-Authenticate")[0].to_string();
+    let auth = authorization(
+        &challenge,
+        Algorithm::Md5,
+        ringledger_tests::sip_edge::PASSWORD,
+        1,
+        &format!("sip:{REALM}"),
+    );
+    let r = phone
+        .exchange(&register(&phone, &format!("{name}2"), 2, &auth))
+        .await;
+    assert_eq!(status(&r), 200, "{r}");
+    phone
+}
+
+/// Waits until the edge's routing view shows `n` live contacts for alice.
+async fn wait_for_contacts(edge: &SipEdge, n: usize) {
+    for _ in 0..500 {
+        let live = edge
+            .view
+            .read()
+            .unwrap()
+            .live_contacts(edge.account_id, chrono::Utc::now())
+            .len();
+        if live >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the edge never saw {n} contacts");
+}
+
+/// An INVITE from the carrier to `number`, offering audio.
+fn carrier_invite(trunk: &UdpPeer, number: &str, call: &str) -> String {
+    let me = trunk.addr;
+    format!(
+        "INVITE sip:{number}@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:+441632960001@{me}>;tag=pstn-{call}\r\n\
+         To: <sip:{number}@{edge}>\r\nCall-ID: {call}@carrier\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:pstn@{me}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{OFFER}",
+        OFFER.len(),
+        edge = trunk.edge,
+    )
+}
+
+/// A request inside the dialog the edge's `ok` (a 2xx to `invite`) set up with `peer`.
+fn in_dialog(peer: &UdpPeer, invite: &str, ok: &str, method: &str, cseq: u32) -> String {
+    let target = header(ok, "Contact")
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_string();
+    format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{method}{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
+         CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        me = peer.addr,
+        from = header(invite, "From"),
+        to = header(ok, "To"),
+        call_id = header(invite, "Call-ID"),
+    )
+}
+
+fn leg_failures(events: &[CallEvent]) -> Vec<(u16, LegFailure)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::LegFailed {
+                sip_status,
+                failure,
+                ..
+            } => Some((*sip_status, *failure)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ended(events: &[CallEvent]) -> Option<(EndCause, Side)> {
+    events.iter().find_map(|e| match e {
+        CallEvent::Ended { cause, side, .. } => Some((*cause, *side)),
+        _ => None,
+    })
+}
+
+/// The carrier calls alice; both her phones ring; the second answers, so the first is
+/// cancelled; the caller hears ringing, then the answer with the second phone's session;
+/// the caller hangs up and the edge hangs up the phone.
+async fn a_call_forks_to_every_phone_and_the_first_answer_wins(backend: Backend) {
+    let (edge, trunk) = edge_with_trunk(backend).await;
+    let first = registered_phone(&edge, "p1").await;
+    let second = registered_phone(&edge, "p2").await;
+    wait_for_contacts(&edge, 2).await;
+
+    let invite = carrier_invite(&trunk, MAIN_NUMBER, "fork");
+    trunk.send(&invite).await;
+    trunk.expect_status(100).await;
+    let to_first = first.expect_request("INVITE").await;
+    let to_second = second.expect_request("INVITE").await;
+    for leg in [&to_first, &to_second] {
+        assert!(
+            leg.ends_with(OFFER),
+            "the caller's offer is passed on: {leg}"
+        );
+        assert!(
+            header(leg, "From").contains("+441632960001"),
+            "the caller's number is shown: {leg}"
+        );
+    }
+    assert_ne!(header(&to_first, "Call-ID"), header(&to_second, "Call-ID"));
+
+    first
+        .send(&respond_to(&to_first, 180, "one", Some(first.addr), ""))
+        .await;
+    trunk.expect_status(180).await;
+    second
+        .send(&respond_to(
+            &to_second,
+            200,
+            "two",
+            Some(second.addr),
+            ANSWER,
+        ))
+        .await;
+    // The winner is ACKed; the other phone is cancelled and its 487 ACKed by the edge.
+    let ack = second.expect_request("ACK").await;
+    assert_eq!(header(&ack, "Call-ID"), header(&to_second, "Call-ID"));
+    let cancel = first.expect_request("CANCEL").await;
+    first.send(&respond_to(&cancel, 200, "one", None, "")).await;
+    first
+        .send(&respond_to(&to_first, 487, "one", None, ""))
+        .await;
+    first.expect_request("ACK").await;
+    let ok = trunk.expect_status(200).await;
+    assert!(
+        ok.ends_with(ANSWER),
+        "the answer's session reaches the caller: {ok}"
+    );
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
+
+    // The caller hangs up: its BYE is answered, and the phone gets one.
+    let bye = in_dialog(&trunk, &invite, &ok, "BYE", 2);
+    let r = trunk.exchange(&bye).await;
+    assert_eq!(status(&r), 200, "{r}");
+    let to_phone = second.expect_request("BYE").await;
+    second
+        .send(&respond_to(&to_phone, 200, "two", None, ""))
+        .await;
+
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(calls.len(), 1);
+    let events = &calls[0];
+    let CallEvent::Started {
+        direction,
+        origin,
+        to,
+        from,
+        account_id,
+        ..
+    } = &events[0]
+    else {
+        panic!("a call starts with Started: {events:?}");
+    };
+    assert_eq!(*direction, Direction::Inbound);
+    assert_eq!(
+        *origin,
+        Origin::Pstn {
+            trunk: "carrier".into()
+        }
+    );
+    assert_eq!((from.as_str(), to.as_str()), ("+441632960001", MAIN_NUMBER));
+    assert_eq!(*account_id, edge.account_id);
+    let legs = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                CallEvent::LegStarted {
+                    target: LegTarget::Contact { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(legs, 2, "{events:?}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, CallEvent::LegAnswered { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(
+        leg_failures(events),
+        vec![(487, LegFailure::AnsweredElsewhere)]
+    );
+    assert_eq!(
+        ended(events),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_forks_and_the_first_answer_wins_on_sqlite() {
+    a_call_forks_to_every_phone_and_the_first_answer_wins(Backend::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_forks_and_the_first_answer_wins_on_postgres() {
+    a_call_forks_to_every_phone_and_the_first_answer_wins(Backend::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_cancels_a_ringing_call() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    let phone = registered_phone(&edge, "p1").await;
+    wait_for_contacts(&edge, 1).await;
+    let invite = carrier_invite(&trunk, MAIN_NUMBER, "cancelled");
+    trunk.send(&invite).await;
+    let to_phone = phone.expect_request("INVITE").await;
+    phone
+        .send(&respond_to(&to_phone, 180, "ph", Some(phone.addr), ""))
+        .await;
+    trunk.expect_status(180).await;
+    let cancel = invite
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel =
+        cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\r\n\r\n";
+    trunk.send(&cancel).await;
+    trunk.expect_status(200).await;
+    trunk.expect_status(487).await;
+    let c = phone.expect_request("CANCEL").await;
+    phone.send(&respond_to(&c, 200, "ph", None, "")).await;
+    phone
+        .send(&respond_to(&to_phone, 487, "ph", None, ""))
+        .await;
+    phone.expect_request("ACK").await;
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(leg_failures(&calls[0]), vec![(487, LegFailure::Cancelled)]);
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::CallerCancelled, Side::Caller))
+    );
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_phone_makes_a_busy_call_and_a_phone_hangup_reaches_the_caller() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    let phone = registered_phone(&edge, "p1").await;
+    wait_for_contacts(&edge, 1).await;
+
+    // Busy: the caller hears 486 and the call ends busy.
+    trunk
+        .send(&carrier_invite(&trunk, MAIN_NUMBER, "busy"))
+        .await;
+    let to_phone = phone.expect_request("INVITE").await;
+    phone
+        .send(&respond_to(&to_phone, 486, "ph", None, ""))
+        .await;
+    phone.expect_request("ACK").await;
+    trunk.expect_status(486).await;
+
+    // Answered, then the phone hangs up: the caller gets a BYE inside its dialog.
+    let invite = carrier_invite(&trunk, MAIN_NUMBER, "hangup");
+    trunk.send(&invite).await;
+    let to_phone = phone.expect_request("INVITE").await;
+    phone
+        .send(&respond_to(&to_phone, 200, "ph2", Some(phone.addr), ANSWER))
+        .await;
+    phone.expect_request("ACK").await;
+    let ok = trunk.expect_status(200).await;
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
+    let ok_to_phone = respond_to(&to_phone, 200, "ph2", Some(phone.addr), ANSWER);
+    let bye = format!(
+        "BYE sip:ringledger@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbye1\r\n\
+         Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 2 BYE\r\n\
+         Content-Length: 0\r\n\r\n",
+        edge = edge.udp,
+        me = phone.addr,
+        from = header(&ok_to_phone, "To"),
+        to = header(&to_phone, "From"),
+        cid = header(&to_phone, "Call-ID"),
+    );
+    let r = phone.exchange(&bye).await;
+    assert_eq!(status(&r), 200, "{r}");
+    let to_caller = trunk.expect_request("BYE").await;
+    assert_eq!(header(&to_caller, "Call-ID"), "hangup@carrier");
+    assert_eq!(header(&to_caller, "To"), header(&invite, "From"));
+    trunk
+        .send(&respond_to(&to_caller, 200, "x", None, ""))
+        .await;
+
+    let calls = edge.ended_calls(2).await;
+    assert_eq!(ended(&calls[0]), Some((EndCause::Busy, Side::Callee)));
+    assert_eq!(leg_failures(&calls[0]), vec![(486, LegFailure::Rejected)]);
+    assert_eq!(
+        ended(&calls[1]),
+        Some((EndCause::NormalClearing, Side::Callee))
+    );
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_device_calls_out_through_the_trunk_as_its_main_number() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    let phone = UdpPeer::new(edge.udp).await;
+    let dialled = "+33142278186";
+    let uri = format!("sip:{dialled}@{REALM}");
+    let invite = |branch: &str, auth: &str| {
+        let me = phone.addr;
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@{REALM}>;tag=out\r\nTo: <{uri}>\r\n\
+             Call-ID: out@phone\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\n{auth}\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
+            OFFER.len(),
+            cseq = if auth.is_empty() { 1 } else { 2 },
+        )
+    };
+    let r = phone.exchange(&invite("o1", "")).await;
+    assert_eq!(status(&r), 407, "{r}");
+    let ack = format!(
+        "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKo1\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@{REALM}>;tag=out\r\nTo: {}\r\nCall-ID: out@phone\r\nCSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n",
+        phone.addr,
+        header(&r, "To"),
+    );
+    phone.send(&ack).await;
+    let challenge = header(&r, "Proxy-Authenticate").to_string();
+    let creds = credentials(
+        &challenge,
+        Algorithm::Md5,
+        ringledger_tests::sip_edge::PASSWORD,
+        1,
+        "INVITE",
+        &uri,
+    );
+    let invite = invite("o2", &format!("Proxy-Authorization: {creds}\r\n"));
+    phone.send(&invite).await;
+    phone.expect_status(100).await;
+
+    // The trunk gets the call from alice's main number, with her offer.
+    let out = trunk.expect_request("INVITE").await;
+    assert!(
+        out.starts_with(&format!("INVITE sip:{dialled}@{} ", trunk.addr)),
+        "{out}"
+    );
+    assert!(header(&out, "From").contains(MAIN_NUMBER), "{out}");
+    assert!(out.ends_with(OFFER));
+    trunk
+        .send(&respond_to(&out, 200, "far", Some(trunk.addr), ANSWER))
+        .await;
+    trunk.expect_request("ACK").await;
+    let ok = phone.expect_status(200).await;
+    phone.send(&in_dialog(&phone, &invite, &ok, "ACK", 2)).await;
+    let r = phone
+        .exchange(&in_dialog(&phone, &invite, &ok, "BYE", 3))
+        .await;
+    assert_eq!(status(&r), 200, "{r}");
+    let bye = trunk.expect_request("BYE").await;
+    trunk.send(&respond_to(&bye, 200, "far", None, "")).await;
+
+    let calls = edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert!(
+        matches!(
+            &events[0],
+            CallEvent::Started { direction: Direction::Outbound, origin: Origin::IpDevice { device_id }, from, to, .. }
+                if *device_id == edge.device_id && from == MAIN_NUMBER && to == dialled
+        ),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CallEvent::LegStarted { target: LegTarget::Pstn { number }, .. } if number.as_str() == dialled
+    )));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::LegAnswered { .. }))
+    );
+    assert_eq!(
+        ended(events),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+    edge.shutdown().await;
+}
