@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::answer::Answer;
 use crate::auth::Authenticator;
 use crate::b2bua::call::{self, Caller};
-use crate::b2bua::{CallInput, Calls, INPUT_QUEUE, plan};
+use crate::b2bua::{CallInput, Calls, DialogKey, INPUT_QUEUE, dialog_key, plan};
 use crate::deadlines::{Deadlines, Slot};
 use crate::message::{self, Message, ParseError, RawMessage, header};
 use crate::outgoing::Outgoing;
@@ -226,9 +226,8 @@ impl Edge {
                 }
             } else if method == rsip::Method::Ack {
                 // An ACK for a 2xx belongs to a dialog: the call's, if there is one.
-                if let Some(call_id) = raw.header("Call-ID") {
-                    self.calls.deliver(call_id, CallInput::Ack(raw.clone()));
-                }
+                self.calls
+                    .deliver(&dialog_of(&raw), CallInput::Ack(raw.clone()));
                 Seen::Handled
             } else {
                 let kind = if method == rsip::Method::Invite {
@@ -276,22 +275,18 @@ impl Edge {
         source: SocketAddr,
         reply: &PeerPath,
     ) -> Option<Answer> {
-        let call_id = raw.header("Call-ID").unwrap_or_default();
-        let to_tag = raw
-            .header("To")
-            .and_then(header::name_addr)
-            .and_then(|n| header::param(n.params, "tag").flatten());
-        if to_tag.is_some() {
+        let dialog = dialog_of(raw);
+        if !dialog.1.is_empty() {
             // A re-INVITE: the edge keeps the session it set up and refuses changes to it
             // (488 leaves the call as it was, RFC 3261 §14.2).
-            return Some(if self.calls.contains(call_id) {
+            return Some(if self.calls.contains(&dialog) {
                 Answer::with_reason(488, "Not Acceptable Here (session changes not supported)")
             } else {
                 Answer::status(481)
             });
         }
-        if self.calls.contains(call_id) {
-            // The same Call-ID with a new branch: a loop or a confused peer.
+        if self.calls.contains(&dialog) {
+            // The same Call-ID with a new branch and no tag: a loop or a confused peer.
             return Some(Answer::status(482));
         }
         let plan = match plan::plan(raw, source, &self.trunks, &self.auth, &self.view) {
@@ -299,12 +294,15 @@ impl Edge {
             Err(answer) => return Some(answer),
         };
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-        self.calls.register(call_id, tx.clone());
         let caller = Caller {
             key: key.clone(),
             invite: raw.clone(),
             path: reply.clone(),
+            tag: tag(),
         };
+        self.calls.register(dialog.clone(), tx.clone());
+        self.calls
+            .register(dialog_key(&dialog.0, &caller.tag), tx.clone());
         self.respond(key, raw, Answer::status(100), "").await;
         tokio::spawn(call::run(self.clone(), plan, caller, tx, rx));
         None
@@ -356,17 +354,17 @@ impl Edge {
         if !found {
             return Answer::status(481);
         }
-        if let Some(call_id) = raw.header("Call-ID") {
-            self.calls.deliver(call_id, CallInput::Cancel);
-        }
+        self.calls.deliver(&dialog_of(raw), CallInput::Cancel);
         Answer::status(200)
     }
 
     /// BYE: the call it belongs to answers it, once its end is recorded.
     async fn bye(&self, raw: &RawMessage) -> Answer {
         let (tx, rx) = oneshot::channel();
-        let call_id = raw.header("Call-ID").unwrap_or_default();
-        if !self.calls.deliver(call_id, CallInput::Bye(raw.clone(), tx)) {
+        if !self
+            .calls
+            .deliver(&dialog_of(raw), CallInput::Bye(raw.clone(), tx))
+        {
             return Answer::status(481);
         }
         match tokio::time::timeout(BYE_ANSWER_WITHIN, rx).await {
@@ -525,6 +523,17 @@ fn precheck(raw: &RawMessage, method: &rsip::Method) -> Option<Answer> {
         return Some(Answer::status(483));
     }
     None
+}
+
+/// The dialog a request received belongs to, from the edge's side: its Call-ID and its To
+/// tag (the edge's own; none before the edge answered).
+fn dialog_of(raw: &RawMessage) -> DialogKey {
+    let tag = raw
+        .header("To")
+        .and_then(header::name_addr)
+        .and_then(|n| header::param(n.params, "tag").flatten())
+        .unwrap_or_default();
+    dialog_key(raw.header("Call-ID").unwrap_or_default(), &tag)
 }
 
 /// A fresh To tag.

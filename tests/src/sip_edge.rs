@@ -48,75 +48,69 @@ impl SipEdge {
         algorithms: Vec<Algorithm>,
         trunks: Vec<signaling::trunk::Trunk>,
     ) -> Self {
-        let store = backend.open().await;
-        let account_id = AccountId::from(uuid::Uuid::now_v7());
-        let device_id = DeviceId::from(uuid::Uuid::now_v7());
-        let now = chrono::Utc::now();
-        let mut account = Account::default();
-        record(
-            store.as_ref(),
-            &account_id.stream_id(),
-            &mut account,
-            AccountCommand::Open {
-                account_id,
-                name: "Alice".into(),
-                main_number: E164::parse(MAIN_NUMBER).unwrap(),
-                tariff_id: TariffId::from(uuid::Uuid::now_v7()),
-                currency: domain::money::Currency::parse("GBP").unwrap(),
-                max_extensions: None,
-            },
-            now,
-        )
-        .await;
-        let number = E164::parse(MAIN_NUMBER).unwrap();
-        record(
-            store.as_ref(),
-            &domain::number::stream_id(&number),
-            &mut domain::number::NumberClaim::default(),
-            domain::number::NumberCommand::Claim {
-                number: number.clone(),
-                account_id,
-                role: domain::number::NumberRole::Main,
-            },
-            now,
-        )
-        .await;
-        let mut device = Device::default();
-        record(
-            store.as_ref(),
-            &device_id.stream_id(),
-            &mut device,
-            DeviceCommand::Provision {
-                device_id,
-                account: account.clone(),
-                sip_username: USERNAME.into(),
-                realm: REALM.into(),
-                password: PASSWORD.into(),
-            },
-            now,
-        )
-        .await;
-        let (stop, stopped) = watch::channel(false);
-        let settings = signaling::EdgeSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            auth: signaling::AuthSettings {
-                realm: REALM.into(),
-                algorithms,
-            },
-            registrar: signaling::RegistrarSettings {
-                min_expires: 60,
-                max_expires: 3600,
-            },
-            trunks,
-            nonce_secret: b"test secret".to_vec(),
-            nonce_lifetime_secs: 300,
-            ring_timeout: Duration::from_secs(60),
-            actor: "edge:test".into(),
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        Self::spawn_on(backend, algorithms, || (listen, trunks.clone())).await
+    }
+
+    /// An edge whose one trunk is itself (numbers: all): a call a device places out comes
+    /// back in from the "carrier" and rings whoever holds the number called, as if it had
+    /// crossed the public network.
+    pub async fn spawn_looped(backend: Backend) -> Self {
+        // The trunk's address is the edge's own, so the port is chosen before the edge binds
+        // it (and chosen again if another process took it meanwhile).
+        let addresses = || {
+            let listen = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let trunk = signaling::trunk::Trunk {
+                name: "loop".into(),
+                address: listen,
+                networks: vec![],
+                numbers: vec!["+".into()],
+            };
+            (listen, vec![trunk])
         };
+        Self::spawn_on(backend, vec![Algorithm::Md5], addresses).await
+    }
+
+    async fn spawn_on(
+        backend: Backend,
+        algorithms: Vec<Algorithm>,
+        addresses: impl Fn() -> (SocketAddr, Vec<signaling::trunk::Trunk>),
+    ) -> Self {
+        let store = backend.open().await;
+        let (account_id, device_id) =
+            provision(store.as_ref(), USERNAME, PASSWORD, MAIN_NUMBER).await;
+        let (stop, stopped) = watch::channel(false);
         let view = signaling::SharedView::default();
-        let running = signaling::start(settings, store.clone(), view.clone(), stopped)
-            .await
-            .expect("the edge binds");
+        let mut attempts = 0;
+        let running = loop {
+            let (listen, trunks) = addresses();
+            let settings = signaling::EdgeSettings {
+                listen,
+                auth: signaling::AuthSettings {
+                    realm: REALM.into(),
+                    algorithms: algorithms.clone(),
+                },
+                registrar: signaling::RegistrarSettings {
+                    min_expires: 60,
+                    max_expires: 3600,
+                },
+                trunks,
+                nonce_secret: b"test secret".to_vec(),
+                nonce_lifetime_secs: 300,
+                ring_timeout: Duration::from_secs(60),
+                actor: "edge:test".into(),
+            };
+            match signaling::start(settings, store.clone(), view.clone(), stopped.clone()).await {
+                Ok(running) => break running,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 5 => {
+                    attempts += 1;
+                }
+                Err(e) => panic!("the edge does not bind: {e}"),
+            }
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while view.read().unwrap().device_by_username(USERNAME).is_none() {
             assert!(Instant::now() < deadline, "the edge never saw the device");
@@ -134,6 +128,28 @@ impl SipEdge {
             tasks: running.tasks,
             backend,
         }
+    }
+
+    /// Another subscriber: an account holding `main_number` with one IP device.
+    pub async fn add_subscriber(
+        &self,
+        username: &str,
+        password: &str,
+        main_number: &str,
+    ) -> (AccountId, DeviceId) {
+        let ids = provision(self.store.as_ref(), username, password, main_number).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self
+            .view
+            .read()
+            .unwrap()
+            .device_by_username(username)
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "the edge never saw {username}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ids
     }
 
     /// The device's events, decoded.
@@ -187,6 +203,62 @@ impl SipEdge {
             let _ = t.await;
         }
     }
+}
+
+/// Records an account holding `main_number` (claimed) and one IP device of it.
+async fn provision(
+    store: &dyn EventStore,
+    username: &str,
+    password: &str,
+    main_number: &str,
+) -> (AccountId, DeviceId) {
+    let account_id = AccountId::from(uuid::Uuid::now_v7());
+    let device_id = DeviceId::from(uuid::Uuid::now_v7());
+    let now = chrono::Utc::now();
+    let number = E164::parse(main_number).unwrap();
+    let mut account = Account::default();
+    record(
+        store,
+        &account_id.stream_id(),
+        &mut account,
+        AccountCommand::Open {
+            account_id,
+            name: username.into(),
+            main_number: number.clone(),
+            tariff_id: TariffId::from(uuid::Uuid::now_v7()),
+            currency: domain::money::Currency::parse("GBP").unwrap(),
+            max_extensions: None,
+        },
+        now,
+    )
+    .await;
+    record(
+        store,
+        &domain::number::stream_id(&number),
+        &mut domain::number::NumberClaim::default(),
+        domain::number::NumberCommand::Claim {
+            number: number.clone(),
+            account_id,
+            role: domain::number::NumberRole::Main,
+        },
+        now,
+    )
+    .await;
+    record(
+        store,
+        &device_id.stream_id(),
+        &mut Device::default(),
+        DeviceCommand::Provision {
+            device_id,
+            account,
+            sip_username: username.into(),
+            realm: REALM.into(),
+            password: password.into(),
+        },
+        now,
+    )
+    .await;
+    (account_id, device_id)
 }
 
 /// A minimal SIP user agent over UDP for tests of the edge's own rules; interop is proved with

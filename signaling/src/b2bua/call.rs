@@ -11,9 +11,9 @@ use infra::command::{self, Loaded, Origin};
 use rsip::headers::UntypedHeader;
 use tokio::sync::mpsc;
 
-use super::CallInput;
 use super::plan::Plan;
 use super::requests::{self, LegInvite};
+use super::{CallInput, DialogKey, dialog_key};
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
 use crate::edge::{Edge, PeerPath};
@@ -32,6 +32,8 @@ pub struct Caller {
     pub invite: RawMessage,
     /// Where requests to the caller go (its source address, or its connection).
     pub path: PeerPath,
+    /// The To tag the edge answers with.
+    pub tag: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +82,6 @@ struct CallTask {
     stream: String,
     state: Option<Loaded<Call>>,
     caller: Caller,
-    tag: String,
     caller_dialog: Option<Dialog>,
     legs: Vec<Leg>,
     phase: Phase,
@@ -88,8 +89,8 @@ struct CallTask {
     ring_deadline: Instant,
     unacked: Option<Unacked>,
     over_at: Option<Instant>,
-    /// The Call-IDs this call is registered under.
-    call_ids: Vec<String>,
+    /// The dialogs this call is registered under.
+    dialogs: Vec<DialogKey>,
     tx: mpsc::Sender<CallInput>,
 }
 
@@ -102,16 +103,15 @@ pub async fn run(
     mut rx: mpsc::Receiver<CallInput>,
 ) {
     let id = CallId::from(uuid::Uuid::now_v7());
-    let caller_call_id = caller
-        .invite
-        .header("Call-ID")
-        .unwrap_or_default()
-        .to_string();
+    let caller_call_id = caller.invite.header("Call-ID").unwrap_or_default();
+    let dialogs = vec![
+        dialog_key(caller_call_id, ""),
+        dialog_key(caller_call_id, &caller.tag),
+    ];
     let mut task = CallTask {
         stream: id.stream_id(),
         id,
         state: None,
-        tag: requests::token(6),
         caller_dialog: None,
         legs: vec![],
         phase: Phase::Setup,
@@ -119,7 +119,7 @@ pub async fn run(
         ring_deadline: Instant::now() + edge.ring_timeout,
         unacked: None,
         over_at: None,
-        call_ids: vec![caller_call_id],
+        dialogs,
         caller,
         tx,
         edge,
@@ -135,8 +135,8 @@ pub async fn run(
             _ = tokio::time::sleep_until(wake.into()) => task.on_timer().await,
         }
     }
-    for call_id in &task.call_ids {
-        task.edge.calls.forget(call_id);
+    for key in &task.dialogs {
+        task.edge.calls.forget(key);
     }
 }
 
@@ -221,6 +221,7 @@ impl CallTask {
                 continue;
             }
             let call_id = format!("{}@ringledger", requests::token(12));
+            let from_tag = requests::token(6);
             let branch = requests::branch();
             let invite = requests::invite(&LegInvite {
                 request_uri: &target.request_uri,
@@ -228,14 +229,15 @@ impl CallTask {
                 branch: &branch,
                 call_id: &call_id,
                 from_user: &plan.caller_id,
-                from_tag: &requests::token(6),
+                from_tag: &from_tag,
                 max_forwards,
                 content_type: content_type.as_deref(),
                 body: &self.caller.invite.body,
             });
             let path = self.edge.udp_path(target.destination);
-            self.edge.calls.register(&call_id, self.tx.clone());
-            self.call_ids.push(call_id);
+            let key = dialog_key(&call_id, &from_tag);
+            self.edge.calls.register(key.clone(), self.tx.clone());
+            self.dialogs.push(key);
             let leg = self.legs.len();
             self.legs.push(Leg {
                 id: leg_id,
@@ -479,7 +481,7 @@ impl CallTask {
                 self.legs[leg].state = LegState::Answered;
                 self.phase = Phase::Answered(leg);
                 self.cancel_legs(LegFailure::AnsweredElsewhere).await;
-                self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.tag).ok();
+                self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
                 let answer = self
                     .contact(Answer::status(200))
                     .body(&content_type(&response), response.body);
@@ -640,7 +642,12 @@ impl CallTask {
     /// Answers the caller's INVITE (through its server transaction, with the call's tag).
     async fn respond(&self, answer: Answer) {
         self.edge
-            .respond(&self.caller.key, &self.caller.invite, answer, &self.tag)
+            .respond(
+                &self.caller.key,
+                &self.caller.invite,
+                answer,
+                &self.caller.tag,
+            )
             .await;
     }
 

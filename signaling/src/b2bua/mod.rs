@@ -2,8 +2,11 @@
 //! the call's state: the caller's INVITE (answered through its server transaction), the legs
 //! it places (each an INVITE client transaction, then a dialog), and the call's event stream,
 //! written through the domain's `Call` commands before the caller is told (ringing, answer,
-//! hangup). Messages reach the task through `Calls`, by Call-ID: the caller's, and the ones
-//! the edge made up for its legs.
+//! hangup). Messages reach the task through `Calls`, by Call-ID and the edge's own tag in
+//! that dialog (a request's To tag): the caller's Call-ID with the tag the edge answers with
+//! (and with no tag, for the caller's CANCEL), and each leg's Call-ID with the From tag the
+//! edge gave it. The tag tells apart the two calls that share a Call-ID when a call leaves
+//! through a trunk that brings it back to the edge.
 
 pub mod call;
 pub mod plan;
@@ -39,33 +42,40 @@ pub enum CallInput {
     Bye(RawMessage, oneshot::Sender<Answer>),
 }
 
-/// Live calls by the Call-IDs their messages carry.
+/// A Call-ID and the edge's tag in that dialog ("" before the edge has answered).
+pub type DialogKey = (String, String);
+
+pub fn dialog_key(call_id: &str, local_tag: &str) -> DialogKey {
+    (call_id.to_string(), local_tag.to_string())
+}
+
+/// Live calls by the dialogs their messages belong to.
 #[derive(Default)]
 pub struct Calls {
-    by_call_id: Mutex<HashMap<String, mpsc::Sender<CallInput>>>,
+    by_dialog: Mutex<HashMap<DialogKey, mpsc::Sender<CallInput>>>,
 }
 
 impl Calls {
-    pub fn register(&self, call_id: &str, tx: mpsc::Sender<CallInput>) {
-        self.lock().insert(call_id.to_string(), tx);
+    pub fn register(&self, key: DialogKey, tx: mpsc::Sender<CallInput>) {
+        self.lock().insert(key, tx);
     }
 
-    pub fn forget(&self, call_id: &str) {
-        self.lock().remove(call_id);
+    pub fn forget(&self, key: &DialogKey) {
+        self.lock().remove(key);
     }
 
-    pub fn contains(&self, call_id: &str) -> bool {
-        self.lock().contains_key(call_id)
+    pub fn contains(&self, key: &DialogKey) -> bool {
+        self.lock().contains_key(key)
     }
 
-    /// Hands `input` to the call with this Call-ID; false when there is none (or it is too
-    /// far behind to take more).
-    pub fn deliver(&self, call_id: &str, input: CallInput) -> bool {
-        let tx = self.lock().get(call_id).cloned();
+    /// Hands `input` to the call of this dialog; false when there is none (or it is too far
+    /// behind to take more).
+    pub fn deliver(&self, key: &DialogKey, input: CallInput) -> bool {
+        let tx = self.lock().get(key).cloned();
         tx.is_some_and(|tx| tx.try_send(input).is_ok())
     }
 
-    /// Calls in progress (each counted once per Call-ID it answers to).
+    /// Dialog keys of calls in progress.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -74,7 +84,7 @@ impl Calls {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<CallInput>>> {
-        self.by_call_id.lock().expect("calls")
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DialogKey, mpsc::Sender<CallInput>>> {
+        self.by_dialog.lock().expect("calls")
     }
 }

@@ -1,0 +1,101 @@
+"""Registers one account with a SIP registrar using pjsua2 (PyPI pjsua2-python, null audio
+device), answers the first call that rings it (180, then 200) and waits for the far end to
+hang up. Prints one line per step:
+
+    registration: CODE REASON
+    incoming: FROM
+    confirmed
+    disconnected: CODE REASON
+
+    python3 answer.py SERVER USER PASSWORD REALM [SECONDS]
+
+Exits 0 when a call was answered, confirmed by the caller's ACK and hung up by the far end
+within SECONDS; 1 otherwise. Used by tests/tests/phones_call.rs.
+"""
+import sys
+import time
+
+import pjsua2 as pj
+
+
+class Call(pj.Call):
+    def __init__(self, account, call_id):
+        super().__init__(account, call_id)
+        self.confirmed = False
+        self.disconnected = None
+
+    def onCallState(self, prm):
+        info = self.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.confirmed = True
+            print("confirmed", flush=True)
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.disconnected = (info.lastStatusCode, info.lastReason)
+            print(f"disconnected: {info.lastStatusCode} {info.lastReason}", flush=True)
+
+
+class Account(pj.Account):
+    def __init__(self):
+        super().__init__()
+        self.code = None
+        self.call = None
+
+    def onRegState(self, prm):
+        if self.code is None or prm.code != self.code:
+            print(f"registration: {prm.code} {prm.reason}", flush=True)
+        self.code = prm.code
+
+    def onIncomingCall(self, prm):
+        call = Call(self, prm.callId)
+        print(f"incoming: {call.getInfo().remoteUri}", flush=True)
+        op = pj.CallOpParam()
+        op.statusCode = 180
+        call.answer(op)
+        op = pj.CallOpParam()
+        op.statusCode = 200
+        call.answer(op)
+        self.call = call
+
+
+def main():
+    server, user, password, realm = sys.argv[1:5]
+    seconds = float(sys.argv[5]) if len(sys.argv) > 5 else 20.0
+    ep = pj.Endpoint()
+    ep.libCreate()
+    cfg = pj.EpConfig()
+    cfg.logConfig.level = 1
+    cfg.logConfig.consoleLevel = 1
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = True
+    cfg.uaConfig.userAgent = "pjsua2 ringledger-tests"
+    ep.libInit(cfg)
+    transport = pj.TransportConfig()
+    transport.port = 0
+    transport.boundAddress = "127.0.0.1"
+    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+    ep.audDevManager().setNullDev()
+    ep.libStart()
+
+    acfg = pj.AccountConfig()
+    acfg.idUri = f"sip:{user}@{realm}"
+    acfg.regConfig.registrarUri = f"sip:{server}"
+    acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
+    account = Account()
+    account.create(acfg)
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        ep.libHandleEvents(20)
+        call = account.call
+        if call is not None and call.disconnected is not None:
+            break
+    call = account.call
+    ok = call is not None and call.confirmed and call.disconnected is not None
+    account.call = None
+    del call
+    account.shutdown()
+    ep.libDestroy()
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
