@@ -5,11 +5,16 @@
 //! seconds: both calls (alice's out, bob's in) end, each recorded with its answer and end.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use domain::call::{CallEvent, Direction, EndCause, Origin, Side};
+use projections::call_history::CallHistory;
+use projections::db::ProjectionDb;
+use projections::runner::Runner;
 use ringledger_tests::harness::Backend;
+use sqlx::Row;
 use ringledger_tests::sip_edge::{PASSWORD, REALM, SipEdge, USERNAME};
 
 const BOB: &str = "bob";
@@ -192,6 +197,33 @@ async fn baresip_calls_pjsua2_through_the_edge_and_hangs_up() {
                 && talk < chrono::Duration::seconds(BARESIP_SECONDS as i64),
             "talk time {talk} for {events:?}\n--- baresip:\n{alice_text}\n--- pjsua2:\n{bob_text}"
         );
+    }
+
+    // The call history an auditor reads shows both calls, answered and ended, with the times
+    // the log recorded.
+    let db = ProjectionDb::connect(&edge.backend.url).await.unwrap();
+    Runner::new(db.clone(), edge.store.clone(), Arc::new(CallHistory))
+        .await
+        .unwrap()
+        .catch_up()
+        .await
+        .unwrap();
+    let rows = sqlx::query(
+        "SELECT direction, answered_at, ended_at, end_cause FROM calls ORDER BY started_at",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, events) in rows.iter().zip(&calls) {
+        let answered: String = row.get("answered_at");
+        let ended: String = row.get("ended_at");
+        let answered = chrono::DateTime::parse_from_rfc3339(&answered).unwrap();
+        let ended = chrono::DateTime::parse_from_rfc3339(&ended).unwrap();
+        // The table keeps microseconds; the events, nanoseconds.
+        let drift = (ended - answered) - talk_time(events).unwrap();
+        assert!(drift.num_microseconds().unwrap().abs() <= 1, "{events:?}");
+        assert_eq!(row.get::<String, _>("end_cause"), "normal_clearing");
     }
     edge.shutdown().await;
 }
