@@ -1,10 +1,13 @@
 //! Interoperability with SIPp (Debian package `sip-tester`), a SIP implementation we did not
 //! write: its REGISTER-with-digest scenario (tests/sipp/register_auth.xml) against the edge,
-//! over UDP and TCP. Each 200 SIPp counts must be backed by an event in the device's stream.
+//! over UDP and TCP, each 200 SIPp counts backed by an event in the device's stream; and calls
+//! from a SIPp device (tests/sipp/call_auth_uac.xml) through the edge to SIPp's built-in uas
+//! as the carrier, each recorded as an answered call the caller hung up.
 
 use std::path::Path;
 use std::process::Stdio;
 
+use domain::call::{CallEvent, EndCause, Side};
 use domain::device::DeviceEvent;
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{PASSWORD, REALM, SipEdge, USERNAME};
@@ -12,8 +15,13 @@ use signaling::digest::Algorithm;
 
 const CALLS: usize = 20;
 
-/// Runs the scenario for `CALLS` registrations and returns SIPp's exit code and output.
-async fn run_sipp(edge: &SipEdge, transport: &str) -> (Option<i32>, String) {
+/// Runs `scenario` for `CALLS` calls as alice and returns SIPp's exit code and output.
+async fn run_sipp(
+    edge: &SipEdge,
+    scenario: &str,
+    transport: &str,
+    extra: &[&str],
+) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.csv");
     std::fs::write(
@@ -21,7 +29,7 @@ async fn run_sipp(edge: &SipEdge, transport: &str) -> (Option<i32>, String) {
         format!("SEQUENTIAL\n{USERNAME};{PASSWORD};{REALM};\n"),
     )
     .unwrap();
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp/register_auth.xml");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join(scenario);
     let target = match transport {
         "t1" => edge.tcp,
         _ => edge.udp,
@@ -35,6 +43,7 @@ async fn run_sipp(edge: &SipEdge, transport: &str) -> (Option<i32>, String) {
         // picked here and handed over could be taken by the time SIPp binds it).
         .args(["-i", "127.0.0.1", "-t", transport])
         .args(["-m", &CALLS.to_string(), "-r", "10", "-l", "5"])
+        .args(extra)
         .args([
             "-timeout",
             "30s",
@@ -60,7 +69,7 @@ async fn run_sipp(edge: &SipEdge, transport: &str) -> (Option<i32>, String) {
 async fn sipp_registers(transport: &str, algorithms: Vec<Algorithm>) {
     let edge = SipEdge::spawn(Backend::sqlite().await, algorithms).await;
     let before = edge.device_events().await.len();
-    let (code, output) = run_sipp(&edge, transport).await;
+    let (code, output) = run_sipp(&edge, "sipp/register_auth.xml", transport, &[]).await;
     assert_eq!(code, Some(0), "SIPp reported failed calls:\n{output}");
     let events = edge.device_events().await;
     let bound: Vec<_> = events[before..]
@@ -87,4 +96,76 @@ async fn sipp_registers_with_md5_digest_over_udp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_registers_with_md5_digest_over_tcp() {
     sipp_registers("t1", vec![Algorithm::Md5]).await;
+}
+
+/// SIPp's built-in uas, answering `calls` calls, on a port picked here (and picked again if
+/// another process takes it before SIPp binds it).
+async fn sipp_uas(calls: usize) -> (tokio::process::Child, std::net::SocketAddr) {
+    for _ in 0..5 {
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut child = tokio::process::Command::new("sipp")
+            .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args(["-m", &calls.to_string(), "-timeout", "60s", "-nostdin"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sipp must be installed");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if child.try_wait().unwrap().is_none() {
+            return (child, addr);
+        }
+    }
+    panic!("SIPp's uas could not bind a port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_device_calls_out_through_the_edge_to_a_sipp_trunk() {
+    let (uas, trunk_addr) = sipp_uas(CALLS).await;
+    let trunk = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: trunk_addr,
+        networks: vec![],
+        numbers: vec!["+".into()],
+    };
+    let edge =
+        SipEdge::spawn_with_trunks(Backend::sqlite().await, vec![Algorithm::Md5], vec![trunk])
+            .await;
+    let (code, output) = run_sipp(
+        &edge,
+        "sipp/call_auth_uac.xml",
+        "u1",
+        &["-s", "+33142278186", "-d", "200"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "SIPp reported failed calls:\n{output}");
+    let uas = tokio::time::timeout(std::time::Duration::from_secs(20), uas.wait_with_output())
+        .await
+        .expect("the uas took its calls and quit")
+        .unwrap();
+    assert_eq!(uas.status.code(), Some(0), "SIPp's uas saw failed calls");
+    let calls = edge.ended_calls(CALLS).await;
+    assert_eq!(calls.len(), CALLS);
+    for events in &calls {
+        assert!(
+            events.iter().any(|e| matches!(e, CallEvent::LegAnswered { .. })),
+            "{events:?}"
+        );
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                CallEvent::Ended {
+                    cause: EndCause::NormalClearing,
+                    side: Side::Caller,
+                    ..
+                }
+            )),
+            "{events:?}"
+        );
+    }
+    edge.shutdown().await;
 }
