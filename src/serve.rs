@@ -179,6 +179,15 @@ async fn start_edge(
         nonce_secret,
         nonce_lifetime_secs: sip.nonce_lifetime_secs,
         ring_timeout: std::time::Duration::from_secs(sip.ring_timeout_secs),
+        media: if config.media.relay {
+            Some(signaling::media::MediaSettings {
+                address: config.media.relay_address(sip.listen)?,
+                ports: config.media.port_range()?,
+                timeout: std::time::Duration::from_secs(config.media.timeout_secs),
+            })
+        } else {
+            None
+        },
         actor: format!("edge:{}", sip.listen),
     };
     let view = signaling::SharedView::default();

@@ -39,7 +39,13 @@ max_expires = 3600
 ring_timeout_secs = 60
 
 [media]
+# Relay RTP through the edge (rewriting session descriptions); false: media flows end to end.
+relay = true
+# The address media is relayed on and named in session descriptions; empty: sip.listen's.
+address = ""
 ports = "20000-20999"
+# A relayed call whose media (RTP or RTCP, either way) stops for this long is ended.
+timeout_secs = 60
 
 [bus.kafka]
 brokers = ""
@@ -130,7 +136,10 @@ pub struct SipConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct MediaConfig {
+    pub relay: bool,
+    pub address: String,
     pub ports: String,
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +155,26 @@ pub struct KafkaConfig {
 }
 
 impl MediaConfig {
+    /// The address media is relayed on: `media.address`, else `sip.listen`'s, which must then
+    /// name one interface.
+    pub fn relay_address(&self, sip_listen: SocketAddr) -> Result<std::net::IpAddr, ConfigError> {
+        if !self.address.is_empty() {
+            return self.address.parse().map_err(|_| {
+                ConfigError::new(
+                    "media.address",
+                    format!("{:?} is not an IP address", self.address),
+                )
+            });
+        }
+        if sip_listen.ip().is_unspecified() {
+            return Err(ConfigError::new(
+                "media.address",
+                "must be set when sip.listen is a wildcard address",
+            ));
+        }
+        Ok(sip_listen.ip())
+    }
+
     /// The inclusive RTP port range.
     pub fn port_range(&self) -> Result<(u16, u16), ConfigError> {
         let bad = || {
@@ -244,6 +273,12 @@ impl Config {
             ));
         }
         self.media.port_range()?;
+        if self.media.relay {
+            self.media.relay_address(self.sip.listen)?;
+        }
+        if self.media.timeout_secs == 0 {
+            return Err(ConfigError::new("media.timeout_secs", "must be at least 1"));
+        }
         if let Some(a) = self
             .sip
             .digest_algorithms

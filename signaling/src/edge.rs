@@ -20,6 +20,7 @@ use crate::auth::Authenticator;
 use crate::b2bua::call::{self, Caller};
 use crate::b2bua::{CallInput, Calls, DialogKey, INPUT_QUEUE, dialog_key, plan};
 use crate::deadlines::{Deadlines, Slot};
+use crate::media::Media;
 use crate::message::{self, Message, ParseError, RawMessage, header};
 use crate::outgoing::Outgoing;
 use crate::registrar::Registrar;
@@ -113,6 +114,8 @@ pub struct Parts {
     pub local: SocketAddr,
     /// How long a call rings before it ends unanswered.
     pub ring_timeout: Duration,
+    /// The RTP relay; `None`: session descriptions pass through and media flows end to end.
+    pub media: Option<Arc<Media>>,
 }
 
 pub struct Edge {
@@ -125,6 +128,7 @@ pub struct Edge {
     udp: Arc<UdpSocket>,
     pub(crate) local: SocketAddr,
     pub(crate) ring_timeout: Duration,
+    pub(crate) media: Option<Arc<Media>>,
     transactions: Mutex<Transactions>,
     pub(crate) outgoing: Outgoing,
     pub(crate) calls: Calls,
@@ -143,6 +147,7 @@ impl Edge {
             udp: parts.udp,
             local: parts.local,
             ring_timeout: parts.ring_timeout,
+            media: parts.media,
             transactions: Mutex::default(),
             outgoing: Outgoing::default(),
             calls: Calls::default(),
@@ -454,6 +459,13 @@ impl Edge {
             .map_or(max, |at| at.saturating_duration_since(now).min(max))
     }
 
+    /// RTP and RTCP packets relayed since start (0 with the relay off).
+    pub fn packets_relayed(&self) -> u64 {
+        self.media
+            .as_ref()
+            .map_or(0, |m| m.packets_relayed.load(Ordering::Relaxed))
+    }
+
     /// Open server transactions (for tests and metrics).
     pub fn open_transactions(&self) -> usize {
         self.transactions.lock().expect("transactions").by_key.len()
@@ -488,6 +500,20 @@ impl Edge {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
+        let _ = writeln!(
+            out,
+            "# HELP ringledger_rtp_packets_relayed_total RTP and RTCP packets relayed.\n\
+             # TYPE ringledger_rtp_packets_relayed_total counter\n\
+             ringledger_rtp_packets_relayed_total {}",
+            self.packets_relayed()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ringledger_sip_calls Dialog keys of calls in progress.\n\
+             # TYPE ringledger_sip_calls gauge\n\
+             ringledger_sip_calls {}",
+            self.calls.len()
+        );
         let _ = writeln!(
             out,
             "# HELP ringledger_sip_server_transactions Open SIP server transactions.\n\

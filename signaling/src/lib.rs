@@ -9,6 +9,7 @@ pub mod deadlines;
 pub mod dialog;
 pub mod digest;
 pub mod edge;
+pub mod media;
 pub mod message;
 pub mod outgoing;
 pub mod registrar;
@@ -48,6 +49,8 @@ pub struct EdgeSettings {
     pub nonce_lifetime_secs: u64,
     /// How long a call rings before it ends unanswered.
     pub ring_timeout: Duration,
+    /// The RTP relay's settings; `None` turns the relay off.
+    pub media: Option<media::MediaSettings>,
     /// Who the edge's events name as their actor.
     pub actor: String,
 }
@@ -86,6 +89,7 @@ pub async fn start(
         udp: udp.clone(),
         local: udp_addr,
         ring_timeout: settings.ring_timeout,
+        media: settings.media.clone().map(media::Media::new),
     });
     let mut tasks = vec![tokio::spawn(view::follow(store, view, stopped.clone()))];
     let loops = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -12,6 +12,7 @@ use domain::ids::{AccountId, DeviceId, TariffId};
 use domain::{E164, Event};
 use infra::EventStore;
 use signaling::digest::Algorithm;
+use signaling::media::MediaSettings;
 use tokio::sync::watch;
 
 use crate::harness::{Backend, record};
@@ -48,13 +49,23 @@ impl SipEdge {
         algorithms: Vec<Algorithm>,
         trunks: Vec<signaling::trunk::Trunk>,
     ) -> Self {
+        Self::spawn_with(backend, algorithms, trunks, None).await
+    }
+
+    /// The same, relaying media with `media` (None: session descriptions pass through).
+    pub async fn spawn_with(
+        backend: Backend,
+        algorithms: Vec<Algorithm>,
+        trunks: Vec<signaling::trunk::Trunk>,
+        media: Option<MediaSettings>,
+    ) -> Self {
         let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        Self::spawn_on(backend, algorithms, || (listen, trunks.clone())).await
+        Self::spawn_on(backend, algorithms, media, || (listen, trunks.clone())).await
     }
 
     /// An edge whose one trunk is itself (numbers: all): a call a device places out comes
     /// back in from the "carrier" and rings whoever holds the number called, as if it had
-    /// crossed the public network.
+    /// crossed the public network. Media is relayed (`relay_settings`).
     pub async fn spawn_looped(backend: Backend) -> Self {
         // The trunk's address is the edge's own, so the port is chosen before the edge binds
         // it (and chosen again if another process took it meanwhile).
@@ -71,12 +82,14 @@ impl SipEdge {
             };
             (listen, vec![trunk])
         };
-        Self::spawn_on(backend, vec![Algorithm::Md5], addresses).await
+        let media = Some(relay_settings(Duration::from_secs(60)));
+        Self::spawn_on(backend, vec![Algorithm::Md5], media, addresses).await
     }
 
     async fn spawn_on(
         backend: Backend,
         algorithms: Vec<Algorithm>,
+        media: Option<MediaSettings>,
         addresses: impl Fn() -> (SocketAddr, Vec<signaling::trunk::Trunk>),
     ) -> Self {
         let store = backend.open().await;
@@ -101,6 +114,7 @@ impl SipEdge {
                 nonce_secret: b"test secret".to_vec(),
                 nonce_lifetime_secs: 300,
                 ring_timeout: Duration::from_secs(60),
+                media: media.clone(),
                 actor: "edge:test".into(),
             };
             match signaling::start(settings, store.clone(), view.clone(), stopped.clone()).await {
@@ -202,6 +216,16 @@ impl SipEdge {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// Media relayed on 127.0.0.1 (ports 30000-39999; parallel tests skip ports another holds),
+/// calls ended after `timeout` without media.
+pub fn relay_settings(timeout: Duration) -> MediaSettings {
+    MediaSettings {
+        address: "127.0.0.1".parse().unwrap(),
+        ports: (30000, 39999),
+        timeout,
     }
 }
 

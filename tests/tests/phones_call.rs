@@ -3,10 +3,11 @@
 //! this test is the edge itself, comes back in as a carrier's call to bob, and rings pjsua2
 //! (PyPI `pjsua2-python`), registered as bob, which answers. baresip hangs up after a few
 //! seconds: both calls (alice's out, bob's in) end, each recorded with its answer and end.
+//! Media flows through the edge's RTP relay (both calls' relays, one after the other).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::call::{CallEvent, Direction, EndCause, Origin, Side};
@@ -14,8 +15,8 @@ use projections::call_history::CallHistory;
 use projections::db::ProjectionDb;
 use projections::runner::Runner;
 use ringledger_tests::harness::Backend;
-use sqlx::Row;
 use ringledger_tests::sip_edge::{PASSWORD, REALM, SipEdge, USERNAME};
+use sqlx::Row;
 
 const BOB: &str = "bob";
 const BOB_PASSWORD: &str = "bobs-own-long-password";
@@ -53,6 +54,7 @@ fn baresip_config(dir: &Path, edge: std::net::SocketAddr) {
         format!(
             "poll_method epoll\n\
          sip_listen 127.0.0.1:0\n\
+         net_interface 127.0.0.1\n\
          sip_transports udp\n\
          audio_player aufile,/dev/null\n\
          audio_source aufile,{wav}\n\
@@ -143,6 +145,14 @@ async fn baresip_calls_pjsua2_through_the_edge_and_hangs_up() {
     assert!(
         bob_text.contains(&format!("incoming: <sip:{}", "+442071838750")),
         "bob sees alice's main number: {bob_text}"
+    );
+
+    // The media went through the edge's relay: baresip's 50 packets a second, for seconds,
+    // through both calls' relays.
+    assert!(
+        edge.edge.packets_relayed() > 100,
+        "{} packets relayed",
+        edge.edge.packets_relayed()
     );
 
     let calls = edge.ended_calls(2).await;

@@ -3,13 +3,14 @@
 //! IP device calls out through the trunk. Each test checks what the phones hear and what the
 //! call's stream records. Interop with phones we did not write is in baresip.rs / pjsua2.rs.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use domain::call::{CallEvent, Direction, EndCause, LegFailure, LegTarget, Origin, Side};
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{
     MAIN_NUMBER, REALM, SipEdge, UdpPeer, authorization, credentials, header, header_values,
-    register, respond_to, status,
+    register, relay_settings, respond_to, status,
 };
 use signaling::digest::Algorithm;
 
@@ -429,6 +430,125 @@ async fn an_ip_device_calls_out_through_the_trunk_as_its_main_number() {
     assert_eq!(
         ended(events),
         Some((EndCause::NormalClearing, Side::Caller))
+    );
+    edge.shutdown().await;
+}
+
+/// The `m=audio` port and `c=` address of a message's session description.
+fn audio_of(message: &str) -> (String, u16) {
+    let body = message.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let address = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap_or_default()
+        .to_string();
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    (address, port)
+}
+
+async fn media_socket() -> (tokio::net::UdpSocket, u16) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+async fn relayed(
+    from: &tokio::net::UdpSocket,
+    to_port: u16,
+    at: &tokio::net::UdpSocket,
+    payload: &[u8],
+) -> SocketAddr {
+    from.send_to(payload, ("127.0.0.1", to_port)).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, source) = tokio::time::timeout(Duration::from_secs(5), at.recv_from(&mut buf))
+        .await
+        .expect("the packet is relayed")
+        .unwrap();
+    assert_eq!(&buf[..n], payload);
+    source
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_goes_through_the_relay_and_a_silent_call_is_ended() {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let trunk_addr = socket.local_addr().unwrap();
+    let trunk_config = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: trunk_addr,
+        networks: vec![],
+        numbers: vec!["+".into()],
+    };
+    let edge = SipEdge::spawn_with(
+        Backend::sqlite().await,
+        vec![Algorithm::Md5],
+        vec![trunk_config],
+        Some(relay_settings(Duration::from_secs(2))),
+    )
+    .await;
+    let trunk = UdpPeer {
+        socket,
+        addr: trunk_addr,
+        edge: edge.udp,
+    };
+    let phone = registered_phone(&edge, "p1").await;
+    wait_for_contacts(&edge, 1).await;
+    let (caller_media, caller_port) = media_socket().await;
+    let (phone_media, phone_port) = media_socket().await;
+
+    let invite = carrier_invite(&trunk, MAIN_NUMBER, "relayed")
+        .replace("m=audio 40000", &format!("m=audio {caller_port}"));
+    trunk.send(&invite).await;
+    let to_phone = phone.expect_request("INVITE").await;
+    let (address, callee_side) = audio_of(&to_phone);
+    assert_eq!(address, "127.0.0.1");
+    assert!((30000..40000).contains(&callee_side), "{to_phone}");
+    let answer = ANSWER.replace("m=audio 40002", &format!("m=audio {phone_port}"));
+    phone
+        .send(&respond_to(&to_phone, 200, "ph", Some(phone.addr), &answer))
+        .await;
+    phone.expect_request("ACK").await;
+    let ok = trunk.expect_status(200).await;
+    let (_, caller_side) = audio_of(&ok);
+    assert!((30000..40000).contains(&caller_side), "{ok}");
+    assert_ne!(
+        caller_side, phone_port,
+        "the caller is not told the phone's port"
+    );
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
+
+    // Each side's packets reach the other from the relay's port facing it.
+    let source = relayed(
+        &caller_media,
+        caller_side,
+        &phone_media,
+        b"rtp from the caller",
+    )
+    .await;
+    assert_eq!(source.port(), callee_side);
+    let source = relayed(
+        &phone_media,
+        callee_side,
+        &caller_media,
+        b"rtp from the phone",
+    )
+    .await;
+    assert_eq!(source.port(), caller_side);
+    assert!(edge.edge.packets_relayed() >= 2);
+
+    // Then nothing: after the media timeout both sides are hung up.
+    let bye = trunk.expect_request("BYE").await;
+    trunk.send(&respond_to(&bye, 200, "x", None, "")).await;
+    let bye = phone.expect_request("BYE").await;
+    phone.send(&respond_to(&bye, 200, "ph", None, "")).await;
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::MediaTimeout, Side::System))
     );
     edge.shutdown().await;
 }

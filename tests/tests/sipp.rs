@@ -107,7 +107,14 @@ async fn sipp_uas(calls: usize) -> (tokio::process::Child, std::net::SocketAddr)
             .local_addr()
             .unwrap();
         let mut child = tokio::process::Command::new("sipp")
-            .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args([
+                "-sn",
+                "uas",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &addr.port().to_string(),
+            ])
             .args(["-m", &calls.to_string(), "-timeout", "60s", "-nostdin"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -152,7 +159,9 @@ async fn sipp_device_calls_out_through_the_edge_to_a_sipp_trunk() {
     assert_eq!(calls.len(), CALLS);
     for events in &calls {
         assert!(
-            events.iter().any(|e| matches!(e, CallEvent::LegAnswered { .. })),
+            events
+                .iter()
+                .any(|e| matches!(e, CallEvent::LegAnswered { .. })),
             "{events:?}"
         );
         assert!(

@@ -17,6 +17,8 @@ use super::{CallInput, DialogKey, dialog_key};
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
 use crate::edge::{Edge, PeerPath};
+use crate::media::relay::{Relay, Side as RelaySide};
+use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Notify, Outcome};
 use crate::transaction::{T1, T2, TransactionKey};
@@ -88,6 +90,8 @@ struct CallTask {
     rang: bool,
     ring_deadline: Instant,
     unacked: Option<Unacked>,
+    /// The call's media relay, when the edge relays media.
+    relay: Option<Relay>,
     over_at: Option<Instant>,
     /// The dialogs this call is registered under.
     dialogs: Vec<DialogKey>,
@@ -118,6 +122,7 @@ pub async fn run(
         rang: false,
         ring_deadline: Instant::now() + edge.ring_timeout,
         unacked: None,
+        relay: None,
         over_at: None,
         dialogs,
         caller,
@@ -170,6 +175,25 @@ impl CallTask {
     }
 
     async fn start(&mut self, plan: &Plan) {
+        if let Some(media) = self.edge.media.clone()
+            && let Some(caller_rtp) = sdp::audio_endpoint(&self.caller.invite.body)
+        {
+            match Relay::start(&media) {
+                Ok(relay) => {
+                    relay.expect(RelaySide::Caller, caller_rtp);
+                    self.relay = Some(relay);
+                }
+                Err(e) => {
+                    tracing::warn!(call = %self.id, error = %e, "no media relay for the call");
+                    self.end_setup(
+                        Answer::with_reason(503, "Service Unavailable (no media ports)"),
+                        None,
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
         let started = self
             .record(CallCommand::Start {
                 call_id: self.id,
@@ -205,6 +229,15 @@ impl CallTask {
             .invite
             .header("Content-Type")
             .map(str::to_string);
+        // The legs are offered the caller's session, pointed at the relay when there is one.
+        let offer = match (&self.relay, &self.edge.media) {
+            (Some(relay), Some(media)) => sdp::rewrite(
+                &self.caller.invite.body,
+                media.settings.address,
+                relay.port(RelaySide::Callee),
+            ),
+            _ => self.caller.invite.body.clone(),
+        };
         for target in &plan.targets {
             let leg_id = LegId(uuid::Uuid::now_v7());
             let placed = self
@@ -232,7 +265,7 @@ impl CallTask {
                 from_tag: &from_tag,
                 max_forwards,
                 content_type: content_type.as_deref(),
-                body: &self.caller.invite.body,
+                body: &offer,
             });
             let path = self.edge.udp_path(target.destination);
             let key = dialog_key(&call_id, &from_tag);
@@ -287,15 +320,35 @@ impl CallTask {
         let ring = (self.phase == Phase::Setup).then_some(self.ring_deadline);
         let unacked = self.unacked.as_ref().map(|u| u.next.min(u.give_up));
         let linger = self.over_at.map(|t| t + LINGER);
-        [ring, unacked, linger]
+        let media = self.media_left().map(|left| Instant::now() + left);
+        [ring, unacked, linger, media]
             .into_iter()
             .flatten()
             .min()
             .unwrap_or(far)
     }
 
+    /// How much longer an answered call's media may stay silent (zero: it has been silent
+    /// for `media.timeout`).
+    fn media_left(&self) -> Option<Duration> {
+        let Phase::Answered(_) = self.phase else {
+            return None;
+        };
+        let relay = self.relay.as_ref()?;
+        let timeout = self.edge.media.as_ref()?.settings.timeout;
+        Some(timeout.saturating_sub(relay.idle_for()))
+    }
+
     async fn on_timer(&mut self) {
         let now = Instant::now();
+        if let (Phase::Answered(winner), Some(Duration::ZERO)) = (self.phase, self.media_left()) {
+            tracing::info!(call = %self.id, "media stopped; hanging up");
+            self.unacked = None;
+            self.bye_leg(winner).await;
+            self.bye_caller().await;
+            self.finish(EndCause::MediaTimeout, Side::System).await;
+            return;
+        }
         if self.phase == Phase::Setup && now >= self.ring_deadline {
             self.cancel_legs(LegFailure::Cancelled).await;
             self.end_setup(
@@ -424,9 +477,10 @@ impl CallTask {
             } else {
                 180
             };
+            let body = self.callee_session(&response.body);
             let answer = self
                 .contact(Answer::status(status))
-                .body(&content_type(&response), response.body);
+                .body(&content_type(&response), body);
             self.respond(answer).await;
         }
     }
@@ -482,9 +536,10 @@ impl CallTask {
                 self.phase = Phase::Answered(leg);
                 self.cancel_legs(LegFailure::AnsweredElsewhere).await;
                 self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
+                let body = self.callee_session(&response.body);
                 let answer = self
                     .contact(Answer::status(200))
-                    .body(&content_type(&response), response.body);
+                    .body(&content_type(&response), body);
                 self.respond(answer.clone()).await;
                 if !self.caller.path.is_reliable() {
                     let now = Instant::now();
@@ -649,6 +704,19 @@ impl CallTask {
                 &self.caller.tag,
             )
             .await;
+    }
+
+    /// The callee's session description as the caller is to see it: pointed at the relay
+    /// (which learns where the callee's media goes) when there is one.
+    fn callee_session(&self, body: &[u8]) -> Vec<u8> {
+        let (Some(relay), Some(media)) = (&self.relay, &self.edge.media) else {
+            return body.to_vec();
+        };
+        let Some(callee_rtp) = sdp::audio_endpoint(body) else {
+            return body.to_vec();
+        };
+        relay.expect(RelaySide::Callee, callee_rtp);
+        sdp::rewrite(body, media.settings.address, relay.port(RelaySide::Caller))
     }
 
     fn contact(&self, answer: Answer) -> Answer {

@@ -1,0 +1,57 @@
+//! The RTP relay: per call, one pair of ports (RTP, RTCP) facing the caller and one facing
+//! the callee, from `media.ports`; the session descriptions are rewritten to point at them
+//! (`sdp.rs`), and each packet that arrives on one side leaves from the other (`relay.rs`).
+
+pub mod relay;
+pub mod sdp;
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Relay settings (config `media.*`).
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// The address put in rewritten session descriptions and bound for media.
+    pub address: IpAddr,
+    /// The inclusive port range (RTP on even ports, RTCP on the odd one above).
+    pub ports: (u16, u16),
+    /// A call whose media stops for this long is ended (`media_timeout`).
+    pub timeout: Duration,
+}
+
+/// Even ports not in use, handed out in turn (a freed port goes to the back, so a late
+/// packet for an ended call rarely reaches the next one).
+pub struct Media {
+    pub settings: MediaSettings,
+    free: Mutex<VecDeque<u16>>,
+    /// Packets relayed since start (metrics).
+    pub packets_relayed: AtomicU64,
+}
+
+impl Media {
+    pub fn new(settings: MediaSettings) -> Arc<Self> {
+        let (lo, hi) = settings.ports;
+        let free = (lo..hi).step_by(2).collect();
+        Arc::new(Self {
+            settings,
+            free: Mutex::new(free),
+            packets_relayed: AtomicU64::new(0),
+        })
+    }
+
+    fn take(&self) -> Option<u16> {
+        self.free.lock().expect("media ports").pop_front()
+    }
+
+    fn give_back(&self, port: u16) {
+        self.free.lock().expect("media ports").push_back(port);
+    }
+
+    /// Ports free for new relays (two per call).
+    pub fn free_ports(&self) -> usize {
+        self.free.lock().expect("media ports").len()
+    }
+}

@@ -1,0 +1,176 @@
+//! One call's relay: two sides (caller, callee), each an RTP and an RTCP socket. A packet
+//! arriving on one side is sent from the other side's socket of the same kind to where that
+//! side's peer is: the address its own packets come from once it has sent any (symmetric
+//! latching, which gets through NAT), else the address its session description named.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+use super::Media;
+
+/// How many taken ports are tried before giving up (others may hold some of the range).
+const BIND_ATTEMPTS: usize = 16;
+const MAX_PACKET: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Caller = 0,
+    Callee = 1,
+}
+
+/// An RTP/RTCP socket pair on two consecutive ports; the port goes back to the pool on drop.
+struct Pair {
+    sockets: [Arc<UdpSocket>; 2],
+    port: u16,
+    media: Arc<Media>,
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.media.give_back(self.port);
+    }
+}
+
+fn bind_pair(media: &Arc<Media>) -> std::io::Result<Pair> {
+    for _ in 0..BIND_ATTEMPTS {
+        let Some(port) = media.take() else {
+            return Err(std::io::Error::other("no media ports left"));
+        };
+        let bind = |p: u16| -> std::io::Result<UdpSocket> {
+            let socket = std::net::UdpSocket::bind(SocketAddr::new(media.settings.address, p))?;
+            socket.set_nonblocking(true)?;
+            UdpSocket::from_std(socket)
+        };
+        match (bind(port), bind(port + 1)) {
+            (Ok(rtp), Ok(rtcp)) => {
+                return Ok(Pair {
+                    sockets: [Arc::new(rtp), Arc::new(rtcp)],
+                    port,
+                    media: media.clone(),
+                });
+            }
+            // Held by someone else: back to the pool (at its end) and try the next.
+            _ => media.give_back(port),
+        }
+    }
+    Err(std::io::Error::other("no media port pair could be bound"))
+}
+
+struct Shared {
+    /// Where each side's RTP and RTCP go: [side][0 = RTP, 1 = RTCP].
+    peers: Mutex<[[Option<SocketAddr>; 2]; 2]>,
+    /// Whether a side's addresses were learnt from its packets (then its SDP no longer counts).
+    latched: Mutex<[bool; 2]>,
+    started: Instant,
+    /// Milliseconds after `started` of the last packet relayed.
+    last_packet_ms: AtomicU64,
+    media: Arc<Media>,
+}
+
+pub struct Relay {
+    pairs: [Pair; 2],
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Binds both sides' ports and starts relaying.
+    pub fn start(media: &Arc<Media>) -> std::io::Result<Self> {
+        let pairs = [bind_pair(media)?, bind_pair(media)?];
+        let shared = Arc::new(Shared {
+            peers: Mutex::new([[None; 2]; 2]),
+            latched: Mutex::new([false; 2]),
+            started: Instant::now(),
+            last_packet_ms: AtomicU64::new(0),
+            media: media.clone(),
+        });
+        let mut tasks = Vec::with_capacity(4);
+        for from in [Side::Caller, Side::Callee] {
+            let to = match from {
+                Side::Caller => Side::Callee,
+                Side::Callee => Side::Caller,
+            };
+            for kind in 0..2 {
+                tasks.push(tokio::spawn(forward(
+                    pairs[from as usize].sockets[kind].clone(),
+                    pairs[to as usize].sockets[kind].clone(),
+                    from,
+                    to,
+                    kind,
+                    shared.clone(),
+                )));
+            }
+        }
+        Ok(Self {
+            pairs,
+            shared,
+            tasks,
+        })
+    }
+
+    /// The RTP port facing `side` (RTCP is the next one up).
+    pub fn port(&self, side: Side) -> u16 {
+        self.pairs[side as usize].port
+    }
+
+    /// Where `side` said (in its session description) it receives RTP; ignored once the side
+    /// has sent packets of its own.
+    pub fn expect(&self, side: Side, rtp: SocketAddr) {
+        if self.shared.latched.lock().expect("latched")[side as usize] {
+            return;
+        }
+        let rtcp = SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1));
+        self.shared.peers.lock().expect("peers")[side as usize] = [Some(rtp), Some(rtcp)];
+    }
+
+    /// How long since the last packet relayed (or since the relay started).
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.shared.last_packet_ms.load(Ordering::Relaxed));
+        self.shared.started.elapsed().saturating_sub(last)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn forward(
+    inbound: Arc<UdpSocket>,
+    outbound: Arc<UdpSocket>,
+    from: Side,
+    to: Side,
+    kind: usize,
+    shared: Arc<Shared>,
+) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    loop {
+        let Ok((len, source)) = inbound.recv_from(&mut buf).await else {
+            continue;
+        };
+        let destination = {
+            let mut peers = shared.peers.lock().expect("peers");
+            if peers[from as usize][kind] != Some(source) {
+                peers[from as usize][kind] = Some(source);
+                shared.latched.lock().expect("latched")[from as usize] = true;
+            }
+            peers[to as usize][kind]
+        };
+        let Some(destination) = destination else {
+            continue;
+        };
+        if outbound.send_to(&buf[..len], destination).await.is_ok() {
+            shared.media.packets_relayed.fetch_add(1, Ordering::Relaxed);
+            let ms = shared.started.elapsed().as_millis() as u64;
+            shared.last_packet_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Just enough SDP (RFC 8866) for a relay: where a session description says its audio goes
+//! (the connection address and the first audio stream's port), and the same description with
+//! the relay's address and port in their place. Everything else passes through untouched.
+
+use std::net::{IpAddr, SocketAddr};
+
+fn lines(sdp: &[u8]) -> impl Iterator<Item = &str> {
+    std::str::from_utf8(sdp)
+        .unwrap_or_default()
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+}
+
+fn connection_address(line: &str) -> Option<IpAddr> {
+    // c=IN IP4 192.0.2.1  (a multicast TTL suffix, "/127", is dropped)
+    let address = line.strip_prefix("c=")?.split_whitespace().nth(2)?;
+    address.split('/').next()?.parse().ok()
+}
+
+/// Where the first audio stream of `sdp` is to be sent: its `c=` (media-level first, else
+/// session-level) and its `m=audio` port. `None` for a description without audio, with
+/// port 0 (a stream declined) or unreadable.
+pub fn audio_endpoint(sdp: &[u8]) -> Option<SocketAddr> {
+    let mut session_address = None;
+    let mut audio: Option<(u16, Option<IpAddr>)> = None;
+    for line in lines(sdp) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            if audio.is_some() {
+                break;
+            }
+            let mut parts = rest.split_whitespace();
+            if parts.next() == Some("audio") {
+                let port = parts.next()?.split('/').next()?.parse().ok()?;
+                audio = Some((port, None));
+            }
+        } else if line.starts_with("c=") {
+            match audio.as_mut() {
+                Some((_, address)) => *address = connection_address(line),
+                None => session_address = connection_address(line),
+            }
+        }
+    }
+    let (port, address) = audio?;
+    (port != 0).then_some(SocketAddr::new(address.or(session_address)?, port))
+}
+
+/// `sdp` with every connection address replaced by `address` and the first audio stream's
+/// port by `port`; `a=rtcp:` lines (an explicit RTCP port) are dropped, as the relay's RTCP
+/// is on `port + 1`.
+pub fn rewrite(sdp: &[u8], address: IpAddr, port: u16) -> Vec<u8> {
+    let family = if address.is_ipv4() { "IP4" } else { "IP6" };
+    let mut out = String::with_capacity(sdp.len() + 16);
+    let mut audio_done = false;
+    let mut in_audio = false;
+    for line in lines(sdp) {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("m=") {
+            in_audio = false;
+            let mut parts = rest.splitn(3, ' ');
+            let (media, old_port, tail) = (parts.next(), parts.next(), parts.next());
+            if media == Some("audio") && !audio_done && old_port.is_some_and(|p| p != "0") {
+                audio_done = true;
+                in_audio = true;
+                out.push_str(&format!("m=audio {port} {}\r\n", tail.unwrap_or_default()));
+                continue;
+            }
+        } else if line.starts_with("c=") {
+            out.push_str(&format!("c=IN {family} {address}\r\n"));
+            continue;
+        } else if in_audio && line.starts_with("a=rtcp:") {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=alice 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n\
+t=0 0\r\nm=audio 49170 RTP/AVP 0 8\r\na=rtcp:49171\r\na=rtpmap:0 PCMU/8000\r\n\
+m=video 51372 RTP/AVP 31\r\nc=IN IP4 192.0.2.11\r\n";
+
+    #[test]
+    fn the_audio_endpoint_is_read_from_session_or_media_connection() {
+        assert_eq!(
+            audio_endpoint(OFFER.as_bytes()),
+            Some("192.0.2.10:49170".parse().unwrap())
+        );
+        let media_level =
+            "v=0\nc=IN IP4 192.0.2.1\nm=audio 4000 RTP/AVP 0\nc=IN IP4 198.51.100.7\n";
+        assert_eq!(
+            audio_endpoint(media_level.as_bytes()),
+            Some("198.51.100.7:4000".parse().unwrap())
+        );
+        assert_eq!(
+            audio_endpoint(b"v=0\r\nm=audio 0 RTP/AVP 0\r\nc=IN IP4 192.0.2.1\r\n"),
+            None
+        );
+        assert_eq!(audio_endpoint(b"v=0\r\nm=video 5000 RTP/AVP 31\r\n"), None);
+        assert_eq!(audio_endpoint(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn rewriting_points_audio_at_the_relay_and_keeps_the_rest() {
+        let out = rewrite(OFFER.as_bytes(), "127.0.0.1".parse().unwrap(), 20000);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("o=alice 1 1 IN IP4 192.0.2.10\r\n"), "{out}");
+        assert!(out.contains("m=audio 20000 RTP/AVP 0 8\r\n"), "{out}");
+        assert!(!out.contains("a=rtcp:"), "{out}");
+        assert!(out.contains("a=rtpmap:0 PCMU/8000\r\n"), "{out}");
+        assert!(out.contains("m=video 51372 RTP/AVP 31\r\n"), "{out}");
+        assert!(!out.contains("192.0.2.11"), "{out}");
+        assert_eq!(
+            audio_endpoint(out.as_bytes()),
+            Some("127.0.0.1:20000".parse().unwrap())
+        );
+    }
+}
