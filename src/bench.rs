@@ -72,6 +72,15 @@ pub enum BenchCommand {
         #[arg(long, default_value = "sipp-users.csv")]
         csv: String,
     },
+    /// Packets one core relays: relays on a single-threaded runtime, fed by a generator on
+    /// another thread.
+    RtpRelay {
+        /// Calls relayed at once (each two port pairs).
+        #[arg(long, default_value_t = 100)]
+        calls: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Register extensions through a running server's API at a fixed rate; latency
     /// percentiles, then every 201 checked against the log.
     HttpExtensions {
@@ -113,6 +122,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             count,
             csv,
         } => crate::bench_sip::seed_devices(&store, &realm, count, &csv).await,
+        BenchCommand::RtpRelay { calls, seconds } => {
+            tokio::task::spawn_blocking(move || crate::bench_rtp::rtp_relay(calls, seconds)).await?
+        }
         BenchCommand::HttpExtensions {
             url,
             key,

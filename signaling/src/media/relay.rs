@@ -64,6 +64,9 @@ fn bind_pair(media: &Arc<Media>) -> std::io::Result<Pair> {
 struct Shared {
     /// Where each side's RTP and RTCP go: [side][0 = RTP, 1 = RTCP].
     peers: Mutex<[[Option<SocketAddr>; 2]; 2]>,
+    /// Bumped on every change of `peers`, so the forwarding tasks keep their own copy of
+    /// where to send and take the lock only when it changed.
+    peers_version: AtomicU64,
     /// Whether a side's addresses were learnt from its packets (then its SDP no longer counts).
     latched: Mutex<[bool; 2]>,
     started: Instant,
@@ -84,6 +87,7 @@ impl Relay {
         let pairs = [bind_pair(media)?, bind_pair(media)?];
         let shared = Arc::new(Shared {
             peers: Mutex::new([[None; 2]; 2]),
+            peers_version: AtomicU64::new(0),
             latched: Mutex::new([false; 2]),
             started: Instant::now(),
             last_packet_ms: AtomicU64::new(0),
@@ -126,6 +130,7 @@ impl Relay {
         }
         let rtcp = SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1));
         self.shared.peers.lock().expect("peers")[side as usize] = [Some(rtp), Some(rtcp)];
+        self.shared.peers_version.fetch_add(1, Ordering::Release);
     }
 
     /// How long since the last packet relayed (or since the relay started).
@@ -152,18 +157,28 @@ async fn forward(
     shared: Arc<Shared>,
 ) {
     let mut buf = vec![0u8; MAX_PACKET];
+    // This task's copies: where its side's packets come from, and where they go.
+    let mut source_seen: Option<SocketAddr> = None;
+    let mut destination: Option<SocketAddr> = None;
+    let mut version_seen = u64::MAX;
     loop {
         let Ok((len, source)) = inbound.recv_from(&mut buf).await else {
             continue;
         };
-        let destination = {
+        if source_seen != Some(source) {
+            source_seen = Some(source);
             let mut peers = shared.peers.lock().expect("peers");
             if peers[from as usize][kind] != Some(source) {
                 peers[from as usize][kind] = Some(source);
                 shared.latched.lock().expect("latched")[from as usize] = true;
+                shared.peers_version.fetch_add(1, Ordering::Release);
             }
-            peers[to as usize][kind]
-        };
+        }
+        let version = shared.peers_version.load(Ordering::Acquire);
+        if version != version_seen {
+            version_seen = version;
+            destination = shared.peers.lock().expect("peers")[to as usize][kind];
+        }
         let Some(destination) = destination else {
             continue;
         };
