@@ -1,9 +1,10 @@
 //! Two softphones nobody here wrote call each other through the edge: baresip (Debian),
-//! registered as alice, dials bob's main number; the call leaves through the trunk, which in
-//! this test is the edge itself, comes back in as a carrier's call to bob, and rings pjsua2
-//! (PyPI `pjsua2-python`), registered as bob, which answers. baresip hangs up after a few
-//! seconds: both calls (alice's out, bob's in) end, each recorded with its answer and end.
-//! Media flows through the edge's RTP relay (both calls' relays, one after the other).
+//! registered as alice, and pjsua2 (PyPI `pjsua2-python`), registered as bob. One dials the
+//! other's main number; the call leaves through the trunk, which in these tests is the edge
+//! itself, comes back in as a carrier's call and rings the other phone, which answers. The
+//! caller hangs up after a few seconds: both calls (the caller's out, the callee's in) end,
+//! each recorded with its answer and end, and call history shows them. Media flows through
+//! the edge's RTP relay (both calls' relays, one after the other).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -11,11 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::call::{CallEvent, Direction, EndCause, Origin, Side};
+use domain::ids::{AccountId, DeviceId};
 use projections::call_history::CallHistory;
 use projections::db::ProjectionDb;
 use projections::runner::Runner;
 use ringledger_tests::harness::Backend;
-use ringledger_tests::sip_edge::{PASSWORD, REALM, SipEdge, USERNAME};
+use ringledger_tests::sip_edge::{MAIN_NUMBER, PASSWORD, REALM, SipEdge, USERNAME};
 use sqlx::Row;
 
 const BOB: &str = "bob";
@@ -45,7 +47,8 @@ fn silence_wav(path: &Path, seconds: u32) {
     std::fs::write(path, wav).unwrap();
 }
 
-fn baresip_config(dir: &Path, edge: std::net::SocketAddr) {
+/// baresip's configuration for alice; `answer`: registered, answering calls at once.
+fn baresip_config(dir: &Path, edge: std::net::SocketAddr, answer: bool) {
     let wav = dir.join("silence.wav");
     silence_wav(&wav, 4 * BARESIP_SECONDS as u32);
     let wav = wav.display();
@@ -69,7 +72,14 @@ fn baresip_config(dir: &Path, edge: std::net::SocketAddr) {
     .unwrap();
     std::fs::write(
         dir.join("accounts"),
-        format!("<sip:{USERNAME}@{REALM}>;auth_pass={PASSWORD};outbound=\"sip:{edge}\";regint=0\n"),
+        format!(
+            "<sip:{USERNAME}@{REALM}>;auth_pass={PASSWORD};outbound=\"sip:{edge}\";{}\n",
+            if answer {
+                "answermode=auto;regint=600"
+            } else {
+                "regint=0"
+            }
+        ),
     )
     .unwrap();
 }
@@ -86,80 +96,73 @@ fn talk_time(events: &[CallEvent]) -> Option<chrono::Duration> {
     Some(ended - answered)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baresip_calls_pjsua2_through_the_edge_and_hangs_up() {
-    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
-    let (bob_account, _) = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
-
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pjsua2/answer.py");
-    let pjsua2 = tokio::process::Command::new("python3")
-        .arg(script)
-        .args([&edge.udp.to_string(), BOB, BOB_PASSWORD, REALM, "30"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python3 runs");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while edge
-        .view
-        .read()
-        .unwrap()
-        .live_contacts(bob_account, chrono::Utc::now())
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "pjsua2 never registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    let dir = tempfile::tempdir().unwrap();
-    baresip_config(dir.path(), edge.udp);
-    let baresip = tokio::process::Command::new("baresip")
-        .args(["-f", dir.path().to_str().unwrap()])
-        .args(["-e", &format!("/dial sip:{BOB_NUMBER}@{REALM}")])
-        .args(["-t", &BARESIP_SECONDS.to_string()])
+/// Starts baresip as alice with `args`.
+fn baresip(dir: &Path, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new("baresip")
+        .args(["-f", dir.to_str().unwrap()])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("baresip must be installed (Debian package baresip; scripts/test installs it)");
+        .expect("baresip must be installed (Debian package baresip; scripts/test installs it)")
+}
 
-    let bob_out = tokio::time::timeout(Duration::from_secs(40), pjsua2.wait_with_output())
+/// Starts pjsua2 as bob: `phone.py SERVER bob PASSWORD REALM 30 <args>`.
+fn pjsua2(edge: &SipEdge, args: &[&str]) -> tokio::process::Child {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pjsua2/phone.py");
+    tokio::process::Command::new("python3")
+        .arg(script)
+        .args([&edge.udp.to_string(), BOB, BOB_PASSWORD, REALM, "30"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs")
+}
+
+/// Waits (up to `secs`) for a phone to exit; its success and what it printed.
+async fn finished(child: tokio::process::Child, secs: u64) -> (bool, String) {
+    let out = tokio::time::timeout(Duration::from_secs(secs), child.wait_with_output())
         .await
-        .expect("pjsua2 finishes")
+        .expect("the phone finishes")
         .unwrap();
-    let alice_out = tokio::time::timeout(Duration::from_secs(20), baresip.wait_with_output())
-        .await
-        .expect("baresip quits")
-        .unwrap();
-    let bob_text = String::from_utf8_lossy(&bob_out.stdout).into_owned()
-        + &String::from_utf8_lossy(&bob_out.stderr);
-    let alice_text = String::from_utf8_lossy(&alice_out.stdout).into_owned()
-        + &String::from_utf8_lossy(&alice_out.stderr);
-    assert!(
-        bob_out.status.success(),
-        "pjsua2 did not answer a call and see it hung up:\n{bob_text}\n--- baresip:\n{alice_text}"
-    );
-    assert!(bob_text.contains("confirmed"), "{bob_text}");
-    assert!(
-        bob_text.contains(&format!("incoming: <sip:{}", "+442071838750")),
-        "bob sees alice's main number: {bob_text}"
-    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
 
-    // The media went through the edge's relay: baresip's 50 packets a second, for seconds,
-    // through both calls' relays.
-    assert!(
-        edge.edge.packets_relayed() > 100,
-        "{} packets relayed",
-        edge.edge.packets_relayed()
-    );
+async fn wait_registered(edge: &SipEdge, account: AccountId, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while edge
+        .view
+        .read()
+        .unwrap()
+        .live_contacts(account, chrono::Utc::now())
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "{who} never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
+/// The two calls a call between the phones makes: the caller's out (from its device, billed
+/// to its account) and the callee's in (from the loop trunk), both answered and ended by the
+/// caller after a talk time under `max_talk`; call history agrees with the log.
+async fn check_calls(
+    edge: &SipEdge,
+    caller: (AccountId, DeviceId),
+    callee: AccountId,
+    max_talk: i64,
+    context: &str,
+) {
     let calls = edge.ended_calls(2).await;
     assert_eq!(
         calls.len(),
         2,
-        "alice's call out and bob's call in: {calls:?}"
+        "the caller's call out and the callee's in: {calls:?}"
     );
     let started = |events: &[CallEvent]| match &events[0] {
         CallEvent::Started {
@@ -170,24 +173,27 @@ async fn baresip_calls_pjsua2_through_the_edge_and_hangs_up() {
         } => (*direction, origin.clone(), *account_id),
         other => panic!("a call starts with Started, not {other:?}"),
     };
-    let (out_dir, out_origin, out_account) = started(&calls[0]);
-    assert_eq!(out_dir, Direction::Outbound);
     assert_eq!(
-        out_origin,
-        Origin::IpDevice {
-            device_id: edge.device_id
-        }
+        started(&calls[0]),
+        (
+            Direction::Outbound,
+            Origin::IpDevice {
+                device_id: caller.1
+            },
+            caller.0
+        ),
+        "billed to the caller's account"
     );
-    assert_eq!(out_account, edge.account_id, "billed to alice");
-    let (in_dir, in_origin, in_account) = started(&calls[1]);
-    assert_eq!(in_dir, Direction::Inbound);
     assert_eq!(
-        in_origin,
-        Origin::Pstn {
-            trunk: "loop".into()
-        }
+        started(&calls[1]),
+        (
+            Direction::Inbound,
+            Origin::Pstn {
+                trunk: "loop".into()
+            },
+            callee
+        )
     );
-    assert_eq!(in_account, bob_account);
     for events in &calls {
         assert!(
             events.iter().any(|e| matches!(
@@ -201,11 +207,9 @@ async fn baresip_calls_pjsua2_through_the_edge_and_hangs_up() {
             "the caller's hangup ends the call: {events:?}"
         );
         let talk = talk_time(events).expect("answered and ended");
-        // Answered within the seconds baresip was up, and hung up when it quit.
         assert!(
-            talk > chrono::Duration::seconds(1)
-                && talk < chrono::Duration::seconds(BARESIP_SECONDS as i64),
-            "talk time {talk} for {events:?}\n--- baresip:\n{alice_text}\n--- pjsua2:\n{bob_text}"
+            talk > chrono::Duration::seconds(1) && talk < chrono::Duration::seconds(max_talk),
+            "talk time {talk} for {events:?}\n{context}"
         );
     }
 
@@ -218,12 +222,11 @@ async fn baresip_calls_pjsua2_through_the_edge_and_hangs_up() {
         .catch_up()
         .await
         .unwrap();
-    let rows = sqlx::query(
-        "SELECT direction, answered_at, ended_at, end_cause FROM calls ORDER BY started_at",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let rows =
+        sqlx::query("SELECT answered_at, ended_at, end_cause FROM calls ORDER BY started_at")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(rows.len(), 2);
     for (row, events) in rows.iter().zip(&calls) {
         let answered: String = row.get("answered_at");
@@ -235,5 +238,85 @@ async fn baresip_calls_pjsua2_through_the_edge_and_hangs_up() {
         assert!(drift.num_microseconds().unwrap().abs() <= 1, "{events:?}");
         assert_eq!(row.get::<String, _>("end_cause"), "normal_clearing");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_pjsua2_through_the_edge_and_hangs_up() {
+    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
+    let (bob_account, _) = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
+    let bob = pjsua2(&edge, &["answer"]);
+    wait_registered(&edge, bob_account, "pjsua2").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    baresip_config(dir.path(), edge.udp, false);
+    let alice = baresip(
+        dir.path(),
+        &[
+            "-e",
+            &format!("/dial sip:{BOB_NUMBER}@{REALM}"),
+            "-t",
+            &BARESIP_SECONDS.to_string(),
+        ],
+    );
+    let (bob_ok, bob_text) = finished(bob, 40).await;
+    let (_, alice_text) = finished(alice, 20).await;
+    let context = format!("--- pjsua2:\n{bob_text}\n--- baresip:\n{alice_text}");
+    assert!(
+        bob_ok,
+        "pjsua2 did not answer a call and see it hung up:\n{context}"
+    );
+    assert!(
+        bob_text.contains(&format!("incoming: <sip:{MAIN_NUMBER}")),
+        "bob sees alice's main number: {context}"
+    );
+    // The media went through the edge's relay: baresip's 50 packets a second, for seconds,
+    // through both calls' relays.
+    assert!(
+        edge.edge.packets_relayed() > 100,
+        "{} packets relayed",
+        edge.edge.packets_relayed()
+    );
+    check_calls(
+        &edge,
+        (edge.account_id, edge.device_id),
+        bob_account,
+        BARESIP_SECONDS as i64,
+        &context,
+    )
+    .await;
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pjsua2_calls_baresip_through_the_edge_and_hangs_up() {
+    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
+    let bob_ids = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
+    let dir = tempfile::tempdir().unwrap();
+    baresip_config(dir.path(), edge.udp, true);
+    let mut alice = baresip(dir.path(), &["-t", "30"]);
+    wait_registered(&edge, edge.account_id, "baresip").await;
+
+    let talk = 3;
+    let bob = pjsua2(
+        &edge,
+        &[
+            "call",
+            &format!("sip:{MAIN_NUMBER}@{REALM}"),
+            &talk.to_string(),
+        ],
+    );
+    let (bob_ok, bob_text) = finished(bob, 40).await;
+    let _ = alice.start_kill();
+    let (_, alice_text) = finished(alice, 20).await;
+    let context = format!("--- pjsua2:\n{bob_text}\n--- baresip:\n{alice_text}");
+    assert!(
+        bob_ok,
+        "pjsua2's call was not set up and hung up:\n{context}"
+    );
+    assert!(
+        bob_text.contains("disconnected: 200"),
+        "pjsua2 hung up an answered call: {context}"
+    );
+    check_calls(&edge, bob_ids, edge.account_id, talk + 2, &context).await;
     edge.shutdown().await;
 }

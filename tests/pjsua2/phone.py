@@ -1,16 +1,15 @@
-"""Registers one account with a SIP registrar using pjsua2 (PyPI pjsua2-python, null audio
-device), answers the first call that rings it (180, then 200) and waits for the far end to
-hang up. Prints one line per step:
+"""A softphone driven by a test: pjsua2 (PyPI pjsua2-python, null audio device) registers
+one account with SERVER (also its outbound proxy), then either
 
-    registration: CODE REASON
-    incoming: FROM
-    confirmed
-    disconnected: CODE REASON
+    python3 phone.py SERVER USER PASSWORD REALM SECONDS answer
+        answers the first call that rings it (180, then 200) and waits for the far end to
+        hang up, or
+    python3 phone.py SERVER USER PASSWORD REALM SECONDS call URI TALK
+        calls URI once registered, and hangs up TALK seconds after the answer.
 
-    python3 answer.py SERVER USER PASSWORD REALM [SECONDS]
-
-Exits 0 when a call was answered, confirmed by the caller's ACK and hung up by the far end
-within SECONDS; 1 otherwise. Used by tests/tests/phones_call.rs.
+Prints one line per step (registration: CODE REASON / incoming: FROM / confirmed /
+disconnected: CODE REASON). Exits 0 when a call was set up (confirmed) and then ended within
+SECONDS; 1 otherwise. Used by tests/tests/phones_call.rs.
 """
 import sys
 import time
@@ -59,7 +58,8 @@ class Account(pj.Account):
 
 def main():
     server, user, password, realm = sys.argv[1:5]
-    seconds = float(sys.argv[5]) if len(sys.argv) > 5 else 20.0
+    seconds = float(sys.argv[5])
+    mode = sys.argv[6]
     ep = pj.Endpoint()
     ep.libCreate()
     cfg = pj.EpConfig()
@@ -79,15 +79,28 @@ def main():
     acfg = pj.AccountConfig()
     acfg.idUri = f"sip:{user}@{realm}"
     acfg.regConfig.registrarUri = f"sip:{server}"
+    acfg.sipConfig.proxies.append(f"sip:{server};lr")
     acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
     account = Account()
     account.create(acfg)
     deadline = time.time() + seconds
+    hang_up_at = None
     while time.time() < deadline:
         ep.libHandleEvents(20)
+        if mode == "call" and account.call is None and account.code == 200:
+            call = Call(account, pj.PJSUA_INVALID_ID)
+            call.makeCall(sys.argv[7], pj.CallOpParam(True))
+            account.call = call
         call = account.call
-        if call is not None and call.disconnected is not None:
+        if call is None:
+            continue
+        if call.disconnected is not None:
             break
+        if mode == "call" and call.confirmed and hang_up_at is None:
+            hang_up_at = time.time() + float(sys.argv[8])
+        if hang_up_at is not None and time.time() >= hang_up_at:
+            hang_up_at = float("inf")
+            call.hangup(pj.CallOpParam())
     call = account.call
     ok = call is not None and call.confirmed and call.disconnected is not None
     account.call = None
