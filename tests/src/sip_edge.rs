@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use domain::account::{Account, AccountCommand};
 use domain::call::CallEvent;
 use domain::device::{Device, DeviceCommand, DeviceEvent};
-use domain::ids::{AccountId, DeviceId, TariffId};
+use domain::extension::{ChallengeMethod, Extension, ExtensionCommand, ExtensionKind};
+use domain::ids::{AccountId, DeviceId, ExtensionId, TariffId};
 use domain::{E164, Event};
 use infra::EventStore;
 use signaling::digest::Algorithm;
@@ -164,6 +165,68 @@ impl SipEdge {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         ids
+    }
+
+    /// A verified extension of alice's account (default settings: rings on inbound), once the
+    /// edge sees it serving.
+    pub async fn add_extension(&self, number: &str) -> ExtensionId {
+        let store = self.store.as_ref();
+        let account = infra::command::load::<Account>(store, &self.account_id.stream_id())
+            .await
+            .unwrap()
+            .state;
+        let extension_id = ExtensionId::from(uuid::Uuid::now_v7());
+        let number = E164::parse(number).unwrap();
+        let now = chrono::Utc::now();
+        let stream = extension_id.stream_id();
+        let mut extension = Extension::default();
+        for command in [
+            ExtensionCommand::Request {
+                extension_id,
+                account,
+                number: number.clone(),
+                native_provider: "Other Mobile".into(),
+                kind: ExtensionKind::Mobile,
+            },
+            ExtensionCommand::IssueChallenge {
+                method: ChallengeMethod::Sms,
+                code: "482913".into(),
+                ttl_secs: 300,
+            },
+            ExtensionCommand::SubmitCode {
+                code: "482913".into(),
+            },
+        ] {
+            record(store, &stream, &mut extension, command, now).await;
+        }
+        record(
+            store,
+            &domain::number::stream_id(&number),
+            &mut domain::number::NumberClaim::default(),
+            domain::number::NumberCommand::Claim {
+                number,
+                account_id: self.account_id,
+                role: domain::number::NumberRole::Extension { extension_id },
+            },
+            now,
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .view
+            .read()
+            .unwrap()
+            .serving_extensions(self.account_id)
+            .iter()
+            .any(|(id, _)| *id == extension_id)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the edge never saw the extension"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        extension_id
     }
 
     /// The device's events, decoded.

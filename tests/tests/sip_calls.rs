@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use domain::call::{CallEvent, Direction, EndCause, LegFailure, LegTarget, Origin, Side};
+use domain::call::{
+    AlternateReason, CallEvent, Direction, EndCause, LegFailure, LegTarget, Origin, Path, Side,
+};
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{
     MAIN_NUMBER, REALM, SipEdge, UdpPeer, authorization, credentials, header, header_values,
@@ -549,6 +551,125 @@ async fn media_goes_through_the_relay_and_a_silent_call_is_ended() {
     assert_eq!(
         ended(&calls[0]),
         Some((EndCause::MediaTimeout, Side::System))
+    );
+    edge.shutdown().await;
+}
+
+const EXTENSION: &str = "+447700900123";
+
+/// The carrier calls alice, who has no phone registered but a verified extension: the edge
+/// takes the alternate path and calls the extension's number through the trunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_phone_registered_the_call_goes_to_the_extension_over_the_cellular_network() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    let invite = carrier_invite(&trunk, MAIN_NUMBER, "alt");
+    trunk.send(&invite).await;
+    // The trunk plays the cellular network too: it gets the call for the extension's number,
+    // from the caller's number.
+    let out = trunk.expect_request("INVITE").await;
+    assert!(
+        out.starts_with(&format!("INVITE sip:{EXTENSION}@{} ", trunk.addr)),
+        "{out}"
+    );
+    assert!(header(&out, "From").contains("+441632960001"), "{out}");
+    trunk
+        .send(&respond_to(&out, 180, "mob", Some(trunk.addr), ""))
+        .await;
+    trunk.expect_status(180).await;
+    trunk
+        .send(&respond_to(&out, 200, "mob", Some(trunk.addr), ANSWER))
+        .await;
+    trunk.expect_request("ACK").await;
+    let ok = trunk.expect_status(200).await;
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
+    // One socket plays both networks: the edge hangs up the cellular leg, then answers the
+    // caller's BYE (once the end is recorded).
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "BYE", 2)).await;
+    let bye = trunk.expect_request("BYE").await;
+    assert_eq!(header(&bye, "Call-ID"), header(&out, "Call-ID"));
+    trunk.expect_status(200).await;
+    trunk.send(&respond_to(&bye, 200, "mob", None, "")).await;
+
+    let calls = edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            CallEvent::AlternatePathChosen {
+                reason: AlternateReason::NoLiveContact,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CallEvent::LegStarted {
+            target: LegTarget::Extension { extension_id: id, number },
+            path: Path::AlternateCallOut,
+            ..
+        } if *id == extension_id && number.as_str() == EXTENSION
+    )));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::LegAnswered { .. }))
+    );
+    assert_eq!(
+        ended(events),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+    edge.shutdown().await;
+}
+
+/// With a phone registered, an extension that rings on inbound rings with it; the phone
+/// answers first and the cellular leg is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extensions_ring_with_the_phones_and_lose_to_a_phone_that_answers_first() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    edge.add_extension(EXTENSION).await;
+    let phone = registered_phone(&edge, "p1").await;
+    wait_for_contacts(&edge, 1).await;
+    let invite = carrier_invite(&trunk, MAIN_NUMBER, "both");
+    trunk.send(&invite).await;
+    let to_phone = phone.expect_request("INVITE").await;
+    let to_mobile = trunk.expect_request("INVITE").await;
+    assert!(
+        to_mobile.starts_with(&format!("INVITE sip:{EXTENSION}@")),
+        "{to_mobile}"
+    );
+    trunk
+        .send(&respond_to(&to_mobile, 180, "mob", Some(trunk.addr), ""))
+        .await;
+    phone
+        .send(&respond_to(&to_phone, 200, "ph", Some(phone.addr), ANSWER))
+        .await;
+    phone.expect_request("ACK").await;
+    let cancel = trunk.expect_request("CANCEL").await;
+    assert_eq!(header(&cancel, "Call-ID"), header(&to_mobile, "Call-ID"));
+    trunk.send(&respond_to(&cancel, 200, "mob", None, "")).await;
+    trunk
+        .send(&respond_to(&to_mobile, 487, "mob", None, ""))
+        .await;
+    let ok = trunk.expect_status(200).await;
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "BYE", 2)).await;
+    trunk.expect_status(200).await;
+    let bye = phone.expect_request("BYE").await;
+    phone.send(&respond_to(&bye, 200, "ph", None, "")).await;
+
+    let calls = edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, CallEvent::AlternatePathChosen { .. })),
+        "ringing alongside the phones is not the alternate path: {events:?}"
+    );
+    assert_eq!(
+        leg_failures(events),
+        vec![(487, LegFailure::AnsweredElsewhere)]
     );
     edge.shutdown().await;
 }

@@ -11,7 +11,7 @@ use infra::command::{self, Loaded, Origin};
 use rsip::headers::UntypedHeader;
 use tokio::sync::mpsc;
 
-use super::plan::Plan;
+use super::plan::{Plan, Target};
 use super::requests::{self, LegInvite};
 use super::{CallInput, DialogKey, dialog_key};
 use crate::answer::Answer;
@@ -78,6 +78,17 @@ struct Unacked {
     give_up: Instant,
 }
 
+/// What every leg's INVITE shares.
+#[derive(Clone)]
+struct LegTemplate {
+    account: domain::account::Account,
+    caller_id: String,
+    max_forwards: u8,
+    content_type: Option<String>,
+    /// The caller's session description as the legs are offered it.
+    offer: Vec<u8>,
+}
+
 struct CallTask {
     edge: Arc<Edge>,
     id: CallId,
@@ -92,6 +103,10 @@ struct CallTask {
     unacked: Option<Unacked>,
     /// The call's media relay, when the edge relays media.
     relay: Option<Relay>,
+    /// What every leg's INVITE shares (set once the call is recorded).
+    template: Option<LegTemplate>,
+    /// Legs waiting for their ring delay.
+    pending: Vec<(Instant, Target)>,
     over_at: Option<Instant>,
     /// The dialogs this call is registered under.
     dialogs: Vec<DialogKey>,
@@ -120,9 +135,14 @@ pub async fn run(
         legs: vec![],
         phase: Phase::Setup,
         rang: false,
-        ring_deadline: Instant::now() + edge.ring_timeout,
+        ring_deadline: Instant::now()
+            + plan
+                .ring_timeout
+                .map_or(edge.ring_timeout, |t| t.min(edge.ring_timeout)),
         unacked: None,
         relay: None,
+        template: None,
+        pending: vec![],
         over_at: None,
         dialogs,
         caller,
@@ -217,18 +237,10 @@ impl CallTask {
             return;
         }
         tracing::info!(call = %self.id, from = %plan.from, to = %plan.to, legs = plan.targets.len(), "call started");
-        let max_forwards = self
-            .caller
-            .invite
-            .header("Max-Forwards")
-            .and_then(|m| m.trim().parse::<u8>().ok())
-            .unwrap_or(70)
-            .saturating_sub(1);
-        let content_type = self
-            .caller
-            .invite
-            .header("Content-Type")
-            .map(str::to_string);
+        if let Some(reason) = plan.alternate {
+            self.record(CallCommand::ChooseAlternatePath { reason })
+                .await;
+        }
         // The legs are offered the caller's session, pointed at the relay when there is one.
         let offer = match (&self.relay, &self.edge.media) {
             (Some(relay), Some(media)) => sdp::rewrite(
@@ -238,69 +250,115 @@ impl CallTask {
             ),
             _ => self.caller.invite.body.clone(),
         };
+        self.template = Some(LegTemplate {
+            account: plan.account.clone(),
+            caller_id: plan.caller_id.clone(),
+            max_forwards: self
+                .caller
+                .invite
+                .header("Max-Forwards")
+                .and_then(|m| m.trim().parse::<u8>().ok())
+                .unwrap_or(70)
+                .saturating_sub(1),
+            content_type: self
+                .caller
+                .invite
+                .header("Content-Type")
+                .map(str::to_string),
+            offer,
+        });
+        let now = Instant::now();
         for target in &plan.targets {
-            let leg_id = LegId(uuid::Uuid::now_v7());
-            let placed = self
-                .record(CallCommand::StartLeg {
-                    leg_id,
-                    target: target.target.clone(),
-                    path: target.path,
-                    role: LegRole::Callee,
-                    account: plan.account.clone(),
-                    extension: None,
-                })
-                .await;
-            if !placed {
-                continue;
+            if target.delay.is_zero() {
+                self.place_leg(target).await;
+            } else {
+                self.pending.push((now + target.delay, target.clone()));
             }
-            let call_id = format!("{}@ringledger", requests::token(12));
-            let from_tag = requests::token(6);
-            let branch = requests::branch();
-            let invite = requests::invite(&LegInvite {
-                request_uri: &target.request_uri,
-                local: self.edge.local,
-                branch: &branch,
-                call_id: &call_id,
-                from_user: &plan.caller_id,
-                from_tag: &from_tag,
-                max_forwards,
-                content_type: content_type.as_deref(),
-                body: &offer,
-            });
-            let path = self.edge.udp_path(target.destination);
-            let key = dialog_key(&call_id, &from_tag);
-            self.edge.calls.register(key.clone(), self.tx.clone());
-            self.dialogs.push(key);
-            let leg = self.legs.len();
-            self.legs.push(Leg {
-                id: leg_id,
-                invite: invite.clone(),
-                path: path.clone(),
-                state: LegState::Trying,
-                heard: false,
-                cancel_wanted: false,
-                cancel_sent: false,
-                dialog: None,
-                ack: None,
-                bye_sent: false,
-                failed_with: None,
-            });
-            let key = ClientKey {
-                branch,
-                method: "INVITE".into(),
-            };
-            self.edge
-                .outgoing
-                .send(key, invite, path, self.notify(Some(leg)))
-                .await;
         }
-        if self.legs.is_empty() {
+        self.end_if_nothing_rings().await;
+    }
+
+    /// With every leg failed and none waiting for its delay, the call ends: with the best
+    /// refusal the legs got, or 480 when none could be placed.
+    async fn end_if_nothing_rings(&mut self) {
+        if self.phase != Phase::Setup
+            || !self.pending.is_empty()
+            || self.legs.iter().any(|l| l.state != LegState::Done)
+        {
+            return;
+        }
+        let statuses: Vec<u16> = self.legs.iter().filter_map(|l| l.failed_with).collect();
+        if statuses.is_empty() {
             self.end_setup(
                 Answer::with_reason(480, "Temporarily Unavailable (no device registered)"),
                 Some((EndCause::NoAnswer, Side::System)),
             )
             .await;
+        } else {
+            let (answer, cause) = caller_failure(&statuses);
+            self.end_setup(answer, Some((cause, Side::Callee))).await;
         }
+    }
+
+    /// Records a leg and sends its INVITE.
+    async fn place_leg(&mut self, target: &Target) {
+        let Some(template) = self.template.clone() else {
+            return;
+        };
+        let leg_id = LegId(uuid::Uuid::now_v7());
+        let placed = self
+            .record(CallCommand::StartLeg {
+                leg_id,
+                target: target.target.clone(),
+                path: target.path,
+                role: LegRole::Callee,
+                account: template.account.clone(),
+                extension: target.extension.clone(),
+            })
+            .await;
+        if !placed {
+            return;
+        }
+        let call_id = format!("{}@ringledger", requests::token(12));
+        let from_tag = requests::token(6);
+        let branch = requests::branch();
+        let invite = requests::invite(&LegInvite {
+            request_uri: &target.request_uri,
+            local: self.edge.local,
+            branch: &branch,
+            call_id: &call_id,
+            from_user: &template.caller_id,
+            from_tag: &from_tag,
+            max_forwards: template.max_forwards,
+            content_type: template.content_type.as_deref(),
+            body: &template.offer,
+        });
+        let path = self.edge.udp_path(target.destination);
+        let key = dialog_key(&call_id, &from_tag);
+        self.edge.calls.register(key.clone(), self.tx.clone());
+        self.dialogs.push(key);
+        let leg = self.legs.len();
+        self.legs.push(Leg {
+            id: leg_id,
+            invite: invite.clone(),
+            path: path.clone(),
+            state: LegState::Trying,
+            heard: false,
+            cancel_wanted: false,
+            cancel_sent: false,
+            dialog: None,
+            ack: None,
+            bye_sent: false,
+            failed_with: None,
+        });
+        let key = ClientKey {
+            branch,
+            method: "INVITE".into(),
+        };
+        self.edge
+            .outgoing
+            .send(key, invite, path, self.notify(Some(leg)))
+            .await;
     }
 
     /// Where outcomes of a request toward `leg` (None: the caller) go.
@@ -321,7 +379,8 @@ impl CallTask {
         let unacked = self.unacked.as_ref().map(|u| u.next.min(u.give_up));
         let linger = self.over_at.map(|t| t + LINGER);
         let media = self.media_left().map(|left| Instant::now() + left);
-        [ring, unacked, linger, media]
+        let delayed = self.pending.iter().map(|(at, _)| *at).min();
+        [ring, unacked, linger, media, delayed]
             .into_iter()
             .flatten()
             .min()
@@ -341,6 +400,18 @@ impl CallTask {
 
     async fn on_timer(&mut self) {
         let now = Instant::now();
+        if self.phase != Phase::Setup {
+            self.pending.clear();
+        } else if self.pending.iter().any(|(at, _)| *at <= now) {
+            let (due, later) = std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(at, _)| *at <= now);
+            self.pending = later;
+            for (_, target) in due {
+                self.place_leg(&target).await;
+            }
+            self.end_if_nothing_rings().await;
+        }
         if let (Phase::Answered(winner), Some(Duration::ZERO)) = (self.phase, self.media_left()) {
             tracing::info!(call = %self.id, "media stopped; hanging up");
             self.unacked = None;
@@ -578,11 +649,7 @@ impl CallTask {
             })
             .await;
         }
-        if self.phase == Phase::Setup && self.legs.iter().all(|l| l.state == LegState::Done) {
-            let statuses: Vec<u16> = self.legs.iter().filter_map(|l| l.failed_with).collect();
-            let (answer, cause) = caller_failure(&statuses);
-            self.end_setup(answer, Some((cause, Side::Callee))).await;
-        }
+        self.end_if_nothing_rings().await;
     }
 
     /// Cancels every leg still ringing, recording why.

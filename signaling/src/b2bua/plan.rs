@@ -3,11 +3,14 @@
 //! legs to place. Anything that cannot become a call gets its answer here.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use domain::account::Account;
-use domain::call::{Direction, LegTarget, Origin, Path};
+use domain::call::{AlternateReason, Direction, LegTarget, Origin, Path};
 use domain::device::Transport;
+use domain::extension::Extension;
 use domain::number::NumberRole;
+use projections::routing_view::RoutingView;
 
 use crate::answer::Answer;
 use crate::auth::{Authenticator, Scheme};
@@ -28,8 +31,12 @@ pub struct Plan {
     pub to: String,
     /// The user part of the From the legs present (caller ID).
     pub caller_id: String,
-    /// Rung at once; the first to answer wins.
+    /// Rung at once (or after their delay); the first to answer wins.
     pub targets: Vec<Target>,
+    /// Why the call goes (also) over the alternate network, when it does.
+    pub alternate: Option<AlternateReason>,
+    /// The account's ring timeout (the edge's `sip.ring_timeout_secs` caps it).
+    pub ring_timeout: Option<Duration>,
 }
 
 /// One leg to place.
@@ -40,6 +47,10 @@ pub struct Target {
     pub request_uri: String,
     /// Where the INVITE goes (a contact's real source address, or the trunk).
     pub destination: SocketAddr,
+    /// How long after the call starts the leg is placed.
+    pub delay: Duration,
+    /// The extension the leg rings (checked to be serving when the leg is recorded).
+    pub extension: Option<Extension>,
 }
 
 pub fn plan(
@@ -96,24 +107,7 @@ pub fn plan(
             .and_then(|n| uri_user(n.uri))
             .unwrap_or("anonymous")
             .to_string();
-        // Contacts registered over TCP are reached only over their own connection, which
-        // the edge does not keep an index of yet: UDP contacts are rung.
-        let targets = view
-            .live_contacts(holder.account_id, now)
-            .into_iter()
-            .filter(|(_, _, c)| c.transport == Transport::Udp)
-            .filter_map(|(device_id, uri, c)| {
-                Some(Target {
-                    target: LegTarget::Contact {
-                        device_id,
-                        contact_uri: uri.to_string(),
-                    },
-                    path: Path::Data,
-                    request_uri: uri.to_string(),
-                    destination: c.source.parse().ok()?,
-                })
-            })
-            .collect();
+        let (targets, alternate) = inbound_targets(&view, account, trunks, now);
         return Ok(Plan {
             direction: Direction::Inbound,
             origin: Origin::Pstn {
@@ -125,6 +119,10 @@ pub fn plan(
             to: number.as_str().to_string(),
             caller_id: caller,
             targets,
+            alternate,
+            ring_timeout: Some(Duration::from_secs(u64::from(
+                account.ring_policy.ring_timeout_secs,
+            ))),
         });
     }
     // Anyone else calls out only as an IP device that proves who it is (invariant 8): a 407
@@ -164,6 +162,103 @@ pub fn plan(
             target: LegTarget::Pstn { number },
             path: Path::Pstn,
             destination: trunk.address,
+            delay: Duration::ZERO,
+            extension: None,
         }],
+        alternate: None,
+        ring_timeout: None,
     })
+}
+
+/// Who a call to an account's main number rings, and why it uses the alternate network if it
+/// does (DESIGN.md, call flows 2 and 3a):
+/// - the live contacts of its devices registered over UDP, over data — unless the account
+///   prefers the alternate path (contacts over TCP are reached only on their own connection,
+///   which the edge does not index yet, so they are not rung);
+/// - its serving extensions that ring on inbound, through the outbound trunk, after the
+///   account's `extension_delay_secs` or the extension's own `ring_delay_secs` (the longer);
+///   at once, and all serving extensions if none rings on inbound, when no data leg rings
+///   (no live contact, or the account prefers the alternate path); at once, too, for an
+///   extension that prefers the alternate path.
+fn inbound_targets(
+    view: &RoutingView,
+    account: &Account,
+    trunks: &Trunks,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Vec<Target>, Option<AlternateReason>) {
+    let Some(account_id) = account.id else {
+        return (vec![], None);
+    };
+    let policy = &account.ring_policy;
+    let mut targets: Vec<Target> = if policy.prefer_alternate_path {
+        vec![]
+    } else {
+        view.live_contacts(account_id, now)
+            .into_iter()
+            .filter(|(_, _, c)| c.transport == Transport::Udp)
+            .filter_map(|(device_id, uri, c)| {
+                Some(Target {
+                    target: LegTarget::Contact {
+                        device_id,
+                        contact_uri: uri.to_string(),
+                    },
+                    path: Path::Data,
+                    request_uri: uri.to_string(),
+                    destination: c.source.parse().ok()?,
+                    delay: Duration::ZERO,
+                    extension: None,
+                })
+            })
+            .collect()
+    };
+    let data_rings = !targets.is_empty();
+    let Some(trunk) = trunks.outbound() else {
+        return (targets, None);
+    };
+    let serving = view.serving_extensions(account_id);
+    let mut ringing: Vec<_> = serving
+        .iter()
+        .filter(|(_, e)| e.settings.ring_on_inbound)
+        .collect();
+    if ringing.is_empty() && !data_rings {
+        ringing = serving.iter().collect();
+    }
+    let mut alternate = None;
+    if !data_rings && !ringing.is_empty() {
+        alternate = Some(if policy.prefer_alternate_path {
+            AlternateReason::AccountPreference
+        } else {
+            AlternateReason::NoLiveContact
+        });
+    }
+    for (extension_id, extension) in ringing {
+        let Some(number) = extension.number.clone() else {
+            continue;
+        };
+        let prefers = extension.settings.prefers_alternate_path;
+        if prefers && alternate.is_none() {
+            alternate = Some(AlternateReason::ExtensionPreference);
+        }
+        let delay = if !data_rings || prefers {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(u64::from(
+                policy
+                    .extension_delay_secs
+                    .max(extension.settings.ring_delay_secs),
+            ))
+        };
+        targets.push(Target {
+            request_uri: format!("sip:{}@{}", number.as_str(), trunk.address),
+            target: LegTarget::Extension {
+                extension_id: *extension_id,
+                number,
+            },
+            path: Path::AlternateCallOut,
+            destination: trunk.address,
+            delay,
+            extension: Some((*extension).clone()),
+        });
+    }
+    (targets, alternate)
 }
