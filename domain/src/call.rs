@@ -200,6 +200,9 @@ pub enum CallCommand {
         extension: Option<Extension>,
         /// The PIN the caller gave, for extensions that require one.
         pin: Option<String>,
+        /// The dial intent an extension staged over data for this call-through: it names the
+        /// destination, and stands in for the PIN (staging it took the account's API key).
+        dial_intent: Option<uuid::Uuid>,
     },
     StartLeg {
         leg_id: LegId,
@@ -298,6 +301,7 @@ fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> 
         account,
         extension,
         pin,
+        dial_intent,
     } = command
     else {
         unreachable!("only called for Start");
@@ -317,7 +321,21 @@ fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> 
             if *direction == Direction::Outbound {
                 let destination =
                     E164::parse(to).map_err(|e| DomainError::invalid("to", e.to_string()))?;
-                ext.authorize_call_out(account, &destination, pin.as_deref())?;
+                match dial_intent {
+                    Some(intent) => {
+                        let staged = ext
+                            .live_dial_intent(now)
+                            .is_some_and(|(id, i)| id == *intent && i.destination == destination);
+                        if !staged {
+                            return Err(DomainError::invalid(
+                                "dial_intent",
+                                "no such live dial intent for this destination",
+                            ));
+                        }
+                        ext.authorize_destination(account, &destination)?;
+                    }
+                    None => ext.authorize_call_out(account, &destination, pin.as_deref())?,
+                }
             } else {
                 ext.ensure_serving(account)?;
             }
@@ -606,6 +624,7 @@ mod tests {
             account: active_account(),
             extension,
             pin: None,
+            dial_intent: None,
         }
     }
 
@@ -658,6 +677,50 @@ mod tests {
             (*billed, *ext, *path),
             (account_id(), Some(extension_id()), Path::CallThrough)
         );
+    }
+
+    #[test]
+    fn a_dial_intent_stands_in_for_the_pin_but_only_for_its_own_destination() {
+        let destination = "+442079460000";
+        let mut history = verified_history();
+        history.push(ExtensionEvent::DialIntentStaged {
+            intent_id: Uuid::from_u128(77),
+            destination: E164::parse(destination).unwrap(),
+            expires_at: at(60),
+        });
+        let mut ext = Extension::from_events(&history);
+        ext.settings.pin_hash = Some("the extension requires a PIN".into());
+        let with_intent = |to: &str, intent: u128| {
+            let mut command = through(Some(ext.clone()), to);
+            if let CallCommand::Start { dial_intent, .. } = &mut command {
+                *dial_intent = Some(Uuid::from_u128(intent));
+            }
+            command
+        };
+        given::<Call>([])
+            .when(through(Some(ext.clone()), destination))
+            .then_error(DomainError::PinRequired);
+        assert_eq!(
+            given::<Call>([])
+                .when(with_intent(destination, 77))
+                .events()
+                .len(),
+            1
+        );
+        let no_intent = DomainError::invalid(
+            "dial_intent",
+            "no such live dial intent for this destination",
+        );
+        given::<Call>([])
+            .when(with_intent("+442079460001", 77))
+            .then_error(no_intent.clone());
+        given::<Call>([])
+            .when(with_intent(destination, 78))
+            .then_error(no_intent.clone());
+        given::<Call>([])
+            .at(at(61))
+            .when(with_intent(destination, 77))
+            .then_error(no_intent);
     }
 
     #[test]
@@ -725,6 +788,7 @@ mod tests {
                 account,
                 extension,
                 pin,
+                dial_intent: None,
             })
             .then_error(DomainError::AccountSuspended);
     }

@@ -366,6 +366,7 @@ impl Workload {
                 account: account.clone(),
                 extension: None,
                 pin: None,
+                dial_intent: None,
             },
             start,
         );

@@ -211,22 +211,76 @@ impl SipEdge {
             now,
         )
         .await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self
-            .view
-            .read()
+        self.wait_for_view(|v| {
+            v.serving_extensions(self.account_id)
+                .iter()
+                .any(|(id, _)| *id == extension_id)
+        })
+        .await;
+        extension_id
+    }
+
+    /// An access number of alice's account (`mapped`: the destination it always calls).
+    pub async fn add_access_number(&self, number: &str, mapped: Option<&str>) {
+        let number = E164::parse(number).unwrap();
+        record(
+            self.store.as_ref(),
+            &domain::number::stream_id(&number),
+            &mut domain::number::NumberClaim::default(),
+            domain::number::NumberCommand::Claim {
+                number: number.clone(),
+                account_id: self.account_id,
+                role: domain::number::NumberRole::Access {
+                    destination: mapped.map(|m| E164::parse(m).unwrap()),
+                },
+            },
+            chrono::Utc::now(),
+        )
+        .await;
+        self.wait_for_view(|v| v.access_number(&number).is_some())
+            .await;
+    }
+
+    /// Stages `destination` for the extension's next call-through (as the API does).
+    pub async fn stage_dial_intent(&self, extension_id: ExtensionId, destination: &str) {
+        let store = self.store.as_ref();
+        let account = infra::command::load::<Account>(store, &self.account_id.stream_id())
+            .await
             .unwrap()
-            .serving_extensions(self.account_id)
-            .iter()
-            .any(|(id, _)| *id == extension_id)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the edge never saw the extension"
-            );
+            .state;
+        let stream = extension_id.stream_id();
+        let mut extension = infra::command::load::<Extension>(store, &stream)
+            .await
+            .unwrap()
+            .state;
+        let destination = E164::parse(destination).unwrap();
+        record(
+            store,
+            &stream,
+            &mut extension,
+            ExtensionCommand::StageDialIntent {
+                intent_id: uuid::Uuid::now_v7(),
+                account,
+                destination: destination.clone(),
+                ttl_secs: 120,
+            },
+            chrono::Utc::now(),
+        )
+        .await;
+        let number = extension.number.clone().unwrap();
+        self.wait_for_view(|v| {
+            v.dial_intent_of_caller(&number, chrono::Utc::now())
+                .is_some_and(|(_, d)| *d == destination)
+        })
+        .await;
+    }
+
+    async fn wait_for_view(&self, seen: impl Fn(&projections::routing_view::RoutingView) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen(&self.view.read().unwrap()) {
+            assert!(Instant::now() < deadline, "the edge's view never caught up");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        extension_id
     }
 
     /// The device's events, decoded.

@@ -673,3 +673,100 @@ async fn extensions_ring_with_the_phones_and_lose_to_a_phone_that_answers_first(
     );
     edge.shutdown().await;
 }
+
+const ACCESS_NUMBER: &str = "+442071838799";
+const DESTINATION: &str = "+442079460000";
+
+/// An INVITE from the carrier to `to`, from `from` (a caller its network vouches for).
+fn carrier_invite_from(trunk: &UdpPeer, from: &str, to: &str, call: &str) -> String {
+    carrier_invite(trunk, to, call).replace("+441632960001", from)
+}
+
+/// Call-through (seeds 1 and 2): alice's extension dials an access number over its own
+/// carrier; the edge finds the destination it staged over data and calls it through the
+/// trunk with the main number as caller ID; the call is the account's, through the extension.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_calls_through_an_access_number_to_the_destination_it_staged() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.add_access_number(ACCESS_NUMBER, None).await;
+
+    // A stranger, and the extension before it staged anything, are turned away.
+    trunk
+        .send(&carrier_invite_from(
+            &trunk,
+            "+441632960999",
+            ACCESS_NUMBER,
+            "stranger",
+        ))
+        .await;
+    let r = trunk.expect_status(403).await;
+    assert!(r.contains("caller not recognised"), "{r}");
+    trunk
+        .send(&carrier_invite_from(
+            &trunk,
+            EXTENSION,
+            ACCESS_NUMBER,
+            "early",
+        ))
+        .await;
+    trunk.expect_status(404).await;
+
+    edge.stage_dial_intent(extension_id, DESTINATION).await;
+    let invite = carrier_invite_from(&trunk, EXTENSION, ACCESS_NUMBER, "through");
+    trunk.send(&invite).await;
+    let out = trunk.expect_request("INVITE").await;
+    assert!(
+        out.starts_with(&format!("INVITE sip:{DESTINATION}@{} ", trunk.addr)),
+        "{out}"
+    );
+    assert!(
+        header(&out, "From").contains(MAIN_NUMBER),
+        "the main number is shown: {out}"
+    );
+    trunk
+        .send(&respond_to(&out, 200, "far", Some(trunk.addr), ANSWER))
+        .await;
+    trunk.expect_request("ACK").await;
+    let ok = trunk.expect_status(200).await;
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "BYE", 2)).await;
+    let bye = trunk.expect_request("BYE").await;
+    trunk.expect_status(200).await;
+    trunk.send(&respond_to(&bye, 200, "far", None, "")).await;
+
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(
+        calls.len(),
+        1,
+        "the refused attempts wrote no call: {calls:?}"
+    );
+    let events = &calls[0];
+    assert!(
+        matches!(
+            &events[0],
+            CallEvent::Started {
+                direction: Direction::Outbound,
+                origin: Origin::Extension { extension_id: origin },
+                path: Path::CallThrough,
+                account_id,
+                extension_id: Some(through),
+                from,
+                to,
+                ..
+            } if *origin == extension_id && *through == extension_id
+                && *account_id == edge.account_id && from == EXTENSION && to == DESTINATION
+        ),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CallEvent::LegStarted { target: LegTarget::Pstn { number }, path: Path::Pstn, .. }
+            if number.as_str() == DESTINATION
+    )));
+    assert_eq!(
+        ended(events),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+    edge.shutdown().await;
+}

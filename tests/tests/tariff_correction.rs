@@ -56,6 +56,7 @@ async fn call(store: &dyn EventStore, account: &Account, start: Instant, talk_se
                 account: account.clone(),
                 extension: None,
                 pin: None,
+                dial_intent: None,
             },
             0,
         ),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use domain::call::{Call, CallCommand, EndCause, LegFailure, LegRole, Side};
 use domain::ids::{CallId, LegId};
-use infra::command::{self, Loaded, Origin};
+use infra::command::{self, CommandError, Loaded, Origin};
 use rsip::headers::UntypedHeader;
 use tokio::sync::mpsc;
 
@@ -167,6 +167,10 @@ pub async fn run(
 
 impl CallTask {
     async fn record(&mut self, command: CallCommand) -> bool {
+        self.try_record(command).await.is_ok()
+    }
+
+    async fn try_record(&mut self, command: CallCommand) -> Result<(), CommandError> {
         let origin = Origin {
             actor: &self.edge.actor,
             correlation_id: Some(self.id.0),
@@ -185,11 +189,11 @@ impl CallTask {
         {
             Ok((loaded, _)) => {
                 self.state = Some(loaded);
-                true
+                Ok(())
             }
             Err(e) => {
                 tracing::warn!(call = %self.id, error = %e, "call event not recorded");
-                false
+                Err(e)
             }
         }
     }
@@ -215,7 +219,7 @@ impl CallTask {
             }
         }
         let started = self
-            .record(CallCommand::Start {
+            .try_record(CallCommand::Start {
                 call_id: self.id,
                 direction: plan.direction,
                 from: plan.from.clone(),
@@ -223,15 +227,17 @@ impl CallTask {
                 origin: plan.origin.clone(),
                 path: plan.path,
                 account: plan.account.clone(),
-                extension: None,
+                extension: plan.extension.clone(),
                 pin: None,
+                dial_intent: plan.dial_intent,
             })
             .await;
-        if !started {
-            let refusal = if plan.account.ensure_active().is_err() {
-                Answer::with_reason(403, "Forbidden (account not active)")
-            } else {
-                Answer::with_reason(503, "Service Unavailable (call not recorded)")
+        if let Err(e) = started {
+            // The domain's refusal (account not active, extension not serving, destination
+            // not allowed, PIN required) is the caller's 403; a store failure is ours.
+            let refusal = match e {
+                CommandError::Domain(why) => Answer::with_reason(403, format!("Forbidden ({why})")),
+                _ => Answer::with_reason(503, "Service Unavailable (call not recorded)"),
             };
             self.end_setup(refusal, None).await;
             return;

@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use domain::E164;
 use domain::account::Account;
 use domain::call::{AlternateReason, Direction, LegTarget, Origin, Path};
 use domain::device::Transport;
-use domain::extension::Extension;
+use domain::extension::{CallerIdShown, Extension};
 use domain::number::NumberRole;
 use projections::routing_view::RoutingView;
 
@@ -37,6 +38,10 @@ pub struct Plan {
     pub alternate: Option<AlternateReason>,
     /// The account's ring timeout (the edge's `sip.ring_timeout_secs` caps it).
     pub ring_timeout: Option<Duration>,
+    /// The extension the call comes through (call-through), checked when the call starts.
+    pub extension: Option<Extension>,
+    /// The dial intent that named the destination of a call-through.
+    pub dial_intent: Option<uuid::Uuid>,
 }
 
 /// One leg to place.
@@ -89,10 +94,20 @@ pub fn plan(
                 "Not Found (number not in service)",
             ));
         };
+        if let NumberRole::Access { destination } = &holder.role {
+            let through = CallThrough {
+                request,
+                trunks,
+                access_account: holder.account_id,
+                mapped: destination.as_ref(),
+                access_number: &number,
+            };
+            return call_through(&view, &through, now);
+        }
         if !matches!(holder.role, NumberRole::Main) {
             return Err(Answer::with_reason(
                 480,
-                "Temporarily Unavailable (calls to extension and access numbers are not routed yet)",
+                "Temporarily Unavailable (calls to extension numbers are not routed yet)",
             ));
         }
         let Some(account) = view.account(holder.account_id) else {
@@ -123,6 +138,8 @@ pub fn plan(
             ring_timeout: Some(Duration::from_secs(u64::from(
                 account.ring_policy.ring_timeout_secs,
             ))),
+            extension: None,
+            dial_intent: None,
         });
     }
     // Anyone else calls out only as an IP device that proves who it is (invariant 8): a 407
@@ -167,6 +184,95 @@ pub fn plan(
         }],
         alternate: None,
         ring_timeout: None,
+        extension: None,
+        dial_intent: None,
+    })
+}
+
+/// A carrier's call to an access number.
+struct CallThrough<'a> {
+    request: &'a RawMessage,
+    trunks: &'a Trunks,
+    access_account: domain::ids::AccountId,
+    /// The destination a mapped access number always calls.
+    mapped: Option<&'a E164>,
+    access_number: &'a E164,
+}
+
+/// Call-through (DESIGN.md, call flow 5): the caller must be a verified extension of the
+/// access number's account (known by its number, which its own carrier vouches for); the
+/// destination is the dial intent it staged over data, else the access number's mapping.
+/// Whether it may call there (PIN, international, account active) is the domain's to say
+/// when the call starts: a dial intent stands in for the PIN, and without one a PIN cannot
+/// be given yet (keypad entry needs DTMF, which the edge does not read).
+fn call_through(
+    view: &RoutingView,
+    through: &CallThrough<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Plan, Answer> {
+    let refuse = |why: &str| Err(Answer::with_reason(403, format!("Forbidden ({why})")));
+    let Some(caller) = through
+        .request
+        .header("From")
+        .and_then(name_addr)
+        .and_then(|n| uri_user(n.uri))
+        .and_then(telephone_number)
+    else {
+        return refuse("caller not recognised");
+    };
+    let Some((extension_id, extension)) = view.extension_by_number(&caller) else {
+        return refuse("caller not recognised");
+    };
+    if extension.account_id != Some(through.access_account) {
+        return refuse("caller not recognised");
+    }
+    let Some(account) = view.account(through.access_account) else {
+        return refuse("caller not recognised");
+    };
+    let (dial_intent, destination) = match view.dial_intent_of_caller(&caller, now) {
+        Some((intent, destination)) => (Some(intent), destination.clone()),
+        None => match through.mapped {
+            Some(destination) => (None, destination.clone()),
+            None => {
+                return Err(Answer::with_reason(
+                    404,
+                    "Not Found (no destination staged for this call-through)",
+                ));
+            }
+        },
+    };
+    let Some(trunk) = through.trunks.outbound() else {
+        return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
+    };
+    let caller_id = match extension.settings.caller_id {
+        CallerIdShown::Main => account.main_number.clone(),
+        CallerIdShown::Own => Some(caller.clone()),
+    }
+    .map(|n| n.as_str().to_string())
+    .unwrap_or_else(|| caller.as_str().to_string());
+    tracing::debug!(access_number = %through.access_number.as_str(), %extension_id, "call-through");
+    Ok(Plan {
+        direction: Direction::Outbound,
+        origin: Origin::Extension { extension_id },
+        path: Path::CallThrough,
+        account: account.clone(),
+        from: caller.as_str().to_string(),
+        to: destination.as_str().to_string(),
+        caller_id,
+        targets: vec![Target {
+            request_uri: format!("sip:{}@{}", destination.as_str(), trunk.address),
+            target: LegTarget::Pstn {
+                number: destination,
+            },
+            path: Path::Pstn,
+            destination: trunk.address,
+            delay: Duration::ZERO,
+            extension: None,
+        }],
+        alternate: None,
+        ring_timeout: None,
+        extension: Some(extension.clone()),
+        dial_intent,
     })
 }
 
