@@ -132,6 +132,9 @@ pub struct Edge {
     transactions: Mutex<Transactions>,
     pub(crate) outgoing: Outgoing,
     pub(crate) calls: Calls,
+    /// Open TCP connections by the peer's address: how the edge reaches a device registered
+    /// over TCP (RFC 5626's connection reuse, without its flow tokens).
+    connections: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     pub stats: Stats,
 }
 
@@ -151,13 +154,39 @@ impl Edge {
             transactions: Mutex::default(),
             outgoing: Outgoing::default(),
             calls: Calls::default(),
+            connections: Mutex::default(),
             stats: Stats::default(),
         })
     }
 
-    /// A peer reached over UDP from the edge's socket.
-    pub(crate) fn udp_path(&self, to: SocketAddr) -> PeerPath {
-        PeerPath::Udp(self.udp.clone(), to)
+    /// How to reach `to` over `transport`: UDP from the edge's socket, TCP only over a
+    /// connection the peer opened and still holds.
+    pub(crate) fn path_to(&self, to: SocketAddr, transport: Transport) -> Option<PeerPath> {
+        match transport {
+            Transport::Udp => Some(PeerPath::Udp(self.udp.clone(), to)),
+            Transport::Tcp => self
+                .connections
+                .lock()
+                .expect("connections")
+                .get(&to)
+                .filter(|tx| !tx.is_closed())
+                .map(|tx| PeerPath::Stream(tx.clone())),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn connection_opened(&self, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>) {
+        self.connections
+            .lock()
+            .expect("connections")
+            .insert(peer, tx);
+    }
+
+    pub(crate) fn connection_closed(&self, peer: SocketAddr, tx: &mpsc::Sender<Vec<u8>>) {
+        let mut connections = self.connections.lock().expect("connections");
+        if connections.get(&peer).is_some_and(|t| t.same_channel(tx)) {
+            connections.remove(&peer);
+        }
     }
 
     /// One whole message from `source`; `reply` says how to answer it.

@@ -770,3 +770,107 @@ async fn an_extension_calls_through_an_access_number_to_the_destination_it_stage
     );
     edge.shutdown().await;
 }
+
+/// A phone registered over TCP, holding its connection open.
+struct TcpPhone {
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl TcpPhone {
+    async fn send(&mut self, message: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(message.as_bytes()).await.unwrap();
+    }
+
+    /// The next whole message on the connection (framed by Content-Length).
+    async fn next(&mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let length: usize = header(&(head.clone() + "\r\n"), "Content-Length")
+                    .parse()
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + length {
+                    let message: Vec<u8> = self.buf.drain(..end + 4 + length).collect();
+                    return String::from_utf8_lossy(&message).into_owned();
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+                .await
+                .expect("a message on the connection")
+                .unwrap();
+            assert!(n > 0, "the edge closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn register(edge: &SipEdge) -> Self {
+        let stream = tokio::net::TcpStream::connect(edge.tcp).await.unwrap();
+        let addr = stream.local_addr().unwrap();
+        let mut phone = Self {
+            stream,
+            addr,
+            buf: vec![],
+        };
+        let register = |cseq: u32, auth: &str| {
+            format!(
+                "REGISTER sip:{REALM} SIP/2.0\r\nVia: SIP/2.0/TCP {addr};branch=z9hG4bKtcp{cseq}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:alice@{REALM}>;tag=tcp\r\nTo: <sip:alice@{REALM}>\r\n\
+                 Call-ID: tcp-reg@phone\r\nCSeq: {cseq} REGISTER\r\n\
+                 Contact: <sip:alice@{addr};transport=tcp>\r\n{auth}Content-Length: 0\r\n\r\n"
+            )
+        };
+        phone.send(&register(1, "")).await;
+        let r = phone.next().await;
+        assert_eq!(status(&r), 401, "{r}");
+        let auth = authorization(
+            header(&r, "WWW-Authenticate"),
+            Algorithm::Md5,
+            ringledger_tests::sip_edge::PASSWORD,
+            1,
+            &format!("sip:{REALM}"),
+        );
+        phone.send(&register(2, &auth)).await;
+        let r = phone.next().await;
+        assert_eq!(status(&r), 200, "{r}");
+        phone
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    let mut phone = TcpPhone::register(&edge).await;
+    wait_for_contacts(&edge, 1).await;
+    let invite = carrier_invite(&trunk, MAIN_NUMBER, "tcp");
+    trunk.send(&invite).await;
+    let to_phone = phone.next().await;
+    assert!(to_phone.starts_with("INVITE "), "{to_phone}");
+    assert!(
+        header(&to_phone, "Via").starts_with("SIP/2.0/TCP "),
+        "{to_phone}"
+    );
+    phone
+        .send(&respond_to(&to_phone, 200, "tcp", Some(phone.addr), ANSWER))
+        .await;
+    let ack = phone.next().await;
+    assert!(ack.starts_with("ACK "), "{ack}");
+    assert!(header(&ack, "Via").starts_with("SIP/2.0/TCP "), "{ack}");
+    let ok = trunk.expect_status(200).await;
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "BYE", 2)).await;
+    let bye = phone.next().await;
+    assert!(bye.starts_with("BYE "), "{bye}");
+    phone.send(&respond_to(&bye, 200, "tcp", None, "")).await;
+    trunk.expect_status(200).await;
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+    edge.shutdown().await;
+}

@@ -49,6 +49,8 @@ enum LegState {
 
 struct Leg {
     id: LegId,
+    /// `UDP` or `TCP`: how the leg is reached (for the Via of requests inside its dialog).
+    transport: &'static str,
     invite: RawMessage,
     path: PeerPath,
     state: LegState,
@@ -311,6 +313,11 @@ impl CallTask {
         let Some(template) = self.template.clone() else {
             return;
         };
+        let Some(path) = self.edge.path_to(target.destination, target.transport) else {
+            tracing::debug!(call = %self.id, to = %target.destination, "no way to reach a contact; not rung");
+            return;
+        };
+        let transport = if path.is_reliable() { "TCP" } else { "UDP" };
         let leg_id = LegId(uuid::Uuid::now_v7());
         let placed = self
             .record(CallCommand::StartLeg {
@@ -331,6 +338,7 @@ impl CallTask {
         let invite = requests::invite(&LegInvite {
             request_uri: &target.request_uri,
             local: self.edge.local,
+            transport,
             branch: &branch,
             call_id: &call_id,
             from_user: &template.caller_id,
@@ -339,13 +347,13 @@ impl CallTask {
             content_type: template.content_type.as_deref(),
             body: &template.offer,
         });
-        let path = self.edge.udp_path(target.destination);
         let key = dialog_key(&call_id, &from_tag);
         self.edge.calls.register(key.clone(), self.tx.clone());
         self.dialogs.push(key);
         let leg = self.legs.len();
         self.legs.push(Leg {
             id: leg_id,
+            transport,
             invite: invite.clone(),
             path: path.clone(),
             state: LegState::Trying,
@@ -578,12 +586,13 @@ impl CallTask {
             None => {
                 let local = self.edge.local.to_string();
                 let branch = requests::branch();
+                let transport = self.legs[leg].transport;
                 let dialog = self.legs[leg].dialog.as_mut().expect("dialog made above");
                 let ack = dialog.request(
                     "ACK",
                     Some(1),
                     Hop {
-                        transport: "UDP",
+                        transport,
                         sent_by: &local,
                         branch: &branch,
                     },
@@ -701,6 +710,7 @@ impl CallTask {
         self.legs[leg].state = LegState::Done;
         let local = self.edge.local.to_string();
         let branch = requests::branch();
+        let transport = self.legs[leg].transport;
         let Some(dialog) = self.legs[leg].dialog.as_mut() else {
             return;
         };
@@ -708,7 +718,7 @@ impl CallTask {
             "BYE",
             None,
             Hop {
-                transport: "UDP",
+                transport,
                 sent_by: &local,
                 branch: &branch,
             },

@@ -50,8 +50,9 @@ pub struct Target {
     pub target: LegTarget,
     pub path: Path,
     pub request_uri: String,
-    /// Where the INVITE goes (a contact's real source address, or the trunk).
+    /// Where the INVITE goes (a contact's real source address, or the trunk), and how.
     pub destination: SocketAddr,
+    pub transport: Transport,
     /// How long after the call starts the leg is placed.
     pub delay: Duration,
     /// The extension the leg rings (checked to be serving when the leg is recorded).
@@ -179,6 +180,7 @@ pub fn plan(
             target: LegTarget::Pstn { number },
             path: Path::Pstn,
             destination: trunk.address,
+            transport: Transport::Udp,
             delay: Duration::ZERO,
             extension: None,
         }],
@@ -266,6 +268,7 @@ fn call_through(
             },
             path: Path::Pstn,
             destination: trunk.address,
+            transport: Transport::Udp,
             delay: Duration::ZERO,
             extension: None,
         }],
@@ -278,9 +281,9 @@ fn call_through(
 
 /// Who a call to an account's main number rings, and why it uses the alternate network if it
 /// does (DESIGN.md, call flows 2 and 3a):
-/// - the live contacts of its devices registered over UDP, over data — unless the account
-///   prefers the alternate path (contacts over TCP are reached only on their own connection,
-///   which the edge does not index yet, so they are not rung);
+/// - the live contacts of its devices, over data (a contact registered over TCP over the
+///   connection it registered on, if that is still open) — unless the account prefers the
+///   alternate path;
 /// - its serving extensions that ring on inbound, through the outbound trunk, after the
 ///   account's `extension_delay_secs` or the extension's own `ring_delay_secs` (the longer);
 ///   at once, and all serving extensions if none rings on inbound, when no data leg rings
@@ -301,7 +304,7 @@ fn inbound_targets(
     } else {
         view.live_contacts(account_id, now)
             .into_iter()
-            .filter(|(_, _, c)| c.transport == Transport::Udp)
+            .filter(|(_, _, c)| matches!(c.transport, Transport::Udp | Transport::Tcp))
             .filter_map(|(device_id, uri, c)| {
                 Some(Target {
                     target: LegTarget::Contact {
@@ -311,6 +314,7 @@ fn inbound_targets(
                     path: Path::Data,
                     request_uri: uri.to_string(),
                     destination: c.source.parse().ok()?,
+                    transport: c.transport,
                     delay: Duration::ZERO,
                     extension: None,
                 })
@@ -362,6 +366,7 @@ fn inbound_targets(
             },
             path: Path::AlternateCallOut,
             destination: trunk.address,
+            transport: Transport::Udp,
             delay,
             extension: Some((*extension).clone()),
         });

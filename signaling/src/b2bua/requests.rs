@@ -26,6 +26,8 @@ pub struct LegInvite<'a> {
     pub request_uri: &'a str,
     /// The edge's own address: sent-by, From host and Contact.
     pub local: SocketAddr,
+    /// `UDP` or `TCP`, for the Via.
+    pub transport: &'a str,
     pub branch: &'a str,
     pub call_id: &'a str,
     pub from_user: &'a str,
@@ -40,7 +42,10 @@ pub fn invite(leg: &LegInvite<'_>) -> RawMessage {
     let mut h = headers(vec![
         (
             "Via",
-            format!("SIP/2.0/UDP {};branch={};rport", leg.local, leg.branch),
+            format!(
+                "SIP/2.0/{} {};branch={};rport",
+                leg.transport, leg.local, leg.branch
+            ),
         ),
         ("Max-Forwards", leg.max_forwards.to_string()),
         (
@@ -119,6 +124,7 @@ mod tests {
         invite(&LegInvite {
             request_uri: "sip:alice-1@192.0.2.7:5062",
             local: "127.0.0.1:5060".parse().unwrap(),
+            transport: "UDP",
             branch: "z9hG4bKabc",
             call_id: "c1@edge",
             from_user: "+441632960001",

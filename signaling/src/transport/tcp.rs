@@ -86,6 +86,7 @@ async fn connection(
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    edge.connection_opened(peer, tx.clone());
     let write_task = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
@@ -129,6 +130,7 @@ async fn connection(
             }
         }
     }
+    edge.connection_closed(peer, &tx);
     drop(tx);
     let _ = write_task.await;
 }
