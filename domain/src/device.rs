@@ -66,7 +66,36 @@ pub struct Device {
     pub ha1: Option<Ha1Digests>,
     /// Bound contacts by contact URI.
     pub contacts: BTreeMap<String, ContactBinding>,
+    /// The device's last report of its data path, and when it was made.
+    pub data_path: Option<(DataPath, Instant)>,
     binds: u64,
+}
+
+/// What a device says of its data connection (over the API, or on a REGISTER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPath {
+    Good,
+    /// Too poor for calls: set calls up over the alternate (cellular) network.
+    Poor,
+    /// No data at all (the device is about to lose its registration).
+    None,
+}
+
+impl DataPath {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "good" => Some(Self::Good),
+            "poor" => Some(Self::Poor),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+
+    /// Whether calls should avoid the data path.
+    pub fn is_unfit(self) -> bool {
+        self != Self::Good
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +126,10 @@ pub enum DeviceCommand {
     UnbindAll,
     /// The sweeper: unbind every contact whose expiry is at or before `now`.
     ExpireContacts,
+    /// The device reports its data path; a report equal to the one in force changes nothing.
+    ReportDataPath {
+        quality: DataPath,
+    },
 }
 
 domain_events! {
@@ -127,6 +160,7 @@ domain_events! {
             expires_at: Instant,
         } = ("device.contact_refreshed", 1),
         ContactUnbound { contact_uri: String, reason: UnbindReason } = ("device.contact_unbound", 1),
+        DataPathReported { quality: DataPath, at: Instant } = ("device.data_path_reported", 1),
     }
 }
 
@@ -315,6 +349,16 @@ impl Aggregate for Device {
                     reason: UnbindReason::Expired,
                 })
                 .collect(),
+            C::ReportDataPath { quality } => {
+                if self.data_path.map(|(q, _)| q) == Some(*quality) {
+                    vec![]
+                } else {
+                    vec![E::DataPathReported {
+                        quality: *quality,
+                        at: now,
+                    }]
+                }
+            }
         })
     }
 
@@ -375,6 +419,7 @@ impl Aggregate for Device {
             E::ContactUnbound { contact_uri, .. } => {
                 self.contacts.remove(contact_uri);
             }
+            E::DataPathReported { quality, at } => self.data_path = Some((*quality, *at)),
         }
     }
 }
@@ -398,6 +443,41 @@ mod tests {
             realm: "ringledger".into(),
             ha1: Ha1Digests::from_password("ada-desk", "ringledger", "correct horse battery"),
         }
+    }
+
+    #[test]
+    fn a_data_path_report_is_recorded_once_until_it_changes() {
+        let poor = DeviceCommand::ReportDataPath {
+            quality: DataPath::Poor,
+        };
+        assert_eq!(
+            given::<Device>([provisioned()]).when(poor.clone()).events(),
+            vec![DeviceEvent::DataPathReported {
+                quality: DataPath::Poor,
+                at: at(0),
+            }]
+        );
+        let reported = DeviceEvent::DataPathReported {
+            quality: DataPath::Poor,
+            at: at(0),
+        };
+        assert!(
+            given::<Device>([provisioned(), reported.clone()])
+                .when(poor)
+                .events()
+                .is_empty()
+        );
+        assert_eq!(
+            given::<Device>([provisioned(), reported])
+                .when(DeviceCommand::ReportDataPath {
+                    quality: DataPath::Good,
+                })
+                .events()
+                .len(),
+            1
+        );
+        assert_eq!(DataPath::parse(" None "), Some(DataPath::None));
+        assert_eq!(DataPath::parse("bad"), None);
     }
 
     fn bind(uri: &str, expires_secs: u32) -> DeviceCommand {

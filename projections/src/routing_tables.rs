@@ -38,6 +38,8 @@ const SCHEMA: &[&str] = &[
      destination TEXT NOT NULL, expires_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS routing_callbacks (request_id TEXT PRIMARY KEY, extension_id TEXT NOT NULL, \
      destination TEXT NOT NULL, requested_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS routing_data_paths (device_id TEXT PRIMARY KEY, quality TEXT NOT NULL, \
+     reported_at TEXT NOT NULL)",
 ];
 
 const TABLES: &[(&str, &str)] = &[
@@ -49,6 +51,7 @@ const TABLES: &[(&str, &str)] = &[
     ("routing_call_ins", "token"),
     ("routing_dial_intents", "intent_id"),
     ("routing_callbacks", "request_id"),
+    ("routing_data_paths", "device_id"),
 ];
 
 async fn exec(
@@ -134,6 +137,11 @@ impl Projection for RoutingTables {
                 }
                 DeviceEvent::ContactUnbound { contact_uri, .. } => {
                     exec(conn, query("DELETE FROM routing_contacts WHERE device_id = $1 AND contact_uri = $2").bind(id).bind(contact_uri.clone())).await
+                }
+                DeviceEvent::DataPathReported { quality, at } => {
+                    exec(conn, query("DELETE FROM routing_data_paths WHERE device_id = $1").bind(id.clone())).await?;
+                    exec(conn, query("INSERT INTO routing_data_paths (device_id, quality, reported_at) VALUES ($1, $2, $3)")
+                        .bind(id).bind(name(quality)).bind(ts(*at))).await
                 }
             },
             Event::Extension(e) => match e {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use std::sync::Arc;
 
-use domain::device::{Device, DeviceCommand, Transport};
+use domain::device::{DataPath, Device, DeviceCommand, Transport};
 use domain::ids::DeviceId;
 use infra::EventStore;
 use infra::command::{self, CommandError, Loaded, Origin};
@@ -18,6 +18,9 @@ use crate::auth::{Authenticator, Scheme};
 use crate::message::RawMessage;
 use crate::message::header::{self, name_addr, split_outside, uri_user};
 use crate::view::SharedView;
+
+/// The REGISTER header a device reports its data path with (`good`, `poor`, `none`).
+pub const DATA_PATH_HEADER: &str = "Ringledger-Data-Path";
 
 /// Registrar limits (config `sip.min_expires`, `sip.max_expires`).
 #[derive(Debug, Clone)]
@@ -135,6 +138,17 @@ impl Registrar {
             Ok(b) => b,
             Err(answer) => return answer,
         };
+        // A device may say how its data path is (DATA_PATH_HEADER: good, poor or none):
+        // calls then avoid it until it says otherwise.
+        let data_path = match request.header(DATA_PATH_HEADER) {
+            None => None,
+            Some(v) => match DataPath::parse(v) {
+                Some(q) => Some(q),
+                None => {
+                    return Answer::with_reason(400, format!("Bad {DATA_PATH_HEADER}"));
+                }
+            },
+        };
         let user_agent = request.header("User-Agent").map(str::to_string);
         let stream = device_id.stream_id();
         let origin = Origin {
@@ -151,8 +165,9 @@ impl Registrar {
                 state: state.clone(),
                 version: *version,
             });
-        for binding in bindings {
-            let cmd = match binding {
+        let commands = bindings
+            .into_iter()
+            .map(|binding| match binding {
                 Binding::Set { uri, expires } => DeviceCommand::BindContact {
                     contact_uri: uri,
                     source: source.to_string(),
@@ -162,7 +177,9 @@ impl Registrar {
                 },
                 Binding::Remove { uri } => DeviceCommand::UnbindContact { contact_uri: uri },
                 Binding::RemoveAll => DeviceCommand::UnbindAll,
-            };
+            })
+            .chain(data_path.map(|quality| DeviceCommand::ReportDataPath { quality }));
+        for cmd in commands {
             match command::execute::<Device>(store, &origin, &stream, &cmd, loaded.take(), None)
                 .await
             {

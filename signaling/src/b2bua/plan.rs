@@ -10,6 +10,7 @@ use domain::account::Account;
 use domain::call::{AlternateReason, Direction, LegTarget, Origin, Path};
 use domain::device::Transport;
 use domain::extension::{CallerIdShown, Extension};
+use domain::ids::DeviceId;
 use domain::number::NumberRole;
 use projections::routing_view::RoutingView;
 
@@ -283,7 +284,8 @@ fn call_through(
 /// does (DESIGN.md, call flows 2 and 3a):
 /// - the live contacts of its devices, over data (a contact registered over TCP over the
 ///   connection it registered on, if that is still open) — unless the account prefers the
-///   alternate path;
+///   alternate path, or the device reported its data path poor or gone (`poor_data` when
+///   that leaves no data leg);
 /// - its serving extensions that ring on inbound, through the outbound trunk, after the
 ///   account's `extension_delay_secs` or the extension's own `ring_delay_secs` (the longer);
 ///   at once, and all serving extensions if none rings on inbound, when no data leg rings
@@ -299,11 +301,20 @@ fn inbound_targets(
         return (vec![], None);
     };
     let policy = &account.ring_policy;
+    // Devices that said their data path is poor or gone are not rung over it.
+    let unfit: Vec<DeviceId> = view
+        .devices_of(account_id)
+        .into_iter()
+        .filter(|(_, d)| d.data_path.is_some_and(|(q, _)| q.is_unfit()))
+        .map(|(id, _)| id)
+        .collect();
+    let live = view.live_contacts(account_id, now);
+    let poor_data = live.iter().any(|(id, _, _)| unfit.contains(id));
     let mut targets: Vec<Target> = if policy.prefer_alternate_path {
         vec![]
     } else {
-        view.live_contacts(account_id, now)
-            .into_iter()
+        live.into_iter()
+            .filter(|(id, _, _)| !unfit.contains(id))
             .filter(|(_, _, c)| matches!(c.transport, Transport::Udp | Transport::Tcp))
             .filter_map(|(device_id, uri, c)| {
                 Some(Target {
@@ -337,6 +348,8 @@ fn inbound_targets(
     if !data_rings && !ringing.is_empty() {
         alternate = Some(if policy.prefer_alternate_path {
             AlternateReason::AccountPreference
+        } else if poor_data {
+            AlternateReason::PoorData
         } else {
             AlternateReason::NoLiveContact
         });
