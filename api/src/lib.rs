@@ -77,6 +77,7 @@ fn v1() -> OpenApiRouter<Shared> {
         .routes(routes!(devices::get, devices::remove))
         .routes(routes!(devices::live_contacts))
         .routes(routes!(devices::rotate))
+        .routes(routes!(devices::report_data_path))
         .routes(routes!(extensions::register, extensions::list))
         .routes(routes!(extensions::get, extensions::remove))
         .routes(routes!(extensions::start_verification))

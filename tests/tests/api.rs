@@ -171,6 +171,28 @@ async fn admin_walkthrough(b: Backend) {
         .await;
     assert_eq!(status, 200);
     assert_ne!(rotated["password"], password);
+    // The device reports poor data; an unknown quality is a 422 naming the field.
+    let (status, reported) = app
+        .admin_json(
+            Method::POST,
+            &format!("/v1/devices/{device_id}/data-path"),
+            json!({"quality": "poor"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &reported["quality"]),
+        (200, &json!("poor")),
+        "{reported}"
+    );
+    let (status, problem) = app
+        .admin_json(
+            Method::POST,
+            &format!("/v1/devices/{device_id}/data-path"),
+            json!({"quality": "patchy"}),
+        )
+        .await;
+    assert!(status == 422 || status == 400, "{status} {problem}");
+    assert!(problem.to_string().contains("quality"), "{problem}");
     let (status, contacts) = app
         .get(&format!("/v1/devices/{device_id}/contacts"), &app.admin)
         .await;
@@ -390,6 +412,7 @@ fn routes() -> Vec<(Method, String, &'static str)> {
         (Method::DELETE, format!("/v1/devices/{id}")),
         (Method::GET, format!("/v1/devices/{id}/contacts")),
         (Method::POST, format!("/v1/devices/{id}/rotate")),
+        (Method::POST, format!("/v1/devices/{id}/data-path")),
         (Method::POST, format!("/v1/accounts/{id}/extensions")),
         (Method::GET, format!("/v1/accounts/{id}/extensions")),
         (Method::GET, format!("/v1/extensions/{id}")),

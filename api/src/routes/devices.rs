@@ -5,9 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use domain::device::{Device, DeviceCommand, DeviceStatus};
+use domain::device::{DataPath, Device, DeviceCommand, DeviceStatus};
 use domain::ids::DeviceId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::accounts::{ListQuery, account_id, existing};
 use super::{Page, created, list_response, page_limit, paginate, parse_uuid, versioned};
 use crate::commands::{Loaded, create, execute, load};
-use crate::extract::{Admin, IfMatch, Query};
+use crate::extract::{Admin, IfMatch, JsonBody, Query};
 use crate::keys::random_hex;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::{AppState, Shared};
@@ -212,6 +212,54 @@ pub async fn rotate(
             device_id: id.to_string(),
             sip_username: state.sip_username,
             password,
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DataPathReport {
+    /// `good`, `poor` or `none`: while `poor` or `none`, calls do not ring this device over
+    /// data and go to the account's extensions over the alternate network instead.
+    #[schema(value_type = String)]
+    pub quality: DataPath,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DataPathView {
+    pub device_id: String,
+    pub quality: String,
+    pub reported_at: DateTime<Utc>,
+}
+
+/// The device's own report of its data connection (its app calls this through the
+/// provider's backend); the same as a REGISTER carrying `Ringledger-Data-Path`.
+#[utoipa::path(post, path = "/v1/devices/{device_id}/data-path", tag = "admin",
+    params(("device_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = DataPathReport,
+    responses((status = 200, body = DataPathView), (status = 404, body = crate::problem::Problem),
+        (status = 422, body = crate::problem::Problem)))]
+pub async fn report_data_path(
+    State(app): State<Shared>,
+    Admin(ctx): Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<DataPathReport>,
+) -> ApiResult<Response> {
+    let (id, _) = device(&app, &id).await?;
+    let command = DeviceCommand::ReportDataPath {
+        quality: body.quality,
+    };
+    let w = execute::<Device>(&app, &ctx, &id.stream_id(), None, &command).await?;
+    let (quality, reported_at) = w.state.data_path.unwrap_or((body.quality, Utc::now()));
+    Ok(versioned(
+        w.version,
+        DataPathView {
+            device_id: id.to_string(),
+            quality: serde_json::to_value(quality)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            reported_at,
         },
     ))
 }
