@@ -5,12 +5,15 @@
 
 use std::collections::HashMap;
 
+use chrono::NaiveDate;
 use domain::account::Account;
 use domain::call::{Call, CallEvent};
 use domain::device::{ContactBinding, Device, DeviceEvent, DeviceStatus};
 use domain::extension::{Extension, ExtensionStatus};
-use domain::ids::{AccountId, CallId, DeviceId, ExtensionId};
+use domain::ids::{AccountId, CallId, DeviceId, ExtensionId, TariffId};
 use domain::number::{Holder, NumberEvent, NumberRole};
+use domain::rating::{BillableLeg, rate};
+use domain::tariff::{Tariff, TariffVersion};
 use domain::{Aggregate, E164, Event, Instant};
 use infra::RecordedEvent;
 use uuid::Uuid;
@@ -38,6 +41,11 @@ pub struct RoutingView {
     numbers: HashMap<E164, Holder>,
     live_calls: HashMap<CallId, Call>,
     call_ins: HashMap<String, PendingCallIn>,
+    tariffs: HashMap<TariffId, Tariff>,
+    /// What ended calls cost, by the UTC day they started: per account, and per extension
+    /// for calls through one (rated as billing rates them; for spend limits).
+    spent_by_account: HashMap<(AccountId, NaiveDate), i64>,
+    spent_by_extension: HashMap<(ExtensionId, NaiveDate), i64>,
 }
 
 fn entity_id(event: &RecordedEvent) -> Result<Uuid, ApplyError> {
@@ -82,7 +90,10 @@ impl RoutingView {
                 self.numbers.remove(&number);
             }
             Event::Call(e) => self.apply_call(CallId(entity_id(event)?), &e),
-            Event::Tariff(_) => {}
+            Event::Tariff(e) => {
+                let id = TariffId(entity_id(event)?);
+                self.tariffs.entry(id).or_default().apply(&e);
+            }
         }
         self.position = event.global_position;
         Ok(true)
@@ -141,10 +152,73 @@ impl RoutingView {
             _ => {}
         }
         if matches!(e, CallEvent::Ended { .. }) {
-            self.live_calls.remove(&id);
+            if let Some(mut call) = self.live_calls.remove(&id) {
+                call.apply(e);
+                self.add_spend(&call);
+            }
         } else {
             self.live_calls.entry(id).or_default().apply(e);
         }
+    }
+
+    /// Adds an ended call's answered trunk legs, rated with the account's tariff in force when
+    /// the call started, to what its account (and extension) spent that day.
+    fn add_spend(&mut self, call: &Call) {
+        let (Some(account_id), Some(started_at)) = (call.account_id, call.started_at) else {
+            return;
+        };
+        let Some(version) = self.tariff_in_force(account_id, started_at) else {
+            return;
+        };
+        let charge: i64 = call
+            .legs
+            .values()
+            .filter_map(|leg| {
+                let billable = BillableLeg {
+                    destination: leg.target.number()?.clone(),
+                    answered_at: Some(leg.answered_at?),
+                    ended_at: leg.ended_at?,
+                };
+                rate(version, &billable).ok().map(|r| r.charge.minor)
+            })
+            .sum();
+        if charge == 0 {
+            return;
+        }
+        let day = started_at.date_naive();
+        *self.spent_by_account.entry((account_id, day)).or_default() += charge;
+        if let Some(extension_id) = call.extension_id {
+            *self
+                .spent_by_extension
+                .entry((extension_id, day))
+                .or_default() += charge;
+        }
+    }
+
+    /// The account's tariff version in force at `at`.
+    pub fn tariff_in_force(&self, account: AccountId, at: Instant) -> Option<&TariffVersion> {
+        let tariff_id = self.accounts.get(&account)?.tariff_id?;
+        self.tariffs.get(&tariff_id)?.in_force_at(at)
+    }
+
+    /// What the account (and, given, the extension) spent on calls that started on `at`'s UTC
+    /// day and have ended, in minor units.
+    pub fn spent_on_day_of(
+        &self,
+        account: AccountId,
+        extension: Option<ExtensionId>,
+        at: Instant,
+    ) -> (i64, i64) {
+        let day = at.date_naive();
+        (
+            self.spent_by_account
+                .get(&(account, day))
+                .copied()
+                .unwrap_or(0),
+            extension
+                .and_then(|e| self.spent_by_extension.get(&(e, day)).copied())
+                .unwrap_or(0),
+        )
     }
 
     pub fn holder(&self, number: &E164) -> Option<&Holder> {

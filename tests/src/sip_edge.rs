@@ -283,6 +283,61 @@ impl SipEdge {
         }
     }
 
+    /// Publishes alice's tariff: calls to +44 cost a 25p connect fee and 6p a minute (per
+    /// second after the first minute); `blocked` prefixes may not be called. Then sets her
+    /// daily spend limit (minor units).
+    pub async fn price_calls(&self, blocked: &[&str], daily_limit_minor: Option<i64>) {
+        let store = self.store.as_ref();
+        let stream = self.account_id.stream_id();
+        let mut account = infra::command::load::<Account>(store, &stream)
+            .await
+            .unwrap()
+            .state;
+        let tariff_id = account.tariff_id.unwrap();
+        let now = chrono::Utc::now();
+        let version = domain::tariff::TariffVersion {
+            version: 1,
+            currency: domain::money::Currency::parse("GBP").unwrap(),
+            effective_from: now - chrono::Duration::hours(1),
+            rates: vec![domain::tariff::Rate {
+                prefix: "44".into(),
+                description: "United Kingdom".into(),
+                per_minute_millis: 6_000,
+                connect_fee_minor: 25,
+                first_increment_secs: 60,
+                next_increment_secs: 1,
+            }],
+            blocked_prefixes: blocked.iter().map(|p| p.to_string()).collect(),
+        };
+        record(
+            store,
+            &tariff_id.stream_id(),
+            &mut domain::tariff::Tariff::default(),
+            domain::tariff::TariffCommand::Publish {
+                tariff_id,
+                name: "Standard".into(),
+                version,
+            },
+            now,
+        )
+        .await;
+        record(
+            store,
+            &stream,
+            &mut account,
+            AccountCommand::ChangeSpendLimit { daily_limit_minor },
+            now,
+        )
+        .await;
+        let account_id = self.account_id;
+        self.wait_for_view(|v| {
+            v.tariff_in_force(account_id, chrono::Utc::now()).is_some()
+                && v.account(account_id)
+                    .is_some_and(|a| a.daily_spend_limit_minor == daily_limit_minor)
+        })
+        .await;
+    }
+
     /// The device's events, decoded.
     pub async fn device_events(&self) -> Vec<DeviceEvent> {
         self.store

@@ -349,43 +349,51 @@ async fn a_busy_phone_makes_a_busy_call_and_a_phone_hangup_reaches_the_caller() 
     edge.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ip_device_calls_out_through_the_trunk_as_its_main_number() {
-    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
-    let phone = UdpPeer::new(edge.udp).await;
-    let dialled = "+33142278186";
+/// alice's phone calls `dialled` as phones do: an INVITE, the edge's 407 (ACKed), then the
+/// INVITE with credentials, which is returned for the caller to send (Call-ID `call`).
+async fn device_invite(phone: &UdpPeer, dialled: &str, call: &str) -> String {
     let uri = format!("sip:{dialled}@{REALM}");
     let invite = |branch: &str, auth: &str| {
         let me = phone.addr;
         format!(
             "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:alice@{REALM}>;tag=out\r\nTo: <{uri}>\r\n\
-             Call-ID: out@phone\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\n{auth}\
+             Max-Forwards: 70\r\nFrom: <sip:alice@{REALM}>;tag={call}\r\nTo: <{uri}>\r\n\
+             Call-ID: {call}@phone\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\n{auth}\
              Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
             OFFER.len(),
             cseq = if auth.is_empty() { 1 } else { 2 },
         )
     };
-    let r = phone.exchange(&invite("o1", "")).await;
+    let r = phone.exchange(&invite(&format!("{call}1"), "")).await;
     assert_eq!(status(&r), 407, "{r}");
     let ack = format!(
-        "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKo1\r\nMax-Forwards: 70\r\n\
-         From: <sip:alice@{REALM}>;tag=out\r\nTo: {}\r\nCall-ID: out@phone\r\nCSeq: 1 ACK\r\n\
+        "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{call}1\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@{REALM}>;tag={call}\r\nTo: {}\r\nCall-ID: {call}@phone\r\nCSeq: 1 ACK\r\n\
          Content-Length: 0\r\n\r\n",
         phone.addr,
         header(&r, "To"),
     );
     phone.send(&ack).await;
-    let challenge = header(&r, "Proxy-Authenticate").to_string();
     let creds = credentials(
-        &challenge,
+        header(&r, "Proxy-Authenticate"),
         Algorithm::Md5,
         ringledger_tests::sip_edge::PASSWORD,
         1,
         "INVITE",
         &uri,
     );
-    let invite = invite("o2", &format!("Proxy-Authorization: {creds}\r\n"));
+    invite(
+        &format!("{call}2"),
+        &format!("Proxy-Authorization: {creds}\r\n"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_device_calls_out_through_the_trunk_as_its_main_number() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    let phone = UdpPeer::new(edge.udp).await;
+    let dialled = "+33142278186";
+    let invite = device_invite(&phone, dialled, "out").await;
     phone.send(&invite).await;
     phone.expect_status(100).await;
 
@@ -959,5 +967,73 @@ async fn a_phone_reporting_poor_data_is_passed_over_for_the_cellular_network() {
         "{:?}",
         calls[0]
     );
+    edge.shutdown().await;
+}
+
+/// Fraud controls before a call leaves for the public network: a destination the tariff
+/// blocks is refused, and once the day's ended calls reach the account's daily spend limit
+/// the next call is refused too; each refusal is a recorded call ending with its cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_destinations_and_a_spent_daily_limit_refuse_calls_out() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    // A call costs at least the 25p connect fee; the limit is 20p.
+    edge.price_calls(&["449"], Some(20)).await;
+    let phone = UdpPeer::new(edge.udp).await;
+
+    let invite = device_invite(&phone, "+449098790000", "premium").await;
+    phone.send(&invite).await;
+    let r = phone.expect_status(403).await;
+    assert!(r.contains("destination blocked"), "{r}");
+
+    // Under the limit (nothing spent yet): the call goes out, is answered and hung up.
+    let invite = device_invite(&phone, DESTINATION, "first").await;
+    phone.send(&invite).await;
+    let out = trunk.expect_request("INVITE").await;
+    trunk
+        .send(&respond_to(&out, 200, "far", Some(trunk.addr), ANSWER))
+        .await;
+    let ok = phone.expect_status(200).await;
+    phone.send(&in_dialog(&phone, &invite, &ok, "ACK", 2)).await;
+    let r = phone
+        .exchange(&in_dialog(&phone, &invite, &ok, "BYE", 3))
+        .await;
+    assert_eq!(status(&r), 200, "{r}");
+    // Its cost reaches the edge's view with its end.
+    for _ in 0..500 {
+        let (spent, _) =
+            edge.view
+                .read()
+                .unwrap()
+                .spent_on_day_of(edge.account_id, None, chrono::Utc::now());
+        if spent > 0 {
+            assert!(spent >= 25, "{spent}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let invite = device_invite(&phone, DESTINATION, "second").await;
+    phone.send(&invite).await;
+    let r = phone.expect_status(403).await;
+    assert!(r.contains("daily spend limit reached"), "{r}");
+
+    let calls = edge.ended_calls(3).await;
+    let causes: Vec<_> = calls.iter().map(|c| ended(c)).collect();
+    assert_eq!(
+        causes,
+        vec![
+            Some((EndCause::Rejected, Side::System)),
+            Some((EndCause::NormalClearing, Side::Caller)),
+            Some((EndCause::SpendLimit, Side::System)),
+        ]
+    );
+    for refused in [&calls[0], &calls[2]] {
+        assert!(
+            !refused
+                .iter()
+                .any(|e| matches!(e, CallEvent::LegStarted { .. })),
+            "no leg is placed for a refused call: {refused:?}"
+        );
+    }
     edge.shutdown().await;
 }

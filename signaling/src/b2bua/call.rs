@@ -245,6 +245,11 @@ impl CallTask {
             return;
         }
         tracing::info!(call = %self.id, from = %plan.from, to = %plan.to, legs = plan.targets.len(), "call started");
+        if let Some((answer, cause)) = plan.refusal.clone() {
+            // Recorded, so the account's history says why it was refused.
+            self.end_setup(answer, Some((cause, Side::System))).await;
+            return;
+        }
         if let Some(reason) = plan.alternate {
             self.record(CallCommand::ChooseAlternatePath { reason })
                 .await;

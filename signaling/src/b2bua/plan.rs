@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use domain::E164;
 use domain::account::Account;
-use domain::call::{AlternateReason, Direction, LegTarget, Origin, Path};
+use domain::call::{AlternateReason, Direction, EndCause, LegTarget, Origin, Path};
 use domain::device::Transport;
 use domain::extension::{CallerIdShown, Extension};
-use domain::ids::DeviceId;
+use domain::ids::{DeviceId, ExtensionId};
 use domain::number::NumberRole;
 use projections::routing_view::RoutingView;
 
@@ -43,6 +43,9 @@ pub struct Plan {
     pub extension: Option<Extension>,
     /// The dial intent that named the destination of a call-through.
     pub dial_intent: Option<uuid::Uuid>,
+    /// Why the call is refused once recorded (fraud controls): the caller's answer and the
+    /// cause the call ends with.
+    pub refusal: Option<(Answer, EndCause)>,
 }
 
 /// One leg to place.
@@ -142,6 +145,7 @@ pub fn plan(
             ))),
             extension: None,
             dial_intent: None,
+            refusal: None,
         });
     }
     // Anyone else calls out only as an IP device that proves who it is (invariant 8): a 407
@@ -166,6 +170,7 @@ pub fn plan(
     let Some(main_number) = account.main_number.clone() else {
         return Err(Answer::status(403));
     };
+    let refusal = fraud_check(&view, account, None, &number, now);
     Ok(Plan {
         direction: Direction::Outbound,
         origin: Origin::IpDevice {
@@ -189,6 +194,44 @@ pub fn plan(
         ring_timeout: None,
         extension: None,
         dial_intent: None,
+        refusal,
+    })
+}
+
+/// The fraud controls checked before a call to the public network is placed (DESIGN.md,
+/// invariant 8): a destination the account's tariff blocks (premium rate), and the daily
+/// spend limits of the account and of the extension it comes through, against what the
+/// day's ended calls cost.
+fn fraud_check(
+    view: &RoutingView,
+    account: &Account,
+    extension: Option<(ExtensionId, &Extension)>,
+    destination: &E164,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<(Answer, EndCause)> {
+    let account_id = account.id?;
+    if view
+        .tariff_in_force(account_id, now)
+        .is_some_and(|v| v.is_blocked(destination))
+    {
+        return Some((
+            Answer::with_reason(403, "Forbidden (destination blocked)"),
+            EndCause::Rejected,
+        ));
+    }
+    let (account_spent, extension_spent) =
+        view.spent_on_day_of(account_id, extension.map(|(id, _)| id), now);
+    let over = account
+        .daily_spend_limit_minor
+        .is_some_and(|limit| account_spent >= limit)
+        || extension
+            .and_then(|(_, e)| e.settings.daily_limit_minor)
+            .is_some_and(|limit| extension_spent >= limit);
+    over.then(|| {
+        (
+            Answer::with_reason(403, "Forbidden (daily spend limit reached)"),
+            EndCause::SpendLimit,
+        )
     })
 }
 
@@ -247,6 +290,13 @@ fn call_through(
     let Some(trunk) = through.trunks.outbound() else {
         return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
     };
+    let refusal = fraud_check(
+        view,
+        account,
+        Some((extension_id, extension)),
+        &destination,
+        now,
+    );
     let caller_id = match extension.settings.caller_id {
         CallerIdShown::Main => account.main_number.clone(),
         CallerIdShown::Own => Some(caller.clone()),
@@ -277,6 +327,7 @@ fn call_through(
         ring_timeout: None,
         extension: Some(extension.clone()),
         dial_intent,
+        refusal,
     })
 }
 
