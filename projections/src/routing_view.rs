@@ -167,20 +167,22 @@ impl RoutingView {
         let (Some(account_id), Some(started_at)) = (call.account_id, call.started_at) else {
             return;
         };
+        let mut billable = call.legs.values().filter_map(|leg| {
+            Some(BillableLeg {
+                destination: leg.target.number()?.clone(),
+                answered_at: Some(leg.answered_at?),
+                ended_at: leg.ended_at?,
+            })
+        });
+        let Some(first) = billable.next() else {
+            return;
+        };
         let Some(version) = self.tariff_in_force(account_id, started_at) else {
             return;
         };
-        let charge: i64 = call
-            .legs
-            .values()
-            .filter_map(|leg| {
-                let billable = BillableLeg {
-                    destination: leg.target.number()?.clone(),
-                    answered_at: Some(leg.answered_at?),
-                    ended_at: leg.ended_at?,
-                };
-                rate(version, &billable).ok().map(|r| r.charge.minor)
-            })
+        let charge: i64 = std::iter::once(first)
+            .chain(billable)
+            .filter_map(|leg| rate(version, &leg).ok().map(|r| r.charge.minor))
             .sum();
         if charge == 0 {
             return;
