@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::answer::Answer;
 use crate::auth::Authenticator;
+use crate::b2bua::attempts::Attempts;
 use crate::b2bua::call::{self, Caller};
 use crate::b2bua::{CallInput, Calls, DialogKey, INPUT_QUEUE, dialog_key, plan};
 use crate::deadlines::{Deadlines, Slot};
@@ -132,6 +133,8 @@ pub struct Edge {
     transactions: Mutex<Transactions>,
     pub(crate) outgoing: Outgoing,
     pub(crate) calls: Calls,
+    /// Call-through attempts per caller (a fraud control).
+    attempts: Attempts,
     /// Open TCP connections by the peer's address: how the edge reaches a device registered
     /// over TCP (RFC 5626's connection reuse, without its flow tokens).
     connections: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
@@ -154,6 +157,7 @@ impl Edge {
             transactions: Mutex::default(),
             outgoing: Outgoing::default(),
             calls: Calls::default(),
+            attempts: Attempts::default(),
             connections: Mutex::default(),
             stats: Stats::default(),
         })
@@ -323,7 +327,14 @@ impl Edge {
             // The same Call-ID with a new branch and no tag: a loop or a confused peer.
             return Some(Answer::status(482));
         }
-        let plan = match plan::plan(raw, source, &self.trunks, &self.auth, &self.view) {
+        let plan = match plan::plan(
+            raw,
+            source,
+            &self.trunks,
+            &self.auth,
+            &self.view,
+            &self.attempts,
+        ) {
             Ok(plan) => plan,
             Err(answer) => return Some(answer),
         };

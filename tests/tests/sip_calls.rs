@@ -750,13 +750,21 @@ async fn an_extension_calls_through_an_access_number_to_the_destination_it_stage
     trunk.expect_status(200).await;
     trunk.send(&respond_to(&bye, 200, "far", None, "")).await;
 
-    let calls = edge.ended_calls(1).await;
-    assert_eq!(
-        calls.len(),
-        1,
-        "the refused attempts wrote no call: {calls:?}"
+    // The stranger's attempt is on record as a refused call to the access number; the
+    // extension's attempt without a destination is not (nothing was wrong with the caller).
+    let calls = edge.ended_calls(2).await;
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        matches!(
+            &calls[0][0],
+            CallEvent::Started { direction: Direction::Inbound, path: Path::CallThrough, from, to, .. }
+                if from == "+441632960999" && to == ACCESS_NUMBER
+        ),
+        "{:?}",
+        calls[0]
     );
-    let events = &calls[0];
+    assert_eq!(ended(&calls[0]), Some((EndCause::Rejected, Side::System)));
+    let events = &calls[1];
     assert!(
         matches!(
             &events[0],
@@ -783,6 +791,34 @@ async fn an_extension_calls_through_an_access_number_to_the_destination_it_stage
         ended(events),
         Some((EndCause::NormalClearing, Side::Caller))
     );
+
+    // A caller trying an access number over and over is cut off after its allowance, and
+    // those extra attempts are not written to the log.
+    let allowance = signaling::b2bua::attempts::ATTEMPTS;
+    for n in 0..allowance {
+        let call = format!("flood{n}");
+        trunk
+            .send(&carrier_invite_from(
+                &trunk,
+                "+441632960555",
+                ACCESS_NUMBER,
+                &call,
+            ))
+            .await;
+        let r = trunk.expect_status(403).await;
+        assert!(r.contains("caller not recognised"), "{r}");
+    }
+    trunk
+        .send(&carrier_invite_from(
+            &trunk,
+            "+441632960555",
+            ACCESS_NUMBER,
+            "floodmore",
+        ))
+        .await;
+    let r = trunk.expect_status(403).await;
+    assert!(r.contains("too many call-through attempts"), "{r}");
+    assert_eq!(edge.ended_calls(2 + allowance).await.len(), 2 + allowance);
     edge.shutdown().await;
 }
 

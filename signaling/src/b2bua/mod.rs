@@ -8,6 +8,7 @@
 //! edge gave it. The tag tells apart the two calls that share a Call-ID when a call leaves
 //! through a trunk that brings it back to the edge.
 
+pub mod attempts;
 pub mod call;
 pub mod plan;
 pub mod requests;

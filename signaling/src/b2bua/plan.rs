@@ -14,6 +14,7 @@ use domain::ids::{DeviceId, ExtensionId};
 use domain::number::NumberRole;
 use projections::routing_view::RoutingView;
 
+use super::attempts::Attempts;
 use crate::answer::Answer;
 use crate::auth::{Authenticator, Scheme};
 use crate::message::RawMessage;
@@ -69,6 +70,7 @@ pub fn plan(
     trunks: &Trunks,
     auth: &Authenticator,
     view: &SharedView,
+    attempts: &Attempts,
 ) -> Result<Plan, Answer> {
     let dialled = request
         .start_line
@@ -103,6 +105,8 @@ pub fn plan(
             let through = CallThrough {
                 request,
                 trunks,
+                trunk: &trunk.name,
+                attempts,
                 access_account: holder.account_id,
                 mapped: destination.as_ref(),
                 access_number: &number,
@@ -239,6 +243,9 @@ fn fraud_check(
 struct CallThrough<'a> {
     request: &'a RawMessage,
     trunks: &'a Trunks,
+    /// The trunk the call came in on.
+    trunk: &'a str,
+    attempts: &'a Attempts,
     access_account: domain::ids::AccountId,
     /// The destination a mapped access number always calls.
     mapped: Option<&'a E164>,
@@ -256,24 +263,54 @@ fn call_through(
     through: &CallThrough<'_>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan, Answer> {
-    let refuse = |why: &str| Err(Answer::with_reason(403, format!("Forbidden ({why})")));
-    let Some(caller) = through
+    let caller_user = through
         .request
         .header("From")
         .and_then(name_addr)
         .and_then(|n| uri_user(n.uri))
-        .and_then(telephone_number)
-    else {
-        return refuse("caller not recognised");
-    };
-    let Some((extension_id, extension)) = view.extension_by_number(&caller) else {
-        return refuse("caller not recognised");
-    };
-    if extension.account_id != Some(through.access_account) {
-        return refuse("caller not recognised");
+        .unwrap_or("anonymous");
+    if !through
+        .attempts
+        .allow(caller_user, std::time::Instant::now())
+    {
+        // Not recorded: a flood must not fill the log.
+        return Err(Answer::with_reason(
+            403,
+            "Forbidden (too many call-through attempts)",
+        ));
     }
     let Some(account) = view.account(through.access_account) else {
-        return refuse("caller not recognised");
+        return Err(Answer::with_reason(
+            403,
+            "Forbidden (caller not recognised)",
+        ));
+    };
+    let known = telephone_number(caller_user)
+        .and_then(|caller| Some((view.extension_by_number(&caller)?, caller)))
+        .filter(|((_, e), _)| e.account_id == Some(through.access_account));
+    let Some(((extension_id, extension), caller)) = known else {
+        // A stranger (or another account's extension) calling an access number: refused,
+        // and recorded as a refused call to the account's access number.
+        return Ok(Plan {
+            direction: Direction::Inbound,
+            origin: Origin::Pstn {
+                trunk: through.trunk.to_string(),
+            },
+            path: Path::CallThrough,
+            account: account.clone(),
+            from: caller_user.to_string(),
+            to: through.access_number.as_str().to_string(),
+            caller_id: caller_user.to_string(),
+            targets: vec![],
+            alternate: None,
+            ring_timeout: None,
+            extension: None,
+            dial_intent: None,
+            refusal: Some((
+                Answer::with_reason(403, "Forbidden (caller not recognised)"),
+                EndCause::Rejected,
+            )),
+        });
     };
     let (dial_intent, destination) = match view.dial_intent_of_caller(&caller, now) {
         Some((intent, destination)) => (Some(intent), destination.clone()),
