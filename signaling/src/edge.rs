@@ -56,6 +56,11 @@ impl PeerPath {
         matches!(self, PeerPath::Stream(_))
     }
 
+    /// The transport as a Via names it.
+    pub fn transport_name(&self) -> &'static str {
+        if self.is_reliable() { "TCP" } else { "UDP" }
+    }
+
     pub(crate) async fn send(&self, bytes: Vec<u8>) {
         match self {
             PeerPath::Udp(socket, to) => {

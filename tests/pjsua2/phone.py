@@ -1,6 +1,8 @@
 """A softphone driven by a test: pjsua2 (PyPI pjsua2-python, null audio device) registers
 one account with SERVER (also its outbound proxy), then either
 
+    python3 phone.py SERVER USER PASSWORD REALM SECONDS register
+        stops once the registrar answered, or
     python3 phone.py SERVER USER PASSWORD REALM SECONDS answer
         answers the first call that rings it (180, then 200) and waits for the far end to
         hang up, or
@@ -8,8 +10,9 @@ one account with SERVER (also its outbound proxy), then either
         calls URI once registered, and hangs up TALK seconds after the answer.
 
 Prints one line per step (registration: CODE REASON / incoming: FROM / confirmed /
-disconnected: CODE REASON). Exits 0 when a call was set up (confirmed) and then ended within
-SECONDS; 1 otherwise. Used by tests/tests/phones_call.rs.
+disconnected: CODE REASON). Exits 0 when the registration got 200 (register), or a call was
+set up (confirmed) and then ended within SECONDS; 1 otherwise. Used by tests/tests/pjsua2.rs
+and tests/tests/phones_call.rs.
 """
 import sys
 import time
@@ -87,6 +90,8 @@ def main():
     hang_up_at = None
     while time.time() < deadline:
         ep.libHandleEvents(20)
+        if mode == "register" and account.code is not None and account.code >= 200:
+            break
         if mode == "call" and account.call is None and account.code == 200:
             call = Call(account, pj.PJSUA_INVALID_ID)
             call.makeCall(sys.argv[7], pj.CallOpParam(True))
@@ -102,7 +107,10 @@ def main():
             hang_up_at = float("inf")
             call.hangup(pj.CallOpParam())
     call = account.call
-    ok = call is not None and call.confirmed and call.disconnected is not None
+    if mode == "register":
+        ok = account.code == 200
+    else:
+        ok = call is not None and call.confirmed and call.disconnected is not None
     account.call = None
     del call
     account.shutdown()

@@ -11,10 +11,10 @@ use signaling::digest::Algorithm;
 
 async fn pjsua2_registers(algorithms: Vec<Algorithm>) {
     let edge = SipEdge::spawn(Backend::sqlite().await, algorithms).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pjsua2/register.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pjsua2/phone.py");
     let out = tokio::process::Command::new("python3")
         .arg(script)
-        .args([&edge.udp.to_string(), USERNAME, PASSWORD, REALM, "10"])
+        .args([&edge.udp.to_string(), USERNAME, PASSWORD, REALM, "10", "register"])
         .output()
         .await
         .expect("python3 runs");

@@ -322,7 +322,7 @@ impl CallTask {
             tracing::debug!(call = %self.id, to = %target.destination, "no way to reach a contact; not rung");
             return;
         };
-        let transport = if path.is_reliable() { "TCP" } else { "UDP" };
+        let transport = path.transport_name();
         let leg_id = LegId(uuid::Uuid::now_v7());
         let placed = self
             .record(CallCommand::StartLeg {
@@ -714,48 +714,22 @@ impl CallTask {
         self.legs[leg].bye_sent = true;
         self.legs[leg].state = LegState::Done;
         let local = self.edge.local.to_string();
-        let branch = requests::branch();
         let transport = self.legs[leg].transport;
         let Some(dialog) = self.legs[leg].dialog.as_mut() else {
             return;
         };
-        let bye = dialog.request(
-            "BYE",
-            None,
-            Hop {
-                transport,
-                sent_by: &local,
-                branch: &branch,
-            },
-            &[],
-            &[],
-        );
+        let (bye, branch) = bye_in(dialog, transport, &local);
         let path = self.legs[leg].path.clone();
         self.send_request(bye, branch, "BYE", path, Some(leg)).await;
     }
 
     async fn bye_caller(&mut self) {
         let local = self.edge.local.to_string();
-        let branch = requests::branch();
-        let transport = if self.caller.path.is_reliable() {
-            "TCP"
-        } else {
-            "UDP"
-        };
+        let transport = self.caller.path.transport_name();
         let Some(dialog) = self.caller_dialog.as_mut() else {
             return;
         };
-        let bye = dialog.request(
-            "BYE",
-            None,
-            Hop {
-                transport,
-                sent_by: &local,
-                branch: &branch,
-            },
-            &[],
-            &[],
-        );
+        let (bye, branch) = bye_in(dialog, transport, &local);
         let path = self.caller.path.clone();
         self.send_request(bye, branch, "BYE", path, None).await;
     }
@@ -830,6 +804,23 @@ impl CallTask {
         self.over_at = Some(Instant::now());
         tracing::info!(call = %self.id, ?cause, ?side, "call ended");
     }
+}
+
+/// A BYE inside `dialog` from the edge (`local`) over `transport`, and its branch.
+fn bye_in(dialog: &mut Dialog, transport: &str, local: &str) -> (Vec<u8>, String) {
+    let branch = requests::branch();
+    let bye = dialog.request(
+        "BYE",
+        None,
+        Hop {
+            transport,
+            sent_by: local,
+            branch: &branch,
+        },
+        &[],
+        &[],
+    );
+    (bye, branch)
 }
 
 fn status_of(response: &RawMessage) -> Option<u16> {

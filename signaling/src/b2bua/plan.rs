@@ -19,7 +19,7 @@ use crate::answer::Answer;
 use crate::auth::{Authenticator, Scheme};
 use crate::message::RawMessage;
 use crate::message::header::{name_addr, uri_user};
-use crate::trunk::{Trunks, telephone_number};
+use crate::trunk::{Trunk, Trunks, telephone_number};
 use crate::view::SharedView;
 
 /// A call to set up.
@@ -185,15 +185,7 @@ pub fn plan(
         from: main_number.as_str().to_string(),
         to: number.as_str().to_string(),
         caller_id: main_number.as_str().to_string(),
-        targets: vec![Target {
-            request_uri: format!("sip:{}@{}", number.as_str(), trunk.address),
-            target: LegTarget::Pstn { number },
-            path: Path::Pstn,
-            destination: trunk.address,
-            transport: Transport::Udp,
-            delay: Duration::ZERO,
-            extension: None,
-        }],
+        targets: vec![pstn_target(number, trunk)],
         alternate: None,
         ring_timeout: None,
         extension: None,
@@ -237,6 +229,19 @@ fn fraud_check(
             EndCause::SpendLimit,
         )
     })
+}
+
+/// A leg to `number` on the public network, through `trunk`.
+fn pstn_target(number: E164, trunk: &Trunk) -> Target {
+    Target {
+        request_uri: format!("sip:{}@{}", number.as_str(), trunk.address),
+        target: LegTarget::Pstn { number },
+        path: Path::Pstn,
+        destination: trunk.address,
+        transport: Transport::Udp,
+        delay: Duration::ZERO,
+        extension: None,
+    }
 }
 
 /// A carrier's call to an access number.
@@ -349,17 +354,7 @@ fn call_through(
         from: caller.as_str().to_string(),
         to: destination.as_str().to_string(),
         caller_id,
-        targets: vec![Target {
-            request_uri: format!("sip:{}@{}", destination.as_str(), trunk.address),
-            target: LegTarget::Pstn {
-                number: destination,
-            },
-            path: Path::Pstn,
-            destination: trunk.address,
-            transport: Transport::Udp,
-            delay: Duration::ZERO,
-            extension: None,
-        }],
+        targets: vec![pstn_target(destination, trunk)],
         alternate: None,
         ring_timeout: None,
         extension: Some(extension.clone()),
