@@ -14,7 +14,14 @@ async fn pjsua2_registers(algorithms: Vec<Algorithm>) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pjsua2/phone.py");
     let out = tokio::process::Command::new("python3")
         .arg(script)
-        .args([&edge.udp.to_string(), USERNAME, PASSWORD, REALM, "10", "register"])
+        .args([
+            &edge.udp.to_string(),
+            USERNAME,
+            PASSWORD,
+            REALM,
+            "10",
+            "register",
+        ])
         .output()
         .await
         .expect("python3 runs");

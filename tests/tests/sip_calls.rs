@@ -11,8 +11,8 @@ use domain::call::{
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{
-    MAIN_NUMBER, REALM, SipEdge, UdpPeer, authorization, credentials, header, header_values,
-    register, relay_settings, respond_to, status,
+    MAIN_NUMBER, REALM, SipEdge, UdpPeer, authorization, credentials, header, register,
+    relay_settings, respond_to, status,
 };
 use signaling::digest::Algorithm;
 
@@ -38,22 +38,34 @@ async fn edge_with_trunk(backend: Backend) -> (SipEdge, UdpPeer) {
     (edge, peer)
 }
 
-/// A phone of alice's, registered with the edge from its own socket.
-async fn registered_phone(edge: &SipEdge, name: &str) -> UdpPeer {
-    let phone = UdpPeer::new(edge.udp).await;
-    let r = phone.exchange(&register(&phone, name, 1, "")).await;
+/// alice's REGISTER from `phone` as phones send it: challenged, then sent again with
+/// credentials and `extra` headers. The final response.
+async fn register_from(phone: &UdpPeer, branch: &str, extra: &str) -> String {
+    let r = phone
+        .exchange(&register(phone, &format!("{branch}a"), 1, ""))
+        .await;
     assert_eq!(status(&r), 401, "{r}");
-    let challenge = header_values(&r, "WWW-Authenticate")[0].to_string();
     let auth = authorization(
-        &challenge,
+        header(&r, "WWW-Authenticate"),
         Algorithm::Md5,
         ringledger_tests::sip_edge::PASSWORD,
         1,
         &format!("sip:{REALM}"),
     );
-    let r = phone
-        .exchange(&register(&phone, &format!("{name}2"), 2, &auth))
-        .await;
+    phone
+        .exchange(&register(
+            phone,
+            &format!("{branch}b"),
+            2,
+            &format!("{auth}{extra}"),
+        ))
+        .await
+}
+
+/// A phone of alice's, registered with the edge from its own socket.
+async fn registered_phone(edge: &SipEdge, name: &str) -> UdpPeer {
+    let phone = UdpPeer::new(edge.udp).await;
+    let r = register_from(&phone, name, "").await;
     assert_eq!(status(&r), 200, "{r}");
     phone
 }
@@ -933,27 +945,9 @@ async fn a_phone_reporting_poor_data_is_passed_over_for_the_cellular_network() {
     let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
     edge.add_extension(EXTENSION).await;
     let phone = UdpPeer::new(edge.udp).await;
-    let r = phone.exchange(&register(&phone, "pd1", 1, "")).await;
-    let auth = authorization(
-        header(&r, "WWW-Authenticate"),
-        Algorithm::Md5,
-        ringledger_tests::sip_edge::PASSWORD,
-        1,
-        &format!("sip:{REALM}"),
-    );
-    let bad = format!("{auth}Ringledger-Data-Path: patchy\r\n");
-    let r = phone.exchange(&register(&phone, "pd2", 2, &bad)).await;
+    let r = register_from(&phone, "pd1", "Ringledger-Data-Path: patchy\r\n").await;
     assert_eq!(status(&r), 400, "an unknown report is refused: {r}");
-    let r = phone.exchange(&register(&phone, "pd3", 3, "")).await;
-    let auth = authorization(
-        header(&r, "WWW-Authenticate"),
-        Algorithm::Md5,
-        ringledger_tests::sip_edge::PASSWORD,
-        1,
-        &format!("sip:{REALM}"),
-    );
-    let poor = format!("{auth}Ringledger-Data-Path: poor\r\n");
-    let r = phone.exchange(&register(&phone, "pd4", 4, &poor)).await;
+    let r = register_from(&phone, "pd2", "Ringledger-Data-Path: poor\r\n").await;
     assert_eq!(status(&r), 200, "{r}");
     assert!(edge.device_events().await.iter().any(|e| matches!(
         e,
