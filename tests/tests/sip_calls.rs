@@ -276,6 +276,8 @@ async fn the_caller_cancels_a_ringing_call() {
     wait_for_contacts(&edge, 1).await;
     let invite = carrier_invite(&trunk, MAIN_NUMBER, "cancelled");
     trunk.send(&invite).await;
+    // A retransmitted INVITE is absorbed by its transaction: still one call (invariant 7).
+    trunk.send(&invite).await;
     let to_phone = phone.expect_request("INVITE").await;
     phone
         .send(&respond_to(&to_phone, 180, "ph", Some(phone.addr), ""))
@@ -296,6 +298,7 @@ async fn the_caller_cancels_a_ringing_call() {
         .await;
     phone.expect_request("ACK").await;
     let calls = edge.ended_calls(1).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(leg_failures(&calls[0]), vec![(487, LegFailure::Cancelled)]);
     assert_eq!(
         ended(&calls[0]),
