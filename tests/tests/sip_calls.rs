@@ -1070,3 +1070,49 @@ async fn blocked_destinations_and_a_spent_daily_limit_refuse_calls_out() {
     }
     edge.shutdown().await;
 }
+
+/// A delayed offer (RFC 3261 §13.2.1): the caller's INVITE has no session description, the
+/// phone offers in its 200, and the caller answers in its ACK, which reaches the phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_offer_is_answered_in_the_acks() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    let phone = registered_phone(&edge, "p1").await;
+    wait_for_contacts(&edge, 1).await;
+    let with_offer = carrier_invite(&trunk, MAIN_NUMBER, "delayed");
+    let invite =
+        with_offer.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\r\n\r\n";
+    trunk.send(&invite).await;
+    let to_phone = phone.expect_request("INVITE").await;
+    assert!(
+        to_phone.ends_with("\r\n\r\n"),
+        "no offer to pass on: {to_phone}"
+    );
+    phone
+        .send(&respond_to(&to_phone, 200, "ph", Some(phone.addr), ANSWER))
+        .await;
+    let ok = trunk.expect_status(200).await;
+    assert!(
+        ok.ends_with(ANSWER),
+        "the phone's offer reaches the caller: {ok}"
+    );
+    assert!(
+        phone.recv(Duration::from_millis(200)).await.is_none(),
+        "the phone's ACK waits for the caller's answer"
+    );
+    let ack = in_dialog(&trunk, &invite, &ok, "ACK", 1).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
+            OFFER.len()
+        ),
+    );
+    trunk.send(&ack).await;
+    let to_phone_ack = phone.expect_request("ACK").await;
+    assert!(
+        to_phone_ack.ends_with(OFFER),
+        "the caller's answer reaches the phone: {to_phone_ack}"
+    );
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "BYE", 2)).await;
+    trunk.expect_status(200).await;
+    edge.shutdown().await;
+}

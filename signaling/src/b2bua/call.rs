@@ -493,6 +493,18 @@ impl CallTask {
             CallInput::Ack(ack) => {
                 if self.is_from_caller(&ack) {
                     self.unacked = None;
+                    if let Phase::Answered(winner) = self.phase
+                        && self.legs[winner].ack.is_none()
+                    {
+                        // The caller's answer to a delayed offer goes on to the callee.
+                        let content_type = ack.header("Content-Type").map(str::to_string);
+                        let extra: Vec<(&str, String)> = content_type
+                            .filter(|_| !ack.body.is_empty())
+                            .map(|ct| ("Content-Type", ct))
+                            .into_iter()
+                            .collect();
+                        self.ack_leg(winner, &extra, &ack.body).await;
+                    }
                 }
             }
             CallInput::Bye(bye, reply) => {
@@ -586,29 +598,15 @@ impl CallTask {
                 }
             }
         }
-        let ack = match self.legs[leg].ack.clone() {
-            Some(ack) => ack,
-            None => {
-                let local = self.edge.local.to_string();
-                let branch = requests::branch();
-                let transport = self.legs[leg].transport;
-                let dialog = self.legs[leg].dialog.as_mut().expect("dialog made above");
-                let ack = dialog.request(
-                    "ACK",
-                    Some(1),
-                    Hop {
-                        transport,
-                        sent_by: &local,
-                        branch: &branch,
-                    },
-                    &[],
-                    &[],
-                );
-                self.legs[leg].ack = Some(ack.clone());
-                ack
-            }
-        };
-        self.legs[leg].path.send(ack).await;
+        // A delayed offer (the caller's INVITE had no session description, so the 2xx carries
+        // the offer): the winner's ACK waits for the caller's, which carries the answer.
+        let delayed_offer = self.caller.invite.body.is_empty() && !response.body.is_empty();
+        match self.legs[leg].ack.clone() {
+            Some(ack) => self.legs[leg].path.send(ack).await,
+            None if delayed_offer && self.phase == Phase::Setup => {}
+            None if delayed_offer && self.phase == Phase::Answered(leg) => {}
+            None => self.ack_leg(leg, &[], &[]).await,
+        }
         match self.phase {
             Phase::Setup => {
                 let leg_id = self.legs[leg].id;
@@ -705,6 +703,29 @@ impl CallTask {
             .outgoing
             .send(key, cancel, path, self.notify(Some(leg)))
             .await;
+    }
+
+    /// ACKs a leg's 2xx (inside its dialog), with `body` when it completes a delayed offer.
+    async fn ack_leg(&mut self, leg: usize, extra: &[(&str, String)], body: &[u8]) {
+        let local = self.edge.local.to_string();
+        let branch = requests::branch();
+        let transport = self.legs[leg].transport;
+        let Some(dialog) = self.legs[leg].dialog.as_mut() else {
+            return;
+        };
+        let ack = dialog.request(
+            "ACK",
+            Some(1),
+            Hop {
+                transport,
+                sent_by: &local,
+                branch: &branch,
+            },
+            extra,
+            body,
+        );
+        self.legs[leg].ack = Some(ack.clone());
+        self.legs[leg].path.send(ack).await;
     }
 
     async fn bye_leg(&mut self, leg: usize) {
