@@ -1050,7 +1050,18 @@ async fn blocked_destinations_and_a_spent_daily_limit_refuse_calls_out() {
     let r = phone.expect_status(403).await;
     assert!(r.contains("daily spend limit reached"), "{r}");
 
-    let calls = edge.ended_calls(3).await;
+    // Nor is the account's extension called over the cellular network for an inbound call:
+    // with no phone registered, nothing rings.
+    edge.add_extension(EXTENSION).await;
+    trunk
+        .send(&carrier_invite(&trunk, MAIN_NUMBER, "inbound"))
+        .await;
+    let r = trunk.expect_status(480).await;
+    assert!(r.contains("no device registered"), "{r}");
+
+    let calls = edge.ended_calls(4).await;
+    assert_eq!(ended(&calls[3]), Some((EndCause::NoAnswer, Side::System)));
+    let calls = &calls[..3];
     let causes: Vec<_> = calls.iter().map(|c| ended(c)).collect();
     assert_eq!(
         causes,

@@ -373,7 +373,8 @@ fn call_through(
 ///   account's `extension_delay_secs` or the extension's own `ring_delay_secs` (the longer);
 ///   at once, and all serving extensions if none rings on inbound, when no data leg rings
 ///   (no live contact, or the account prefers the alternate path); at once, too, for an
-///   extension that prefers the alternate path.
+///   extension that prefers the alternate path; none once the account or the extension has
+///   reached its daily spend limit.
 fn inbound_targets(
     view: &RoutingView,
     account: &Account,
@@ -419,7 +420,25 @@ fn inbound_targets(
     let Some(trunk) = trunks.outbound() else {
         return (targets, None);
     };
-    let serving = view.serving_extensions(account_id);
+    // The cellular legs are paid for: not placed once the account or the extension has
+    // spent its daily limit (fraud controls).
+    let (account_spent, _) = view.spent_on_day_of(account_id, None, now);
+    if account
+        .daily_spend_limit_minor
+        .is_some_and(|limit| account_spent >= limit)
+    {
+        return (targets, None);
+    }
+    let serving: Vec<_> = view
+        .serving_extensions(account_id)
+        .into_iter()
+        .filter(|(id, e)| {
+            let (_, spent) = view.spent_on_day_of(account_id, Some(*id), now);
+            e.settings
+                .daily_limit_minor
+                .is_none_or(|limit| spent < limit)
+        })
+        .collect();
     let mut ringing: Vec<_> = serving
         .iter()
         .filter(|(_, e)| e.settings.ring_on_inbound)
