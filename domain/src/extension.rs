@@ -174,6 +174,11 @@ pub enum ExtensionCommand {
     CancelDialIntent {
         intent_id: Uuid,
     },
+    /// A call-through took the intent's destination: it serves one call only. Nothing to do
+    /// when it is no longer live.
+    UseDialIntent {
+        intent_id: Uuid,
+    },
     /// Ask the edge to ring the extension, then `destination`, and bridge them.
     RequestCallback {
         request_id: Uuid,
@@ -496,6 +501,13 @@ impl Aggregate for Extension {
                         entity: "dial intent",
                     });
                 }
+            },
+            C::UseDialIntent { intent_id } => match self.dial_intents.get(intent_id) {
+                Some(i) if i.expires_at > now => vec![E::DialIntentCancelled {
+                    intent_id: *intent_id,
+                    reason: "used".into(),
+                }],
+                _ => vec![],
             },
             C::RequestCallback {
                 request_id,
@@ -908,6 +920,42 @@ pub(crate) mod tests {
             destination: uk(destination),
             expires_at,
         }
+    }
+
+    #[test]
+    fn a_dial_intent_serves_one_call() {
+        let mut history = verified_history();
+        history.push(staged(1, "+442079460000", at(60)));
+        let used = ExtensionCommand::UseDialIntent {
+            intent_id: Uuid::from_u128(1),
+        };
+        let state = given::<Extension>(history.clone())
+            .when(used.clone())
+            .then([ExtensionEvent::DialIntentCancelled {
+                intent_id: Uuid::from_u128(1),
+                reason: "used".into(),
+            }]);
+        assert!(state.live_dial_intent(at(1)).is_none());
+        // Used up, expired or unknown: nothing more to record.
+        history.push(ExtensionEvent::DialIntentCancelled {
+            intent_id: Uuid::from_u128(1),
+            reason: "used".into(),
+        });
+        assert!(
+            given::<Extension>(history)
+                .when(used.clone())
+                .events()
+                .is_empty()
+        );
+        let mut expired = verified_history();
+        expired.push(staged(1, "+442079460000", at(60)));
+        assert!(
+            given::<Extension>(expired)
+                .at(at(61))
+                .when(used)
+                .events()
+                .is_empty()
+        );
     }
 
     #[test]

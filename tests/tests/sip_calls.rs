@@ -807,6 +807,18 @@ async fn an_extension_calls_through_an_access_number_to_the_destination_it_stage
         Some((EndCause::NormalClearing, Side::Caller))
     );
 
+    // The dial intent served that call: the next attempt has no destination.
+    trunk
+        .send(&carrier_invite_from(
+            &trunk,
+            EXTENSION,
+            ACCESS_NUMBER,
+            "again",
+        ))
+        .await;
+    let r = trunk.expect_status(404).await;
+    assert!(r.contains("no destination staged"), "{r}");
+
     // A caller trying an access number over and over is cut off after its allowance, and
     // those extra attempts are not written to the log.
     let allowance = signaling::b2bua::attempts::ATTEMPTS;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::call::{Call, CallCommand, EndCause, LegFailure, LegRole, Side};
+use domain::extension::{Extension, ExtensionCommand};
 use domain::ids::{CallId, LegId};
 use infra::command::{self, CommandError, Loaded, Origin};
 use rsip::headers::UntypedHeader;
@@ -245,6 +246,28 @@ impl CallTask {
             return;
         }
         tracing::info!(call = %self.id, from = %plan.from, to = %plan.to, legs = plan.targets.len(), "call started");
+        if let (Some(intent_id), Some(extension_id)) =
+            (plan.dial_intent, plan.extension.as_ref().and_then(|e| e.id))
+        {
+            // A dial intent serves one call.
+            let origin = Origin {
+                actor: &self.edge.actor,
+                correlation_id: Some(self.id.0),
+                observe_append: None,
+            };
+            let used = command::execute::<Extension>(
+                self.edge.store.as_ref(),
+                &origin,
+                &extension_id.stream_id(),
+                &ExtensionCommand::UseDialIntent { intent_id },
+                None,
+                None,
+            )
+            .await;
+            if let Err(e) = used {
+                tracing::warn!(call = %self.id, error = %e, "dial intent not marked used");
+            }
+        }
         if let Some((answer, cause)) = plan.refusal.clone() {
             // Recorded, so the account's history says why it was refused.
             self.end_setup(answer, Some((cause, Side::System))).await;
