@@ -511,6 +511,11 @@ impl Edge {
             .map_or(0, |m| m.packets_relayed.load(Ordering::Relaxed))
     }
 
+    /// Relay port pairs free for new calls (`None` with the relay off).
+    pub fn media_ports_free(&self) -> Option<usize> {
+        self.media.as_ref().map(|m| m.free_ports())
+    }
+
     /// Open server transactions (for tests and metrics).
     pub fn open_transactions(&self) -> usize {
         self.transactions.lock().expect("transactions").by_key.len()

@@ -524,6 +524,7 @@ async fn media_goes_through_the_relay_and_a_silent_call_is_ended() {
     wait_for_contacts(&edge, 1).await;
     let (caller_media, caller_port) = media_socket().await;
     let (phone_media, phone_port) = media_socket().await;
+    let free = edge.edge.media_ports_free().unwrap();
 
     let invite = carrier_invite(&trunk, MAIN_NUMBER, "relayed")
         .replace("m=audio 40000", &format!("m=audio {caller_port}"));
@@ -582,6 +583,14 @@ async fn media_goes_through_the_relay_and_a_silent_call_is_ended() {
         ended(&calls[0]),
         Some((EndCause::MediaTimeout, Side::System))
     );
+    // The call's two port pairs go back to the pool as it ends (not after its task lingers).
+    for _ in 0..100 {
+        if edge.edge.media_ports_free() == Some(free) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(edge.edge.media_ports_free(), Some(free));
     edge.shutdown().await;
 }
 

@@ -838,15 +838,21 @@ impl CallTask {
             self.record(CallCommand::End { cause, side }).await;
         }
         self.respond(answer).await;
-        self.phase = Phase::Over;
-        self.over_at = Some(Instant::now());
+        self.over();
     }
 
     async fn finish(&mut self, cause: EndCause, side: Side) {
         self.record(CallCommand::End { cause, side }).await;
+        self.over();
+        tracing::info!(call = %self.id, ?cause, ?side, "call ended");
+    }
+
+    /// The call is over: its media ports go back to the pool now, not when the task ends
+    /// after lingering for late answers.
+    fn over(&mut self) {
         self.phase = Phase::Over;
         self.over_at = Some(Instant::now());
-        tracing::info!(call = %self.id, ?cause, ?side, "call ended");
+        self.relay = None;
     }
 }
 
