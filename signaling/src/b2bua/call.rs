@@ -207,7 +207,7 @@ impl CallTask {
         {
             match Relay::start(&media) {
                 Ok(relay) => {
-                    relay.expect(RelaySide::Caller, caller_rtp);
+                    relay.peer_from_sdp(RelaySide::Caller, caller_rtp);
                     self.relay = Some(relay);
                 }
                 Err(e) => {
@@ -821,7 +821,7 @@ impl CallTask {
         let Some(callee_rtp) = sdp::audio_endpoint(body) else {
             return body.to_vec();
         };
-        relay.expect(RelaySide::Callee, callee_rtp);
+        relay.peer_from_sdp(RelaySide::Callee, callee_rtp);
         sdp::rewrite(body, media.settings.address, relay.port(RelaySide::Caller))
     }
 

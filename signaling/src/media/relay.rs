@@ -124,7 +124,7 @@ impl Relay {
 
     /// Where `side` said (in its session description) it receives RTP; ignored once the side
     /// has sent packets of its own.
-    pub fn expect(&self, side: Side, rtp: SocketAddr) {
+    pub fn peer_from_sdp(&self, side: Side, rtp: SocketAddr) {
         if self.shared.latched.lock().expect("latched")[side as usize] {
             return;
         }
