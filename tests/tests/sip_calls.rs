@@ -324,6 +324,22 @@ async fn a_busy_phone_makes_a_busy_call_and_a_phone_hangup_reaches_the_caller() 
     phone.expect_request("ACK").await;
     trunk.expect_status(486).await;
 
+    // The caller tries again with the same Call-ID (a new transaction): a new call, not a
+    // loop; the phone is busy again.
+    trunk
+        .send(
+            &carrier_invite(&trunk, MAIN_NUMBER, "busy")
+                .replace("branch=z9hG4bKbusy", "branch=z9hG4bKbusyagain")
+                .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE"),
+        )
+        .await;
+    let to_phone = phone.expect_request("INVITE").await;
+    phone
+        .send(&respond_to(&to_phone, 486, "ph", None, ""))
+        .await;
+    phone.expect_request("ACK").await;
+    trunk.expect_status(486).await;
+
     // Answered, then the phone hangs up: the caller gets a BYE inside its dialog.
     let invite = carrier_invite(&trunk, MAIN_NUMBER, "hangup");
     trunk.send(&invite).await;
@@ -354,11 +370,12 @@ async fn a_busy_phone_makes_a_busy_call_and_a_phone_hangup_reaches_the_caller() 
         .send(&respond_to(&to_caller, 200, "x", None, ""))
         .await;
 
-    let calls = edge.ended_calls(2).await;
+    let calls = edge.ended_calls(3).await;
     assert_eq!(ended(&calls[0]), Some((EndCause::Busy, Side::Callee)));
     assert_eq!(leg_failures(&calls[0]), vec![(486, LegFailure::Rejected)]);
+    assert_eq!(ended(&calls[1]), Some((EndCause::Busy, Side::Callee)));
     assert_eq!(
-        ended(&calls[1]),
+        ended(&calls[2]),
         Some((EndCause::NormalClearing, Side::Callee))
     );
     edge.shutdown().await;

@@ -853,6 +853,9 @@ impl CallTask {
         self.phase = Phase::Over;
         self.over_at = Some(Instant::now());
         self.relay = None;
+        // Nothing is to be CANCELled any more: a new INVITE with the same Call-ID (a caller
+        // trying again) is a new call, not a loop.
+        self.edge.calls.forget(&self.dialogs[0]);
     }
 }
 
