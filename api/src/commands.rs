@@ -47,7 +47,7 @@ pub async fn create<A: Aggregate>(
         state: A::default(),
         version: 0,
     };
-    run(app, ctx, stream, Some(0), command, Some(empty))
+    execute_on(app, ctx, stream, Some(0), command, Some(empty))
         .await
         .map_err(|e| match e {
             ApiError::PreconditionFailed { .. } => {
@@ -65,7 +65,7 @@ pub async fn execute<A: Aggregate>(
     if_match: Option<u64>,
     command: &A::Command,
 ) -> ApiResult<Written<A>> {
-    run(app, ctx, stream, if_match, command, None).await
+    execute_on(app, ctx, stream, if_match, command, None).await
 }
 
 /// As `execute`, deciding first on `loaded` (a state the caller has just read) instead of
@@ -78,17 +78,6 @@ pub async fn execute_on<A: Aggregate>(
     command: &A::Command,
     loaded: Option<Loaded<A>>,
 ) -> ApiResult<Written<A>> {
-    run(app, ctx, stream, if_match, command, loaded).await
-}
-
-async fn run<A: Aggregate>(
-    app: &AppState,
-    ctx: &Ctx,
-    stream: &str,
-    pin: Option<u64>,
-    command: &A::Command,
-    loaded: Option<Loaded<A>>,
-) -> ApiResult<Written<A>> {
     let actor = ctx.caller.actor();
     let observe = |took| app.metrics.append(took);
     let origin = Origin {
@@ -96,7 +85,14 @@ async fn run<A: Aggregate>(
         correlation_id: Some(ctx.request_id),
         observe_append: Some(&observe),
     };
-    let (written, _) =
-        command::execute(app.store.as_ref(), &origin, stream, command, loaded, pin).await?;
+    let (written, _) = command::execute(
+        app.store.as_ref(),
+        &origin,
+        stream,
+        command,
+        loaded,
+        if_match,
+    )
+    .await?;
     Ok(written)
 }

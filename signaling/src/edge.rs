@@ -559,6 +559,13 @@ impl Edge {
         );
         let _ = writeln!(
             out,
+            "# HELP ringledger_sip_client_transactions Open SIP client transactions (requests the edge sent).\n\
+             # TYPE ringledger_sip_client_transactions gauge\n\
+             ringledger_sip_client_transactions {}",
+            self.outgoing.len()
+        );
+        let _ = writeln!(
+            out,
             "# HELP ringledger_sip_calls Dialog keys of calls in progress.\n\
              # TYPE ringledger_sip_calls gauge\n\
              ringledger_sip_calls {}",
