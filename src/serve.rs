@@ -179,6 +179,7 @@ async fn start_edge(
         nonce_secret,
         nonce_lifetime_secs: sip.nonce_lifetime_secs,
         ring_timeout: std::time::Duration::from_secs(sip.ring_timeout_secs),
+        call_in_timeout: std::time::Duration::from_secs(u64::from(sip.call_in_timeout_secs)),
         media: if config.media.relay {
             Some(signaling::media::MediaSettings {
                 address: config.media.relay_address(sip.listen)?,

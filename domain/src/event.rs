@@ -150,6 +150,15 @@ macro_rules! domain_events {
             $crate::device::upcast(event_type, version, payload)
         }
     };
+    (@upcast ExtensionEvent) => {
+        fn upcast_once(
+            event_type: &str,
+            version: u16,
+            payload: serde_json::Value,
+        ) -> Result<serde_json::Value, $crate::event::DecodeError> {
+            $crate::extension::upcast(event_type, version, payload)
+        }
+    };
     (@upcast $other:ident) => {};
 }
 pub(crate) use domain_events;

@@ -50,6 +50,18 @@ pub enum CallerIdShown {
     Own,
 }
 
+/// How a call for the user reaches this extension over the alternate (cellular) network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlternateMode {
+    /// The edge calls the extension's number through the trunk.
+    #[default]
+    CallOut,
+    /// The edge tells the user's device over data which access number to call, and bridges
+    /// the extension's call to it (the user's own carrier carries, and may bill, that call).
+    CallIn,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtensionSettings {
@@ -62,6 +74,7 @@ pub struct ExtensionSettings {
     pub caller_id: CallerIdShown,
     pub daily_limit_minor: Option<i64>,
     pub prefers_alternate_path: bool,
+    pub alternate_path: AlternateMode,
 }
 
 impl Default for ExtensionSettings {
@@ -75,6 +88,7 @@ impl Default for ExtensionSettings {
             caller_id: CallerIdShown::Main,
             daily_limit_minor: None,
             prefers_alternate_path: false,
+            alternate_path: AlternateMode::CallOut,
         }
     }
 }
@@ -90,6 +104,7 @@ pub struct SettingsChange {
     pub caller_id: CallerIdShown,
     pub daily_limit_minor: Option<i64>,
     pub prefers_alternate_path: bool,
+    pub alternate_path: AlternateMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +222,7 @@ domain_events! {
         } = ("extension.challenge_issued", 1),
         Verified {} = ("extension.verified", 1),
         ChallengeFailed { attempts: u8, locked: bool } = ("extension.challenge_failed", 1),
-        SettingsChanged { settings: ExtensionSettings } = ("extension.settings_changed", 1),
+        SettingsChanged { settings: ExtensionSettings } = ("extension.settings_changed", 2),
         Removed { reason: String } = ("extension.removed", 1),
         DialIntentStaged {
             intent_id: Uuid,
@@ -217,6 +232,30 @@ domain_events! {
         DialIntentCancelled { intent_id: Uuid, reason: String } = ("extension.dial_intent_cancelled", 1),
         CallbackRequested { request_id: Uuid, destination: E164 } = ("extension.callback_requested", 1),
         CallbackCancelled { request_id: Uuid, reason: String } = ("extension.callback_cancelled", 1),
+    }
+}
+
+/// Upcasters for extension events. `extension.settings_changed` v1 (written before call-in
+/// existed) had no `alternate_path`: every extension was reached by calling it out.
+pub(crate) fn upcast(
+    event_type: &str,
+    version: u16,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, crate::event::DecodeError> {
+    use serde_json::Value;
+    match (event_type, version, payload) {
+        ("extension.settings_changed", 1, Value::Object(mut v1)) => {
+            if let Some(Value::Object(settings)) = v1.get_mut("settings") {
+                settings
+                    .entry("alternate_path")
+                    .or_insert_with(|| "call_out".into());
+            }
+            Ok(Value::Object(v1))
+        }
+        (t, v, _) => Err(crate::event::DecodeError::NoUpcaster {
+            event_type: t.to_owned(),
+            version: v,
+        }),
     }
 }
 
@@ -429,6 +468,7 @@ impl Aggregate for Extension {
                     caller_id: change.caller_id,
                     daily_limit_minor: change.daily_limit_minor,
                     prefers_alternate_path: change.prefers_alternate_path,
+                    alternate_path: change.alternate_path,
                 };
                 if settings == self.settings {
                     vec![]
@@ -671,7 +711,28 @@ pub(crate) mod tests {
             caller_id: d.caller_id,
             daily_limit_minor: d.daily_limit_minor,
             prefers_alternate_path: d.prefers_alternate_path,
+            alternate_path: d.alternate_path,
         }
+    }
+
+    #[test]
+    fn settings_changed_v1_is_upcast_to_call_out() {
+        use crate::DomainEvent;
+        let v1 = serde_json::json!({ "settings": {
+            "ring_on_inbound": false, "ring_delay_secs": 5, "may_call_out": true,
+            "international_allowed": false, "pin_hash": null, "caller_id": "own",
+            "daily_limit_minor": 900, "prefers_alternate_path": true,
+        }});
+        let event = ExtensionEvent::decode("extension.settings_changed", 1, v1).unwrap();
+        let ExtensionEvent::SettingsChanged { settings } = &event else {
+            panic!("{event:?}")
+        };
+        assert_eq!(settings.alternate_path, AlternateMode::CallOut);
+        assert_eq!(
+            (settings.ring_delay_secs, settings.daily_limit_minor),
+            (5, Some(900))
+        );
+        assert_eq!(event.encode().schema_version, 2);
     }
 
     #[test]

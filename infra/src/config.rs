@@ -37,6 +37,9 @@ min_expires = 60
 max_expires = 3600
 # How long an incoming call rings (all its legs at once) before it ends unanswered.
 ring_timeout_secs = 60
+# How long a caller is kept ringing while the user's extension is asked to call in (alternate
+# path "call_in"); then the edge calls the extension out instead.
+call_in_timeout_secs = 30
 
 [media]
 # Relay RTP through the edge (rewriting session descriptions); false: media flows end to end.
@@ -132,6 +135,7 @@ pub struct SipConfig {
     pub min_expires: u32,
     pub max_expires: u32,
     pub ring_timeout_secs: u64,
+    pub call_in_timeout_secs: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,6 +322,12 @@ impl Config {
             return Err(ConfigError::new(
                 "sip.ring_timeout_secs",
                 "must be between 1 and 600",
+            ));
+        }
+        if !(5..=300).contains(&self.sip.call_in_timeout_secs) {
+            return Err(ConfigError::new(
+                "sip.call_in_timeout_secs",
+                "must be between 5 and 300",
             ));
         }
         if self.sip.min_expires == 0 || self.sip.min_expires > self.sip.max_expires {

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use domain::account::AccountEvent;
-use domain::call::CallEvent;
+use domain::call::{CallEvent, LegTarget};
 use domain::rating::{BillableLeg, RatedCharge, rate};
 use domain::tariff::{Tariff, TariffEvent, TariffVersion};
 use domain::{E164, Event, Instant};
@@ -26,6 +26,10 @@ const SCHEMA: &[&str] = &[
      extension_id TEXT, started_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS billing_open_legs (leg_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, \
      destination TEXT NOT NULL, path TEXT NOT NULL, answered_at TEXT)",
+    // The extension an open leg rings (alternate call-out, call-in): the leg is usage through
+    // it even when the call itself came to the main number.
+    "CREATE TABLE IF NOT EXISTS billing_leg_extensions (leg_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, \
+     extension_id TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS billing_open_legs_by_call ON billing_open_legs (call_id)",
     "CREATE TABLE IF NOT EXISTS rated_legs (leg_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, \
      account_id TEXT NOT NULL, extension_id TEXT, path TEXT NOT NULL, destination TEXT NOT NULL, \
@@ -48,6 +52,7 @@ const TABLES: &[(&str, &str)] = &[
     ("billing_accounts", "account_id"),
     ("billing_open_calls", "call_id"),
     ("billing_open_legs", "leg_id"),
+    ("billing_leg_extensions", "leg_id"),
     ("rated_legs", "leg_id"),
     ("billing_usage", "account_id, day, extension_id, path"),
     (
@@ -166,8 +171,9 @@ async fn close_call(
     let started_at: String = call.try_get(2)?;
     let tariff_id: String = call.try_get(3)?;
     let legs = query(
-        "SELECT leg_id, destination, path, answered_at FROM billing_open_legs \
-         WHERE call_id = $1 AND answered_at IS NOT NULL ORDER BY leg_id",
+        "SELECT l.leg_id, l.destination, l.path, l.answered_at, x.extension_id FROM billing_open_legs l \
+         LEFT JOIN billing_leg_extensions x ON x.leg_id = l.leg_id \
+         WHERE l.call_id = $1 AND l.answered_at IS NOT NULL ORDER BY l.leg_id",
     )
     .bind(call_id)
     .fetch_all(&mut *conn)
@@ -182,6 +188,9 @@ async fn close_call(
         let destination: String = leg.try_get(1)?;
         let path: String = leg.try_get(2)?;
         let answered_at: String = leg.try_get(3)?;
+        let extension_id = leg
+            .try_get::<Option<String>, _>(4)?
+            .or_else(|| extension_id.clone());
         let rated = rate_leg(
             &tariff,
             &tariff_id,
@@ -226,10 +235,12 @@ async fn close_call(
             .execute(&mut *conn)
             .await?;
     }
-    query("DELETE FROM billing_open_legs WHERE call_id = $1")
-        .bind(call_id)
-        .execute(&mut *conn)
-        .await?;
+    for delete in [
+        "DELETE FROM billing_open_legs WHERE call_id = $1",
+        "DELETE FROM billing_leg_extensions WHERE call_id = $1",
+    ] {
+        query(delete).bind(call_id).execute(&mut *conn).await?;
+    }
     query("DELETE FROM billing_open_calls WHERE call_id = $1")
         .bind(call_id)
         .execute(&mut *conn)
@@ -438,7 +449,12 @@ impl Projection for Billing {
                     } => {
                         if let Some(number) = target.number() {
                             query("INSERT INTO billing_open_legs (leg_id, call_id, destination, path) VALUES ($1, $2, $3, $4)")
-                                .bind(leg_id.to_string()).bind(call_id).bind(number.to_string()).bind(name(path))
+                                .bind(leg_id.to_string()).bind(call_id.clone()).bind(number.to_string()).bind(name(path))
+                                .execute(&mut *conn).await?;
+                        }
+                        if let LegTarget::Extension { extension_id, .. } = target {
+                            query("INSERT INTO billing_leg_extensions (leg_id, call_id, extension_id) VALUES ($1, $2, $3)")
+                                .bind(leg_id.to_string()).bind(call_id).bind(extension_id.to_string())
                                 .execute(&mut *conn).await?;
                         }
                     }
@@ -450,10 +466,15 @@ impl Projection for Billing {
                             .await?;
                     }
                     CallEvent::LegFailed { leg_id, .. } => {
-                        query("DELETE FROM billing_open_legs WHERE leg_id = $1")
-                            .bind(leg_id.to_string())
-                            .execute(&mut *conn)
-                            .await?;
+                        for delete in [
+                            "DELETE FROM billing_open_legs WHERE leg_id = $1",
+                            "DELETE FROM billing_leg_extensions WHERE leg_id = $1",
+                        ] {
+                            query(delete)
+                                .bind(leg_id.to_string())
+                                .execute(&mut *conn)
+                                .await?;
+                        }
                     }
                     CallEvent::Ended { at, .. } => close_call(conn, &call_id, *at).await?,
                     _ => {}

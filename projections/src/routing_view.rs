@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use domain::account::Account;
-use domain::call::{Call, CallEvent};
+use domain::call::{Call, CallEvent, LegTarget};
 use domain::device::{ContactBinding, Device, DeviceEvent, DeviceStatus};
 use domain::extension::{Extension, ExtensionStatus};
 use domain::ids::{AccountId, CallId, DeviceId, ExtensionId, TariffId};
@@ -162,17 +162,23 @@ impl RoutingView {
     }
 
     /// Adds an ended call's answered trunk legs, rated with the account's tariff in force when
-    /// the call started, to what its account (and extension) spent that day.
+    /// the call started, to what its account spent that day, and each leg's to what its
+    /// extension spent (the leg's own, for a leg that rang one; else the call's).
     fn add_spend(&mut self, call: &Call) {
         let (Some(account_id), Some(started_at)) = (call.account_id, call.started_at) else {
             return;
         };
         let mut billable = call.legs.values().filter_map(|leg| {
-            Some(BillableLeg {
+            let extension = match &leg.target {
+                LegTarget::Extension { extension_id, .. } => Some(*extension_id),
+                _ => call.extension_id,
+            };
+            let billable = BillableLeg {
                 destination: leg.target.number()?.clone(),
                 answered_at: Some(leg.answered_at?),
                 ended_at: leg.ended_at?,
-            })
+            };
+            Some((extension, billable))
         });
         let Some(first) = billable.next() else {
             return;
@@ -180,20 +186,19 @@ impl RoutingView {
         let Some(version) = self.tariff_in_force(account_id, started_at) else {
             return;
         };
-        let charge: i64 = std::iter::once(first)
+        let charges: Vec<(Option<ExtensionId>, i64)> = std::iter::once(first)
             .chain(billable)
-            .filter_map(|leg| rate(version, &leg).ok().map(|r| r.charge.minor))
-            .sum();
-        if charge == 0 {
-            return;
-        }
+            .filter_map(|(ext, leg)| rate(version, &leg).ok().map(|r| (ext, r.charge.minor)))
+            .collect();
         let day = started_at.date_naive();
-        *self.spent_by_account.entry((account_id, day)).or_default() += charge;
-        if let Some(extension_id) = call.extension_id {
-            *self
-                .spent_by_extension
-                .entry((extension_id, day))
-                .or_default() += charge;
+        for (extension, charge) in charges.into_iter().filter(|(_, c)| *c != 0) {
+            *self.spent_by_account.entry((account_id, day)).or_default() += charge;
+            if let Some(extension_id) = extension {
+                *self
+                    .spent_by_extension
+                    .entry((extension_id, day))
+                    .or_default() += charge;
+            }
         }
     }
 
@@ -315,6 +320,19 @@ impl RoutingView {
             } => Some((*account_id, destination.as_ref())),
             _ => None,
         }
+    }
+
+    /// The access number an extension of the account calls in to (alternate path (b)): one
+    /// of its access numbers not mapped to a destination, the lowest if it has several.
+    pub fn call_in_number(&self, account: AccountId) -> Option<&E164> {
+        self.numbers
+            .iter()
+            .filter(|(_, h)| {
+                h.account_id == account
+                    && matches!(h.role, NumberRole::Access { destination: None })
+            })
+            .map(|(n, _)| n)
+            .min_by_key(|n| n.as_str())
     }
 
     /// The account's devices that have not been removed.

@@ -306,6 +306,7 @@ impl Workload {
                     caller_id: domain::extension::CallerIdShown::Main,
                     daily_limit_minor: Some(2_000),
                     prefers_alternate_path: false,
+                    alternate_path: domain::extension::AlternateMode::CallOut,
                 }),
             ];
             for c in commands {

@@ -19,6 +19,7 @@ use crate::answer::Answer;
 use crate::auth::Authenticator;
 use crate::b2bua::attempts::Attempts;
 use crate::b2bua::call::{self, Caller};
+use crate::b2bua::call_in::{Arrival, CallIns};
 use crate::b2bua::{CallInput, Calls, DialogKey, INPUT_QUEUE, dialog_key, plan};
 use crate::deadlines::{Deadlines, Slot};
 use crate::media::Media;
@@ -76,6 +77,15 @@ impl PeerPath {
     }
 }
 
+impl std::fmt::Debug for PeerPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerPath::Udp(_, to) => write!(f, "UDP {to}"),
+            PeerPath::Stream(_) => f.write_str("TCP"),
+        }
+    }
+}
+
 /// What the edge counts (reported in `/metrics`).
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -120,6 +130,7 @@ pub struct Parts {
     pub local: SocketAddr,
     /// How long a call rings before it ends unanswered.
     pub ring_timeout: Duration,
+    pub call_in_timeout: Duration,
     /// The RTP relay; `None`: session descriptions pass through and media flows end to end.
     pub media: Option<Arc<Media>>,
 }
@@ -134,10 +145,13 @@ pub struct Edge {
     udp: Arc<UdpSocket>,
     pub(crate) local: SocketAddr,
     pub(crate) ring_timeout: Duration,
+    pub(crate) call_in_timeout: Duration,
     pub(crate) media: Option<Arc<Media>>,
     transactions: Mutex<Transactions>,
     pub(crate) outgoing: Outgoing,
     pub(crate) calls: Calls,
+    /// Calls waiting for an extension to call in.
+    pub(crate) call_ins: CallIns,
     /// Call-through attempts per caller (a fraud control).
     attempts: Attempts,
     /// Open TCP connections by the peer's address: how the edge reaches a device registered
@@ -158,10 +172,12 @@ impl Edge {
             udp: parts.udp,
             local: parts.local,
             ring_timeout: parts.ring_timeout,
+            call_in_timeout: parts.call_in_timeout,
             media: parts.media,
             transactions: Mutex::default(),
             outgoing: Outgoing::default(),
             calls: Calls::default(),
+            call_ins: CallIns::default(),
             attempts: Attempts::default(),
             connections: Mutex::default(),
             stats: Stats::default(),
@@ -332,6 +348,25 @@ impl Edge {
             // The same Call-ID with a new branch and no tag: a loop or a confused peer.
             return Some(Answer::status(482));
         }
+        if let Some(waiting) = self.awaited_call_in(raw, source) {
+            // The extension calling in to take a call that waits for it: that call answers.
+            let arrival = Arrival {
+                key: key.clone(),
+                invite: raw.clone(),
+                path: reply.clone(),
+                tag: tag(),
+            };
+            self.calls
+                .register(dialog_key(&dialog.0, &arrival.tag), waiting.clone());
+            self.respond(key, raw, Answer::status(100), "").await;
+            if waiting.try_send(CallInput::CallIn(arrival)).is_err() {
+                return Some(Answer::with_reason(
+                    480,
+                    "Temporarily Unavailable (the call has ended)",
+                ));
+            }
+            return None;
+        }
         let plan = match plan::plan(
             raw,
             source,
@@ -356,6 +391,28 @@ impl Edge {
         self.respond(key, raw, Answer::status(100), "").await;
         tokio::spawn(call::run(self.clone(), plan, caller, tx, rx));
         None
+    }
+
+    /// The call waiting for this INVITE, if it is a carrier delivering an extension's call to
+    /// the access number it was told to call in to.
+    fn awaited_call_in(
+        &self,
+        raw: &RawMessage,
+        source: SocketAddr,
+    ) -> Option<mpsc::Sender<CallInput>> {
+        self.trunks.of_source(source)?;
+        let dialled = raw
+            .start_line
+            .split(' ')
+            .nth(1)
+            .and_then(header::uri_user)?;
+        let caller = raw
+            .header("From")
+            .and_then(header::name_addr)
+            .and_then(|n| header::uri_user(n.uri))?;
+        let access = crate::trunk::telephone_number(dialled)?;
+        let caller = crate::trunk::telephone_number(caller)?;
+        self.call_ins.take(&access, &caller)
     }
 
     /// The answer of the method's handler.

@@ -49,6 +49,8 @@ pub struct EdgeSettings {
     pub nonce_lifetime_secs: u64,
     /// How long a call rings before it ends unanswered.
     pub ring_timeout: Duration,
+    /// How long a call waits for the user's extension to call in (5 to 300 s).
+    pub call_in_timeout: Duration,
     /// The RTP relay's settings; `None` turns the relay off.
     pub media: Option<media::MediaSettings>,
     /// Who the edge's events name as their actor.
@@ -89,6 +91,7 @@ pub async fn start(
         udp: udp.clone(),
         local: udp_addr,
         ring_timeout: settings.ring_timeout,
+        call_in_timeout: settings.call_in_timeout,
         media: settings.media.clone().map(media::Media::new),
     });
     let mut tasks = vec![tokio::spawn(view::follow(store, view, stopped.clone()))];

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use domain::account::{Account, AccountCommand};
 use domain::call::CallEvent;
 use domain::device::{Device, DeviceCommand, DeviceEvent};
-use domain::extension::{ChallengeMethod, Extension, ExtensionCommand, ExtensionKind};
+use domain::extension::{
+    AlternateMode, ChallengeMethod, Extension, ExtensionCommand, ExtensionKind, PinChange,
+    SettingsChange,
+};
 use domain::ids::{AccountId, DeviceId, ExtensionId, TariffId};
 use domain::{E164, Event};
 use infra::EventStore;
@@ -21,6 +24,19 @@ use crate::harness::{Backend, record};
 pub const REALM: &str = "ringledger.test";
 pub const USERNAME: &str = "alice";
 pub const PASSWORD: &str = "correct-horse-battery";
+/// A row of the billing projection's `rated_legs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RatedRow {
+    pub account_id: String,
+    pub extension_id: Option<String>,
+    pub path: String,
+    pub destination: String,
+    pub billable_secs: Option<i64>,
+    pub charge_minor: Option<i64>,
+}
+
+/// How long the test edge waits for an extension to call in.
+pub const CALL_IN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Alice's account's main number (claimed in the log).
 pub const MAIN_NUMBER: &str = "+442071838750";
 
@@ -115,6 +131,7 @@ impl SipEdge {
                 nonce_secret: b"test secret".to_vec(),
                 nonce_lifetime_secs: 300,
                 ring_timeout: Duration::from_secs(60),
+                call_in_timeout: CALL_IN_TIMEOUT,
                 media: media.clone(),
                 actor: "edge:test".into(),
             };
@@ -220,6 +237,55 @@ impl SipEdge {
         extension_id
     }
 
+    /// Sets how the alternate path reaches an extension (its other settings the defaults),
+    /// once the edge sees it.
+    pub async fn set_alternate_path(&self, extension_id: ExtensionId, mode: AlternateMode) {
+        let d = domain::extension::ExtensionSettings::default();
+        let change = SettingsChange {
+            ring_on_inbound: d.ring_on_inbound,
+            ring_delay_secs: d.ring_delay_secs,
+            may_call_out: d.may_call_out,
+            international_allowed: d.international_allowed,
+            pin: PinChange::Keep,
+            caller_id: d.caller_id,
+            daily_limit_minor: d.daily_limit_minor,
+            prefers_alternate_path: d.prefers_alternate_path,
+            alternate_path: mode,
+        };
+        self.change_extension(extension_id, ExtensionCommand::ChangeSettings(change))
+            .await;
+        self.wait_for_view(|v| {
+            v.extensions_of(self.account_id)
+                .iter()
+                .any(|(id, e)| *id == extension_id && e.settings.alternate_path == mode)
+        })
+        .await;
+    }
+
+    /// Removes an extension, once the edge sees it gone.
+    pub async fn remove_extension(&self, extension_id: ExtensionId) {
+        let command = ExtensionCommand::Remove {
+            reason: "test".into(),
+        };
+        self.change_extension(extension_id, command).await;
+        self.wait_for_view(|v| {
+            !v.serving_extensions(self.account_id)
+                .iter()
+                .any(|(id, _)| *id == extension_id)
+        })
+        .await;
+    }
+
+    async fn change_extension(&self, extension_id: ExtensionId, command: ExtensionCommand) {
+        let store = self.store.as_ref();
+        let stream = extension_id.stream_id();
+        let mut extension = infra::command::load::<Extension>(store, &stream)
+            .await
+            .unwrap()
+            .state;
+        record(store, &stream, &mut extension, command, chrono::Utc::now()).await;
+    }
+
     /// An access number of alice's account (`mapped`: the destination it always calls).
     pub async fn add_access_number(&self, number: &str, mapped: Option<&str>) {
         let number = E164::parse(number).unwrap();
@@ -285,7 +351,7 @@ impl SipEdge {
 
     /// Publishes alice's tariff: calls to +44 cost a 25p connect fee and 6p a minute (per
     /// second after the first minute); `blocked` prefixes may not be called. Then sets her
-    /// daily spend limit (minor units).
+    /// daily spend limit (minor units), if that changes it.
     pub async fn price_calls(&self, blocked: &[&str], daily_limit_minor: Option<i64>) {
         let store = self.store.as_ref();
         let stream = self.account_id.stream_id();
@@ -321,14 +387,16 @@ impl SipEdge {
             now,
         )
         .await;
-        record(
-            store,
-            &stream,
-            &mut account,
-            AccountCommand::ChangeSpendLimit { daily_limit_minor },
-            now,
-        )
-        .await;
+        if account.daily_spend_limit_minor != daily_limit_minor {
+            record(
+                store,
+                &stream,
+                &mut account,
+                AccountCommand::ChangeSpendLimit { daily_limit_minor },
+                now,
+            )
+            .await;
+        }
         let account_id = self.account_id;
         self.wait_for_view(|v| {
             v.tariff_in_force(account_id, chrono::Utc::now()).is_some()
@@ -381,6 +449,40 @@ impl SipEdge {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The billing projection brought up to date with the log: every rated leg, in the order
+    /// the calls were answered.
+    pub async fn rated_legs(&self) -> Vec<RatedRow> {
+        use sqlx::Row;
+        let db = projections::db::ProjectionDb::connect(&self.backend.url)
+            .await
+            .unwrap();
+        let runner = projections::runner::Runner::new(
+            db.clone(),
+            self.store.clone(),
+            Arc::new(projections::billing::Billing),
+        )
+        .await
+        .unwrap();
+        runner.catch_up().await.unwrap();
+        let rows = sqlx::query(
+            "SELECT account_id, extension_id, path, destination, billable_secs, charge_minor \
+             FROM rated_legs ORDER BY answered_at, leg_id",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        rows.iter()
+            .map(|r| RatedRow {
+                account_id: r.get(0),
+                extension_id: r.get(1),
+                path: r.get(2),
+                destination: r.get(3),
+                billable_secs: r.get(4),
+                charge_minor: r.get(5),
+            })
+            .collect()
     }
 
     pub async fn shutdown(self) {
@@ -617,7 +719,13 @@ pub fn respond_to(
 impl UdpPeer {
     /// Waits (up to 5 s) for a request with this method, passing over anything else.
     pub async fn expect_request(&self, method: &str) -> String {
-        self.expect(|m| m.starts_with(&format!("{method} ")), method)
+        self.expect_request_within(method, Duration::from_secs(5))
+            .await
+    }
+
+    /// The same, waiting up to `wait`.
+    pub async fn expect_request_within(&self, method: &str, wait: Duration) -> String {
+        self.expect(|m| m.starts_with(&format!("{method} ")), method, wait)
             .await
     }
 
@@ -626,12 +734,13 @@ impl UdpPeer {
         self.expect(
             |m| m.starts_with("SIP/2.0 ") && status(m) == status_code,
             &status_code.to_string(),
+            Duration::from_secs(5),
         )
         .await
     }
 
-    async fn expect(&self, wanted: impl Fn(&str) -> bool, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
+    async fn expect(&self, wanted: impl Fn(&str) -> bool, what: &str, wait: Duration) -> String {
+        let deadline = Instant::now() + wait;
         let mut seen = vec![];
         while let Some(m) = self
             .recv(deadline.saturating_duration_since(Instant::now()))

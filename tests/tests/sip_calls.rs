@@ -9,137 +9,17 @@ use std::time::Duration;
 use domain::call::{
     AlternateReason, CallEvent, Direction, EndCause, LegFailure, LegTarget, Origin, Path, Side,
 };
+use ringledger_tests::carrier::{
+    ANSWER, OFFER, audio_of, cancel_of, carrier_invite, carrier_invite_from, edge_with_trunk,
+    edge_with_trunk_and_media, ended, in_dialog, leg_failures, media_socket, register_from,
+    registered_phone, relayed, wait_for_contacts, wait_for_data_path_report,
+};
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{
-    MAIN_NUMBER, REALM, SipEdge, UdpPeer, authorization, credentials, header, register,
-    relay_settings, respond_to, status,
+    MAIN_NUMBER, REALM, SipEdge, UdpPeer, authorization, credentials, header, relay_settings,
+    respond_to, status,
 };
 use signaling::digest::Algorithm;
-
-const OFFER: &str = "v=0\r\no=pstn 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
-const ANSWER: &str = "v=0\r\no=alice 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\n";
-
-/// An edge whose trunk is a test peer (known by its address alone).
-async fn edge_with_trunk(backend: Backend) -> (SipEdge, UdpPeer) {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let trunk = signaling::trunk::Trunk {
-        name: "carrier".into(),
-        address: addr,
-        networks: vec![],
-        numbers: vec!["+".into()],
-    };
-    let edge = SipEdge::spawn_with_trunks(backend, vec![Algorithm::Md5], vec![trunk]).await;
-    let peer = UdpPeer {
-        socket,
-        addr,
-        edge: edge.udp,
-    };
-    (edge, peer)
-}
-
-/// alice's REGISTER from `phone` as phones send it: challenged, then sent again with
-/// credentials and `extra` headers. The final response.
-async fn register_from(phone: &UdpPeer, branch: &str, extra: &str) -> String {
-    let r = phone
-        .exchange(&register(phone, &format!("{branch}a"), 1, ""))
-        .await;
-    assert_eq!(status(&r), 401, "{r}");
-    let auth = authorization(
-        header(&r, "WWW-Authenticate"),
-        Algorithm::Md5,
-        ringledger_tests::sip_edge::PASSWORD,
-        1,
-        &format!("sip:{REALM}"),
-    );
-    phone
-        .exchange(&register(
-            phone,
-            &format!("{branch}b"),
-            2,
-            &format!("{auth}{extra}"),
-        ))
-        .await
-}
-
-/// A phone of alice's, registered with the edge from its own socket.
-async fn registered_phone(edge: &SipEdge, name: &str) -> UdpPeer {
-    let phone = UdpPeer::new(edge.udp).await;
-    let r = register_from(&phone, name, "").await;
-    assert_eq!(status(&r), 200, "{r}");
-    phone
-}
-
-/// Waits until the edge's routing view shows `n` live contacts for alice.
-async fn wait_for_contacts(edge: &SipEdge, n: usize) {
-    for _ in 0..500 {
-        let live = edge
-            .view
-            .read()
-            .unwrap()
-            .live_contacts(edge.account_id, chrono::Utc::now())
-            .len();
-        if live >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the edge never saw {n} contacts");
-}
-
-/// An INVITE from the carrier to `number`, offering audio.
-fn carrier_invite(trunk: &UdpPeer, number: &str, call: &str) -> String {
-    let me = trunk.addr;
-    format!(
-        "INVITE sip:{number}@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:+441632960001@{me}>;tag=pstn-{call}\r\n\
-         To: <sip:{number}@{edge}>\r\nCall-ID: {call}@carrier\r\nCSeq: 1 INVITE\r\n\
-         Contact: <sip:pstn@{me}>\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{OFFER}",
-        OFFER.len(),
-        edge = trunk.edge,
-    )
-}
-
-/// A request inside the dialog the edge's `ok` (a 2xx to `invite`) set up with `peer`.
-fn in_dialog(peer: &UdpPeer, invite: &str, ok: &str, method: &str, cseq: u32) -> String {
-    let target = header(ok, "Contact")
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap()
-        .to_string();
-    format!(
-        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{method}{cseq}\r\n\
-         Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
-         CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
-        me = peer.addr,
-        from = header(invite, "From"),
-        to = header(ok, "To"),
-        call_id = header(invite, "Call-ID"),
-    )
-}
-
-fn leg_failures(events: &[CallEvent]) -> Vec<(u16, LegFailure)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            CallEvent::LegFailed {
-                sip_status,
-                failure,
-                ..
-            } => Some((*sip_status, *failure)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn ended(events: &[CallEvent]) -> Option<(EndCause, Side)> {
-    events.iter().find_map(|e| match e {
-        CallEvent::Ended { cause, side, .. } => Some((*cause, *side)),
-        _ => None,
-    })
-}
 
 /// The carrier calls alice; both her phones ring; the second answers, so the first is
 /// cancelled; the caller hears ringing, then the answer with the second phone's session;
@@ -283,12 +163,7 @@ async fn the_caller_cancels_a_ringing_call() {
         .send(&respond_to(&to_phone, 180, "ph", Some(phone.addr), ""))
         .await;
     trunk.expect_status(180).await;
-    let cancel = invite
-        .replacen("INVITE sip:", "CANCEL sip:", 1)
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-    let cancel =
-        cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\r\n\r\n";
-    trunk.send(&cancel).await;
+    trunk.send(&cancel_of(&invite)).await;
     trunk.expect_status(200).await;
     trunk.expect_status(487).await;
     let c = phone.expect_request("CANCEL").await;
@@ -477,66 +352,13 @@ async fn an_ip_device_calls_out_through_the_trunk_as_its_main_number() {
 }
 
 /// The `m=audio` port and `c=` address of a message's session description.
-fn audio_of(message: &str) -> (String, u16) {
-    let body = message.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let address = body
-        .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
-        .unwrap_or_default()
-        .to_string();
-    let port = body
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    (address, port)
-}
-
-async fn media_socket() -> (tokio::net::UdpSocket, u16) {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = socket.local_addr().unwrap().port();
-    (socket, port)
-}
-
-async fn relayed(
-    from: &tokio::net::UdpSocket,
-    to_port: u16,
-    at: &tokio::net::UdpSocket,
-    payload: &[u8],
-) -> SocketAddr {
-    from.send_to(payload, ("127.0.0.1", to_port)).await.unwrap();
-    let mut buf = [0u8; 64];
-    let (n, source) = tokio::time::timeout(Duration::from_secs(5), at.recv_from(&mut buf))
-        .await
-        .expect("the packet is relayed")
-        .unwrap();
-    assert_eq!(&buf[..n], payload);
-    source
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_goes_through_the_relay_and_a_silent_call_is_ended() {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let trunk_addr = socket.local_addr().unwrap();
-    let trunk_config = signaling::trunk::Trunk {
-        name: "carrier".into(),
-        address: trunk_addr,
-        networks: vec![],
-        numbers: vec!["+".into()],
-    };
-    let edge = SipEdge::spawn_with(
+    let (edge, trunk) = edge_with_trunk_and_media(
         Backend::sqlite().await,
-        vec![Algorithm::Md5],
-        vec![trunk_config],
         Some(relay_settings(Duration::from_secs(2))),
     )
     .await;
-    let trunk = UdpPeer {
-        socket,
-        addr: trunk_addr,
-        edge: edge.udp,
-    };
     let phone = registered_phone(&edge, "p1").await;
     wait_for_contacts(&edge, 1).await;
     let (caller_media, caller_port) = media_socket().await;
@@ -734,10 +556,6 @@ const ACCESS_NUMBER: &str = "+442071838799";
 const DESTINATION: &str = "+442079460000";
 
 /// An INVITE from the carrier to `to`, from `from` (a caller its network vouches for).
-fn carrier_invite_from(trunk: &UdpPeer, from: &str, to: &str, call: &str) -> String {
-    carrier_invite(trunk, to, call).replace("+441632960001", from)
-}
-
 /// Call-through (seeds 1 and 2): alice's extension dials an access number over its own
 /// carrier; the edge finds the destination it staged over data and calls it through the
 /// trunk with the main number as caller ID; the call is the account's, through the extension.
@@ -998,20 +816,7 @@ async fn a_phone_reporting_poor_data_is_passed_over_for_the_cellular_network() {
         }
     )));
     wait_for_contacts(&edge, 1).await;
-    // The report is appended after the binding: wait for the view to have both.
-    for _ in 0..500 {
-        let reported = edge
-            .view
-            .read()
-            .unwrap()
-            .devices_of(edge.account_id)
-            .iter()
-            .any(|(_, d)| d.data_path.is_some());
-        if reported {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_data_path_report(&edge).await;
     trunk
         .send(&carrier_invite(&trunk, MAIN_NUMBER, "poor"))
         .await;

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use domain::Aggregate;
 use domain::account::{Account, AccountCommand};
 use domain::extension::{
-    CallerIdShown, ChallengeMethod, Extension, ExtensionCommand, ExtensionKind, ExtensionStatus,
-    PinChange, SettingsChange,
+    AlternateMode, CallerIdShown, ChallengeMethod, Extension, ExtensionCommand, ExtensionKind,
+    ExtensionStatus, PinChange, SettingsChange,
 };
 use domain::ids::ExtensionId;
 use domain::number::NumberRole;
@@ -58,6 +58,9 @@ pub struct SettingsView {
     pub caller_id: String,
     pub daily_limit_minor: Option<i64>,
     pub prefers_alternate_path: bool,
+    /// `call_out` (the edge calls the extension) or `call_in` (the device is told over data
+    /// to call an access number, and the edge bridges that call).
+    pub alternate_path: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,6 +117,7 @@ fn view(id: ExtensionId, e: &Extension, version: u64) -> ExtensionView {
             caller_id: snake(&s.caller_id),
             daily_limit_minor: s.daily_limit_minor,
             prefers_alternate_path: s.prefers_alternate_path,
+            alternate_path: snake(&s.alternate_path),
         },
         challenge: e.challenge.as_ref().map(|c| ChallengeView {
             method: snake(&c.method),
@@ -352,6 +356,10 @@ pub struct SettingsBody {
     pub caller_id: CallerIdShown,
     pub daily_limit_minor: Option<i64>,
     pub prefers_alternate_path: bool,
+    /// `call_out` (default) or `call_in`: how the alternate path reaches the extension.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub alternate_path: AlternateMode,
 }
 
 #[utoipa::path(put, path = "/v1/extensions/{extension_id}/settings", tag = "admin",
@@ -380,6 +388,7 @@ pub async fn settings(
         caller_id: body.caller_id,
         daily_limit_minor: body.daily_limit_minor,
         prefers_alternate_path: body.prefers_alternate_path,
+        alternate_path: body.alternate_path,
     });
     let w = execute::<Extension>(&app, &ctx, &id.stream_id(), if_match, &command).await?;
     Ok(versioned(w.version, view(id, &w.state, w.version)))

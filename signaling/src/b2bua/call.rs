@@ -5,14 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::call::{Call, CallCommand, EndCause, LegFailure, LegRole, Side};
+use domain::call::{Call, CallCommand, EndCause, LegFailure, LegRole, LegTarget, Path, Side};
 use domain::extension::{Extension, ExtensionCommand};
 use domain::ids::{CallId, LegId};
 use infra::command::{self, CommandError, Loaded, Origin};
 use rsip::headers::UntypedHeader;
 use tokio::sync::mpsc;
 
-use super::plan::{Plan, Target};
+use super::call_in::{self, Arrival, Notice};
+use super::plan::{CallInPlan, Plan, Target};
 use super::requests::{self, LegInvite};
 use super::{CallInput, DialogKey, dialog_key};
 use crate::answer::Answer;
@@ -50,6 +51,9 @@ enum LegState {
 
 struct Leg {
     id: LegId,
+    /// The leg called the edge (a call-in): the edge answered its INVITE, with this tag,
+    /// through this server transaction.
+    inbound: Option<(TransactionKey, String)>,
     /// `UDP` or `TCP`: how the leg is reached (for the Via of requests inside its dialog).
     transport: &'static str,
     invite: RawMessage,
@@ -73,8 +77,11 @@ enum Phase {
     Over,
 }
 
-/// The 2xx sent to the caller, repeated over UDP until the caller ACKs it (RFC 3261 §13.3.1.4).
+/// A 2xx the edge sent, repeated over UDP until it is ACKed (RFC 3261 §13.3.1.4): to the
+/// caller, or to an extension whose call-in the edge answered.
 struct Unacked {
+    /// None: the caller; Some: the call-in leg.
+    leg: Option<usize>,
     answer: Answer,
     next: Instant,
     interval: Duration,
@@ -103,7 +110,9 @@ struct CallTask {
     phase: Phase,
     rang: bool,
     ring_deadline: Instant,
-    unacked: Option<Unacked>,
+    unacked: Vec<Unacked>,
+    /// The call-in this call waits for (alternate path (b)), and until when.
+    call_in: Option<(CallInPlan, Instant)>,
     /// The call's media relay, when the edge relays media.
     relay: Option<Relay>,
     /// What every leg's INVITE shares (set once the call is recorded).
@@ -142,7 +151,8 @@ pub async fn run(
             + plan
                 .ring_timeout
                 .map_or(edge.ring_timeout, |t| t.min(edge.ring_timeout)),
-        unacked: None,
+        unacked: vec![],
+        call_in: None,
         relay: None,
         template: None,
         pending: vec![],
@@ -303,6 +313,9 @@ impl CallTask {
                 .map(str::to_string),
             offer,
         });
+        if let Some(call_in) = &plan.call_in {
+            self.await_call_in(call_in, &plan.from).await;
+        }
         let now = Instant::now();
         for target in &plan.targets {
             if target.delay.is_zero() {
@@ -319,6 +332,7 @@ impl CallTask {
     async fn end_if_nothing_rings(&mut self) {
         if self.phase != Phase::Setup
             || !self.pending.is_empty()
+            || self.call_in.is_some()
             || self.legs.iter().any(|l| l.state != LegState::Done)
         {
             return;
@@ -381,6 +395,7 @@ impl CallTask {
         let leg = self.legs.len();
         self.legs.push(Leg {
             id: leg_id,
+            inbound: None,
             transport,
             invite: invite.clone(),
             path: path.clone(),
@@ -418,11 +433,12 @@ impl CallTask {
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let ring = (self.phase == Phase::Setup).then_some(self.ring_deadline);
-        let unacked = self.unacked.as_ref().map(|u| u.next.min(u.give_up));
+        let unacked = self.unacked.iter().map(|u| u.next.min(u.give_up)).min();
         let linger = self.over_at.map(|t| t + LINGER);
         let media = self.media_left().map(|left| Instant::now() + left);
         let delayed = self.pending.iter().map(|(at, _)| *at).min();
-        [ring, unacked, linger, media, delayed]
+        let call_in = self.call_in.as_ref().map(|(_, until)| *until);
+        [ring, unacked, linger, media, delayed, call_in]
             .into_iter()
             .flatten()
             .min()
@@ -454,9 +470,18 @@ impl CallTask {
             }
             self.end_if_nothing_rings().await;
         }
+        if self.phase == Phase::Setup
+            && self
+                .call_in
+                .as_ref()
+                .is_some_and(|(_, until)| now >= *until)
+        {
+            tracing::info!(call = %self.id, "the extension did not call in; calling it out");
+            self.give_up_call_in(EndCause::CallInTimeout).await;
+        }
         if let (Phase::Answered(winner), Some(Duration::ZERO)) = (self.phase, self.media_left()) {
             tracing::info!(call = %self.id, "media stopped; hanging up");
-            self.unacked = None;
+            self.unacked.clear();
             self.bye_leg(winner).await;
             self.bye_caller().await;
             self.finish(EndCause::MediaTimeout, Side::System).await;
@@ -471,23 +496,31 @@ impl CallTask {
             .await;
             return;
         }
-        let Some(unacked) = self.unacked.as_mut() else {
-            return;
-        };
-        if now >= unacked.give_up {
-            // The caller never confirmed the answer: hang up both sides.
-            self.unacked = None;
+        if self.unacked.iter().any(|u| now >= u.give_up) {
+            // A 2xx never confirmed: hang up both sides.
+            self.unacked.clear();
             tracing::info!(call = %self.id, "no ACK for the 2xx; hanging up");
             if let Phase::Answered(winner) = self.phase {
                 self.bye_leg(winner).await;
             }
             self.bye_caller().await;
             self.finish(EndCause::Failed, Side::System).await;
-        } else if now >= unacked.next {
+            return;
+        }
+        let mut due = vec![];
+        for unacked in self.unacked.iter_mut().filter(|u| now >= u.next) {
             unacked.interval = (unacked.interval * 2).min(T2);
             unacked.next = now + unacked.interval;
-            let answer = unacked.answer.clone();
-            self.respond(answer).await;
+            due.push((unacked.leg, unacked.answer.clone()));
+        }
+        for (leg, answer) in due {
+            match leg.and_then(|l| self.legs[l].inbound.clone().map(|i| (l, i))) {
+                Some((l, (key, tag))) => {
+                    let invite = self.legs[l].invite.clone();
+                    self.edge.respond(&key, &invite, answer, &tag).await;
+                }
+                None => self.respond(answer).await,
+            }
         }
     }
 
@@ -513,11 +546,15 @@ impl CallTask {
                     .await;
                 }
             }
+            CallInput::CallIn(arrival) => self.on_call_in(arrival).await,
             CallInput::Ack(ack) => {
-                if self.is_from_caller(&ack) {
-                    self.unacked = None;
+                if let Some(leg) = self.inbound_leg_of(&ack) {
+                    self.unacked.retain(|u| u.leg != Some(leg));
+                } else if self.is_from_caller(&ack) {
+                    self.unacked.retain(|u| u.leg.is_some());
                     if let Phase::Answered(winner) = self.phase
                         && self.legs[winner].ack.is_none()
+                        && self.legs[winner].inbound.is_none()
                     {
                         // The caller's answer to a delayed offer goes on to the callee.
                         let content_type = ack.header("Content-Type").map(str::to_string);
@@ -537,6 +574,250 @@ impl CallTask {
         }
     }
 
+    /// A 2xx sent over UDP is repeated until its ACK comes (None: the caller's; Some: a
+    /// call-in leg's).
+    fn await_ack(&mut self, leg: Option<usize>, answer: Answer) {
+        let path = match leg {
+            Some(l) => &self.legs[l].path,
+            None => &self.caller.path,
+        };
+        if path.is_reliable() {
+            return;
+        }
+        let now = Instant::now();
+        self.unacked.push(Unacked {
+            leg,
+            answer,
+            next: now + T1,
+            interval: T1,
+            give_up: now + 64 * T1,
+        });
+    }
+
+    /// Alternate path (b): records the call-in awaited, makes the call the one the
+    /// extension's call to the access number reaches, tells the device over data, and keeps
+    /// the caller ringing. Without the media relay (needed to bridge two offers) or when the
+    /// extension already has a call-in pending, the extension is called out instead.
+    async fn await_call_in(&mut self, plan: &CallInPlan, caller: &str) {
+        let ttl = self.edge.call_in_timeout;
+        let token = call_in::token();
+        let waiting = self.relay.is_some()
+            && self
+                .record(CallCommand::AwaitCallIn {
+                    token: token.clone(),
+                    access_number: plan.access_number.clone(),
+                    expected_caller: plan.number.clone(),
+                    ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+                })
+                .await
+            && self
+                .edge
+                .call_ins
+                .wait(&plan.access_number, &plan.number, self.tx.clone());
+        if !waiting {
+            tracing::info!(call = %self.id, "call-in not possible; calling the extension out");
+            self.place_leg(&plan.fallback).await;
+            return;
+        }
+        self.call_in = Some((plan.clone(), Instant::now() + ttl));
+        for (uri, to, transport) in &plan.notify {
+            let Some(path) = self.edge.path_to(*to, *transport) else {
+                continue;
+            };
+            let (message, branch) = call_in::message(&Notice {
+                contact_uri: uri,
+                local: self.edge.local,
+                transport: path.transport_name(),
+                access_number: &plan.access_number,
+                extension: &plan.number,
+                caller,
+                token: &token,
+                expires_secs: ttl.as_secs(),
+            });
+            let key = ClientKey {
+                branch,
+                method: "MESSAGE".into(),
+            };
+            self.edge
+                .outgoing
+                .send(key, message, path, self.notify(None))
+                .await;
+        }
+        if !self.rang {
+            self.rang = true;
+            let ringing = self.contact(Answer::status(180));
+            self.respond(ringing).await;
+        }
+        tracing::info!(call = %self.id, access_number = %plan.access_number.as_str(), "call-in awaited");
+    }
+
+    /// The call-in did not come in time (or could not be taken): the extension is called out
+    /// instead, as it is now (a removed extension is not); with nothing left ringing the call
+    /// ends with `cause`.
+    async fn give_up_call_in(&mut self, cause: EndCause) {
+        let Some((plan, _)) = self.call_in.take() else {
+            return;
+        };
+        self.edge
+            .call_ins
+            .forget(&plan.access_number, &plan.number, &self.tx);
+        let mut fallback = plan.fallback.clone();
+        fallback.extension = self.current_extension(&plan);
+        let before = self.legs.len();
+        if fallback.extension.is_some() {
+            self.place_leg(&fallback).await;
+        }
+        let nothing_rings =
+            self.pending.is_empty() && self.legs.iter().all(|l| l.state == LegState::Done);
+        if self.legs.len() == before && nothing_rings && self.phase == Phase::Setup {
+            self.end_setup(
+                Answer::with_reason(480, "Temporarily Unavailable (no answer)"),
+                Some((cause, Side::System)),
+            )
+            .await;
+        }
+    }
+
+    /// The extension of a call-in as the edge sees it now (it may have been removed since the
+    /// call began).
+    fn current_extension(&self, plan: &CallInPlan) -> Option<Extension> {
+        let view = self.edge.view.read().expect("routing view");
+        view.extension_by_number(&plan.number)
+            .filter(|(id, _)| *id == plan.extension_id)
+            .map(|(_, e)| e.clone())
+    }
+
+    /// The awaited extension calls in: the edge answers its INVITE and the caller's, each with
+    /// the relay's address and the codecs both offered, and bridges them. The call-in is a
+    /// leg like any other: recorded (path `call_in`, refused for an extension no longer
+    /// serving) and answered before either side hears 200.
+    async fn on_call_in(&mut self, arrival: Arrival) {
+        let refuse = |status: u16, why: &'static str| Answer::with_reason(status, why);
+        let Some((plan, _)) = self.call_in.clone().filter(|_| self.phase == Phase::Setup) else {
+            let answer = refuse(480, "Temporarily Unavailable (the call has ended)");
+            return self.answer_arrival(&arrival, answer).await;
+        };
+        let relayed = self
+            .relay
+            .as_ref()
+            .zip(self.edge.media.as_ref())
+            .map(|(r, m)| {
+                let address = m.settings.address;
+                let to_extension = sdp::answer(
+                    &arrival.invite.body,
+                    &self.caller.invite.body,
+                    address,
+                    r.port(RelaySide::Callee),
+                );
+                let to_caller = sdp::answer(
+                    &self.caller.invite.body,
+                    &arrival.invite.body,
+                    address,
+                    r.port(RelaySide::Caller),
+                );
+                (to_extension, to_caller)
+            });
+        let Some((to_extension, to_caller)) = relayed else {
+            return self.answer_arrival(&arrival, Answer::status(500)).await;
+        };
+        let (Some(to_extension), Some(to_caller)) = (to_extension, to_caller) else {
+            let answer = refuse(
+                488,
+                "Not Acceptable Here (no codec in common with the caller)",
+            );
+            self.answer_arrival(&arrival, answer).await;
+            return self.give_up_call_in(EndCause::Rejected).await;
+        };
+        let Some(template) = self.template.clone() else {
+            return self.answer_arrival(&arrival, Answer::status(500)).await;
+        };
+        let leg_id = LegId(uuid::Uuid::now_v7());
+        let started = self
+            .try_record(CallCommand::StartLeg {
+                leg_id,
+                target: LegTarget::Extension {
+                    extension_id: plan.extension_id,
+                    number: plan.number.clone(),
+                },
+                path: Path::CallIn,
+                role: LegRole::Callee,
+                account: template.account.clone(),
+                extension: self.current_extension(&plan),
+            })
+            .await;
+        if let Err(e) = started {
+            let answer = match e {
+                CommandError::Domain(why) => Answer::with_reason(403, format!("Forbidden ({why})")),
+                _ => Answer::with_reason(503, "Service Unavailable (call not recorded)"),
+            };
+            self.answer_arrival(&arrival, answer).await;
+            return self.give_up_call_in(EndCause::Rejected).await;
+        }
+        if !self.record(CallCommand::LegAnswered { leg_id }).await {
+            let answer = refuse(500, "Server Internal Error (answer not recorded)");
+            self.answer_arrival(&arrival, answer).await;
+            self.call_in = None;
+            self.cancel_legs(LegFailure::Cancelled).await;
+            return self
+                .end_setup(
+                    Answer::with_reason(500, "Server Internal Error (answer not recorded)"),
+                    Some((EndCause::Failed, Side::System)),
+                )
+                .await;
+        }
+        self.call_in = None;
+        if let (Some(relay), Some(rtp)) = (&self.relay, sdp::audio_endpoint(&arrival.invite.body)) {
+            relay.peer_from_sdp(RelaySide::Callee, rtp);
+        }
+        let call_id = arrival.invite.header("Call-ID").unwrap_or_default();
+        self.dialogs.push(dialog_key(call_id, &arrival.tag));
+        let leg = self.legs.len();
+        self.legs.push(Leg {
+            id: leg_id,
+            inbound: Some((arrival.key.clone(), arrival.tag.clone())),
+            transport: arrival.path.transport_name(),
+            dialog: Dialog::as_callee(&arrival.invite, &arrival.tag).ok(),
+            invite: arrival.invite.clone(),
+            path: arrival.path.clone(),
+            state: LegState::Answered,
+            heard: true,
+            cancel_wanted: false,
+            cancel_sent: false,
+            ack: None,
+            bye_sent: false,
+            failed_with: None,
+        });
+        self.phase = Phase::Answered(leg);
+        self.cancel_legs(LegFailure::AnsweredElsewhere).await;
+        let answer = self
+            .contact(Answer::status(200))
+            .body("application/sdp", to_extension);
+        self.answer_arrival(&arrival, answer.clone()).await;
+        self.await_ack(Some(leg), answer);
+        self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
+        let answer = self
+            .contact(Answer::status(200))
+            .body("application/sdp", to_caller);
+        self.respond(answer.clone()).await;
+        self.await_ack(None, answer);
+        self.record(CallCommand::Bridge { legs: vec![leg_id] })
+            .await;
+        tracing::info!(call = %self.id, leg = %leg_id, "call-in bridged");
+    }
+
+    async fn answer_arrival(&self, arrival: &Arrival, answer: Answer) {
+        self.edge
+            .respond(&arrival.key, &arrival.invite, answer, &arrival.tag)
+            .await;
+    }
+
+    /// The call-in leg an in-dialog request (an ACK) comes from, if it is one.
+    fn inbound_leg_of(&self, request: &RawMessage) -> Option<usize> {
+        self.legs.iter().position(|l| {
+            l.inbound.is_some() && l.dialog.as_ref().is_some_and(|d| d.matches(request))
+        })
+    }
+
     /// Whether an in-dialog request comes from the caller (rather than from a leg).
     fn is_from_caller(&self, request: &RawMessage) -> bool {
         self.caller_dialog
@@ -549,7 +830,7 @@ impl CallTask {
             return Answer::status(481);
         };
         if self.is_from_caller(bye) {
-            self.unacked = None;
+            self.unacked.clear();
             self.bye_leg(winner).await;
             self.finish(EndCause::NormalClearing, Side::Caller).await;
             return Answer::status(200);
@@ -564,7 +845,7 @@ impl CallTask {
         };
         if leg == winner {
             self.legs[leg].state = LegState::Done;
-            self.unacked = None;
+            self.unacked.clear();
             self.bye_caller().await;
             self.finish(EndCause::NormalClearing, Side::Callee).await;
         }
@@ -653,15 +934,7 @@ impl CallTask {
                     .contact(Answer::status(200))
                     .body(&content_type(&response), body);
                 self.respond(answer.clone()).await;
-                if !self.caller.path.is_reliable() {
-                    let now = Instant::now();
-                    self.unacked = Some(Unacked {
-                        answer,
-                        next: now + T1,
-                        interval: T1,
-                        give_up: now + 64 * T1,
-                    });
-                }
+                self.await_ack(None, answer);
                 tracing::info!(call = %self.id, leg = %leg_id, "call answered");
             }
             Phase::Answered(winner) if winner == leg => {}
@@ -850,6 +1123,11 @@ impl CallTask {
     /// The call is over: its media ports go back to the pool now, not when the task ends
     /// after lingering for late answers.
     fn over(&mut self) {
+        if let Some((plan, _)) = self.call_in.take() {
+            self.edge
+                .call_ins
+                .forget(&plan.access_number, &plan.number, &self.tx);
+        }
         self.phase = Phase::Over;
         self.over_at = Some(Instant::now());
         self.relay = None;

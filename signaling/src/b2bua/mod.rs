@@ -10,6 +10,7 @@
 
 pub mod attempts;
 pub mod call;
+pub mod call_in;
 pub mod plan;
 pub mod requests;
 
@@ -41,6 +42,8 @@ pub enum CallInput {
     Ack(RawMessage),
     /// A BYE inside one of the call's dialogs; its answer goes back on the channel.
     Bye(RawMessage, oneshot::Sender<Answer>),
+    /// The user's extension calling in to take this call (alternate path (b)).
+    CallIn(call_in::Arrival),
 }
 
 /// A Call-ID and the edge's tag in that dialog ("" before the edge has answered).

@@ -8,8 +8,8 @@ use std::time::Duration;
 use domain::E164;
 use domain::account::Account;
 use domain::call::{AlternateReason, Direction, EndCause, LegTarget, Origin, Path};
-use domain::device::Transport;
-use domain::extension::{CallerIdShown, Extension};
+use domain::device::{DataPath, Transport};
+use domain::extension::{AlternateMode, CallerIdShown, Extension};
 use domain::ids::{DeviceId, ExtensionId};
 use domain::number::NumberRole;
 use projections::routing_view::RoutingView;
@@ -47,6 +47,22 @@ pub struct Plan {
     /// Why the call is refused once recorded (fraud controls): the caller's answer and the
     /// cause the call ends with.
     pub refusal: Option<(Answer, EndCause)>,
+    /// Alternate path (b): an extension asked to call in instead of being called.
+    pub call_in: Option<CallInPlan>,
+}
+
+/// A call-in to wait for (DESIGN.md, call flow 3b).
+#[derive(Debug, Clone)]
+pub struct CallInPlan {
+    pub extension_id: ExtensionId,
+    /// The extension's number: the caller ID the call-in must come from.
+    pub number: E164,
+    /// The account's access number it is to call.
+    pub access_number: E164,
+    /// The account's live contacts the device is told at: URI, address, transport.
+    pub notify: Vec<(String, SocketAddr, Transport)>,
+    /// The call-out leg placed instead when the extension does not call in in time.
+    pub fallback: Target,
 }
 
 /// One leg to place.
@@ -131,7 +147,8 @@ pub fn plan(
             .and_then(|n| uri_user(n.uri))
             .unwrap_or("anonymous")
             .to_string();
-        let (targets, alternate) = inbound_targets(&view, account, trunks, now);
+        let (mut targets, alternate) = inbound_targets(&view, account, trunks, now);
+        let call_in = alternate.and_then(|_| call_in_plan(&view, account, &mut targets, now));
         return Ok(Plan {
             direction: Direction::Inbound,
             origin: Origin::Pstn {
@@ -150,6 +167,7 @@ pub fn plan(
             extension: None,
             dial_intent: None,
             refusal: None,
+            call_in,
         });
     }
     // Anyone else calls out only as an IP device that proves who it is (invariant 8): a 407
@@ -191,6 +209,7 @@ pub fn plan(
         extension: None,
         dial_intent: None,
         refusal,
+        call_in: None,
     })
 }
 
@@ -315,6 +334,7 @@ fn call_through(
                 Answer::with_reason(403, "Forbidden (caller not recognised)"),
                 EndCause::Rejected,
             )),
+            call_in: None,
         });
     };
     let (dial_intent, destination) = match view.dial_intent_of_caller(&caller, now) {
@@ -360,6 +380,59 @@ fn call_through(
         extension: Some(extension.clone()),
         dial_intent,
         refusal,
+        call_in: None,
+    })
+}
+
+/// Alternate path (b): the first extension set to `call_in` whose leg would be placed at
+/// once over the alternate path is not called; it is asked to call in instead — given an
+/// access number of the account to call, and a live contact to tell (a device that reported
+/// no data at all cannot be told). Its leg becomes the fallback.
+fn call_in_plan(
+    view: &RoutingView,
+    account: &Account,
+    targets: &mut Vec<Target>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<CallInPlan> {
+    let account_id = account.id?;
+    let access_number = view.call_in_number(account_id)?.clone();
+    let index = targets.iter().position(|t| {
+        t.delay.is_zero()
+            && t.extension
+                .as_ref()
+                .is_some_and(|e| e.settings.alternate_path == AlternateMode::CallIn)
+    })?;
+    let unreachable: Vec<DeviceId> = view
+        .devices_of(account_id)
+        .into_iter()
+        .filter(|(_, d)| d.data_path.is_some_and(|(q, _)| q == DataPath::None))
+        .map(|(id, _)| id)
+        .collect();
+    let notify: Vec<_> = view
+        .live_contacts(account_id, now)
+        .into_iter()
+        .filter(|(id, _, _)| !unreachable.contains(id))
+        .filter(|(_, _, c)| matches!(c.transport, Transport::Udp | Transport::Tcp))
+        .filter_map(|(_, uri, c)| Some((uri.to_string(), c.source.parse().ok()?, c.transport)))
+        .collect();
+    if notify.is_empty() {
+        return None;
+    }
+    let fallback = targets.remove(index);
+    let LegTarget::Extension {
+        extension_id,
+        number,
+    } = fallback.target.clone()
+    else {
+        targets.insert(index, fallback);
+        return None;
+    };
+    Some(CallInPlan {
+        extension_id,
+        number,
+        access_number,
+        notify,
+        fallback,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Just enough SDP (RFC 8866) for a relay: where a session description says its audio goes
 //! (the connection address and the first audio stream's port), and the same description with
 //! the relay's address and port in their place. Everything else passes through untouched.
+//! When the edge itself answers two offers and bridges them (call-in), `answer` writes the
+//! answer to one offer with the codecs the other offer shares (RFC 3264 §6).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -78,6 +80,118 @@ pub fn rewrite(sdp: &[u8], address: IpAddr, port: u16) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// One audio format of an offer: its payload type, and the lines that describe it.
+struct Format<'a> {
+    payload_type: &'a str,
+    rtpmap: Option<&'a str>,
+    fmtp: Option<&'a str>,
+}
+
+impl Format<'_> {
+    /// What the format is, for comparing across offers: the encoding and clock rate of its
+    /// `a=rtpmap`, or RFC 3551's static assignment.
+    fn codec(&self) -> Option<String> {
+        if let Some(map) = self.rtpmap {
+            let encoding = map.split_whitespace().nth(1)?;
+            return Some(encoding.to_ascii_lowercase());
+        }
+        let fixed = match self.payload_type {
+            "0" => "pcmu/8000",
+            "3" => "gsm/8000",
+            "8" => "pcma/8000",
+            "9" => "g722/8000",
+            "18" => "g729/8000",
+            _ => return None,
+        };
+        Some(fixed.into())
+    }
+}
+
+/// The formats of the first audio stream of `sdp`, in the offer's order of preference, and
+/// its `a=ptime`.
+fn audio_formats(sdp: &[u8]) -> Option<(Vec<Format<'_>>, Option<&str>)> {
+    let mut formats: Vec<Format> = vec![];
+    let mut ptime = None;
+    let mut in_audio = false;
+    let mut seen_audio = false;
+    for line in lines(sdp) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            if seen_audio {
+                break;
+            }
+            let mut parts = rest.split_whitespace();
+            if parts.next() == Some("audio") && parts.next().is_some_and(|p| p != "0") {
+                in_audio = true;
+                seen_audio = true;
+                formats = parts
+                    .skip(1)
+                    .map(|payload_type| Format {
+                        payload_type,
+                        rtpmap: None,
+                        fmtp: None,
+                    })
+                    .collect();
+            }
+        } else if in_audio && let Some(rest) = line.strip_prefix("a=") {
+            let (name, value) = rest.split_once(':').unwrap_or((rest, ""));
+            let pt = value.split_whitespace().next().unwrap_or_default();
+            let format = formats.iter_mut().find(|f| f.payload_type == pt);
+            match (name, format) {
+                ("rtpmap", Some(f)) => f.rtpmap = Some(line),
+                ("fmtp", Some(f)) => f.fmtp = Some(line),
+                ("ptime", _) => ptime = Some(line),
+                _ => {}
+            }
+        }
+    }
+    seen_audio.then_some((formats, ptime))
+}
+
+/// The edge's answer to `offer` for a call it bridges to the party that made `other`: audio
+/// at `address`:`port`, with the formats of `offer` that `other` offers too under the same
+/// payload type (the relay passes packets on unchanged, so both sides must number a codec
+/// alike). `None` when they share none (the offer is refused with 488).
+pub fn answer(offer: &[u8], other: &[u8], address: IpAddr, port: u16) -> Option<Vec<u8>> {
+    let (formats, ptime) = audio_formats(offer)?;
+    let (theirs, _) = audio_formats(other)?;
+    let shared: Vec<&Format> = formats
+        .iter()
+        .filter(|f| {
+            f.codec().is_some()
+                && theirs
+                    .iter()
+                    .any(|t| t.payload_type == f.payload_type && t.codec() == f.codec())
+        })
+        .collect();
+    // DTMF events alone are no call.
+    let voice = shared
+        .iter()
+        .any(|f| !f.codec().is_some_and(|c| c.starts_with("telephone-event")));
+    if !voice {
+        return None;
+    }
+    let family = if address.is_ipv4() { "IP4" } else { "IP6" };
+    let session = chrono::Utc::now().timestamp_micros();
+    let types: Vec<&str> = shared.iter().map(|f| f.payload_type).collect();
+    let mut out = format!(
+        "v=0\r\no=ringledger {session} {session} IN {family} {address}\r\ns=ringledger\r\n\
+         c=IN {family} {address}\r\nt=0 0\r\nm=audio {port} RTP/AVP {}\r\n",
+        types.join(" ")
+    );
+    for f in &shared {
+        for line in [f.rtpmap, f.fmtp].into_iter().flatten() {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    if let Some(ptime) = ptime {
+        out.push_str(ptime);
+        out.push_str("\r\n");
+    }
+    out.push_str("a=sendrecv\r\n");
+    Some(out.into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +233,42 @@ m=video 51372 RTP/AVP 31\r\nc=IN IP4 192.0.2.11\r\n";
         assert_eq!(
             audio_endpoint(out.as_bytes()),
             Some("127.0.0.1:20000".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn an_answer_keeps_the_codecs_both_offers_share_numbered_alike() {
+        let caller = "v=0\r\nc=IN IP4 192.0.2.10\r\nm=audio 4000 RTP/AVP 8 0 101\r\n\
+a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n";
+        let mobile = "v=0\r\nc=IN IP4 198.51.100.7\r\nm=audio 6000 RTP/AVP 0 18 101\r\n\
+a=rtpmap:101 telephone-event/8000\r\n";
+        let out = answer(
+            caller.as_bytes(),
+            mobile.as_bytes(),
+            "127.0.0.1".parse().unwrap(),
+            30000,
+        )
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{out}");
+        assert!(out.contains("a=fmtp:101 0-15\r\n"), "{out}");
+        assert!(out.contains("a=ptime:20\r\n"), "{out}");
+        assert!(!out.contains("PCMA"), "{out}");
+        assert_eq!(
+            audio_endpoint(out.as_bytes()),
+            Some("127.0.0.1:30000".parse().unwrap())
+        );
+        // The same event codec under another number, and nothing else in common: refused.
+        let other = "v=0\r\nc=IN IP4 198.51.100.7\r\nm=audio 6000 RTP/AVP 9 96\r\n\
+a=rtpmap:96 telephone-event/8000\r\n";
+        assert_eq!(
+            answer(
+                caller.as_bytes(),
+                other.as_bytes(),
+                "127.0.0.1".parse().unwrap(),
+                30000
+            ),
+            None
         );
     }
 }

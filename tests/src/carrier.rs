@@ -1,0 +1,215 @@
+//! A carrier and phones for call tests: the trunk is a test peer known by its address alone
+//! (it plays the public and the cellular networks), phones are test peers registered with
+//! digest auth; helpers to write the requests they send and read what the edge sends them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use domain::call::{CallEvent, EndCause, LegFailure, Side};
+use signaling::digest::Algorithm;
+use signaling::media::MediaSettings;
+
+use crate::harness::Backend;
+use crate::sip_edge::{PASSWORD, REALM, SipEdge, UdpPeer, authorization, header, register, status};
+
+pub const OFFER: &str = "v=0\r\no=pstn 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+pub const ANSWER: &str = "v=0\r\no=alice 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\n";
+
+/// An edge whose trunk is a test peer (known by its address alone).
+pub async fn edge_with_trunk(backend: Backend) -> (SipEdge, UdpPeer) {
+    edge_with_trunk_and_media(backend, None).await
+}
+
+/// The same, relaying media with `media`.
+pub async fn edge_with_trunk_and_media(
+    backend: Backend,
+    media: Option<MediaSettings>,
+) -> (SipEdge, UdpPeer) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let trunk = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: addr,
+        networks: vec![],
+        numbers: vec!["+".into()],
+    };
+    let edge = SipEdge::spawn_with(backend, vec![Algorithm::Md5], vec![trunk], media).await;
+    let peer = UdpPeer {
+        socket,
+        addr,
+        edge: edge.udp,
+    };
+    (edge, peer)
+}
+
+/// alice's REGISTER from `phone` as phones send it: challenged, then sent again with
+/// credentials and `extra` headers. The final response.
+pub async fn register_from(phone: &UdpPeer, branch: &str, extra: &str) -> String {
+    let r = phone
+        .exchange(&register(phone, &format!("{branch}a"), 1, ""))
+        .await;
+    assert_eq!(status(&r), 401, "{r}");
+    let auth = authorization(
+        header(&r, "WWW-Authenticate"),
+        Algorithm::Md5,
+        PASSWORD,
+        1,
+        &format!("sip:{REALM}"),
+    );
+    phone
+        .exchange(&register(
+            phone,
+            &format!("{branch}b"),
+            2,
+            &format!("{auth}{extra}"),
+        ))
+        .await
+}
+
+/// A phone of alice's, registered with the edge from its own socket.
+pub async fn registered_phone(edge: &SipEdge, name: &str) -> UdpPeer {
+    let phone = UdpPeer::new(edge.udp).await;
+    let r = register_from(&phone, name, "").await;
+    assert_eq!(status(&r), 200, "{r}");
+    phone
+}
+
+/// Waits until the edge's routing view shows `n` live contacts for alice.
+pub async fn wait_for_contacts(edge: &SipEdge, n: usize) {
+    for _ in 0..500 {
+        let live = edge
+            .view
+            .read()
+            .unwrap()
+            .live_contacts(edge.account_id, chrono::Utc::now())
+            .len();
+        if live >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the edge never saw {n} contacts");
+}
+
+/// An INVITE from the carrier to `number`, offering audio.
+pub fn carrier_invite(trunk: &UdpPeer, number: &str, call: &str) -> String {
+    let me = trunk.addr;
+    format!(
+        "INVITE sip:{number}@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:+441632960001@{me}>;tag=pstn-{call}\r\n\
+         To: <sip:{number}@{edge}>\r\nCall-ID: {call}@carrier\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:pstn@{me}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{OFFER}",
+        OFFER.len(),
+        edge = trunk.edge,
+    )
+}
+
+/// A request inside the dialog the edge's `ok` (a 2xx to `invite`) set up with `peer`.
+pub fn in_dialog(peer: &UdpPeer, invite: &str, ok: &str, method: &str, cseq: u32) -> String {
+    let target = header(ok, "Contact")
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_string();
+    format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{method}{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
+         CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        me = peer.addr,
+        from = header(invite, "From"),
+        to = header(ok, "To"),
+        call_id = header(invite, "Call-ID"),
+    )
+}
+
+pub fn leg_failures(events: &[CallEvent]) -> Vec<(u16, LegFailure)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::LegFailed {
+                sip_status,
+                failure,
+                ..
+            } => Some((*sip_status, *failure)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn ended(events: &[CallEvent]) -> Option<(EndCause, Side)> {
+    events.iter().find_map(|e| match e {
+        CallEvent::Ended { cause, side, .. } => Some((*cause, *side)),
+        _ => None,
+    })
+}
+
+pub fn audio_of(message: &str) -> (String, u16) {
+    let body = message.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let address = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap_or_default()
+        .to_string();
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    (address, port)
+}
+
+pub async fn media_socket() -> (tokio::net::UdpSocket, u16) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+pub async fn relayed(
+    from: &tokio::net::UdpSocket,
+    to_port: u16,
+    at: &tokio::net::UdpSocket,
+    payload: &[u8],
+) -> SocketAddr {
+    from.send_to(payload, ("127.0.0.1", to_port)).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, source) = tokio::time::timeout(Duration::from_secs(5), at.recv_from(&mut buf))
+        .await
+        .expect("the packet is relayed")
+        .unwrap();
+    assert_eq!(&buf[..n], payload);
+    source
+}
+
+pub fn carrier_invite_from(trunk: &UdpPeer, from: &str, to: &str, call: &str) -> String {
+    carrier_invite(trunk, to, call).replace("+441632960001", from)
+}
+
+/// The CANCEL of a carrier's `invite` (same branch, CSeq number, From, To and Call-ID).
+pub fn cancel_of(invite: &str) -> String {
+    let cancel = invite
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\r\n\r\n"
+}
+
+/// Waits until the edge's routing view holds a data-path report from one of alice's devices
+/// (a report is appended after the binding it came with).
+pub async fn wait_for_data_path_report(edge: &SipEdge) {
+    for _ in 0..500 {
+        let reported = edge
+            .view
+            .read()
+            .unwrap()
+            .devices_of(edge.account_id)
+            .iter()
+            .any(|(_, d)| d.data_path.is_some());
+        if reported {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the edge never saw the data-path report");
+}

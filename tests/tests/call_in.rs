@@ -1,0 +1,266 @@
+//! Alternate path (b), call-in (DESIGN.md, call flow 3b), over real UDP sockets: a carrier
+//! calls alice's main number while her phone reports poor data; her extension is set to take
+//! such calls by calling in. The edge keeps the caller ringing, records the call-in awaited,
+//! tells the phone over data (SIP MESSAGE), and bridges the extension's call to the access
+//! number through the media relay. The trunk peer plays the public and the cellular networks.
+
+use std::time::Duration;
+
+use domain::call::{AlternateReason, CallEvent, EndCause, LegTarget, Path, Side};
+use domain::extension::AlternateMode;
+use domain::ids::ExtensionId;
+use ringledger_tests::carrier::{
+    audio_of, cancel_of, carrier_invite, carrier_invite_from, edge_with_trunk_and_media, ended,
+    in_dialog, media_socket, register_from, relayed, wait_for_data_path_report,
+};
+use ringledger_tests::harness::Backend;
+use ringledger_tests::sip_edge::{
+    CALL_IN_TIMEOUT, MAIN_NUMBER, SipEdge, UdpPeer, header, relay_settings, respond_to, status,
+};
+
+const EXTENSION: &str = "+447700900123";
+/// An access number of alice's account, not mapped to a destination: the one to call in to.
+const ACCESS: &str = "+442071838799";
+
+struct Setup {
+    edge: SipEdge,
+    trunk: UdpPeer,
+    phone: UdpPeer,
+    extension_id: ExtensionId,
+}
+
+/// alice's extension takes alternate-path calls by calling in; her one phone is registered
+/// but says its data path is poor; her calls are priced (25p to connect, 6p a minute).
+async fn setup() -> Setup {
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    let (edge, trunk) = edge_with_trunk_and_media(Backend::sqlite().await, media).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.set_alternate_path(extension_id, AlternateMode::CallIn)
+        .await;
+    edge.add_access_number(ACCESS, None).await;
+    edge.price_calls(&[], None).await;
+    let phone = UdpPeer::new(edge.udp).await;
+    let r = register_from(&phone, "ci", "Ringledger-Data-Path: poor\r\n").await;
+    assert_eq!(status(&r), 200, "{r}");
+    wait_for_data_path_report(&edge).await;
+    Setup {
+        edge,
+        trunk,
+        phone,
+        extension_id,
+    }
+}
+
+/// The carrier's call to alice: it keeps ringing while the phone is told to call in. The
+/// MESSAGE the phone got.
+async fn call_alice(s: &Setup, invite: &str) -> String {
+    s.trunk.send(invite).await;
+    s.trunk.expect_status(180).await;
+    let message = s.phone.expect_request("MESSAGE").await;
+    s.phone
+        .send(&respond_to(&message, 200, "ph", None, ""))
+        .await;
+    message
+}
+
+/// The extension's call to the access number, as its own carrier delivers it.
+fn call_in_invite(s: &Setup, call: &str) -> String {
+    carrier_invite_from(&s.trunk, EXTENSION, ACCESS, call)
+}
+
+fn awaited(events: &[CallEvent]) -> Option<(String, String)> {
+    events.iter().find_map(|e| match e {
+        CallEvent::CallInAwaited {
+            access_number,
+            expected_caller,
+            ..
+        } => Some((
+            access_number.as_str().to_string(),
+            expected_caller.as_str().to_string(),
+        )),
+        _ => None,
+    })
+}
+
+fn leg_paths(events: &[CallEvent]) -> Vec<Path> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::LegStarted { path, .. } => Some(*path),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The whole flow: told over data, the extension calls in, both sides are answered with the
+/// relay's media address, audio flows both ways, the caller's hangup ends both, and the
+/// call-in leg is billed to alice's account through the extension, on the call-in path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extension_calls_in_and_is_bridged_to_the_caller() {
+    let s = setup().await;
+    let (caller_media, caller_port) = media_socket().await;
+    let (mobile_media, mobile_port) = media_socket().await;
+    let invite = carrier_invite(&s.trunk, MAIN_NUMBER, "callin")
+        .replace("m=audio 40000", &format!("m=audio {caller_port}"));
+    let message = call_alice(&s, &invite).await;
+    let notice = header(&message, "Ringledger-Call-In");
+    assert!(
+        notice.contains(&format!("access-number={ACCESS}"))
+            && notice.contains(&format!("from={EXTENSION}")),
+        "{message}"
+    );
+    assert!(message.contains(&format!("call {ACCESS} from {EXTENSION}")));
+
+    let call_in =
+        call_in_invite(&s, "mobile-in").replace("m=audio 40000", &format!("m=audio {mobile_port}"));
+    s.trunk.send(&call_in).await;
+    let mut answers = [
+        s.trunk.expect_status(200).await,
+        s.trunk.expect_status(200).await,
+    ];
+    answers.sort_by_key(|a| header(a, "Call-ID") != "mobile-in@carrier");
+    let [ok_in, ok_caller] = &answers;
+    assert_eq!(header(ok_in, "Call-ID"), "mobile-in@carrier");
+    assert_eq!(header(ok_caller, "Call-ID"), "callin@carrier");
+    let (address, mobile_side) = audio_of(ok_in);
+    let (_, caller_side) = audio_of(ok_caller);
+    assert_eq!(address, "127.0.0.1");
+    assert!(
+        (30000..40000).contains(&mobile_side) && (30000..40000).contains(&caller_side),
+        "{ok_in}\n{ok_caller}"
+    );
+    assert_ne!(mobile_side, caller_side);
+    s.trunk
+        .send(&in_dialog(&s.trunk, &call_in, ok_in, "ACK", 1))
+        .await;
+    s.trunk
+        .send(&in_dialog(&s.trunk, &invite, ok_caller, "ACK", 1))
+        .await;
+    relayed(&caller_media, caller_side, &mobile_media, b"to the mobile").await;
+    relayed(&mobile_media, mobile_side, &caller_media, b"to the caller").await;
+
+    // The caller hangs up: the edge hangs up the extension's call, then answers the BYE.
+    s.trunk
+        .send(&in_dialog(&s.trunk, &invite, ok_caller, "BYE", 2))
+        .await;
+    let bye = s.trunk.expect_request("BYE").await;
+    assert_eq!(header(&bye, "Call-ID"), "mobile-in@carrier");
+    s.trunk.send(&respond_to(&bye, 200, "x", None, "")).await;
+    s.trunk.expect_status(200).await;
+
+    let calls = s.edge.ended_calls(1).await;
+    assert_eq!(
+        calls.len(),
+        1,
+        "the call-in is a leg of the call: {calls:?}"
+    );
+    let events = &calls[0];
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CallEvent::AlternatePathChosen {
+            reason: AlternateReason::PoorData,
+            ..
+        }
+    )));
+    assert_eq!(awaited(events), Some((ACCESS.into(), EXTENSION.into())));
+    assert_eq!(leg_paths(events), vec![Path::CallIn], "{events:?}");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CallEvent::LegStarted { target: LegTarget::Extension { extension_id, .. }, .. }
+            if *extension_id == s.extension_id
+    )));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Bridged { .. }))
+    );
+    assert_eq!(
+        ended(events),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+    // Billed to the main account through the extension, on the path it took: a first minute
+    // (6p) and the 25p connect fee.
+    let rated = s.edge.rated_legs().await;
+    assert_eq!(rated.len(), 1, "{rated:?}");
+    let leg = &rated[0];
+    assert_eq!(leg.account_id, s.edge.account_id.to_string());
+    assert_eq!(leg.extension_id, Some(s.extension_id.to_string()));
+    assert_eq!(
+        (leg.path.as_str(), leg.destination.as_str()),
+        ("call_in", EXTENSION)
+    );
+    assert_eq!((leg.billable_secs, leg.charge_minor), (Some(60), Some(31)));
+    s.edge.shutdown().await;
+}
+
+/// No call-in in time: the edge calls the extension out instead (here it is busy); a call-in
+/// that comes after is no call-in any more (nothing staged for it: 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_call_in_in_time_the_extension_is_called_out() {
+    let s = setup().await;
+    let invite = carrier_invite(&s.trunk, MAIN_NUMBER, "late");
+    call_alice(&s, &invite).await;
+    let out = s
+        .trunk
+        .expect_request_within("INVITE", CALL_IN_TIMEOUT + Duration::from_secs(5))
+        .await;
+    assert!(
+        out.starts_with(&format!("INVITE sip:{EXTENSION}@")),
+        "{out}"
+    );
+    s.trunk.send(&respond_to(&out, 486, "mob", None, "")).await;
+    s.trunk.expect_status(486).await;
+    let calls = s.edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert!(awaited(events).is_some(), "{events:?}");
+    assert_eq!(leg_paths(events), vec![Path::AlternateCallOut]);
+    assert_eq!(ended(events), Some((EndCause::Busy, Side::Callee)));
+
+    s.trunk.send(&call_in_invite(&s, "too-late")).await;
+    let late = s.trunk.expect_status(404).await;
+    assert_eq!(header(&late, "Call-ID"), "too-late@carrier");
+    assert_eq!(s.edge.calls().await.len(), 1);
+    s.edge.shutdown().await;
+}
+
+/// The caller gives up while the call-in is awaited: 487, ended by the caller, and the
+/// extension's call-in that follows reaches no call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_hanging_up_while_the_call_in_is_awaited_ends_the_call() {
+    let s = setup().await;
+    let invite = carrier_invite(&s.trunk, MAIN_NUMBER, "gaveup");
+    call_alice(&s, &invite).await;
+    s.trunk.send(&cancel_of(&invite)).await;
+    s.trunk.expect_status(487).await;
+    let calls = s.edge.ended_calls(1).await;
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::CallerCancelled, Side::Caller))
+    );
+    assert!(leg_paths(&calls[0]).is_empty(), "{:?}", calls[0]);
+
+    s.trunk.send(&call_in_invite(&s, "after-cancel")).await;
+    s.trunk.expect_status(404).await;
+    assert_eq!(s.edge.calls().await.len(), 1);
+    s.edge.shutdown().await;
+}
+
+/// The extension is removed while the caller waits for it: its call-in is refused (403), it
+/// is not called out either, and the call ends, refused, with 480 to the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_removed_mid_setup_is_not_bridged() {
+    let s = setup().await;
+    let invite = carrier_invite(&s.trunk, MAIN_NUMBER, "removed");
+    call_alice(&s, &invite).await;
+    s.edge.remove_extension(s.extension_id).await;
+    s.trunk.send(&call_in_invite(&s, "removed-in")).await;
+    let refused = s.trunk.expect_status(403).await;
+    assert_eq!(header(&refused, "Call-ID"), "removed-in@carrier");
+    s.trunk.expect_status(480).await;
+    let calls = s.edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert!(leg_paths(events).is_empty(), "{events:?}");
+    assert_eq!(ended(events), Some((EndCause::Rejected, Side::System)));
+    assert!(s.edge.rated_legs().await.is_empty());
+    s.edge.shutdown().await;
+}
