@@ -7,11 +7,14 @@ one account with SERVER (also its outbound proxy), then either
         answers the first call that rings it (180, then 200) and waits for the far end to
         hang up, or
     python3 phone.py SERVER USER PASSWORD REALM SECONDS call URI TALK
-        calls URI once registered, and hangs up TALK seconds after the answer.
+        calls URI once registered, and hangs up TALK seconds after the answer, or
+    python3 phone.py SERVER USER PASSWORD REALM SECONDS message
+        stays registered until a MESSAGE comes (the edge asking the user to call in).
 
 Prints one line per step (registration: CODE REASON / incoming: FROM / confirmed /
-disconnected: CODE REASON). Exits 0 when the registration got 200 (register), or a call was
-set up (confirmed) and then ended within SECONDS; 1 otherwise. Used by tests/tests/pjsua2.rs
+disconnected: CODE REASON / message: BODY, then call-in: the Ringledger-Call-In header).
+Exits 0 when the registration got 200 (register), a call was set up (confirmed) and then
+ended within SECONDS, or a MESSAGE came within SECONDS (message); 1 otherwise. Used by tests/tests/pjsua2.rs
 and tests/tests/phones_call.rs.
 """
 import sys
@@ -41,11 +44,20 @@ class Account(pj.Account):
         super().__init__()
         self.code = None
         self.call = None
+        self.message = None
 
     def onRegState(self, prm):
         if self.code is None or prm.code != self.code:
             print(f"registration: {prm.code} {prm.reason}", flush=True)
         self.code = prm.code
+
+    def onInstantMessage(self, prm):
+        print(f"message: {prm.msgBody}", flush=True)
+        for line in prm.rdata.wholeMsg.splitlines():
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "ringledger-call-in":
+                print(f"call-in: {value.strip()}", flush=True)
+        self.message = prm.msgBody
 
     def onIncomingCall(self, prm):
         call = Call(self, prm.callId)
@@ -92,6 +104,8 @@ def main():
         ep.libHandleEvents(20)
         if mode == "register" and account.code is not None and account.code >= 200:
             break
+        if mode == "message" and account.message is not None:
+            break
         if mode == "call" and account.call is None and account.code == 200:
             call = Call(account, pj.PJSUA_INVALID_ID)
             call.makeCall(sys.argv[7], pj.CallOpParam(True))
@@ -109,6 +123,8 @@ def main():
     call = account.call
     if mode == "register":
         ok = account.code == 200
+    elif mode == "message":
+        ok = account.message is not None
     else:
         ok = call is not None and call.confirmed and call.disconnected is not None
     account.call = None

@@ -6,3 +6,4 @@ pub mod carrier;
 pub mod contract;
 pub mod harness;
 pub mod sip_edge;
+pub mod sipp;

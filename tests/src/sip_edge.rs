@@ -262,6 +262,29 @@ impl SipEdge {
         .await;
     }
 
+    /// alice's account prefers the alternate (cellular) path for her calls, once the edge
+    /// sees it.
+    pub async fn prefer_alternate_path(&self) {
+        let store = self.store.as_ref();
+        let stream = self.account_id.stream_id();
+        let mut account = infra::command::load::<Account>(store, &stream)
+            .await
+            .unwrap()
+            .state;
+        let policy = domain::account::RingPolicy {
+            prefer_alternate_path: true,
+            ..Default::default()
+        };
+        let command = AccountCommand::ChangeRingPolicy(policy);
+        record(store, &stream, &mut account, command, chrono::Utc::now()).await;
+        let account_id = self.account_id;
+        self.wait_for_view(|v| {
+            v.account(account_id)
+                .is_some_and(|a| a.ring_policy.prefer_alternate_path)
+        })
+        .await;
+    }
+
     /// Removes an extension, once the edge sees it gone.
     pub async fn remove_extension(&self, extension_id: ExtensionId) {
         let command = ExtensionCommand::Remove {

@@ -643,7 +643,7 @@ async fn an_extension_calls_through_an_access_number_to_the_destination_it_stage
     );
     assert!(events.iter().any(|e| matches!(
         e,
-        CallEvent::LegStarted { target: LegTarget::Pstn { number }, path: Path::Pstn, .. }
+        CallEvent::LegStarted { target: LegTarget::Pstn { number }, path: Path::CallThrough, .. }
             if number.as_str() == DESTINATION
     )));
     assert_eq!(

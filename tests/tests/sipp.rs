@@ -11,6 +11,7 @@ use domain::call::{CallEvent, EndCause, Side};
 use domain::device::DeviceEvent;
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{PASSWORD, REALM, SipEdge, USERNAME};
+use ringledger_tests::sipp::sipp_uas;
 use signaling::digest::Algorithm;
 
 const CALLS: usize = 20;
@@ -98,41 +99,9 @@ async fn sipp_registers_with_md5_digest_over_tcp() {
     sipp_registers("t1", vec![Algorithm::Md5]).await;
 }
 
-/// SIPp's built-in uas, answering `calls` calls, on a port picked here (and picked again if
-/// another process takes it before SIPp binds it).
-async fn sipp_uas(calls: usize) -> (tokio::process::Child, std::net::SocketAddr) {
-    for _ in 0..5 {
-        let addr = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let mut child = tokio::process::Command::new("sipp")
-            .args([
-                "-sn",
-                "uas",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &addr.port().to_string(),
-            ])
-            .args(["-m", &calls.to_string(), "-timeout", "60s", "-nostdin"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sipp must be installed");
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        if child.try_wait().unwrap().is_none() {
-            return (child, addr);
-        }
-    }
-    panic!("SIPp's uas could not bind a port");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_device_calls_out_through_the_edge_to_a_sipp_trunk() {
-    let (uas, trunk_addr) = sipp_uas(CALLS).await;
+    let (uas, trunk_addr) = sipp_uas("127.0.0.1", CALLS).await;
     let trunk = signaling::trunk::Trunk {
         name: "carrier".into(),
         address: trunk_addr,

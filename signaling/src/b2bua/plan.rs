@@ -203,7 +203,7 @@ pub fn plan(
         from: main_number.as_str().to_string(),
         to: number.as_str().to_string(),
         caller_id: main_number.as_str().to_string(),
-        targets: vec![pstn_target(number, trunk)],
+        targets: vec![pstn_target(number, trunk, Path::Pstn)],
         alternate: None,
         ring_timeout: None,
         extension: None,
@@ -250,12 +250,13 @@ fn fraud_check(
     })
 }
 
-/// A leg to `number` on the public network, through `trunk`.
-fn pstn_target(number: E164, trunk: &Trunk) -> Target {
+/// A leg to `number` on the public network, through `trunk`; `path` says how the call got
+/// there (`pstn` from an IP device; `call_through` from an extension, which the bill shows).
+fn pstn_target(number: E164, trunk: &Trunk, path: Path) -> Target {
     Target {
         request_uri: format!("sip:{}@{}", number.as_str(), trunk.address),
         target: LegTarget::Pstn { number },
-        path: Path::Pstn,
+        path,
         destination: trunk.address,
         transport: Transport::Udp,
         delay: Duration::ZERO,
@@ -374,7 +375,7 @@ fn call_through(
         from: caller.as_str().to_string(),
         to: destination.as_str().to_string(),
         caller_id,
-        targets: vec![pstn_target(destination, trunk)],
+        targets: vec![pstn_target(destination, trunk, Path::CallThrough)],
         alternate: None,
         ring_timeout: None,
         extension: Some(extension.clone()),
