@@ -63,8 +63,21 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         let sip_edge = edge.edge.clone();
         let sip_metrics: api::MetricsSource =
             std::sync::Arc::new(move |out: &mut String| sip_edge.render_metrics(out));
-        let (addr, task) =
-            start_api(config, store.clone(), stopped.clone(), vec![sip_metrics]).await?;
+        // Flash calls leave through the outbound trunk: offered only when there is one.
+        let flash_call = (!config.trunks.is_empty()).then(|| {
+            std::sync::Arc::new(signaling::flash_call::FlashCaller::new(
+                edge.edge.clone(),
+                config.sip.flash_call_prefix.clone(),
+            )) as std::sync::Arc<dyn infra::delivery::CodeSender>
+        });
+        let (addr, task) = start_api(
+            config,
+            store.clone(),
+            stopped.clone(),
+            vec![sip_metrics],
+            flash_call,
+        )
+        .await?;
         api_addr = Some(addr);
         runners.push(task);
     } else {
@@ -110,6 +123,7 @@ async fn start_api(
     store: std::sync::Arc<dyn infra::EventStore>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
     metrics_sources: Vec<api::MetricsSource>,
+    flash_call: Option<std::sync::Arc<dyn infra::delivery::CodeSender>>,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     // The API reads in parallel with the projection runners' writes: a pool of its own.
     let db = projections::db::ProjectionDb::connect_pool(&config.store.url, 8)
@@ -118,6 +132,12 @@ async fn start_api(
     let settings = api::ApiSettings {
         realm: config.sip.realm.clone(),
         code_delivery: config.api.code_delivery,
+        sms: (!config.api.sms_webhook_url.is_empty()).then(|| {
+            std::sync::Arc::new(infra::delivery::SmsWebhook::new(
+                &config.api.sms_webhook_url,
+            )) as std::sync::Arc<dyn infra::delivery::CodeSender>
+        }),
+        flash_call,
     };
     let state = api::AppState::new(store, db, settings, metrics_sources).await?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)

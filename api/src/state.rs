@@ -5,17 +5,22 @@ use std::sync::Arc;
 
 use infra::EventStore;
 use infra::config::CodeDelivery;
+use infra::delivery::CodeSender;
 use projections::db::ProjectionDb;
 
 use crate::idempotency::IdempotencyRecords;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiSettings {
     /// The SIP digest realm of provisioned devices.
     pub realm: String,
     pub code_delivery: CodeDelivery,
+    /// Where codes go with `code_delivery = "send"`: the SMS gateway (None: the server log)
+    /// and the SIP edge's flash calls (None: flash calls cannot be offered).
+    pub sms: Option<Arc<dyn CodeSender>>,
+    pub flash_call: Option<Arc<dyn CodeSender>>,
 }
 
 /// Another part of the process that reports in `/metrics` (the SIP edge): it appends its

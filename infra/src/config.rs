@@ -16,10 +16,12 @@ url = "sqlite://data/ringledger.db"
 
 [api]
 listen = "127.0.0.1:8080"
-# How extension verification codes reach the user until an SMS gateway is configured:
-# "log" writes them to the server log, "response" returns them in the API response
-# (both for development and tests only).
-code_delivery = "log"
+# How extension verification codes reach the user: "send" (SMS codes to sms_webhook_url, flash
+# calls placed by the SIP edge through the outbound trunk); for development and tests only,
+# "log" (every code to the server log) or "response" (returned in the API response).
+code_delivery = "send"
+# The SMS gateway's webhook (http://...); empty: SMS codes go to the server log.
+sms_webhook_url = ""
 
 [sip]
 listen = "127.0.0.1:5060"
@@ -40,6 +42,9 @@ ring_timeout_secs = 60
 # How long a caller is kept ringing while the user's extension is asked to call in (alternate
 # path "call_in"); then the edge calls the extension out instead.
 call_in_timeout_secs = 30
+# Flash-call verification: the edge calls the extension with this number followed by the
+# 4-digit code as caller ID, and hangs up once it rings.
+flash_call_prefix = "+4480055"
 
 [media]
 # Relay RTP through the edge (rewriting session descriptions); false: media flows end to end.
@@ -114,12 +119,15 @@ pub struct StoreConfig {
 pub struct ApiConfig {
     pub listen: SocketAddr,
     pub code_delivery: CodeDelivery,
+    pub sms_webhook_url: String,
 }
 
 /// Where a freshly drawn extension verification code goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CodeDelivery {
+    /// Through the SMS webhook or the edge's flash call.
+    Send,
     Log,
     Response,
 }
@@ -136,6 +144,7 @@ pub struct SipConfig {
     pub max_expires: u32,
     pub ring_timeout_secs: u64,
     pub call_in_timeout_secs: u32,
+    pub flash_call_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,11 +254,11 @@ impl Config {
             }
         }
         if let Some(Value::String(d)) = merged.get("api").and_then(|t| t.get("code_delivery"))
-            && !["log", "response"].contains(&d.as_str())
+            && !["send", "log", "response"].contains(&d.as_str())
         {
             return Err(ConfigError::new(
                 "api.code_delivery",
-                format!("{d:?} must be \"log\" or \"response\""),
+                format!("{d:?} must be \"send\", \"log\" or \"response\""),
             ));
         }
         let config: Config = Value::Table(merged)
@@ -322,6 +331,23 @@ impl Config {
             return Err(ConfigError::new(
                 "sip.ring_timeout_secs",
                 "must be between 1 and 600",
+            ));
+        }
+        let webhook = &self.api.sms_webhook_url;
+        if !webhook.is_empty() && !webhook.starts_with("http://") {
+            return Err(ConfigError::new(
+                "api.sms_webhook_url",
+                format!("{webhook:?} must be empty or an http:// URL (no TLS client is built in)"),
+            ));
+        }
+        let prefix = &self.sip.flash_call_prefix;
+        if !prefix.starts_with('+')
+            || prefix.len() > 12
+            || !prefix[1..].bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(ConfigError::new(
+                "sip.flash_call_prefix",
+                format!("{prefix:?} must be + and at most 11 digits (4 code digits follow)"),
             ));
         }
         if !(5..=300).contains(&self.sip.call_in_timeout_secs) {
@@ -518,6 +544,29 @@ mod tests {
     }
 
     #[test]
+    fn code_delivery_settings_are_checked() {
+        let err = |e: &[(&str, &str)]| Config::from_sources(None, env(e)).unwrap_err().to_string();
+        assert!(
+            err(&[(
+                "RINGLEDGER_API__SMS_WEBHOOK_URL",
+                "https://sms.example/send"
+            )])
+            .starts_with("config: api.sms_webhook_url: "),
+        );
+        assert!(
+            err(&[("RINGLEDGER_SIP__FLASH_CALL_PREFIX", "0800")])
+                .starts_with("config: sip.flash_call_prefix: "),
+        );
+        let c = Config::from_sources(
+            None,
+            env(&[("RINGLEDGER_API__SMS_WEBHOOK_URL", "http://127.0.0.1:9/sms")]),
+        )
+        .unwrap();
+        assert_eq!(c.api.code_delivery, CodeDelivery::Send);
+        assert_eq!(c.api.sms_webhook_url, "http://127.0.0.1:9/sms");
+    }
+
+    #[test]
     fn bad_config_names_the_key() {
         let err = |file: Option<&str>, e: &[(&str, &str)]| {
             Config::from_sources(file, env(e)).unwrap_err().to_string()
@@ -546,7 +595,7 @@ mod tests {
         );
         assert_eq!(
             err(None, &[("RINGLEDGER_API__CODE_DELIVERY", "sms")]),
-            "config: api.code_delivery: \"sms\" must be \"log\" or \"response\""
+            "config: api.code_delivery: \"sms\" must be \"send\", \"log\" or \"response\""
         );
     }
 }

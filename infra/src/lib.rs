@@ -4,6 +4,7 @@
 pub mod bus;
 pub mod command;
 pub mod config;
+pub mod delivery;
 pub mod network;
 pub mod store;
 

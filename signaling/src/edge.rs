@@ -140,7 +140,7 @@ pub struct Edge {
     pub(crate) view: SharedView,
     registrar: Registrar,
     auth: Arc<Authenticator>,
-    trunks: Trunks,
+    pub(crate) trunks: Trunks,
     pub(crate) actor: String,
     udp: Arc<UdpSocket>,
     pub(crate) local: SocketAddr,

@@ -9,6 +9,7 @@ pub mod deadlines;
 pub mod dialog;
 pub mod digest;
 pub mod edge;
+pub mod flash_call;
 pub mod media;
 pub mod message;
 pub mod outgoing;

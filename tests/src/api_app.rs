@@ -11,7 +11,7 @@ use projections::db::ProjectionDb;
 use projections::rebuild::all_projections;
 use projections::runner::Runner;
 use reqwest::{Method, RequestBuilder, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::harness::Backend;
 
@@ -31,7 +31,18 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// With verification codes returned in the API's responses.
     pub async fn spawn(backend: Backend) -> Self {
+        let settings = api::ApiSettings {
+            realm: "ringledger.test".into(),
+            code_delivery: CodeDelivery::Response,
+            sms: None,
+            flash_call: None,
+        };
+        Self::spawn_with(backend, settings).await
+    }
+
+    pub async fn spawn_with(backend: Backend, settings: api::ApiSettings) -> Self {
         let store = backend.open().await;
         let db = ProjectionDb::connect(&backend.url)
             .await
@@ -54,10 +65,6 @@ impl TestApp {
         let api_db = ProjectionDb::connect_pool(&backend.url, 8)
             .await
             .expect("api db");
-        let settings = api::ApiSettings {
-            realm: "ringledger.test".into(),
-            code_delivery: CodeDelivery::Response,
-        };
         let state = api::AppState::new(store.clone(), api_db, settings, vec![])
             .await
             .expect("api state");
@@ -165,4 +172,47 @@ pub async fn status_json(r: Response) -> (u16, Value) {
     let text = r.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body)
+}
+
+/// A tariff for UK numbers (20p a minute, per minute), blocking 449 (premium rate).
+pub fn tariff_body() -> Value {
+    json!({
+        "name": "UK retail",
+        "currency": "GBP",
+        "effective_from": "2026-01-01T00:00:00Z",
+        "rates": [{"prefix": "44", "description": "UK", "per_minute_millis": 2000,
+                   "connect_fee_minor": 0, "first_increment_secs": 60, "next_increment_secs": 60}],
+        "blocked_prefixes": ["449"]
+    })
+}
+
+pub async fn tariff(app: &TestApp) -> String {
+    let (status, body) = app
+        .admin_json(Method::POST, "/v1/tariffs", tariff_body())
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["tariff_id"].as_str().unwrap().to_owned()
+}
+
+/// Opens an account on a fresh tariff; returns its id.
+pub async fn account(app: &TestApp, main_number: &str) -> String {
+    let tariff_id = tariff(app).await;
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            "/v1/accounts",
+            json!({"name": "Ada", "main_number": main_number, "tariff_id": tariff_id, "currency": "GBP"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["account_id"].as_str().unwrap().to_owned()
+}
+
+pub async fn extension(app: &TestApp, account_id: &str, number: &str) -> (u16, Value) {
+    app.admin_json(
+        Method::POST,
+        &format!("/v1/accounts/{account_id}/extensions"),
+        json!({"number": number, "native_provider": "Vodafone UK", "kind": "mobile"}),
+    )
+    .await
 }

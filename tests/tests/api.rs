@@ -9,7 +9,7 @@ use chrono::TimeZone;
 use futures::StreamExt;
 use projections::workload::Workload;
 use reqwest::Method;
-use ringledger_tests::api_app::{TestApp, status_json};
+use ringledger_tests::api_app::{TestApp, account, extension, status_json, tariff, tariff_body};
 use ringledger_tests::harness::{Backend, append_workload};
 use serde_json::{Value, json};
 
@@ -39,48 +39,6 @@ on_both_backends!(
     audit_reads,
     operations,
 );
-
-fn tariff_body() -> Value {
-    json!({
-        "name": "UK retail",
-        "currency": "GBP",
-        "effective_from": "2026-01-01T00:00:00Z",
-        "rates": [{"prefix": "44", "description": "UK", "per_minute_millis": 2000,
-                   "connect_fee_minor": 0, "first_increment_secs": 60, "next_increment_secs": 60}],
-        "blocked_prefixes": ["449"]
-    })
-}
-
-async fn tariff(app: &TestApp) -> String {
-    let (status, body) = app
-        .admin_json(Method::POST, "/v1/tariffs", tariff_body())
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["tariff_id"].as_str().unwrap().to_owned()
-}
-
-/// Opens an account on a fresh tariff; returns its id.
-async fn account(app: &TestApp, main_number: &str) -> String {
-    let tariff_id = tariff(app).await;
-    let (status, body) = app
-        .admin_json(
-            Method::POST,
-            "/v1/accounts",
-            json!({"name": "Ada", "main_number": main_number, "tariff_id": tariff_id, "currency": "GBP"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["account_id"].as_str().unwrap().to_owned()
-}
-
-async fn extension(app: &TestApp, account_id: &str, number: &str) -> (u16, Value) {
-    app.admin_json(
-        Method::POST,
-        &format!("/v1/accounts/{account_id}/extensions"),
-        json!({"number": number, "native_provider": "Vodafone UK", "kind": "mobile"}),
-    )
-    .await
-}
 
 fn settings(pin: Option<&str>, ring_delay_secs: u16) -> Value {
     json!({

@@ -266,6 +266,20 @@ pub async fn start_verification(
     JsonBody(body): JsonBody<StartVerification>,
 ) -> ApiResult<Response> {
     let (id, _) = extension(&app, &id).await?;
+    let settings = &app.settings;
+    let sender = match body.method {
+        ChallengeMethod::Sms => settings.sms.clone(),
+        ChallengeMethod::FlashCall => settings.flash_call.clone(),
+    };
+    if settings.code_delivery == CodeDelivery::Send
+        && body.method == ChallengeMethod::FlashCall
+        && sender.is_none()
+    {
+        return Err(ApiError::invalid(
+            "method",
+            "flash calls need the SIP edge in this process (ringledger serve with a trunk)",
+        ));
+    }
     let code = draw_code(match body.method {
         ChallengeMethod::Sms => 6,
         ChallengeMethod::FlashCall => 4,
@@ -281,12 +295,30 @@ pub async fn start_verification(
         .challenge
         .as_ref()
         .map_or_else(Utc::now, |c| c.expires_at);
-    let shown = match app.settings.code_delivery {
-        CodeDelivery::Log => {
+    // The challenge is durable: now the code may leave, and only now.
+    let shown = match (settings.code_delivery, sender) {
+        (CodeDelivery::Send, Some(sender)) => {
+            let number = w.state.number.clone();
+            tokio::spawn(async move {
+                let Some(number) = number else { return };
+                match sender.send(&number, &code).await {
+                    Ok(()) => tracing::info!(extension_id = %id, "verification code sent"),
+                    Err(e) => {
+                        tracing::warn!(extension_id = %id, error = %e, "verification code not delivered")
+                    }
+                }
+            });
+            None
+        }
+        (CodeDelivery::Send, None) => {
+            tracing::info!(extension_id = %id, %code, "verification code (no SMS gateway: api.sms_webhook_url is empty)");
+            None
+        }
+        (CodeDelivery::Log, _) => {
             tracing::info!(extension_id = %id, %code, "verification code (api.code_delivery = log)");
             None
         }
-        CodeDelivery::Response => Some(code),
+        (CodeDelivery::Response, _) => Some(code),
     };
     let mut r = axum::Json(VerificationStarted {
         extension_id: id.to_string(),
