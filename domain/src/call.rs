@@ -346,6 +346,23 @@ fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> 
                 entity: "extension",
             });
         }
+        // A callback: the service calls the extension, then `to`, at the request of someone
+        // holding the account's API key (which stands in for the PIN, as a dial intent does).
+        (Origin::Service, Some(ext)) => {
+            let extension_id = ext.id.ok_or(DomainError::NotFound {
+                entity: "extension",
+            })?;
+            if ext.account_id != Some(account_id) {
+                return Err(DomainError::invalid(
+                    "extension",
+                    "does not belong to the billed account",
+                ));
+            }
+            let destination =
+                E164::parse(to).map_err(|e| DomainError::invalid("to", e.to_string()))?;
+            ext.authorize_destination(account, &destination)?;
+            Some(extension_id)
+        }
         _ => None,
     };
     Ok(CallEvent::Started {
@@ -820,6 +837,41 @@ mod tests {
             failure: LegFailure::AnsweredElsewhere,
             at: at(5),
         }]);
+    }
+
+    fn callback(extension: Extension, to: &str) -> CallCommand {
+        CallCommand::Start {
+            call_id: call_id(),
+            direction: Direction::Outbound,
+            from: mobile().to_string(),
+            to: to.into(),
+            origin: Origin::Service,
+            path: Path::Callback,
+            account: active_account(),
+            extension: Some(extension),
+            pin: None,
+            dial_intent: None,
+        }
+    }
+
+    #[test]
+    fn a_callback_is_through_its_extension_and_needs_it_serving_and_allowed_there() {
+        let events = given::<Call>([])
+            .when(callback(verified(), "+442079460000"))
+            .events();
+        assert!(
+            matches!(&events[..], [CallEvent::Started { extension_id: Some(e), path: Path::Callback, .. }] if *e == extension_id()),
+            "{events:?}"
+        );
+        given::<Call>([])
+            .when(callback(verified(), "+33142278186"))
+            .then_error(DomainError::InternationalNotAllowed);
+        given::<Call>([])
+            .when(callback(
+                Extension::from_events(&[requested()]),
+                "+442079460000",
+            ))
+            .then_error(DomainError::ExtensionNotVerified);
     }
 
     #[test]

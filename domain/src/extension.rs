@@ -203,6 +203,11 @@ pub enum ExtensionCommand {
     CancelCallback {
         request_id: Uuid,
     },
+    /// The edge takes a waiting callback request up to place it: it serves one callback, and
+    /// of edges racing for it only one takes it (the others find it gone).
+    TakeCallback {
+        request_id: Uuid,
+    },
 }
 
 domain_events! {
@@ -569,15 +574,19 @@ impl Aggregate for Extension {
                     destination: destination.clone(),
                 }]
             }
-            C::CancelCallback { request_id } => {
+            C::CancelCallback { request_id } | C::TakeCallback { request_id } => {
                 if !self.callbacks.contains_key(request_id) {
                     return Err(DomainError::NotFound {
                         entity: "callback request",
                     });
                 }
+                let reason = match command {
+                    C::TakeCallback { .. } => "placed",
+                    _ => "cancelled",
+                };
                 vec![E::CallbackCancelled {
                     request_id: *request_id,
-                    reason: "cancelled".into(),
+                    reason: reason.into(),
                 }]
             }
         })
@@ -1134,6 +1143,31 @@ pub(crate) mod tests {
             .when(ExtensionCommand::CancelCallback {
                 request_id: Uuid::from_u128(8),
             })
+            .then_error(DomainError::NotFound {
+                entity: "callback request",
+            });
+    }
+
+    #[test]
+    fn a_callback_request_is_taken_up_once() {
+        let mut history = verified_history();
+        history.push(ExtensionEvent::CallbackRequested {
+            request_id: Uuid::from_u128(7),
+            destination: uk("+442079460002"),
+        });
+        let take = ExtensionCommand::TakeCallback {
+            request_id: Uuid::from_u128(7),
+        };
+        let taken = ExtensionEvent::CallbackCancelled {
+            request_id: Uuid::from_u128(7),
+            reason: "placed".into(),
+        };
+        given::<Extension>(history.clone())
+            .when(take.clone())
+            .then([taken.clone()]);
+        history.push(taken);
+        given::<Extension>(history)
+            .when(take)
             .then_error(DomainError::NotFound {
                 entity: "callback request",
             });

@@ -335,6 +335,23 @@ impl RoutingView {
             .min_by_key(|n| n.as_str())
     }
 
+    /// Callback requests waiting for an edge to place them, of verified extensions:
+    /// (extension, request, destination).
+    pub fn pending_callbacks(&self) -> Vec<(ExtensionId, Uuid, E164)> {
+        let mut out: Vec<_> = self
+            .extensions
+            .iter()
+            .filter(|(_, e)| e.status == ExtensionStatus::Verified)
+            .flat_map(|(id, e)| {
+                e.callbacks
+                    .iter()
+                    .map(move |(request, destination)| (*id, *request, destination.clone()))
+            })
+            .collect();
+        out.sort_by_key(|(_, request, _)| *request);
+        out
+    }
+
     /// The account's devices that have not been removed.
     pub fn devices_of(&self, account: AccountId) -> Vec<(DeviceId, &Device)> {
         let mut out: Vec<_> = self

@@ -34,6 +34,9 @@ pub use edge::Edge;
 pub use registrar::RegistrarSettings;
 pub use view::SharedView;
 
+/// How often the routing view is looked at for callback requests to place.
+const CALLBACK_POLL: Duration = Duration::from_millis(200);
+
 /// How often expired contacts are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
@@ -110,6 +113,11 @@ pub async fn start(
         stopped.clone(),
     )));
     tasks.push(tokio::spawn(timers(edge.clone(), stopped.clone())));
+    tasks.push(tokio::spawn(b2bua::callback::run(
+        edge.clone(),
+        CALLBACK_POLL,
+        stopped.clone(),
+    )));
     tasks.push(tokio::spawn(sweeper::run(
         edge.clone(),
         settings.actor.clone(),

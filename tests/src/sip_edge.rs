@@ -364,6 +364,45 @@ impl SipEdge {
         .await;
     }
 
+    /// Asks for a callback (as the API does): the edge is to ring the extension, then
+    /// `destination`. The request's id.
+    pub async fn request_callback(
+        &self,
+        extension_id: ExtensionId,
+        destination: &str,
+    ) -> uuid::Uuid {
+        let store = self.store.as_ref();
+        let account = infra::command::load::<Account>(store, &self.account_id.stream_id())
+            .await
+            .unwrap()
+            .state;
+        let request_id = uuid::Uuid::now_v7();
+        let command = ExtensionCommand::RequestCallback {
+            request_id,
+            account,
+            destination: E164::parse(destination).unwrap(),
+        };
+        self.change_extension(extension_id, command).await;
+        request_id
+    }
+
+    /// The extension's events, decoded.
+    pub async fn extension_events(
+        &self,
+        extension_id: ExtensionId,
+    ) -> Vec<domain::extension::ExtensionEvent> {
+        self.store
+            .read_stream(&extension_id.stream_id(), 1, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e.decode().unwrap() {
+                Event::Extension(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
     async fn wait_for_view(&self, seen: impl Fn(&projections::routing_view::RoutingView) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !seen(&self.view.read().unwrap()) {

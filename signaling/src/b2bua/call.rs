@@ -29,6 +29,9 @@ use crate::transaction::{T1, T2, TransactionKey};
 /// cancelled is ACKed and hung up): Timer B's span.
 const LINGER: Duration = Duration::from_secs(32);
 
+/// How often a call awaiting a call-in checks that the extension still serves.
+const CALL_IN_RECHECK: Duration = Duration::from_secs(1);
+
 /// The caller's side of the call.
 pub struct Caller {
     /// The server transaction of the caller's INVITE.
@@ -437,7 +440,12 @@ impl CallTask {
         let linger = self.over_at.map(|t| t + LINGER);
         let media = self.media_left().map(|left| Instant::now() + left);
         let delayed = self.pending.iter().map(|(at, _)| *at).min();
-        let call_in = self.call_in.as_ref().map(|(_, until)| *until);
+        // While a call-in is awaited, the extension is looked at every second: one removed
+        // meanwhile is waited for no longer.
+        let call_in = self
+            .call_in
+            .as_ref()
+            .map(|(_, until)| (*until).min(Instant::now() + CALL_IN_RECHECK));
         [ring, unacked, linger, media, delayed, call_in]
             .into_iter()
             .flatten()
@@ -471,13 +479,18 @@ impl CallTask {
             self.end_if_nothing_rings().await;
         }
         if self.phase == Phase::Setup
-            && self
-                .call_in
-                .as_ref()
-                .is_some_and(|(_, until)| now >= *until)
+            && let Some((plan, until)) = &self.call_in
         {
-            tracing::info!(call = %self.id, "the extension did not call in; calling it out");
-            self.give_up_call_in(EndCause::CallInTimeout).await;
+            let serving = self
+                .current_extension(plan)
+                .is_some_and(|e| e.status == domain::extension::ExtensionStatus::Verified);
+            if !serving {
+                tracing::info!(call = %self.id, "the extension awaited to call in no longer serves");
+                self.give_up_call_in(EndCause::Rejected).await;
+            } else if now >= *until {
+                tracing::info!(call = %self.id, "the extension did not call in; calling it out");
+                self.give_up_call_in(EndCause::CallInTimeout).await;
+            }
         }
         if let (Phase::Answered(winner), Some(Duration::ZERO)) = (self.phase, self.media_left()) {
             tracing::info!(call = %self.id, "media stopped; hanging up");
@@ -1138,7 +1151,7 @@ impl CallTask {
 }
 
 /// A BYE inside `dialog` from the edge (`local`) over `transport`, and its branch.
-fn bye_in(dialog: &mut Dialog, transport: &str, local: &str) -> (Vec<u8>, String) {
+pub(super) fn bye_in(dialog: &mut Dialog, transport: &str, local: &str) -> (Vec<u8>, String) {
     let branch = requests::branch();
     let bye = dialog.request(
         "BYE",
@@ -1154,7 +1167,7 @@ fn bye_in(dialog: &mut Dialog, transport: &str, local: &str) -> (Vec<u8>, String
     (bye, branch)
 }
 
-fn status_of(response: &RawMessage) -> Option<u16> {
+pub(super) fn status_of(response: &RawMessage) -> Option<u16> {
     response.start_line.split(' ').nth(1)?.parse().ok()
 }
 
@@ -1165,7 +1178,7 @@ fn content_type(message: &RawMessage) -> String {
         .to_string()
 }
 
-fn branch_of(request: &RawMessage) -> String {
+pub(super) fn branch_of(request: &RawMessage) -> String {
     request
         .header("Via")
         .and_then(|v| crate::message::header::param(v, "branch").flatten())
@@ -1175,7 +1188,7 @@ fn branch_of(request: &RawMessage) -> String {
 /// What the caller hears when every leg failed (after RFC 3261 §16.7's choice of the best
 /// response): a global refusal (6xx) or busy first, then the lowest status; a leg that never
 /// answered reads as no answer.
-fn caller_failure(statuses: &[u16]) -> (Answer, EndCause) {
+pub(super) fn caller_failure(statuses: &[u16]) -> (Answer, EndCause) {
     if let Some(&s) = statuses.iter().find(|s| **s >= 600) {
         return (Answer::status(s), EndCause::Rejected);
     }

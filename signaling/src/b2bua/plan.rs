@@ -217,7 +217,7 @@ pub fn plan(
 /// invariant 8): a destination the account's tariff blocks (premium rate), and the daily
 /// spend limits of the account and of the extension it comes through, against what the
 /// day's ended calls cost.
-fn fraud_check(
+pub(super) fn fraud_check(
     view: &RoutingView,
     account: &Account,
     extension: Option<(ExtensionId, &Extension)>,

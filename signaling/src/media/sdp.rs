@@ -80,6 +80,20 @@ pub fn rewrite(sdp: &[u8], address: IpAddr, port: u16) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The edge's own offer of audio at `address`:`port`, for a call it sets up itself (a
+/// callback's first leg): G.711 (PCMU, PCMA) and DTMF events.
+pub fn offer(address: IpAddr, port: u16) -> Vec<u8> {
+    let family = if address.is_ipv4() { "IP4" } else { "IP6" };
+    let session = chrono::Utc::now().timestamp_micros();
+    format!(
+        "v=0\r\no=ringledger {session} {session} IN {family} {address}\r\ns=ringledger\r\n\
+         c=IN {family} {address}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8 101\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+         a=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+    .into_bytes()
+}
+
 /// One audio format of an offer: its payload type, and the lines that describe it.
 struct Format<'a> {
     payload_type: &'a str,

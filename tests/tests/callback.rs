@@ -1,0 +1,246 @@
+//! Callback (DESIGN.md, call flow 6) over real UDP sockets: a callback request staged for
+//! alice's extension is taken up by the edge, which rings the extension through the trunk
+//! with its own offer, then the destination with the codec the extension chose, bridges the
+//! two through the media relay, and bills both legs to alice's account through the
+//! extension. The trunk peer plays the cellular and the public networks; SIPp's uas answers
+//! both legs in the interop case.
+
+use std::time::Duration;
+
+use domain::call::{CallEvent, EndCause, LegRole, LegTarget, Origin, Path, Side};
+use domain::extension::ExtensionEvent;
+use ringledger_tests::carrier::{
+    audio_of, edge_with_trunk_and_media, ended, media_socket, relayed,
+};
+use ringledger_tests::harness::Backend;
+use ringledger_tests::sip_edge::{
+    MAIN_NUMBER, SipEdge, UdpPeer, header, relay_settings, respond_to,
+};
+use ringledger_tests::sipp::sipp_uas;
+use signaling::digest::Algorithm;
+
+const EXTENSION: &str = "+447700900123";
+const DESTINATION: &str = "+442079460000";
+
+fn answer_sdp(port: u16) -> String {
+    format!(
+        "v=0\r\no=far 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+}
+
+/// The BYE of the party the edge called (`invite`, which it answered with tag `tag`).
+fn bye_from_callee(peer: &UdpPeer, invite: &str, tag: &str) -> String {
+    format!(
+        "BYE sip:ringledger@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbye{tag}\r\n\
+         Max-Forwards: 70\r\nFrom: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        edge = peer.edge,
+        me = peer.addr,
+        to = header(invite, "To"),
+        from = header(invite, "From"),
+        call_id = header(invite, "Call-ID"),
+    )
+}
+
+fn legs(events: &[CallEvent]) -> Vec<(LegRole, Path, Option<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::LegStarted {
+                role, path, target, ..
+            } => Some((
+                *role,
+                *path,
+                target.number().map(|n| n.as_str().to_string()),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_rings_the_extension_then_the_destination_and_bridges_them() {
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    let (edge, trunk) = edge_with_trunk_and_media(Backend::sqlite().await, media).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.price_calls(&[], None).await;
+    edge.request_callback(extension_id, DESTINATION).await;
+    let (mobile_media, mobile_port) = media_socket().await;
+    let (far_media, far_port) = media_socket().await;
+
+    // The extension first, called from the main number with the edge's own offer.
+    let first = trunk.expect_request("INVITE").await;
+    assert!(
+        first.starts_with(&format!("INVITE sip:{EXTENSION}@")),
+        "{first}"
+    );
+    assert!(header(&first, "From").contains(MAIN_NUMBER), "{first}");
+    assert!(first.contains("RTP/AVP 0 8 101"), "{first}");
+    let (_, mobile_side) = audio_of(&first);
+    trunk
+        .send(&respond_to(&first, 180, "mob", Some(trunk.addr), ""))
+        .await;
+    trunk
+        .send(&respond_to(
+            &first,
+            200,
+            "mob",
+            Some(trunk.addr),
+            &answer_sdp(mobile_port),
+        ))
+        .await;
+    trunk.expect_request("ACK").await;
+    // Then the destination, offered only what the extension chose.
+    let second = trunk.expect_request("INVITE").await;
+    assert!(
+        second.starts_with(&format!("INVITE sip:{DESTINATION}@")),
+        "{second}"
+    );
+    assert!(second.contains("RTP/AVP 0\r\n"), "{second}");
+    let (_, far_side) = audio_of(&second);
+    assert_ne!(mobile_side, far_side);
+    trunk
+        .send(&respond_to(
+            &second,
+            200,
+            "far",
+            Some(trunk.addr),
+            &answer_sdp(far_port),
+        ))
+        .await;
+    trunk.expect_request("ACK").await;
+    relayed(
+        &mobile_media,
+        mobile_side,
+        &far_media,
+        b"to the destination",
+    )
+    .await;
+    relayed(&far_media, far_side, &mobile_media, b"to the extension").await;
+
+    // The extension hangs up: the edge hangs up the destination, then answers.
+    trunk.send(&bye_from_callee(&trunk, &first, "mob")).await;
+    let bye = trunk.expect_request("BYE").await;
+    assert_eq!(header(&bye, "Call-ID"), header(&second, "Call-ID"));
+    trunk.send(&respond_to(&bye, 200, "far", None, "")).await;
+    trunk.expect_status(200).await;
+
+    let calls = edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert!(
+        matches!(
+            &events[0],
+            CallEvent::Started { origin: Origin::Service, path: Path::Callback, extension_id: Some(e), .. }
+                if *e == extension_id
+        ),
+        "{events:?}"
+    );
+    assert_eq!(
+        legs(events),
+        vec![
+            (LegRole::Caller, Path::Callback, Some(EXTENSION.into())),
+            (LegRole::Callee, Path::Callback, Some(DESTINATION.into())),
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Bridged { legs, .. } if legs.len() == 2))
+    );
+    assert_eq!(
+        ended(events),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+    assert!(
+        edge.extension_events(extension_id)
+            .await
+            .iter()
+            .any(|e| matches!(
+                e,
+                ExtensionEvent::CallbackCancelled { reason, .. } if reason == "placed"
+            ))
+    );
+    // Both legs billed to alice through the extension: each a first minute and a connect fee.
+    let rated = edge.rated_legs().await;
+    let seen: Vec<_> = rated
+        .iter()
+        .map(|r| {
+            (
+                r.path.as_str(),
+                r.destination.as_str(),
+                r.extension_id.clone(),
+                r.charge_minor,
+            )
+        })
+        .collect();
+    let ext = Some(extension_id.to_string());
+    assert_eq!(
+        seen,
+        vec![
+            ("callback", EXTENSION, ext.clone(), Some(31)),
+            ("callback", DESTINATION, ext, Some(31)),
+        ]
+    );
+    assert_eq!(edge.calls().await.len(), 1, "the request was placed once");
+    edge.shutdown().await;
+}
+
+/// The extension does not take the callback (busy): the destination is never rung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_extension_ends_the_callback_before_the_destination_rings() {
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    let (edge, trunk) = edge_with_trunk_and_media(Backend::sqlite().await, media).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.request_callback(extension_id, DESTINATION).await;
+    let first = trunk.expect_request("INVITE").await;
+    trunk.send(&respond_to(&first, 486, "mob", None, "")).await;
+    trunk.expect_request("ACK").await;
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(ended(&calls[0]), Some((EndCause::Busy, Side::Caller)));
+    assert_eq!(legs(&calls[0]).len(), 1, "{:?}", calls[0]);
+    assert!(trunk.recv(Duration::from_millis(300)).await.is_none());
+    edge.shutdown().await;
+}
+
+/// SIPp's uas (a carrier we did not write) answers both legs; it sends no media, so the edge
+/// hangs both up once the media timeout passes, and SIPp counts both calls successful.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_answers_both_legs_of_a_callback() {
+    let (uas, trunk_addr) = sipp_uas("127.0.0.1", 2).await;
+    let trunk = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: trunk_addr,
+        networks: vec![],
+        numbers: vec!["+".into()],
+    };
+    let media = Some(relay_settings(Duration::from_secs(2)));
+    let edge = SipEdge::spawn_with(
+        Backend::sqlite().await,
+        vec![Algorithm::Md5],
+        vec![trunk],
+        media,
+    )
+    .await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.request_callback(extension_id, DESTINATION).await;
+    let uas = tokio::time::timeout(Duration::from_secs(30), uas.wait_with_output())
+        .await
+        .expect("the uas took both legs and quit")
+        .unwrap();
+    assert_eq!(uas.status.code(), Some(0), "SIPp's uas saw failed calls");
+    let calls = edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Bridged { legs, .. } if legs.len() == 2)),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CallEvent::LegStarted { target: LegTarget::Pstn { number }, .. } if number.as_str() == DESTINATION
+    )));
+    assert_eq!(ended(events), Some((EndCause::MediaTimeout, Side::System)));
+    edge.shutdown().await;
+}
