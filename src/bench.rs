@@ -72,6 +72,22 @@ pub enum BenchCommand {
         #[arg(long, default_value = "sipp-users.csv")]
         csv: String,
     },
+    /// Subscribers for the mixed extension benchmark (scripts/bench-extension-mix): each an
+    /// account with a verified extension and a mapped access number, and SIPp's files.
+    SeedExtensionMix {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value_t = 1_500)]
+        count: usize,
+        /// Where inbound.csv and through.csv are written.
+        #[arg(long, default_value = ".")]
+        dir: String,
+    },
+    /// The billing projection caught up with the log, then its rated legs per path.
+    BillingTotals {
+        #[arg(long)]
+        store: String,
+    },
     /// Packets one core relays: relays on a single-threaded runtime, fed by a generator on
     /// another thread.
     RtpRelay {
@@ -122,6 +138,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             count,
             csv,
         } => crate::bench_sip::seed_devices(&store, &realm, count, &csv).await,
+        BenchCommand::SeedExtensionMix { store, count, dir } => {
+            crate::bench_sip::seed_extension_mix(&store, count, &dir).await
+        }
+        BenchCommand::BillingTotals { store } => crate::bench_sip::billing_totals(&store).await,
         BenchCommand::RtpRelay { calls, seconds } => {
             tokio::task::spawn_blocking(move || crate::bench_rtp::rtp_relay(calls, seconds)).await?
         }

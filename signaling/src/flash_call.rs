@@ -72,11 +72,7 @@ pub async fn flash(
         .path_to(trunk.address, domain::device::Transport::Udp)
         .ok_or("the trunk cannot be reached")?;
     let request_uri = format!("sip:{}@{}", number.as_str(), trunk.address);
-    let (call_id, from_tag, branch) = (
-        format!("{}@ringledger", requests::token(12)),
-        requests::token(6),
-        requests::branch(),
-    );
+    let (call_id, from_tag, branch) = requests::new_dialog();
     // No session description: nobody is meant to talk (a delayed offer, never completed).
     let invite = requests::invite(&LegInvite {
         request_uri: &request_uri,

@@ -35,6 +35,19 @@ pub struct RatedRow {
     pub charge_minor: Option<i64>,
 }
 
+impl RatedRow {
+    /// What a bill shows of the leg: its path, the number it reached, the extension it went
+    /// through, and its charge.
+    pub fn summary(&self) -> (&str, &str, Option<String>, Option<i64>) {
+        (
+            self.path.as_str(),
+            self.destination.as_str(),
+            self.extension_id.clone(),
+            self.charge_minor,
+        )
+    }
+}
+
 /// How long the test edge waits for an extension to call in.
 pub const CALL_IN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Alice's account's main number (claimed in the log).

@@ -163,17 +163,7 @@ async fn a_callback_rings_the_extension_then_the_destination_and_bridges_them() 
     );
     // Both legs billed to alice through the extension: each a first minute and a connect fee.
     let rated = edge.rated_legs().await;
-    let seen: Vec<_> = rated
-        .iter()
-        .map(|r| {
-            (
-                r.path.as_str(),
-                r.destination.as_str(),
-                r.extension_id.clone(),
-                r.charge_minor,
-            )
-        })
-        .collect();
+    let seen: Vec<_> = rated.iter().map(|r| r.summary()).collect();
     let ext = Some(extension_id.to_string());
     assert_eq!(
         seen,

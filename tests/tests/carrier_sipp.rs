@@ -241,17 +241,7 @@ async fn the_carrier_reaches_the_extension_and_the_extension_calls_through() {
         );
     }
     let rated = edge.rated_legs().await;
-    let seen: Vec<_> = rated
-        .iter()
-        .map(|r| {
-            (
-                r.path.as_str(),
-                r.destination.as_str(),
-                r.extension_id.clone(),
-                r.charge_minor,
-            )
-        })
-        .collect();
+    let seen: Vec<_> = rated.iter().map(|r| r.summary()).collect();
     let ext = Some(extension_id.to_string());
     assert_eq!(
         seen,

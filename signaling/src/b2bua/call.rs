@@ -5,16 +5,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::call::{Call, CallCommand, EndCause, LegFailure, LegRole, LegTarget, Path, Side};
+use domain::call::{CallCommand, EndCause, LegFailure, LegRole, LegTarget, Path, Side};
 use domain::extension::{Extension, ExtensionCommand};
 use domain::ids::{CallId, LegId};
-use infra::command::{self, CommandError, Loaded, Origin};
+use infra::command::{self, CommandError, Origin};
 use rsip::headers::UntypedHeader;
 use tokio::sync::mpsc;
 
 use super::call_in::{self, Arrival, Notice};
 use super::plan::{CallInPlan, Plan, Target};
 use super::requests::{self, LegInvite};
+use super::stream::CallStream;
 use super::{CallInput, DialogKey, dialog_key};
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
@@ -105,8 +106,7 @@ struct LegTemplate {
 struct CallTask {
     edge: Arc<Edge>,
     id: CallId,
-    stream: String,
-    state: Option<Loaded<Call>>,
+    log: CallStream,
     caller: Caller,
     caller_dialog: Option<Dialog>,
     legs: Vec<Leg>,
@@ -143,9 +143,8 @@ pub async fn run(
         dialog_key(caller_call_id, &caller.tag),
     ];
     let mut task = CallTask {
-        stream: id.stream_id(),
+        log: CallStream::new(id),
         id,
-        state: None,
         caller_dialog: None,
         legs: vec![],
         phase: Phase::Setup,
@@ -187,31 +186,7 @@ impl CallTask {
     }
 
     async fn try_record(&mut self, command: CallCommand) -> Result<(), CommandError> {
-        let origin = Origin {
-            actor: &self.edge.actor,
-            correlation_id: Some(self.id.0),
-            observe_append: None,
-        };
-        let loaded = self.state.take();
-        match command::execute::<Call>(
-            self.edge.store.as_ref(),
-            &origin,
-            &self.stream,
-            &command,
-            loaded,
-            None,
-        )
-        .await
-        {
-            Ok((loaded, _)) => {
-                self.state = Some(loaded);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(call = %self.id, error = %e, "call event not recorded");
-                Err(e)
-            }
-        }
+        self.log.record(&self.edge, command).await
     }
 
     async fn start(&mut self, plan: &Plan) {
@@ -377,9 +352,7 @@ impl CallTask {
         if !placed {
             return;
         }
-        let call_id = format!("{}@ringledger", requests::token(12));
-        let from_tag = requests::token(6);
-        let branch = requests::branch();
+        let (call_id, from_tag, branch) = requests::new_dialog();
         let invite = requests::invite(&LegInvite {
             request_uri: &target.request_uri,
             local: self.edge.local,

@@ -17,7 +17,7 @@ use domain::E164;
 use tokio::sync::mpsc;
 
 use super::CallInput;
-use super::requests::{self, branch};
+use super::requests;
 use crate::edge::PeerPath;
 use crate::message::RawMessage;
 use crate::transaction::TransactionKey;
@@ -93,7 +93,7 @@ pub struct Notice<'a> {
 
 /// The MESSAGE telling a device to call in, and its branch.
 pub fn message(notice: &Notice<'_>) -> (RawMessage, String) {
-    let branch = branch();
+    let (call_id, from_tag, branch) = requests::new_dialog();
     let body = format!(
         "Incoming call from {caller}: call {access} from {extension} within {secs} s to take it (token {token}).",
         caller = notice.caller,
@@ -113,14 +113,10 @@ pub fn message(notice: &Notice<'_>) -> (RawMessage, String) {
         ("Max-Forwards", "70".into()),
         (
             "From",
-            format!(
-                "<sip:ringledger@{}>;tag={}",
-                notice.local,
-                requests::token(6)
-            ),
+            format!("<sip:ringledger@{}>;tag={from_tag}", notice.local),
         ),
         ("To", format!("<{}>", notice.contact_uri)),
-        ("Call-ID", format!("{}@ringledger", requests::token(12))),
+        ("Call-ID", call_id),
         ("CSeq", "1 MESSAGE".into()),
         (
             "Ringledger-Call-In",

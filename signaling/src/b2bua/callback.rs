@@ -12,16 +12,17 @@ use std::time::{Duration, Instant};
 use domain::E164;
 use domain::account::Account;
 use domain::call::{
-    Call, CallCommand, Direction, EndCause, LegFailure, LegRole, LegTarget, Origin, Path, Side,
+    CallCommand, Direction, EndCause, LegFailure, LegRole, LegTarget, Origin, Path, Side,
 };
 use domain::extension::{CallerIdShown, Extension, ExtensionCommand};
 use domain::ids::{CallId, ExtensionId, LegId};
-use infra::command::{self, Loaded};
+use infra::command;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::call::{bye_in, caller_failure, status_of};
 use super::requests::{self, LegInvite};
+use super::stream::CallStream;
 use super::{CallInput, DialogKey, INPUT_QUEUE, dialog_key};
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
@@ -73,8 +74,7 @@ enum Waited {
 struct Callback {
     edge: Arc<Edge>,
     id: CallId,
-    stream: String,
-    state: Option<Loaded<Call>>,
+    log: CallStream,
     account: Account,
     path: PeerPath,
     relay: Relay,
@@ -140,9 +140,8 @@ impl Callback {
         let id = CallId::from(Uuid::now_v7());
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         Some(Self {
-            stream: id.stream_id(),
+            log: CallStream::new(id),
             id,
-            state: None,
             account,
             path,
             relay,
@@ -154,31 +153,7 @@ impl Callback {
     }
 
     async fn record(&mut self, command: CallCommand) -> bool {
-        let origin = command::Origin {
-            actor: &self.edge.actor,
-            correlation_id: Some(self.id.0),
-            observe_append: None,
-        };
-        let loaded = self.state.take();
-        match command::execute::<Call>(
-            self.edge.store.as_ref(),
-            &origin,
-            &self.stream,
-            &command,
-            loaded,
-            None,
-        )
-        .await
-        {
-            Ok((loaded, _)) => {
-                self.state = Some(loaded);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(call = %self.id, error = %e, "callback event not recorded");
-                false
-            }
-        }
+        self.log.record(&self.edge, command).await.is_ok()
     }
 
     async fn end(&mut self, cause: EndCause, side: Side) {
@@ -351,11 +326,7 @@ impl Callback {
         if !placed {
             return None;
         }
-        let (call_id, from_tag, branch) = (
-            format!("{}@ringledger", requests::token(12)),
-            requests::token(6),
-            requests::branch(),
-        );
+        let (call_id, from_tag, branch) = requests::new_dialog();
         let invite = requests::invite(&LegInvite {
             request_uri: &request_uri,
             local: self.edge.local,

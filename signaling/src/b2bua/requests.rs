@@ -17,6 +17,12 @@ pub fn branch() -> String {
     format!("z9hG4bK{}", token(10))
 }
 
+/// What a new dialog the edge opens is known by: its Call-ID, the edge's From tag, and the
+/// branch of its first request.
+pub fn new_dialog() -> (String, String, String) {
+    (format!("{}@ringledger", token(12)), token(6), branch())
+}
+
 fn headers(pairs: Vec<(&str, String)>) -> Vec<(String, String)> {
     pairs.into_iter().map(|(n, v)| (n.to_string(), v)).collect()
 }
