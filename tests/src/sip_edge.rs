@@ -200,6 +200,29 @@ impl SipEdge {
     /// A verified extension of alice's account (default settings: rings on inbound), once the
     /// edge sees it serving.
     pub async fn add_extension(&self, number: &str) -> ExtensionId {
+        let extension_id = self.request_extension(number, true).await;
+        self.wait_for_view(|v| {
+            v.serving_extensions(self.account_id)
+                .iter()
+                .any(|(id, _)| *id == extension_id)
+        })
+        .await;
+        extension_id
+    }
+
+    /// An extension of alice's account whose number was never proved, once the edge sees it.
+    pub async fn add_unverified_extension(&self, number: &str) -> ExtensionId {
+        let extension_id = self.request_extension(number, false).await;
+        self.wait_for_view(|v| {
+            v.extensions_of(self.account_id)
+                .iter()
+                .any(|(id, _)| *id == extension_id)
+        })
+        .await;
+        extension_id
+    }
+
+    async fn request_extension(&self, number: &str, verify: bool) -> ExtensionId {
         let store = self.store.as_ref();
         let account = infra::command::load::<Account>(store, &self.account_id.stream_id())
             .await
@@ -226,7 +249,10 @@ impl SipEdge {
             ExtensionCommand::SubmitCode {
                 code: "482913".into(),
             },
-        ] {
+        ]
+        .into_iter()
+        .take(if verify { 3 } else { 1 })
+        {
             record(store, &stream, &mut extension, command, now).await;
         }
         record(
@@ -240,12 +266,6 @@ impl SipEdge {
             },
             now,
         )
-        .await;
-        self.wait_for_view(|v| {
-            v.serving_extensions(self.account_id)
-                .iter()
-                .any(|(id, _)| *id == extension_id)
-        })
         .await;
         extension_id
     }
