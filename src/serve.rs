@@ -200,6 +200,8 @@ async fn start_edge(
         nonce_lifetime_secs: sip.nonce_lifetime_secs,
         ring_timeout: std::time::Duration::from_secs(sip.ring_timeout_secs),
         call_in_timeout: std::time::Duration::from_secs(u64::from(sip.call_in_timeout_secs)),
+        call_in_webhook: (!sip.call_in_webhook_url.is_empty())
+            .then(|| sip.call_in_webhook_url.clone()),
         media: if config.media.relay {
             Some(signaling::media::MediaSettings {
                 address: config.media.relay_address(sip.listen)?,

@@ -42,6 +42,9 @@ ring_timeout_secs = 60
 # How long a caller is kept ringing while the user's extension is asked to call in (alternate
 # path "call_in"); then the edge calls the extension out instead.
 call_in_timeout_secs = 30
+# Where call-in notices are also POSTed as JSON (a push gateway for the user's app; http://);
+# with one set, a call-in is offered even when no device of the user is registered.
+call_in_webhook_url = ""
 # Flash-call verification: the edge calls the extension with this number followed by the
 # 4-digit code as caller ID, and hangs up once it rings.
 flash_call_prefix = "+4480055"
@@ -144,6 +147,7 @@ pub struct SipConfig {
     pub max_expires: u32,
     pub ring_timeout_secs: u64,
     pub call_in_timeout_secs: u32,
+    pub call_in_webhook_url: String,
     pub flash_call_prefix: String,
 }
 
@@ -333,12 +337,18 @@ impl Config {
                 "must be between 1 and 600",
             ));
         }
-        let webhook = &self.api.sms_webhook_url;
-        if !webhook.is_empty() && !webhook.starts_with("http://") {
-            return Err(ConfigError::new(
-                "api.sms_webhook_url",
-                format!("{webhook:?} must be empty or an http:// URL (no TLS client is built in)"),
-            ));
+        for (key, webhook) in [
+            ("api.sms_webhook_url", &self.api.sms_webhook_url),
+            ("sip.call_in_webhook_url", &self.sip.call_in_webhook_url),
+        ] {
+            if !webhook.is_empty() && !webhook.starts_with("http://") {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "{webhook:?} must be empty or an http:// URL (no TLS client is built in)"
+                    ),
+                ));
+            }
         }
         let prefix = &self.sip.flash_call_prefix;
         if !prefix.starts_with('+')
@@ -552,6 +562,10 @@ mod tests {
                 "https://sms.example/send"
             )])
             .starts_with("config: api.sms_webhook_url: "),
+        );
+        assert!(
+            err(&[("RINGLEDGER_SIP__CALL_IN_WEBHOOK_URL", "ftp://x")])
+                .starts_with("config: sip.call_in_webhook_url: "),
         );
         assert!(
             err(&[("RINGLEDGER_SIP__FLASH_CALL_PREFIX", "0800")])

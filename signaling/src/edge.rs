@@ -131,6 +131,7 @@ pub struct Parts {
     /// How long a call rings before it ends unanswered.
     pub ring_timeout: Duration,
     pub call_in_timeout: Duration,
+    pub call_in_webhook: Option<Arc<infra::delivery::Webhook>>,
     /// The RTP relay; `None`: session descriptions pass through and media flows end to end.
     pub media: Option<Arc<Media>>,
 }
@@ -146,6 +147,7 @@ pub struct Edge {
     pub(crate) local: SocketAddr,
     pub(crate) ring_timeout: Duration,
     pub(crate) call_in_timeout: Duration,
+    pub(crate) call_in_webhook: Option<Arc<infra::delivery::Webhook>>,
     pub(crate) media: Option<Arc<Media>>,
     transactions: Mutex<Transactions>,
     pub(crate) outgoing: Outgoing,
@@ -173,6 +175,7 @@ impl Edge {
             local: parts.local,
             ring_timeout: parts.ring_timeout,
             call_in_timeout: parts.call_in_timeout,
+            call_in_webhook: parts.call_in_webhook,
             media: parts.media,
             transactions: Mutex::default(),
             outgoing: Outgoing::default(),
@@ -374,6 +377,7 @@ impl Edge {
             &self.auth,
             &self.view,
             &self.attempts,
+            self.call_in_webhook.is_some(),
         ) {
             Ok(plan) => plan,
             Err(answer) => return Some(answer),

@@ -55,6 +55,8 @@ pub struct EdgeSettings {
     pub ring_timeout: Duration,
     /// How long a call waits for the user's extension to call in (5 to 300 s).
     pub call_in_timeout: Duration,
+    /// Where call-in notices are also POSTed (JSON), if anywhere.
+    pub call_in_webhook: Option<String>,
     /// The RTP relay's settings; `None` turns the relay off.
     pub media: Option<media::MediaSettings>,
     /// Who the edge's events name as their actor.
@@ -96,6 +98,10 @@ pub async fn start(
         local: udp_addr,
         ring_timeout: settings.ring_timeout,
         call_in_timeout: settings.call_in_timeout,
+        call_in_webhook: settings
+            .call_in_webhook
+            .as_ref()
+            .map(|url| Arc::new(infra::delivery::Webhook::new(url))),
         media: settings.media.clone().map(media::Media::new),
     });
     let mut tasks = vec![tokio::spawn(view::follow(store, view, stopped.clone()))];

@@ -5,5 +5,6 @@ pub mod api_app;
 pub mod carrier;
 pub mod contract;
 pub mod harness;
+pub mod http_sink;
 pub mod sip_edge;
 pub mod sipp;

@@ -89,8 +89,20 @@ impl SipEdge {
         trunks: Vec<signaling::trunk::Trunk>,
         media: Option<MediaSettings>,
     ) -> Self {
+        Self::spawn_notifying(backend, algorithms, trunks, media, None).await
+    }
+
+    /// The same, also POSTing call-in notices to `call_in_webhook`.
+    pub async fn spawn_notifying(
+        backend: Backend,
+        algorithms: Vec<Algorithm>,
+        trunks: Vec<signaling::trunk::Trunk>,
+        media: Option<MediaSettings>,
+        call_in_webhook: Option<String>,
+    ) -> Self {
         let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        Self::spawn_on(backend, algorithms, media, || (listen, trunks.clone())).await
+        let addresses = || (listen, trunks.clone());
+        Self::spawn_on(backend, algorithms, media, call_in_webhook, addresses).await
     }
 
     /// An edge whose one trunk is itself (numbers: all): a call a device places out comes
@@ -113,13 +125,14 @@ impl SipEdge {
             (listen, vec![trunk])
         };
         let media = Some(relay_settings(Duration::from_secs(60)));
-        Self::spawn_on(backend, vec![Algorithm::Md5], media, addresses).await
+        Self::spawn_on(backend, vec![Algorithm::Md5], media, None, addresses).await
     }
 
     async fn spawn_on(
         backend: Backend,
         algorithms: Vec<Algorithm>,
         media: Option<MediaSettings>,
+        call_in_webhook: Option<String>,
         addresses: impl Fn() -> (SocketAddr, Vec<signaling::trunk::Trunk>),
     ) -> Self {
         let store = backend.open().await;
@@ -145,6 +158,7 @@ impl SipEdge {
                 nonce_lifetime_secs: 300,
                 ring_timeout: Duration::from_secs(60),
                 call_in_timeout: CALL_IN_TIMEOUT,
+                call_in_webhook: call_in_webhook.clone(),
                 media: media.clone(),
                 actor: "edge:test".into(),
             };

@@ -14,9 +14,11 @@ use ringledger_tests::carrier::{
     in_dialog, media_socket, register_from, relayed, wait_for_data_path_report,
 };
 use ringledger_tests::harness::Backend;
+use ringledger_tests::http_sink::one_post;
 use ringledger_tests::sip_edge::{
     CALL_IN_TIMEOUT, MAIN_NUMBER, SipEdge, UdpPeer, header, relay_settings, respond_to, status,
 };
+use signaling::digest::Algorithm;
 
 const EXTENSION: &str = "+447700900123";
 /// An access number of alice's account, not mapped to a destination: the one to call in to.
@@ -264,4 +266,78 @@ async fn an_extension_removed_mid_setup_is_not_bridged() {
     assert_eq!(ended(events), Some((EndCause::Rejected, Side::System)));
     assert!(s.edge.rated_legs().await.is_empty());
     s.edge.shutdown().await;
+}
+
+/// With a call-in webhook (a push gateway for the user's app) a call-in is offered even with
+/// no device registered: the notice is POSTed, and the extension's call-in is bridged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_tells_the_app_to_call_in_when_no_device_is_registered() {
+    let (url, gateway) = one_post("/push").await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let carrier = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: addr,
+        networks: vec![],
+        numbers: vec!["+".into()],
+    };
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    let edge = SipEdge::spawn_notifying(
+        Backend::sqlite().await,
+        vec![Algorithm::Md5],
+        vec![carrier],
+        media,
+        Some(url),
+    )
+    .await;
+    let trunk = UdpPeer {
+        socket,
+        addr,
+        edge: edge.udp,
+    };
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.set_alternate_path(extension_id, AlternateMode::CallIn)
+        .await;
+    edge.add_access_number(ACCESS, None).await;
+    let invite = carrier_invite(&trunk, MAIN_NUMBER, "pushed");
+    trunk.send(&invite).await;
+    trunk.expect_status(180).await;
+    let body = tokio::time::timeout(Duration::from_secs(10), gateway)
+        .await
+        .expect("the webhook was called")
+        .unwrap();
+    let notice: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(notice["access_number"], ACCESS);
+    assert_eq!(notice["extension"], EXTENSION);
+    assert_eq!(notice["extension_id"], extension_id.to_string());
+    assert_eq!(notice["token"].as_str().map(str::len), Some(8));
+    let call_in = carrier_invite_from(&trunk, EXTENSION, ACCESS, "pushed-in");
+    trunk.send(&call_in).await;
+    let mut answers = [
+        trunk.expect_status(200).await,
+        trunk.expect_status(200).await,
+    ];
+    answers.sort_by_key(|a| header(a, "Call-ID") != "pushed-in@carrier");
+    let [ok_in, ok_caller] = &answers;
+    trunk
+        .send(&in_dialog(&trunk, &call_in, ok_in, "ACK", 1))
+        .await;
+    trunk
+        .send(&in_dialog(&trunk, &invite, ok_caller, "ACK", 1))
+        .await;
+    // The extension hangs up this time: the edge hangs up the caller.
+    let bye = in_dialog(&trunk, &call_in, ok_in, "BYE", 2);
+    trunk.send(&bye).await;
+    let to_caller = trunk.expect_request("BYE").await;
+    assert_eq!(header(&to_caller, "Call-ID"), "pushed@carrier");
+    trunk
+        .send(&respond_to(&to_caller, 200, "x", None, ""))
+        .await;
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(leg_paths(&calls[0]), vec![Path::CallIn]);
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::NormalClearing, Side::Callee))
+    );
+    edge.shutdown().await;
 }

@@ -13,10 +13,10 @@ use reqwest::Method;
 use ringledger_tests::api_app::{TestApp, account, extension};
 use ringledger_tests::carrier::edge_with_trunk;
 use ringledger_tests::harness::Backend;
+use ringledger_tests::http_sink::one_post;
 use ringledger_tests::sip_edge::{header, respond_to};
 use serde_json::{Value, json};
 use signaling::flash_call::FlashCaller;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const EXTENSION: &str = "+447700900123";
 const PREFIX: &str = "+4480055";
@@ -152,44 +152,9 @@ async fn an_answered_flash_call_is_hung_up_and_a_refused_one_fails() {
     edge.shutdown().await;
 }
 
-/// A one-request HTTP server playing an SMS gateway: the body of the request it got.
-async fn sms_gateway() -> (String, tokio::task::JoinHandle<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sms", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = socket.read(&mut buf).await.unwrap();
-            got.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&got).to_string();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        let (name, value) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                if body.len() >= length {
-                    socket
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await
-                        .unwrap();
-                    return body.to_string();
-                }
-            }
-            assert!(n > 0, "the client closed early");
-        }
-    });
-    (url, task)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sms_code_goes_through_the_gateway_webhook() {
-    let (url, gateway) = sms_gateway().await;
+    let (url, gateway) = one_post("/sms").await;
     let sms: Arc<dyn CodeSender> = Arc::new(SmsWebhook::new(url));
     let app = api_with(Some(sms), None).await;
     let ext = pending_extension(&app).await;

@@ -629,6 +629,24 @@ impl CallTask {
                 .send(key, message, path, self.notify(None))
                 .await;
         }
+        if let Some(webhook) = self.edge.call_in_webhook.clone() {
+            let notice = serde_json::json!({
+                "call_id": self.id.to_string(),
+                "account_id": self.template.as_ref().and_then(|t| t.account.id).map(|a| a.to_string()),
+                "extension_id": plan.extension_id.to_string(),
+                "extension": plan.number.as_str(),
+                "access_number": plan.access_number.as_str(),
+                "caller": caller,
+                "token": token,
+                "expires_at": (chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default()).to_rfc3339(),
+            });
+            let call = self.id;
+            tokio::spawn(async move {
+                if let Err(e) = webhook.post(&notice).await {
+                    tracing::warn!(%call, error = %e, "call-in notice not delivered to the webhook");
+                }
+            });
+        }
         if !self.rang {
             self.rang = true;
             let ringing = self.contact(Answer::status(180));

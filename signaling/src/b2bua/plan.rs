@@ -87,6 +87,7 @@ pub fn plan(
     auth: &Authenticator,
     view: &SharedView,
     attempts: &Attempts,
+    call_in_webhook: bool,
 ) -> Result<Plan, Answer> {
     let dialled = request
         .start_line
@@ -148,7 +149,8 @@ pub fn plan(
             .unwrap_or("anonymous")
             .to_string();
         let (mut targets, alternate) = inbound_targets(&view, account, trunks, now);
-        let call_in = alternate.and_then(|_| call_in_plan(&view, account, &mut targets, now));
+        let call_in = alternate
+            .and_then(|_| call_in_plan(&view, account, &mut targets, call_in_webhook, now));
         return Ok(Plan {
             direction: Direction::Inbound,
             origin: Origin::Pstn {
@@ -387,12 +389,14 @@ fn call_through(
 
 /// Alternate path (b): the first extension set to `call_in` whose leg would be placed at
 /// once over the alternate path is not called; it is asked to call in instead — given an
-/// access number of the account to call, and a live contact to tell (a device that reported
-/// no data at all cannot be told). Its leg becomes the fallback.
+/// access number of the account to call, and a way to tell the user: a live contact (a
+/// device that reported no data at all cannot be told), or the call-in webhook. Its leg
+/// becomes the fallback.
 fn call_in_plan(
     view: &RoutingView,
     account: &Account,
     targets: &mut Vec<Target>,
+    webhook: bool,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<CallInPlan> {
     let account_id = account.id?;
@@ -416,7 +420,7 @@ fn call_in_plan(
         .filter(|(_, _, c)| matches!(c.transport, Transport::Udp | Transport::Tcp))
         .filter_map(|(_, uri, c)| Some((uri.to_string(), c.source.parse().ok()?, c.transport)))
         .collect();
-    if notify.is_empty() {
+    if notify.is_empty() && !webhook {
         return None;
     }
     let fallback = targets.remove(index);
