@@ -1,15 +1,18 @@
-//! The alternate path's failure cases over real UDP sockets: both paths answering at once
+//! The extension flows' failure cases over real UDP sockets: both paths answering at once
 //! (the phone over data and the extension over the cellular network), and an extension that
-//! was never verified (it is never rung). Billing is checked to the penny.
+//! was never verified (never rung, and a stranger at the access number). Billing is checked
+//! to the penny.
 
 use domain::call::{CallEvent, EndCause, LegFailure, Path, Side};
 use ringledger_tests::carrier::{
-    ANSWER, carrier_invite, edge_with_trunk, ended, in_dialog, registered_phone, wait_for_contacts,
+    ANSWER, carrier_invite, carrier_invite_from, edge_with_trunk, ended, in_dialog,
+    registered_phone, wait_for_contacts,
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{MAIN_NUMBER, header, respond_to};
 
 const EXTENSION: &str = "+447700900123";
+const ACCESS: &str = "+442071838799";
 
 /// The extension (rung through the trunk with the phone) answers; the phone answers a moment
 /// later, its answer crossing the edge's: the extension's wins, the phone's is ACKed and hung
@@ -111,5 +114,30 @@ async fn an_unverified_extension_is_never_rung() {
     );
     assert_eq!(ended(events), Some((EndCause::NoAnswer, Side::System)));
     assert!(edge.rated_legs().await.is_empty());
+    edge.shutdown().await;
+}
+
+/// An extension whose number was never proved, dialling an access number of its account, is
+/// a stranger there: 403, recorded as a refused call, and nothing is placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_extension_cannot_call_through() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    edge.add_unverified_extension(EXTENSION).await;
+    edge.add_access_number(ACCESS, Some("+442079460000")).await;
+    trunk
+        .send(&carrier_invite_from(&trunk, EXTENSION, ACCESS, "through"))
+        .await;
+    let refused = trunk.expect_status(403).await;
+    assert!(refused.contains("caller not recognised"), "{refused}");
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(calls.len(), 1);
+    assert!(
+        !calls[0]
+            .iter()
+            .any(|e| matches!(e, CallEvent::LegStarted { .. })),
+        "{:?}",
+        calls[0]
+    );
+    assert_eq!(ended(&calls[0]), Some((EndCause::Rejected, Side::System)));
     edge.shutdown().await;
 }

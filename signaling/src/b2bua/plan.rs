@@ -314,10 +314,11 @@ fn call_through(
     };
     let known = telephone_number(caller_user)
         .and_then(|caller| Some((view.extension_by_number(&caller)?, caller)))
-        .filter(|((_, e), _)| e.account_id == Some(through.access_account));
+        .filter(|((_, e), _)| e.account_id == Some(through.access_account))
+        .filter(|((_, e), _)| e.status == domain::extension::ExtensionStatus::Verified);
     let Some(((extension_id, extension), caller)) = known else {
-        // A stranger (or another account's extension) calling an access number: refused,
-        // and recorded as a refused call to the account's access number.
+        // A stranger (another account's extension, or one not verified or removed) calling
+        // an access number: refused, and recorded as a refused call to the access number.
         return Ok(Plan {
             direction: Direction::Inbound,
             origin: Origin::Pstn {
