@@ -589,18 +589,24 @@ impl CallTask {
         let token = call_in::token();
         let waiting = self.relay.is_some()
             && self
+                .edge
+                .call_ins
+                .wait(&plan.access_number, &plan.number, self.tx.clone());
+        let recorded = waiting
+            && self
                 .record(CallCommand::AwaitCallIn {
                     token: token.clone(),
                     access_number: plan.access_number.clone(),
                     expected_caller: plan.number.clone(),
                     ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
                 })
-                .await
-            && self
-                .edge
-                .call_ins
-                .wait(&plan.access_number, &plan.number, self.tx.clone());
-        if !waiting {
+                .await;
+        if !recorded {
+            if waiting {
+                self.edge
+                    .call_ins
+                    .forget(&plan.access_number, &plan.number, &self.tx);
+            }
             tracing::info!(call = %self.id, "call-in not possible; calling the extension out");
             self.place_leg(&plan.fallback).await;
             return;

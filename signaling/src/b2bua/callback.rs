@@ -85,6 +85,11 @@ struct Callback {
 
 /// Takes the request (an edge that loses the race to another leaves it), then places it.
 async fn place(edge: Arc<Edge>, extension_id: ExtensionId, request_id: Uuid, destination: E164) {
+    if edge.media.is_none() || edge.trunks.outbound().is_none() {
+        // Left waiting for an edge that can place it (or for the request to be cancelled).
+        tracing::warn!(%request_id, "callbacks need the media relay and a trunk; not taken");
+        return;
+    }
     let stream = extension_id.stream_id();
     let Ok(loaded) = command::load::<Extension>(edge.store.as_ref(), &stream).await else {
         return;
