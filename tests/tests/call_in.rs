@@ -249,7 +249,7 @@ async fn a_caller_hanging_up_while_the_call_in_is_awaited_ends_the_call() {
 
 /// The extension is removed while the caller waits for it: the call stops waiting, does not
 /// call it out either, and ends, refused, with 480 to the caller; the call-in that follows
-/// reaches nothing.
+/// reaches no call (a removed extension is a stranger at the access number: 403).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extension_removed_mid_setup_is_not_bridged() {
     let s = setup().await;
@@ -259,11 +259,12 @@ async fn an_extension_removed_mid_setup_is_not_bridged() {
     let refused = s.trunk.expect_status(480).await;
     assert_eq!(header(&refused, "Call-ID"), "removed@carrier");
     s.trunk.send(&call_in_invite(&s, "removed-in")).await;
-    s.trunk.expect_status(404).await;
-    let calls = s.edge.ended_calls(1).await;
+    s.trunk.expect_status(403).await;
+    let calls = s.edge.ended_calls(2).await;
     let events = &calls[0];
     assert!(leg_paths(events).is_empty(), "{events:?}");
     assert_eq!(ended(events), Some((EndCause::Rejected, Side::System)));
+    assert_eq!(calls.len(), 2, "the stranger's attempt is on record too");
     assert!(s.edge.rated_legs().await.is_empty());
     s.edge.shutdown().await;
 }

@@ -1120,8 +1120,10 @@ impl CallTask {
         if let Some((cause, side)) = end {
             self.record(CallCommand::End { cause, side }).await;
         }
-        self.respond(answer).await;
+        // Over before the caller hears it: a call-in or a retry that follows the answer
+        // finds no call waiting.
         self.over();
+        self.respond(answer).await;
     }
 
     async fn finish(&mut self, cause: EndCause, side: Side) {
