@@ -342,3 +342,28 @@ async fn a_webhook_tells_the_app_to_call_in_when_no_device_is_registered() {
     );
     edge.shutdown().await;
 }
+
+/// A call-in offering no codec the caller offered (G.722 only, against the caller's PCMU)
+/// cannot be bridged by a relay that passes packets unchanged: 488, and the extension is
+/// called out instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_with_no_codec_in_common_is_refused_and_the_extension_called_out() {
+    let s = setup().await;
+    let invite = carrier_invite(&s.trunk, MAIN_NUMBER, "codecs");
+    call_alice(&s, &invite).await;
+    let call_in = call_in_invite(&s, "g722-in").replace("RTP/AVP 0", "RTP/AVP 9");
+    s.trunk.send(&call_in).await;
+    let refused = s.trunk.expect_status(488).await;
+    assert_eq!(header(&refused, "Call-ID"), "g722-in@carrier");
+    let out = s.trunk.expect_request("INVITE").await;
+    assert!(
+        out.starts_with(&format!("INVITE sip:{EXTENSION}@")),
+        "{out}"
+    );
+    s.trunk.send(&respond_to(&out, 486, "mob", None, "")).await;
+    s.trunk.expect_status(486).await;
+    let calls = s.edge.ended_calls(1).await;
+    assert_eq!(leg_paths(&calls[0]), vec![Path::AlternateCallOut]);
+    assert_eq!(ended(&calls[0]), Some((EndCause::Busy, Side::Callee)));
+    s.edge.shutdown().await;
+}
