@@ -168,30 +168,38 @@ impl RoutingView {
         let (Some(account_id), Some(started_at)) = (call.account_id, call.started_at) else {
             return;
         };
-        let mut billable = call.legs.values().filter_map(|leg| {
-            let extension = match &leg.target {
-                LegTarget::Extension { extension_id, .. } => Some(*extension_id),
-                _ => call.extension_id,
-            };
-            let billable = BillableLeg {
-                destination: leg.target.number()?.clone(),
-                answered_at: Some(leg.answered_at?),
-                ended_at: leg.ended_at?,
-            };
-            Some((extension, billable))
-        });
-        let Some(first) = billable.next() else {
+        let billable: Vec<(Option<ExtensionId>, BillableLeg)> = call
+            .legs
+            .values()
+            .filter_map(|leg| {
+                let extension = match &leg.target {
+                    LegTarget::Extension { extension_id, .. } => Some(*extension_id),
+                    _ => call.extension_id,
+                };
+                let leg = BillableLeg {
+                    destination: leg.target.number()?.clone(),
+                    answered_at: Some(leg.answered_at?),
+                    ended_at: leg.ended_at?,
+                };
+                Some((extension, leg))
+            })
+            .collect();
+        // A call with no billable leg (phone to phone over data) needs no tariff.
+        if billable.is_empty() {
             return;
-        };
+        }
         let Some(version) = self.tariff_in_force(account_id, started_at) else {
             return;
         };
-        let charges: Vec<(Option<ExtensionId>, i64)> = std::iter::once(first)
-            .chain(billable)
-            .filter_map(|(ext, leg)| rate(version, &leg).ok().map(|r| (ext, r.charge.minor)))
+        let charges: Vec<_> = billable
+            .iter()
+            .filter_map(|(extension, leg)| {
+                Some((*extension, rate(version, leg).ok()?.charge.minor))
+            })
+            .filter(|(_, charge)| *charge != 0)
             .collect();
         let day = started_at.date_naive();
-        for (extension, charge) in charges.into_iter().filter(|(_, c)| *c != 0) {
+        for (extension, charge) in charges {
             *self.spent_by_account.entry((account_id, day)).or_default() += charge;
             if let Some(extension_id) = extension {
                 *self

@@ -359,10 +359,11 @@ impl Edge {
                 path: reply.clone(),
                 tag: tag(),
             };
-            self.calls
-                .register(dialog_key(&dialog.0, &arrival.tag), waiting.clone());
+            let leg_dialog = dialog_key(&dialog.0, &arrival.tag);
+            self.calls.register(leg_dialog.clone(), waiting.clone());
             self.respond(key, raw, Answer::status(100), "").await;
             if waiting.try_send(CallInput::CallIn(arrival)).is_err() {
+                self.calls.forget(&leg_dialog);
                 return Some(Answer::with_reason(
                     480,
                     "Temporarily Unavailable (the call has ended)",
@@ -405,17 +406,8 @@ impl Edge {
         source: SocketAddr,
     ) -> Option<mpsc::Sender<CallInput>> {
         self.trunks.of_source(source)?;
-        let dialled = raw
-            .start_line
-            .split(' ')
-            .nth(1)
-            .and_then(header::uri_user)?;
-        let caller = raw
-            .header("From")
-            .and_then(header::name_addr)
-            .and_then(|n| header::uri_user(n.uri))?;
-        let access = crate::trunk::telephone_number(dialled)?;
-        let caller = crate::trunk::telephone_number(caller)?;
+        let access = plan::dialled_number(raw)?;
+        let caller = crate::trunk::telephone_number(plan::caller_user(raw)?)?;
         self.call_ins.take(&access, &caller)
     }
 

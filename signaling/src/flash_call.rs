@@ -115,24 +115,23 @@ pub async fn flash(
             Ok(None) => return Err("the trunk's answers were lost"),
             Err(_) if !cancelled => {
                 // Not ringing in time: give up on it.
-                cancel(edge, &invite, &path, &notify).await;
+                edge.outgoing
+                    .cancel(&invite, path.clone(), notify.clone())
+                    .await;
                 cancelled = true;
                 continue;
             }
             Err(_) => return Err("the trunk never finished the call"),
         };
-        let status: u16 = response
-            .start_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let status = crate::b2bua::call::status_of(&response).unwrap_or(0);
         match status {
             100 => {}
             101..=199 => {
                 rang = true;
                 if !cancelled {
-                    cancel(edge, &invite, &path, &notify).await;
+                    edge.outgoing
+                        .cancel(&invite, path.clone(), notify.clone())
+                        .await;
                     cancelled = true;
                 }
             }
@@ -149,20 +148,9 @@ pub async fn flash(
                         };
                         let ack_of = (method == "ACK").then_some(1);
                         let bytes = dialog.request(method, ack_of, hop, &[], &[]);
-                        match crate::message::normalize::normalize(&bytes) {
-                            Ok(request) => {
-                                let key = ClientKey {
-                                    branch,
-                                    method: method.into(),
-                                };
-                                edge.outgoing
-                                    .send(key, request, path.clone(), notify.clone())
-                                    .await;
-                            }
-                            Err(_) => {
-                                tracing::warn!(method, "the edge built a request it cannot read")
-                            }
-                        }
+                        edge.outgoing
+                            .send_bytes(&bytes, branch, method, path.clone(), notify.clone())
+                            .await;
                     }
                 }
                 return Ok(Flashed::Rang);
@@ -171,24 +159,4 @@ pub async fn flash(
             _ => return Ok(Flashed::Refused(status)),
         }
     }
-}
-
-async fn cancel(
-    edge: &Edge,
-    invite: &crate::message::RawMessage,
-    path: &crate::edge::PeerPath,
-    notify: &Notify,
-) {
-    let cancel = requests::cancel(invite);
-    let branch = cancel
-        .header("Via")
-        .and_then(|v| crate::message::header::param(v, "branch").flatten())
-        .unwrap_or_default();
-    let key = ClientKey {
-        branch,
-        method: "CANCEL".into(),
-    };
-    edge.outgoing
-        .send(key, cancel, path.clone(), notify.clone())
-        .await;
 }

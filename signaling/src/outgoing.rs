@@ -104,6 +104,41 @@ impl Outgoing {
         path.send(bytes).await;
     }
 
+    /// Sends a request the edge wrote as bytes (inside a dialog: `Dialog::request`), with the
+    /// branch it put in its Via, in a new client transaction.
+    pub async fn send_bytes(
+        &self,
+        bytes: &[u8],
+        branch: String,
+        method: &str,
+        path: PeerPath,
+        notify: Notify,
+    ) {
+        let Ok(request) = crate::message::normalize::normalize(bytes) else {
+            tracing::warn!(method, "the edge built a request it cannot read");
+            return;
+        };
+        let key = ClientKey {
+            branch,
+            method: method.into(),
+        };
+        self.send(key, request, path, notify).await;
+    }
+
+    /// Sends the CANCEL of `invite` (RFC 3261 §9.1), in a client transaction of its own.
+    pub async fn cancel(&self, invite: &RawMessage, path: PeerPath, notify: Notify) {
+        let cancel = crate::b2bua::requests::cancel(invite);
+        let branch = cancel
+            .header("Via")
+            .and_then(|v| header::param(v, "branch").flatten())
+            .unwrap_or_default();
+        let key = ClientKey {
+            branch,
+            method: "CANCEL".into(),
+        };
+        self.send(key, cancel, path, notify).await;
+    }
+
     /// A response arrived: false when it matches no transaction (a stray, dropped).
     pub async fn on_response(&self, response: RawMessage) -> bool {
         let Some(key) = ClientKey::of_response(&response) else {

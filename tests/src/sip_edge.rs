@@ -214,23 +214,25 @@ impl SipEdge {
     /// A verified extension of alice's account (default settings: rings on inbound), once the
     /// edge sees it serving.
     pub async fn add_extension(&self, number: &str) -> ExtensionId {
-        let extension_id = self.request_extension(number, true).await;
-        self.wait_for_view(|v| {
-            v.serving_extensions(self.account_id)
-                .iter()
-                .any(|(id, _)| *id == extension_id)
-        })
-        .await;
-        extension_id
+        self.add_extension_as(number, true).await
     }
 
     /// An extension of alice's account whose number was never proved, once the edge sees it.
     pub async fn add_unverified_extension(&self, number: &str) -> ExtensionId {
-        let extension_id = self.request_extension(number, false).await;
+        self.add_extension_as(number, false).await
+    }
+
+    async fn add_extension_as(&self, number: &str, verified: bool) -> ExtensionId {
+        let extension_id = self.request_extension(number, verified).await;
+        let status = if verified {
+            domain::extension::ExtensionStatus::Verified
+        } else {
+            domain::extension::ExtensionStatus::Pending
+        };
         self.wait_for_view(|v| {
             v.extensions_of(self.account_id)
                 .iter()
-                .any(|(id, _)| *id == extension_id)
+                .any(|(id, e)| *id == extension_id && e.status == status)
         })
         .await;
         extension_id

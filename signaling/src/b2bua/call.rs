@@ -999,15 +999,10 @@ impl CallTask {
 
     async fn send_cancel(&mut self, leg: usize) {
         self.legs[leg].cancel_sent = true;
-        let cancel = requests::cancel(&self.legs[leg].invite);
-        let key = ClientKey {
-            branch: branch_of(&cancel),
-            method: "CANCEL".into(),
-        };
         let path = self.legs[leg].path.clone();
         self.edge
             .outgoing
-            .send(key, cancel, path, self.notify(Some(leg)))
+            .cancel(&self.legs[leg].invite, path, self.notify(Some(leg)))
             .await;
     }
 
@@ -1069,17 +1064,9 @@ impl CallTask {
         path: PeerPath,
         leg: Option<usize>,
     ) {
-        let Ok(request) = crate::message::normalize::normalize(&bytes) else {
-            tracing::warn!(call = %self.id, method, "the edge built a request it cannot read");
-            return;
-        };
-        let key = ClientKey {
-            branch,
-            method: method.into(),
-        };
         self.edge
             .outgoing
-            .send(key, request, path, self.notify(leg))
+            .send_bytes(&bytes, branch, method, path, self.notify(leg))
             .await;
     }
 
@@ -1166,7 +1153,7 @@ pub(super) fn bye_in(dialog: &mut Dialog, transport: &str, local: &str) -> (Vec<
     (bye, branch)
 }
 
-pub(super) fn status_of(response: &RawMessage) -> Option<u16> {
+pub(crate) fn status_of(response: &RawMessage) -> Option<u16> {
     response.start_line.split(' ').nth(1)?.parse().ok()
 }
 
@@ -1175,13 +1162,6 @@ fn content_type(message: &RawMessage) -> String {
         .header("Content-Type")
         .unwrap_or("application/sdp")
         .to_string()
-}
-
-pub(super) fn branch_of(request: &RawMessage) -> String {
-    request
-        .header("Via")
-        .and_then(|v| crate::message::header::param(v, "branch").flatten())
-        .unwrap_or_default()
 }
 
 /// What the caller hears when every leg failed (after RFC 3261 §16.7's choice of the best

@@ -554,28 +554,16 @@ impl Callback {
             return;
         };
         let (bye, branch) = bye_in(dialog, "UDP", &local);
-        let Ok(request) = crate::message::normalize::normalize(&bye) else {
-            return;
-        };
-        let key = ClientKey {
-            branch,
-            method: "BYE".into(),
-        };
         self.edge
             .outgoing
-            .send(key, request, self.path.clone(), self.notify())
+            .send_bytes(&bye, branch, "BYE", self.path.clone(), self.notify())
             .await;
     }
 
     async fn cancel(&self, leg: &Leg) {
-        let cancel = requests::cancel(&leg.invite);
-        let key = ClientKey {
-            branch: super::call::branch_of(&cancel),
-            method: "CANCEL".into(),
-        };
         self.edge
             .outgoing
-            .send(key, cancel, self.path.clone(), self.notify())
+            .cancel(&leg.invite, self.path.clone(), self.notify())
             .await;
     }
 }

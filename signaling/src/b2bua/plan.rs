@@ -89,13 +89,7 @@ pub fn plan(
     attempts: &Attempts,
     call_in_webhook: bool,
 ) -> Result<Plan, Answer> {
-    let dialled = request
-        .start_line
-        .split(' ')
-        .nth(1)
-        .and_then(uri_user)
-        .unwrap_or_default();
-    let number = telephone_number(dialled);
+    let number = dialled_number(request);
     let now = chrono::Utc::now();
     if let Some(trunk) = trunks.of_source(source) {
         // A carrier delivers a call: it must be for a number it serves, held by an account.
@@ -142,12 +136,7 @@ pub fn plan(
                 "Not Found (number not in service)",
             ));
         };
-        let caller = request
-            .header("From")
-            .and_then(name_addr)
-            .and_then(|n| uri_user(n.uri))
-            .unwrap_or("anonymous")
-            .to_string();
+        let caller = caller_user(request).unwrap_or("anonymous").to_string();
         let (mut targets, alternate) = inbound_targets(&view, account, trunks, now);
         let call_in = alternate
             .and_then(|_| call_in_plan(&view, account, &mut targets, call_in_webhook, now));
@@ -213,6 +202,20 @@ pub fn plan(
         refusal,
         call_in: None,
     })
+}
+
+/// The telephone number an INVITE's request-URI names, if it names one.
+pub(crate) fn dialled_number(request: &RawMessage) -> Option<E164> {
+    let uri = request.start_line.split(' ').nth(1)?;
+    telephone_number(uri_user(uri)?)
+}
+
+/// The user part of an INVITE's From: the caller's number, as a carrier presents it.
+pub(crate) fn caller_user(request: &RawMessage) -> Option<&str> {
+    request
+        .header("From")
+        .and_then(name_addr)
+        .and_then(|n| uri_user(n.uri))
 }
 
 /// The fraud controls checked before a call to the public network is placed (DESIGN.md,
@@ -290,12 +293,7 @@ fn call_through(
     through: &CallThrough<'_>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan, Answer> {
-    let caller_user = through
-        .request
-        .header("From")
-        .and_then(name_addr)
-        .and_then(|n| uri_user(n.uri))
-        .unwrap_or("anonymous");
+    let caller_user = caller_user(through.request).unwrap_or("anonymous");
     if !through
         .attempts
         .allow(caller_user, std::time::Instant::now())
