@@ -3,7 +3,7 @@
 //! pending call-ins. Built by folding the same domain events the aggregates fold, so it can
 //! never disagree with the rules; answers lookups without touching a database.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use domain::account::Account;
@@ -41,6 +41,10 @@ pub struct RoutingView {
     numbers: HashMap<E164, Holder>,
     live_calls: HashMap<CallId, Call>,
     call_ins: HashMap<String, PendingCallIn>,
+    /// Per account, its access numbers not mapped to a destination (the ones to call in to).
+    call_in_numbers: HashMap<AccountId, BTreeSet<E164>>,
+    /// Extensions with callback requests waiting.
+    with_callbacks: HashSet<ExtensionId>,
     tariffs: HashMap<TariffId, Tariff>,
     /// What ended calls cost, by the UTC day they started: per account, and per extension
     /// for calls through one (rated as billing rates them; for spend limits).
@@ -77,17 +81,33 @@ impl RoutingView {
             Event::Device(e) => self.apply_device(DeviceId(entity_id(event)?), &e),
             Event::Extension(e) => {
                 let id = ExtensionId(entity_id(event)?);
-                self.extensions.entry(id).or_default().apply(&e);
+                let extension = self.extensions.entry(id).or_default();
+                extension.apply(&e);
+                if extension.callbacks.is_empty() {
+                    self.with_callbacks.remove(&id);
+                } else {
+                    self.with_callbacks.insert(id);
+                }
             }
             Event::Number(NumberEvent::Claimed {
                 number,
                 account_id,
                 role,
             }) => {
+                if matches!(role, NumberRole::Access { destination: None }) {
+                    self.call_in_numbers
+                        .entry(account_id)
+                        .or_default()
+                        .insert(number.clone());
+                }
                 self.numbers.insert(number, Holder { account_id, role });
             }
             Event::Number(NumberEvent::Released { number, .. }) => {
-                self.numbers.remove(&number);
+                if let Some(holder) = self.numbers.remove(&number)
+                    && let Some(numbers) = self.call_in_numbers.get_mut(&holder.account_id)
+                {
+                    numbers.remove(&number);
+                }
             }
             Event::Call(e) => self.apply_call(CallId(entity_id(event)?), &e),
             Event::Tariff(e) => {
@@ -333,27 +353,21 @@ impl RoutingView {
     /// The access number an extension of the account calls in to (alternate path (b)): one
     /// of its access numbers not mapped to a destination, the lowest if it has several.
     pub fn call_in_number(&self, account: AccountId) -> Option<&E164> {
-        self.numbers
-            .iter()
-            .filter(|(_, h)| {
-                h.account_id == account
-                    && matches!(h.role, NumberRole::Access { destination: None })
-            })
-            .map(|(n, _)| n)
-            .min_by_key(|n| n.as_str())
+        self.call_in_numbers.get(&account)?.first()
     }
 
     /// Callback requests waiting for an edge to place them, of verified extensions:
     /// (extension, request, destination).
     pub fn pending_callbacks(&self) -> Vec<(ExtensionId, Uuid, E164)> {
         let mut out: Vec<_> = self
-            .extensions
+            .with_callbacks
             .iter()
+            .filter_map(|id| Some((*id, self.extensions.get(id)?)))
             .filter(|(_, e)| e.status == ExtensionStatus::Verified)
             .flat_map(|(id, e)| {
                 e.callbacks
                     .iter()
-                    .map(move |(request, destination)| (*id, *request, destination.clone()))
+                    .map(move |(request, destination)| (id, *request, destination.clone()))
             })
             .collect();
         out.sort_by_key(|(_, request, _)| *request);
@@ -484,6 +498,69 @@ mod tests {
             prev_hash: String::new(),
             hash: String::new(),
         }
+    }
+
+    #[test]
+    fn call_in_numbers_and_waiting_callbacks_are_kept_as_the_log_changes() {
+        use domain::extension::{ExtensionEvent, ExtensionKind};
+        let n = |s: &str| E164::parse(s).unwrap();
+        let account = AccountId(Uuid::from_u128(1));
+        let ext = ExtensionId(Uuid::from_u128(2));
+        let access = |position: u64, number: &str, destination: Option<E164>| {
+            rec(
+                position,
+                &format!("number-{number}"),
+                &NumberEvent::Claimed {
+                    number: n(number),
+                    account_id: account,
+                    role: NumberRole::Access { destination },
+                },
+            )
+        };
+        let mut view = RoutingView::default();
+        for e in [
+            access(1, "+442030000009", None),
+            access(2, "+442030000005", None),
+            access(3, "+442030000001", Some(n("+33142685300"))),
+        ] {
+            view.apply(&e).unwrap();
+        }
+        assert_eq!(view.call_in_number(account), Some(&n("+442030000005")));
+        let released = NumberEvent::Released {
+            number: n("+442030000005"),
+            account_id: account,
+        };
+        view.apply(&rec(4, "number-+442030000005", &released))
+            .unwrap();
+        assert_eq!(view.call_in_number(account), Some(&n("+442030000009")));
+
+        let request = Uuid::from_u128(7);
+        for (position, e) in (5..).zip([
+            ExtensionEvent::Requested {
+                extension_id: ext,
+                account_id: account,
+                number: n("+447700000001"),
+                native_provider: "O2".into(),
+                kind: ExtensionKind::Mobile,
+            },
+            ExtensionEvent::Verified {},
+            ExtensionEvent::CallbackRequested {
+                request_id: request,
+                destination: n("+442079460000"),
+            },
+        ]) {
+            view.apply(&rec(position, &ext.stream_id(), &e)).unwrap();
+        }
+        assert_eq!(
+            view.pending_callbacks(),
+            vec![(ext, request, n("+442079460000"))]
+        );
+        let taken = ExtensionEvent::CallbackCancelled {
+            request_id: request,
+            reason: "placed".into(),
+        };
+        view.apply(&rec(8, &ext.stream_id(), &taken)).unwrap();
+        assert!(view.pending_callbacks().is_empty());
     }
 
     #[test]

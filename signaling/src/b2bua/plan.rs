@@ -398,14 +398,14 @@ fn call_in_plan(
     webhook: bool,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<CallInPlan> {
-    let account_id = account.id?;
-    let access_number = view.call_in_number(account_id)?.clone();
     let index = targets.iter().position(|t| {
         t.delay.is_zero()
             && t.extension
                 .as_ref()
                 .is_some_and(|e| e.settings.alternate_path == AlternateMode::CallIn)
     })?;
+    let account_id = account.id?;
+    let access_number = view.call_in_number(account_id)?.clone();
     let unreachable: Vec<DeviceId> = view
         .devices_of(account_id)
         .into_iter()
