@@ -164,10 +164,20 @@ async fn rebuild(store: Option<String>, events: usize) -> anyhow::Result<()> {
     let start_head = store.head_position().await?;
     let mut pending = Vec::new();
     let mut written = 0;
+    // Streams the steps in flight append to: a step touching one of them waits for those to
+    // commit first, so every stream's events reach the log in the order the workload made them.
+    let mut in_flight = std::collections::HashSet::new();
     while written < events {
-        // Appends of one step go in order; steps run 64 at a time.
+        // Appends of one step go in order; steps run up to 64 at a time.
         let steps: Vec<_> = (0..64).map(|_| workload.step()).collect();
         for step in steps {
+            if step.iter().any(|a| in_flight.contains(&a.stream_id)) {
+                for p in pending.drain(..) {
+                    p.await??;
+                }
+                in_flight.clear();
+            }
+            in_flight.extend(step.iter().map(|a| a.stream_id.clone()));
             written += step.iter().map(|a| a.events.len()).sum::<usize>();
             let store = store.clone();
             pending.push(tokio::spawn(async move {
@@ -182,6 +192,7 @@ async fn rebuild(store: Option<String>, events: usize) -> anyhow::Result<()> {
         for p in pending.drain(..) {
             p.await??;
         }
+        in_flight.clear();
     }
     let head = store.head_position().await?;
     println!(

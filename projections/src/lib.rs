@@ -12,6 +12,7 @@ pub mod routing_view;
 pub mod runner;
 pub mod sql;
 pub mod workload;
+pub mod writes;
 
 pub use routing_view::RoutingView;
 

@@ -12,8 +12,9 @@ use domain::number::{NumberEvent, NumberRole};
 use infra::RecordedEvent;
 use sqlx::AnyConnection;
 
-use crate::runner::{Projection, ProjectionError};
+use crate::runner::{BatchError, Decoded, Projection, ProjectionError};
 use crate::sql::{entity_id, flag, json, name, ts};
+use crate::writes::Writes;
 
 pub struct RoutingTables;
 
@@ -54,13 +55,21 @@ const TABLES: &[(&str, &str)] = &[
     ("routing_data_paths", "device_id"),
 ];
 
-async fn exec(
-    conn: &mut AnyConnection,
-    q: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
-) -> Result<(), ProjectionError> {
-    q.execute(conn).await?;
-    Ok(())
-}
+const NUMBERS: &str = "routing_numbers";
+const ACCOUNTS: &str = "routing_accounts";
+const DEVICES: &str = "routing_devices";
+const CONTACTS: &str = "routing_contacts";
+const EXTENSIONS: &str = "routing_extensions";
+const CALL_INS: &str = "routing_call_ins";
+const DIAL_INTENTS: &str = "routing_dial_intents";
+const CALLBACKS: &str = "routing_callbacks";
+const DATA_PATHS: &str = "routing_data_paths";
+
+const ACCOUNT: &[&str] = &["account_id"];
+const DEVICE: &[&str] = &["device_id"];
+const CONTACT: &[&str] = &["device_id", "contact_uri"];
+const EXTENSION: &[&str] = &["extension_id"];
+const STATUS: &[&str] = &["status"];
 
 #[async_trait]
 impl Projection for RoutingTables {
@@ -82,106 +91,430 @@ impl Projection for RoutingTables {
             .any(|c| event_type.starts_with(c))
     }
 
-    async fn apply(
+    async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
-        event: &RecordedEvent,
-        decoded: &Event,
-    ) -> Result<(), ProjectionError> {
-        use sqlx::query;
-        let id = entity_id(&event.stream_id)?;
-        match decoded {
-            Event::Number(NumberEvent::Claimed { number, account_id, role }) => {
-                let (role_name, extension_id, destination) = match role {
-                    NumberRole::Main => ("main", None, None),
-                    NumberRole::Extension { extension_id } => ("extension", Some(extension_id.to_string()), None),
-                    NumberRole::Access { destination } => ("access", None, destination.as_ref().map(|d| d.to_string())),
-                };
-                exec(conn, query("INSERT INTO routing_numbers (number, account_id, role, extension_id, destination) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(number.to_string()).bind(account_id.to_string()).bind(role_name).bind(extension_id).bind(destination)).await
-            }
-            Event::Number(NumberEvent::Released { number, .. }) => {
-                exec(conn, query("DELETE FROM routing_numbers WHERE number = $1").bind(number.to_string())).await
-            }
-            Event::Account(e) => match e {
-                AccountEvent::Opened { account_id, name: n, main_number, tariff_id, currency, max_extensions } => {
-                    let p = domain::account::RingPolicy::default();
-                    exec(conn, query("INSERT INTO routing_accounts (account_id, name, main_number, status, tariff_id, currency, ring_timeout_secs, extension_delay_secs, prefer_alternate_path, daily_spend_limit_minor, max_extensions) VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, NULL, $9)")
-                        .bind(account_id.to_string()).bind(n.clone()).bind(main_number.to_string()).bind(tariff_id.to_string()).bind(currency.to_string())
-                        .bind(i64::from(p.ring_timeout_secs)).bind(i64::from(p.extension_delay_secs)).bind(flag(p.prefer_alternate_path)).bind(i64::from(*max_extensions))).await
-                }
-                AccountEvent::Suspended { .. } => exec(conn, query("UPDATE routing_accounts SET status = 'suspended' WHERE account_id = $1").bind(id)).await,
-                AccountEvent::Reinstated {} => exec(conn, query("UPDATE routing_accounts SET status = 'active' WHERE account_id = $1").bind(id)).await,
-                AccountEvent::Closed { .. } => exec(conn, query("UPDATE routing_accounts SET status = 'closed' WHERE account_id = $1").bind(id)).await,
-                AccountEvent::RingPolicyChanged { policy } => exec(conn, query("UPDATE routing_accounts SET ring_timeout_secs = $2, extension_delay_secs = $3, prefer_alternate_path = $4 WHERE account_id = $1")
-                    .bind(id).bind(i64::from(policy.ring_timeout_secs)).bind(i64::from(policy.extension_delay_secs)).bind(flag(policy.prefer_alternate_path))).await,
-                AccountEvent::SpendLimitChanged { daily_limit_minor } => exec(conn, query("UPDATE routing_accounts SET daily_spend_limit_minor = $2 WHERE account_id = $1").bind(id).bind(*daily_limit_minor)).await,
-                AccountEvent::TariffChanged { tariff_id } => exec(conn, query("UPDATE routing_accounts SET tariff_id = $2 WHERE account_id = $1").bind(id).bind(tariff_id.to_string())).await,
-                AccountEvent::ExtensionAttached { .. } | AccountEvent::ExtensionDetached { .. } => Ok(()),
-            },
-            Event::Device(e) => match e {
-                DeviceEvent::Provisioned { device_id, account_id, sip_username, realm, ha1 } => {
-                    exec(conn, query("INSERT INTO routing_devices (device_id, account_id, sip_username, realm, ha1_md5, ha1_sha256, status) VALUES ($1, $2, $3, $4, $5, $6, 'active')")
-                        .bind(device_id.to_string()).bind(account_id.to_string()).bind(sip_username.clone()).bind(realm.clone()).bind(ha1.md5.clone()).bind(ha1.sha256.clone())).await
-                }
-                DeviceEvent::CredentialsRotated { ha1 } => exec(conn, query("UPDATE routing_devices SET ha1_md5 = $2, ha1_sha256 = $3 WHERE device_id = $1")
-                    .bind(id).bind(ha1.md5.clone()).bind(ha1.sha256.clone())).await,
-                DeviceEvent::Removed {} => exec(conn, query("UPDATE routing_devices SET status = 'removed', ha1_md5 = NULL, ha1_sha256 = NULL WHERE device_id = $1").bind(id)).await,
-                DeviceEvent::ContactBound { contact_uri, source, transport, user_agent, expires_at } => {
-                    exec(conn, query("INSERT INTO routing_contacts (device_id, contact_uri, source, transport, user_agent, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
-                        .bind(id).bind(contact_uri.clone()).bind(source.clone()).bind(name(transport)).bind(user_agent.clone()).bind(ts(*expires_at))).await
-                }
-                DeviceEvent::ContactRefreshed { contact_uri, source, transport, expires_at } => {
-                    exec(conn, query("UPDATE routing_contacts SET source = $3, transport = $4, expires_at = $5 WHERE device_id = $1 AND contact_uri = $2")
-                        .bind(id).bind(contact_uri.clone()).bind(source.clone()).bind(name(transport)).bind(ts(*expires_at))).await
-                }
-                DeviceEvent::ContactUnbound { contact_uri, .. } => {
-                    exec(conn, query("DELETE FROM routing_contacts WHERE device_id = $1 AND contact_uri = $2").bind(id).bind(contact_uri.clone())).await
-                }
-                DeviceEvent::DataPathReported { quality, at } => {
-                    exec(conn, query("DELETE FROM routing_data_paths WHERE device_id = $1").bind(id.clone())).await?;
-                    exec(conn, query("INSERT INTO routing_data_paths (device_id, quality, reported_at) VALUES ($1, $2, $3)")
-                        .bind(id).bind(name(quality)).bind(ts(*at))).await
-                }
-            },
-            Event::Extension(e) => match e {
-                ExtensionEvent::Requested { extension_id, account_id, number, native_provider, kind } => {
-                    exec(conn, query("INSERT INTO routing_extensions (extension_id, account_id, number, native_provider, kind, status, settings, failed_attempts, locked) VALUES ($1, $2, $3, $4, $5, 'pending', $6, 0, 0)")
-                        .bind(extension_id.to_string()).bind(account_id.to_string()).bind(number.to_string()).bind(native_provider.clone()).bind(name(kind))
-                        .bind(json(&domain::extension::ExtensionSettings::default()))).await
-                }
-                ExtensionEvent::ChallengeIssued { .. } => Ok(()),
-                ExtensionEvent::Verified {} => exec(conn, query("UPDATE routing_extensions SET status = 'verified' WHERE extension_id = $1").bind(id)).await,
-                ExtensionEvent::ChallengeFailed { attempts, locked } => exec(conn, query("UPDATE routing_extensions SET failed_attempts = $2, locked = $3 WHERE extension_id = $1")
-                    .bind(id).bind(i64::from(*attempts)).bind(flag(*locked))).await,
-                ExtensionEvent::SettingsChanged { settings } => exec(conn, query("UPDATE routing_extensions SET settings = $2 WHERE extension_id = $1").bind(id).bind(json(settings))).await,
-                ExtensionEvent::Removed { .. } => exec(conn, query("UPDATE routing_extensions SET status = 'removed' WHERE extension_id = $1").bind(id)).await,
-                ExtensionEvent::DialIntentStaged { intent_id, destination, expires_at } => {
-                    exec(conn, query("INSERT INTO routing_dial_intents (intent_id, extension_id, destination, expires_at) VALUES ($1, $2, $3, $4)")
-                        .bind(intent_id.to_string()).bind(id).bind(destination.to_string()).bind(ts(*expires_at))).await
-                }
-                ExtensionEvent::DialIntentCancelled { intent_id, .. } => {
-                    exec(conn, query("DELETE FROM routing_dial_intents WHERE intent_id = $1").bind(intent_id.to_string())).await
-                }
-                ExtensionEvent::CallbackRequested { request_id, destination } => {
-                    exec(conn, query("INSERT INTO routing_callbacks (request_id, extension_id, destination, requested_at) VALUES ($1, $2, $3, $4)")
-                        .bind(request_id.to_string()).bind(id).bind(destination.to_string()).bind(ts(event.occurred_at))).await
-                }
-                ExtensionEvent::CallbackCancelled { request_id, .. } => {
-                    exec(conn, query("DELETE FROM routing_callbacks WHERE request_id = $1").bind(request_id.to_string())).await
-                }
-            },
-            Event::Call(e) => match e {
-                CallEvent::CallInAwaited { token, access_number, expected_caller, expires_at, .. } => {
-                    exec(conn, query("INSERT INTO routing_call_ins (token, call_id, access_number, expected_caller, expires_at) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(token.clone()).bind(id).bind(access_number.to_string()).bind(expected_caller.to_string()).bind(ts(*expires_at))).await
-                }
-                CallEvent::Bridged { .. } | CallEvent::Ended { .. } => {
-                    exec(conn, query("DELETE FROM routing_call_ins WHERE call_id = $1").bind(id)).await
-                }
-                _ => Ok(()),
-            },
-            Event::Tariff(_) => Ok(()),
+        events: &[Decoded<'_>],
+    ) -> Result<(), BatchError> {
+        let mut w = Writes::default();
+        for d in events {
+            write(&mut w, d.recorded, &d.event).map_err(|e| BatchError::at(d.index, e))?;
         }
+        w.flush(conn).await?;
+        Ok(())
     }
+}
+
+/// The rows one event changes. Entities: a number, an account, a device, a contact (device and
+/// URI), an extension, a call (its call-ins), an intent, a callback request.
+fn write(w: &mut Writes, event: &RecordedEvent, decoded: &Event) -> Result<(), ProjectionError> {
+    let id = entity_id(&event.stream_id)?;
+    match decoded {
+        Event::Number(NumberEvent::Claimed {
+            number,
+            account_id,
+            role,
+        }) => {
+            let (role_name, extension_id, destination) = match role {
+                NumberRole::Main => ("main", None, None),
+                NumberRole::Extension { extension_id } => {
+                    ("extension", Some(extension_id.to_string()), None)
+                }
+                NumberRole::Access { destination } => {
+                    ("access", None, destination.as_ref().map(|d| d.to_string()))
+                }
+            };
+            let n = number.to_string();
+            w.insert(
+                NUMBERS,
+                &[
+                    "number",
+                    "account_id",
+                    "role",
+                    "extension_id",
+                    "destination",
+                ],
+                &n,
+                vec![
+                    n.clone().into(),
+                    account_id.to_string().into(),
+                    role_name.into(),
+                    extension_id.into(),
+                    destination.into(),
+                ],
+            );
+        }
+        Event::Number(NumberEvent::Released { number, .. }) => {
+            let n = number.to_string();
+            w.delete(NUMBERS, &["number"], &n, vec![n.clone().into()]);
+        }
+        Event::Account(e) => match e {
+            AccountEvent::Opened {
+                account_id,
+                name: n,
+                main_number,
+                tariff_id,
+                currency,
+                max_extensions,
+            } => {
+                let p = domain::account::RingPolicy::default();
+                let a = account_id.to_string();
+                w.insert(
+                    ACCOUNTS,
+                    &[
+                        "account_id",
+                        "name",
+                        "main_number",
+                        "status",
+                        "tariff_id",
+                        "currency",
+                        "ring_timeout_secs",
+                        "extension_delay_secs",
+                        "prefer_alternate_path",
+                        "daily_spend_limit_minor",
+                        "max_extensions",
+                    ],
+                    &a,
+                    vec![
+                        a.clone().into(),
+                        n.clone().into(),
+                        main_number.to_string().into(),
+                        "active".into(),
+                        tariff_id.to_string().into(),
+                        currency.to_string().into(),
+                        i64::from(p.ring_timeout_secs).into(),
+                        i64::from(p.extension_delay_secs).into(),
+                        flag(p.prefer_alternate_path).into(),
+                        None::<i64>.into(),
+                        i64::from(*max_extensions).into(),
+                    ],
+                );
+            }
+            AccountEvent::Suspended { .. } => w.update(
+                ACCOUNTS,
+                ACCOUNT,
+                STATUS,
+                &id,
+                vec![id.clone().into(), "suspended".into()],
+            ),
+            AccountEvent::Reinstated {} => w.update(
+                ACCOUNTS,
+                ACCOUNT,
+                STATUS,
+                &id,
+                vec![id.clone().into(), "active".into()],
+            ),
+            AccountEvent::Closed { .. } => w.update(
+                ACCOUNTS,
+                ACCOUNT,
+                STATUS,
+                &id,
+                vec![id.clone().into(), "closed".into()],
+            ),
+            AccountEvent::RingPolicyChanged { policy } => w.update(
+                ACCOUNTS,
+                ACCOUNT,
+                &[
+                    "ring_timeout_secs",
+                    "extension_delay_secs",
+                    "prefer_alternate_path",
+                ],
+                &id,
+                vec![
+                    id.clone().into(),
+                    i64::from(policy.ring_timeout_secs).into(),
+                    i64::from(policy.extension_delay_secs).into(),
+                    flag(policy.prefer_alternate_path).into(),
+                ],
+            ),
+            AccountEvent::SpendLimitChanged { daily_limit_minor } => w.update(
+                ACCOUNTS,
+                ACCOUNT,
+                &["daily_spend_limit_minor"],
+                &id,
+                vec![id.clone().into(), (*daily_limit_minor).into()],
+            ),
+            AccountEvent::TariffChanged { tariff_id } => w.update(
+                ACCOUNTS,
+                ACCOUNT,
+                &["tariff_id"],
+                &id,
+                vec![id.clone().into(), tariff_id.to_string().into()],
+            ),
+            AccountEvent::ExtensionAttached { .. } | AccountEvent::ExtensionDetached { .. } => {}
+        },
+        Event::Device(e) => match e {
+            DeviceEvent::Provisioned {
+                device_id,
+                account_id,
+                sip_username,
+                realm,
+                ha1,
+            } => {
+                let d = device_id.to_string();
+                w.insert(
+                    DEVICES,
+                    &[
+                        "device_id",
+                        "account_id",
+                        "sip_username",
+                        "realm",
+                        "ha1_md5",
+                        "ha1_sha256",
+                        "status",
+                    ],
+                    &d,
+                    vec![
+                        d.clone().into(),
+                        account_id.to_string().into(),
+                        sip_username.clone().into(),
+                        realm.clone().into(),
+                        ha1.md5.clone().into(),
+                        ha1.sha256.clone().into(),
+                        "active".into(),
+                    ],
+                );
+            }
+            DeviceEvent::CredentialsRotated { ha1 } => w.update(
+                DEVICES,
+                DEVICE,
+                &["ha1_md5", "ha1_sha256"],
+                &id,
+                vec![
+                    id.clone().into(),
+                    ha1.md5.clone().into(),
+                    ha1.sha256.clone().into(),
+                ],
+            ),
+            DeviceEvent::Removed {} => w.update(
+                DEVICES,
+                DEVICE,
+                &["status", "ha1_md5", "ha1_sha256"],
+                &id,
+                vec![
+                    id.clone().into(),
+                    "removed".into(),
+                    None::<String>.into(),
+                    None::<String>.into(),
+                ],
+            ),
+            DeviceEvent::ContactBound {
+                contact_uri,
+                source,
+                transport,
+                user_agent,
+                expires_at,
+            } => {
+                w.insert(
+                    CONTACTS,
+                    &[
+                        "device_id",
+                        "contact_uri",
+                        "source",
+                        "transport",
+                        "user_agent",
+                        "expires_at",
+                    ],
+                    &contact(&id, contact_uri),
+                    vec![
+                        id.clone().into(),
+                        contact_uri.clone().into(),
+                        source.clone().into(),
+                        name(transport).into(),
+                        user_agent.clone().into(),
+                        ts(*expires_at).into(),
+                    ],
+                );
+            }
+            DeviceEvent::ContactRefreshed {
+                contact_uri,
+                source,
+                transport,
+                expires_at,
+            } => {
+                w.update(
+                    CONTACTS,
+                    CONTACT,
+                    &["source", "transport", "expires_at"],
+                    &contact(&id, contact_uri),
+                    vec![
+                        id.clone().into(),
+                        contact_uri.clone().into(),
+                        source.clone().into(),
+                        name(transport).into(),
+                        ts(*expires_at).into(),
+                    ],
+                );
+            }
+            DeviceEvent::ContactUnbound { contact_uri, .. } => {
+                w.delete(
+                    CONTACTS,
+                    CONTACT,
+                    &contact(&id, contact_uri),
+                    vec![id.clone().into(), contact_uri.clone().into()],
+                );
+            }
+            DeviceEvent::DataPathReported { quality, at } => {
+                w.upsert(
+                    DATA_PATHS,
+                    DEVICE,
+                    &["quality", "reported_at"],
+                    &id,
+                    vec![id.clone().into(), name(quality).into(), ts(*at).into()],
+                );
+            }
+        },
+        Event::Extension(e) => match e {
+            ExtensionEvent::Requested {
+                extension_id,
+                account_id,
+                number,
+                native_provider,
+                kind,
+            } => {
+                let x = extension_id.to_string();
+                w.insert(
+                    EXTENSIONS,
+                    &[
+                        "extension_id",
+                        "account_id",
+                        "number",
+                        "native_provider",
+                        "kind",
+                        "status",
+                        "settings",
+                        "failed_attempts",
+                        "locked",
+                    ],
+                    &x,
+                    vec![
+                        x.clone().into(),
+                        account_id.to_string().into(),
+                        number.to_string().into(),
+                        native_provider.clone().into(),
+                        name(kind).into(),
+                        "pending".into(),
+                        json(&domain::extension::ExtensionSettings::default()).into(),
+                        0_i64.into(),
+                        0_i64.into(),
+                    ],
+                );
+            }
+            ExtensionEvent::ChallengeIssued { .. } => {}
+            ExtensionEvent::Verified {} => w.update(
+                EXTENSIONS,
+                EXTENSION,
+                STATUS,
+                &id,
+                vec![id.clone().into(), "verified".into()],
+            ),
+            ExtensionEvent::ChallengeFailed { attempts, locked } => w.update(
+                EXTENSIONS,
+                EXTENSION,
+                &["failed_attempts", "locked"],
+                &id,
+                vec![
+                    id.clone().into(),
+                    i64::from(*attempts).into(),
+                    flag(*locked).into(),
+                ],
+            ),
+            ExtensionEvent::SettingsChanged { settings } => w.update(
+                EXTENSIONS,
+                EXTENSION,
+                &["settings"],
+                &id,
+                vec![id.clone().into(), json(settings).into()],
+            ),
+            ExtensionEvent::Removed { .. } => w.update(
+                EXTENSIONS,
+                EXTENSION,
+                STATUS,
+                &id,
+                vec![id.clone().into(), "removed".into()],
+            ),
+            ExtensionEvent::DialIntentStaged {
+                intent_id,
+                destination,
+                expires_at,
+            } => {
+                let i = intent_id.to_string();
+                w.insert(
+                    DIAL_INTENTS,
+                    &["intent_id", "extension_id", "destination", "expires_at"],
+                    &i,
+                    vec![
+                        i.clone().into(),
+                        id.clone().into(),
+                        destination.to_string().into(),
+                        ts(*expires_at).into(),
+                    ],
+                );
+            }
+            ExtensionEvent::DialIntentCancelled { intent_id, .. } => {
+                let i = intent_id.to_string();
+                w.delete(DIAL_INTENTS, &["intent_id"], &i, vec![i.clone().into()]);
+            }
+            ExtensionEvent::CallbackRequested {
+                request_id,
+                destination,
+            } => {
+                let r = request_id.to_string();
+                w.insert(
+                    CALLBACKS,
+                    &["request_id", "extension_id", "destination", "requested_at"],
+                    &r,
+                    vec![
+                        r.clone().into(),
+                        id.clone().into(),
+                        destination.to_string().into(),
+                        ts(event.occurred_at).into(),
+                    ],
+                );
+            }
+            ExtensionEvent::CallbackCancelled { request_id, .. } => {
+                let r = request_id.to_string();
+                w.delete(CALLBACKS, &["request_id"], &r, vec![r.clone().into()]);
+            }
+        },
+        Event::Call(e) => match e {
+            CallEvent::CallInAwaited {
+                token,
+                access_number,
+                expected_caller,
+                expires_at,
+                ..
+            } => {
+                w.insert(
+                    CALL_INS,
+                    &[
+                        "token",
+                        "call_id",
+                        "access_number",
+                        "expected_caller",
+                        "expires_at",
+                    ],
+                    &id,
+                    vec![
+                        token.clone().into(),
+                        id.clone().into(),
+                        access_number.to_string().into(),
+                        expected_caller.to_string().into(),
+                        ts(*expires_at).into(),
+                    ],
+                );
+            }
+            CallEvent::Bridged { .. } | CallEvent::Ended { .. } => {
+                w.delete(CALL_INS, &["call_id"], &id, vec![id.clone().into()]);
+            }
+            _ => {}
+        },
+        Event::Tariff(_) => {}
+    }
+    Ok(())
+}
+
+/// A contact's entity: its device and URI.
+fn contact(device_id: &str, uri: &str) -> String {
+    format!("{device_id} {uri}")
 }

@@ -23,6 +23,33 @@ pub enum ProjectionError {
     Database(#[from] sqlx::Error),
 }
 
+/// One event of a batch, decoded, with its index in the batch.
+pub struct Decoded<'a> {
+    pub index: usize,
+    pub recorded: &'a RecordedEvent,
+    pub event: domain::Event,
+}
+
+/// Why a batch could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The event at `index` of the batch is not what the projection can apply.
+    #[error("event {index} of the batch: {reason}")]
+    Refused { index: usize, reason: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl BatchError {
+    /// `error` met while applying the event at `index`.
+    pub fn at(index: usize, error: ProjectionError) -> Self {
+        match error {
+            ProjectionError::Apply(reason) => BatchError::Refused { index, reason },
+            ProjectionError::Database(e) => BatchError::Database(e),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
@@ -34,12 +61,13 @@ pub trait Projection: Send + Sync + 'static {
     fn handles(&self, _event_type: &str) -> bool {
         true
     }
-    async fn apply(
+    /// Applies the events of one batch, in order, inside the batch's transaction (the runner
+    /// commits it with the checkpoint, or rolls it back on any error).
+    async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
-        event: &RecordedEvent,
-        decoded: &domain::Event,
-    ) -> Result<(), ProjectionError>;
+        events: &[Decoded<'_>],
+    ) -> Result<(), BatchError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +94,11 @@ pub struct Runner {
     projection: Arc<dyn Projection>,
 }
 
-/// Events per transaction.
+/// Events per transaction while following the live log.
 const BATCH: usize = 500;
+/// Events per transaction while catching up (a rebuild, a start behind the head): larger
+/// batches mean fewer statements, as the writes of a batch are sent together.
+const CATCH_UP_BATCH: usize = 5000;
 /// While following the live log, commit at most this often: a transaction per trickle of
 /// events would take the (SQLite) write lock from the event log's writer hundreds of times
 /// a second, and every append would queue behind those commits.
@@ -127,15 +158,18 @@ impl Runner {
     /// Applies everything up to the log's current head, then returns the checkpoint.
     pub async fn catch_up(&self) -> Result<u64, RunnerError> {
         let mut position = self.ensure_running().await?;
-        loop {
-            let page = self.store.read_all(position, BATCH).await?;
-            let Some(last) = page.last() else {
-                return Ok(position);
-            };
-            let last = last.global_position;
-            self.apply_batch(&page).await?;
+        let mut page = self.store.read_all(position, CATCH_UP_BATCH).await?;
+        while let Some(last) = page.last().map(|e| e.global_position) {
+            // The next page is read while this one is applied.
+            let (next, applied) = tokio::join!(
+                self.store.read_all(last, CATCH_UP_BATCH),
+                self.apply_batch(&page)
+            );
+            applied?;
             position = last;
+            page = next?;
         }
+        Ok(position)
     }
 
     /// Follows the log until `shutdown` completes or the projection stops.
@@ -230,22 +264,27 @@ impl Runner {
         let Some(last) = events.last() else {
             return Ok(Ok(()));
         };
-        let mut tx = self.db.begin().await?;
-        for (i, event) in events.iter().enumerate() {
-            if !self.projection.handles(&event.event_type) {
+        let mut decoded = Vec::with_capacity(events.len());
+        for (index, recorded) in events.iter().enumerate() {
+            if !self.projection.handles(&recorded.event_type) {
                 continue;
             }
-            let decoded = match event.decode() {
-                Ok(d) => d,
-                Err(e) => return Ok(Err((i, ApplyError::new(event, e)))),
-            };
-            match self.projection.apply(&mut tx, event, &decoded).await {
-                Ok(()) => {}
-                Err(ProjectionError::Apply(reason)) => {
-                    return Ok(Err((i, ApplyError::new(event, reason))));
-                }
-                Err(ProjectionError::Database(e)) => return Err(e.into()),
+            match recorded.decode() {
+                Ok(event) => decoded.push(Decoded {
+                    index,
+                    recorded,
+                    event,
+                }),
+                Err(e) => return Ok(Err((index, ApplyError::new(recorded, e)))),
             }
+        }
+        let mut tx = self.db.begin().await?;
+        match self.projection.apply_batch(&mut tx, &decoded).await {
+            Ok(()) => {}
+            Err(BatchError::Refused { index, reason }) => {
+                return Ok(Err((index, ApplyError::new(&events[index], reason))));
+            }
+            Err(BatchError::Database(e)) => return Err(e.into()),
         }
         sqlx::query(
             "INSERT INTO projection_checkpoints (name, position, status, error) \
