@@ -18,7 +18,7 @@ use sqlx::{AnyConnection, AssertSqlSafe, Row, query};
 
 use crate::runner::{BatchError, Decoded, Projection, ProjectionError};
 use crate::sql::{entity_id, json, name, ts};
-use crate::writes::{Value, Writes, tuples};
+use crate::writes::{Placeholders, Value, Writes, tuples};
 
 pub struct Billing;
 
@@ -202,10 +202,11 @@ async fn select_in(
     ids: &[String],
 ) -> Result<Vec<AnyRow>, sqlx::Error> {
     let mut rows = Vec::new();
+    let placeholders = Placeholders::of(conn);
     for chunk in ids.chunks(IDS_PER_QUERY) {
         let sql = format!(
             "SELECT {columns} FROM {table} WHERE {column} IN (VALUES {})",
-            tuples(chunk.len(), 1)
+            tuples(chunk.len(), 1, placeholders)
         );
         let mut q = query(AssertSqlSafe(sql)).persistent(false);
         for id in chunk {

@@ -238,11 +238,12 @@ impl Writes {
     /// Sends every held write, round by round, and forgets them.
     pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         self.last_round.clear();
+        let placeholders = Placeholders::of(conn);
         for groups in std::mem::take(&mut self.rounds) {
             for (shape, rows) in groups {
                 let per_statement = (MAX_PARAMS / shape.columns()).max(1);
                 for chunk in rows.chunks(per_statement) {
-                    let sql = statement(&shape, chunk.len());
+                    let sql = statement(&shape, chunk.len(), placeholders);
                     let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
                     for row in chunk {
                         for v in row {
@@ -261,8 +262,28 @@ impl Writes {
     }
 }
 
-/// `($1, $2), ($3, $4), …`: `rows` tuples of `columns` placeholders.
-pub(crate) fn tuples(rows: usize, columns: usize) -> String {
+/// How a statement names its parameters: `$1, $2, …` (PostgreSQL), or `?` in order
+/// (SQLite: sqlx finds each *named* parameter's index by a search through all of them, so a
+/// statement of n named parameters costs n² to bind; anonymous ones bind in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholders {
+    Numbered,
+    Anonymous,
+}
+
+impl Placeholders {
+    /// What `conn`'s database wants.
+    pub fn of(conn: &AnyConnection) -> Self {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Placeholders::Anonymous
+        } else {
+            Placeholders::Numbered
+        }
+    }
+}
+
+/// `($1, $2), ($3, $4), …` (or `(?, ?), (?, ?), …`): `rows` tuples of `columns` placeholders.
+pub(crate) fn tuples(rows: usize, columns: usize, p: Placeholders) -> String {
     let mut s = String::with_capacity(rows * columns * 5);
     for r in 0..rows {
         if r > 0 {
@@ -273,15 +294,20 @@ pub(crate) fn tuples(rows: usize, columns: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            s.push('$');
-            s.push_str(&(r * columns + c + 1).to_string());
+            match p {
+                Placeholders::Numbered => {
+                    s.push('$');
+                    s.push_str(&(r * columns + c + 1).to_string());
+                }
+                Placeholders::Anonymous => s.push('?'),
+            }
         }
         s.push(')');
     }
     s
 }
 
-fn statement(shape: &Shape, rows: usize) -> String {
+fn statement(shape: &Shape, rows: usize, p: Placeholders) -> String {
     let t = shape.table;
     let key = shape.key.join(", ");
     let all = shape
@@ -292,7 +318,7 @@ fn statement(shape: &Shape, rows: usize) -> String {
         .copied()
         .collect::<Vec<_>>()
         .join(", ");
-    let values = tuples(rows, shape.columns());
+    let values = tuples(rows, shape.columns(), p);
     match shape.kind {
         Kind::Insert => format!("INSERT INTO {t} ({all}) VALUES {values}"),
         Kind::Upsert if shape.rest.is_empty() => {
@@ -360,23 +386,35 @@ mod tests {
     #[test]
     fn statements_have_one_tuple_per_row() {
         assert_eq!(
-            statement(&shape(Kind::Insert, &["a", "b"], &[]), 2),
+            statement(
+                &shape(Kind::Insert, &["a", "b"], &[]),
+                2,
+                Placeholders::Numbered
+            ),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"
         );
         assert_eq!(
-            statement(&shape(Kind::Update, &["k"], &["a", "b"]), 1),
+            statement(
+                &shape(Kind::Update, &["k"], &["a", "b"]),
+                1,
+                Placeholders::Numbered
+            ),
             "UPDATE t SET a = v.column2, b = v.column3 FROM (VALUES ($1, $2, $3)) AS v WHERE t.k = v.column1"
         );
         assert_eq!(
-            statement(&shape(Kind::Delete, &["k", "j"], &[]), 2),
-            "DELETE FROM t WHERE (k, j) IN (VALUES ($1, $2), ($3, $4))"
+            statement(
+                &shape(Kind::Delete, &["k", "j"], &[]),
+                2,
+                Placeholders::Anonymous
+            ),
+            "DELETE FROM t WHERE (k, j) IN (VALUES (?, ?), (?, ?))"
         );
         let add = Shape {
             keep: &["c"],
             ..shape(Kind::Add, &["k"], &["n"])
         };
         assert_eq!(
-            statement(&add, 1),
+            statement(&add, 1, Placeholders::Numbered),
             "INSERT INTO t (k, c, n) VALUES ($1, $2, $3) ON CONFLICT (k) DO UPDATE SET n = t.n + excluded.n"
         );
     }
