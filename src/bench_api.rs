@@ -22,12 +22,14 @@ const LEG_COLUMNS: &str = "leg_id, call_id, account_id, extension_id, path, dest
     rating_error";
 const PER_INSERT: usize = 400;
 
-/// Writes `legs` rated legs of `account` straight into the billing tables (rated legs and the
-/// daily usage they add up to), one every 30 s from 2026-01-01, over three extensions and three
+/// Writes `legs` rated legs of `account` straight into the billing tables of the store at
+/// `store_url` (rated legs and the daily usage they add up to), one every 30 s from 2026-01-01, over three extensions and three
 /// paths. These rows stand in for what the billing projection would have written; only the
 /// read path is being measured.
 pub async fn seed_rated_legs(store_url: &str, account: &str, legs: usize) -> anyhow::Result<()> {
-    let db = ProjectionDb::connect(store_url).await?;
+    let projections = infra::config::projections_next_to(store_url)
+        .context("rated legs need a SQLite or PostgreSQL store")?;
+    let db = ProjectionDb::connect(&projections).await?;
     db.execute_schema(projections::billing::Billing.schema())
         .await?;
     let extensions = [

@@ -285,7 +285,9 @@ pub async fn seed_extension_mix(store_url: &str, count: usize, dir: &str) -> any
 pub async fn billing_totals(store_url: &str) -> anyhow::Result<()> {
     use sqlx::Row;
     let store = infra::open_store(store_url).await?;
-    let db = projections::db::ProjectionDb::connect(store_url).await?;
+    let projections = infra::config::projections_next_to(store_url)
+        .context("billing totals need a SQLite or PostgreSQL store")?;
+    let db = projections::db::ProjectionDb::connect(&projections).await?;
     let runner = projections::runner::Runner::new(
         db.clone(),
         store,

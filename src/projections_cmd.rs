@@ -24,17 +24,17 @@ pub enum ProjectionsCommand {
     },
 }
 
-/// Where projections live: the store's own database (SQL backends only, for now).
+/// Where projections live: `projections.url`, or next to the store (see the config).
 pub async fn projection_db(config: &Config) -> anyhow::Result<ProjectionDb> {
-    let url = &config.store.url;
-    anyhow::ensure!(
-        url.starts_with("sqlite:") || url.starts_with("postgres"),
-        "SQL projections need a SQLite or PostgreSQL store; {} has none",
-        crate::redact(url)
-    );
-    ProjectionDb::connect(url)
+    let url = config.projections_url().with_context(|| {
+        format!(
+            "SQL projections need a SQLite or PostgreSQL database: {} has none, set projections.url",
+            crate::redact(&config.store.url)
+        )
+    })?;
+    ProjectionDb::connect(&url)
         .await
-        .with_context(|| format!("opening projections in {}", crate::redact(url)))
+        .with_context(|| format!("opening projections in {}", crate::redact(&url)))
 }
 
 fn selected(name: Option<&str>) -> anyhow::Result<Vec<Arc<dyn Projection>>> {

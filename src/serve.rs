@@ -29,7 +29,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let mut runners = Vec::new();
     let mut api_addr = None;
     let edge = start_edge(config, store.clone(), stopped.clone()).await?;
-    if store.chain_scope() == infra::store::audit::ChainScope::Global {
+    if config.projections_url().is_some() {
         let db = crate::projections_cmd::projection_db(config).await?;
         for p in projections::rebuild::all_projections() {
             let runner = projections::runner::Runner::new(db.clone(), store.clone(), p).await?;
@@ -82,7 +82,8 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         runners.push(task);
     } else {
         tracing::warn!(
-            "SQL projections and the HTTP API (which reads them) are not run on this store backend yet"
+            "no SQL database for the projections (set projections.url): the SQL projections and \
+             the HTTP API, which reads them, are not run"
         );
     }
     let sip_addr = edge.udp;
@@ -102,6 +103,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     tracing::info!(
         backend = store.backend(),
         store = %redact(&config.store.url),
+        projections = %config.projections_url().as_deref().map(redact).unwrap_or_default(),
         head_position = head,
         api = api_addr.map(|a| a.to_string()).unwrap_or_default(),
         sip = %sip_addr,
@@ -126,9 +128,12 @@ async fn start_api(
     flash_call: Option<std::sync::Arc<dyn infra::delivery::CodeSender>>,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     // The API reads in parallel with the projection runners' writes: a pool of its own.
-    let db = projections::db::ProjectionDb::connect_pool(&config.store.url, 8)
+    let url = config
+        .projections_url()
+        .context("the API needs the projections' database")?;
+    let db = projections::db::ProjectionDb::connect_pool(&url, 8)
         .await
-        .with_context(|| format!("opening the API's database {}", redact(&config.store.url)))?;
+        .with_context(|| format!("opening the API's database {}", redact(&url)))?;
     let settings = api::ApiSettings {
         realm: config.sip.realm.clone(),
         code_delivery: config.api.code_delivery,

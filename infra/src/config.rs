@@ -14,6 +14,14 @@ pub const DEFAULTS: &str = r#"
 [store]
 url = "sqlite://data/ringledger.db"
 
+[projections]
+# Where the SQL projections (routing, billing, call history) and the API's keys live: a SQLite
+# file or a PostgreSQL database. Empty: next to the store — for a SQLite store, a file of its
+# own beside the log's (data/ringledger.db -> data/ringledger-projections.db), so projection
+# commits never wait for the log's write lock; for PostgreSQL, the store's own database. An
+# EventStoreDB store needs one set here.
+url = ""
+
 [api]
 listen = "127.0.0.1:8080"
 # How extension verification codes reach the user: "send" (SMS codes to sms_webhook_url, flash
@@ -86,6 +94,7 @@ impl ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     pub store: StoreConfig,
+    pub projections: ProjectionsConfig,
     pub api: ApiConfig,
     pub sip: SipConfig,
     pub media: MediaConfig,
@@ -116,6 +125,42 @@ impl TrunkConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct StoreConfig {
     pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProjectionsConfig {
+    pub url: String,
+}
+
+impl Config {
+    /// Where the SQL projections live (`projections.url`, or next to the store); `None` for a
+    /// store with no SQL database of its own and no `projections.url`.
+    pub fn projections_url(&self) -> Option<String> {
+        if self.projections.url.is_empty() {
+            projections_next_to(&self.store.url)
+        } else {
+            Some(self.projections.url.clone())
+        }
+    }
+}
+
+/// The projections' default place for the store at `store_url`: for SQLite a file of its own
+/// beside the log's (`…/name.db` -> `…/name-projections.db`), for PostgreSQL the same database.
+pub fn projections_next_to(store_url: &str) -> Option<String> {
+    if store_url.starts_with("sqlite:") {
+        let (path, query) = store_url.split_once('?').unwrap_or((store_url, ""));
+        let stem = path.strip_suffix(".db").unwrap_or(path);
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        Some(format!("{stem}-projections.db{query}"))
+    } else if store_url.starts_with("postgres") {
+        Some(store_url.to_owned())
+    } else {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -508,6 +553,31 @@ mod tests {
         assert_eq!(c.store.url, "postgres://127.0.0.1/ringledger");
         assert_eq!(c.api.listen.to_string(), "127.0.0.1:9100");
         assert_eq!(c.bus.kafka.brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn projections_live_next_to_the_store_unless_told() {
+        let with = |pairs: &[(&str, &str)]| {
+            Config::from_sources(None, env(pairs))
+                .unwrap()
+                .projections_url()
+        };
+        assert_eq!(
+            with(&[]).as_deref(),
+            Some("sqlite://data/ringledger-projections.db")
+        );
+        assert_eq!(
+            with(&[("RINGLEDGER_STORE__URL", "sqlite:///var/lib/rl/log?mode=rwc")]).as_deref(),
+            Some("sqlite:///var/lib/rl/log-projections.db?mode=rwc")
+        );
+        let pg = "postgres://127.0.0.1/ringledger";
+        assert_eq!(with(&[("RINGLEDGER_STORE__URL", pg)]).as_deref(), Some(pg));
+        let esdb = ("RINGLEDGER_STORE__URL", "esdb://127.0.0.1:2113?tls=false");
+        assert_eq!(with(&[esdb]), None);
+        assert_eq!(
+            with(&[esdb, ("RINGLEDGER_PROJECTIONS__URL", pg)]).as_deref(),
+            Some(pg)
+        );
     }
 
     #[test]

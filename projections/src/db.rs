@@ -39,7 +39,7 @@ impl ProjectionDb {
         };
         let mut options = AnyConnectOptions::from_str(url)?;
         if kind == DbKind::Sqlite {
-            // The file is shared with the event log's writer: wait for its lock.
+            // Created if missing (the file may also be the event log's own).
             options = AnyConnectOptions::from_str(&with_param(url, "mode", "rwc"))?;
         }
         let pool = AnyPoolOptions::new()
@@ -50,10 +50,13 @@ impl ProjectionDb {
                         sqlx::query("PRAGMA busy_timeout = 10000")
                             .execute(&mut *conn)
                             .await?;
+                        // Readers (the API) and the runners' writes do not block each other.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
                         // Projections are rebuilt from the log, and each commit carries its
                         // checkpoint: a commit lost to a power cut is simply applied again.
-                        // NORMAL skips the fsync that FULL adds to every commit (the log's own
-                        // writer keeps FULL, and its fsyncs persist these commits too).
+                        // NORMAL skips the fsync that FULL adds to every commit.
                         sqlx::query("PRAGMA synchronous = NORMAL")
                             .execute(&mut *conn)
                             .await?;
