@@ -77,6 +77,12 @@ enum Command {
     },
 }
 
+/// mimalloc rather than the C library's allocator: under the edge's load (many small
+/// allocations freed on other threads) glibc's arenas contended on their locks and its free
+/// lists grew slower to search as the run went on (see docs/BENCHMARKS.md, REGISTER).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
