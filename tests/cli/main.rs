@@ -340,9 +340,12 @@ fn projections_rebuild_and_verify_from_the_command_line() {
         3,
         "{out}"
     );
+    // The projections live in a file of their own beside the log's.
+    let projections = infra::config::projections_next_to(&url).unwrap();
+    assert!(dir.path().join("log-projections.db").exists());
     let account: String = rt.block_on(async {
         use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let mut c = sqlx::SqliteConnection::connect(&projections).await.unwrap();
         sqlx::query_scalar(
             "SELECT account_id FROM rated_legs GROUP BY account_id ORDER BY COUNT(*) DESC LIMIT 1",
         )
