@@ -119,17 +119,20 @@ impl KeyStore {
         }
         let key_id = Uuid::now_v7().simple().to_string();
         let secret = random_hex(2);
-        sqlx::query(
-            "INSERT INTO api_keys (key_id, name, role, secret_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&key_id)
-        .bind(name)
-        .bind(role.name())
-        .bind(secret_hash(&secret))
-        .bind(Utc::now().to_rfc3339())
-        .execute(&self.db.pool)
-        .await?;
+        // Printed once to the operator: on disk before it is.
+        self.db
+            .execute_durably(
+                sqlx::query(
+                    "INSERT INTO api_keys (key_id, name, role, secret_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&key_id)
+                .bind(name)
+                .bind(role.name())
+                .bind(secret_hash(&secret))
+                .bind(Utc::now().to_rfc3339()),
+            )
+            .await?;
         Ok(CreatedKey {
             token: format!("rlk_{key_id}_{secret}"),
             key_id,
@@ -183,13 +186,16 @@ impl KeyStore {
 
     /// Revokes a key at once; returns whether it existed and was live.
     pub async fn revoke(&self, key_id: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(key_id)
-        .bind(Utc::now().to_rfc3339())
-        .execute(&self.db.pool)
-        .await?;
+        let done = self
+            .db
+            .execute_durably(
+                sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(key_id)
+                .bind(Utc::now().to_rfc3339()),
+            )
+            .await?;
         if let Ok(mut cache) = self.verified.lock() {
             cache.retain(|_, (caller, _)| caller.key_id != key_id);
         }

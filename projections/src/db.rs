@@ -83,6 +83,28 @@ impl ProjectionDb {
         }
     }
 
+    /// Runs `q` as a commit that is on disk when it returns, for the rows that are not
+    /// projections and cannot be rebuilt (API keys): on SQLite with `synchronous = FULL` for
+    /// this one statement (the pool's connections use NORMAL); PostgreSQL commits are durable.
+    pub async fn execute_durably(
+        &self,
+        q: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        if self.kind == DbKind::Sqlite {
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await?;
+        }
+        let result = q.execute(&mut *conn).await;
+        if self.kind == DbKind::Sqlite {
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+        }
+        result
+    }
+
     pub async fn execute_schema(&self, statements: &[&'static str]) -> Result<(), sqlx::Error> {
         for s in statements {
             sqlx::query(*s).execute(&self.pool).await?;

@@ -97,10 +97,6 @@ pub struct Writes {
 const MAX_PARAMS: usize = 30_000;
 
 impl Writes {
-    pub fn is_empty(&self) -> bool {
-        self.rounds.is_empty()
-    }
-
     /// A new row: `values` in the order of `columns`.
     pub fn insert(
         &mut self,
