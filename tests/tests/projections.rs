@@ -36,12 +36,13 @@ async fn live_equals_rebuild(b: Backend) {
     let total = append_seeded(&store, 12, 1_500).await;
     let head = store.head_position().await.unwrap();
     assert!(total > 0);
-    // The second half arrives in small deliveries (as from the bus), so calls, legs and
-    // usage cross many batch boundaries; the rebuild takes it in one batch.
-    let second_half = store.read_all(0, 100_000).await.unwrap();
+    // The second half arrives in small deliveries (as from the bus; the whole log is offered,
+    // what a checkpoint holds is dropped), so calls, legs and usage cross many batch
+    // boundaries; the rebuild takes it in one batch.
+    let log = store.read_all(0, 100_000).await.unwrap();
     for p in all_projections() {
         let runner = Runner::new(db.clone(), store.clone(), p).await.unwrap();
-        for delivery in second_half.chunks(37) {
+        for delivery in log.chunks(37) {
             runner.apply_delivered(delivery).await.unwrap();
         }
         assert_eq!(runner.checkpoint().await.unwrap().position, head);
