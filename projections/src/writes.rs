@@ -211,16 +211,12 @@ impl Writes {
     fn push(&mut self, shape: Shape, entity: &str, values: Vec<Value>) {
         let table = shape.table;
         debug_assert_eq!(values.len(), shape.columns(), "{table}: values per column");
-        let round = match self.last_round.get_mut(&(table, entity.to_owned())) {
-            Some(r) => {
-                *r += 1;
-                *r
-            }
-            None => {
-                self.last_round.insert((table, entity.to_owned()), 0);
-                0
-            }
-        };
+        // The round after the entity's last write, or the first.
+        let round = *self
+            .last_round
+            .entry((table, entity.to_owned()))
+            .and_modify(|r| *r += 1)
+            .or_insert(0);
         if self.rounds.len() <= round {
             self.rounds.resize_with(round + 1, Vec::new);
         }
