@@ -199,6 +199,7 @@ async fn start_edge(
         registrar: signaling::RegistrarSettings {
             min_expires: sip.min_expires,
             max_expires: sip.max_expires,
+            max_contacts_per_request: sip.max_contacts_per_request as usize,
         },
         trunks,
         nonce_secret,
@@ -217,11 +218,36 @@ async fn start_edge(
             None
         },
         actor: format!("edge:{}", sip.listen),
+        security: security_settings(&config.security),
     };
     let view = signaling::SharedView::default();
     signaling::start(settings, store, view, stopped)
         .await
         .with_context(|| format!("binding the SIP edge to {} (UDP and TCP)", sip.listen))
+}
+
+/// The edge's defences as configured.
+fn security_settings(c: &infra::config::SecurityConfig) -> signaling::SecuritySettings {
+    use std::time::Duration;
+    signaling::SecuritySettings {
+        lockout: signaling::lockout::LockoutSettings {
+            failures_per_source: c.auth_failures_per_source,
+            failures_per_username: c.auth_failures_per_username,
+            window: Duration::from_secs(c.auth_failure_window_secs),
+            block: Duration::from_secs(c.auth_block_secs),
+            max_tracked: c.auth_tracked_max,
+        },
+        tcp: signaling::transport::tcp::TcpLimits {
+            max_connections: c.tcp_max_connections,
+            max_per_source: c.tcp_max_connections_per_source,
+            message_timeout: Duration::from_secs(c.tcp_message_timeout_secs),
+            idle_timeout: Duration::from_secs(c.tcp_idle_timeout_secs),
+        },
+        calls: signaling::b2bua::spending::CallLimits {
+            per_account: c.max_calls_per_account,
+            per_extension: c.max_calls_per_extension,
+        },
+    }
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (a service manager).

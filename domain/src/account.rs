@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::event::domain_events;
-use crate::ids::{AccountId, ExtensionId, TariffId};
+use crate::ids::{AccountId, DeviceId, ExtensionId, TariffId};
 use crate::{Aggregate, Currency, DomainError, E164, Instant};
 
 /// How many extensions an account may hold unless it is opened with another limit.
@@ -129,6 +129,14 @@ pub enum AccountCommand {
     DetachExtension {
         extension_id: ExtensionId,
     },
+    /// The SIP edge blocked one of the account's usernames after repeated authentication
+    /// failures (a password-guessing attack), for auditors to see.
+    RecordSipAuthBlock {
+        device_id: DeviceId,
+        username: String,
+        last_source: String,
+        block_secs: u64,
+    },
 }
 
 domain_events! {
@@ -150,6 +158,12 @@ domain_events! {
         TariffChanged { tariff_id: TariffId } = ("account.tariff_changed", 1),
         ExtensionAttached { extension_id: ExtensionId, number: E164 } = ("account.extension_attached", 1),
         ExtensionDetached { extension_id: ExtensionId } = ("account.extension_detached", 1),
+        SipAuthBlocked {
+            device_id: DeviceId,
+            username: String,
+            last_source: String,
+            block_secs: u64,
+        } = ("account.sip_auth_blocked", 1),
     }
 }
 
@@ -267,6 +281,17 @@ impl Aggregate for Account {
                     number: number.clone(),
                 }]
             }
+            C::RecordSipAuthBlock {
+                device_id,
+                username,
+                last_source,
+                block_secs,
+            } => vec![E::SipAuthBlocked {
+                device_id: *device_id,
+                username: username.clone(),
+                last_source: last_source.clone(),
+                block_secs: *block_secs,
+            }],
             C::DetachExtension { extension_id } => {
                 if self.extensions.contains(extension_id) {
                     vec![E::ExtensionDetached {
@@ -312,6 +337,7 @@ impl Aggregate for Account {
             E::ExtensionDetached { extension_id } => {
                 self.extensions.remove(extension_id);
             }
+            E::SipAuthBlocked { .. } => {}
         }
     }
 }

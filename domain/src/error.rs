@@ -52,6 +52,8 @@ pub enum DomainError {
     LegNotActive { leg: crate::ids::LegId },
     #[error("tariff version {got} is out of order (expected {expected})")]
     TariffVersionOutOfOrder { expected: u32, got: u32 },
+    #[error("the dial intent was already used, cancelled or has expired")]
+    DialIntentSpent,
     #[error("at most {limit} {what} may be pending at once")]
     TooManyPending { what: &'static str, limit: usize },
     #[error("invalid {field}: {reason}")]

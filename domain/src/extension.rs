@@ -189,8 +189,9 @@ pub enum ExtensionCommand {
     CancelDialIntent {
         intent_id: Uuid,
     },
-    /// A call-through took the intent's destination: it serves one call only. Nothing to do
-    /// when it is no longer live.
+    /// A call-through takes the intent's destination: it serves one call only. Refused when
+    /// the intent is no longer live (used by another call, cancelled or expired), so of calls
+    /// racing for one intent exactly one gets it.
     UseDialIntent {
         intent_id: Uuid,
     },
@@ -552,7 +553,7 @@ impl Aggregate for Extension {
                     intent_id: *intent_id,
                     reason: "used".into(),
                 }],
-                _ => vec![],
+                _ => return Err(DomainError::DialIntentSpent),
             },
             C::RequestCallback {
                 request_id,
@@ -1006,26 +1007,20 @@ pub(crate) mod tests {
                 reason: "used".into(),
             }]);
         assert!(state.live_dial_intent(at(1)).is_none());
-        // Used up, expired or unknown: nothing more to record.
+        // Used up, expired or unknown: refused, so a second call racing for it gets nothing.
         history.push(ExtensionEvent::DialIntentCancelled {
             intent_id: Uuid::from_u128(1),
             reason: "used".into(),
         });
-        assert!(
-            given::<Extension>(history)
-                .when(used.clone())
-                .events()
-                .is_empty()
-        );
+        given::<Extension>(history)
+            .when(used.clone())
+            .then_error(DomainError::DialIntentSpent);
         let mut expired = verified_history();
         expired.push(staged(1, "+442079460000", at(60)));
-        assert!(
-            given::<Extension>(expired)
-                .at(at(61))
-                .when(used)
-                .events()
-                .is_empty()
-        );
+        given::<Extension>(expired)
+            .at(at(61))
+            .when(used)
+            .then_error(DomainError::DialIntentSpent);
     }
 
     #[test]

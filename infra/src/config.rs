@@ -56,6 +56,34 @@ call_in_webhook_url = ""
 # Flash-call verification: the edge calls the extension with this number followed by the
 # 4-digit code as caller ID, and hangs up once it rings.
 flash_call_prefix = "+4480055"
+# A REGISTER naming more Contacts than this is refused (400). A device holds at most 5
+# bindings; binding one more replaces its oldest (a phone that moved keeps working).
+max_contacts_per_request = 5
+
+[security]
+# Password guessing: this many authentication failures (wrong password or unknown user) within
+# auth_failure_window_secs block the source address, or the username (from every address but
+# the ones it last registered from), for auth_block_secs. Blocked requests get 403 without a
+# digest being computed; each block is a log line (target ringledger::security).
+auth_failures_per_source = 10
+auth_failures_per_username = 20
+auth_failure_window_secs = 60
+auth_block_secs = 600
+# Sources and usernames tracked at most (each); memory stays bounded under a spray.
+auth_tracked_max = 100000
+# TCP: connections in all and per source address (past either, a new one is closed at once);
+# a message must arrive whole within tcp_message_timeout_secs of its first byte (and a new
+# connection's first message within that of the accept); a connection quiet for
+# tcp_idle_timeout_secs is closed (CRLF keep-alives count).
+tcp_max_connections = 4096
+tcp_max_connections_per_source = 128
+tcp_message_timeout_secs = 10
+tcp_idle_timeout_secs = 300
+# Calls that place a billable leg (to the public or cellular network) in progress at once, per
+# account and per extension; each also holds its first billing increment against the daily
+# spend limits until it ends, so concurrent calls cannot pass a limit together.
+max_calls_per_account = 20
+max_calls_per_extension = 4
 
 [media]
 # Relay RTP through the edge (rewriting session descriptions); false: media flows end to end.
@@ -97,6 +125,7 @@ pub struct Config {
     pub projections: ProjectionsConfig,
     pub api: ApiConfig,
     pub sip: SipConfig,
+    pub security: SecurityConfig,
     pub media: MediaConfig,
     pub bus: BusConfig,
     /// Carriers (SIP trunks to the PSTN and cellular networks) by name.
@@ -194,6 +223,23 @@ pub struct SipConfig {
     pub call_in_timeout_secs: u32,
     pub call_in_webhook_url: String,
     pub flash_call_prefix: String,
+    pub max_contacts_per_request: u32,
+}
+
+/// The SIP edge's defences (see OPERATIONS, "Security").
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecurityConfig {
+    pub auth_failures_per_source: u32,
+    pub auth_failures_per_username: u32,
+    pub auth_failure_window_secs: u64,
+    pub auth_block_secs: u64,
+    pub auth_tracked_max: usize,
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_source: usize,
+    pub tcp_message_timeout_secs: u64,
+    pub tcp_idle_timeout_secs: u64,
+    pub max_calls_per_account: usize,
+    pub max_calls_per_extension: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -410,6 +456,52 @@ impl Config {
                 "sip.call_in_timeout_secs",
                 "must be between 5 and 300",
             ));
+        }
+        let sec = &self.security;
+        for (key, value) in [
+            (
+                "security.auth_failures_per_source",
+                u64::from(sec.auth_failures_per_source),
+            ),
+            (
+                "security.auth_failures_per_username",
+                u64::from(sec.auth_failures_per_username),
+            ),
+            (
+                "security.auth_failure_window_secs",
+                sec.auth_failure_window_secs,
+            ),
+            ("security.auth_block_secs", sec.auth_block_secs),
+            ("security.auth_tracked_max", sec.auth_tracked_max as u64),
+            (
+                "security.tcp_max_connections",
+                sec.tcp_max_connections as u64,
+            ),
+            (
+                "security.tcp_max_connections_per_source",
+                sec.tcp_max_connections_per_source as u64,
+            ),
+            (
+                "security.tcp_message_timeout_secs",
+                sec.tcp_message_timeout_secs,
+            ),
+            ("security.tcp_idle_timeout_secs", sec.tcp_idle_timeout_secs),
+            (
+                "security.max_calls_per_account",
+                sec.max_calls_per_account as u64,
+            ),
+            (
+                "security.max_calls_per_extension",
+                sec.max_calls_per_extension as u64,
+            ),
+            (
+                "sip.max_contacts_per_request",
+                u64::from(self.sip.max_contacts_per_request),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
         }
         if self.sip.min_expires == 0 || self.sip.min_expires > self.sip.max_expires {
             return Err(ConfigError::new(

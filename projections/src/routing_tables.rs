@@ -241,7 +241,9 @@ fn write(w: &mut Writes, event: &RecordedEvent, decoded: &Event) -> Result<(), P
                 &id,
                 vec![id.clone().into(), tariff_id.to_string().into()],
             ),
-            AccountEvent::ExtensionAttached { .. } | AccountEvent::ExtensionDetached { .. } => {}
+            AccountEvent::ExtensionAttached { .. }
+            | AccountEvent::ExtensionDetached { .. }
+            | AccountEvent::SipAuthBlocked { .. } => {}
         },
         Event::Device(e) => match e {
             DeviceEvent::Provisioned {

@@ -1,15 +1,42 @@
 //! Digest authentication of a request against the HA1s in the `RoutingView`: REGISTER
 //! (`Authorization`, 401) and requests from IP devices such as INVITE (`Proxy-Authorization`,
 //! 407).
+//!
+//! What a guesser learns is nothing: an unknown username and a wrong password get the same
+//! 403 with the same reason, after the same work (a digest is computed against a stand-in
+//! HA1 for an unknown user). Failures are counted by the `Lockout`; a blocked source or
+//! username is refused before any digest is computed, and every block is logged (target
+//! `ringledger::security`, one line an operator can feed to fail2ban).
+
+use std::net::SocketAddr;
+use std::time::Instant;
 
 use domain::account::AccountStatus;
-use domain::ids::DeviceId;
+use domain::ids::{AccountId, DeviceId};
 use rsip::headers::UntypedHeader;
+use tokio::sync::mpsc;
 
 use crate::answer::Answer;
 use crate::digest::{Algorithm, Credentials, CredentialsError, NonceCheck, Nonces, challenge};
+use crate::lockout::{BlockStarted, Lockout, LockoutSettings};
 use crate::message::RawMessage;
 use crate::view::SharedView;
+
+/// The one refusal of credentials that do not prove a device, whatever was wrong with them.
+const FORBIDDEN: &str = "Forbidden";
+
+/// How many username blocks may wait to be recorded on their accounts.
+const BLOCK_QUEUE: usize = 256;
+
+/// A username blocked for failed authentications, to be recorded on its account's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsernameBlocked {
+    pub account_id: AccountId,
+    pub device_id: DeviceId,
+    pub username: String,
+    pub last_source: std::net::IpAddr,
+    pub block_secs: u64,
+}
 
 /// Which challenge: a registrar's (401, WWW-Authenticate / Authorization) or a proxy's (407,
 /// Proxy-Authenticate / Proxy-Authorization).
@@ -53,19 +80,40 @@ pub struct Authenticated {
 pub struct Authenticator {
     settings: AuthSettings,
     nonces: Nonces,
+    pub lockout: Lockout,
+    /// Username blocks for the task that records them on accounts (dropped, and counted in
+    /// the log, when that task falls behind).
+    blocked_users: mpsc::Sender<UsernameBlocked>,
 }
 
 impl Authenticator {
-    pub fn new(settings: AuthSettings, nonce_secret: Vec<u8>, nonce_lifetime_secs: u64) -> Self {
-        Self {
+    /// The authenticator, and where the username blocks it starts arrive.
+    pub fn new(
+        settings: AuthSettings,
+        nonce_secret: Vec<u8>,
+        nonce_lifetime_secs: u64,
+        lockout: LockoutSettings,
+    ) -> (Self, mpsc::Receiver<UsernameBlocked>) {
+        let (blocked_users, rx) = mpsc::channel(BLOCK_QUEUE);
+        let auth = Self {
             settings,
             nonces: Nonces::new(nonce_secret, nonce_lifetime_secs),
-        }
+            lockout: Lockout::new(lockout),
+            blocked_users,
+        };
+        (auth, rx)
     }
 
-    /// A 401 (or 407 for a proxy challenge) with one challenge per algorithm offered.
-    pub fn challenge(&self, scheme: Scheme, stale: bool, now_secs: u64) -> Answer {
-        let nonce = self.nonces.issue(now_secs);
+    /// A 401 (or 407 for a proxy challenge) with one challenge per algorithm offered, its
+    /// nonce good from `source`'s address only.
+    pub fn challenge(
+        &self,
+        scheme: Scheme,
+        stale: bool,
+        now_secs: u64,
+        source: SocketAddr,
+    ) -> Answer {
+        let nonce = self.nonces.issue(now_secs, source.ip());
         let headers = self
             .settings
             .algorithms
@@ -89,71 +137,144 @@ impl Authenticator {
     }
 
     /// Checks the request's credentials (`Authorization`, or `Proxy-Authorization` for a proxy
-    /// challenge): the device they prove, or the answer to send.
+    /// challenge) sent from `source`: the device they prove, or the answer to send.
     pub fn authenticate(
         &self,
         request: &RawMessage,
         scheme: Scheme,
         view: &SharedView,
         now_secs: u64,
+        source: SocketAddr,
     ) -> Result<Authenticated, Answer> {
+        let now = Instant::now();
+        let challenge = |stale| self.challenge(scheme, stale, now_secs, source);
+        if self.lockout.admit(source.ip(), None, now).is_err() {
+            return Err(Answer::with_reason(403, FORBIDDEN));
+        }
         let Some(authorization) = request.header(scheme.credentials_header()) else {
-            return Err(self.challenge(scheme, false, now_secs));
+            return Err(challenge(false));
         };
         let creds = match Credentials::parse(authorization) {
             Ok(c) => c,
             Err(CredentialsError::Algorithm(_) | CredentialsError::NotDigest) => {
-                return Err(self.challenge(scheme, false, now_secs));
+                return Err(challenge(false));
             }
             Err(e) => return Err(Answer::with_reason(400, format!("Bad Authorization: {e}"))),
         };
         if creds.realm != self.settings.realm
             || !self.settings.algorithms.contains(&creds.algorithm)
         {
-            return Err(self.challenge(scheme, false, now_secs));
+            return Err(challenge(false));
         }
-        let tag = match self.nonces.check(&creds.nonce, now_secs) {
+        // Only the qop=auth form is taken (the legacy form has no count and can be replayed);
+        // a client that sent it is challenged again, with qop offered.
+        let Ok(nc) = creds.nonce_count() else {
+            return Err(challenge(false));
+        };
+        let request_uri = request.start_line.split(' ').nth(1).unwrap_or_default();
+        if !creds.uri_matches(request_uri) {
+            return Err(Answer::with_reason(
+                400,
+                "Bad Authorization: uri is not the Request-URI",
+            ));
+        }
+        let tag = match self.nonces.check(&creds.nonce, now_secs, source.ip()) {
             NonceCheck::Fresh { tag } => tag,
-            NonceCheck::Stale => return Err(self.challenge(scheme, true, now_secs)),
-            NonceCheck::Invalid => return Err(self.challenge(scheme, false, now_secs)),
+            NonceCheck::Stale => return Err(challenge(true)),
+            NonceCheck::Invalid => return Err(challenge(false)),
         };
-        // qop=auth is what we offer; without it a response could be replayed within the
-        // nonce's lifetime.
-        let Some(nc) = creds.nonce_count().filter(|_| creds.qop.is_some()) else {
-            return Err(self.challenge(scheme, false, now_secs));
-        };
-        let device_id = {
+        if self
+            .lockout
+            .admit(source.ip(), Some(&creds.username), now)
+            .is_err()
+        {
+            return Err(Answer::with_reason(403, FORBIDDEN));
+        }
+        let method = request.method().unwrap_or_default();
+        let proven = {
             let view = view.read().expect("routing view");
-            let Some((id, device)) = view.device_by_username(&creds.username) else {
-                return Err(Answer::with_reason(403, "Forbidden (unknown credentials)"));
-            };
-            let active = device
-                .account_id
-                .and_then(|a| view.account(a))
-                .is_some_and(|a| a.status == AccountStatus::Active);
-            if !active {
-                return Err(Answer::with_reason(403, "Forbidden (account not active)"));
+            let device = view.device_by_username(&creds.username);
+            let ha1 = device
+                .and_then(|(_, d)| d.ha1.as_ref().filter(|_| d.realm == self.settings.realm))
+                .map(|ha1| match creds.algorithm {
+                    Algorithm::Md5 => ha1.md5.as_str(),
+                    Algorithm::Sha256 => ha1.sha256.as_str(),
+                });
+            // An unknown user costs the same digest as a known one, so timing tells nothing.
+            let stand_in = creds.algorithm.hash("ringledger:no such user");
+            let right = creds.verify(method, ha1.unwrap_or(&stand_in)) && ha1.is_some();
+            match device {
+                Some((id, device)) if right => Some((
+                    id,
+                    device
+                        .account_id
+                        .and_then(|a| view.account(a))
+                        .is_some_and(|a| a.status == AccountStatus::Active),
+                )),
+                _ => None,
             }
-            let Some(ha1) = device.ha1.as_ref() else {
-                return Err(Answer::with_reason(403, "Forbidden (unknown credentials)"));
-            };
-            let ha1 = match creds.algorithm {
-                Algorithm::Md5 => &ha1.md5,
-                Algorithm::Sha256 => &ha1.sha256,
-            };
-            let method = request.method().unwrap_or_default();
-            if device.realm != self.settings.realm || !creds.verify(method, ha1) {
-                return Err(Answer::with_reason(403, "Forbidden (bad credentials)"));
-            }
-            id
         };
+        let Some((device_id, active)) = proven else {
+            self.failed(source, &creds.username, view);
+            return Err(Answer::with_reason(403, FORBIDDEN));
+        };
+        self.lockout.succeeded(source.ip(), &creds.username);
+        if !active {
+            // Told only to whoever knows the password.
+            return Err(Answer::with_reason(403, "Forbidden (account not active)"));
+        }
         if !self.nonces.accept_count(tag, nc, now_secs) {
             tracing::warn!(username = %creds.username, nc, "replayed nonce count refused");
-            return Err(self.challenge(scheme, false, now_secs));
+            return Err(challenge(false));
         }
         Ok(Authenticated {
             device_id,
             username: creds.username,
         })
+    }
+
+    /// Counts a failure; logs each block it starts, and hands a username block over to be
+    /// recorded on the account.
+    fn failed(&self, source: SocketAddr, username: &str, view: &SharedView) {
+        let block_secs = self.lockout.settings().block.as_secs();
+        for started in self.lockout.failed(source.ip(), username, Instant::now()) {
+            match started {
+                BlockStarted::Source { source, username } => tracing::warn!(
+                    target: "ringledger::security",
+                    %source, %username, block_secs,
+                    "SIP authentication failures: source blocked"
+                ),
+                BlockStarted::Username {
+                    username,
+                    last_source,
+                } => {
+                    tracing::warn!(
+                        target: "ringledger::security",
+                        source = %last_source, %username, block_secs,
+                        "SIP authentication failures: username blocked"
+                    );
+                    let owner = view
+                        .read()
+                        .expect("routing view")
+                        .device_by_username(&username)
+                        .and_then(|(id, d)| Some((id, d.account_id?)));
+                    if let Some((device_id, account_id)) = owner {
+                        let block = UsernameBlocked {
+                            account_id,
+                            device_id,
+                            username,
+                            last_source,
+                            block_secs,
+                        };
+                        if self.blocked_users.try_send(block).is_err() {
+                            tracing::warn!(
+                                target: "ringledger::security",
+                                "a username block could not be queued for its account's log"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

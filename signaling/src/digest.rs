@@ -1,13 +1,18 @@
 //! SIP digest authentication (RFC 3261 §22, RFC 7616 / RFC 8760): MD5 and SHA-256 with
 //! qop=auth, stateless nonces, and the nonce-count check that refuses a replayed response.
 //!
-//! A nonce is `hex(issued_at || random || HMAC-SHA256(secret, issued_at || random)[..16])`: any
-//! edge holding the same secret can check it without shared state. A nonce older than its
-//! lifetime is answered with `stale=true`, so the device retries without asking its user.
-//! The nonce counts seen are remembered per edge for the nonce's lifetime; an `nc` at or below
-//! one already accepted for that nonce is refused.
+//! A nonce is `hex(issued_at || random || HMAC-SHA256(secret, issued_at || random || source
+//! IP)[..16])`: any edge holding the same secret can check it without shared state, and it is
+//! good only from the address it was issued to (a response captured elsewhere cannot be sent
+//! from another host). A nonce older than its lifetime is answered with `stale=true`, so the
+//! device retries without asking its user. The nonce counts seen are remembered per edge for
+//! the nonce's lifetime; an `nc` at or below one already accepted for that nonce is refused.
+//!
+//! Only `qop=auth` responses are taken (RFC 7616 §3.4: a server that offered `qop` refuses a
+//! response without it): the legacy RFC 2069 form has no nonce count and could be replayed.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use md5::Md5;
@@ -110,21 +115,34 @@ impl Nonces {
         }
     }
 
-    pub fn issue(&self, now_secs: u64) -> String {
+    /// The MAC of a nonce's first 16 bytes for a client at `source`.
+    fn mac(&self, head: &[u8], source: IpAddr) -> [u8; 32] {
+        let mut message = Vec::with_capacity(16 + 16);
+        message.extend_from_slice(head);
+        match source {
+            IpAddr::V4(ip) => message.extend_from_slice(&ip.octets()),
+            IpAddr::V6(ip) => message.extend_from_slice(&ip.octets()),
+        }
+        hmac_sha256(&self.secret, &message)
+    }
+
+    /// A nonce for a client at `source`, good from that address only.
+    pub fn issue(&self, now_secs: u64, source: IpAddr) -> String {
         let mut bytes = [0u8; NONCE_BYTES];
         bytes[..8].copy_from_slice(&now_secs.to_be_bytes());
         bytes[8..16].copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
-        let tag = hmac_sha256(&self.secret, &bytes[..16]);
+        let tag = self.mac(&bytes[..16], source);
         bytes[16..].copy_from_slice(&tag[..TAG_LEN]);
         hex::encode(bytes)
     }
 
-    pub fn check(&self, nonce: &str, now_secs: u64) -> NonceCheck {
+    /// Whether `nonce` is ours, issued to `source`, and still fresh.
+    pub fn check(&self, nonce: &str, now_secs: u64, source: IpAddr) -> NonceCheck {
         let mut bytes = [0u8; NONCE_BYTES];
         if hex::decode_to_slice(nonce, &mut bytes).is_err() {
             return NonceCheck::Invalid;
         }
-        let tag = hmac_sha256(&self.secret, &bytes[..16]);
+        let tag = self.mac(&bytes[..16], source);
         let mut diff = 0u8;
         for (a, b) in tag[..TAG_LEN].iter().zip(&bytes[16..]) {
             diff |= a ^ b;
@@ -190,6 +208,8 @@ pub enum CredentialsError {
     Qop(String),
     #[error("nc {0:?} is not 8 hex digits")]
     NonceCount(String),
+    #[error("qop=auth is required")]
+    NoQop,
 }
 
 impl Credentials {
@@ -236,6 +256,17 @@ impl Credentials {
         {
             return Err(CredentialsError::NonceCount(n.clone()));
         }
+        let cnonce = params.remove("cnonce").filter(|c| !c.is_empty());
+        // With qop, the response covers nc and cnonce: one without them is not a qop=auth
+        // response (and must not be checked as the legacy form, which a replay could pass).
+        if qop.is_some() {
+            if nc.is_none() {
+                return Err(CredentialsError::Missing("nc"));
+            }
+            if cnonce.is_none() {
+                return Err(CredentialsError::Missing("cnonce"));
+            }
+        }
         Ok(Self {
             username,
             realm,
@@ -244,16 +275,29 @@ impl Credentials {
             response,
             algorithm,
             qop,
-            cnonce: params.remove("cnonce"),
+            cnonce,
             nc,
         })
     }
 
-    /// The nonce count as a number (qop=auth only).
-    pub fn nonce_count(&self) -> Option<u32> {
+    /// The nonce count of a qop=auth response; `NoQop` for a legacy (RFC 2069) response,
+    /// which the edge never accepts.
+    pub fn nonce_count(&self) -> Result<u32, CredentialsError> {
+        if self.qop.is_none() {
+            return Err(CredentialsError::NoQop);
+        }
         self.nc
             .as_deref()
             .and_then(|n| u32::from_str_radix(n, 16).ok())
+            .ok_or(CredentialsError::Missing("nc"))
+    }
+
+    /// Whether the digest's `uri` is the request's Request-URI (RFC 2617 §3.2.2.5): a
+    /// response computed for one request cannot authorise another. Compared as written,
+    /// with the scheme and host part case-insensitive as RFC 3261 §19.1.4 compares them.
+    pub fn uri_matches(&self, request_uri: &str) -> bool {
+        let (a, b) = (self.uri.trim(), request_uri.trim());
+        a == b || uri_parts(a).is_some_and(|p| Some(p) == uri_parts(b))
     }
 
     /// Whether `response` is right for this method and HA1 (in the credentials' algorithm).
@@ -268,9 +312,22 @@ impl Credentials {
             (Some(qop), Some(cnonce), Some(nc)) => {
                 alg.hash(&format!("{ha1}:{}:{nc}:{cnonce}:{qop}:{ha2}", self.nonce))
             }
-            _ => alg.hash(&format!("{ha1}:{}:{ha2}", self.nonce)),
+            (None, _, _) => alg.hash(&format!("{ha1}:{}:{ha2}", self.nonce)),
+            // Refused by `parse`; never equal to a response if built by hand.
+            (Some(_), _, _) => String::new(),
         }
     }
+}
+
+/// A URI as RFC 3261 §19.1.4 compares it, roughly: the scheme and everything after the user
+/// part in lower case, the user part as written.
+fn uri_parts(uri: &str) -> Option<(String, Option<&str>, String)> {
+    let (scheme, rest) = uri.split_once(':')?;
+    let (user, host) = match rest.split_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, rest),
+    };
+    Some((scheme.to_ascii_lowercase(), user, host.to_ascii_lowercase()))
 }
 
 /// One `WWW-Authenticate` value.
@@ -295,27 +352,90 @@ mod tests {
         );
     }
 
+    const PHONE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10));
+    const ELSEWHERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 3));
+
     #[test]
     fn nonces_are_checked_without_state_and_go_stale() {
         let a = Nonces::new(b"secret".to_vec(), 300);
         let other_edge = Nonces::new(b"secret".to_vec(), 300);
-        let n = a.issue(1_000);
+        let n = a.issue(1_000, PHONE);
         assert!(matches!(
-            other_edge.check(&n, 1_200),
+            other_edge.check(&n, 1_200, PHONE),
             NonceCheck::Fresh { .. }
         ));
-        assert_eq!(a.check(&n, 1_301), NonceCheck::Stale);
+        assert_eq!(a.check(&n, 1_301, PHONE), NonceCheck::Stale);
         assert_eq!(
-            Nonces::new(b"other".to_vec(), 300).check(&n, 1_000),
+            Nonces::new(b"other".to_vec(), 300).check(&n, 1_000, PHONE),
             NonceCheck::Invalid
         );
         let mut altered = n.clone().into_bytes();
         altered[3] = if altered[3] == b'0' { b'1' } else { b'0' };
         assert_eq!(
-            a.check(std::str::from_utf8(&altered).unwrap(), 1_000),
+            a.check(std::str::from_utf8(&altered).unwrap(), 1_000, PHONE),
             NonceCheck::Invalid
         );
-        assert_eq!(a.check("not hex", 1_000), NonceCheck::Invalid);
+        assert_eq!(a.check("not hex", 1_000, PHONE), NonceCheck::Invalid);
+    }
+
+    #[test]
+    fn a_nonce_is_good_only_from_the_address_it_was_issued_to() {
+        let a = Nonces::new(b"secret".to_vec(), 300);
+        let n = a.issue(1_000, PHONE);
+        assert_eq!(a.check(&n, 1_000, ELSEWHERE), NonceCheck::Invalid);
+        let v6: IpAddr = "2001:db8::10".parse().unwrap();
+        let n6 = a.issue(1_000, v6);
+        assert!(matches!(a.check(&n6, 1_000, v6), NonceCheck::Fresh { .. }));
+        assert_eq!(a.check(&n6, 1_000, PHONE), NonceCheck::Invalid);
+    }
+
+    #[test]
+    fn a_qop_response_without_cnonce_or_nc_is_refused_not_checked_as_the_legacy_form() {
+        // The downgrade: a legacy response (no qop) captured once, resent claiming qop=auth
+        // with no cnonce, used to be verified by the legacy formula and accepted.
+        let ha1 = Algorithm::Md5.hash("alice:r:pw");
+        let legacy = Credentials::parse(
+            r#"Digest username="alice", realm="r", nonce="n1", uri="sip:r", response="x""#,
+        )
+        .unwrap();
+        let mut legacy = legacy;
+        legacy.response = legacy.expected("REGISTER", &ha1);
+        assert!(legacy.verify("REGISTER", &ha1), "the legacy formula itself");
+        assert_eq!(legacy.nonce_count(), Err(CredentialsError::NoQop));
+        let forged = format!(
+            r#"Digest username="alice", realm="r", nonce="n1", uri="sip:r", response="{}", qop=auth, nc=00000002"#,
+            legacy.response
+        );
+        assert_eq!(
+            Credentials::parse(&forged),
+            Err(CredentialsError::Missing("cnonce"))
+        );
+        let no_nc = forged.replace(", nc=00000002", r#", cnonce="c""#);
+        assert_eq!(
+            Credentials::parse(&no_nc),
+            Err(CredentialsError::Missing("nc"))
+        );
+    }
+
+    #[test]
+    fn the_digest_uri_must_be_the_request_uri() {
+        let creds = Credentials::parse(
+            r#"Digest username="a", realm="r", nonce="n", uri="sip:+447700900123@Carrier.example;user=phone", response="x""#,
+        )
+        .unwrap();
+        assert!(creds.uri_matches("sip:+447700900123@Carrier.example;user=phone"));
+        assert!(creds.uri_matches("SIP:+447700900123@carrier.EXAMPLE;user=phone"));
+        assert!(!creds.uri_matches("sip:+19005550100@carrier.example;user=phone"));
+        assert!(!creds.uri_matches("sip:+447700900123@other.example;user=phone"));
+        assert!(!creds.uri_matches("garbage"));
+        let bare = Credentials::parse(
+            r#"Digest username="a", realm="r", nonce="n", uri="garbage", response="x""#,
+        )
+        .unwrap();
+        assert!(
+            !bare.uri_matches("rubbish"),
+            "two URIs that do not parse are not equal"
+        );
     }
 
     #[test]
@@ -341,7 +461,7 @@ mod tests {
         let ha1 = Algorithm::Md5.hash("Mufasa:testrealm@host.com:Circle Of Life");
         assert!(creds.verify("GET", &ha1));
         assert!(!creds.verify("POST", &ha1));
-        assert_eq!(creds.nonce_count(), Some(1));
+        assert_eq!(creds.nonce_count(), Ok(1));
     }
 
     #[test]

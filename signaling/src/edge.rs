@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use crate::auth::Authenticator;
 use crate::b2bua::attempts::Attempts;
 use crate::b2bua::call::{self, Caller};
 use crate::b2bua::call_in::{Arrival, CallIns};
+use crate::b2bua::spending::{CallLimits, Spending};
 use crate::b2bua::{CallInput, Calls, DialogKey, INPUT_QUEUE, dialog_key, plan};
 use crate::deadlines::{Deadlines, Slot};
 use crate::media::Media;
@@ -27,8 +28,20 @@ use crate::message::{self, Message, ParseError, RawMessage, header};
 use crate::outgoing::Outgoing;
 use crate::registrar::Registrar;
 use crate::transaction::{ServerKind, ServerTransaction, TimerOutput, TransactionKey};
+use crate::transport::tcp::{Connections, TcpLimits};
 use crate::trunk::Trunks;
 use crate::view::SharedView;
+
+/// Responses larger than this are sent but not kept for retransmission (only a request
+/// stuffed with Via or other echoed headers yields one).
+const RETAIN_AT_MOST: usize = 8 * 1024;
+/// Bytes of responses kept for retransmission, at most, across all server transactions; past
+/// it, new responses are not kept (a flood cannot make the edge hold its answers for 32 s).
+const RETAINED_BUDGET: usize = 64 * 1024 * 1024;
+/// Kilobytes of received messages being handled at once, at most: past it the receive loops
+/// wait (and the kernel's socket buffer drops what it cannot hold), so a flood of large
+/// messages cannot pile up in memory.
+pub const IN_FLIGHT_KB: usize = 32 * 1024;
 
 /// How long a BYE waits for its call to record the end before it is answered 500.
 const BYE_ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -41,20 +54,28 @@ pub const ALLOW: &str = "REGISTER, OPTIONS, ACK, CANCEL, BYE, INVITE";
 #[derive(Clone)]
 pub enum PeerPath {
     Udp(Arc<UdpSocket>, SocketAddr),
-    Stream(mpsc::Sender<Vec<u8>>),
+    /// A connection, and the peer's address at the other end.
+    Stream(mpsc::Sender<Vec<u8>>, SocketAddr),
 }
 
 impl PeerPath {
     fn transport(&self) -> Transport {
         match self {
             PeerPath::Udp(..) => Transport::Udp,
-            PeerPath::Stream(_) => Transport::Tcp,
+            PeerPath::Stream(..) => Transport::Tcp,
         }
     }
 
     /// Whether the transport delivers reliably (no retransmissions needed).
     pub fn is_reliable(&self) -> bool {
-        matches!(self, PeerPath::Stream(_))
+        matches!(self, PeerPath::Stream(..))
+    }
+
+    /// The peer's address (for UDP, where replies go; its IP is always the source's).
+    pub fn peer(&self) -> SocketAddr {
+        match self {
+            PeerPath::Udp(_, to) | PeerPath::Stream(_, to) => *to,
+        }
     }
 
     /// The transport as a Via names it.
@@ -69,7 +90,7 @@ impl PeerPath {
                     tracing::debug!(error = %e, %to, "UDP send failed");
                 }
             }
-            PeerPath::Stream(tx) => {
+            PeerPath::Stream(tx, _) => {
                 // A closed connection: the peer is gone and will retry on a new one.
                 let _ = tx.send(bytes).await;
             }
@@ -81,7 +102,7 @@ impl std::fmt::Debug for PeerPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PeerPath::Udp(_, to) => write!(f, "UDP {to}"),
-            PeerPath::Stream(_) => f.write_str("TCP"),
+            PeerPath::Stream(_, peer) => write!(f, "TCP {peer}"),
         }
     }
 }
@@ -93,6 +114,8 @@ pub struct Stats {
     pub dropped: AtomicU64,
     pub refused: AtomicU64,
     pub retransmissions_absorbed: AtomicU64,
+    /// Responses sent but not kept for retransmission (too large, or over the budget).
+    pub responses_not_kept: AtomicU64,
 }
 
 struct Entry {
@@ -162,6 +185,8 @@ pub struct Parts {
     pub call_in_webhook: Option<Arc<infra::delivery::Webhook>>,
     /// The RTP relay; `None`: session descriptions pass through and media flows end to end.
     pub media: Option<Arc<Media>>,
+    pub tcp_limits: TcpLimits,
+    pub call_limits: CallLimits,
 }
 
 pub struct Edge {
@@ -184,9 +209,18 @@ pub struct Edge {
     pub(crate) call_ins: CallIns,
     /// Call-through attempts per caller (a fraud control).
     attempts: Attempts,
+    /// Calls in progress and their reservations against daily limits (a fraud control).
+    pub spending: Arc<Spending>,
     /// Open TCP connections by the peer's address: how the edge reaches a device registered
     /// over TCP (RFC 5626's connection reuse, without its flow tokens).
     connections: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    pub(crate) tcp_limits: TcpLimits,
+    /// Open TCP connections, counted against `tcp_limits`.
+    pub tcp_connections: Arc<Connections>,
+    /// Bytes of responses kept in server transactions (against `RETAINED_BUDGET`).
+    retained: AtomicUsize,
+    /// Received messages being handled, in kilobytes (against `IN_FLIGHT_KB`).
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     pub stats: Stats,
 }
 
@@ -210,7 +244,12 @@ impl Edge {
             calls: Calls::default(),
             call_ins: CallIns::default(),
             attempts: Attempts::default(),
+            spending: Spending::new(parts.call_limits),
             connections: Mutex::default(),
+            tcp_limits: parts.tcp_limits,
+            tcp_connections: Arc::default(),
+            retained: AtomicUsize::new(0),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_KB)),
             stats: Stats::default(),
         })
     }
@@ -226,7 +265,7 @@ impl Edge {
                 .expect("connections")
                 .get(&to)
                 .filter(|tx| !tx.is_closed())
-                .map(|tx| PeerPath::Stream(tx.clone())),
+                .map(|tx| PeerPath::Stream(tx.clone(), to)),
             _ => None,
         }
     }
@@ -325,7 +364,7 @@ impl Edge {
                 } else {
                     ServerKind::NonInvite
                 };
-                let reliable = matches!(reply, PeerPath::Stream(_));
+                let reliable = reply.is_reliable();
                 txs.by_key.insert(
                     key.clone(),
                     Entry {
@@ -399,7 +438,7 @@ impl Edge {
             }
             return None;
         }
-        let plan = match plan::plan(
+        let mut plan = match plan::plan(
             raw,
             source,
             &self.trunks,
@@ -410,6 +449,19 @@ impl Edge {
         ) {
             Ok(plan) => plan,
             Err(answer) => return Some(answer),
+        };
+        let hold = if plan.refusal.is_none() {
+            let view = self.view.read().expect("routing view");
+            match self.spending.hold(&view, &plan, chrono::Utc::now()) {
+                Ok(hold) => hold,
+                Err(refusal) => {
+                    // Recorded as a refused call, like the other fraud controls.
+                    plan.refusal = Some(refusal);
+                    None
+                }
+            }
+        } else {
+            None
         };
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let caller = Caller {
@@ -422,7 +474,7 @@ impl Edge {
         self.calls
             .register(dialog_key(&dialog.0, &caller.tag), tx.clone());
         self.respond(key, raw, Answer::status(100), "").await;
-        tokio::spawn(call::run(self.clone(), plan, caller, tx, rx));
+        tokio::spawn(call::run(self.clone(), plan, caller, tx, rx, hold));
         None
     }
 
@@ -523,10 +575,26 @@ impl Edge {
             let Some(entry) = txs.by_key.get_mut(key) else {
                 return;
             };
+            let before = entry.tx.retained();
             let send = entry
                 .tx
                 .respond(answer.status, bytes.clone(), now)
                 .then(|| entry.reply.clone());
+            let after = entry.tx.retained();
+            if after > before {
+                let total = self.retained.load(Ordering::Relaxed);
+                if after > RETAIN_AT_MOST || total + after - before > RETAINED_BUDGET {
+                    entry.tx.forget_response();
+                    self.retained.fetch_sub(before, Ordering::Relaxed);
+                    self.stats
+                        .responses_not_kept
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.retained.fetch_add(after - before, Ordering::Relaxed);
+                }
+            } else {
+                self.retained.fetch_sub(before - after, Ordering::Relaxed);
+            }
             txs.reschedule(key);
             send
         };
@@ -564,7 +632,10 @@ impl Edge {
                         txs.reschedule(&key);
                     }
                     Some(TimerOutput::AckTimeout | TimerOutput::Terminated) => {
-                        txs.by_key.remove(&key);
+                        if let Some(entry) = txs.by_key.remove(&key) {
+                            self.retained
+                                .fetch_sub(entry.tx.retained(), Ordering::Relaxed);
+                        }
                     }
                     None => txs.reschedule(&key),
                 }
@@ -591,6 +662,11 @@ impl Edge {
     /// Relay port pairs free for new calls (`None` with the relay off).
     pub fn media_ports_free(&self) -> Option<usize> {
         self.media.as_ref().map(|m| m.free_ports())
+    }
+
+    /// Bytes of responses kept for retransmission (for tests and metrics).
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.load(Ordering::Relaxed)
     }
 
     /// Open server transactions (for tests and metrics).
@@ -626,17 +702,72 @@ impl Edge {
                 "Retransmitted requests answered from their transaction.",
                 &self.stats.retransmissions_absorbed,
             ),
+            (
+                "ringledger_sip_responses_not_kept_total",
+                "Responses sent but not kept for retransmission (too large, or the memory budget for kept responses was spent).",
+                &self.stats.responses_not_kept,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
+        let lockout = &self.auth.lockout.stats;
+        let media = self.media.as_ref();
+        let plain = [
+            (
+                "ringledger_rtp_packets_relayed_total",
+                "RTP and RTCP packets relayed.",
+                self.packets_relayed(),
+            ),
+            (
+                "ringledger_rtp_packets_stray_total",
+                "RTP and RTCP packets dropped for coming from an address the call's side may not send from.",
+                media.map_or(0, |m| m.packets_stray.load(Ordering::Relaxed)),
+            ),
+            (
+                "ringledger_sip_auth_failures_total",
+                "SIP authentication failures (wrong password or unknown user).",
+                lockout.failures.load(Ordering::Relaxed),
+            ),
+            (
+                "ringledger_sip_auth_source_blocks_total",
+                "Source addresses blocked for repeated SIP authentication failures.",
+                lockout.source_blocks.load(Ordering::Relaxed),
+            ),
+            (
+                "ringledger_sip_auth_username_blocks_total",
+                "Usernames blocked for repeated SIP authentication failures.",
+                lockout.username_blocks.load(Ordering::Relaxed),
+            ),
+            (
+                "ringledger_sip_auth_blocked_requests_total",
+                "SIP requests refused without a digest check because their source or username is blocked.",
+                lockout.refused.load(Ordering::Relaxed),
+            ),
+            (
+                "ringledger_sip_tcp_connections_refused_total",
+                "TCP connections closed at once for the total or per-source connection limit.",
+                self.tcp_connections.refused.load(Ordering::Relaxed),
+            ),
+            (
+                "ringledger_sip_tcp_connections_timed_out_total",
+                "TCP connections closed for a message that did not arrive in time, or for idling.",
+                self.tcp_connections.timed_out.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in plain {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
         let _ = writeln!(
             out,
-            "# HELP ringledger_rtp_packets_relayed_total RTP and RTCP packets relayed.\n\
-             # TYPE ringledger_rtp_packets_relayed_total counter\n\
-             ringledger_rtp_packets_relayed_total {}",
-            self.packets_relayed()
+            "# HELP ringledger_sip_tcp_connections Open SIP TCP connections.\n\
+             # TYPE ringledger_sip_tcp_connections gauge\n\
+             ringledger_sip_tcp_connections {}",
+            self.tcp_connections.open()
         );
         let _ = writeln!(
             out,

@@ -10,10 +10,12 @@ pub mod dialog;
 pub mod digest;
 pub mod edge;
 pub mod flash_call;
+pub mod lockout;
 pub mod media;
 pub mod message;
 pub mod outgoing;
 pub mod registrar;
+pub mod security_log;
 pub mod sweeper;
 pub mod transaction;
 pub mod transport;
@@ -61,6 +63,16 @@ pub struct EdgeSettings {
     pub media: Option<media::MediaSettings>,
     /// Who the edge's events name as their actor.
     pub actor: String,
+    /// The edge's defences: authentication lockout, transport and registration bounds.
+    pub security: SecuritySettings,
+}
+
+/// The bounds the edge holds against a hostile network (config `security.*`).
+#[derive(Debug, Clone, Default)]
+pub struct SecuritySettings {
+    pub lockout: lockout::LockoutSettings,
+    pub tcp: transport::tcp::TcpLimits,
+    pub calls: b2bua::spending::CallLimits,
 }
 
 /// A started edge.
@@ -81,11 +93,13 @@ pub async fn start(
     let (udp, tcp) = bind(settings.listen).await?;
     let udp = Arc::new(udp);
     let (udp_addr, tcp_addr) = (udp.local_addr()?, tcp.local_addr()?);
-    let auth = Arc::new(auth::Authenticator::new(
+    let (auth, blocked_users) = auth::Authenticator::new(
         settings.auth.clone(),
         settings.nonce_secret.clone(),
         settings.nonce_lifetime_secs,
-    ));
+        settings.security.lockout.clone(),
+    );
+    let auth = Arc::new(auth);
     let registrar = registrar::Registrar::new(settings.registrar.clone(), auth.clone());
     let edge = Edge::new(edge::Parts {
         store: store.clone(),
@@ -103,8 +117,18 @@ pub async fn start(
             .as_ref()
             .map(|url| Arc::new(infra::delivery::Webhook::new(url))),
         media: settings.media.clone().map(media::Media::new),
+        tcp_limits: settings.security.tcp.clone(),
+        call_limits: settings.security.calls.clone(),
     });
-    let mut tasks = vec![tokio::spawn(view::follow(store, view, stopped.clone()))];
+    let mut tasks = vec![
+        tokio::spawn(security_log::record_blocks(
+            store.clone(),
+            settings.actor.clone(),
+            blocked_users,
+            stopped.clone(),
+        )),
+        tokio::spawn(view::follow(store, view, stopped.clone())),
+    ];
     let loops = std::thread::available_parallelism().map_or(2, |n| n.get());
     for _ in 0..loops {
         tasks.push(tokio::spawn(transport::udp::serve(

@@ -29,6 +29,9 @@ pub struct RegistrarSettings {
     pub min_expires: u32,
     /// Longer ones are shortened to it; also the expiry when the request names none.
     pub max_expires: u32,
+    /// A REGISTER naming more Contacts than this is refused with 400 (a device holds at most
+    /// `domain::device::MAX_CONTACTS` bindings; binding one more replaces its oldest).
+    pub max_contacts_per_request: usize,
 }
 
 pub struct Registrar {
@@ -68,7 +71,17 @@ impl Registrar {
         let contacts: Vec<&str> = request
             .headers_named("Contact")
             .flat_map(|v| split_outside(v, ','))
+            .take(self.settings.max_contacts_per_request + 1)
             .collect();
+        if contacts.len() > self.settings.max_contacts_per_request {
+            return Err(Answer::with_reason(
+                400,
+                format!(
+                    "Bad Request (more than {} Contacts)",
+                    self.settings.max_contacts_per_request
+                ),
+            ));
+        }
         if contacts.iter().any(|c| c.trim() == "*") {
             if contacts.len() != 1 || header_expires != Some(0) {
                 return Err(Answer::with_reason(
@@ -117,7 +130,27 @@ impl Registrar {
     ) -> Answer {
         let now = chrono::Utc::now();
         let now_secs = now.timestamp().max(0) as u64;
-        let device_id = match self.auth.authenticate(request, Scheme::Www, view, now_secs) {
+        // The request is read whole before it is authenticated: a malformed one gets its 400
+        // rather than a challenge.
+        let bindings = match self.bindings(request) {
+            Ok(b) => b,
+            Err(answer) => return answer,
+        };
+        // A device may say how its data path is (DATA_PATH_HEADER: good, poor or none):
+        // calls then avoid it until it says otherwise.
+        let data_path = match request.header(DATA_PATH_HEADER) {
+            None => None,
+            Some(v) => match DataPath::parse(v) {
+                Some(q) => Some(q),
+                None => {
+                    return Answer::with_reason(400, format!("Bad {DATA_PATH_HEADER}"));
+                }
+            },
+        };
+        let device_id = match self
+            .auth
+            .authenticate(request, Scheme::Www, view, now_secs, source)
+        {
             Ok(who) => {
                 // The address-of-record registered must be the device's own.
                 let aor_user = request
@@ -133,21 +166,6 @@ impl Registrar {
                 who.device_id
             }
             Err(answer) => return answer,
-        };
-        let bindings = match self.bindings(request) {
-            Ok(b) => b,
-            Err(answer) => return answer,
-        };
-        // A device may say how its data path is (DATA_PATH_HEADER: good, poor or none):
-        // calls then avoid it until it says otherwise.
-        let data_path = match request.header(DATA_PATH_HEADER) {
-            None => None,
-            Some(v) => match DataPath::parse(v) {
-                Some(q) => Some(q),
-                None => {
-                    return Answer::with_reason(400, format!("Bad {DATA_PATH_HEADER}"));
-                }
-            },
         };
         let user_agent = request.header("User-Agent").map(str::to_string);
         let stream = device_id.stream_id();

@@ -102,7 +102,37 @@ impl SipEdge {
     ) -> Self {
         let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let addresses = || (listen, trunks.clone());
-        Self::spawn_on(backend, algorithms, media, call_in_webhook, addresses).await
+        let security = signaling::SecuritySettings::default();
+        Self::spawn_on(
+            backend,
+            algorithms,
+            media,
+            call_in_webhook,
+            security,
+            addresses,
+        )
+        .await
+    }
+
+    /// An edge with MD5 digests, `trunks`, relaying media with `media`, holding `security`'s
+    /// bounds (the hostile-network tests tighten them).
+    pub async fn spawn_secured(
+        backend: Backend,
+        trunks: Vec<signaling::trunk::Trunk>,
+        media: Option<MediaSettings>,
+        security: signaling::SecuritySettings,
+    ) -> Self {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let addresses = || (listen, trunks.clone());
+        Self::spawn_on(
+            backend,
+            vec![Algorithm::Md5],
+            media,
+            None,
+            security,
+            addresses,
+        )
+        .await
     }
 
     /// An edge whose one trunk is itself (numbers: all): a call a device places out comes
@@ -125,7 +155,16 @@ impl SipEdge {
             (listen, vec![trunk])
         };
         let media = Some(relay_settings(Duration::from_secs(60)));
-        Self::spawn_on(backend, vec![Algorithm::Md5], media, None, addresses).await
+        let security = signaling::SecuritySettings::default();
+        Self::spawn_on(
+            backend,
+            vec![Algorithm::Md5],
+            media,
+            None,
+            security,
+            addresses,
+        )
+        .await
     }
 
     async fn spawn_on(
@@ -133,6 +172,7 @@ impl SipEdge {
         algorithms: Vec<Algorithm>,
         media: Option<MediaSettings>,
         call_in_webhook: Option<String>,
+        security: signaling::SecuritySettings,
         addresses: impl Fn() -> (SocketAddr, Vec<signaling::trunk::Trunk>),
     ) -> Self {
         let store = backend.open().await;
@@ -152,10 +192,12 @@ impl SipEdge {
                 registrar: signaling::RegistrarSettings {
                     min_expires: 60,
                     max_expires: 3600,
+                    max_contacts_per_request: 5,
                 },
                 trunks,
                 nonce_secret: b"test secret".to_vec(),
                 nonce_lifetime_secs: 300,
+                security: security.clone(),
                 ring_timeout: Duration::from_secs(60),
                 call_in_timeout: CALL_IN_TIMEOUT,
                 call_in_webhook: call_in_webhook.clone(),
@@ -679,6 +721,13 @@ pub struct UdpPeer {
 }
 
 impl UdpPeer {
+    /// A peer on another loopback address (another host, as far as the edge can tell).
+    pub async fn on(ip: &str, edge: SocketAddr) -> Self {
+        let socket = tokio::net::UdpSocket::bind((ip, 0)).await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        Self { socket, addr, edge }
+    }
+
     pub async fn new(edge: SocketAddr) -> Self {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();

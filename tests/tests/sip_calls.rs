@@ -852,8 +852,10 @@ async fn a_phone_reporting_poor_data_is_passed_over_for_the_cellular_network() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_destinations_and_a_spent_daily_limit_refuse_calls_out() {
     let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
-    // A call costs at least the 25p connect fee; the limit is 20p.
-    edge.price_calls(&["449"], Some(20)).await;
+    // A call's first increment costs 31p (25p to connect, 6p for its first minute); the
+    // limit is 31p: the first call may start (its first increment fits), and once it has
+    // ended the limit is spent.
+    edge.price_calls(&["449"], Some(31)).await;
     let phone = UdpPeer::new(edge.udp).await;
 
     let invite = device_invite(&phone, "+449098790000", "premium").await;

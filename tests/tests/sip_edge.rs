@@ -129,7 +129,7 @@ async fn wrong_password_replayed_count_stale_and_foreign_nonces_write_nothing() 
 
     // A nonce of ours that has outlived its lifetime: stale=true, so the phone retries quietly.
     let old = Nonces::new(b"test secret".to_vec(), 300)
-        .issue(chrono::Utc::now().timestamp() as u64 - 400);
+        .issue(chrono::Utc::now().timestamp() as u64 - 400, peer.addr.ip());
     let stale_challenge = format!("Digest nonce=\"{old}\"");
     let auth = authorization(
         &stale_challenge,
@@ -148,8 +148,8 @@ async fn wrong_password_replayed_count_stale_and_foreign_nonces_write_nothing() 
     );
 
     // A nonce some other secret signed.
-    let foreign =
-        Nonces::new(b"another edge".to_vec(), 300).issue(chrono::Utc::now().timestamp() as u64);
+    let foreign = Nonces::new(b"another edge".to_vec(), 300)
+        .issue(chrono::Utc::now().timestamp() as u64, peer.addr.ip());
     let auth = authorization(
         &format!("nonce=\"{foreign}\""),
         Algorithm::Md5,
@@ -319,7 +319,7 @@ async fn read_responses(tcp: &mut tokio::net::TcpStream, n: usize) -> Vec<String
     let mut chunk = [0u8; 4096];
     while out.len() < n {
         if let signaling::transport::tcp::Frame::Message(len) =
-            signaling::transport::tcp::frame(&buf)
+            signaling::transport::tcp::frame(&buf, &mut Default::default())
         {
             out.push(String::from_utf8(buf.drain(..len).collect()).unwrap());
             continue;

@@ -16,11 +16,13 @@ use signaling::digest::Algorithm;
 
 const CALLS: usize = 20;
 
-/// Runs `scenario` for `CALLS` calls as alice and returns SIPp's exit code and output.
+/// Runs `scenario` for `CALLS` calls as alice (digests computed for `auth_uri`, the
+/// Request-URI without `sip:`) and returns SIPp's exit code and output.
 async fn run_sipp(
     edge: &SipEdge,
     scenario: &str,
     transport: &str,
+    auth_uri: &str,
     extra: &[&str],
 ) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -40,6 +42,9 @@ async fn run_sipp(
         .args(["-sf", scenario.to_str().unwrap()])
         .args(["-inf", users.to_str().unwrap()])
         .args(["-au", "[field0]", "-ap", "[field1]"])
+        // SIPp's digest uri is remote_ip:remote_port unless told: the edge wants the
+        // Request-URI's (`sip:` is added by SIPp).
+        .args(["-auth_uri", auth_uri])
         // No `-p`: SIPp binds a port the system picks, so parallel tests cannot collide (a port
         // picked here and handed over could be taken by the time SIPp binds it).
         .args(["-i", "127.0.0.1", "-t", transport])
@@ -70,7 +75,7 @@ async fn run_sipp(
 async fn sipp_registers(transport: &str, algorithms: Vec<Algorithm>) {
     let edge = SipEdge::spawn(Backend::sqlite().await, algorithms).await;
     let before = edge.device_events().await.len();
-    let (code, output) = run_sipp(&edge, "sipp/register_auth.xml", transport, &[]).await;
+    let (code, output) = run_sipp(&edge, "sipp/register_auth.xml", transport, REALM, &[]).await;
     assert_eq!(code, Some(0), "SIPp reported failed calls:\n{output}");
     let events = edge.device_events().await;
     let bound: Vec<_> = events[before..]
@@ -115,6 +120,7 @@ async fn sipp_device_calls_out_through_the_edge_to_a_sipp_trunk() {
         &edge,
         "sipp/call_auth_uac.xml",
         "u1",
+        &format!("+33142278186@{REALM}"),
         &["-s", "+33142278186", "-d", "200"],
     )
     .await;

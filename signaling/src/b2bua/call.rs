@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::call_in::{self, Arrival, Notice};
 use super::plan::{CallInPlan, Plan, Target};
 use super::requests::{self, LegInvite};
+use super::spending::Hold;
 use super::stream::CallStream;
 use super::{CallInput, DialogKey, dialog_key};
 use crate::answer::Answer;
@@ -105,6 +106,9 @@ struct LegTemplate {
 
 struct CallTask {
     edge: Arc<Edge>,
+    /// The call's place among its account's calls in progress and its reservation against
+    /// the daily limits (a call with a billable leg): given back when the call is over.
+    hold: Option<Hold>,
     id: CallId,
     log: CallStream,
     caller: Caller,
@@ -135,6 +139,7 @@ pub async fn run(
     caller: Caller,
     tx: mpsc::Sender<CallInput>,
     mut rx: mpsc::Receiver<CallInput>,
+    hold: Option<Hold>,
 ) {
     let id = CallId::from(uuid::Uuid::now_v7());
     let caller_call_id = caller.invite.header("Call-ID").unwrap_or_default();
@@ -163,6 +168,7 @@ pub async fn run(
         caller,
         tx,
         edge,
+        hold,
     };
     task.start(&plan).await;
     while task.phase != Phase::Over || task.over_at.is_some_and(|t| Instant::now() < t + LINGER) {
@@ -195,7 +201,11 @@ impl CallTask {
         {
             match Relay::start(&media) {
                 Ok(relay) => {
-                    relay.peer_from_sdp(RelaySide::Caller, caller_rtp);
+                    relay.peer_from_sdp(
+                        RelaySide::Caller,
+                        caller_rtp,
+                        self.caller.path.peer().ip(),
+                    );
                     self.relay = Some(relay);
                 }
                 Err(e) => {
@@ -234,10 +244,16 @@ impl CallTask {
             return;
         }
         tracing::info!(call = %self.id, from = %plan.from, to = %plan.to, legs = plan.targets.len(), "call started");
+        if let Some((answer, cause)) = plan.refusal.clone() {
+            // Recorded, so the account's history says why it was refused.
+            self.end_setup(answer, Some((cause, Side::System))).await;
+            return;
+        }
         if let (Some(intent_id), Some(extension_id)) =
             (plan.dial_intent, plan.extension.as_ref().and_then(|e| e.id))
         {
-            // A dial intent serves one call.
+            // A dial intent serves one call: it is taken (an event appended at the extension's
+            // version) before any leg is placed.
             let origin = Origin {
                 actor: &self.edge.actor,
                 correlation_id: Some(self.id.0),
@@ -253,13 +269,19 @@ impl CallTask {
             )
             .await;
             if let Err(e) = used {
-                tracing::warn!(call = %self.id, error = %e, "dial intent not marked used");
+                // Another call took it first (or it expired meanwhile): this one is refused,
+                // and recorded as such.
+                let answer = match e {
+                    CommandError::Domain(why) => {
+                        Answer::with_reason(403, format!("Forbidden ({why})"))
+                    }
+                    _ => Answer::with_reason(503, "Service Unavailable (dial intent not taken)"),
+                };
+                tracing::warn!(call = %self.id, %intent_id, reason = ?answer.reason, "dial intent not taken");
+                self.end_setup(answer, Some((EndCause::Rejected, Side::System)))
+                    .await;
+                return;
             }
-        }
-        if let Some((answer, cause)) = plan.refusal.clone() {
-            // Recorded, so the account's history says why it was refused.
-            self.end_setup(answer, Some((cause, Side::System))).await;
-            return;
         }
         if let Some(reason) = plan.alternate {
             self.record(CallCommand::ChooseAlternatePath { reason })
@@ -777,7 +799,7 @@ impl CallTask {
         }
         self.call_in = None;
         if let (Some(relay), Some(rtp)) = (&self.relay, sdp::audio_endpoint(&arrival.invite.body)) {
-            relay.peer_from_sdp(RelaySide::Callee, rtp);
+            relay.peer_from_sdp(RelaySide::Callee, rtp, arrival.path.peer().ip());
         }
         let call_id = arrival.invite.header("Call-ID").unwrap_or_default();
         self.dialogs.push(dialog_key(call_id, &arrival.tag));
@@ -893,7 +915,7 @@ impl CallTask {
             } else {
                 180
             };
-            let body = self.callee_session(&response.body);
+            let body = self.callee_session(leg, &response.body);
             let answer = self
                 .contact(Answer::status(status))
                 .body(&content_type(&response), body);
@@ -939,7 +961,7 @@ impl CallTask {
                 self.phase = Phase::Answered(leg);
                 self.cancel_legs(LegFailure::AnsweredElsewhere).await;
                 self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
-                let body = self.callee_session(&response.body);
+                let body = self.callee_session(leg, &response.body);
                 let answer = self
                     .contact(Answer::status(200))
                     .body(&content_type(&response), body);
@@ -1082,16 +1104,20 @@ impl CallTask {
             .await;
     }
 
-    /// The callee's session description as the caller is to see it: pointed at the relay
-    /// (which learns where the callee's media goes) when there is one.
-    fn callee_session(&self, body: &[u8]) -> Vec<u8> {
+    /// The callee's session description (from `leg`) as the caller is to see it: pointed at
+    /// the relay (which learns where the callee's media goes) when there is one.
+    fn callee_session(&self, leg: usize, body: &[u8]) -> Vec<u8> {
         let (Some(relay), Some(media)) = (&self.relay, &self.edge.media) else {
             return body.to_vec();
         };
         let Some(callee_rtp) = sdp::audio_endpoint(body) else {
             return body.to_vec();
         };
-        relay.peer_from_sdp(RelaySide::Callee, callee_rtp);
+        relay.peer_from_sdp(
+            RelaySide::Callee,
+            callee_rtp,
+            self.legs[leg].path.peer().ip(),
+        );
         sdp::rewrite(body, media.settings.address, relay.port(RelaySide::Caller))
     }
 
@@ -1130,6 +1156,7 @@ impl CallTask {
         self.phase = Phase::Over;
         self.over_at = Some(Instant::now());
         self.relay = None;
+        self.hold = None;
         // Nothing is to be CANCELled any more: a new INVITE with the same Call-ID (a caller
         // trying again) is a new call, not a loop.
         self.edge.calls.forget(&self.dialogs[0]);

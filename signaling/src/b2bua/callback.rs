@@ -433,7 +433,7 @@ impl Callback {
                             leg.dialog = Some(dialog);
                             leg.answer = response.body.clone();
                             if let Some(rtp) = sdp::audio_endpoint(&leg.answer) {
-                                self.relay.peer_from_sdp(side, rtp);
+                                self.relay.peer_from_sdp(side, rtp, self.path.peer().ip());
                             }
                             self.ack(leg).await;
                             if !self

@@ -14,6 +14,7 @@ pub mod call_in;
 pub mod callback;
 pub mod plan;
 pub mod requests;
+pub mod spending;
 pub mod stream;
 
 use std::collections::HashMap;

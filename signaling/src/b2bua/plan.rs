@@ -164,7 +164,7 @@ pub fn plan(
     // Anyone else calls out only as an IP device that proves who it is (invariant 8): a 407
     // challenge first, 403 for credentials that do not hold.
     let now_secs = now.timestamp().max(0) as u64;
-    let caller = auth.authenticate(request, Scheme::Proxy, view, now_secs)?;
+    let caller = auth.authenticate(request, Scheme::Proxy, view, now_secs, source)?;
     let Some(number) = number else {
         return Err(Answer::with_reason(
             404,
@@ -282,6 +282,41 @@ struct CallThrough<'a> {
     access_number: &'a E164,
 }
 
+/// The key a caller's call-through attempts are counted under: its number in E.164 however
+/// it was spelt (separators, no `+`, percent-escapes), so spellings of one number share one
+/// allowance; callers whose user part is no number share one allowance per trunk.
+fn attempt_key(caller_user: &str, trunk: &str) -> String {
+    match telephone_number(&percent_decoded(caller_user)) {
+        Some(number) => number.as_str().to_string(),
+        None => format!("not a number via {trunk}"),
+    }
+}
+
+/// `%XX` escapes decoded (RFC 3261 §19.1.2 allows them in the user part); a malformed escape
+/// is kept as written.
+fn percent_decoded(user: &str) -> String {
+    let bytes = user.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Call-through (DESIGN.md, call flow 5): the caller must be a verified extension of the
 /// access number's account (known by its number, which its own carrier vouches for); the
 /// destination is the dial intent it staged over data, else the access number's mapping.
@@ -294,10 +329,10 @@ fn call_through(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan, Answer> {
     let caller_user = caller_user(through.request).unwrap_or("anonymous");
-    if !through
-        .attempts
-        .allow(caller_user, std::time::Instant::now())
-    {
+    if !through.attempts.allow(
+        &attempt_key(caller_user, through.trunk),
+        std::time::Instant::now(),
+    ) {
         // Not recorded: a flood must not fill the log.
         return Err(Answer::with_reason(
             403,
@@ -564,4 +599,37 @@ fn inbound_targets(
         });
     }
     (targets, alternate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_one_number_share_one_call_through_allowance() {
+        let spellings = [
+            "+447700900123",
+            "447700900123",
+            "+44-7700-900123",
+            "+44.7700.900.123",
+            "%2B447700900123",
+            "%2b44%2D7700%2D900123",
+            "(+44)7700900123",
+        ];
+        for s in spellings {
+            assert_eq!(attempt_key(s, "carrier"), "+447700900123", "{s}");
+        }
+        assert_eq!(
+            attempt_key("anonymous", "carrier"),
+            "not a number via carrier"
+        );
+        assert_eq!(attempt_key("%zz", "carrier"), "not a number via carrier");
+        let attempts = Attempts::default();
+        let now = std::time::Instant::now();
+        let allowed = spellings
+            .iter()
+            .filter(|s| attempts.allow(&attempt_key(s, "carrier"), now))
+            .count();
+        assert_eq!(allowed, super::super::attempts::ATTEMPTS);
+    }
 }

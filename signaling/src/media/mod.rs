@@ -5,7 +5,6 @@
 pub mod relay;
 pub mod sdp;
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -22,13 +21,15 @@ pub struct MediaSettings {
     pub timeout: Duration,
 }
 
-/// Even ports not in use, handed out in turn (a freed port goes to the back, so a late
-/// packet for an ended call rarely reaches the next one).
+/// Even ports not in use, handed out at random (an outsider cannot guess the next call's
+/// ports, and a late packet for an ended call rarely reaches the next one).
 pub struct Media {
     pub settings: MediaSettings,
-    free: Mutex<VecDeque<u16>>,
+    free: Mutex<Vec<u16>>,
     /// Packets relayed since start (metrics).
     pub packets_relayed: AtomicU64,
+    /// Packets dropped for coming from an address the call's side may not send from.
+    pub packets_stray: AtomicU64,
 }
 
 impl Media {
@@ -39,15 +40,22 @@ impl Media {
             settings,
             free: Mutex::new(free),
             packets_relayed: AtomicU64::new(0),
+            packets_stray: AtomicU64::new(0),
         })
     }
 
     fn take(&self) -> Option<u16> {
-        self.free.lock().expect("media ports").pop_front()
+        let mut free = self.free.lock().expect("media ports");
+        if free.is_empty() {
+            return None;
+        }
+        let random = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().ok()?);
+        let i = (random % free.len() as u64) as usize;
+        Some(free.swap_remove(i))
     }
 
     fn give_back(&self, port: u16) {
-        self.free.lock().expect("media ports").push_back(port);
+        self.free.lock().expect("media ports").push(port);
     }
 
     /// Ports free for new relays (two per call).

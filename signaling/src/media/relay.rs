@@ -2,8 +2,14 @@
 //! arriving on one side is sent from the other side's socket of the same kind to where that
 //! side's peer is: the address its own packets come from once it has sent any (symmetric
 //! latching, which gets through NAT), else the address its session description named.
+//!
+//! Latching is strict (rtpengine's strict-source behaviour): a side latches only to a packet
+//! from an address it may send from — the IP its session description announced, or the IP
+//! its signaling came from (a phone behind NAT announces a private address) — and once
+//! latched, packets from anywhere else are dropped and counted. An outsider spraying the port
+//! range neither hears a call nor speaks into it. Ports are drawn at random from the range.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,6 +75,9 @@ struct Shared {
     peers_version: AtomicU64,
     /// Whether a side's addresses were learnt from its packets (then its SDP no longer counts).
     latched: Mutex<[bool; 2]>,
+    /// The IPs each side may send from (announced in its session description, or its
+    /// signaling's source).
+    allowed: Mutex<[Vec<IpAddr>; 2]>,
     started: Instant,
     /// Milliseconds after `started` of the last packet relayed.
     last_packet_ms: AtomicU64,
@@ -89,6 +98,7 @@ impl Relay {
             peers: Mutex::new([[None; 2]; 2]),
             peers_version: AtomicU64::new(0),
             latched: Mutex::new([false; 2]),
+            allowed: Mutex::new([Vec::new(), Vec::new()]),
             started: Instant::now(),
             last_packet_ms: AtomicU64::new(0),
             media: media.clone(),
@@ -122,9 +132,18 @@ impl Relay {
         self.pairs[side as usize].port
     }
 
-    /// Where `side` said (in its session description) it receives RTP; ignored once the side
-    /// has sent packets of its own.
-    pub fn peer_from_sdp(&self, side: Side, rtp: SocketAddr) {
+    /// Where `side` said (in its session description) it receives RTP, and the IP that
+    /// session description came from over SIP: the side's media is taken from those two IPs
+    /// only. The destination is ignored once the side has sent packets of its own.
+    pub fn peer_from_sdp(&self, side: Side, rtp: SocketAddr, signalled_from: IpAddr) {
+        {
+            let mut allowed = self.shared.allowed.lock().expect("allowed");
+            for ip in [rtp.ip(), signalled_from] {
+                if !allowed[side as usize].contains(&ip) {
+                    allowed[side as usize].push(ip);
+                }
+            }
+        }
         if self.shared.latched.lock().expect("latched")[side as usize] {
             return;
         }
@@ -157,22 +176,29 @@ async fn forward(
     shared: Arc<Shared>,
 ) {
     let mut buf = vec![0u8; MAX_PACKET];
-    // This task's copies: where its side's packets come from, and where they go.
-    let mut source_seen: Option<SocketAddr> = None;
+    // This task's copies: the address its side's packets were latched to, and where they go.
+    let mut latched_to: Option<SocketAddr> = None;
     let mut destination: Option<SocketAddr> = None;
     let mut version_seen = u64::MAX;
     loop {
         let Ok((len, source)) = inbound.recv_from(&mut buf).await else {
             continue;
         };
-        if source_seen != Some(source) {
-            source_seen = Some(source);
+        if latched_to != Some(source) {
+            let may_latch = latched_to.is_none()
+                && shared.allowed.lock().expect("allowed")[from as usize].contains(&source.ip());
+            if !may_latch {
+                // A stray: not from this side's peer (a port scan, or a hijack attempt).
+                shared.media.packets_stray.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            latched_to = Some(source);
             let mut peers = shared.peers.lock().expect("peers");
             if peers[from as usize][kind] != Some(source) {
                 peers[from as usize][kind] = Some(source);
-                shared.latched.lock().expect("latched")[from as usize] = true;
                 shared.peers_version.fetch_add(1, Ordering::Release);
             }
+            shared.latched.lock().expect("latched")[from as usize] = true;
         }
         let version = shared.peers_version.load(Ordering::Acquire);
         if version != version_seen {

@@ -12,6 +12,11 @@ pub use normalize::{MAX_MESSAGE, NormalizeError, RawMessage, normalize};
 
 /// The headers every request must carry (RFC 3261 §8.1.1).
 const MANDATORY: [&str; 5] = ["Via", "From", "To", "Call-ID", "CSeq"];
+/// Via values a request may carry (hops it crossed), and the longest header value taken: the
+/// edge reads Vias several times per request and copies them into every response, so their
+/// size is bounded before any of that work.
+const MAX_VIAS: usize = 70;
+const MAX_HEADER_VALUE: usize = 8 * 1024;
 
 /// A request as the edge sees it: rsip's model of it, and its normalised headers for the
 /// values rsip keeps as plain strings.
@@ -54,6 +59,19 @@ pub enum ParseError {
 pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
     let (mut raw, rest) = normalize::head(bytes).map_err(|e| ParseError::Dropped(e.to_string()))?;
     let request = raw.is_request();
+    if let Some((name, _)) = raw.headers.iter().find(|(_, v)| v.len() > MAX_HEADER_VALUE) {
+        // Not even the Via is trusted enough to answer with a copy of it.
+        return Err(ParseError::Dropped(format!(
+            "{name} is longer than {MAX_HEADER_VALUE} bytes"
+        )));
+    }
+    let vias: usize = raw
+        .headers_named("Via")
+        .map(|v| header::split_outside(v, ',').len())
+        .sum();
+    if vias > MAX_VIAS {
+        return Err(ParseError::Dropped(format!("more than {MAX_VIAS} Vias")));
+    }
     if request {
         stamp_via(&mut raw, source);
     }
@@ -128,8 +146,11 @@ pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
     }
 }
 
-/// Adds `received` when the source address differs from the Via's sent-by host, and fills in
-/// an empty `rport` with the source port.
+/// Writes this hop's view of the top Via (RFC 3261 §18.2.1, RFC 3581): `received` when the
+/// source address differs from the sent-by host, and `rport` with the source port when the
+/// client asked for it. What the sender wrote in `received` or `rport=` itself is replaced
+/// (or removed): those parameters are the server's to write, and trusting them would let a
+/// sender aim the edge's responses at a third party.
 fn stamp_via(raw: &mut RawMessage, source: SocketAddr) {
     let Some((_, via)) = raw
         .headers
@@ -147,36 +168,32 @@ fn stamp_via(raw: &mut RawMessage, source: SocketAddr) {
         return;
     };
     let ip = source.ip().to_string();
-    let mut top = top.to_string();
-    let rport = header::param(&top, "rport");
-    if rport == Some(None) {
-        top = replace_param(&top, "rport", &format!("rport={}", source.port()));
+    let rport = header::param(top, "rport").is_some();
+    let mut stamped: Vec<String> = header::split_outside(top, ';')
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let name = p.split('=').next().unwrap_or_default().trim();
+            match name.to_ascii_lowercase().as_str() {
+                _ if i == 0 => Some(p.to_string()),
+                "received" => None,
+                "rport" => Some(format!("rport={}", source.port())),
+                _ => Some(p.to_string()),
+            }
+        })
+        .collect();
+    if parts.host.trim_matches(['[', ']']) != ip || rport {
+        stamped.push(format!("received={ip}"));
     }
-    if parts.host.trim_matches(['[', ']']) != ip || rport.is_some() {
-        if header::param(&top, "received").is_some() {
-            top = replace_param(&top, "received", &format!("received={ip}"));
-        } else {
-            top.push_str(&format!(";received={ip}"));
-        }
-    }
+    let top = stamped.join(";");
     values[0] = &top;
     *via = values.join(", ");
 }
 
-fn replace_param(value: &str, name: &str, with: &str) -> String {
-    let mut parts = header::split_outside(value, ';');
-    for p in parts.iter_mut().skip(1) {
-        let pname = p.split('=').next().unwrap_or_default().trim();
-        if pname.eq_ignore_ascii_case(name) {
-            *p = with;
-        }
-    }
-    parts.join(";")
-}
-
-/// Where a response to this request goes (RFC 3261 §18.2.2 with RFC 3581): over a stream,
-/// back on the connection it came in on; over UDP, to `received`:`rport` when present, else
-/// to the sent-by port at the source address.
+/// Where a response to this request goes (RFC 3261 §18.2.2 with RFC 3581): over UDP, to the
+/// address the request came from, at the `rport` the edge stamped when the client asked for
+/// it, else at the sent-by port (5060 when it names none). Never to an address the request
+/// names: a forged Via cannot turn the edge into a reflector.
 pub fn response_target(raw: &RawMessage, source: SocketAddr) -> SocketAddr {
     let Some(top) = raw
         .header("Via")
@@ -184,20 +201,12 @@ pub fn response_target(raw: &RawMessage, source: SocketAddr) -> SocketAddr {
     else {
         return source;
     };
-    let ip = header::param(&top, "received")
-        .flatten()
-        .and_then(|r| r.trim_matches(['[', ']']).parse().ok())
-        .unwrap_or(source.ip());
     let port = match header::param(&top, "rport") {
-        Some(Some(p)) => p.parse().ok(),
-        _ => header::via_parts(&top).and_then(|p| p.port),
+        Some(_) => Some(source.port()),
+        None => header::via_parts(&top).map(|p| p.port.unwrap_or(5060)),
     }
-    .unwrap_or(if header::param(&top, "received").is_some() {
-        5060
-    } else {
-        source.port()
-    });
-    SocketAddr::new(ip, port)
+    .unwrap_or(source.port());
+    SocketAddr::new(source.ip(), port)
 }
 
 /// The standard reason phrase of a status the edge sends.
@@ -456,5 +465,38 @@ Call-ID: v6\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@[2001:db8::2]:5070>\r\n\r
             parse(b"\x00\x01garbage", src()),
             Err(ParseError::Dropped(_))
         ));
+    }
+
+    #[test]
+    fn a_received_or_rport_written_by_the_sender_never_aims_the_response() {
+        // The attacker (198.51.100.7) names a victim (192.0.2.99) in its own Via.
+        let forged = REGISTER.replace(
+            ";rport;branch=z9hG4bKabc",
+            ";received=192.0.2.99;rport=9;branch=z9hG4bKabc",
+        );
+        let Message::Request(r) = parse(forged.as_bytes(), src()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r.raw.header("Via"),
+            Some("SIP/2.0/UDP 10.0.0.2:5060;rport=40000;branch=z9hG4bKabc;received=198.51.100.7")
+        );
+        assert_eq!(response_target(&r.raw, src()), src());
+        // Without rport, the sent-by host is still not trusted; only its port is used.
+        let forged = REGISTER.replace(
+            "10.0.0.2:5060;rport;branch=z9hG4bKabc",
+            "192.0.2.99:5062;received=192.0.2.99;branch=z9hG4bKabc",
+        );
+        let Message::Request(r) = parse(forged.as_bytes(), src()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            response_target(&r.raw, src()),
+            "198.51.100.7:5062".parse().unwrap()
+        );
+        assert_eq!(
+            r.raw.header("Via"),
+            Some("SIP/2.0/UDP 192.0.2.99:5062;branch=z9hG4bKabc;received=198.51.100.7")
+        );
     }
 }

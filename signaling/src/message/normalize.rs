@@ -28,6 +28,8 @@ const COMPACT: &[(u8, &str)] = &[
 
 /// The largest message the edge accepts (UDP datagrams and framed TCP messages alike).
 pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Header lines a message may have (after unfolding); past it the message is not read on.
+pub const MAX_HEADERS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
@@ -49,6 +51,8 @@ pub enum NormalizeError {
     NotUtf8,
     #[error("the message is larger than {MAX_MESSAGE} bytes")]
     TooLarge,
+    #[error("the message has more than {MAX_HEADERS} header lines")]
+    TooManyHeaders,
 }
 
 /// A message taken apart into its start line, headers in their full names and body, before
@@ -222,6 +226,9 @@ pub fn head(bytes: &[u8]) -> Result<(RawMessage, &[u8]), NormalizeError> {
                 value.push_str(more);
             }
             continue;
+        }
+        if headers.len() == MAX_HEADERS {
+            return Err(NormalizeError::TooManyHeaders);
         }
         let (name, value) = line
             .split_once(':')

@@ -162,6 +162,17 @@ impl ServerTransaction {
         None
     }
 
+    /// Bytes of the last response kept for retransmission.
+    pub fn retained(&self) -> usize {
+        self.last_response.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Stops keeping the last response: a retransmitted request is then absorbed unanswered
+    /// (the edge's memory budget for kept responses is spent, or this one is too large).
+    pub fn forget_response(&mut self) {
+        self.last_response = None;
+    }
+
     pub fn is_terminated(&self) -> bool {
         self.state == State::Terminated
     }

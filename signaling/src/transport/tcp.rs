@@ -2,9 +2,18 @@
 //! responses queued for it. A blank-line keep-alive (RFC 5626 §4.4.1 "double CRLF") is
 //! answered with a single CRLF. A connection whose framing breaks is closed: the stream can
 //! no longer be trusted to be in step.
+//!
+//! Connections are bounded: in total and per source address (past either cap a new
+//! connection is closed at once); a message must arrive whole within `message_timeout` of its
+//! first byte (and a new connection's first message within that of the accept), and a
+//! connection quiet for `idle_timeout` is closed. When accepting fails (no file descriptors
+//! left) the loop backs off instead of spinning, and says so once per interval.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,20 +23,159 @@ use crate::edge::{Edge, PeerPath};
 use crate::message::MAX_MESSAGE;
 use crate::message::normalize::{declared_length, header_end};
 
+/// The TCP transport's bounds (config `security.tcp_*`).
+#[derive(Debug, Clone)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    pub max_per_source: usize,
+    /// A message must arrive whole within this of its first byte.
+    pub message_timeout: Duration,
+    /// A connection with nothing received for this long is closed (keep-alives count).
+    pub idle_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_per_source: 128,
+            message_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How long the accept loop waits after a failed accept, at first and at most.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+/// How long a closing connection's queued responses may take to go out.
+const WRITE_DRAIN: Duration = Duration::from_secs(2);
+/// At most one log line per this long about refused connections or failing accepts.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The open connections, counted in total and per source.
+#[derive(Default)]
+pub struct Connections {
+    by_source: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicU64,
+    /// Connections closed at once for a cap, and for a timeout (reported in `/metrics`).
+    pub refused: AtomicU64,
+    pub timed_out: AtomicU64,
+}
+
+impl Connections {
+    /// Takes a place for a connection from `source`, if the caps allow it.
+    fn admit(self: &Arc<Self>, source: IpAddr, limits: &TcpLimits) -> Option<Place> {
+        let mut by_source = self.by_source.lock().expect("tcp connections");
+        let mine = by_source.get(&source).copied().unwrap_or(0);
+        if self.total.load(Ordering::Relaxed) as usize >= limits.max_connections
+            || mine >= limits.max_per_source
+        {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        by_source.insert(source, mine + 1);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(Place {
+            connections: self.clone(),
+            source,
+        })
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection's place in the counts, given back when the connection ends.
+struct Place {
+    connections: Arc<Connections>,
+    source: IpAddr,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut by_source = self.connections.by_source.lock().expect("tcp connections");
+        if let Some(n) = by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&self.source);
+            }
+        }
+        self.connections.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Says something at most once per `LOG_EVERY`, with how many times it happened meanwhile.
+struct Quiet {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Quiet {
+    fn tick(&mut self, now: Instant) -> Option<u64> {
+        self.since += 1;
+        if self.last.is_some_and(|l| now.duration_since(l) < LOG_EVERY) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
 pub async fn serve(edge: Arc<Edge>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    let limits = edge.tcp_limits.clone();
+    let mut backoff = ACCEPT_BACKOFF.0;
+    let mut failing = Quiet {
+        last: None,
+        since: 0,
+    };
+    let mut refusing = Quiet {
+        last: None,
+        since: 0,
+    };
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "TCP accept failed");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             _ = stopped.wait_for(|s| *s) => return,
         };
+        let (stream, peer) = match accepted {
+            Ok(r) => r,
+            Err(e) => {
+                // Typically EMFILE/ENFILE: the connection stays queued in the kernel, so
+                // retrying at once would spin. Wait, longer each time, and say so rarely.
+                if let Some(n) = failing.tick(Instant::now()) {
+                    tracing::warn!(error = %e, failures = n, "TCP accept failing; backing off");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                continue;
+            }
+        };
+        backoff = ACCEPT_BACKOFF.0;
+        let Some(place) = edge.tcp_connections.admit(peer.ip(), &limits) else {
+            if let Some(n) = refusing.tick(Instant::now()) {
+                tracing::warn!(
+                    target: "ringledger::security",
+                    source = %peer.ip(), refused = n,
+                    "TCP connection refused: connection limit reached"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(edge.clone(), stream, peer, stopped.clone()));
+        tokio::spawn(connection(
+            edge.clone(),
+            stream,
+            peer,
+            stopped.clone(),
+            place,
+            limits.clone(),
+        ));
     }
 }
 
@@ -44,8 +192,19 @@ pub enum Frame {
     Broken(String),
 }
 
+/// What is known of the message at the front of a stream buffer from earlier looks, so bytes
+/// arriving one at a time cost each look only the new bytes (not the whole buffer again).
+/// Reset when the front of the buffer is taken.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Bytes known to hold no end of headers.
+    searched: usize,
+    /// The header section's length and the body's, once the end of headers was found.
+    head: Option<(usize, usize)>,
+}
+
 /// Frames the next message off a stream buffer.
-pub fn frame(buf: &[u8]) -> Frame {
+pub fn frame(buf: &[u8], seen: &mut Seen) -> Frame {
     let blank = buf
         .iter()
         .take_while(|b| **b == b'\r' || **b == b'\n')
@@ -56,21 +215,31 @@ pub fn frame(buf: &[u8]) -> Frame {
             ping: buf[..blank].windows(4).any(|w| w == b"\r\n\r\n"),
         };
     }
-    let Some(end) = header_end(buf) else {
-        return if buf.len() > MAX_MESSAGE {
-            Frame::Broken("headers longer than the message limit".into())
-        } else {
-            Frame::Partial
-        };
+    let (end, body) = match seen.head {
+        Some(head) => head,
+        None => {
+            let from = seen.searched.saturating_sub(3);
+            let Some(end) = header_end(&buf[from..]).map(|e| e + from) else {
+                seen.searched = buf.len();
+                return if buf.len() > MAX_MESSAGE {
+                    Frame::Broken("headers longer than the message limit".into())
+                } else {
+                    Frame::Partial
+                };
+            };
+            // A stream message must carry Content-Length; without one it is taken to have no
+            // body.
+            let body = match declared_length(&buf[..end]) {
+                Ok(n) => n.unwrap_or(0),
+                Err(e) => return Frame::Broken(e.to_string()),
+            };
+            if end + body > MAX_MESSAGE {
+                return Frame::Broken("message larger than the limit".into());
+            }
+            seen.head = Some((end, body));
+            (end, body)
+        }
     };
-    // A stream message must carry Content-Length; without one it is taken to have no body.
-    let body = match declared_length(&buf[..end]) {
-        Ok(n) => n.unwrap_or(0),
-        Err(e) => return Frame::Broken(e.to_string()),
-    };
-    if end + body > MAX_MESSAGE {
-        return Frame::Broken("message larger than the limit".into());
-    }
     if buf.len() < end + body {
         Frame::Partial
     } else {
@@ -83,6 +252,8 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     mut stopped: watch::Receiver<bool>,
+    place: Place,
+    limits: TcpLimits,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
@@ -96,35 +267,62 @@ async fn connection(
     });
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
+    // When the message being read began (the accept, for a connection's first message), and
+    // whether any message has arrived yet.
+    let mut message_since = Some(Instant::now());
+    let mut seen = Seen::default();
     'read: loop {
+        let deadline = match message_since {
+            Some(since) => since + limits.message_timeout,
+            None => Instant::now() + limits.idle_timeout,
+        };
         let n = tokio::select! {
             r = reader.read(&mut chunk) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             },
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                edge.tcp_connections.timed_out.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, partial = buf.len(), "closing a TCP connection: timed out");
+                break;
+            }
             _ = stopped.wait_for(|s| *s) => break,
         };
+        if buf.is_empty() && message_since.is_none() {
+            message_since = Some(Instant::now());
+        }
         buf.extend_from_slice(&chunk[..n]);
         loop {
-            match frame(&buf) {
+            match frame(&buf, &mut seen) {
                 Frame::Partial => break,
                 Frame::KeepAlive { len, ping } => {
                     buf.drain(..len);
+                    seen = Seen::default();
+                    if buf.is_empty() {
+                        message_since = None;
+                    }
                     if ping {
                         let _ = tx.send(b"\r\n".to_vec()).await;
                     }
                 }
                 Frame::Message(len) => {
                     let message: Vec<u8> = buf.drain(..len).collect();
+                    seen = Seen::default();
+                    message_since = (!buf.is_empty()).then(Instant::now);
+                    let weight = super::udp::kilobytes(message.len());
+                    let Ok(permit) = edge.in_flight.clone().acquire_many_owned(weight).await else {
+                        break 'read;
+                    };
                     let edge = edge.clone();
-                    let reply = PeerPath::Stream(tx.clone());
-                    tokio::spawn(async move { edge.receive(&message, peer, reply).await });
+                    let reply = PeerPath::Stream(tx.clone(), peer);
+                    tokio::spawn(async move {
+                        edge.receive(&message, peer, reply).await;
+                        drop(permit);
+                    });
                 }
                 Frame::Broken(reason) => {
                     tracing::debug!(%peer, %reason, "closing a TCP connection whose framing broke");
-                    edge.stats
-                        .dropped
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    edge.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     break 'read;
                 }
             }
@@ -132,7 +330,16 @@ async fn connection(
     }
     edge.connection_closed(peer, &tx);
     drop(tx);
-    let _ = write_task.await;
+    // Calls may still hold the connection's sender; what is queued gets a moment to go out,
+    // then the connection is closed whoever holds it (a peer that does not read cannot keep it).
+    let mut write_task = write_task;
+    if tokio::time::timeout(WRITE_DRAIN, &mut write_task)
+        .await
+        .is_err()
+    {
+        write_task.abort();
+    }
+    drop(place);
 }
 
 #[cfg(test)]
@@ -144,31 +351,60 @@ mod tests {
         let one = b"OPTIONS sip:x SIP/2.0\r\nl: 5\r\n\r\nhello";
         let mut two = one.to_vec();
         two.extend_from_slice(b"OPTIONS sip:y SIP/2.0\r\n");
-        assert_eq!(frame(&two), Frame::Message(one.len()));
-        assert_eq!(frame(&one[..one.len() - 1]), Frame::Partial);
-        assert_eq!(frame(b"OPTIONS sip:y SIP/2.0\r\n"), Frame::Partial);
+        assert_eq!(frame(&two, &mut Seen::default()), Frame::Message(one.len()));
+        assert_eq!(
+            frame(&one[..one.len() - 1], &mut Seen::default()),
+            Frame::Partial
+        );
+        assert_eq!(
+            frame(b"OPTIONS sip:y SIP/2.0\r\n", &mut Seen::default()),
+            Frame::Partial
+        );
     }
 
     #[test]
     fn keepalives_and_broken_framing_are_recognised() {
         assert_eq!(
-            frame(b"\r\n\r\nOPTIONS"),
+            frame(b"\r\n\r\nOPTIONS", &mut Seen::default()),
             Frame::KeepAlive { len: 4, ping: true }
         );
         assert_eq!(
-            frame(b"\r\n"),
+            frame(b"\r\n", &mut Seen::default()),
             Frame::KeepAlive {
                 len: 2,
                 ping: false
             }
         );
         assert!(matches!(
-            frame(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: x\r\n\r\n"),
+            frame(
+                b"OPTIONS sip:x SIP/2.0\r\nContent-Length: x\r\n\r\n",
+                &mut Seen::default()
+            ),
             Frame::Broken(_)
         ));
         assert!(matches!(
-            frame(&vec![b'A'; MAX_MESSAGE + 2]),
+            frame(&vec![b'A'; MAX_MESSAGE + 2], &mut Seen::default()),
             Frame::Broken(_)
         ));
+    }
+
+    #[test]
+    fn a_message_sent_byte_by_byte_is_looked_at_once_per_new_byte() {
+        let message =
+            b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 3\r\n\r\nabc";
+        let mut seen = Seen::default();
+        let mut frames = Vec::new();
+        for n in 1..=message.len() {
+            frames.push(frame(&message[..n], &mut seen));
+            if n < message.len() - 3 {
+                assert!(seen.searched == n || seen.head.is_some(), "{n}: {seen:?}");
+            }
+        }
+        assert_eq!(frames.last(), Some(&Frame::Message(message.len())));
+        assert!(
+            frames[..frames.len() - 1]
+                .iter()
+                .all(|f| *f == Frame::Partial)
+        );
     }
 }

@@ -9,6 +9,12 @@ use tokio::sync::watch;
 use crate::edge::{Edge, PeerPath};
 use crate::message::MAX_MESSAGE;
 
+/// A message's weight against the edge's in-flight budget: its size in kilobytes, rounded up
+/// (at least one).
+pub(crate) fn kilobytes(len: usize) -> u32 {
+    (len / 1024 + 1) as u32
+}
+
 pub async fn serve(edge: Arc<Edge>, socket: Arc<UdpSocket>, mut stopped: watch::Receiver<bool>) {
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
     loop {
@@ -23,9 +29,21 @@ pub async fn serve(edge: Arc<Edge>, socket: Arc<UdpSocket>, mut stopped: watch::
             },
             _ = stopped.wait_for(|s| *s) => return,
         };
+        // Waits while the edge already handles its budget of received bytes.
+        let Ok(permit) = edge
+            .in_flight
+            .clone()
+            .acquire_many_owned(kilobytes(len))
+            .await
+        else {
+            return;
+        };
         let bytes = buf[..len].to_vec();
         let edge = edge.clone();
         let reply = PeerPath::Udp(socket.clone(), source);
-        tokio::spawn(async move { edge.receive(&bytes, source, reply).await });
+        tokio::spawn(async move {
+            edge.receive(&bytes, source, reply).await;
+            drop(permit);
+        });
     }
 }
