@@ -37,7 +37,7 @@ use crate::view::SharedView;
 const RETAIN_AT_MOST: usize = 8 * 1024;
 /// Bytes of responses kept for retransmission, at most, across all server transactions; past
 /// it, new responses are not kept (a flood cannot make the edge hold its answers for 32 s).
-const RETAINED_BUDGET: usize = 64 * 1024 * 1024;
+const RETAINED_BUDGET: usize = 128 * 1024 * 1024;
 /// Kilobytes of received messages being handled at once, at most: past it the receive loops
 /// wait (and the kernel's socket buffer drops what it cannot hold), so a flood of large
 /// messages cannot pile up in memory.
@@ -762,6 +762,13 @@ impl Edge {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ringledger_sip_responses_kept_bytes Bytes of responses kept for retransmission.\n\
+             # TYPE ringledger_sip_responses_kept_bytes gauge\n\
+             ringledger_sip_responses_kept_bytes {}",
+            self.retained_bytes()
+        );
         let _ = writeln!(
             out,
             "# HELP ringledger_sip_tcp_connections Open SIP TCP connections.\n\

@@ -85,6 +85,24 @@ struct State {
     sources: HashMap<IpAddr, Window>,
     users: HashMap<String, Window>,
     good: HashMap<String, Vec<IpAddr>>,
+    /// When a full table was last swept for room (at most once a second: a sweep is a pass
+    /// over the whole table, which a spray of new addresses must not trigger per request).
+    swept_at: Option<Instant>,
+}
+
+/// How often a full table may be swept for room.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The address failures are counted under: an IPv6 client is counted by its /64 (one host's
+/// usual allocation, which it can spread itself across at no cost).
+fn counted_as(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(_) => source,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
 }
 
 /// Why a request is refused without being checked.
@@ -143,7 +161,11 @@ impl Lockout {
         now: Instant,
     ) -> Result<(), Blocked> {
         let state = self.state.lock().expect("lockout");
-        let verdict = if state.sources.get(&source).is_some_and(|w| w.blocked(now)) {
+        let verdict = if state
+            .sources
+            .get(&counted_as(source))
+            .is_some_and(|w| w.blocked(now))
+        {
             Err(Blocked::Source)
         } else if let Some(user) = username
             && state.users.get(user).is_some_and(|w| w.blocked(now))
@@ -166,8 +188,14 @@ impl Lockout {
         let mut state = self.state.lock().expect("lockout");
         let state = &mut *state;
         let mut started = Vec::new();
-        if let Some(window) = tracked(&mut state.sources, &source, settings, now)
-            && window.fail(now, settings.failures_per_source, settings)
+        let swept_at = &mut state.swept_at;
+        if let Some(window) = tracked(
+            &mut state.sources,
+            &counted_as(source),
+            settings,
+            now,
+            swept_at,
+        ) && window.fail(now, settings.failures_per_source, settings)
         {
             self.stats.source_blocks.fetch_add(1, Ordering::Relaxed);
             started.push(BlockStarted::Source {
@@ -175,7 +203,7 @@ impl Lockout {
                 username: username.to_string(),
             });
         }
-        if let Some(window) = tracked(&mut state.users, username, settings, now)
+        if let Some(window) = tracked(&mut state.users, username, settings, now, swept_at)
             && window.fail(now, settings.failures_per_username, settings)
         {
             self.stats.username_blocks.fetch_add(1, Ordering::Relaxed);
@@ -209,12 +237,14 @@ impl Lockout {
     }
 }
 
-/// The window of `key`, made room for if the table is full; `None` when there is no room.
+/// The window of `key`, made room for if the table is full (by a sweep, if none was made in
+/// the last `SWEEP_EVERY`); `None` when there is no room.
 fn tracked<'a, K, Q>(
     table: &'a mut HashMap<K, Window>,
     key: &Q,
     settings: &LockoutSettings,
     now: Instant,
+    swept_at: &mut Option<Instant>,
 ) -> Option<&'a mut Window>
 where
     K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
@@ -222,6 +252,10 @@ where
 {
     if !table.contains_key(key) {
         if table.len() >= settings.max_tracked {
+            if swept_at.is_some_and(|t| now.duration_since(t) < SWEEP_EVERY) {
+                return None;
+            }
+            *swept_at = Some(now);
             table.retain(|_, w| !w.forgettable(now, settings.window));
             if table.len() >= settings.max_tracked {
                 return None;
@@ -309,6 +343,20 @@ mod tests {
         assert_eq!(l.admit(ip(7), Some("alice"), t), Err(Blocked::Username));
         assert_eq!(l.admit(ip(9), Some("alice"), t), Ok(()), "her own phone");
         assert_eq!(l.admit(ip(7), Some("bob"), t), Ok(()));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_slash_64() {
+        let l = Lockout::new(settings());
+        let t = Instant::now();
+        for n in 1..=3u16 {
+            let v6 = IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, n]);
+            l.failed(v6, "alice", t);
+        }
+        let neighbour: IpAddr = "2001:db8:0:1::ffff".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:0:2::1".parse().unwrap();
+        assert_eq!(l.admit(neighbour, None, t), Err(Blocked::Source));
+        assert_eq!(l.admit(elsewhere, None, t), Ok(()));
     }
 
     #[test]
