@@ -1,0 +1,26 @@
+//! Any bytes as a session description: reading the audio endpoint, rewriting it to the
+//! relay, and answering an offer against another. None may panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use signaling::media::sdp;
+
+fuzz_target!(|data: &[u8]| {
+    let relay = "198.51.100.1".parse().unwrap();
+    let _ = sdp::audio_endpoint(data);
+    let rewritten = sdp::rewrite(data, relay, 20000);
+    if sdp::audio_endpoint(data).is_some() {
+        let endpoint = sdp::audio_endpoint(&rewritten);
+        assert_eq!(
+            endpoint.map(|e| e.ip()),
+            Some(relay),
+            "a rewritten description points at the relay"
+        );
+    }
+    // The input split in two: an offer and another side's description.
+    let half = data.len() / 2;
+    let _ = sdp::answer(&data[..half], &data[half..], relay, 20002);
+    let offer = sdp::offer(relay, 20004);
+    let _ = sdp::answer(&offer, data, relay, 20006);
+    let _ = sdp::answer(data, &offer, relay, 20008);
+});
