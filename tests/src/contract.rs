@@ -1,4 +1,4 @@
-//! The event-store contract (DESIGN.md, "The log is the truth"), as functions every backend's
+//! The event-store contract (docs/ARCHITECTURE.md, "The log"), as functions every backend's
 //! test file runs.
 
 use std::collections::HashSet;

@@ -559,6 +559,20 @@ impl SipEdge {
         .await;
     }
 
+    /// The account's events, decoded.
+    pub async fn account_events(&self) -> Vec<domain::account::AccountEvent> {
+        self.store
+            .read_stream(&self.account_id.stream_id(), 1, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e.decode().unwrap() {
+                Event::Account(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The device's events, decoded.
     pub async fn device_events(&self) -> Vec<DeviceEvent> {
         self.store

@@ -1,4 +1,4 @@
-//! Alternate path (b), call-in (DESIGN.md, call flow 3b), over real UDP sockets: a carrier
+//! Alternate path (b), call-in (docs/OPERATIONS.md, "Call-in"), over real UDP sockets: a carrier
 //! calls alice's main number while her phone reports poor data; her extension is set to take
 //! such calls by calling in. The edge keeps the caller ringing, records the call-in awaited,
 //! tells the phone over data (SIP MESSAGE), and bridges the extension's call to the access

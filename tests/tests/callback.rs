@@ -1,4 +1,4 @@
-//! Callback (DESIGN.md, call flow 6) over real UDP sockets: a callback request staged for
+//! Callback (docs/OPERATIONS.md, "Callback") over real UDP sockets: a callback request staged for
 //! alice's extension is taken up by the edge, which rings the extension through the trunk
 //! with its own offer, then the destination with the codec the extension chose, bridges the
 //! two through the media relay, and bills both legs to alice's account through the

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use domain::Event;
 use domain::account::AccountEvent;
 use domain::call::{CallEvent, EndCause};
 use ringledger_tests::carrier::{
@@ -262,19 +261,6 @@ fn metric(edge: &SipEdge, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} in {out}"))
 }
 
-async fn account_events(edge: &SipEdge) -> Vec<AccountEvent> {
-    edge.store
-        .read_stream(&edge.account_id.stream_id(), 1, 10_000)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e.decode().unwrap() {
-            Event::Account(a) => Some(a),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_guessing_is_blocked_counted_and_recorded_on_the_account() {
     let edge = SipEdge::spawn_secured(Backend::sqlite().await, vec![], None, lockout(5, 8)).await;
@@ -343,7 +329,8 @@ async fn password_guessing_is_blocked_counted_and_recorded_on_the_account() {
     // The auditor sees the attack on the account's stream.
     let deadline = Instant::now() + Duration::from_secs(10);
     let blocked = loop {
-        let blocked: Vec<AccountEvent> = account_events(&edge)
+        let blocked: Vec<AccountEvent> = edge
+            .account_events()
             .await
             .into_iter()
             .filter(|e| matches!(e, AccountEvent::SipAuthBlocked { .. }))

@@ -1,4 +1,4 @@
-//! The event log contract every backend keeps (DESIGN.md, "The log is the truth"):
+//! The event log contract every backend keeps (docs/ARCHITECTURE.md, "The log"):
 //! atomic appends per stream with an expected version, idempotent retries by event id,
 //! a global order readers can trust, catch-up-then-live subscriptions and a SHA-256 hash
 //! chained over the global order.
@@ -113,7 +113,7 @@ impl NewEvent {
     }
 }
 
-/// An event as the log holds it: the full envelope of DESIGN.md.
+/// An event as the log holds it: the full envelope (docs/EVENTS.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     pub event_id: Uuid,
@@ -175,7 +175,7 @@ pub enum StoreError {
     EventStoreDb(String),
 }
 
-/// The contract of DESIGN.md, identical for every backend.
+/// The log's contract, identical for every backend.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream_id` atomically, if the stream is at `expected`.

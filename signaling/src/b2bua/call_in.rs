@@ -1,4 +1,4 @@
-//! Alternate path (b), call-in (DESIGN.md, call flow 3b): a caller kept ringing while the
+//! Alternate path (b), call-in (docs/OPERATIONS.md, "Call-in"): a caller kept ringing while the
 //! user's extension calls one of the account's access numbers through its own carrier. The
 //! waiting call is found by the pair (access number, extension number) a carrier's INVITE
 //! carries; the device is told over data with a SIP MESSAGE.

@@ -1,4 +1,4 @@
-//! Callback (DESIGN.md, call flow 6): a callback request staged over the API is taken up by
+//! Callback (docs/OPERATIONS.md, "Callback"): a callback request staged over the API is taken up by
 //! an edge, which rings the extension through the trunk, and once it answers rings the
 //! destination, then bridges the two through the media relay. The edge makes both offers
 //! itself: the extension is offered G.711 and DTMF events; the destination only what the

@@ -51,7 +51,7 @@ pub struct Plan {
     pub call_in: Option<CallInPlan>,
 }
 
-/// A call-in to wait for (DESIGN.md, call flow 3b).
+/// A call-in to wait for (docs/OPERATIONS.md, "Call-in").
 #[derive(Debug, Clone)]
 pub struct CallInPlan {
     pub extension_id: ExtensionId,
@@ -218,8 +218,8 @@ pub(crate) fn caller_user(request: &RawMessage) -> Option<&str> {
         .and_then(|n| uri_user(n.uri))
 }
 
-/// The fraud controls checked before a call to the public network is placed (DESIGN.md,
-/// invariant 8): a destination the account's tariff blocks (premium rate), and the daily
+/// The fraud controls checked before a call to the public network is placed (docs/OPERATIONS.md,
+/// "Fraud controls"): a destination the account's tariff blocks (premium rate), and the daily
 /// spend limits of the account and of the extension it comes through, against what the
 /// day's ended calls cost.
 pub(super) fn fraud_check(
@@ -317,7 +317,7 @@ fn percent_decoded(user: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Call-through (DESIGN.md, call flow 5): the caller must be a verified extension of the
+/// Call-through (docs/OPERATIONS.md, "Call-through"): the caller must be a verified extension of the
 /// access number's account (known by its number, which its own carrier vouches for); the
 /// destination is the dial intent it staged over data, else the access number's mapping.
 /// Whether it may call there (PIN, international, account active) is the domain's to say
@@ -476,7 +476,7 @@ fn call_in_plan(
 }
 
 /// Who a call to an account's main number rings, and why it uses the alternate network if it
-/// does (DESIGN.md, call flows 2 and 3a):
+/// does (docs/OPERATIONS.md, "Calls in"):
 /// - the live contacts of its devices, over data (a contact registered over TCP over the
 ///   connection it registered on, if that is still open) — unless the account prefers the
 ///   alternate path, or the device reported its data path poor or gone (`poor_data` when
