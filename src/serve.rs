@@ -247,6 +247,9 @@ fn security_settings(c: &infra::config::SecurityConfig) -> signaling::SecuritySe
             per_account: c.max_calls_per_account,
             per_extension: c.max_calls_per_extension,
         },
+        kept_responses: signaling::edge::KeptResponses {
+            max_bytes: c.kept_responses_max_mb * 1024 * 1024,
+        },
     }
 }
 

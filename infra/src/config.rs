@@ -84,6 +84,10 @@ tcp_idle_timeout_secs = 300
 # spend limits until it ends, so concurrent calls cannot pass a limit together.
 max_calls_per_account = 20
 max_calls_per_extension = 4
+# Answers kept for retransmission (UDP server transactions keep theirs up to 32 s), in all, in
+# MiB; past it new answers are sent but not kept (a retransmitted request then goes unanswered).
+# An answer over 8 KiB (a request stuffed with echoed headers) is never kept.
+kept_responses_max_mb = 128
 
 [media]
 # Relay RTP through the edge (rewriting session descriptions); false: media flows end to end.
@@ -240,6 +244,7 @@ pub struct SecurityConfig {
     pub tcp_idle_timeout_secs: u64,
     pub max_calls_per_account: usize,
     pub max_calls_per_extension: usize,
+    pub kept_responses_max_mb: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -493,6 +498,10 @@ impl Config {
             (
                 "security.max_calls_per_extension",
                 sec.max_calls_per_extension as u64,
+            ),
+            (
+                "security.kept_responses_max_mb",
+                sec.kept_responses_max_mb as u64,
             ),
             (
                 "sip.max_contacts_per_request",

@@ -35,9 +35,21 @@ use crate::view::SharedView;
 /// Responses larger than this are sent but not kept for retransmission (only a request
 /// stuffed with Via or other echoed headers yields one).
 const RETAIN_AT_MOST: usize = 8 * 1024;
-/// Bytes of responses kept for retransmission, at most, across all server transactions; past
-/// it, new responses are not kept (a flood cannot make the edge hold its answers for 32 s).
-const RETAINED_BUDGET: usize = 128 * 1024 * 1024;
+/// Bytes of responses kept for retransmission, at most, across all server transactions
+/// (config `security.kept_responses_max_mb`); past it, new responses are sent but not kept,
+/// so a flood cannot make the edge hold its answers for Timer J's 32 s.
+#[derive(Debug, Clone)]
+pub struct KeptResponses {
+    pub max_bytes: usize,
+}
+
+impl Default for KeptResponses {
+    fn default() -> Self {
+        Self {
+            max_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
 /// Kilobytes of received messages being handled at once, at most: past it the receive loops
 /// wait (and the kernel's socket buffer drops what it cannot hold), so a flood of large
 /// messages cannot pile up in memory.
@@ -187,6 +199,7 @@ pub struct Parts {
     pub media: Option<Arc<Media>>,
     pub tcp_limits: TcpLimits,
     pub call_limits: CallLimits,
+    pub kept_responses: KeptResponses,
 }
 
 pub struct Edge {
@@ -217,8 +230,9 @@ pub struct Edge {
     pub(crate) tcp_limits: TcpLimits,
     /// Open TCP connections, counted against `tcp_limits`.
     pub tcp_connections: Arc<Connections>,
-    /// Bytes of responses kept in server transactions (against `RETAINED_BUDGET`).
+    /// Bytes of responses kept in server transactions (against `retained_budget`).
     retained: AtomicUsize,
+    retained_budget: usize,
     /// Received messages being handled, in kilobytes (against `IN_FLIGHT_KB`).
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     pub stats: Stats,
@@ -249,6 +263,7 @@ impl Edge {
             tcp_limits: parts.tcp_limits,
             tcp_connections: Arc::default(),
             retained: AtomicUsize::new(0),
+            retained_budget: parts.kept_responses.max_bytes,
             in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_KB)),
             stats: Stats::default(),
         })
@@ -583,7 +598,7 @@ impl Edge {
             let after = entry.tx.retained();
             if after > before {
                 let total = self.retained.load(Ordering::Relaxed);
-                if after > RETAIN_AT_MOST || total + after - before > RETAINED_BUDGET {
+                if after > RETAIN_AT_MOST || total + after - before > self.retained_budget {
                     entry.tx.forget_response();
                     self.retained.fetch_sub(before, Ordering::Relaxed);
                     self.stats
@@ -818,11 +833,48 @@ fn precheck(raw: &RawMessage, method: &rsip::Method) -> Option<Answer> {
             )));
         }
     }
+    if *method == rsip::Method::Invite
+        && let Some(refusal) = session_description_refusal(raw)
+    {
+        return Some(refusal);
+    }
     let hops_left = raw
         .header("Max-Forwards")
         .and_then(|m| m.trim().parse::<u8>().ok());
     if *method == rsip::Method::Invite && hops_left == Some(0) {
         return Some(Answer::status(483));
+    }
+    None
+}
+
+/// An INVITE whose offer the edge cannot read, or whose sender would not accept the session
+/// description the edge answers with (RFC 3261 §8.2.3, RFC 4475's invut and sdp01): refused
+/// before any challenge, with the one type the edge speaks in Accept.
+fn session_description_refusal(raw: &RawMessage) -> Option<Answer> {
+    let sdp_only = || rsip::Header::Accept(rsip::headers::Accept::new("application/sdp"));
+    let media_type = |value: &str| {
+        value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    };
+    if !raw.body.is_empty()
+        && let Some(content_type) = raw.header("Content-Type")
+        && media_type(content_type) != "application/sdp"
+    {
+        return Some(Answer::status(415).header(sdp_only()));
+    }
+    // An empty Accept accepts nothing (RFC 3261 §20.1).
+    let mut accepted = raw
+        .headers_named("Accept")
+        .flat_map(|v| v.split(','))
+        .map(media_type);
+    if raw.header("Accept").is_some()
+        && !accepted.any(|t| matches!(t.as_str(), "application/sdp" | "application/*" | "*/*"))
+    {
+        return Some(Answer::status(406).header(sdp_only()));
     }
     None
 }

@@ -73,6 +73,7 @@ pub struct SecuritySettings {
     pub lockout: lockout::LockoutSettings,
     pub tcp: transport::tcp::TcpLimits,
     pub calls: b2bua::spending::CallLimits,
+    pub kept_responses: edge::KeptResponses,
 }
 
 /// A started edge.
@@ -119,6 +120,7 @@ pub async fn start(
         media: settings.media.clone().map(media::Media::new),
         tcp_limits: settings.security.tcp.clone(),
         call_limits: settings.security.calls.clone(),
+        kept_responses: settings.security.kept_responses.clone(),
     });
     let mut tasks = vec![
         tokio::spawn(security_log::record_blocks(

@@ -20,6 +20,7 @@ use ringledger_tests::sip_edge::{
 use ringledger_tests::sipp::sipp_uas_traced;
 use signaling::SecuritySettings;
 use signaling::digest::Algorithm;
+use signaling::edge::KeptResponses;
 use signaling::lockout::LockoutSettings;
 use signaling::transport::tcp::TcpLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -538,6 +539,130 @@ async fn a_received_written_by_the_sender_does_not_aim_the_response_at_a_third_p
             && via.contains(&format!("rport={}", attacker.addr.port())),
         "{via}"
     );
+    edge.shutdown().await;
+}
+
+/// An OPTIONS from `peer` (answered without authentication), with `extra` headers.
+fn options_with(peer: &UdpPeer, branch: &str, extra: &str) -> String {
+    format!(
+        "OPTIONS sip:{REALM} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {addr};rport;branch=z9hG4bK{branch}\r\n{extra}\
+         Max-Forwards: 70\r\nFrom: <sip:x@{REALM}>;tag=o\r\nTo: <sip:{REALM}>\r\n\
+         Call-ID: {branch}@flood\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        addr = peer.addr,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_too_large_to_keep_are_sent_and_not_held_for_retransmissions() {
+    let edge = SipEdge::spawn(Backend::sqlite().await, vec![Algorithm::Md5]).await;
+    let peer = UdpPeer::new(edge.udp).await;
+    // Each request carries two lower Vias of ~7 KB of parameters, which its answer echoes:
+    // ~14 KB answers, the kind the 64 KB flood made the edge hold for 32 s each.
+    let params: String = (0..700).map(|i| format!(";p{i}=v")).collect();
+    let vias =
+        format!("Via: SIP/2.0/UDP 10.0.0.1{params}\r\nVia: SIP/2.0/UDP 10.0.0.2{params}\r\n");
+    for i in 0..40 {
+        let r = peer
+            .exchange(&options_with(&peer, &format!("big{i}"), &vias))
+            .await;
+        assert_eq!(status(&r), 200, "{}", &r[..200]);
+        assert!(r.len() > 8 * 1024, "the answer echoes the Vias");
+    }
+    assert_eq!(edge.edge.retained_bytes(), 0, "none of them is kept");
+    assert_eq!(metric(&edge, "ringledger_sip_responses_not_kept_total"), 40);
+    // A retransmission finds its transaction but no answer to resend: absorbed, unanswered.
+    peer.send(&options_with(&peer, "big7", &vias)).await;
+    assert_eq!(peer.recv(Duration::from_millis(300)).await, None);
+    // A small answer is still kept and resent.
+    let small = options_with(&peer, "small", "");
+    assert_eq!(status(&peer.exchange(&small).await), 200);
+    assert!(edge.edge.retained_bytes() > 0);
+    assert_eq!(status(&peer.exchange(&small).await), 200, "resent");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_small_requests_keeps_answers_within_the_budget() {
+    const BUDGET: usize = 64 * 1024;
+    let security = SecuritySettings {
+        kept_responses: KeptResponses { max_bytes: BUDGET },
+        ..SecuritySettings::default()
+    };
+    let edge = SipEdge::spawn_secured(Backend::sqlite().await, vec![], None, security).await;
+    let peer = UdpPeer::new(edge.udp).await;
+    // 2,000 OPTIONS in bursts of 50 (each burst answered before the next): ~900 KB of answers
+    // the edge would otherwise keep for 32 s.
+    let mut answered = 0;
+    for burst in 0..40 {
+        for i in 0..50 {
+            peer.send(&options_with(&peer, &format!("s{burst}-{i}"), ""))
+                .await;
+        }
+        while answered < (burst + 1) * 50 {
+            match peer.recv(Duration::from_secs(2)).await {
+                Some(r) => {
+                    assert_eq!(status(&r), 200, "{r}");
+                    answered += 1;
+                }
+                None => panic!("{answered} of {} answered", (burst + 1) * 50),
+            }
+        }
+        assert!(edge.edge.retained_bytes() <= BUDGET);
+    }
+    let not_kept = metric(&edge, "ringledger_sip_responses_not_kept_total");
+    assert!(not_kept > 1_000, "most answers were not kept: {not_kept}");
+    let mut out = String::new();
+    edge.edge.render_metrics(&mut out);
+    assert!(
+        out.contains(&format!(
+            "ringledger_sip_responses_kept_bytes {}",
+            edge.edge.retained_bytes()
+        )),
+        "the gauge shows what is kept"
+    );
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_with_too_many_vias_or_too_long_a_header_are_dropped_unread() {
+    let edge = SipEdge::spawn(Backend::sqlite().await, vec![Algorithm::Md5]).await;
+    let peer = UdpPeer::new(edge.udp).await;
+    let dropped_before = metric(&edge, "ringledger_sip_messages_dropped_total");
+    // 250 Via lines full of parameters (the 64 KB message that cost ~10 ms to parse), a
+    // single header of 60 KB, and 300 header lines.
+    let many_vias: String = (0..250)
+        .map(|i| {
+            format!(
+                "Via: SIP/2.0/UDP 10.0.{}.{};branch=z9hG4bKv{i};p1;p2;p3;p4;p5\r\n",
+                i / 256,
+                i % 256
+            )
+        })
+        .collect();
+    let long_header = format!("X-Pad: {}\r\n", "y".repeat(60_000));
+    let many_headers: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
+    for (branch, extra) in [
+        ("vias", &many_vias),
+        ("long", &long_header),
+        ("lines", &many_headers),
+    ] {
+        let msg = options_with(&peer, branch, extra);
+        assert!(msg.len() < 65_000);
+        peer.send(&msg).await;
+        assert_eq!(
+            peer.recv(Duration::from_millis(300)).await,
+            None,
+            "{branch}: no answer"
+        );
+    }
+    assert_eq!(
+        metric(&edge, "ringledger_sip_messages_dropped_total"),
+        dropped_before + 3
+    );
+    // The edge still serves.
+    let r = peer.exchange(&options_with(&peer, "after", "")).await;
+    assert_eq!(status(&r), 200, "{r}");
     edge.shutdown().await;
 }
 

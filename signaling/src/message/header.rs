@@ -25,8 +25,16 @@ fn outside_quotes(value: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     })
 }
 
-/// Splits a header value on `sep` outside double quotes and angle brackets.
+/// Splits a header value on `sep` outside double quotes and angle brackets, parts trimmed and
+/// empty ones dropped.
 pub fn split_outside(value: &str, sep: char) -> Vec<&str> {
+    let mut parts = split_outside_keeping_empty(value, sep);
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// The same, keeping empty parts (`a;;b` is three parts): for checking a list's syntax.
+pub fn split_outside_keeping_empty(value: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
     let mut angle = false;
     let mut start = 0;
@@ -42,7 +50,6 @@ pub fn split_outside(value: &str, sep: char) -> Vec<&str> {
         }
     }
     parts.push(value[start..].trim());
-    parts.retain(|p| !p.is_empty());
     parts
 }
 
@@ -95,7 +102,7 @@ pub fn name_addr(value: &str) -> Option<NameAddr<'_>> {
     .filter(|n| !n.uri.is_empty())
 }
 
-fn find_outside_quotes(value: &str, needle: char) -> Option<usize> {
+pub fn find_outside_quotes(value: &str, needle: char) -> Option<usize> {
     outside_quotes(value)
         .find(|&(_, c)| c == needle)
         .map(|(i, _)| i)

@@ -3,6 +3,7 @@
 
 pub mod header;
 pub mod normalize;
+pub mod syntax;
 
 use std::net::SocketAddr;
 
@@ -72,6 +73,14 @@ pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
     if vias > MAX_VIAS {
         return Err(ParseError::Dropped(format!("more than {MAX_VIAS} Vias")));
     }
+    // The header grammar is checked on the Vias as sent, before this hop writes into the top
+    // one (stamping would tidy away the empty parameters it refuses); it is reported after
+    // the checks that come first.
+    let header_syntax = if request {
+        syntax::headers(&raw)
+    } else {
+        Ok(())
+    };
     if request {
         stamp_via(&mut raw, source);
     }
@@ -91,6 +100,10 @@ pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
         Err(e) => return Err(refuse(&raw, 400, format!("Bad Request ({e})"))),
     }
     if request {
+        let (_, request_uri, version) = match syntax::request_line(&raw.start_line) {
+            Ok(parts) => parts,
+            Err(r) => return Err(refuse(&raw, r.status, r.reason)),
+        };
         if let Some(missing) = MANDATORY.iter().find(|h| raw.header(h).is_none()) {
             return Err(refuse(&raw, 400, format!("Missing {missing}")));
         }
@@ -101,16 +114,12 @@ pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
         if !number_ok || cseq_parts.next() != Some(method) || cseq_parts.next().is_some() {
             return Err(refuse(&raw, 400, "Bad CSeq".into()));
         }
-        if header::via_parts(raw.header("Via").unwrap_or_default()).is_none() {
-            return Err(refuse(&raw, 400, "Bad Via".into()));
-        }
         if raw
             .header("Max-Forwards")
             .is_some_and(|m| m.trim().parse::<u8>().is_err())
         {
             return Err(refuse(&raw, 400, "Bad Max-Forwards".into()));
         }
-        let version = raw.start_line.rsplit(' ').next().unwrap_or_default();
         if !version.eq_ignore_ascii_case("SIP/2.0") {
             let looks_like_sip = version
                 .get(..4)
@@ -120,6 +129,9 @@ pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {
             } else {
                 refuse(&raw, 400, "Bad Request-Line".into())
             });
+        }
+        if let Err(r) = header_syntax.and_then(|()| syntax::request_uri(request_uri)) {
+            return Err(refuse(&raw, r.status, r.reason));
         }
     }
     let canonical = raw.to_rsip_bytes();
@@ -221,9 +233,11 @@ pub fn reason_phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
         423 => "Interval Too Brief",
         480 => "Temporarily Unavailable",
@@ -465,6 +479,57 @@ Call-ID: v6\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@[2001:db8::2]:5070>\r\n\r
             parse(b"\x00\x01garbage", src()),
             Err(ParseError::Dropped(_))
         ));
+    }
+
+    #[test]
+    fn responses_with_odd_reason_phrases_parse_and_impossible_ones_are_dropped() {
+        let response = |status_line: &str| {
+            format!(
+                "{status_line}\r\nVia: SIP/2.0/UDP 192.0.2.105;branch=z9hG4bK2398ndaoe\r\n\
+                 Call-ID: r\r\nCSeq: 35 INVITE\r\nFrom: <sip:a@b>;tag=1\r\n\
+                 To: <sip:a@c>;tag=2\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        // RFC 4475's unreason (UTF-8 and punctuation) and noreason (empty phrase).
+        for line in [
+            "SIP/2.0 200 = 2**3 * 5**2 \u{3c0}\u{3c1}\u{3ce}\u{3c4}\u{3bf}\u{3c2}",
+            "SIP/2.0 100 ",
+        ] {
+            match parse(response(line).as_bytes(), src()) {
+                Ok(Message::Response(r)) => assert!(r.raw.start_line.starts_with("SIP/2.0 ")),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        // RFC 4475's bigcode: no status code has ten digits.
+        assert!(matches!(
+            parse(
+                response("SIP/2.0 4294967301 better not break the receiver").as_bytes(),
+                src()
+            ),
+            Err(ParseError::Dropped(_))
+        ));
+    }
+
+    #[test]
+    fn a_request_line_is_read_as_written_and_its_uri_checked_before_anything_else() {
+        let refused = |msg: String| match parse(msg.as_bytes(), src()) {
+            Err(ParseError::Refused { status, reason, .. }) => (status, reason),
+            other => panic!("{msg}: {other:?}"),
+        };
+        let spaced = REGISTER.replace(
+            "REGISTER sip:ringledger SIP/2.0",
+            "REGISTER  sip:ringledger SIP/2.0",
+        );
+        assert_eq!(refused(spaced), (400, "Bad Request-Line".into()));
+        let unknown_scheme = REGISTER.replace("REGISTER sip:ringledger", "REGISTER urn:ringledger");
+        assert_eq!(refused(unknown_scheme).0, 416);
+        // A ';' in the user part is a valid SIP URI rsip alone could not read.
+        let semi = REGISTER.replace("REGISTER sip:ringledger", "REGISTER sip:a;b=c@ringledger");
+        let Message::Request(r) = parse(semi.as_bytes(), src()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.raw.start_line, "REGISTER sip:a;b=c@ringledger SIP/2.0");
+        assert_eq!(r.sip.method, rsip::Method::Register);
     }
 
     #[test]

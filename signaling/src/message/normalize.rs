@@ -98,12 +98,21 @@ impl RawMessage {
         self.write(&self.start_line)
     }
 
-    /// The canonical bytes as rsip is given them: rsip 0.4 cannot read an IPv6 reference in
-    /// a request-URI (`sip:[2001:db8::1]:5060`), so the start line it sees names the host
-    /// `ipv6.invalid` instead. The edge reads the request-URI from `start_line`, never from
-    /// rsip's copy; headers reach rsip untouched (it keeps them as strings).
+    /// The canonical bytes as rsip is given them. rsip reads only the method and status code
+    /// the edge asks of it, and cannot read every Request-URI RFC 3261 allows (an IPv6
+    /// reference, a ';' in the user part) nor a status line without a reason phrase, so a
+    /// request's start line names a placeholder URI and an empty phrase is written as '-';
+    /// the edge checks and reads the real one from `start_line` (message::syntax). Headers
+    /// reach rsip untouched (it keeps them as strings).
     pub fn to_rsip_bytes(&self) -> Vec<u8> {
-        self.write(&mask_ipv6_references(&self.start_line))
+        match self.method() {
+            Some(method) => self.write(&format!("{method} sip:request-uri.invalid SIP/2.0")),
+            // rsip wants a reason phrase; an empty one is valid (RFC 4475's noreason).
+            None if self.start_line.split(' ').nth(2).is_none() => {
+                self.write(&format!("{} -", self.start_line))
+            }
+            None => self.write(&self.start_line),
+        }
     }
 
     fn write(&self, start_line: &str) -> Vec<u8> {
@@ -123,29 +132,6 @@ impl RawMessage {
         out.extend_from_slice(&self.body);
         out
     }
-}
-
-/// Replaces every bracketed IPv6 reference with the placeholder host `ipv6.invalid`.
-fn mask_ipv6_references(line: &str) -> std::borrow::Cow<'_, str> {
-    if !line.contains('[') {
-        return line.into();
-    }
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(open) = rest.find('[') {
-        let Some(close) = rest[open..].find(']').map(|c| open + c) else {
-            break;
-        };
-        out.push_str(&rest[..open]);
-        if rest[open + 1..close].contains(':') {
-            out.push_str("ipv6.invalid");
-        } else {
-            out.push_str(&rest[open..=close]);
-        }
-        rest = &rest[close + 1..];
-    }
-    out.push_str(rest);
-    out.into()
 }
 
 /// Where the header section ends: the index just past the blank line, accepting bare LF line
@@ -210,7 +196,13 @@ pub fn head(bytes: &[u8]) -> Result<(RawMessage, &[u8]), NormalizeError> {
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .filter(|l| !l.is_empty());
     let start_line = lines.next().ok_or(NormalizeError::NoStartLine)?;
-    let start_line = start_line.split_whitespace().collect::<Vec<_>>().join(" ");
+    // A request line is kept as written: its spacing is part of its grammar (message::syntax
+    // refuses anything but single spaces). A status line's runs of whitespace become one.
+    let start_line = if start_line.starts_with("SIP/") {
+        start_line.split_whitespace().collect::<Vec<_>>().join(" ")
+    } else {
+        start_line.to_string()
+    };
     let mut headers: Vec<(String, String)> = Vec::new();
     for line in lines {
         if line.starts_with([' ', '\t']) {
@@ -280,7 +272,7 @@ mod tests {
 
     #[test]
     fn folded_lines_compact_names_and_space_before_colon_become_canonical() {
-        let raw = b"REGISTER  sip:ringledger   SIP/2.0\r\n\
+        let raw = b"REGISTER sip:ringledger SIP/2.0\r\n\
 v : SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n\
 f: <sip:alice@ringledger>;tag=1\r\n\
 t: <sip:alice@ringledger>\r\n\

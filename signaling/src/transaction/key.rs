@@ -37,7 +37,9 @@ impl TransactionKey {
         let via = split_outside(raw.header("Via")?, ',').first()?.to_string();
         let branch = header::param(&via, "branch").flatten();
         match branch {
-            Some(branch) if branch.starts_with(COOKIE) => {
+            // A branch that is only the cookie identifies nothing (RFC 4475's badbranch): such a
+            // request is matched the RFC 2543 way.
+            Some(branch) if branch.len() > COOKIE.len() && branch.starts_with(COOKIE) => {
                 let parts = header::via_parts(&via)?;
                 let sent_by = match parts.port {
                     Some(p) => format!("{}:{p}", parts.host.to_ascii_lowercase()),
