@@ -200,6 +200,14 @@ async fn start_edge(
             min_expires: sip.min_expires,
             max_expires: sip.max_expires,
             max_contacts_per_request: sip.max_contacts_per_request as usize,
+            contact_limit: domain::device::ContactLimit {
+                max: sip.max_contacts_per_aor as usize,
+                when_full: if sip.replace_oldest_contact {
+                    domain::device::WhenFull::ReplaceOldest
+                } else {
+                    domain::device::WhenFull::Refuse
+                },
+            },
         },
         trunks,
         nonce_secret,

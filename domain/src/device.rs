@@ -12,8 +12,33 @@ use crate::event::{DecodeError, domain_events};
 use crate::ids::{AccountId, DeviceId};
 use crate::{Aggregate, DomainError, Instant};
 
-/// How many contacts one device may keep bound; binding one more replaces the oldest.
+/// How many contacts one device may keep bound unless configured otherwise.
 pub const MAX_CONTACTS: usize = 5;
+
+/// The bindings a device may hold (config `sip.max_contacts_per_aor`), and what binding one
+/// more does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContactLimit {
+    pub max: usize,
+    pub when_full: WhenFull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// The oldest binding is replaced (a phone that moved keeps working).
+    ReplaceOldest,
+    /// The new binding is refused.
+    Refuse,
+}
+
+impl Default for ContactLimit {
+    fn default() -> Self {
+        Self {
+            max: MAX_CONTACTS,
+            when_full: WhenFull::ReplaceOldest,
+        }
+    }
+}
 /// The shortest password a device may be given.
 pub const MIN_PASSWORD_LEN: usize = 12;
 
@@ -118,6 +143,7 @@ pub enum DeviceCommand {
         transport: Transport,
         user_agent: Option<String>,
         expires_secs: u32,
+        limit: ContactLimit,
     },
     UnbindContact {
         contact_uri: String,
@@ -285,6 +311,7 @@ impl Aggregate for Device {
                 transport,
                 user_agent,
                 expires_secs,
+                limit,
             } => {
                 if *expires_secs == 0 {
                     return Err(DomainError::invalid(
@@ -305,7 +332,10 @@ impl Aggregate for Device {
                     }]);
                 }
                 let mut events = Vec::new();
-                if self.contacts.len() >= MAX_CONTACTS
+                if self.contacts.len() >= limit.max && limit.when_full == WhenFull::Refuse {
+                    return Err(DomainError::ContactLimitReached { limit: limit.max });
+                }
+                if self.contacts.len() >= limit.max
                     && let Some((oldest, _)) = self.contacts.iter().min_by_key(|(_, c)| c.seq)
                 {
                     events.push(E::ContactUnbound {
@@ -487,6 +517,7 @@ mod tests {
             transport: Transport::Udp,
             user_agent: Some("baresip".into()),
             expires_secs,
+            limit: ContactLimit::default(),
         }
     }
 
@@ -577,6 +608,46 @@ mod tests {
                 },
                 bound("sip:ada@10.0.0.99", at(60)),
             ]);
+    }
+
+    #[test]
+    fn binding_beyond_a_refusing_limit_is_refused_and_a_refresh_is_not() {
+        let history: Vec<_> = std::iter::once(provisioned())
+            .chain((0..2).map(|i| bound(&format!("sip:ada@10.0.0.{i}"), at(3600))))
+            .collect();
+        let limit = ContactLimit {
+            max: 2,
+            when_full: WhenFull::Refuse,
+        };
+        let with_limit = |uri: &str| match bind(uri, 60) {
+            DeviceCommand::BindContact {
+                contact_uri,
+                source,
+                transport,
+                user_agent,
+                expires_secs,
+                ..
+            } => DeviceCommand::BindContact {
+                contact_uri,
+                source,
+                transport,
+                user_agent,
+                expires_secs,
+                limit,
+            },
+            other => other,
+        };
+        given::<Device>(history.clone())
+            .when(with_limit("sip:ada@10.0.0.99"))
+            .then_error(DomainError::ContactLimitReached { limit: 2 });
+        given::<Device>(history)
+            .when(with_limit("sip:ada@10.0.0.1"))
+            .then([DeviceEvent::ContactRefreshed {
+                contact_uri: "sip:ada@10.0.0.1".into(),
+                source: "192.0.2.10:5060".into(),
+                transport: Transport::Udp,
+                expires_at: at(60),
+            }]);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum DomainError {
     NumberNotHeld { number: E164 },
     #[error("the account already has its limit of {limit} extensions")]
     ExtensionLimitReached { limit: u8 },
+    #[error("the device already holds its limit of {limit} bindings")]
+    ContactLimitReached { limit: usize },
     #[error("the extension is not verified")]
     ExtensionNotVerified,
     #[error("the extension has been removed")]

@@ -56,9 +56,13 @@ call_in_webhook_url = ""
 # Flash-call verification: the edge calls the extension with this number followed by the
 # 4-digit code as caller ID, and hangs up once it rings.
 flash_call_prefix = "+4480055"
-# A REGISTER naming more Contacts than this is refused (400). A device holds at most 5
-# bindings; binding one more replaces its oldest (a phone that moved keeps working).
+# A REGISTER naming more Contacts than this is refused (400).
 max_contacts_per_request = 5
+# Bindings one device (address of record) holds at most. Binding one more replaces its oldest
+# (a phone that moved keeps working), or, with replace_oldest_contact = false, the REGISTER is
+# refused (403) and none of its Contacts is bound.
+max_contacts_per_aor = 5
+replace_oldest_contact = true
 
 [security]
 # Password guessing: this many authentication failures (wrong password or unknown user) within
@@ -228,6 +232,8 @@ pub struct SipConfig {
     pub call_in_webhook_url: String,
     pub flash_call_prefix: String,
     pub max_contacts_per_request: u32,
+    pub max_contacts_per_aor: u32,
+    pub replace_oldest_contact: bool,
 }
 
 /// The SIP edge's defences (see OPERATIONS, "Security").
@@ -506,6 +512,10 @@ impl Config {
             (
                 "sip.max_contacts_per_request",
                 u64::from(self.sip.max_contacts_per_request),
+            ),
+            (
+                "sip.max_contacts_per_aor",
+                u64::from(self.sip.max_contacts_per_aor),
             ),
         ] {
             if value == 0 {

@@ -242,6 +242,7 @@ impl Workload {
             transport: Transport::Udp,
             user_agent: Some("baresip".into()),
             expires_secs: 3600,
+            limit: domain::device::ContactLimit::default(),
         };
         let now = self.now;
         let (id, device) = &mut self.devices[i];

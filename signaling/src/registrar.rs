@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use std::sync::Arc;
 
-use domain::device::{DataPath, Device, DeviceCommand, Transport};
+use domain::device::{ContactLimit, DataPath, Device, DeviceCommand, Transport, WhenFull};
 use domain::ids::DeviceId;
 use infra::EventStore;
 use infra::command::{self, CommandError, Loaded, Origin};
@@ -29,9 +29,11 @@ pub struct RegistrarSettings {
     pub min_expires: u32,
     /// Longer ones are shortened to it; also the expiry when the request names none.
     pub max_expires: u32,
-    /// A REGISTER naming more Contacts than this is refused with 400 (a device holds at most
-    /// `domain::device::MAX_CONTACTS` bindings; binding one more replaces its oldest).
+    /// A REGISTER naming more Contacts than this is refused with 400.
     pub max_contacts_per_request: usize,
+    /// The bindings a device may hold, and whether one more replaces the oldest or is
+    /// refused with 403 (config `sip.max_contacts_per_aor`, `sip.replace_oldest_contact`).
+    pub contact_limit: ContactLimit,
 }
 
 pub struct Registrar {
@@ -41,6 +43,24 @@ pub struct Registrar {
     /// does not re-read the device's whole stream. Only a cache: the append still names the
     /// version, and a device another edge changed meanwhile is re-read after the conflict.
     devices: Mutex<HashMap<DeviceId, (Device, u64)>>,
+}
+
+/// Whether `device` holds at most `max` bindings once `bindings` are applied.
+fn within_limit(device: &Device, bindings: &[Binding], max: usize) -> bool {
+    let mut uris: std::collections::BTreeSet<&str> =
+        device.contacts.keys().map(String::as_str).collect();
+    for binding in bindings {
+        match binding {
+            Binding::Set { uri, .. } => {
+                uris.insert(uri);
+            }
+            Binding::Remove { uri } => {
+                uris.remove(uri.as_str());
+            }
+            Binding::RemoveAll => uris.clear(),
+        }
+    }
+    uris.len() <= max
 }
 
 /// One Contact of the request, read and checked before anything is written.
@@ -183,6 +203,30 @@ impl Registrar {
                 state: state.clone(),
                 version: *version,
             });
+        // Refused bindings are refused whole: a REGISTER that would take the device past its
+        // limit writes none of its Contacts (the domain refuses each one past it, but by then
+        // the ones before would be written).
+        if self.settings.contact_limit.when_full == WhenFull::Refuse {
+            if loaded.is_none() {
+                match command::load::<Device>(store, &stream).await {
+                    Ok(l) => loaded = Some(l),
+                    Err(e) => {
+                        tracing::error!(error = %e, %stream, "bindings could not be read");
+                        return Answer::status(500);
+                    }
+                }
+            }
+            let held = loaded.as_ref().map(|l| &l.state);
+            if !held.is_some_and(|d| within_limit(d, &bindings, self.settings.contact_limit.max)) {
+                return Answer::with_reason(
+                    403,
+                    format!(
+                        "Forbidden (more than {} bindings)",
+                        self.settings.contact_limit.max
+                    ),
+                );
+            }
+        }
         let commands = bindings
             .into_iter()
             .map(|binding| match binding {
@@ -192,6 +236,7 @@ impl Registrar {
                     transport,
                     user_agent: user_agent.clone(),
                     expires_secs: expires,
+                    limit: self.settings.contact_limit,
                 },
                 Binding::Remove { uri } => DeviceCommand::UnbindContact { contact_uri: uri },
                 Binding::RemoveAll => DeviceCommand::UnbindAll,

@@ -109,6 +109,7 @@ impl SipEdge {
             media,
             call_in_webhook,
             security,
+            registrar_settings(),
             addresses,
         )
         .await
@@ -130,6 +131,7 @@ impl SipEdge {
             media,
             None,
             security,
+            registrar_settings(),
             addresses,
         )
         .await
@@ -162,7 +164,26 @@ impl SipEdge {
             media,
             None,
             security,
+            registrar_settings(),
             addresses,
+        )
+        .await
+    }
+
+    /// An edge with MD5 digests whose registrar holds `registrar`'s limits.
+    pub async fn spawn_registrar(
+        backend: Backend,
+        registrar: signaling::RegistrarSettings,
+    ) -> Self {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        Self::spawn_on(
+            backend,
+            vec![Algorithm::Md5],
+            None,
+            None,
+            signaling::SecuritySettings::default(),
+            registrar,
+            || (listen, vec![]),
         )
         .await
     }
@@ -173,6 +194,7 @@ impl SipEdge {
         media: Option<MediaSettings>,
         call_in_webhook: Option<String>,
         security: signaling::SecuritySettings,
+        registrar: signaling::RegistrarSettings,
         addresses: impl Fn() -> (SocketAddr, Vec<signaling::trunk::Trunk>),
     ) -> Self {
         let store = backend.open().await;
@@ -189,11 +211,7 @@ impl SipEdge {
                     realm: REALM.into(),
                     algorithms: algorithms.clone(),
                 },
-                registrar: signaling::RegistrarSettings {
-                    min_expires: 60,
-                    max_expires: 3600,
-                    max_contacts_per_request: 5,
-                },
+                registrar: registrar.clone(),
                 trunks,
                 nonce_secret: b"test secret".to_vec(),
                 nonce_lifetime_secs: 300,
@@ -724,6 +742,16 @@ async fn provision(
     )
     .await;
     (account_id, device_id)
+}
+
+/// The registrar limits test edges run with (the shipped defaults but for expiries).
+pub fn registrar_settings() -> signaling::RegistrarSettings {
+    signaling::RegistrarSettings {
+        min_expires: 60,
+        max_expires: 3600,
+        max_contacts_per_request: 5,
+        contact_limit: domain::device::ContactLimit::default(),
+    }
 }
 
 /// A minimal SIP user agent over UDP for tests of the edge's own rules; interop is proved with

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use domain::account::AccountEvent;
 use domain::call::{CallEvent, EndCause};
+use domain::device::{ContactLimit, WhenFull};
 use ringledger_tests::carrier::{
     ANSWER, OFFER, audio_of, carrier_invite, carrier_invite_from, edge_with_trunk, ended,
     in_dialog, media_socket, registered_phone, wait_for_contacts,
@@ -15,7 +16,7 @@ use ringledger_tests::carrier::{
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{
     MAIN_NUMBER, PASSWORD, REALM, SipEdge, USERNAME, UdpPeer, authorization, credentials, header,
-    header_values, register, relay_settings, respond_to, status,
+    header_values, register, registrar_settings, relay_settings, respond_to, status,
 };
 use ringledger_tests::sipp::sipp_uas_traced;
 use signaling::SecuritySettings;
@@ -730,6 +731,51 @@ async fn a_register_binds_a_bounded_number_of_contacts() {
 
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_at_a_refusing_binding_limit_gets_403_and_nothing_is_bound() {
+    let registrar = signaling::RegistrarSettings {
+        contact_limit: ContactLimit {
+            max: 3,
+            when_full: WhenFull::Refuse,
+        },
+        ..registrar_settings()
+    };
+    let edge = SipEdge::spawn_registrar(Backend::sqlite().await, registrar).await;
+    let peer = UdpPeer::new(edge.udp).await;
+    let uri = format!("sip:{REALM}");
+    let challenge = peer.exchange(&with_contacts(&peer, "l1", 1, "", 2)).await;
+    let www = header(&challenge, "WWW-Authenticate").to_string();
+    let auth = |nc| authorization(&www, Algorithm::Md5, PASSWORD, nc, &uri);
+    let r = peer
+        .exchange(&with_contacts(&peer, "l2", 2, &auth(1), 2))
+        .await;
+    assert_eq!(status(&r), 200, "{r}");
+    let bound = edge.device_events().await.len();
+    // Two more would make four: refused whole, neither is bound.
+    let more = with_contacts(&peer, "l3", 3, &auth(2), 2).replace("@10.0.0.", "@10.9.0.");
+    let r = peer.exchange(&more).await;
+    assert_eq!(status(&r), 403, "{r}");
+    assert!(r.contains("more than 3 bindings"), "{r}");
+    assert_eq!(edge.device_events().await.len(), bound, "nothing written");
+    // One more fits; refreshing the ones held is never refused.
+    let r = peer.exchange(&register(&peer, "l4", 4, &auth(3))).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(header_values(&r, "Contact").len(), 3, "{r}");
+    let r = peer
+        .exchange(&with_contacts(&peer, "l5", 5, &auth(4), 2))
+        .await;
+    assert_eq!(status(&r), 200, "refreshes: {r}");
+    let one_more = with_contacts(&peer, "l6", 6, &auth(5), 1).replace("@10.0.0.", "@10.9.0.");
+    let r = peer.exchange(&one_more).await;
+    assert_eq!(status(&r), 403, "still full: {r}");
+    assert_eq!(
+        edge.device_events().await.len(),
+        bound + 3,
+        "one bound, two refreshed"
+    );
+    edge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
