@@ -511,13 +511,17 @@ mod tests {
     }
 
     fn bind(uri: &str, expires_secs: u32) -> DeviceCommand {
+        bind_within(uri, expires_secs, ContactLimit::default())
+    }
+
+    fn bind_within(uri: &str, expires_secs: u32, limit: ContactLimit) -> DeviceCommand {
         DeviceCommand::BindContact {
             contact_uri: uri.into(),
             source: "192.0.2.10:5060".into(),
             transport: Transport::Udp,
             user_agent: Some("baresip".into()),
             expires_secs,
-            limit: ContactLimit::default(),
+            limit,
         }
     }
 
@@ -619,24 +623,7 @@ mod tests {
             max: 2,
             when_full: WhenFull::Refuse,
         };
-        let with_limit = |uri: &str| match bind(uri, 60) {
-            DeviceCommand::BindContact {
-                contact_uri,
-                source,
-                transport,
-                user_agent,
-                expires_secs,
-                ..
-            } => DeviceCommand::BindContact {
-                contact_uri,
-                source,
-                transport,
-                user_agent,
-                expires_secs,
-                limit,
-            },
-            other => other,
-        };
+        let with_limit = |uri: &str| bind_within(uri, 60, limit);
         given::<Device>(history.clone())
             .when(with_limit("sip:ada@10.0.0.99"))
             .then_error(DomainError::ContactLimitReached { limit: 2 });
