@@ -331,17 +331,22 @@ impl Aggregate for Device {
                         expires_at,
                     }]);
                 }
-                let mut events = Vec::new();
-                if self.contacts.len() >= limit.max && limit.when_full == WhenFull::Refuse {
+                // Past the limit: refused, or the oldest bindings replaced — as many as make
+                // room (more than one when the limit was lowered below what a device holds).
+                let excess = (self.contacts.len() + 1).saturating_sub(limit.max);
+                if excess > 0 && limit.when_full == WhenFull::Refuse {
                     return Err(DomainError::ContactLimitReached { limit: limit.max });
                 }
-                if self.contacts.len() >= limit.max
-                    && let Some((oldest, _)) = self.contacts.iter().min_by_key(|(_, c)| c.seq)
-                {
-                    events.push(E::ContactUnbound {
-                        contact_uri: oldest.clone(),
-                        reason: UnbindReason::Replaced,
-                    });
+                let mut events = Vec::new();
+                if excess > 0 {
+                    let mut by_age: Vec<_> = self.contacts.iter().collect();
+                    by_age.sort_by_key(|(_, c)| c.seq);
+                    events.extend(by_age.into_iter().take(excess).map(|(oldest, _)| {
+                        E::ContactUnbound {
+                            contact_uri: oldest.clone(),
+                            reason: UnbindReason::Replaced,
+                        }
+                    }));
                 }
                 events.push(E::ContactBound {
                     contact_uri: contact_uri.clone(),
@@ -610,6 +615,29 @@ mod tests {
                     contact_uri: "sip:ada@10.0.0.0".into(),
                     reason: UnbindReason::Replaced,
                 },
+                bound("sip:ada@10.0.0.99", at(60)),
+            ]);
+    }
+
+    #[test]
+    fn a_limit_lowered_below_what_a_device_holds_is_met_by_its_next_binding() {
+        let history: Vec<_> = std::iter::once(provisioned())
+            .chain((0..4).map(|i| bound(&format!("sip:ada@10.0.0.{i}"), at(3600))))
+            .collect();
+        let limit = ContactLimit {
+            max: 2,
+            when_full: WhenFull::ReplaceOldest,
+        };
+        let replaced = |i: u8| DeviceEvent::ContactUnbound {
+            contact_uri: format!("sip:ada@10.0.0.{i}"),
+            reason: UnbindReason::Replaced,
+        };
+        given::<Device>(history)
+            .when(bind_within("sip:ada@10.0.0.99", 60, limit))
+            .then([
+                replaced(0),
+                replaced(1),
+                replaced(2),
                 bound("sip:ada@10.0.0.99", at(60)),
             ]);
     }
