@@ -1,5 +1,7 @@
 //! `ringledger serve` and `ringledger migrate`.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use infra::config::Config;
 
@@ -51,7 +53,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
                             // A database or store hiccup: resume from the checkpoint shortly.
                             tracing::warn!(projection = name, error = %e, "projection failed; retrying in 1 s");
                             tokio::select! {
-                                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                                 _ = stopped.wait_for(|s| *s) => return,
                             }
                         }
@@ -143,19 +145,37 @@ async fn start_api(
             )) as std::sync::Arc<dyn infra::delivery::CodeSender>
         }),
         flash_call,
+        ready_max_lag: Duration::from_secs(config.api.ready_max_lag_secs),
     };
     let state = api::AppState::new(store, db, settings, metrics_sources).await?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding the API to {}", config.api.listen))?;
     let addr = listener.local_addr()?;
+    let c = &config.api;
+    let limits = api::HttpLimits {
+        max_connections: c.max_connections as usize,
+        max_per_source: c.max_connections_per_source as usize,
+        header_read_timeout: Duration::from_secs(c.header_read_timeout_secs),
+    };
+    let recovery = api::RecoverySettings {
+        grace: Duration::from_secs(c.workflow_grace_secs),
+        interval: Duration::from_secs(c.recovery_interval_secs),
+        idempotency_retention: Duration::from_secs(c.idempotency_retention_hours * 3600),
+    };
+    let recovering = tokio::spawn(api::workflows::run(
+        state.clone(),
+        recovery,
+        stopped.clone(),
+    ));
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = api::serve(listener, state, shutdown).await {
+        if let Err(e) = api::serve(listener, state, limits, shutdown).await {
             tracing::error!(error = %e, "the HTTP API stopped");
         }
+        let _ = recovering.await;
     });
     Ok((addr, task))
 }
@@ -212,15 +232,15 @@ async fn start_edge(
         trunks,
         nonce_secret,
         nonce_lifetime_secs: sip.nonce_lifetime_secs,
-        ring_timeout: std::time::Duration::from_secs(sip.ring_timeout_secs),
-        call_in_timeout: std::time::Duration::from_secs(u64::from(sip.call_in_timeout_secs)),
+        ring_timeout: Duration::from_secs(sip.ring_timeout_secs),
+        call_in_timeout: Duration::from_secs(u64::from(sip.call_in_timeout_secs)),
         call_in_webhook: (!sip.call_in_webhook_url.is_empty())
             .then(|| sip.call_in_webhook_url.clone()),
         media: if config.media.relay {
             Some(signaling::media::MediaSettings {
                 address: config.media.relay_address(sip.listen)?,
                 ports: config.media.port_range()?,
-                timeout: std::time::Duration::from_secs(config.media.timeout_secs),
+                timeout: Duration::from_secs(config.media.timeout_secs),
             })
         } else {
             None
@@ -236,7 +256,6 @@ async fn start_edge(
 
 /// The edge's defences as configured.
 fn security_settings(c: &infra::config::SecurityConfig) -> signaling::SecuritySettings {
-    use std::time::Duration;
     signaling::SecuritySettings {
         lockout: signaling::lockout::LockoutSettings {
             failures_per_source: c.auth_failures_per_source,

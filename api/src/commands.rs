@@ -23,7 +23,7 @@ impl From<CommandError> for ApiError {
             CommandError::Stale { expected, actual } => {
                 ApiError::PreconditionFailed { expected, actual }
             }
-            CommandError::Contended(stream) => ApiError::Conflict(format!(
+            CommandError::Contended(stream) => ApiError::Contended(format!(
                 "{stream} kept changing while the command was decided; try again"
             )),
             e @ CommandError::Decode { .. } => ApiError::Unexpected(e.to_string()),
@@ -78,10 +78,10 @@ pub async fn execute_on<A: Aggregate>(
     command: &A::Command,
     loaded: Option<Loaded<A>>,
 ) -> ApiResult<Written<A>> {
-    let actor = ctx.caller.actor();
+    let actor = &ctx.actor;
     let observe = |took| app.metrics.append(took);
     let origin = Origin {
-        actor: &actor,
+        actor,
         correlation_id: Some(ctx.request_id),
         observe_append: Some(&observe),
     };

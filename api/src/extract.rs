@@ -24,6 +24,23 @@ pub struct RequestId(pub Uuid);
 pub struct Ctx {
     pub caller: Caller,
     pub request_id: Uuid,
+    /// The `actor` of the events it writes: `key:<key id>` for a request.
+    pub actor: String,
+}
+
+impl Ctx {
+    /// The server acting on its own (the recovery pass): events name `actor`, e.g.
+    /// `api:recovery`.
+    pub fn system(actor: &str) -> Self {
+        Self {
+            caller: Caller {
+                key_id: actor.to_owned(),
+                role: Role::Admin,
+            },
+            request_id: Uuid::now_v7(),
+            actor: actor.to_owned(),
+        }
+    }
 }
 
 fn ctx(parts: &Parts, role: Role, action: &'static str) -> Result<Ctx, ApiError> {
@@ -42,7 +59,11 @@ fn ctx(parts: &Parts, role: Role, action: &'static str) -> Result<Ctx, ApiError>
         .extensions
         .get::<RequestId>()
         .map_or_else(Uuid::now_v7, |r| r.0);
-    Ok(Ctx { caller, request_id })
+    Ok(Ctx {
+        actor: caller.actor(),
+        caller,
+        request_id,
+    })
 }
 
 macro_rules! role_extractor {

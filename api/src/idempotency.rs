@@ -3,10 +3,16 @@
 //! (`Idempotent-Replayed: true`) and writes nothing; the same key with another body is refused
 //! with 422; a retry while the first is still running gets 409.
 //!
-//! The record is claimed before the command runs and completed after it answers. A process that
-//! dies between its durable append and completing the record leaves the key claimed: retries
-//! get 409 rather than a second execution (never a duplicate event), and the operator can see
-//! such keys in `api_idempotency` with `status IS NULL`.
+//! The record is claimed before the command runs and completed only with a final outcome: a
+//! 5xx, or a 409 a retry may resolve (`Retryable`: the stream kept changing), releases the key
+//! so the retry runs again. The work runs to its end even when the client goes away (see
+//! `middleware::run_to_completion`), so a key stays claimed only when the process died
+//! mid-request: the recovery pass (`sweep`) frees such keys once they are older than the
+//! workflow grace period, and forgets completed records after the retention period.
+//!
+//! Secrets a response shows once (a device's SIP password, a verification code returned in
+//! the response) are not kept: a handler hands the redacted body to keep in `ReplayBody`, and a
+//! replay answers with that.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -19,7 +25,7 @@ use sqlx::Row;
 
 use crate::extract::BODY_LIMIT;
 use crate::keys::Caller;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Retryable};
 use crate::state::Shared;
 use projections::db::ProjectionDb;
 
@@ -112,6 +118,28 @@ impl IdempotencyRecords {
         Ok(())
     }
 
+    /// Frees keys still claimed at `stale_before` (their request's process died) and forgets
+    /// records created before `expire_before`; returns how many of each.
+    pub async fn sweep(
+        &self,
+        stale_before: chrono::DateTime<Utc>,
+        expire_before: chrono::DateTime<Utc>,
+    ) -> Result<(u64, u64), sqlx::Error> {
+        let stale =
+            sqlx::query("DELETE FROM api_idempotency WHERE status IS NULL AND created_at < $1")
+                .bind(stale_before.to_rfc3339())
+                .execute(&self.db.pool)
+                .await?
+                .rows_affected();
+        let expired =
+            sqlx::query("DELETE FROM api_idempotency WHERE status IS NOT NULL AND created_at < $1")
+                .bind(expire_before.to_rfc3339())
+                .execute(&self.db.pool)
+                .await?
+                .rows_affected();
+        Ok((stale, expired))
+    }
+
     /// Frees a key whose request failed unexpectedly, so a retry runs it again.
     async fn release(&self, key_id: &str, key: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
@@ -123,6 +151,18 @@ impl IdempotencyRecords {
         .execute(&self.db.pool)
         .await?;
         Ok(())
+    }
+}
+
+/// The body an idempotency record keeps instead of the response's own: the response with its
+/// once-only secrets taken out.
+#[derive(Debug, Clone)]
+pub struct ReplayBody(pub String);
+
+/// Keeps `body` (the response as it should be replayed) instead of the response's own body.
+pub fn replay_as<T: serde::Serialize>(response: &mut Response, body: &T) {
+    if let Ok(text) = serde_json::to_string(body) {
+        response.extensions_mut().insert(ReplayBody(text));
     }
 }
 
@@ -223,10 +263,13 @@ async fn run(app: Shared, request: Request, next: Next) -> Result<Response, ApiE
             "response body could not be read".into(),
         ));
     };
-    if parts.status.is_server_error() {
+    if parts.status.is_server_error() || parts.extensions.get::<Retryable>().is_some() {
         app.idempotency.release(&caller.key_id, &key).await?;
     } else {
-        let text = String::from_utf8_lossy(&bytes);
+        let text = match parts.extensions.get::<ReplayBody>() {
+            Some(ReplayBody(kept)) => kept.clone(),
+            None => String::from_utf8_lossy(&bytes).into_owned(),
+        };
         app.idempotency
             .complete(
                 &caller.key_id,

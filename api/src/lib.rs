@@ -7,11 +7,13 @@ pub mod commands;
 pub mod extract;
 pub mod idempotency;
 pub mod keys;
+pub mod listener;
 pub mod metrics;
 pub mod middleware;
 pub mod problem;
 pub mod routes;
 pub mod state;
+pub mod workflows;
 
 use std::future::Future;
 
@@ -26,11 +28,13 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use crate::listener::HttpLimits;
 use crate::problem::ApiError;
 use crate::routes::{
     accounts, audit, billing, devices, extensions, health, intents, numbers, tariffs,
 };
 pub use crate::state::{ApiSettings, AppState, MetricsSource, Shared};
+pub use crate::workflows::RecoverySettings;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -129,7 +133,8 @@ pub fn router(app: Shared) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             middleware::authenticate,
-        ));
+        ))
+        .layer(axum::middleware::from_fn(middleware::run_to_completion));
     let (ops, _) = operations().split_for_parts();
     let document = openapi().to_pretty_json().unwrap_or_default();
     Router::new()
@@ -156,17 +161,13 @@ pub fn router(app: Shared) -> Router {
         .with_state(app)
 }
 
-/// Serves the API on `listener` until `shutdown` completes; live tails end at shutdown.
+/// Serves the API on `listener` within `limits` until `shutdown` completes; live tails end at
+/// shutdown.
 pub async fn serve(
     listener: TcpListener,
     app: Shared,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let closing = app.closing.clone();
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = closing.send(true);
-        })
-        .await
+    listener::serve(listener, app, limits, shutdown).await
 }

@@ -56,6 +56,10 @@ struct Inner {
     requests: BTreeMap<(String, String, u16), u64>,
     latency: BTreeMap<(String, String), Histogram>,
     append: Histogram,
+    /// Interrupted workflows the recovery pass settled, by outcome.
+    recovered: BTreeMap<&'static str, u64>,
+    /// Connections closed at accept, by the limit they hit.
+    refused: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +89,18 @@ impl Metrics {
         }
     }
 
+    pub fn connection_refused(&self, limit: &'static str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.refused.entry(limit).or_default() += 1;
+        }
+    }
+
+    pub fn workflow_recovered(&self, outcome: &'static str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.recovered.entry(outcome).or_default() += 1;
+        }
+    }
+
     /// The counters and histograms in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let Ok(m) = self.inner.lock() else { return };
@@ -111,6 +127,39 @@ impl Metrics {
         out.push_str("# TYPE ringledger_append_duration_seconds histogram\n");
         m.append
             .render(out, "ringledger_append_duration_seconds", "");
+        labelled_counter(
+            out,
+            "ringledger_workflows_recovered_total",
+            "Interrupted workflows the recovery pass finished or undid.",
+            "outcome",
+            &["completed", "compensated"],
+            &m.recovered,
+        );
+        labelled_counter(
+            out,
+            "ringledger_http_connections_refused_total",
+            "Connections closed at accept, by the limit they hit.",
+            "limit",
+            &["max_connections", "max_connections_per_source"],
+            &m.refused,
+        );
+    }
+}
+
+/// A counter with one label of a fixed set of values, each rendered (0 when never counted).
+fn labelled_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&'static str],
+    counts: &BTreeMap<&'static str, u64>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for v in values {
+        let n = counts.get(v).copied().unwrap_or(0);
+        let _ = writeln!(out, "{name}{{{label}=\"{v}\"}} {n}");
     }
 }
 

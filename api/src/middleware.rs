@@ -1,10 +1,11 @@
 //! Cross-cutting request handling: a request id on every response and log line, metrics by
-//! route, and bearer-key authentication for `/v1`.
+//! route, bearer-key authentication for `/v1`, and `/v1` work that runs to its end whatever
+//! the client does.
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -13,6 +14,20 @@ use uuid::Uuid;
 use crate::extract::RequestId;
 use crate::problem::ApiError;
 use crate::state::Shared;
+
+/// The methods any route serves; the name is a metric label.
+fn served_method(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => return None,
+    })
+}
 
 /// Takes the caller's `X-Request-Id` when it is a sane token, else mints one; logs the request
 /// in a span carrying it, counts it, and returns the id in the response.
@@ -29,7 +44,21 @@ pub async fn request_context(
         .and_then(|v| Uuid::parse_str(v).ok())
         .unwrap_or_else(Uuid::now_v7);
     request.extensions_mut().insert(RequestId(id));
-    let method = request.method().as_str().to_owned();
+    // Metric labels come from fixed sets only: a made-up method is answered here, counted
+    // as `other`.
+    let Some(method) = served_method(request.method()) else {
+        let mut response = ApiError::MethodNotAllowed.into_response();
+        app.metrics.request(
+            "other",
+            "unmatched",
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        return response;
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -46,7 +75,7 @@ pub async fn request_context(
             "answered"
         )
     });
-    app.metrics.request(&method, &route, status, took);
+    app.metrics.request(method, &route, status, took);
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         response.headers_mut().insert("x-request-id", v);
     }
@@ -73,5 +102,17 @@ pub async fn authenticate(State(app): State<Shared>, mut request: Request, next:
         }
         Ok(None) => ApiError::Unauthenticated.into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Runs the rest of a `/v1` request (idempotency record, handler) as a task of its own: a
+/// client that disconnects mid-request no longer cancels a workflow between two of its
+/// appends (which left numbers claimed by nothing and Idempotency-Keys claimed for ever). The
+/// answer is dropped when nobody waits for it; what was written stays written and finished.
+pub async fn run_to_completion(request: Request, next: Next) -> Response {
+    let work = next.run(request).instrument(tracing::Span::current());
+    match tokio::spawn(work).await {
+        Ok(response) => response,
+        Err(e) => ApiError::Unexpected(format!("the request's task failed: {e}")).into_response(),
     }
 }

@@ -45,10 +45,16 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// A conflict that a retry of the same request resolves (the stream kept changing): sent
+    /// with `Retry-After`, and never kept as an idempotent outcome.
+    #[error("{0}")]
+    Contended(String),
     #[error("the resource is at version {actual}; If-Match named {expected}")]
     PreconditionFailed { expected: u64, actual: u64 },
     #[error("{0}")]
     IdempotencyMismatch(String),
+    #[error("this method is not served by any route")]
+    MethodNotAllowed,
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("{0}")]
@@ -76,6 +82,7 @@ impl ApiError {
             Self::Forbidden { .. } => (S::FORBIDDEN, "forbidden", None),
             Self::NotFound(_) => (S::NOT_FOUND, "not-found", None),
             Self::Conflict(_) => (S::CONFLICT, "conflict", None),
+            Self::Contended(_) => (S::CONFLICT, "contended", None),
             Self::PreconditionFailed { .. } => (
                 S::PRECONDITION_FAILED,
                 "stale-version",
@@ -86,6 +93,7 @@ impl ApiError {
                 "idempotency-key-reused",
                 Some("Idempotency-Key".into()),
             ),
+            Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", None),
             Self::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "too-large", None),
             Self::UnsupportedMediaType(_) => (
                 S::UNSUPPORTED_MEDIA_TYPE,
@@ -155,6 +163,12 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if matches!(self, Self::Contended(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.extensions_mut().insert(Retryable);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -164,5 +178,10 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Marks a response whose outcome is not final: a retry may succeed, so an idempotency record
+/// must not keep it.
+#[derive(Debug, Clone, Copy)]
+pub struct Retryable;
 
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -21,6 +21,8 @@ pub struct ApiSettings {
     /// and the SIP edge's flash calls (None: flash calls cannot be offered).
     pub sms: Option<Arc<dyn CodeSender>>,
     pub flash_call: Option<Arc<dyn CodeSender>>,
+    /// `/readyz` is 503 while a projection's oldest unapplied event is older than this.
+    pub ready_max_lag: std::time::Duration,
 }
 
 /// Another part of the process that reports in `/metrics` (the SIP edge): it appends its

@@ -30,6 +30,24 @@ listen = "127.0.0.1:8080"
 code_delivery = "send"
 # The SMS gateway's webhook (http://...); empty: SMS codes go to the server log.
 sms_webhook_url = ""
+# Connections: at most max_connections open at once and max_connections_per_source from one
+# IP address (0: no per-source cap); more are closed as soon as they are accepted. A client
+# has header_read_timeout_secs to send a request's headers, which is also the longest a
+# kept-alive connection may sit idle between two requests.
+max_connections = 1024
+max_connections_per_source = 256
+header_read_timeout_secs = 10
+# A workflow of several appends (open an account, register an extension) interrupted by a
+# crash is finished or undone by the recovery pass, which runs at start-up and every
+# recovery_interval_secs and settles workflows older than workflow_grace_secs. The same pass
+# frees Idempotency-Keys whose request died with its process, and forgets completed
+# Idempotency-Key records after idempotency_retention_hours.
+workflow_grace_secs = 30
+recovery_interval_secs = 10
+idempotency_retention_hours = 24
+# /readyz answers 503 while a projection is stopped, or while the oldest event it has not
+# applied is older than ready_max_lag_secs (it is stuck or far behind).
+ready_max_lag_secs = 30
 
 [sip]
 listen = "127.0.0.1:5060"
@@ -205,6 +223,13 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     pub code_delivery: CodeDelivery,
     pub sms_webhook_url: String,
+    pub max_connections: u32,
+    pub max_connections_per_source: u32,
+    pub header_read_timeout_secs: u64,
+    pub workflow_grace_secs: u64,
+    pub recovery_interval_secs: u64,
+    pub idempotency_retention_hours: u64,
+    pub ready_max_lag_secs: u64,
 }
 
 /// Where a freshly drawn extension verification code goes.
@@ -512,6 +537,21 @@ impl Config {
             (
                 "sip.max_contacts_per_request",
                 u64::from(self.sip.max_contacts_per_request),
+            ),
+            ("api.max_connections", u64::from(self.api.max_connections)),
+            (
+                "api.header_read_timeout_secs",
+                self.api.header_read_timeout_secs,
+            ),
+            ("api.workflow_grace_secs", self.api.workflow_grace_secs),
+            ("api.ready_max_lag_secs", self.api.ready_max_lag_secs),
+            (
+                "api.recovery_interval_secs",
+                self.api.recovery_interval_secs,
+            ),
+            (
+                "api.idempotency_retention_hours",
+                self.api.idempotency_retention_hours,
             ),
             (
                 "sip.max_contacts_per_aor",

@@ -325,7 +325,12 @@ fn projections_rebuild_and_verify_from_the_command_line() {
     };
     let (code, out, err) = run(&["projections", "rebuild", "--verify"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    for table in ["routing_accounts", "rated_legs", "call_timeline"] {
+    for table in [
+        "routing_accounts",
+        "rated_legs",
+        "call_timeline",
+        "workflow_claims",
+    ] {
         assert!(
             out.lines()
                 .any(|l| l.contains(table) && l.contains("identical")),
@@ -337,7 +342,7 @@ fn projections_rebuild_and_verify_from_the_command_line() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         out.lines().filter(|l| l.contains("running")).count(),
-        3,
+        4,
         "{out}"
     );
     // The projections live in a file of their own beside the log's.

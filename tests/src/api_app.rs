@@ -25,6 +25,8 @@ pub struct TestApp {
     pub admin_key_id: String,
     pub store: Arc<dyn EventStore>,
     pub db: ProjectionDb,
+    /// The API's state, for calling its recovery pass directly.
+    pub state: api::Shared,
     pub backend: Backend,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -38,11 +40,21 @@ impl TestApp {
             code_delivery: CodeDelivery::Response,
             sms: None,
             flash_call: None,
+            ready_max_lag: Duration::from_secs(30),
         };
         Self::spawn_with(backend, settings).await
     }
 
     pub async fn spawn_with(backend: Backend, settings: api::ApiSettings) -> Self {
+        Self::spawn_limited(backend, settings, api::HttpLimits::default()).await
+    }
+
+    /// With the HTTP connection limits `limits`.
+    pub async fn spawn_limited(
+        backend: Backend,
+        settings: api::ApiSettings,
+        limits: api::HttpLimits,
+    ) -> Self {
         let store = backend.open().await;
         let db = ProjectionDb::connect(&backend.url)
             .await
@@ -86,8 +98,9 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut stopped = stopped.clone();
+        let served = state.clone();
         tasks.push(tokio::spawn(async move {
-            let _ = api::serve(listener, state, async move {
+            let _ = api::serve(listener, served, limits, async move {
                 let _ = stopped.wait_for(|s| *s).await;
             })
             .await;
@@ -104,6 +117,7 @@ impl TestApp {
             auditor: auditor.token,
             store,
             db,
+            state,
             backend,
             stop,
             tasks,

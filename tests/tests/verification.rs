@@ -27,6 +27,7 @@ async fn api_with(sms: Option<Arc<dyn CodeSender>>, flash: Option<Arc<dyn CodeSe
         code_delivery: CodeDelivery::Send,
         sms,
         flash_call: flash,
+        ready_max_lag: std::time::Duration::from_secs(30),
     };
     TestApp::spawn_with(Backend::sqlite().await, settings).await
 }

@@ -200,16 +200,25 @@ pub async fn claim_number(
     Ok(())
 }
 
-/// Gives a number back after a later step of the same request failed (best effort: a failure
-/// here is logged; the number stays held by an account that can release it).
-pub async fn release_number(app: &AppState, ctx: &Ctx, number: &E164, account_id: AccountId) {
+/// Gives `number` back from `account_id`.
+pub async fn try_release_number(
+    app: &AppState,
+    ctx: &Ctx,
+    number: &E164,
+    account_id: AccountId,
+) -> ApiResult<()> {
     let command = NumberCommand::Release {
         number: number.clone(),
         account_id,
     };
-    if let Err(e) =
-        execute::<NumberClaim>(app, ctx, &domain::number::stream_id(number), None, &command).await
-    {
+    execute::<NumberClaim>(app, ctx, &domain::number::stream_id(number), None, &command).await?;
+    Ok(())
+}
+
+/// Gives a number back after a later step of the same request failed (best effort: a failure
+/// here is logged, and the recovery pass releases the claim after its grace period).
+pub async fn release_number(app: &AppState, ctx: &Ctx, number: &E164, account_id: AccountId) {
+    if let Err(e) = try_release_number(app, ctx, number, account_id).await {
         tracing::error!(%number, error = %e, "could not release a number after a failed request");
     }
 }

@@ -16,18 +16,20 @@ use super::accounts::{ListQuery, account_id, existing};
 use super::{Page, created, list_response, page_limit, paginate, parse_uuid, versioned};
 use crate::commands::{Loaded, create, execute, load};
 use crate::extract::{Admin, IfMatch, JsonBody, Query};
+use crate::idempotency;
 use crate::keys::random_hex;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::{AppState, Shared};
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProvisionedDevice {
     pub device_id: String,
     pub account_id: String,
     pub sip_username: String,
     pub realm: String,
-    /// Shown once; only HA1 digests are stored.
-    pub password: String,
+    /// Shown once: only HA1 digests are stored. A replay of the request (same
+    /// `Idempotency-Key`) answers null here; rotate the credentials if it was lost.
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -132,17 +134,20 @@ pub async fn provision(
         password: password.clone(),
     };
     let w = create::<Device>(&app, &ctx, &id.stream_id(), &command).await?;
-    Ok(created(
-        format!("/v1/devices/{id}"),
-        w.version,
-        ProvisionedDevice {
-            device_id: id.to_string(),
-            account_id: account_id.to_string(),
-            sip_username,
-            realm: app.settings.realm.clone(),
-            password,
-        },
-    ))
+    let shown = ProvisionedDevice {
+        device_id: id.to_string(),
+        account_id: account_id.to_string(),
+        sip_username,
+        realm: app.settings.realm.clone(),
+        password: Some(password),
+    };
+    let kept = ProvisionedDevice {
+        password: None,
+        ..shown.clone()
+    };
+    let mut response = created(format!("/v1/devices/{id}"), w.version, shown);
+    idempotency::replay_as(&mut response, &kept);
+    Ok(response)
 }
 
 #[utoipa::path(get, path = "/v1/devices/{device_id}", tag = "admin",
@@ -183,12 +188,12 @@ pub async fn live_contacts(
     ))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RotatedCredentials {
     pub device_id: String,
     pub sip_username: String,
-    /// Shown once.
-    pub password: String,
+    /// Shown once; null in a replay (same `Idempotency-Key`): rotate again if it was lost.
+    pub password: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/devices/{device_id}/rotate", tag = "admin",
@@ -206,14 +211,18 @@ pub async fn rotate(
         password: password.clone(),
     };
     let w = execute::<Device>(&app, &ctx, &id.stream_id(), if_match, &command).await?;
-    Ok(versioned(
-        w.version,
-        RotatedCredentials {
-            device_id: id.to_string(),
-            sip_username: state.sip_username,
-            password,
-        },
-    ))
+    let shown = RotatedCredentials {
+        device_id: id.to_string(),
+        sip_username: state.sip_username,
+        password: Some(password),
+    };
+    let kept = RotatedCredentials {
+        password: None,
+        ..shown.clone()
+    };
+    let mut response = versioned(w.version, shown);
+    idempotency::replay_as(&mut response, &kept);
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -232,12 +232,13 @@ pub struct StartVerification {
     pub method: ChallengeMethod,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct VerificationStarted {
     pub extension_id: String,
     pub method: String,
     pub expires_at: DateTime<Utc>,
-    /// Present only when the server runs with `api.code_delivery = "response"` (tests).
+    /// Present only when the server runs with `api.code_delivery = "response"` (tests), and
+    /// never in a replay of the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
 }
@@ -320,14 +321,19 @@ pub async fn start_verification(
         }
         (CodeDelivery::Response, _) => Some(code),
     };
-    let mut r = axum::Json(VerificationStarted {
+    let started = VerificationStarted {
         extension_id: id.to_string(),
         method: snake(&body.method),
         expires_at,
         code: shown,
-    })
-    .into_response();
+    };
+    let kept = VerificationStarted {
+        code: None,
+        ..started.clone()
+    };
+    let mut r = axum::Json(started).into_response();
     *r.status_mut() = StatusCode::ACCEPTED;
+    crate::idempotency::replay_as(&mut r, &kept);
     Ok(r)
 }
 

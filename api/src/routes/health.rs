@@ -1,5 +1,5 @@
 //! Unauthenticated operational endpoints: liveness, readiness (store reachable, no projection
-//! stopped), Prometheus metrics with projection lag, and the OpenAPI document.
+//! stopped or stuck behind the log), Prometheus metrics with projection lag, and the OpenAPI document.
 
 use std::fmt::Write;
 
@@ -26,6 +26,9 @@ pub struct ProjectionState {
     pub position: i64,
     /// Events in the log the projection has not applied yet.
     pub lag: i64,
+    /// How long ago the oldest event the projection has not applied was recorded (0 when it
+    /// is at the head).
+    pub lag_secs: f64,
     /// running or stopped.
     pub status: String,
     pub error: Option<String>,
@@ -37,6 +40,8 @@ pub struct Readiness {
     pub store: String,
     pub head_position: Option<u64>,
     pub projections: Vec<ProjectionState>,
+    /// Why the server is not ready, one line per cause (empty when ready).
+    pub reasons: Vec<String>,
 }
 
 async fn projection_states(app: &AppState, head: u64) -> Result<Vec<ProjectionState>, sqlx::Error> {
@@ -52,6 +57,7 @@ async fn projection_states(app: &AppState, head: u64) -> Result<Vec<ProjectionSt
             name: r.try_get(0)?,
             position,
             lag: i64::try_from(head).unwrap_or(i64::MAX) - position,
+            lag_secs: 0.0,
             status: r.try_get(2)?,
             error: r.try_get(3)?,
         });
@@ -59,24 +65,68 @@ async fn projection_states(app: &AppState, head: u64) -> Result<Vec<ProjectionSt
     Ok(out)
 }
 
+/// Fills in each lagging projection's `lag_secs` from the first event it has not applied; a
+/// log that cannot be read there is a reason not to be ready.
+async fn measure_lag(
+    app: &AppState,
+    projections: &mut [ProjectionState],
+    reasons: &mut Vec<String>,
+) {
+    let now = chrono::Utc::now();
+    for p in projections.iter_mut().filter(|p| p.lag > 0) {
+        let after = u64::try_from(p.position).unwrap_or(0);
+        match app.store.read_all(after, 1).await {
+            Ok(events) => {
+                if let Some(e) = events.first() {
+                    p.lag_secs = (now - e.recorded_at).as_seconds_f64().max(0.0);
+                }
+            }
+            Err(e) => reasons.push(format!(
+                "projection {}: the log cannot be read after position {after}: {e}",
+                p.name
+            )),
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(app): State<Shared>) -> Response {
+    let mut reasons = Vec::new();
     let (store, head) = match app.store.head_position().await {
         Ok(h) => ("reachable".to_owned(), Some(h)),
-        Err(e) => (format!("unreachable: {e}"), None),
+        Err(e) => {
+            reasons.push(format!("the event store is unreachable: {e}"));
+            (format!("unreachable: {e}"), None)
+        }
     };
-    let projections = match projection_states(&app, head.unwrap_or(0)).await {
+    let mut projections = match projection_states(&app, head.unwrap_or(0)).await {
         Ok(p) => p,
-        Err(e) => vec![ProjectionState {
-            name: "(projection database)".into(),
-            position: 0,
-            lag: 0,
-            status: "unreachable".into(),
-            error: Some(e.to_string()),
-        }],
+        Err(e) => {
+            reasons.push(format!("the projection database is unreachable: {e}"));
+            Vec::new()
+        }
     };
-    let ready = head.is_some() && projections.iter().all(|p| p.status == "running");
+    if head.is_some() {
+        measure_lag(&app, &mut projections, &mut reasons).await;
+    }
+    let max_lag = app.settings.ready_max_lag.as_secs_f64();
+    for p in &projections {
+        if p.status != "running" {
+            reasons.push(format!(
+                "projection {} is {}: {}",
+                p.name,
+                p.status,
+                p.error.as_deref().unwrap_or("")
+            ));
+        } else if p.lag_secs > max_lag {
+            reasons.push(format!(
+                "projection {} is {} events ({:.0} s) behind the log (the bound is {max_lag:.0} s)",
+                p.name, p.lag, p.lag_secs
+            ));
+        }
+    }
+    let ready = reasons.is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -89,6 +139,7 @@ pub async fn readyz(State(app): State<Shared>) -> Response {
             store,
             head_position: head,
             projections,
+            reasons,
         }),
     )
         .into_response()

@@ -1,0 +1,233 @@
+//! The recovery pass of the API's multi-stream workflows (process managers whose state is the
+//! `workflows` projection): a number claimed for an account or extension whose other steps are
+//! not in the log after the grace period belongs to a workflow whose process died between
+//! appends. The pass reads the streams themselves (the projection only names candidates) and
+//! finishes what can be finished or undoes the rest:
+//!
+//! - main number claimed, account never opened: the claim is released;
+//! - extension claimed, extension requested but not attached to the account: attached, or,
+//!   when the account refuses now (closed, full), the extension is removed and its number
+//!   released;
+//! - extension claimed, never requested: the account's attachment (if any) is detached and the
+//!   claim released.
+//!
+//! Every change is an ordinary event written by actor `api:recovery`, logged and counted. The
+//! same pass frees Idempotency-Keys whose request died with its process and forgets records
+//! past their retention. It runs at start-up and then every `interval`.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use domain::E164;
+use domain::account::{Account, AccountCommand, AccountStatus};
+use domain::extension::{Extension, ExtensionStatus};
+use domain::ids::{AccountId, ExtensionId};
+use domain::number::{Holder, NumberClaim, NumberRole};
+use sqlx::Row;
+
+use crate::commands::{execute, load};
+use crate::extract::Ctx;
+use crate::problem::{ApiError, ApiResult};
+use crate::routes::accounts::try_release_number;
+use crate::routes::extensions::remove_extension;
+use crate::state::AppState;
+
+pub const ACTOR: &str = "api:recovery";
+
+/// How the pass behaves (`[api]` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct RecoverySettings {
+    /// A workflow younger than this may still be running: left alone.
+    pub grace: Duration,
+    /// Between two passes.
+    pub interval: Duration,
+    /// Completed idempotency records older than this are forgotten.
+    pub idempotency_retention: Duration,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(30),
+            interval: Duration::from_secs(10),
+            idempotency_retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Workflows finished (an extension attached to its account).
+    pub completed: u64,
+    /// Workflows undone (a claim released, an extension removed).
+    pub compensated: u64,
+    /// Idempotency-Keys freed because their request's process died.
+    pub keys_freed: u64,
+    /// Idempotency records forgotten after the retention period.
+    pub keys_expired: u64,
+}
+
+enum Outcome {
+    /// The log is consistent (the projection had not caught up) or someone else moved on.
+    Nothing,
+    Completed,
+    Compensated,
+}
+
+/// One recovery pass.
+pub async fn recover(app: &AppState, settings: &RecoverySettings) -> ApiResult<Recovered> {
+    let now = Utc::now();
+    let cutoff = now - chrono::Duration::from_std(settings.grace).unwrap_or_default();
+    let rows = sqlx::query(
+        "SELECT number, account_id, extension_id FROM workflow_claims WHERE claimed_at < $1 \
+         ORDER BY claimed_at LIMIT 1000",
+    )
+    .bind(projections::sql::ts(cutoff))
+    .fetch_all(&app.db.pool)
+    .await?;
+    let ctx = Ctx::system(ACTOR);
+    let mut done = Recovered::default();
+    for row in rows {
+        let number: String = row.try_get(0)?;
+        let account: String = row.try_get(1)?;
+        let extension: Option<String> = row.try_get(2)?;
+        let (Ok(number), Ok(account)) = (E164::parse(&number), account.parse()) else {
+            tracing::error!(%number, %account, "workflow_claims row does not parse; skipped");
+            continue;
+        };
+        let account_id = AccountId(account);
+        let extension_id = match extension.map(|e| e.parse()) {
+            None => None,
+            Some(Ok(e)) => Some(ExtensionId(e)),
+            Some(Err(_)) => {
+                tracing::error!(%number, "workflow_claims extension id does not parse; skipped");
+                continue;
+            }
+        };
+        let outcome = match extension_id {
+            None => recover_main(app, &ctx, &number, account_id).await,
+            Some(e) => recover_extension(app, &ctx, &number, account_id, e).await,
+        };
+        match outcome {
+            Ok(Outcome::Nothing) => {}
+            Ok(Outcome::Completed) => {
+                done.completed += 1;
+                app.metrics.workflow_recovered("completed");
+                tracing::warn!(%number, %account_id, ?extension_id, "recovery finished an interrupted workflow");
+            }
+            Ok(Outcome::Compensated) => {
+                done.compensated += 1;
+                app.metrics.workflow_recovered("compensated");
+                tracing::warn!(%number, %account_id, ?extension_id, "recovery undid an interrupted workflow: the number is free again");
+            }
+            Err(e) => {
+                tracing::error!(%number, %account_id, error = %e, "recovery could not settle a workflow; the next pass tries again");
+            }
+        }
+    }
+    let retention = chrono::Duration::from_std(settings.idempotency_retention).unwrap_or_default();
+    let (freed, expired) = app.idempotency.sweep(cutoff, now - retention).await?;
+    if freed > 0 {
+        tracing::warn!(
+            keys = freed,
+            "recovery freed Idempotency-Keys whose request died with its process"
+        );
+    }
+    done.keys_freed = freed;
+    done.keys_expired = expired;
+    Ok(done)
+}
+
+/// Whether `number` is still held for (`account_id`, `role`).
+async fn still_held(
+    app: &AppState,
+    number: &E164,
+    account_id: AccountId,
+    role: NumberRole,
+) -> ApiResult<bool> {
+    let claim = load::<NumberClaim>(app, &domain::number::stream_id(number)).await?;
+    Ok(claim.state.holder == Some(Holder { account_id, role }))
+}
+
+async fn recover_main(
+    app: &AppState,
+    ctx: &Ctx,
+    number: &E164,
+    account_id: AccountId,
+) -> ApiResult<Outcome> {
+    if !still_held(app, number, account_id, NumberRole::Main).await? {
+        return Ok(Outcome::Nothing);
+    }
+    let account = load::<Account>(app, &account_id.stream_id()).await?.state;
+    if account.status != AccountStatus::Unopened {
+        return Ok(Outcome::Nothing);
+    }
+    try_release_number(app, ctx, number, account_id).await?;
+    Ok(Outcome::Compensated)
+}
+
+async fn recover_extension(
+    app: &AppState,
+    ctx: &Ctx,
+    number: &E164,
+    account_id: AccountId,
+    extension_id: ExtensionId,
+) -> ApiResult<Outcome> {
+    let role = NumberRole::Extension { extension_id };
+    if !still_held(app, number, account_id, role).await? {
+        return Ok(Outcome::Nothing);
+    }
+    let extension = load::<Extension>(app, &extension_id.stream_id())
+        .await?
+        .state;
+    let account = load::<Account>(app, &account_id.stream_id()).await?.state;
+    let attached = account.extensions.contains(&extension_id);
+    match extension.status {
+        ExtensionStatus::Pending | ExtensionStatus::Verified if attached => Ok(Outcome::Nothing),
+        ExtensionStatus::Pending | ExtensionStatus::Verified => {
+            let attach = AccountCommand::AttachExtension {
+                extension_id,
+                number: number.clone(),
+            };
+            match execute::<Account>(app, ctx, &account_id.stream_id(), None, &attach).await {
+                Ok(_) => Ok(Outcome::Completed),
+                Err(ApiError::Rule(refused)) => {
+                    let reason = format!("recovery: the account refused the extension ({refused})");
+                    remove_extension(app, ctx, extension_id, &extension, None, &reason).await?;
+                    Ok(Outcome::Compensated)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        ExtensionStatus::Unrequested | ExtensionStatus::Removed => {
+            if attached {
+                let detach = AccountCommand::DetachExtension { extension_id };
+                execute::<Account>(app, ctx, &account_id.stream_id(), None, &detach).await?;
+            }
+            try_release_number(app, ctx, number, account_id).await?;
+            Ok(Outcome::Compensated)
+        }
+    }
+}
+
+/// Runs a pass now and then every `settings.interval` until `stopped` turns true.
+pub async fn run(
+    app: crate::state::Shared,
+    settings: RecoverySettings,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match recover(&app, &settings).await {
+            Ok(done) if done != Recovered::default() => {
+                tracing::info!(?done, "recovery pass");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "recovery pass failed; retrying later"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(settings.interval) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,674 @@
+//! The HTTP API under faults and hostile clients, over real sockets, on SQLite and PostgreSQL:
+//! clients that hang up mid-request, workflows interrupted between their appends (as a killed
+//! process leaves them), retryable conflicts and Idempotency-Keys, secrets shown once, made-up
+//! methods against `/metrics`, idle and slow connections, readiness with a stuck projection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use api::extract::Ctx;
+use api::workflows::{Recovered, RecoverySettings, recover};
+use domain::E164;
+use domain::account::{AccountCommand, AccountStatus};
+use domain::extension::{ExtensionCommand, ExtensionKind};
+use domain::ids::{AccountId, ExtensionId};
+use domain::number::{NumberClaim, NumberCommand, NumberRole};
+use reqwest::Method;
+use ringledger_tests::api_app::{TestApp, account, tariff};
+use ringledger_tests::harness::Backend;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use uuid::Uuid;
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Backend::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(Backend::postgres().await).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    hung_up_clients_leave_no_orphan,
+    interrupted_workflows_are_recovered,
+    secrets_are_not_kept,
+);
+
+fn settle_now() -> RecoverySettings {
+    RecoverySettings {
+        grace: Duration::ZERO,
+        ..RecoverySettings::default()
+    }
+}
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Claims nobody owns, from the read models: main numbers of accounts that were never opened,
+/// extension numbers of extensions never requested or not attached to their account.
+async fn orphan_claims(app: &TestApp) -> i64 {
+    count(
+        app,
+        "SELECT COUNT(*) FROM routing_numbers n WHERE (n.role = 'main' AND NOT EXISTS \
+         (SELECT 1 FROM routing_accounts a WHERE a.account_id = n.account_id)) OR \
+         (n.role = 'extension' AND NOT EXISTS (SELECT 1 FROM routing_extensions e \
+         WHERE e.extension_id = n.extension_id AND e.status <> 'removed'))",
+    )
+    .await
+}
+
+/// Writes a whole request on a raw socket and hangs up `wait` after, without reading.
+async fn post_and_hang_up(app: &TestApp, path: &str, key: &str, body: &Value, wait: Duration) {
+    let addr = app.base.trim_start_matches("http://");
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+        app.admin,
+        body.len()
+    );
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(wait).await;
+    drop(s);
+}
+
+/// Waits until no request holds an Idempotency-Key and the log has stopped growing.
+async fn quiet(app: &TestApp) {
+    let mut last = u64::MAX;
+    for _ in 0..300 {
+        let running = count(
+            app,
+            "SELECT COUNT(*) FROM api_idempotency WHERE status IS NULL",
+        )
+        .await;
+        let head = app.store.head_position().await.unwrap();
+        if running == 0 && head == last {
+            app.projections_caught_up().await;
+            return;
+        }
+        last = head;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("requests were still running after 30 s");
+}
+
+/// 120 account openings and 120 extension registrations, each written whole and then hung up
+/// on 0–5 ms later (between the number claim and the rest, often): every one finishes, nothing
+/// is left claimed by nobody, no key stays claimed, and a retry with the same key gets the
+/// request's own answer.
+async fn hung_up_clients_leave_no_orphan(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let tariff_id = tariff(&app).await;
+    let app_ref = &app;
+    let owners: Vec<String> = futures::future::join_all(
+        (0..24).map(|i| async move { account(app_ref, &format!("+44163296{i:04}")).await }),
+    )
+    .await;
+    let mut requests = Vec::new();
+    for i in 0..120 {
+        let body = json!({"name": "Hangup", "main_number": format!("+44163297{i:04}"),
+            "tariff_id": tariff_id, "currency": "GBP"});
+        requests.push(("/v1/accounts".to_owned(), format!("open-{i}"), body));
+        let owner = &owners[i % owners.len()];
+        let body = json!({"number": format!("+44770090{i:04}"), "native_provider": "Vodafone UK",
+            "kind": "mobile"});
+        requests.push((
+            format!("/v1/accounts/{owner}/extensions"),
+            format!("ext-{i}"),
+            body,
+        ));
+    }
+    for chunk in requests.chunks(16) {
+        futures::future::join_all(chunk.iter().enumerate().map(|(j, (path, key, body))| {
+            post_and_hang_up(&app, path, key, body, Duration::from_millis(j as u64 % 6))
+        }))
+        .await;
+    }
+    quiet(&app).await;
+    assert_eq!(orphan_claims(&app).await, 0, "numbers held by nothing");
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM workflow_claims").await,
+        0,
+        "workflows left half-done"
+    );
+    // Nothing for the recovery pass to do: the requests finished on their own.
+    let done = recover(&app.state, &settle_now()).await.unwrap();
+    assert_eq!(done, Recovered::default());
+    // A retry after the hang-up gets the answer the client missed — or, where that answer
+    // was a conflict a retry resolves (concurrent registrations on one account), runs again.
+    let mut replayed = 0;
+    for (path, key, body) in &requests {
+        let r = app
+            .request(Method::POST, path, Some(&app.admin))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        replayed += usize::from(r.headers().contains_key("idempotent-replayed"));
+        assert_eq!(status, 201, "{path} {key}: {}", r.text().await.unwrap());
+    }
+    assert!(
+        replayed >= 200,
+        "only {replayed} of 240 retries were replays"
+    );
+    app.projections_caught_up().await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM routing_accounts WHERE name = 'Hangup'"
+        )
+        .await,
+        120
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM routing_extensions WHERE status <> 'removed'"
+        )
+        .await,
+        120
+    );
+    assert_eq!(orphan_claims(&app).await, 0);
+    app.shutdown().await;
+}
+
+fn e164(s: &str) -> E164 {
+    E164::parse(s).unwrap()
+}
+
+/// The log as a process killed between a workflow's appends leaves it, written step by step:
+/// the recovery pass leaves young workflows alone, then releases what has no owner, finishes
+/// an extension whose attachment is missing, and frees a key whose request died.
+async fn interrupted_workflows_are_recovered(b: Backend) {
+    use api::commands::execute;
+    let app = TestApp::spawn(b).await;
+    let owner: AccountId = AccountId(account(&app, "+441632960001").await.parse().unwrap());
+    let ctx = Ctx::system("test:crashed-request");
+    let state = &app.state;
+    let claim = |number: &str, account_id, role| NumberCommand::Claim {
+        number: e164(number),
+        account_id,
+        role,
+    };
+    // 1. An account's main number claimed; the process died before the account was opened.
+    let never_opened = AccountId(Uuid::now_v7());
+    execute::<NumberClaim>(
+        state,
+        &ctx,
+        "number-+441632960100",
+        None,
+        &claim("+441632960100", never_opened, NumberRole::Main),
+    )
+    .await
+    .unwrap();
+    // 2. An extension's number claimed and the extension requested; not attached.
+    let loaded = api::commands::load::<domain::account::Account>(state, &owner.stream_id())
+        .await
+        .unwrap();
+    assert_eq!(loaded.state.status, AccountStatus::Active);
+    let unattached = ExtensionId(Uuid::now_v7());
+    execute::<NumberClaim>(
+        state,
+        &ctx,
+        "number-+447700900101",
+        None,
+        &claim(
+            "+447700900101",
+            owner,
+            NumberRole::Extension {
+                extension_id: unattached,
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    let request = ExtensionCommand::Request {
+        extension_id: unattached,
+        account: loaded.state.clone(),
+        number: e164("+447700900101"),
+        native_provider: "Vodafone UK".into(),
+        kind: ExtensionKind::Mobile,
+    };
+    execute::<domain::extension::Extension>(state, &ctx, &unattached.stream_id(), None, &request)
+        .await
+        .unwrap();
+    // 3. An extension's number claimed and attached to the account; never requested.
+    let unrequested = ExtensionId(Uuid::now_v7());
+    execute::<NumberClaim>(
+        state,
+        &ctx,
+        "number-+447700900102",
+        None,
+        &claim(
+            "+447700900102",
+            owner,
+            NumberRole::Extension {
+                extension_id: unrequested,
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    let attach = AccountCommand::AttachExtension {
+        extension_id: unrequested,
+        number: e164("+447700900102"),
+    };
+    execute::<domain::account::Account>(state, &ctx, &owner.stream_id(), None, &attach)
+        .await
+        .unwrap();
+    // 4. An Idempotency-Key claimed by a request whose process died.
+    let stale = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    sqlx::query(
+        "INSERT INTO api_idempotency (key_id, idempotency_key, request_hash, created_at) \
+         VALUES ($1, 'died', 'x', $2)",
+    )
+    .bind(&app.admin_key_id)
+    .bind(&stale)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    app.projections_caught_up().await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM workflow_claims").await, 3);
+
+    // Young workflows may still be running elsewhere: left alone.
+    let patient = RecoverySettings {
+        grace: Duration::from_secs(3600),
+        ..RecoverySettings::default()
+    };
+    let done = recover(state, &patient).await.unwrap();
+    assert_eq!(
+        (done.completed, done.compensated, done.keys_freed),
+        (0, 0, 0)
+    );
+
+    let done = recover(state, &settle_now()).await.unwrap();
+    assert_eq!(done.compensated, 2, "{done:?}");
+    assert_eq!(done.completed, 1, "{done:?}");
+    assert_eq!(done.keys_freed, 1, "{done:?}");
+    app.projections_caught_up().await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM workflow_claims").await, 0);
+    assert_eq!(orphan_claims(&app).await, 0);
+    // The released numbers can be used again, the finished extension is the account's, and
+    // the freed key runs its request.
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            "/v1/accounts",
+            json!({"name": "Again", "main_number": "+441632960100",
+                "tariff_id": tariff(&app).await, "currency": "GBP"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) =
+        ringledger_tests::api_app::extension(&app, &owner.to_string(), "+447700900102").await;
+    assert_eq!(status, 201, "{body}");
+    let (_, acc) = app.get(&format!("/v1/accounts/{owner}"), &app.admin).await;
+    let ids: Vec<&str> = acc["extension_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(ids.contains(&unattached.to_string().as_str()), "{acc}");
+    assert!(!ids.contains(&unrequested.to_string().as_str()), "{acc}");
+    let r = app
+        .request(
+            Method::POST,
+            &format!("/v1/accounts/{owner}/suspend"),
+            Some(&app.admin),
+        )
+        .header("Idempotency-Key", "died")
+        .json(&json!({"reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    // What the pass wrote is in the log under its own name.
+    let by_recovery: Vec<String> = app
+        .store
+        .read_all(0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor == api::workflows::ACTOR)
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        by_recovery,
+        [
+            "number.released",
+            "account.extension_attached",
+            "account.extension_detached",
+            "number.released"
+        ],
+        "in the order the pass settled them (oldest claim first)"
+    );
+    let (_, metrics) = app.get("/metrics", &app.admin).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("ringledger_workflows_recovered_total{outcome=\"compensated\"} 2"),
+        "{metrics}"
+    );
+    app.shutdown().await;
+}
+
+/// A device's password and a verification code are shown once: a replay of the request says
+/// null, and the password is nowhere in the database.
+async fn secrets_are_not_kept(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let owner = account(&app, "+441632960001").await;
+    let provision = || {
+        app.request(
+            Method::POST,
+            &format!("/v1/accounts/{owner}/devices"),
+            Some(&app.admin),
+        )
+        .header("Idempotency-Key", "device-1")
+        .send()
+    };
+    let first: Value = provision().await.unwrap().json().await.unwrap();
+    let password = first["password"].as_str().unwrap().to_owned();
+    assert!(password.len() >= 16);
+    let again = provision().await.unwrap();
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["device_id"], first["device_id"]);
+    assert_eq!(again["password"], Value::Null);
+    let device = first["device_id"].as_str().unwrap();
+    let rotated: Value = app
+        .request(
+            Method::POST,
+            &format!("/v1/devices/{device}/rotate"),
+            Some(&app.admin),
+        )
+        .header("Idempotency-Key", "rotate-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rotated_password = rotated["password"].as_str().unwrap().to_owned();
+    // Nowhere in the idempotency records, and (SQLite) nowhere in any file of the data
+    // directory — log, projections, their write-ahead logs.
+    let kept: Vec<String> = sqlx::query_scalar("SELECT COALESCE(body, '') FROM api_idempotency")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    for secret in [&password, &rotated_password] {
+        assert!(
+            kept.iter().all(|b| !b.contains(secret.as_str())),
+            "{kept:?}"
+        );
+    }
+    if let Some(path) = app.backend.url.strip_prefix("sqlite://") {
+        let dir = std::path::Path::new(path).parent().unwrap();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            for secret in [&password, &rotated_password] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "a password is stored in plain text"
+                );
+            }
+        }
+    }
+    app.shutdown().await;
+}
+
+/// A 409 a retry resolves ("kept changing… try again") is not kept under the key: the retry
+/// runs again and gets its own outcome, which is then replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_conflicts_are_not_replayed() {
+    use axum::response::IntoResponse;
+    let app = TestApp::spawn(Backend::sqlite().await).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let handler = move || {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                api::problem::ApiError::Contended("account-x kept changing; try again".into())
+                    .into_response()
+            } else {
+                (axum::http::StatusCode::CREATED, format!("run {n}")).into_response()
+            }
+        }
+    };
+    let caller = api::keys::Caller {
+        key_id: app.admin_key_id.clone(),
+        role: api::keys::Role::Admin,
+    };
+    let router = axum::Router::new()
+        .route("/x", axum::routing::post(handler))
+        .layer(axum::middleware::from_fn_with_state(
+            app.state.clone(),
+            api::idempotency::idempotent,
+        ))
+        .layer(axum::middleware::from_fn(
+            move |mut r: axum::extract::Request, next: axum::middleware::Next| {
+                r.extensions_mut().insert(caller.clone());
+                next.run(r)
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/x", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let post = || {
+        reqwest::Client::new()
+            .post(&url)
+            .header("Idempotency-Key", "same")
+            .body("{}")
+            .send()
+    };
+    let first = post().await.unwrap();
+    assert_eq!(first.status().as_u16(), 409);
+    assert_eq!(first.headers().get("retry-after").unwrap(), "1");
+    let second = post().await.unwrap();
+    assert_eq!(second.status().as_u16(), 201);
+    assert!(second.headers().get("idempotent-replayed").is_none());
+    assert_eq!(second.text().await.unwrap(), "run 1");
+    let third = post().await.unwrap();
+    assert_eq!(third.headers().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(third.text().await.unwrap(), "run 1");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    app.shutdown().await;
+}
+
+/// 3,000 requests with made-up methods are answered 405 and add nothing to `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_do_not_grow_metrics() {
+    let app = TestApp::spawn(Backend::sqlite().await).await;
+    let before = app
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .len();
+    for round in 0..30 {
+        futures::future::join_all((0..100).map(|i| {
+            let method =
+                Method::from_bytes(format!("X{round}Y{i}Z{}", "Q".repeat(40)).as_bytes()).unwrap();
+            app.request(method, "/v1/accounts", Some(&app.admin)).send()
+        }))
+        .await
+        .into_iter()
+        .for_each(|r| assert_eq!(r.unwrap().status().as_u16(), 405));
+    }
+    let metrics = app
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("QQQQ"), "a made-up method became a label");
+    assert!(
+        metrics.contains("ringledger_http_requests_total{method=\"other\",route=\"unmatched\",status=\"405\"} 3000"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.len() < before + 4096,
+        "{} -> {}",
+        before,
+        metrics.len()
+    );
+    assert!(metrics.len() < 1024 * 1024);
+    app.shutdown().await;
+}
+
+/// A socket from `source` to the API.
+async fn connect_from(app: &TestApp, source: &str) -> std::io::Result<TcpStream> {
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().unwrap())?;
+    socket.connect(addr).await
+}
+
+/// Whether the server has closed `s` (EOF or reset) within `within`.
+async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(within, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// 1,200 idle connections from one address and a slow-header client: a normal request from
+/// elsewhere is answered, connections past the per-source cap are closed at once and counted,
+/// and idle or slow ones are closed after the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_bounded() {
+    let settings = api::ApiSettings {
+        realm: "ringledger.test".into(),
+        code_delivery: infra::config::CodeDelivery::Response,
+        sms: None,
+        flash_call: None,
+        ready_max_lag: Duration::from_secs(30),
+    };
+    let limits = api::HttpLimits {
+        max_connections: 1024,
+        max_per_source: 200,
+        header_read_timeout: Duration::from_secs(2),
+    };
+    let app = TestApp::spawn_limited(Backend::sqlite().await, settings, limits).await;
+    let mut idle = Vec::new();
+    for _ in 0..1200 {
+        idle.push(connect_from(&app, "127.0.0.7").await.unwrap());
+    }
+    // Past the per-source cap: closed as soon as accepted.
+    let mut refused = 0;
+    for s in idle.iter_mut().skip(400) {
+        if closed_by_server(s, Duration::from_millis(200)).await {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 750,
+        "only {refused} of the connections past the cap were closed"
+    );
+    let r = app
+        .request(Method::GET, "/v1/accounts", Some(&app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // A slow-header client sends a byte every 300 ms: cut off at the header timeout.
+    let mut slow = connect_from(&app, "127.0.0.8").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if slow.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let cut = cut || closed_by_server(&mut slow, Duration::from_secs(3)).await;
+    assert!(cut, "a slow-header client kept its connection");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // The idle ones within the cap are closed after the header timeout.
+    for s in idle.iter_mut().take(200) {
+        assert!(
+            closed_by_server(s, Duration::from_secs(5)).await,
+            "an idle connection stayed open"
+        );
+    }
+    // A kept-alive connection that goes idle after a request is closed too.
+    let mut kept = connect_from(&app, "127.0.0.9").await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(closed_by_server(&mut kept, Duration::from_secs(5)).await);
+    let metrics = app
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "ringledger_http_connections_refused_total{limit=\"max_connections_per_source\"}",
+            )
+        })
+        .unwrap()
+        .to_owned();
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 750, "{line}");
+    app.shutdown().await;
+}
+
+/// `/readyz` is 503, naming the projection, while one is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_a_stopped_projection() {
+    let app = TestApp::spawn(Backend::sqlite().await).await;
+    account(&app, "+441632960001").await;
+    app.projections_caught_up().await;
+    let (status, body) = app.get("/readyz", &app.admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reasons"], json!([]));
+    sqlx::query(
+        "UPDATE projection_checkpoints SET status = 'stopped', \
+         error = 'cannot apply account.opened at position 3' WHERE name = 'billing'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let (status, body) = app.get("/readyz", &app.admin).await;
+    assert_eq!(status, 503, "{body}");
+    let reasons = body["reasons"].to_string();
+    assert!(reasons.contains("projection billing is stopped"), "{body}");
+    assert!(reasons.contains("position 3"), "{body}");
+    app.shutdown().await;
+}
