@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod crash;
+
 fn ringledger(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ringledger"));
     c.current_dir(dir);
@@ -18,25 +20,43 @@ fn ringledger(dir: &Path) -> Command {
 
 /// A one-shot HTTP/1.1 request (`Connection: close`); returns the status and the body.
 fn http(addr: &str, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    try_http(addr, method, path, key, &[], body).unwrap()
+}
+
+/// As `http`, with extra headers, and an error when the server cannot be reached or hangs up.
+fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{extra}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    )?;
     let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
+    s.read_to_string(&mut response)?;
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 #[test]
