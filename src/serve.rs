@@ -26,6 +26,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let store = infra::open_store(&config.store.url)
         .await
         .with_context(|| format!("opening {}", redact(&config.store.url)))?;
+    verify_chain(config, store.as_ref()).await?;
     let head = store.head_position().await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut runners = Vec::new();
@@ -119,6 +120,43 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         let _ = r.await;
     }
     Ok(())
+}
+
+/// Verifies the log's hash chain as `store.verify_on_start` says: a break refuses the start
+/// (or, with "warn", is logged as an error).
+async fn verify_chain(config: &Config, store: &dyn infra::EventStore) -> anyhow::Result<()> {
+    use infra::config::VerifyOnStart;
+    let mode = config.store.verify_on_start;
+    if mode == VerifyOnStart::Skip {
+        tracing::warn!("store.verify_on_start = skip: the log's hash chain is not verified");
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let report = infra::store::audit::verify_log(store).await?;
+    let Some(broken) = report.first_break else {
+        tracing::info!(
+            events = report.events,
+            head_position = report.head_position,
+            head_hash = %report.head_hash,
+            millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "the log's hash chain is intact"
+        );
+        return Ok(());
+    };
+    let what = format!(
+        "the log's hash chain is broken at position {}: {} ({} events before it verified)",
+        broken.position, broken.reason, report.events
+    );
+    if mode == VerifyOnStart::Warn {
+        tracing::error!(
+            position = broken.position,
+            "{what}; serving anyway (store.verify_on_start = warn)"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{what}. Not starting: find the cause first (`ringledger audit verify`); to serve          this log anyway set store.verify_on_start = \"warn\" (RINGLEDGER_STORE__VERIFY_ON_START=warn)"
+    )
 }
 
 /// Binds the HTTP API and serves it until `stopped` turns true.

@@ -61,6 +61,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Rule(DomainError),
+    /// The log cannot be read at `position` (a damaged or tampered row).
+    #[error("the event log cannot be read at position {position}: {reason}")]
+    CorruptLog { position: u64, reason: String },
     #[error("unexpected: {0}")]
     Unexpected(String),
 }
@@ -101,6 +104,7 @@ impl ApiError {
                 Some("Content-Type".into()),
             ),
             Self::Rule(e) => rule_parts(e),
+            Self::CorruptLog { .. } => (S::SERVICE_UNAVAILABLE, "corrupt-log", None),
             Self::Unexpected(_) => (S::INTERNAL_SERVER_ERROR, "unexpected", None),
         }
     }
@@ -131,6 +135,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict { .. } => Self::Conflict(e.to_string()),
+            StoreError::Corrupt { position, reason } => {
+                tracing::error!(position, %reason, "the event log cannot be read");
+                Self::CorruptLog { position, reason }
+            }
             other => Self::Unexpected(other.to_string()),
         }
     }

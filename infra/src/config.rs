@@ -13,6 +13,9 @@ use toml::{Table, Value};
 pub const DEFAULTS: &str = r#"
 [store]
 url = "sqlite://data/ringledger.db"
+# Before serving, `serve` verifies the log's hash chain: "refuse" (a broken chain stops the
+# start, naming the first bad position), "warn" (logged as an error, then served) or "skip".
+verify_on_start = "refuse"
 
 [projections]
 # Where the SQL projections (routing, billing, call history) and the API's keys live: a SQLite
@@ -180,6 +183,18 @@ impl TrunkConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct StoreConfig {
     pub url: String,
+    pub verify_on_start: VerifyOnStart,
+}
+
+/// What `serve` does about the log's hash chain before serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyOnStart {
+    /// A broken chain stops the start.
+    Refuse,
+    /// A broken chain is logged as an error; the server starts.
+    Warn,
+    Skip,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -390,6 +405,14 @@ impl Config {
             return Err(ConfigError::new(
                 "api.code_delivery",
                 format!("{d:?} must be \"send\", \"log\" or \"response\""),
+            ));
+        }
+        if let Some(Value::String(v)) = merged.get("store").and_then(|t| t.get("verify_on_start"))
+            && !["refuse", "warn", "skip"].contains(&v.as_str())
+        {
+            return Err(ConfigError::new(
+                "store.verify_on_start",
+                format!("{v:?} must be \"refuse\", \"warn\" or \"skip\""),
             ));
         }
         let config: Config = Value::Table(merged)

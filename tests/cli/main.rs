@@ -308,6 +308,40 @@ fn migrate_then_tail_the_log_as_ndjson() {
             .unwrap()
             .starts_with("BROKEN at position 12:")
     );
+    // `serve` refuses the tampered log, naming the position; with verify_on_start = warn it
+    // says so and serves.
+    let serve = |mode: Option<&str>| {
+        let mut c = ringledger(dir.path());
+        c.arg("serve")
+            .env("RINGLEDGER_STORE__URL", &url)
+            .env("RINGLEDGER_API__LISTEN", "127.0.0.1:0")
+            .env("RINGLEDGER_SIP__LISTEN", "127.0.0.1:0");
+        if let Some(mode) = mode {
+            c.env("RINGLEDGER_STORE__VERIFY_ON_START", mode);
+        }
+        c
+    };
+    let refused = serve(None).output().unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8(refused.stderr).unwrap();
+    assert!(
+        err.contains("hash chain is broken at position 12") && err.contains("Not starting"),
+        "{err}"
+    );
+    let mut warned = serve(Some("warn")).stderr(Stdio::piped()).spawn().unwrap();
+    let lines: Vec<String> = BufReader::new(warned.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("ringledger ready"))
+        .collect();
+    let _ = warned.kill();
+    let _ = warned.wait();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("broken at position 12") && l.contains("serving anyway")),
+        "{lines:#?}"
+    );
 }
 
 #[test]

@@ -42,6 +42,7 @@ on_both_backends!(
     hung_up_clients_leave_no_orphan,
     interrupted_workflows_are_recovered,
     secrets_are_not_kept,
+    a_damaged_row_is_named,
 );
 
 fn settle_now() -> RecoverySettings {
@@ -670,5 +671,58 @@ async fn readiness_names_a_stopped_projection() {
     let reasons = body["reasons"].to_string();
     assert!(reasons.contains("projection billing is stopped"), "{body}");
     assert!(reasons.contains("position 3"), "{body}");
+    app.shutdown().await;
+}
+
+/// A log row that cannot be read: the verification names its position (200, not intact), the
+/// events endpoint answers a problem naming it, and `/readyz` says a projection cannot get
+/// past it.
+async fn a_damaged_row_is_named(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    account(&app, "+441632960001").await;
+    account(&app, "+441632960002").await;
+    app.projections_caught_up().await;
+    let head = app.store.head_position().await.unwrap();
+    let bad = head - 1;
+    // Damage each backend can store but not read back.
+    let damage = if app.backend.url.starts_with("sqlite:") {
+        format!("UPDATE events SET payload = 'not json' WHERE global_position = {bad}")
+    } else {
+        // PostgreSQL's types and checks keep out most damage: remove one first.
+        format!(
+            "ALTER TABLE events DROP CONSTRAINT events_schema_version_check; \
+             UPDATE events SET schema_version = 70000 WHERE global_position = {bad}"
+        )
+    };
+    app.backend.execute_sql(&damage).await;
+    let (status, body) = app.get("/v1/audit/verification", &app.auditor).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["intact"], false, "{body}");
+    assert_eq!(body["first_bad_position"], bad, "{body}");
+    let (status, body) = app.get("/v1/audit/events?limit=1000", &app.auditor).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["type"], "urn:ringledger:problem:corrupt-log", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("position {bad}")),
+        "{body}"
+    );
+    // A projection whose next event is the damaged one (its checkpoint set just before it).
+    sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE name = 'billing'")
+        .bind((bad - 1) as i64)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (status, body) = app.get("/readyz", &app.admin).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reasons"].to_string().contains(&format!(
+            "projection billing: the log cannot be read after position {}",
+            bad - 1
+        )),
+        "{body}"
+    );
     app.shutdown().await;
 }

@@ -127,8 +127,14 @@ pub async fn verify_log(store: &dyn EventStore) -> Result<ChainReport, StoreErro
     let mut verifier = ChainVerifier::new(store.chain_scope());
     let mut events = store.subscribe_all(0);
     while verifier.last_position < head {
-        let Some(e) = events.try_next().await? else {
-            break;
+        let e = match events.try_next().await {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            // A row that cannot be read is a break at its position, not a failure to verify.
+            Err(StoreError::Corrupt { position, reason }) => {
+                return Ok(verifier.report(Some(ChainBreak { position, reason })));
+            }
+            Err(e) => return Err(e),
         };
         if let Err(b) = verifier.check(&e) {
             return Ok(verifier.report(Some(b)));
