@@ -110,6 +110,12 @@ pub enum BenchCommand {
         rate: u32,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Live tails (an auditor key in RINGLEDGER_BENCH_AUDITOR_KEY) kept open and read
+        /// during the load, to measure what each costs the writers.
+        #[arg(long, default_value_t = 0)]
+        tails: usize,
+        #[arg(long, env = "RINGLEDGER_BENCH_AUDITOR_KEY", default_value = "")]
+        auditor_key: String,
     },
 }
 
@@ -150,7 +156,15 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             key,
             rate,
             seconds,
-        } => crate::bench_api::http_extensions(&url, &key, rate, seconds).await,
+            tails,
+            auditor_key,
+        } => {
+            let tails = crate::bench_api::LiveTails {
+                count: tails,
+                key: auditor_key,
+            };
+            crate::bench_api::http_extensions(&url, &key, rate, seconds, &tails).await
+        }
     }
 }
 

@@ -157,9 +157,55 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// Live tails to hold open during a load.
+pub struct LiveTails {
+    pub count: usize,
+    /// An auditor key.
+    pub key: String,
+}
+
+/// Opens `tails.count` live tails from the log's head and reads them until the process ends;
+/// returns a counter of the events they received.
+async fn open_tails(
+    url: &str,
+    tails: &LiveTails,
+) -> anyhow::Result<Arc<std::sync::atomic::AtomicU64>> {
+    use futures::StreamExt;
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let http = reqwest::Client::new();
+    for _ in 0..tails.count {
+        let r = http
+            .get(format!(
+                "{}/v1/audit/events/live?after=999999999999",
+                url.trim_end_matches('/')
+            ))
+            .bearer_auth(&tails.key)
+            .send()
+            .await?;
+        if r.status() != 200 {
+            bail!("opening a live tail: {}", r.status());
+        }
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut body = r.bytes_stream();
+            while let Some(Ok(chunk)) = body.next().await {
+                let events = chunk.windows(3).filter(|w| w == b"id:").count() as u64;
+                received.fetch_add(events, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    Ok(received)
+}
+
 /// Registers extensions at `rate` per second for `seconds` (open loop: requests start on
 /// schedule whether or not earlier ones answered), then checks each 201 against the log.
-pub async fn http_extensions(url: &str, key: &str, rate: u32, seconds: u64) -> anyhow::Result<()> {
+pub async fn http_extensions(
+    url: &str,
+    key: &str,
+    rate: u32,
+    seconds: u64,
+    tails: &LiveTails,
+) -> anyhow::Result<()> {
     let client = Arc::new(Client {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(256)
@@ -198,7 +244,11 @@ pub async fn http_extensions(url: &str, key: &str, rate: u32, seconds: u64) -> a
         }
         accounts.push(acc["account_id"].as_str().unwrap_or_default().to_owned());
     }
-    eprintln!("{accounts_needed} accounts ready; {total} extensions at {rate}/s");
+    let tailed = open_tails(url, tails).await?;
+    eprintln!(
+        "{accounts_needed} accounts ready, {} live tails open; {total} extensions at {rate}/s",
+        tails.count
+    );
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let began = Instant::now();
     let mut tasks = Vec::with_capacity(total);
@@ -253,6 +303,13 @@ pub async fn http_extensions(url: &str, key: &str, rate: u32, seconds: u64) -> a
         percentile(&latencies, 0.999).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
+    if tails.count > 0 {
+        println!(
+            "{} live tails received {} events in all",
+            tails.count,
+            tailed.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     // Every 201 must be backed by the extension's events in the log (read back by folding its
     // stream through the API).
     let mut missing = 0;

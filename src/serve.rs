@@ -184,6 +184,8 @@ async fn start_api(
         }),
         flash_call,
         ready_max_lag: Duration::from_secs(config.api.ready_max_lag_secs),
+        max_live_tails: config.api.max_live_tails as usize,
+        live_tail_buffer: config.api.live_tail_buffer as usize,
     };
     let state = api::AppState::new(store, db, settings, metrics_sources).await?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)

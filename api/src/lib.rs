@@ -8,6 +8,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod keys;
 pub mod listener;
+pub mod live_tail;
 pub mod metrics;
 pub mod middleware;
 pub mod problem;

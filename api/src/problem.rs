@@ -61,6 +61,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Rule(DomainError),
+    /// A bounded resource is full; retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// The log cannot be read at `position` (a damaged or tampered row).
     #[error("the event log cannot be read at position {position}: {reason}")]
     CorruptLog { position: u64, reason: String },
@@ -104,6 +107,7 @@ impl ApiError {
                 Some("Content-Type".into()),
             ),
             Self::Rule(e) => rule_parts(e),
+            Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", None),
             Self::CorruptLog { .. } => (S::SERVICE_UNAVAILABLE, "corrupt-log", None),
             Self::Unexpected(_) => (S::INTERNAL_SERVER_ERROR, "unexpected", None),
         }
@@ -171,10 +175,15 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if matches!(self, Self::Contended(_)) {
+        let retry_after = match &self {
+            Self::Contended(_) => Some("1"),
+            Self::Unavailable(_) => Some("5"),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
             response.extensions_mut().insert(Retryable);
         }
         if status == StatusCode::UNAUTHORIZED {

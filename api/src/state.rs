@@ -10,6 +10,7 @@ use projections::db::ProjectionDb;
 
 use crate::idempotency::IdempotencyRecords;
 use crate::keys::KeyStore;
+use crate::live_tail::LiveTails;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -23,6 +24,26 @@ pub struct ApiSettings {
     pub flash_call: Option<Arc<dyn CodeSender>>,
     /// `/readyz` is 503 while a projection's oldest unapplied event is older than this.
     pub ready_max_lag: std::time::Duration,
+    /// Live tails open at once, and how far (in events) one may fall behind before it is
+    /// ended with a position to resume from.
+    pub max_live_tails: usize,
+    pub live_tail_buffer: usize,
+}
+
+impl ApiSettings {
+    /// `realm` and `code_delivery` with no SMS gateway or flash calls, and the configuration's
+    /// default bounds.
+    pub fn new(realm: &str, code_delivery: CodeDelivery) -> Self {
+        Self {
+            realm: realm.to_owned(),
+            code_delivery,
+            sms: None,
+            flash_call: None,
+            ready_max_lag: std::time::Duration::from_secs(30),
+            max_live_tails: 64,
+            live_tail_buffer: 1024,
+        }
+    }
 }
 
 /// Another part of the process that reports in `/metrics` (the SIP edge): it appends its
@@ -36,6 +57,7 @@ pub struct AppState {
     pub idempotency: IdempotencyRecords,
     pub metrics: Metrics,
     pub settings: ApiSettings,
+    pub live_tails: LiveTails,
     /// Set when the server shuts down, so open live tails end.
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Rendered after the API's own metrics.
@@ -58,6 +80,7 @@ impl AppState {
             store,
             db,
             metrics: Metrics::default(),
+            live_tails: LiveTails::new(settings.max_live_tails, settings.live_tail_buffer),
             settings,
             closing: tokio::sync::watch::Sender::new(false),
             metrics_sources,

@@ -51,6 +51,10 @@ idempotency_retention_hours = 24
 # /readyz answers 503 while a projection is stopped, or while the oldest event it has not
 # applied is older than ready_max_lag_secs (it is stuck or far behind).
 ready_max_lag_secs = 30
+# Live tails (GET /v1/audit/events/live) open at once; more are answered 503. One falling more
+# than live_tail_buffer events behind is ended with a `lagged` event naming where to resume.
+max_live_tails = 64
+live_tail_buffer = 1024
 
 [sip]
 listen = "127.0.0.1:5060"
@@ -245,6 +249,8 @@ pub struct ApiConfig {
     pub recovery_interval_secs: u64,
     pub idempotency_retention_hours: u64,
     pub ready_max_lag_secs: u64,
+    pub max_live_tails: u32,
+    pub live_tail_buffer: u32,
 }
 
 /// Where a freshly drawn extension verification code goes.
@@ -568,6 +574,8 @@ impl Config {
             ),
             ("api.workflow_grace_secs", self.api.workflow_grace_secs),
             ("api.ready_max_lag_secs", self.api.ready_max_lag_secs),
+            ("api.max_live_tails", u64::from(self.api.max_live_tails)),
+            ("api.live_tail_buffer", u64::from(self.api.live_tail_buffer)),
             (
                 "api.recovery_interval_secs",
                 self.api.recovery_interval_secs,

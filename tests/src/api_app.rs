@@ -35,13 +35,7 @@ pub struct TestApp {
 impl TestApp {
     /// With verification codes returned in the API's responses.
     pub async fn spawn(backend: Backend) -> Self {
-        let settings = api::ApiSettings {
-            realm: "ringledger.test".into(),
-            code_delivery: CodeDelivery::Response,
-            sms: None,
-            flash_call: None,
-            ready_max_lag: Duration::from_secs(30),
-        };
+        let settings = api::ApiSettings::new("ringledger.test", CodeDelivery::Response);
         Self::spawn_with(backend, settings).await
     }
 

@@ -564,13 +564,7 @@ async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
 /// and idle or slow ones are closed after the header timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_connections_are_bounded() {
-    let settings = api::ApiSettings {
-        realm: "ringledger.test".into(),
-        code_delivery: infra::config::CodeDelivery::Response,
-        sms: None,
-        flash_call: None,
-        ready_max_lag: Duration::from_secs(30),
-    };
+    let settings = api::ApiSettings::new("ringledger.test", infra::config::CodeDelivery::Response);
     let limits = api::HttpLimits {
         max_connections: 1024,
         max_per_source: 200,
@@ -723,6 +717,153 @@ async fn a_damaged_row_is_named(b: Backend) {
             bad - 1
         )),
         "{body}"
+    );
+    app.shutdown().await;
+}
+
+/// One server-sent event: its `id`, `event` and `data` fields.
+#[derive(Debug, Default, Clone)]
+struct Sse {
+    id: Option<u64>,
+    event: String,
+    data: String,
+}
+
+/// Reads server-sent events from `response` until `stop` says so, or 20 s pass.
+async fn read_sse(response: reqwest::Response, mut stop: impl FnMut(&Sse) -> bool) -> Vec<Sse> {
+    use futures::StreamExt;
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let mut e = Sse::default();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    e.id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    e.event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    e.data.push_str(v.trim());
+                }
+            }
+            if e.event.is_empty() && e.data.is_empty() {
+                continue; // a keep-alive comment
+            }
+            let done = stop(&e);
+            seen.push(e);
+            if done {
+                return seen;
+            }
+        }
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(_) | Err(_) => return seen,
+        }
+    }
+}
+
+fn positions(events: &[Sse]) -> Vec<u64> {
+    events.iter().filter_map(|e| e.id).collect()
+}
+
+async fn open_tail(app: &TestApp, after: u64, last_event_id: Option<u64>) -> reqwest::Response {
+    let mut r = app.request(
+        Method::GET,
+        &format!("/v1/audit/events/live?after={after}"),
+        Some(&app.auditor),
+    );
+    if let Some(id) = last_event_id {
+        r = r.header("Last-Event-ID", id.to_string());
+    }
+    r.send().await.unwrap()
+}
+
+/// Three tails (the limit) each see every event once, in order, while writers append; a
+/// fourth is refused 503 until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_tails_are_capped_and_see_every_event_once() {
+    let settings = api::ApiSettings {
+        max_live_tails: 3,
+        ..api::ApiSettings::new("ringledger.test", infra::config::CodeDelivery::Response)
+    };
+    let app = TestApp::spawn_limited(
+        Backend::sqlite().await,
+        settings,
+        api::HttpLimits::default(),
+    )
+    .await;
+    let mut workload = projections::workload::Workload::new(7, chrono::Utc::now());
+    ringledger_tests::harness::append_workload(app.store.as_ref(), &mut workload, 50).await;
+    let mut tails = Vec::new();
+    for _ in 0..3 {
+        let r = open_tail(&app, 0, None).await;
+        assert_eq!(r.status().as_u16(), 200);
+        tails.push(r);
+    }
+    let refused = open_tail(&app, 0, None).await;
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "5");
+    // Appends while the tails catch up and go live.
+    ringledger_tests::harness::append_workload(app.store.as_ref(), &mut workload, 400).await;
+    let head = app.store.head_position().await.unwrap();
+    let readers = tails
+        .into_iter()
+        .map(|t| read_sse(t, move |e| e.id == Some(head)));
+    for seen in futures::future::join_all(readers).await {
+        assert_eq!(positions(&seen), (1..=head).collect::<Vec<_>>());
+    }
+    // The tails were dropped: their slots come back once the server notices.
+    let mut reopened = false;
+    for _ in 0..50 {
+        ringledger_tests::harness::append_workload(app.store.as_ref(), &mut workload, 1).await;
+        if open_tail(&app, head, None).await.status().as_u16() == 200 {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reopened, "closed tails kept their slots");
+    app.shutdown().await;
+}
+
+/// A tail whose client stops reading while the log grows is ended with a `lagged` event naming
+/// its last position; reconnecting with that `Last-Event-ID` goes on without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tail_is_ended_with_a_resume_position() {
+    let settings = api::ApiSettings {
+        live_tail_buffer: 16,
+        ..api::ApiSettings::new("ringledger.test", infra::config::CodeDelivery::Response)
+    };
+    let app = TestApp::spawn_limited(
+        Backend::sqlite().await,
+        settings,
+        api::HttpLimits::default(),
+    )
+    .await;
+    let slow = open_tail(&app, 0, None).await;
+    assert_eq!(slow.status().as_u16(), 200);
+    // The client reads nothing while thousands of events go by (more than the socket buffers
+    // and the hub's 16 hold).
+    let mut workload = projections::workload::Workload::new(9, chrono::Utc::now());
+    ringledger_tests::harness::append_workload(app.store.as_ref(), &mut workload, 8000).await;
+    let head = app.store.head_position().await.unwrap();
+    let seen = read_sse(slow, |e| e.event == "lagged").await;
+    let lagged = seen.last().unwrap();
+    assert_eq!(lagged.event, "lagged", "the slow tail was not ended");
+    let resume_after: u64 = serde_json::from_str::<Value>(&lagged.data).unwrap()["resume_after"]
+        .as_u64()
+        .unwrap();
+    let before = positions(&seen);
+    assert_eq!(before, (1..=resume_after).collect::<Vec<_>>());
+    assert!(resume_after < head);
+    let again = open_tail(&app, 0, Some(resume_after)).await;
+    let rest = read_sse(again, |e| e.id == Some(head)).await;
+    assert_eq!(
+        positions(&rest),
+        (resume_after + 1..=head).collect::<Vec<_>>()
     );
     app.shutdown().await;
 }

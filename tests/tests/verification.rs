@@ -23,11 +23,9 @@ const PREFIX: &str = "+4480055";
 
 async fn api_with(sms: Option<Arc<dyn CodeSender>>, flash: Option<Arc<dyn CodeSender>>) -> TestApp {
     let settings = api::ApiSettings {
-        realm: "ringledger.test".into(),
-        code_delivery: CodeDelivery::Send,
         sms,
         flash_call: flash,
-        ready_max_lag: std::time::Duration::from_secs(30),
+        ..api::ApiSettings::new("ringledger.test", CodeDelivery::Send)
     };
     TestApp::spawn_with(Backend::sqlite().await, settings).await
 }

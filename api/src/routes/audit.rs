@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::{Page, list_response, page_limit, paginate, parse_uuid};
 use crate::extract::{Auditor, Query};
+use crate::live_tail::TailItem;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::Shared;
 
@@ -163,29 +164,28 @@ pub async fn live(
     let closed = async move {
         let _ = closing.wait_for(|c| *c).await;
     };
-    let stream = app
-        .store
-        .subscribe_all(after)
+    let tail = app
+        .live_tails
+        .tail(&app.store, &app.closing, after)
+        .await?
         .take_until(closed)
         .map(|item| {
             let event = match item {
-                Ok(e) => {
-                    let id = e.global_position.to_string();
-                    let kind = e.event_type.clone();
-                    SseEvent::default()
-                        .id(id)
-                        .event(kind)
-                        .json_data(EventView::from(e))
-                        .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event"))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "live tail failed");
-                    SseEvent::default().event("error").data(e.to_string())
+                TailItem::Event(e) => SseEvent::default()
+                    .id(e.position.to_string())
+                    .event(&e.event_type)
+                    .data(&e.json),
+                TailItem::Lagged { resume_after } => SseEvent::default()
+                    .event("lagged")
+                    .data(format!("{{\"resume_after\":{resume_after}}}")),
+                TailItem::Failed(why) => {
+                    tracing::warn!(error = %why, "live tail failed");
+                    SseEvent::default().event("error").data(why)
                 }
             };
             Ok::<_, Infallible>(event)
         });
-    Ok(Sse::new(stream)
+    Ok(Sse::new(tail)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
