@@ -34,20 +34,29 @@ pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<bool>
         return Ok(true);
     }
     let report = verify_log(store.as_ref()).await?;
-    match report.first_break {
-        None => {
-            println!(
-                "ok: {} events verified; head position {}, head hash {}",
-                report.events, report.head_position, report.head_hash
-            );
-            Ok(true)
-        }
-        Some(b) => {
+    match (report.first_break, report.incomplete_import) {
+        (Some(b), _) => {
             println!(
                 "BROKEN at position {}: {} ({} events verified before it)",
                 b.position, b.reason, report.events
             );
             Ok(false)
+        }
+        (None, Some(i)) => {
+            println!(
+                "INCOMPLETE: this log is a copy that stopped after {} of the export's {} events \
+                 (hash chain intact over its {} events); run `ringledger events import FILE` \
+                 again to finish it",
+                i.copied, i.expected, report.events
+            );
+            Ok(false)
+        }
+        (None, None) => {
+            println!(
+                "ok: {} events verified; head position {}, head hash {}",
+                report.events, report.head_position, report.head_hash
+            );
+            Ok(true)
         }
     }
 }

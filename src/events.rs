@@ -92,11 +92,20 @@ pub async fn run(config: &Config, command: EventsCommand) -> anyhow::Result<()> 
                         .with_context(|| format!("opening {}", file.display()))?,
                 ))
             };
-            if !no_verify {
-                let n = transfer::verify_export(open()?)?;
-                eprintln!("export verified: {n} events, hash chain intact");
+            let export = transfer::verify_export(open()?, !no_verify)?;
+            eprintln!(
+                "export verified: {} events{}, head hash {}",
+                export.events,
+                if no_verify { "" } else { ", hash chain intact" },
+                export.head_hash
+            );
+            let report = transfer::import(store.as_ref(), &export, open()?).await?;
+            if report.resumed_after > 0 {
+                eprintln!(
+                    "resumed an interrupted import after its first {} events",
+                    report.resumed_after
+                );
             }
-            let report = transfer::import(store.as_ref(), open()?).await?;
             println!(
                 "imported {} events in {} appends into {}",
                 report.events,

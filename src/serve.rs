@@ -133,6 +133,20 @@ async fn verify_chain(config: &Config, store: &dyn infra::EventStore) -> anyhow:
     }
     let started = std::time::Instant::now();
     let report = infra::store::audit::verify_log(store).await?;
+    if let Some(i) = &report.incomplete_import {
+        let what = format!(
+            "the log is a copy that stopped after {} of the export's {} events",
+            i.copied, i.expected
+        );
+        if mode == VerifyOnStart::Warn {
+            tracing::error!("{what}; serving anyway (store.verify_on_start = warn)");
+        } else {
+            anyhow::bail!(
+                "{what}. Not starting: run `ringledger events import FILE` again to finish it, \
+                 or set store.verify_on_start = \"warn\""
+            );
+        }
+    }
     let Some(broken) = report.first_break else {
         tracing::info!(
             events = report.events,

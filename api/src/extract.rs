@@ -131,8 +131,46 @@ fn field_of(path: &serde_path_to_error::Path) -> String {
     }
 }
 
-/// Parses `bytes` as JSON into `T`, naming the field at fault on failure.
+/// The path of the first string (or key) in `value` holding a NUL character.
+fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(join(k))
+            } else {
+                nul_at(v, &join(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Parses `bytes` as JSON into `T`, naming the field at fault on failure. Text may not hold
+/// NUL characters (no backend stores them alike; PostgreSQL refuses them).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.windows(6).any(|w| w == b"\\u0000")
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(field) = nul_at(&value, "")
+    {
+        return Err(ApiError::invalid(field, "must not contain a NUL character"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let inner = e.inner();
@@ -145,7 +183,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .rsplit_once(" at line ")
             .map_or(message.as_str(), |(m, _)| m)
             .to_owned();
-        ApiError::invalid(field_of(e.path()), message)
+        // A missing field is reported at the object that lacks it: name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned());
+        let field = match (missing, field_of(e.path())) {
+            (Some(name), at) if at == "body" => name,
+            (Some(name), at) => format!("{at}.{name}"),
+            (None, at) => at,
+        };
+        ApiError::invalid(field, message)
     })
 }
 
@@ -238,5 +286,28 @@ mod tests {
         );
         assert_eq!(field(r#"{"name": "a", "nme": 1}"#).as_deref(), Some("nme"));
         assert_eq!(field(r#"{"name": "a""#), None);
+    }
+
+    #[test]
+    fn names_a_missing_field_not_the_body() {
+        assert_eq!(
+            field(r#"{"policy": {"ring_timeout_secs": 5}}"#).as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            field(r#"{"name": "a", "policy": {}}"#).as_deref(),
+            Some("policy.ring_timeout_secs")
+        );
+    }
+
+    #[test]
+    fn refuses_nul_characters_naming_the_field() {
+        assert_eq!(
+            field(r#"{"name": "a\u0000b", "policy": {"ring_timeout_secs": 5}}"#).as_deref(),
+            Some("name")
+        );
+        // An escaped backslash before "u0000" is text, not a NUL.
+        let ok = parse_json::<Body>(br#"{"name": "a\\u0000", "policy": {"ring_timeout_secs": 5}}"#);
+        assert_eq!(ok.map(|b| b.name).ok().as_deref(), Some("a\\u0000"));
     }
 }

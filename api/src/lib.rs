@@ -11,6 +11,7 @@ pub mod listener;
 pub mod live_tail;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi_errors;
 pub mod problem;
 pub mod routes;
 pub mod state;
@@ -117,10 +118,12 @@ fn operations() -> OpenApiRouter<Shared> {
 
 /// The OpenAPI document of every route, generated from the handlers' annotations.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    OpenApiRouter::<Shared>::with_openapi(ApiDoc::openapi())
+    let mut doc = OpenApiRouter::<Shared>::with_openapi(ApiDoc::openapi())
         .merge(v1())
         .merge(operations())
-        .into_openapi()
+        .into_openapi();
+    openapi_errors::document_refusals(&mut doc);
+    doc
 }
 
 /// The whole API as an axum router.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::{account, call, device, extension, number, tariff};
+use crate::{account, call, device, extension, import, number, tariff};
 
 /// An event ready for the log: what the store needs besides the envelope it adds.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +172,7 @@ pub enum Event {
     Number(number::NumberEvent),
     Call(call::CallEvent),
     Tariff(tariff::TariffEvent),
+    Import(import::ImportEvent),
 }
 
 impl Event {
@@ -184,6 +185,7 @@ impl Event {
             number::NumberEvent::SCHEMA,
             call::CallEvent::SCHEMA,
             tariff::TariffEvent::SCHEMA,
+            import::ImportEvent::SCHEMA,
         ]
         .concat()
     }
@@ -197,6 +199,7 @@ impl Event {
             "number" => Self::Number(DomainEvent::decode(event_type, version, payload)?),
             "call" => Self::Call(DomainEvent::decode(event_type, version, payload)?),
             "tariff" => Self::Tariff(DomainEvent::decode(event_type, version, payload)?),
+            "import" => Self::Import(DomainEvent::decode(event_type, version, payload)?),
             _ => return Err(DecodeError::UnknownType(event_type.to_owned())),
         })
     }
@@ -209,6 +212,7 @@ impl Event {
             Self::Number(e) => e.encode(),
             Self::Call(e) => e.encode(),
             Self::Tariff(e) => e.encode(),
+            Self::Import(e) => e.encode(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod event;
 pub mod extension;
 pub mod ids;
+pub mod import;
 pub mod money;
 pub mod number;
 pub mod rating;

@@ -511,7 +511,7 @@ fn write(w: &mut Writes, event: &RecordedEvent, decoded: &Event) -> Result<(), P
             }
             _ => {}
         },
-        Event::Tariff(_) => {}
+        Event::Tariff(_) | Event::Import(_) => {}
     }
     Ok(())
 }

@@ -114,6 +114,8 @@ impl RoutingView {
                 let id = TariffId(entity_id(event)?);
                 self.tariffs.entry(id).or_default().apply(&e);
             }
+            // The bounds of a copied log route nothing.
+            Event::Import(_) => {}
         }
         self.position = event.global_position;
         Ok(true)

@@ -4,7 +4,8 @@
 //! and the account's attachment. A claim is in `workflow_claims` from its `number.claimed` until
 //! the owner's steps are all in the log (or the number is released). A row that stays past the
 //! grace period is a workflow whose process died between its appends: the API's recovery pass
-//! finishes or undoes it.
+//! finishes or undoes it. `claimed_at` is the claim's `occurred_at` (which an import keeps, so
+//! a copied log projects the same rows).
 
 use async_trait::async_trait;
 use domain::Event;
@@ -86,7 +87,7 @@ async fn apply(conn: &mut AnyConnection, d: &Decoded<'_>) -> Result<(), sqlx::Er
             .bind(number.to_string())
             .bind(account_id.to_string())
             .bind(extension_id)
-            .bind(ts(d.recorded.recorded_at))
+            .bind(ts(d.recorded.occurred_at))
             .execute(&mut *conn)
             .await?;
         }

@@ -277,6 +277,49 @@ fn migrate_then_tail_the_log_as_ndjson() {
             .unwrap()
             .starts_with("imported 25 events")
     );
+    let verify_copy = || {
+        let out = ringledger(dir.path())
+            .args(["audit", "verify"])
+            .env("RINGLEDGER_STORE__URL", &copy)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    // 25 events between import.started and import.completed.
+    let (code, out) = verify_copy();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("ok: 27 events verified"), "{out}");
+    // A copy cut short (what a kill after the 11th copied event leaves) is not taken for a
+    // whole log, and importing again finishes it.
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&copy).await.unwrap();
+        sqlx::query("DELETE FROM events WHERE global_position > 12")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    let (code, out) = verify_copy();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("INCOMPLETE: this log is a copy that stopped after 11 of the export's 25"),
+        "{out}"
+    );
+    let again = ringledger(dir.path())
+        .args(["events", "import", "log.ndjson"])
+        .env("RINGLEDGER_STORE__URL", &copy)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(err.contains("after its first 11 events"), "{err}");
+    assert!(
+        String::from_utf8(again.stdout)
+            .unwrap()
+            .starts_with("imported 14 events")
+    );
+    let (code, out) = verify_copy();
+    assert_eq!(code, Some(0), "{out}");
 
     let verify = || {
         ringledger(dir.path())

@@ -85,6 +85,7 @@ const EVENT_COLUMNS: [&str; 13] = [
 ];
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AfterQuery {
     /// Start after this position (events) or version (a stream); 0 for the beginning.
@@ -135,6 +136,7 @@ pub async fn stream_events(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TailQuery {
     /// Start after this position; `Last-Event-ID` (sent by reconnecting clients) wins.
@@ -265,6 +267,7 @@ pub async fn call_timeline(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AsOfQuery {
     /// The instant, RFC 3339 (e.g. `2026-11-24T09:00:00Z`).
@@ -304,13 +307,19 @@ pub struct ChainVerification {
     responses((status = 200, body = ChainVerification)))]
 pub async fn verification(State(app): State<Shared>, Auditor(_): Auditor) -> ApiResult<Response> {
     let report = infra::store::audit::verify_log(app.store.as_ref()).await?;
+    let incomplete = report.incomplete_import.map(|i| {
+        format!(
+            "the log is a copy that stopped after {} of the export's {} events",
+            i.copied, i.expected
+        )
+    });
     Ok(Json(ChainVerification {
-        intact: report.first_break.is_none(),
+        intact: report.first_break.is_none() && incomplete.is_none(),
         events: report.events,
         head_position: report.head_position,
         head_hash: report.head_hash,
         first_bad_position: report.first_break.as_ref().map(|b| b.position),
-        reason: report.first_break.map(|b| b.reason),
+        reason: report.first_break.map(|b| b.reason).or(incomplete),
     })
     .into_response())
 }

@@ -39,6 +39,7 @@ impl GroupBy {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// First day, `YYYY-MM-DD` (UTC), inclusive.
@@ -136,6 +137,7 @@ fn csv(body: String) -> Response {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RatedLegsQuery {
     /// Calls started at or after this instant (RFC 3339).

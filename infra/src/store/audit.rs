@@ -34,6 +34,55 @@ pub struct ChainReport {
     pub head_position: u64,
     pub head_hash: String,
     pub first_break: Option<ChainBreak>,
+    /// The log is a copy (`events import`) that stopped part way.
+    pub incomplete_import: Option<IncompleteImport>,
+}
+
+/// A copied log without its `import.completed`: `copied` of the export's `expected` events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncompleteImport {
+    pub copied: u64,
+    pub expected: u64,
+}
+
+/// Follows an `import.started` at the head of the log to its `import.completed`.
+#[derive(Default)]
+struct ImportFrame {
+    /// The import's stream and the count its `import.started` announced.
+    started: Option<(String, u64)>,
+    copied: u64,
+    completed: bool,
+}
+
+impl ImportFrame {
+    fn see(&mut self, e: &RecordedEvent, first: bool) {
+        if first && e.event_type == "import.started" {
+            let expected = e.payload["source_events"].as_u64().unwrap_or(0);
+            self.started = Some((e.stream_id.clone(), expected));
+            return;
+        }
+        let Some((stream, _)) = &self.started else {
+            return;
+        };
+        if self.completed {
+            return;
+        }
+        if e.event_type == "import.completed" && &e.stream_id == stream {
+            self.completed = true;
+        } else {
+            self.copied += 1;
+        }
+    }
+
+    fn incomplete(&self) -> Option<IncompleteImport> {
+        match &self.started {
+            Some((_, expected)) if !self.completed => Some(IncompleteImport {
+                copied: self.copied,
+                expected: *expected,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Checks events one by one in global order.
@@ -111,12 +160,13 @@ impl ChainVerifier {
         Ok(())
     }
 
-    fn report(self, first_break: Option<ChainBreak>) -> ChainReport {
+    fn report(self, first_break: Option<ChainBreak>, frame: &ImportFrame) -> ChainReport {
         ChainReport {
             events: self.events,
             head_position: self.last_position,
             head_hash: self.last_hash,
             first_break,
+            incomplete_import: frame.incomplete(),
         }
     }
 }
@@ -125,6 +175,7 @@ impl ChainVerifier {
 pub async fn verify_log(store: &dyn EventStore) -> Result<ChainReport, StoreError> {
     let head = store.head_position().await?;
     let mut verifier = ChainVerifier::new(store.chain_scope());
+    let mut frame = ImportFrame::default();
     let mut events = store.subscribe_all(0);
     while verifier.last_position < head {
         let e = match events.try_next().await {
@@ -132,13 +183,15 @@ pub async fn verify_log(store: &dyn EventStore) -> Result<ChainReport, StoreErro
             Ok(None) => break,
             // A row that cannot be read is a break at its position, not a failure to verify.
             Err(StoreError::Corrupt { position, reason }) => {
-                return Ok(verifier.report(Some(ChainBreak { position, reason })));
+                let b = ChainBreak { position, reason };
+                return Ok(verifier.report(Some(b), &frame));
             }
             Err(e) => return Err(e),
         };
         if let Err(b) = verifier.check(&e) {
-            return Ok(verifier.report(Some(b)));
+            return Ok(verifier.report(Some(b), &frame));
         }
+        frame.see(&e, verifier.events == 1);
     }
-    Ok(verifier.report(None))
+    Ok(verifier.report(None, &frame))
 }

@@ -250,12 +250,29 @@ pub(crate) fn validate_append(stream_id: &str, events: &[NewEvent]) -> Result<()
             "an append may carry at most {MAX_EVENTS_PER_APPEND} events"
         )));
     }
+    for e in events {
+        if e.event_type.contains('\0') || e.actor.contains('\0') || holds_nul(&e.payload) {
+            return Err(StoreError::InvalidAppend(format!(
+                "event {} holds a NUL character, which not every backend can store",
+                e.event_id
+            )));
+        }
+    }
     let mut ids: Vec<_> = events.iter().map(|e| e.event_id).collect();
     ids.sort_unstable();
     if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
         return Err(StoreError::DuplicateEventId { event_id: w[0] });
     }
     Ok(())
+}
+
+fn holds_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 /// A row limit as SQL wants it.
