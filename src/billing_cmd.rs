@@ -32,19 +32,7 @@ pub async fn run(config: &Config, command: BillingCommand) -> anyhow::Result<()>
     let db = crate::projections_cmd::projection_db(config).await?;
     let invoice = projections::billing::invoice(&db, &account.to_string(), &month).await?;
     if csv {
-        println!("extension_id,path,legs,billable_secs,charge_minor,currency");
-        let currency = invoice.currency.clone().unwrap_or_default();
-        for l in &invoice.lines {
-            println!(
-                "{},{},{},{},{},{currency}",
-                l.extension_id.as_deref().unwrap_or(""),
-                l.path,
-                l.legs,
-                l.billable_secs,
-                l.charge_minor
-            );
-        }
-        println!("total,,,,{},{currency}", invoice.total_minor);
+        print!("{}", api::routes::billing::invoice_csv(&invoice));
     } else {
         println!("{}", serde_json::to_string_pretty(&invoice)?);
     }

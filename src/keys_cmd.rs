@@ -16,7 +16,8 @@ pub enum KeysCommand {
         #[arg(long)]
         name: String,
     },
-    /// Revoke a key by its id; requests with it get 401 at once.
+    /// Revoke a key by its id; a running server refuses it within 5 s (the time it trusts a
+    /// key it has verified).
     Revoke { key_id: String },
 }
 
@@ -40,7 +41,10 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<bool> 
         }
         KeysCommand::Revoke { key_id } => {
             if keys.revoke(&key_id).await? {
-                println!("revoked {key_id}");
+                println!(
+                    "revoked {key_id}; a running server refuses it within 5 s (it trusts a \
+                     verified key that long)"
+                );
                 Ok(true)
             } else {
                 eprintln!("no live key {key_id}");

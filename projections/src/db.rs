@@ -39,7 +39,22 @@ impl ProjectionDb {
         };
         let mut options = AnyConnectOptions::from_str(url)?;
         if kind == DbKind::Sqlite {
-            // Created if missing (the file may also be the event log's own).
+            // Created if missing (the file may also be the event log's own), with its folder
+            // (`keys create` may run before anything else made `data/`).
+            let path = url
+                .trim_start_matches("sqlite:")
+                .trim_start_matches("//")
+                .split('?')
+                .next()
+                .unwrap_or_default();
+            if let Some(dir) = std::path::Path::new(path).parent()
+                && !dir.as_os_str().is_empty()
+                && path != ":memory:"
+            {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(sqlx::Error::Io)?;
+            }
             options = AnyConnectOptions::from_str(&with_param(url, "mode", "rwc"))?;
         }
         let pool = AnyPoolOptions::new()

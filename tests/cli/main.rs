@@ -480,3 +480,23 @@ fn projections_rebuild_and_verify_from_the_command_line() {
     assert_eq!(code, Some(1));
     assert!(err.contains("no projection named \"nonsense\""), "{err}");
 }
+
+#[test]
+fn keys_create_works_in_a_fresh_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = ringledger(dir.path())
+        .args(["keys", "create", "--role", "admin", "--name", "first"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(
+        String::from_utf8(created.stdout)
+            .unwrap()
+            .starts_with("rlk_")
+    );
+    assert!(dir.path().join("data/ringledger-projections.db").exists());
+}

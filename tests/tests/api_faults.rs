@@ -43,6 +43,7 @@ on_both_backends!(
     interrupted_workflows_are_recovered,
     secrets_are_not_kept,
     a_damaged_row_is_named,
+    small_refusals,
 );
 
 fn settle_now() -> RecoverySettings {
@@ -864,6 +865,107 @@ async fn a_slow_tail_is_ended_with_a_resume_position() {
     assert_eq!(
         positions(&rest),
         (resume_after + 1..=head).collect::<Vec<_>>()
+    );
+    app.shutdown().await;
+}
+
+/// Numbers that are only a country code, NUL characters, missing fields, usage of an account
+/// that does not exist, spreadsheet formulas in CSV exports, the invoice CSV.
+async fn small_refusals(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let tariff_id = tariff(&app).await;
+    let open = |name: Value, number: &str| json!({"name": name, "main_number": number, "tariff_id": tariff_id, "currency": "GBP"});
+    let (status, body) = app
+        .admin_json(Method::POST, "/v1/accounts", open(json!("Ada"), "+1"))
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("main_number")),
+        "{body}"
+    );
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            "/v1/accounts",
+            open(json!("Ada\u{0}Lovelace"), "+441632960001"),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("name")),
+        "{body}"
+    );
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            "/v1/accounts",
+            json!({"main_number": "+441632960001", "tariff_id": tariff_id, "currency": "GBP"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("name")),
+        "{body}"
+    );
+    let nobody = Uuid::now_v7();
+    for path in [
+        format!("/v1/billing/accounts/{nobody}/usage?from=2026-01-01&to=2026-12-31"),
+        format!("/v1/billing/accounts/{nobody}/invoices/2026-11"),
+    ] {
+        let (status, body) = app.get(&path, &app.billing).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    // A name a spreadsheet would run is exported as text.
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            "/v1/accounts",
+            open(
+                json!("=HYPERLINK(\"http://evil.example\",\"x\")"),
+                "+441632960002",
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    app.projections_caught_up().await;
+    let csv = app
+        .request(Method::GET, "/v1/accounts", Some(&app.admin))
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = csv.lines().find(|l| l.contains("HYPERLINK")).unwrap();
+    assert!(row.contains(",\"'=HYPERLINK("), "{row}");
+    assert!(
+        row.contains(",+441632960002,"),
+        "a phone number stays as it is: {row}"
+    );
+    // The invoice CSV is the CLI's: currency column and a total line (no usage yet, so no
+    // currency either).
+    let account = body["account_id"].as_str().unwrap();
+    let invoice = app
+        .request(
+            Method::GET,
+            &format!("/v1/billing/accounts/{account}/invoices/2026-11"),
+            Some(&app.billing),
+        )
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = invoice.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "extension_id,path,legs,billable_secs,charge_minor,currency",
+            "total,,,,0,"
+        ]
     );
     app.shutdown().await;
 }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::accounts::account_id;
-use super::{Page, list_response, page_limit, paginate, to_csv, wants_csv};
+use super::accounts::{account_id, existing};
+use super::{Page, csv_text, list_response, page_limit, paginate, to_csv, wants_csv};
 use crate::extract::{Billing, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::Shared;
@@ -87,6 +87,8 @@ pub async fn usage(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let account_id = account_id(&account)?;
+    // An account that was never opened has no usage to report: 404, not an empty 200.
+    existing(&app, account_id).await?;
     if q.to < q.from {
         return Err(ApiError::invalid("to", "must not be before from"));
     }
@@ -208,6 +210,8 @@ pub async fn rated_legs(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let account_id = account_id(&account)?;
+    // An account that was never opened has no usage to report: 404, not an empty 200.
+    existing(&app, account_id).await?;
     let limit = page_limit(q.limit)?;
     // The cursor is "<call_started_at> <leg_id>" of the last leg of the previous page.
     let (after_start, after_leg) = match q.after.as_deref() {
@@ -280,22 +284,40 @@ pub async fn invoice(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let account_id = account_id(&account)?;
+    // An account that was never opened has no usage to report: 404, not an empty 200.
+    existing(&app, account_id).await?;
     if NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d").is_err() || period.len() != 7
     {
         return Err(ApiError::invalid("period", "must be a month, YYYY-MM"));
     }
     let invoice = projections::billing::invoice(&app.db, &account_id.to_string(), &period).await?;
     if wants_csv(&headers) {
-        return Ok(csv(to_csv(
-            &[
-                "extension_id",
-                "path",
-                "legs",
-                "billable_secs",
-                "charge_minor",
-            ],
-            &invoice.lines,
-        )));
+        return Ok(csv(invoice_csv(&invoice)));
     }
     Ok(Json(invoice).into_response())
+}
+
+/// An invoice as CSV: a line per extension and path with the currency, then the total (the
+/// API and `ringledger billing invoice --csv` give the same text).
+pub fn invoice_csv(invoice: &projections::billing::Invoice) -> String {
+    let currency = invoice.currency.clone().unwrap_or_default();
+    let mut out = String::from("extension_id,path,legs,billable_secs,charge_minor,currency\r\n");
+    for l in &invoice.lines {
+        let cells = [
+            csv_text(l.extension_id.as_deref().unwrap_or("")),
+            csv_text(&l.path),
+            l.legs.to_string(),
+            l.billable_secs.to_string(),
+            l.charge_minor.to_string(),
+            csv_text(&currency),
+        ];
+        out.push_str(&cells.join(","));
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!(
+        "total,,,,{},{}\r\n",
+        invoice.total_minor,
+        csv_text(&currency)
+    ));
+    out
 }

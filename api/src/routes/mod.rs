@@ -27,8 +27,23 @@ pub fn parse_uuid(text: &str, field: &str) -> ApiResult<Uuid> {
 }
 
 /// Parses an E.164 number (`+` and 8 to 15 digits) from a field.
+/// The fewest digits a number the API takes may have: a country code and the shortest
+/// subscriber numbers in service (e.g. +290 and four digits for St Helena).
+pub const MIN_E164_DIGITS: usize = 7;
+
+/// A telephone number given to the API: E.164, and a whole number (`+1` or `+44` alone are
+/// country codes, not numbers).
 pub fn parse_e164(text: &str, field: &str) -> ApiResult<E164> {
-    E164::parse(text).map_err(|e| ApiError::invalid(field, e.to_string()))
+    let number = E164::parse(text).map_err(|e| ApiError::invalid(field, e.to_string()))?;
+    if number.digits().len() < MIN_E164_DIGITS {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{text:?} is too short for a telephone number (at least {MIN_E164_DIGITS} digits)"
+            ),
+        ));
+    }
+    Ok(number)
 }
 
 pub fn etag(version: u64) -> HeaderValue {
@@ -96,10 +111,26 @@ pub(crate) fn wants_csv(headers: &HeaderMap) -> bool {
 }
 
 fn csv_cell(v: Option<&serde_json::Value>) -> String {
-    let text = match v {
-        None | Some(serde_json::Value::Null) => return String::new(),
-        Some(serde_json::Value::String(s)) => s.clone(),
+    match v {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => csv_text(s),
         Some(other) => other.to_string(),
+    }
+}
+
+/// A text cell of RFC 4180 CSV. Text a spreadsheet would run as a formula (starting with `=`,
+/// `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`, except a plain number or an
+/// E.164 number (`+` and digits), which no spreadsheet runs.
+pub fn csv_text(text: &str) -> String {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let number = text.parse::<f64>().is_ok()
+        || text
+            .strip_prefix('+')
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    let text = if formula && !number {
+        format!("'{text}")
+    } else {
+        text.to_owned()
     };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
@@ -168,5 +199,19 @@ mod tests {
             to_csv(&["a", "b"], &rows),
             "a,b\r\n\"x,y\",3\r\n\"say \"\"hi\"\"\",\r\n"
         );
+    }
+
+    #[test]
+    fn formulas_are_text_numbers_stay_numbers() {
+        assert_eq!(csv_text("=1+2"), "'=1+2");
+        assert_eq!(csv_text("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(
+            csv_text("-2+3+cmd|' /C calc'!A0"),
+            "'-2+3+cmd|' /C calc'!A0"
+        );
+        assert_eq!(csv_text("+441632960001"), "+441632960001");
+        assert_eq!(csv_text("-12.5"), "-12.5");
+        assert_eq!(csv_text("=A1,B1"), "\"'=A1,B1\"");
+        assert_eq!(csv_text("plain"), "plain");
     }
 }
