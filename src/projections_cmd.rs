@@ -16,7 +16,7 @@ pub enum ProjectionsCommand {
     Status,
     /// Rebuild from position 0 into a fresh file (SQLite) or schema (PostgreSQL).
     Rebuild {
-        /// routing, billing, call_history or workflows; all when omitted.
+        /// routing, billing or call_history; all when omitted.
         name: Option<String>,
         /// Compare with the live tables: a checksum per table, and the first differing row.
         #[arg(long)]

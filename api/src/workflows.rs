@@ -1,7 +1,7 @@
-//! The recovery pass of the API's multi-stream workflows (process managers whose state is the
-//! `workflows` projection): a number claimed for an account or extension whose other steps are
-//! not in the log after the grace period belongs to a workflow whose process died between
-//! appends. The pass reads the streams themselves (the projection only names candidates) and
+//! The recovery pass of the API's multi-stream workflows (process managers whose state is
+//! `workflow_claims`, see `projections::workflows`): a number claimed for an account or
+//! extension whose other steps are not in the log after the grace period belongs to a
+//! workflow whose process died between appends. The pass reads the streams themselves (the projection only names candidates) and
 //! finishes what can be finished or undoes the rest:
 //!
 //! - main number claimed, account never opened: the claim is released;

@@ -1,5 +1,5 @@
 //! Read models projected from the event log: the edge's in-memory `RoutingView`, and SQL
-//! projections (routing, billing, call history, the API's open workflows) kept by a runner that commits each batch of
+//! projections (routing with the API's open workflows, billing, call history) kept by a runner that commits each batch of
 //! rows with its checkpoint in one transaction.
 
 pub mod as_of;

@@ -14,7 +14,6 @@ use crate::call_history::CallHistory;
 use crate::db::{DbKind, ProjectionDb};
 use crate::routing_tables::RoutingTables;
 use crate::runner::{Projection, Runner, RunnerError};
-use crate::workflows::Workflows;
 
 /// Every SQL projection, by name.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
@@ -22,7 +21,6 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(RoutingTables),
         Arc::new(Billing),
         Arc::new(CallHistory),
-        Arc::new(Workflows),
     ]
 }
 

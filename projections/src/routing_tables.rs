@@ -41,6 +41,8 @@ const SCHEMA: &[&str] = &[
      destination TEXT NOT NULL, requested_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS routing_data_paths (device_id TEXT PRIMARY KEY, quality TEXT NOT NULL, \
      reported_at TEXT NOT NULL)",
+    crate::workflows::CREATE_CLAIMS,
+    crate::workflows::CREATE_CLAIMS_INDEX,
 ];
 
 const TABLES: &[(&str, &str)] = &[
@@ -53,6 +55,7 @@ const TABLES: &[(&str, &str)] = &[
     ("routing_dial_intents", "intent_id"),
     ("routing_callbacks", "request_id"),
     ("routing_data_paths", "device_id"),
+    ("workflow_claims", "number"),
 ];
 
 const NUMBERS: &str = "routing_numbers";
@@ -101,6 +104,7 @@ impl Projection for RoutingTables {
             write(&mut w, d.recorded, &d.event).map_err(|e| BatchError::at(d.index, e))?;
         }
         w.flush(conn).await?;
+        crate::workflows::apply_batch(conn, events).await?;
         Ok(())
     }
 }

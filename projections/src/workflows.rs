@@ -1,4 +1,6 @@
-//! The state of the API's multi-stream workflows, from the log: every number claimed for an
+//! The state of the API's multi-stream workflows, from the log (table `workflow_claims`, kept
+//! by the routing projection in its own transactions: a projection of its own would add a
+//! commit, and a disk flush, per batch): every number claimed for an
 //! owner that is not complete yet. Opening an account claims its main number, then opens the
 //! account; registering an extension claims the number, then writes the extension's request
 //! and the account's attachment. A claim is in `workflow_claims` from its `number.claimed` until
@@ -7,62 +9,35 @@
 //! finishes or undoes it. `claimed_at` is the claim's `occurred_at` (which an import keeps, so
 //! a copied log projects the same rows).
 
-use async_trait::async_trait;
 use domain::Event;
 use domain::account::AccountEvent;
 use domain::extension::ExtensionEvent;
 use domain::number::{NumberEvent, NumberRole};
 use sqlx::AnyConnection;
 
-use crate::runner::{BatchError, Decoded, Projection};
+use crate::runner::Decoded;
 use crate::sql::ts;
 
-pub struct Workflows;
-
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS workflow_claims (number TEXT PRIMARY KEY, account_id TEXT NOT NULL, \
-     extension_id TEXT, claimed_at TEXT NOT NULL, requested BIGINT NOT NULL, attached BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS workflow_claims_by_age ON workflow_claims (claimed_at)",
-];
-
-const TABLES: &[(&str, &str)] = &[("workflow_claims", "number")];
+/// The table's statements, part of the routing projection's schema.
+pub const CREATE_CLAIMS: &str = "CREATE TABLE IF NOT EXISTS workflow_claims (number TEXT PRIMARY KEY, \
+    account_id TEXT NOT NULL, extension_id TEXT, claimed_at TEXT NOT NULL, requested BIGINT NOT NULL, \
+    attached BIGINT NOT NULL)";
+pub const CREATE_CLAIMS_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS workflow_claims_by_age ON workflow_claims (claimed_at)";
 
 /// Forgets an extension's claim once both of its other steps are in.
 const EXTENSION_DONE: &str =
     "DELETE FROM workflow_claims WHERE number = $1 AND requested = 1 AND attached = 1";
 
-#[async_trait]
-impl Projection for Workflows {
-    fn name(&self) -> &'static str {
-        "workflows"
+/// Applies the events of a batch that concern workflows, in the batch's transaction.
+pub async fn apply_batch(
+    conn: &mut AnyConnection,
+    events: &[Decoded<'_>],
+) -> Result<(), sqlx::Error> {
+    for d in events {
+        apply(conn, d).await?;
     }
-
-    fn schema(&self) -> &'static [&'static str] {
-        SCHEMA
-    }
-
-    fn tables(&self) -> &'static [(&'static str, &'static str)] {
-        TABLES
-    }
-
-    fn handles(&self, event_type: &str) -> bool {
-        event_type.starts_with("number.")
-            || matches!(
-                event_type,
-                "account.opened" | "account.extension_attached" | "extension.requested"
-            )
-    }
-
-    async fn apply_batch(
-        &self,
-        conn: &mut AnyConnection,
-        events: &[Decoded<'_>],
-    ) -> Result<(), BatchError> {
-        for d in events {
-            apply(conn, d).await?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 async fn apply(conn: &mut AnyConnection, d: &Decoded<'_>) -> Result<(), sqlx::Error> {

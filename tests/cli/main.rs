@@ -439,7 +439,7 @@ fn projections_rebuild_and_verify_from_the_command_line() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         out.lines().filter(|l| l.contains("running")).count(),
-        4,
+        3,
         "{out}"
     );
     // The projections live in a file of their own beside the log's.
