@@ -104,17 +104,18 @@ pub enum BenchCommand {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
         /// An admin API key.
-        #[arg(long, env = "RINGLEDGER_BENCH_KEY")]
+        #[arg(long, env = "BENCH_KEY")]
         key: String,
         #[arg(long, default_value_t = 500)]
         rate: u32,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
-        /// Live tails (an auditor key in RINGLEDGER_BENCH_AUDITOR_KEY) kept open and read
-        /// during the load, to measure what each costs the writers.
+        /// Live tails kept open and read during the load (an auditor key in --auditor-key or
+        /// BENCH_AUDITOR_KEY: a RINGLEDGER_* variable would be read as config), to measure
+        /// what each costs the writers.
         #[arg(long, default_value_t = 0)]
         tails: usize,
-        #[arg(long, env = "RINGLEDGER_BENCH_AUDITOR_KEY", default_value = "")]
+        #[arg(long, env = "BENCH_AUDITOR_KEY", default_value = "")]
         auditor_key: String,
     },
 }

@@ -164,7 +164,7 @@ pub struct LiveTails {
     pub key: String,
 }
 
-/// Opens `tails.count` live tails from the log's head and reads them until the process ends;
+/// Opens `tails.count` live tails (from the log's start) and reads them until the process ends;
 /// returns a counter of the events they received.
 async fn open_tails(
     url: &str,
@@ -176,7 +176,7 @@ async fn open_tails(
     for _ in 0..tails.count {
         let r = http
             .get(format!(
-                "{}/v1/audit/events/live?after=999999999999",
+                "{}/v1/audit/events/live",
                 url.trim_end_matches('/')
             ))
             .bearer_auth(&tails.key)
