@@ -1,5 +1,5 @@
 //! The recovery pass of the API's multi-stream workflows (process managers whose state is
-//! `workflow_claims`, see `projections::workflows`): a number claimed for an account or
+//! `workflow_steps`, see `projections::workflows`): a number claimed for an account or
 //! extension whose other steps are not in the log after the grace period belongs to a
 //! workflow whose process died between appends. The pass reads the streams themselves (the projection only names candidates) and
 //! finishes what can be finished or undoes the rest:
@@ -80,8 +80,8 @@ pub async fn recover(app: &AppState, settings: &RecoverySettings) -> ApiResult<R
     let now = Utc::now();
     let cutoff = now - chrono::Duration::from_std(settings.grace).unwrap_or_default();
     let rows = sqlx::query(
-        "SELECT number, account_id, extension_id FROM workflow_claims WHERE claimed_at < $1 \
-         ORDER BY claimed_at LIMIT 1000",
+        "SELECT number, MIN(account_id), MIN(extension_id), MIN(claimed_at) FROM workflow_steps \
+         WHERE claimed_at < $1 GROUP BY number ORDER BY MIN(claimed_at) LIMIT 1000",
     )
     .bind(projections::sql::ts(cutoff))
     .fetch_all(&app.db.pool)
@@ -93,7 +93,7 @@ pub async fn recover(app: &AppState, settings: &RecoverySettings) -> ApiResult<R
         let account: String = row.try_get(1)?;
         let extension: Option<String> = row.try_get(2)?;
         let (Ok(number), Ok(account)) = (E164::parse(&number), account.parse()) else {
-            tracing::error!(%number, %account, "workflow_claims row does not parse; skipped");
+            tracing::error!(%number, %account, "workflow_steps row does not parse; skipped");
             continue;
         };
         let account_id = AccountId(account);
@@ -101,7 +101,7 @@ pub async fn recover(app: &AppState, settings: &RecoverySettings) -> ApiResult<R
             None => None,
             Some(Ok(e)) => Some(ExtensionId(e)),
             Some(Err(_)) => {
-                tracing::error!(%number, "workflow_claims extension id does not parse; skipped");
+                tracing::error!(%number, "workflow_steps extension id does not parse; skipped");
                 continue;
             }
         };

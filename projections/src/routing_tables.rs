@@ -41,8 +41,8 @@ const SCHEMA: &[&str] = &[
      destination TEXT NOT NULL, requested_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS routing_data_paths (device_id TEXT PRIMARY KEY, quality TEXT NOT NULL, \
      reported_at TEXT NOT NULL)",
-    crate::workflows::CREATE_CLAIMS,
-    crate::workflows::CREATE_CLAIMS_INDEX,
+    crate::workflows::CREATE_STEPS,
+    crate::workflows::CREATE_STEPS_INDEX,
 ];
 
 const TABLES: &[(&str, &str)] = &[
@@ -55,7 +55,7 @@ const TABLES: &[(&str, &str)] = &[
     ("routing_dial_intents", "intent_id"),
     ("routing_callbacks", "request_id"),
     ("routing_data_paths", "device_id"),
-    ("workflow_claims", "number"),
+    ("workflow_steps", "number, step"),
 ];
 
 const NUMBERS: &str = "routing_numbers";
@@ -102,9 +102,9 @@ impl Projection for RoutingTables {
         let mut w = Writes::default();
         for d in events {
             write(&mut w, d.recorded, &d.event).map_err(|e| BatchError::at(d.index, e))?;
+            crate::workflows::write(&mut w, d.recorded, &d.event);
         }
         w.flush(conn).await?;
-        crate::workflows::apply_batch(conn, events).await?;
         Ok(())
     }
 }

@@ -154,7 +154,7 @@ async fn leftovers(db: &projections::db::ProjectionDb) -> (i64, i64, i64) {
          WHERE e.extension_id = n.extension_id AND e.status <> 'removed'))",
     )
     .await;
-    let open = scalar(db, "SELECT COUNT(*) FROM workflow_claims").await;
+    let open = scalar(db, "SELECT COUNT(DISTINCT number) FROM workflow_steps").await;
     let keys = scalar(
         db,
         "SELECT COUNT(*) FROM api_idempotency WHERE status IS NULL",

@@ -426,7 +426,7 @@ fn projections_rebuild_and_verify_from_the_command_line() {
         "routing_accounts",
         "rated_legs",
         "call_timeline",
-        "workflow_claims",
+        "workflow_steps",
     ] {
         assert!(
             out.lines()

@@ -144,7 +144,7 @@ async fn hung_up_clients_leave_no_orphan(b: Backend) {
     quiet(&app).await;
     assert_eq!(orphan_claims(&app).await, 0, "numbers held by nothing");
     assert_eq!(
-        count(&app, "SELECT COUNT(*) FROM workflow_claims").await,
+        count(&app, "SELECT COUNT(DISTINCT number) FROM workflow_steps").await,
         0,
         "workflows left half-done"
     );
@@ -287,7 +287,10 @@ async fn interrupted_workflows_are_recovered(b: Backend) {
     .await
     .unwrap();
     app.projections_caught_up().await;
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM workflow_claims").await, 3);
+    assert_eq!(
+        count(&app, "SELECT COUNT(DISTINCT number) FROM workflow_steps").await,
+        3
+    );
 
     // Young workflows may still be running elsewhere: left alone.
     let patient = RecoverySettings {
@@ -305,7 +308,10 @@ async fn interrupted_workflows_are_recovered(b: Backend) {
     assert_eq!(done.completed, 1, "{done:?}");
     assert_eq!(done.keys_freed, 1, "{done:?}");
     app.projections_caught_up().await;
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM workflow_claims").await, 0);
+    assert_eq!(
+        count(&app, "SELECT COUNT(DISTINCT number) FROM workflow_steps").await,
+        0
+    );
     assert_eq!(orphan_claims(&app).await, 0);
     // The released numbers can be used again, the finished extension is the account's, and
     // the freed key runs its request.
@@ -806,6 +812,14 @@ async fn live_tails_are_capped_and_see_every_event_once() {
     }
     let refused = open_tail(&app, 0, None).await;
     assert_eq!(refused.status().as_u16(), 503);
+    let (_, metrics) = app.get("/metrics", &app.admin).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains("\nringledger_live_tails_open 3\n"),
+        "{metrics}"
+    );
     assert_eq!(refused.headers().get("retry-after").unwrap(), "5");
     // Appends while the tails catch up and go live.
     ringledger_tests::harness::append_workload(app.store.as_ref(), &mut workload, 400).await;

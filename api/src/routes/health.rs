@@ -176,6 +176,9 @@ pub async fn metrics(State(app): State<Shared>) -> ApiResult<Response> {
             u8::from(p.status == "stopped")
         );
     }
+    out.push_str("# HELP ringledger_live_tails_open Live tails of the log open now.\n");
+    out.push_str("# TYPE ringledger_live_tails_open gauge\n");
+    let _ = writeln!(out, "ringledger_live_tails_open {}", app.live_tails.open());
     for source in &app.metrics_sources {
         source(&mut out);
     }
