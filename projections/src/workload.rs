@@ -259,17 +259,11 @@ impl Workload {
             self.number_space,
             self.extensions.len()
         ));
+        // The API's order: the number is claimed first, then the account attaches it.
         if let Ok(number) = number
-            && let Some(attached) = self.append(
-                account_id.stream_id(),
-                &mut account,
-                AccountCommand::AttachExtension {
-                    extension_id,
-                    number: number.clone(),
-                },
-            )
+            && account.ensure_active().is_ok()
+            && account.extensions.len() < usize::from(account.max_extensions)
         {
-            out.push(attached);
             let mut claim = NumberClaim::default();
             out.extend(self.append(
                 domain::number::stream_id(&number),
@@ -280,6 +274,17 @@ impl Workload {
                     role: NumberRole::Extension { extension_id },
                 },
             ));
+            let Some(attached) = self.append(
+                account_id.stream_id(),
+                &mut account,
+                AccountCommand::AttachExtension {
+                    extension_id,
+                    number: number.clone(),
+                },
+            ) else {
+                return out;
+            };
+            out.push(attached);
             let mut ext = Extension::default();
             let stream = extension_id.stream_id();
             let commands = [

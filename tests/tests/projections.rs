@@ -47,6 +47,12 @@ async fn live_equals_rebuild(b: Backend) {
         }
         assert_eq!(runner.checkpoint().await.unwrap().position, head);
     }
+    // The workload finishes every workflow it starts (as the API does): no step missing.
+    let missing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workflow_steps")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(missing, 0);
     for p in all_projections() {
         let report = rebuild(store.clone(), &db, p, true).await.unwrap();
         assert_eq!(report.position, head);
