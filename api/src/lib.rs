@@ -17,20 +17,17 @@ pub mod routes;
 pub mod state;
 pub mod workflows;
 
-use std::future::Future;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::net::TcpListener;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use crate::listener::HttpLimits;
+pub use crate::listener::{HttpLimits, serve};
 use crate::problem::ApiError;
 use crate::routes::{
     accounts, audit, billing, devices, extensions, health, intents, numbers, tariffs,
@@ -163,15 +160,4 @@ pub fn router(app: Shared) -> Router {
             middleware::request_context,
         ))
         .with_state(app)
-}
-
-/// Serves the API on `listener` within `limits` until `shutdown` completes; live tails end at
-/// shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    app: Shared,
-    limits: HttpLimits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    listener::serve(listener, app, limits, shutdown).await
 }

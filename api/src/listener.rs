@@ -3,7 +3,7 @@
 //! accepted, and counted), and `header_read_timeout` for a request's headers — hyper starts
 //! that timer when a connection opens and again whenever a kept-alive connection waits for its
 //! next request, so it bounds idle connections too. Shutdown stops accepting, tells open live
-//! tails to end and waits for requests in flight.
+//! tails to end and waits for requests in flight (at most 10 s).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,6 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::state::Shared;
+
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -126,6 +129,15 @@ pub async fn serve(
     }
     drop(listener);
     let _ = app.closing.send(true);
-    graceful.shutdown().await;
+    // A client that stops reading its answer would hold shutdown for ever: bounded.
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "HTTP connections still open {} s after shutdown began; closing them",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
     Ok(())
 }

@@ -11,23 +11,8 @@ use projections::workload::Workload;
 use reqwest::Method;
 use ringledger_tests::api_app::{TestApp, account, extension, status_json, tariff, tariff_body};
 use ringledger_tests::harness::{Backend, append_workload};
+use ringledger_tests::on_both_backends;
 use serde_json::{Value, json};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(Backend::sqlite().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(Backend::postgres().await).await
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     admin_walkthrough,

@@ -17,26 +17,11 @@ use domain::number::{NumberClaim, NumberCommand, NumberRole};
 use reqwest::Method;
 use ringledger_tests::api_app::{TestApp, account, tariff};
 use ringledger_tests::harness::Backend;
+use ringledger_tests::on_both_backends;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use uuid::Uuid;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(Backend::sqlite().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(Backend::postgres().await).await
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     hung_up_clients_leave_no_orphan,
@@ -571,7 +556,7 @@ async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
 /// and idle or slow ones are closed after the header timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_connections_are_bounded() {
-    let settings = api::ApiSettings::new("ringledger.test", infra::config::CodeDelivery::Response);
+    let settings = test_settings();
     let limits = api::HttpLimits {
         max_connections: 1024,
         max_per_source: 200,
@@ -736,13 +721,13 @@ struct Sse {
     data: String,
 }
 
-/// Reads server-sent events from `response` until `stop` says so, or 20 s pass.
+/// Reads server-sent events from `response` until `stop` says so, or 60 s pass.
 async fn read_sse(response: reqwest::Response, mut stop: impl FnMut(&Sse) -> bool) -> Vec<Sse> {
     use futures::StreamExt;
     let mut body = response.bytes_stream();
     let mut text = String::new();
     let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         while let Some(end) = text.find("\n\n") {
             let block: String = text.drain(..end + 2).collect();
@@ -777,30 +762,39 @@ fn positions(events: &[Sse]) -> Vec<u64> {
 }
 
 async fn open_tail(app: &TestApp, after: u64, last_event_id: Option<u64>) -> reqwest::Response {
-    let mut r = app.request(
-        Method::GET,
-        &format!("/v1/audit/events/live?after={after}"),
-        Some(&app.auditor),
-    );
+    // A client of its own: the test client's 30 s bound on a whole request would cut a tail
+    // left unread while a loaded machine appends (`read_sse` bounds the reading).
+    let mut r = reqwest::Client::new()
+        .get(format!("{}/v1/audit/events/live?after={after}", app.base))
+        .bearer_auth(&app.auditor);
     if let Some(id) = last_event_id {
         r = r.header("Last-Event-ID", id.to_string());
     }
     r.send().await.unwrap()
 }
 
-/// Three tails (the limit) each see every event once, in order, while writers append; a
-/// fourth is refused 503 until one closes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_tails_are_capped_and_see_every_event_once() {
-    let settings = api::ApiSettings {
-        max_live_tails: 3,
-        ..api::ApiSettings::new("ringledger.test", infra::config::CodeDelivery::Response)
-    };
-    let app = TestApp::spawn_limited(
+fn test_settings() -> api::ApiSettings {
+    api::ApiSettings::new("ringledger.test", infra::config::CodeDelivery::Response)
+}
+
+/// An API on SQLite with `settings` (live tail bounds) and the default connection limits.
+async fn tail_app(settings: api::ApiSettings) -> TestApp {
+    TestApp::spawn_limited(
         Backend::sqlite().await,
         settings,
         api::HttpLimits::default(),
     )
+    .await
+}
+
+/// Three tails (the limit) each see every event once, in order, while writers append; a
+/// fourth is refused 503 until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_tails_are_capped_and_see_every_event_once() {
+    let app = tail_app(api::ApiSettings {
+        max_live_tails: 3,
+        ..test_settings()
+    })
     .await;
     let mut workload = projections::workload::Workload::new(7, chrono::Utc::now());
     ringledger_tests::harness::append_workload(app.store.as_ref(), &mut workload, 50).await;
@@ -848,15 +842,10 @@ async fn live_tails_are_capped_and_see_every_event_once() {
 /// its last position; reconnecting with that `Last-Event-ID` goes on without a gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_tail_is_ended_with_a_resume_position() {
-    let settings = api::ApiSettings {
+    let app = tail_app(api::ApiSettings {
         live_tail_buffer: 16,
-        ..api::ApiSettings::new("ringledger.test", infra::config::CodeDelivery::Response)
-    };
-    let app = TestApp::spawn_limited(
-        Backend::sqlite().await,
-        settings,
-        api::HttpLimits::default(),
-    )
+        ..test_settings()
+    })
     .await;
     let slow = open_tail(&app, 0, None).await;
     assert_eq!(slow.status().as_u16(), 200);
