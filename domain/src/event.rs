@@ -231,7 +231,16 @@ mod tests {
         for (name, _) in &cat {
             let category = name.split('.').next().unwrap();
             assert!(
-                ["account", "device", "extension", "number", "call", "tariff"].contains(&category),
+                [
+                    "account",
+                    "device",
+                    "extension",
+                    "number",
+                    "call",
+                    "tariff",
+                    "import"
+                ]
+                .contains(&category),
                 "{name}"
             );
         }
