@@ -201,35 +201,19 @@ fn kill_9_three_times(dir: &Path, url: &str) {
             "only {} writes acked",
             a.accounts.len()
         );
-        for id in &a.accounts {
-            let (status, body) = try_http(
-                &server.addr,
-                "GET",
-                &format!("/v1/accounts/{id}"),
-                Some(&key),
-                &[],
-                "",
-            )
-            .unwrap();
-            assert_eq!(
-                status, 200,
-                "acked account {id} lost after kill -9 run {run}: {body}"
-            );
-        }
-        for id in &a.extensions {
-            let (status, body) = try_http(
-                &server.addr,
-                "GET",
-                &format!("/v1/extensions/{id}"),
-                Some(&key),
-                &[],
-                "",
-            )
-            .unwrap();
-            assert_eq!(
-                status, 200,
-                "acked extension {id} lost after kill -9 run {run}: {body}"
-            );
+        for (what, path, ids) in [
+            ("account", "accounts", &a.accounts),
+            ("extension", "extensions", &a.extensions),
+        ] {
+            for id in ids {
+                let url = format!("/v1/{path}/{id}");
+                let (status, body) =
+                    try_http(&server.addr, "GET", &url, Some(&key), &[], "").unwrap();
+                assert_eq!(
+                    status, 200,
+                    "acked {what} {id} lost after kill -9 run {run}: {body}"
+                );
+            }
         }
         eprintln!(
             "run {run}: {} accounts and {} extensions acked so far",

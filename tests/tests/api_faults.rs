@@ -180,6 +180,25 @@ fn e164(s: &str) -> E164 {
     E164::parse(s).unwrap()
 }
 
+/// Claims `number` for `account_id` in `role`, as the first step of a workflow.
+async fn claim(
+    state: &api::AppState,
+    ctx: &Ctx,
+    number: &str,
+    account_id: AccountId,
+    role: NumberRole,
+) {
+    let command = NumberCommand::Claim {
+        number: e164(number),
+        account_id,
+        role,
+    };
+    let stream = domain::number::stream_id(&e164(number));
+    api::commands::execute::<NumberClaim>(state, ctx, &stream, None, &command)
+        .await
+        .unwrap();
+}
+
 /// The log as a process killed between a workflow's appends leaves it, written step by step:
 /// the recovery pass leaves young workflows alone, then releases what has no owner, finishes
 /// an extension whose attachment is missing, and frees a key whose request died.
@@ -189,43 +208,25 @@ async fn interrupted_workflows_are_recovered(b: Backend) {
     let owner: AccountId = AccountId(account(&app, "+441632960001").await.parse().unwrap());
     let ctx = Ctx::system("test:crashed-request");
     let state = &app.state;
-    let claim = |number: &str, account_id, role| NumberCommand::Claim {
-        number: e164(number),
-        account_id,
-        role,
-    };
     // 1. An account's main number claimed; the process died before the account was opened.
     let never_opened = AccountId(Uuid::now_v7());
-    execute::<NumberClaim>(
-        state,
-        &ctx,
-        "number-+441632960100",
-        None,
-        &claim("+441632960100", never_opened, NumberRole::Main),
-    )
-    .await
-    .unwrap();
+    claim(state, &ctx, "+441632960100", never_opened, NumberRole::Main).await;
     // 2. An extension's number claimed and the extension requested; not attached.
     let loaded = api::commands::load::<domain::account::Account>(state, &owner.stream_id())
         .await
         .unwrap();
     assert_eq!(loaded.state.status, AccountStatus::Active);
     let unattached = ExtensionId(Uuid::now_v7());
-    execute::<NumberClaim>(
+    claim(
         state,
         &ctx,
-        "number-+447700900101",
-        None,
-        &claim(
-            "+447700900101",
-            owner,
-            NumberRole::Extension {
-                extension_id: unattached,
-            },
-        ),
+        "+447700900101",
+        owner,
+        NumberRole::Extension {
+            extension_id: unattached,
+        },
     )
-    .await
-    .unwrap();
+    .await;
     let request = ExtensionCommand::Request {
         extension_id: unattached,
         account: loaded.state.clone(),
@@ -238,21 +239,16 @@ async fn interrupted_workflows_are_recovered(b: Backend) {
         .unwrap();
     // 3. An extension's number claimed and attached to the account; never requested.
     let unrequested = ExtensionId(Uuid::now_v7());
-    execute::<NumberClaim>(
+    claim(
         state,
         &ctx,
-        "number-+447700900102",
-        None,
-        &claim(
-            "+447700900102",
-            owner,
-            NumberRole::Extension {
-                extension_id: unrequested,
-            },
-        ),
+        "+447700900102",
+        owner,
+        NumberRole::Extension {
+            extension_id: unrequested,
+        },
     )
-    .await
-    .unwrap();
+    .await;
     let attach = AccountCommand::AttachExtension {
         extension_id: unrequested,
         number: e164("+447700900102"),
