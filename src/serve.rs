@@ -200,6 +200,12 @@ async fn start_api(
         ready_max_lag: Duration::from_secs(config.api.ready_max_lag_secs),
         max_live_tails: config.api.max_live_tails as usize,
         live_tail_buffer: config.api.live_tail_buffer as usize,
+        route_caps: api::RouteCaps {
+            verifications: config.api.max_concurrent_verifications as usize,
+            reads: config.api.max_concurrent_reads as usize,
+            writes: config.api.max_concurrent_writes as usize,
+        },
+        body_read_timeout: Duration::from_secs(config.api.body_read_timeout_secs),
     };
     let state = api::AppState::new(store, db, settings, metrics_sources).await?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
@@ -216,6 +222,7 @@ async fn start_api(
         grace: Duration::from_secs(c.workflow_grace_secs),
         interval: Duration::from_secs(c.recovery_interval_secs),
         idempotency_retention: Duration::from_secs(c.idempotency_retention_hours * 3600),
+        number_quarantine: Duration::from_secs(c.number_quarantine_days * 24 * 3600),
     };
     let recovering = tokio::spawn(api::workflows::run(
         state.clone(),

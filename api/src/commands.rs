@@ -78,6 +78,32 @@ pub async fn execute_on<A: Aggregate>(
     command: &A::Command,
     loaded: Option<Loaded<A>>,
 ) -> ApiResult<Written<A>> {
+    Ok(
+        decide_and_append(app, ctx, stream, if_match, command, loaded)
+            .await?
+            .0,
+    )
+}
+
+/// As `execute`, with the events the command wrote (none when it changed nothing).
+pub async fn execute_with_events<A: Aggregate>(
+    app: &AppState,
+    ctx: &Ctx,
+    stream: &str,
+    if_match: Option<u64>,
+    command: &A::Command,
+) -> ApiResult<(Written<A>, Vec<A::Event>)> {
+    decide_and_append(app, ctx, stream, if_match, command, None).await
+}
+
+async fn decide_and_append<A: Aggregate>(
+    app: &AppState,
+    ctx: &Ctx,
+    stream: &str,
+    if_match: Option<u64>,
+    command: &A::Command,
+    loaded: Option<Loaded<A>>,
+) -> ApiResult<(Written<A>, Vec<A::Event>)> {
     let actor = &ctx.actor;
     let observe = |took| app.metrics.append(took);
     let origin = Origin {
@@ -85,7 +111,7 @@ pub async fn execute_on<A: Aggregate>(
         correlation_id: Some(ctx.request_id),
         observe_append: Some(&observe),
     };
-    let (written, _) = command::execute(
+    Ok(command::execute(
         app.store.as_ref(),
         &origin,
         stream,
@@ -93,6 +119,5 @@ pub async fn execute_on<A: Aggregate>(
         loaded,
         if_match,
     )
-    .await?;
-    Ok(written)
+    .await?)
 }

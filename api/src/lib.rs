@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi_errors;
 pub mod problem;
+pub mod route_limits;
 pub mod routes;
 pub mod state;
 pub mod workflows;
@@ -29,6 +30,7 @@ use utoipa_axum::routes;
 
 pub use crate::listener::{HttpLimits, serve};
 use crate::problem::ApiError;
+pub use crate::route_limits::RouteCaps;
 use crate::routes::{
     accounts, audit, billing, devices, extensions, health, intents, numbers, tariffs,
 };
@@ -130,6 +132,14 @@ pub fn router(app: Shared) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             idempotency::idempotent,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            route_limits::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::read_body,
         ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

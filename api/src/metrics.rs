@@ -60,6 +60,8 @@ struct Inner {
     recovered: BTreeMap<&'static str, u64>,
     /// Connections closed at accept, by the limit they hit.
     refused: BTreeMap<&'static str, u64>,
+    /// Requests refused over their route's concurrency cap, by kind.
+    busy: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +88,12 @@ impl Metrics {
     pub fn append(&self, took: Duration) {
         if let Ok(mut m) = self.inner.lock() {
             m.append.observe(took);
+        }
+    }
+
+    pub fn route_busy(&self, kind: &'static str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.busy.entry(kind).or_default() += 1;
         }
     }
 
@@ -132,8 +140,16 @@ impl Metrics {
             "ringledger_workflows_recovered_total",
             "Interrupted workflows the recovery pass finished or undid.",
             "outcome",
-            &["completed", "compensated"],
+            &["completed", "compensated", "released"],
             &m.recovered,
+        );
+        labelled_counter(
+            out,
+            "ringledger_http_requests_busy_total",
+            "Requests refused (503) over their route's concurrency cap, by kind of route.",
+            "kind",
+            &["verification", "read", "write"],
+            &m.busy,
         );
         labelled_counter(
             out,

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use axum::body::{Body, to_bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::extract::RequestId;
+use crate::extract::{BODY_LIMIT, RequestId};
 use crate::problem::ApiError;
 use crate::state::Shared;
 
@@ -102,6 +103,32 @@ pub async fn authenticate(State(app): State<Shared>, mut request: Request, next:
         }
         Ok(None) => ApiError::Unauthenticated.into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Reads the whole body (at most `BODY_LIMIT`) before the request takes a permit of its
+/// route's kind or runs: a client has `api.body_read_timeout_secs` to send it (408 after,
+/// logged), so one that stops mid-body holds only its connection, and not for long.
+pub async fn read_body(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let timeout = app.settings.body_read_timeout;
+    match tokio::time::timeout(timeout, to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        // Longer than the limit, or a client that hung up mid-body (nobody reads that answer).
+        Ok(Err(_)) => ApiError::TooLarge { limit: BODY_LIMIT }.into_response(),
+        Err(_) => {
+            tracing::warn!(
+                secs = timeout.as_secs(),
+                "slow body: refused a request whose body did not arrive in time"
+            );
+            ApiError::BodyTimeout {
+                secs: timeout.as_secs(),
+            }
+            .into_response()
+        }
     }
 }
 

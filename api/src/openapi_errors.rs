@@ -3,8 +3,9 @@
 //! problem served as `application/problem+json`.
 //!
 //! - every `/v1` operation: 401 (no or unknown key), 403 (another role's key), 422 (a path or
-//!   query parameter, or a body field, refused), 500 and 503 (the log cannot be read, or a
-//!   bound such as the live tails is full);
+//!   query parameter, or a body field, refused), 408 (the body did not arrive in time), 500
+//!   and 503 (the log cannot be read, or a bound such as the live tails or the requests in
+//!   flight of the route's kind is full);
 //! - with a path parameter: 404;
 //! - with a body: 400 (not JSON), 413 (too large), 415 (not `application/json`);
 //! - a change (POST, PUT, DELETE): 409 (a rule of the resource refuses it, a conflict, an
@@ -44,11 +45,16 @@ fn refusals(path: &str, method: &str, op: &Operation) -> Vec<(&'static str, &'st
     out.extend([
         ("401", "Missing or unknown API key"),
         ("403", "The key's role may not do this"),
+        (
+            "408",
+            "The request body did not arrive within the body read timeout",
+        ),
         ("422", "A parameter or field is refused; `field` names it"),
         ("500", "The server could not complete the request"),
         (
             "503",
-            "The log cannot be read at a position, or a bound (live tails) is full",
+            "The log cannot be read at a position, or a bound (live tails, requests in flight \
+             of this kind) is full; retry after Retry-After",
         ),
     ]);
     if path.contains('{') {

@@ -57,6 +57,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout { secs: u64 },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -101,6 +103,7 @@ impl ApiError {
             ),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", None),
             Self::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "too-large", None),
+            Self::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "body-timeout", None),
             Self::UnsupportedMediaType(_) => (
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",

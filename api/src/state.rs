@@ -12,6 +12,7 @@ use crate::idempotency::IdempotencyRecords;
 use crate::keys::KeyStore;
 use crate::live_tail::LiveTails;
 use crate::metrics::Metrics;
+use crate::route_limits::{RouteCaps, RouteLimits};
 
 #[derive(Clone)]
 pub struct ApiSettings {
@@ -28,6 +29,10 @@ pub struct ApiSettings {
     /// ended with a position to resume from.
     pub max_live_tails: usize,
     pub live_tail_buffer: usize,
+    /// Requests of each kind in flight at once (`route_limits`).
+    pub route_caps: RouteCaps,
+    /// How long a client has to send a request's body.
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl ApiSettings {
@@ -42,6 +47,8 @@ impl ApiSettings {
             ready_max_lag: std::time::Duration::from_secs(30),
             max_live_tails: 64,
             live_tail_buffer: 1024,
+            route_caps: RouteCaps::default(),
+            body_read_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -58,6 +65,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub settings: ApiSettings,
     pub live_tails: LiveTails,
+    pub route_limits: RouteLimits,
     /// Set when the server shuts down, so open live tails end.
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Rendered after the API's own metrics.
@@ -81,6 +89,7 @@ impl AppState {
             db,
             metrics: Metrics::default(),
             live_tails: LiveTails::new(settings.max_live_tails, settings.live_tail_buffer),
+            route_limits: RouteLimits::new(settings.route_caps),
             settings,
             closing: tokio::sync::watch::Sender::new(false),
             metrics_sources,

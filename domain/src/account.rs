@@ -1,7 +1,7 @@
 //! Accounts: the paying customer, with a main number, a tariff, a ring policy, a daily spend
 //! limit and the set of extension phones attached to it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -74,7 +74,8 @@ pub struct Account {
     /// Daily spend limit in minor units of the account currency; `None` is unlimited.
     pub daily_spend_limit_minor: Option<i64>,
     pub max_extensions: u8,
-    pub extensions: BTreeSet<ExtensionId>,
+    /// The attached extensions and their numbers.
+    pub extensions: BTreeMap<ExtensionId, E164>,
 }
 
 impl Account {
@@ -86,6 +87,15 @@ impl Account {
             AccountStatus::Closed => Err(DomainError::AccountClosed),
             AccountStatus::Unopened => Err(DomainError::NotFound { entity: "account" }),
         }
+    }
+
+    /// The event that detaches `extension_id`, if it is attached.
+    fn detach(&self, extension_id: ExtensionId) -> Option<AccountEvent> {
+        let number = self.extensions.get(&extension_id)?;
+        Some(AccountEvent::ExtensionDetached {
+            extension_id,
+            number: Some(number.clone()),
+        })
     }
 
     /// Refuses only what is gone: admin changes are allowed on a suspended account.
@@ -152,12 +162,16 @@ domain_events! {
         } = ("account.opened", 1),
         Suspended { reason: String } = ("account.suspended", 1),
         Reinstated {} = ("account.reinstated", 1),
-        Closed { reason: String } = ("account.closed", 1),
+        /// Closing detaches every extension first (in the same append) and names the main
+        /// number, which is released after the quarantine. `main_number` is null in events
+        /// written before schema version 2.
+        Closed { reason: String, main_number: Option<E164> } = ("account.closed", 2),
         RingPolicyChanged { policy: RingPolicy } = ("account.ring_policy_changed", 1),
         SpendLimitChanged { daily_limit_minor: Option<i64> } = ("account.spend_limit_changed", 1),
         TariffChanged { tariff_id: TariffId } = ("account.tariff_changed", 1),
         ExtensionAttached { extension_id: ExtensionId, number: E164 } = ("account.extension_attached", 1),
-        ExtensionDetached { extension_id: ExtensionId } = ("account.extension_detached", 1),
+        /// `number` is null in events written before schema version 2.
+        ExtensionDetached { extension_id: ExtensionId, number: Option<E164> } = ("account.extension_detached", 2),
         SipAuthBlocked {
             device_id: DeviceId,
             username: String,
@@ -207,9 +221,17 @@ impl Aggregate for Account {
                 max_extensions,
             }]);
         }
+        // Detaching only gives something up, so a closed account takes it too (an account
+        // closed before closing detached its extensions still holds some).
+        if let C::DetachExtension { extension_id } = command {
+            if self.status == AccountStatus::Unopened {
+                return Err(DomainError::NotFound { entity: "account" });
+            }
+            return Ok(self.detach(*extension_id).into_iter().collect());
+        }
         self.ensure_open()?;
         Ok(match command {
-            C::Open { .. } => unreachable!("handled above"),
+            C::Open { .. } | C::DetachExtension { .. } => unreachable!("handled above"),
             C::Suspend { reason } => match self.status {
                 AccountStatus::Suspended => vec![],
                 _ => vec![E::Suspended {
@@ -220,9 +242,18 @@ impl Aggregate for Account {
                 AccountStatus::Suspended => vec![E::Reinstated {}],
                 _ => vec![],
             },
-            C::Close { reason } => vec![E::Closed {
-                reason: reason.clone(),
-            }],
+            C::Close { reason } => {
+                let mut events: Vec<_> = self
+                    .extensions
+                    .keys()
+                    .filter_map(|e| self.detach(*e))
+                    .collect();
+                events.push(E::Closed {
+                    reason: reason.clone(),
+                    main_number: self.main_number.clone(),
+                });
+                events
+            }
             C::ChangeRingPolicy(policy) => {
                 policy.validate()?;
                 if *policy == self.ring_policy {
@@ -262,7 +293,7 @@ impl Aggregate for Account {
                 number,
             } => {
                 self.ensure_active()?;
-                if self.extensions.contains(extension_id) {
+                if self.extensions.contains_key(extension_id) {
                     return Ok(vec![]);
                 }
                 if Some(number) == self.main_number.as_ref() {
@@ -292,15 +323,6 @@ impl Aggregate for Account {
                 last_source: last_source.clone(),
                 block_secs: *block_secs,
             }],
-            C::DetachExtension { extension_id } => {
-                if self.extensions.contains(extension_id) {
-                    vec![E::ExtensionDetached {
-                        extension_id: *extension_id,
-                    }]
-                } else {
-                    vec![]
-                }
-            }
         })
     }
 
@@ -331,14 +353,41 @@ impl Aggregate for Account {
                 self.daily_spend_limit_minor = *daily_limit_minor
             }
             E::TariffChanged { tariff_id } => self.tariff_id = Some(*tariff_id),
-            E::ExtensionAttached { extension_id, .. } => {
-                self.extensions.insert(*extension_id);
+            E::ExtensionAttached {
+                extension_id,
+                number,
+            } => {
+                self.extensions.insert(*extension_id, number.clone());
             }
-            E::ExtensionDetached { extension_id } => {
+            E::ExtensionDetached { extension_id, .. } => {
                 self.extensions.remove(extension_id);
             }
             E::SipAuthBlocked { .. } => {}
         }
+    }
+}
+
+/// Upcasters for account events: version 1 of `account.closed` and `account.extension_detached`
+/// did not name the numbers they leave (closing did not detach extensions then).
+pub(crate) fn upcast(
+    event_type: &str,
+    version: u16,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, crate::event::DecodeError> {
+    use serde_json::Value;
+    match (event_type, version, payload) {
+        ("account.closed", 1, Value::Object(mut v1)) => {
+            v1.entry("main_number").or_insert(Value::Null);
+            Ok(Value::Object(v1))
+        }
+        ("account.extension_detached", 1, Value::Object(mut v1)) => {
+            v1.entry("number").or_insert(Value::Null);
+            Ok(Value::Object(v1))
+        }
+        (t, v, _) => Err(crate::event::DecodeError::NoUpcaster {
+            event_type: t.to_owned(),
+            version: v,
+        }),
     }
 }
 
@@ -356,11 +405,15 @@ pub(crate) mod tests {
         TariffId(Uuid::from_u128(2))
     }
 
+    fn main_number() -> E164 {
+        E164::parse("+442071838750").unwrap()
+    }
+
     pub fn opened() -> AccountEvent {
         AccountEvent::Opened {
             account_id: account_id(),
             name: "Ada Lovelace".into(),
-            main_number: E164::parse("+442071838750").unwrap(),
+            main_number: main_number(),
             tariff_id: tariff_id(),
             currency: Currency::parse("GBP").unwrap(),
             max_extensions: 5,
@@ -392,6 +445,14 @@ pub(crate) mod tests {
         AccountEvent::ExtensionAttached {
             extension_id,
             number,
+        }
+    }
+
+    fn detached(n: u128) -> AccountEvent {
+        let (extension_id, number) = ext(n);
+        AccountEvent::ExtensionDetached {
+            extension_id,
+            number: Some(number),
         }
     }
 
@@ -490,6 +551,7 @@ pub(crate) mod tests {
                 opened(),
                 AccountEvent::Closed {
                     reason: "moved".into(),
+                    main_number: Some(main_number()),
                 },
             ]
         };
@@ -507,15 +569,83 @@ pub(crate) mod tests {
                 tariff_id: TariffId(Uuid::from_u128(9)),
             },
             attach(1),
-            AccountCommand::DetachExtension {
-                extension_id: ext(1).0,
-            },
         ];
         for command in commands {
             given::<Account>(closed())
                 .when(command)
                 .then_error(DomainError::AccountClosed);
         }
+    }
+
+    #[test]
+    fn closing_detaches_every_extension_and_names_the_main_number() {
+        given::<Account>([opened(), attached(1), attached(2)])
+            .when(AccountCommand::Close {
+                reason: "moved".into(),
+            })
+            .then([
+                detached(1),
+                detached(2),
+                AccountEvent::Closed {
+                    reason: "moved".into(),
+                    main_number: Some(main_number()),
+                },
+            ]);
+    }
+
+    #[test]
+    fn an_account_closed_with_extensions_still_attached_can_detach_them() {
+        // Accounts closed before closing detached their extensions (schema version 1).
+        let v1_closed = AccountEvent::Closed {
+            reason: "moved".into(),
+            main_number: None,
+        };
+        given::<Account>([opened(), attached(1), v1_closed.clone()])
+            .when(AccountCommand::DetachExtension {
+                extension_id: ext(1).0,
+            })
+            .then([detached(1)]);
+        given::<Account>([opened(), v1_closed])
+            .when(AccountCommand::DetachExtension {
+                extension_id: ext(1).0,
+            })
+            .then([]);
+        given::<Account>([])
+            .when(AccountCommand::DetachExtension {
+                extension_id: ext(1).0,
+            })
+            .then_error(DomainError::NotFound { entity: "account" });
+    }
+
+    #[test]
+    fn version_1_close_and_detach_read_with_no_number() {
+        use crate::event::DomainEvent;
+        let closed = AccountEvent::decode(
+            "account.closed",
+            1,
+            serde_json::json!({ "reason": "moved" }),
+        )
+        .unwrap();
+        assert_eq!(
+            closed,
+            AccountEvent::Closed {
+                reason: "moved".into(),
+                main_number: None
+            }
+        );
+        let detached = AccountEvent::decode(
+            "account.extension_detached",
+            1,
+            serde_json::json!({ "extension_id": ext(1).0 }),
+        )
+        .unwrap();
+        assert_eq!(
+            detached,
+            AccountEvent::ExtensionDetached {
+                extension_id: ext(1).0,
+                number: None
+            }
+        );
     }
 
     #[test]
@@ -533,9 +663,7 @@ pub(crate) mod tests {
         let mut history: Vec<_> = std::iter::once(opened())
             .chain((1..=5).map(attached))
             .collect();
-        history.push(AccountEvent::ExtensionDetached {
-            extension_id: ext(3).0,
-        });
+        history.push(detached(3));
         given::<Account>(history)
             .when(attach(6))
             .then([attached(6)]);

@@ -141,6 +141,15 @@ macro_rules! domain_events {
             domain_events!(@upcast $name);
         }
     };
+    (@upcast AccountEvent) => {
+        fn upcast_once(
+            event_type: &str,
+            version: u16,
+            payload: serde_json::Value,
+        ) -> Result<serde_json::Value, $crate::event::DecodeError> {
+            $crate::account::upcast(event_type, version, payload)
+        }
+    };
     (@upcast DeviceEvent) => {
         fn upcast_once(
             event_type: &str,

@@ -40,6 +40,15 @@ sms_webhook_url = ""
 max_connections = 1024
 max_connections_per_source = 256
 header_read_timeout_secs = 10
+# An authenticated request's body must arrive within body_read_timeout_secs (408 after); it is
+# read whole before the request counts against the caps below.
+body_read_timeout_secs = 10
+# Authenticated requests in flight at once, by what they cost: hash-chain verifications (each
+# reads the whole log), other reads, and commands. One over its cap is answered 503 with
+# Retry-After at once (nothing queues), logged and counted. Live tails have their own cap.
+max_concurrent_verifications = 2
+max_concurrent_reads = 64
+max_concurrent_writes = 256
 # A workflow of several appends (open an account, register an extension) interrupted by a
 # crash is finished or undone by the recovery pass, which runs at start-up and every
 # recovery_interval_secs and settles workflows older than workflow_grace_secs. The same pass
@@ -48,6 +57,10 @@ header_read_timeout_secs = 10
 workflow_grace_secs = 30
 recovery_interval_secs = 10
 idempotency_retention_hours = 24
+# A closed account's extensions are removed and their numbers released at once (the phones
+# are the users' own); its main number is kept this many days, so the old customer's callers
+# do not reach a new one, then released by the recovery pass (0: at its next pass).
+number_quarantine_days = 90
 # /readyz answers 503 while a projection is stopped, or while the oldest event it has not
 # applied is older than ready_max_lag_secs (it is stuck or far behind).
 ready_max_lag_secs = 30
@@ -245,9 +258,14 @@ pub struct ApiConfig {
     pub max_connections: u32,
     pub max_connections_per_source: u32,
     pub header_read_timeout_secs: u64,
+    pub body_read_timeout_secs: u64,
+    pub max_concurrent_verifications: u32,
+    pub max_concurrent_reads: u32,
+    pub max_concurrent_writes: u32,
     pub workflow_grace_secs: u64,
     pub recovery_interval_secs: u64,
     pub idempotency_retention_hours: u64,
+    pub number_quarantine_days: u64,
     pub ready_max_lag_secs: u64,
     pub max_live_tails: u32,
     pub live_tail_buffer: u32,
@@ -573,6 +591,22 @@ impl Config {
                 self.api.header_read_timeout_secs,
             ),
             ("api.workflow_grace_secs", self.api.workflow_grace_secs),
+            (
+                "api.body_read_timeout_secs",
+                self.api.body_read_timeout_secs,
+            ),
+            (
+                "api.max_concurrent_verifications",
+                u64::from(self.api.max_concurrent_verifications),
+            ),
+            (
+                "api.max_concurrent_reads",
+                u64::from(self.api.max_concurrent_reads),
+            ),
+            (
+                "api.max_concurrent_writes",
+                u64::from(self.api.max_concurrent_writes),
+            ),
             ("api.ready_max_lag_secs", self.api.ready_max_lag_secs),
             ("api.max_live_tails", u64::from(self.api.max_live_tails)),
             ("api.live_tail_buffer", u64::from(self.api.live_tail_buffer)),
@@ -592,6 +626,12 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));
             }
+        }
+        if self.api.number_quarantine_days > 3650 {
+            return Err(ConfigError::new(
+                "api.number_quarantine_days",
+                "must be at most 3650 (ten years)",
+            ));
         }
         if self.sip.min_expires == 0 || self.sip.min_expires > self.sip.max_expires {
             return Err(ConfigError::new(

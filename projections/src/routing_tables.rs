@@ -102,7 +102,8 @@ impl Projection for RoutingTables {
         let mut w = Writes::default();
         for d in events {
             write(&mut w, d.recorded, &d.event).map_err(|e| BatchError::at(d.index, e))?;
-            crate::workflows::write(&mut w, d.recorded, &d.event);
+            crate::workflows::write(&mut w, d.recorded, &d.event)
+                .map_err(|e| BatchError::at(d.index, e))?;
         }
         w.flush(conn).await?;
         Ok(())

@@ -7,33 +7,67 @@
 //! grace period is a workflow whose process died between its appends: the API's recovery pass
 //! finishes or undoes it. `claimed_at` is the claim's `occurred_at` (which an import keeps, so
 //! a copied log projects the same rows).
+//!
+//! Giving numbers back is a workflow too. An extension detached from its account (removed, or
+//! its account closed) still holds its number until `number.released`: step `release`, from
+//! the detachment's `occurred_at`. A closed account's main number waits out the quarantine:
+//! step `quarantine`, from the closing's `occurred_at`; the recovery pass releases it once the
+//! quarantine is over. For these two steps `claimed_at` is when the step became due to start.
 
-use domain::Event;
 use domain::account::AccountEvent;
 use domain::extension::ExtensionEvent;
 use domain::number::{NumberEvent, NumberRole};
+use domain::{E164, Event};
 use infra::RecordedEvent;
 
-use crate::sql::ts;
+use crate::runner::ProjectionError;
+use crate::sql::{entity_id, ts};
 use crate::writes::Writes;
 
 /// The table's statements, part of the routing projection's schema: one row per step a
 /// claimed number's workflow still lacks (`open` an account; `request` and `attach` an
-/// extension).
+/// extension; `release` a detached extension's number; `quarantine` of a closed account's
+/// main number).
 pub const CREATE_STEPS: &str = "CREATE TABLE IF NOT EXISTS workflow_steps (number TEXT NOT NULL, \
     step TEXT NOT NULL, account_id TEXT NOT NULL, extension_id TEXT, claimed_at TEXT NOT NULL, \
     PRIMARY KEY (number, step))";
+/// The recovery pass looks steps up by kind and age (quarantined numbers wait for months).
 pub const CREATE_STEPS_INDEX: &str =
-    "CREATE INDEX IF NOT EXISTS workflow_steps_by_age ON workflow_steps (claimed_at)";
+    "CREATE INDEX IF NOT EXISTS workflow_steps_by_step ON workflow_steps (step, claimed_at)";
 
 const STEPS: &str = "workflow_steps";
 const STEP: &[&str] = &["number", "step"];
 const NUMBER: &[&str] = &["number"];
 const REST: &[&str] = &["account_id", "extension_id", "claimed_at"];
 
+/// The steps that give a number back (`release`, `quarantine`); the others build something.
+pub const RELEASE_STEPS: &[&str] = &["release", "quarantine"];
+
 /// The rows `event` changes (every write is keyed by the number, so one number's writes keep
 /// their order within a batch).
-pub fn write(w: &mut Writes, event: &RecordedEvent, decoded: &Event) {
+pub fn write(
+    w: &mut Writes,
+    event: &RecordedEvent,
+    decoded: &Event,
+) -> Result<(), ProjectionError> {
+    let due = |w: &mut Writes, number: &E164, step: &str, extension_id: Option<String>| {
+        let n = number.to_string();
+        let account_id = entity_id(&event.stream_id)?;
+        w.upsert(
+            STEPS,
+            STEP,
+            REST,
+            &n,
+            vec![
+                n.clone().into(),
+                step.into(),
+                account_id.into(),
+                extension_id.into(),
+                ts(event.occurred_at).into(),
+            ],
+        );
+        Ok::<_, ProjectionError>(())
+    };
     let missing = |w: &mut Writes, number: String, step: &str| {
         w.delete(
             STEPS,
@@ -54,7 +88,7 @@ pub fn write(w: &mut Writes, event: &RecordedEvent, decoded: &Event) {
                     (&["request", "attach"], Some(extension_id.to_string()))
                 }
                 // An access number is one step: nothing to finish.
-                NumberRole::Access { .. } => return,
+                NumberRole::Access { .. } => return Ok(()),
             };
             let n = number.to_string();
             for step in steps {
@@ -86,6 +120,15 @@ pub fn write(w: &mut Writes, event: &RecordedEvent, decoded: &Event) {
         Event::Extension(ExtensionEvent::Requested { number, .. }) => {
             missing(w, number.to_string(), "request");
         }
+        Event::Account(AccountEvent::ExtensionDetached {
+            extension_id,
+            number: Some(number),
+        }) => due(w, number, "release", Some(extension_id.to_string()))?,
+        Event::Account(AccountEvent::Closed {
+            main_number: Some(number),
+            ..
+        }) => due(w, number, "quarantine", None)?,
         _ => {}
     }
+    Ok(())
 }

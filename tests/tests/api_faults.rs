@@ -26,6 +26,8 @@ use uuid::Uuid;
 on_both_backends!(
     hung_up_clients_leave_no_orphan,
     interrupted_workflows_are_recovered,
+    closing_an_account_gives_its_numbers_back,
+    an_interrupted_closing_is_finished,
     secrets_are_not_kept,
     a_damaged_row_is_named,
     small_refusals,
@@ -354,6 +356,163 @@ async fn interrupted_workflows_are_recovered(b: Backend) {
     assert!(
         metrics.contains("ringledger_workflows_recovered_total{outcome=\"compensated\"} 2"),
         "{metrics}"
+    );
+    app.shutdown().await;
+}
+
+/// Who holds `number` now, from the log (`None`: free).
+async fn holder(app: &TestApp, number: &str) -> Option<AccountId> {
+    let stream = domain::number::stream_id(&e164(number));
+    api::commands::load::<NumberClaim>(&app.state, &stream)
+        .await
+        .unwrap()
+        .state
+        .holder
+        .map(|h| h.account_id)
+}
+
+/// Closing an account removes its extensions and frees their numbers at once (another account
+/// registers the same phone straight away); the main number is kept through the quarantine,
+/// then the recovery pass releases it and a new account may open with it.
+async fn closing_an_account_gives_its_numbers_back(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let owner = account(&app, "+441632960001").await;
+    let mut extensions = Vec::new();
+    for number in ["+447700900201", "+447700900202"] {
+        let (status, body) = ringledger_tests::api_app::extension(&app, &owner, number).await;
+        assert_eq!(status, 201, "{body}");
+        extensions.push(body["extension_id"].as_str().unwrap().to_owned());
+    }
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            &format!("/v1/accounts/{owner}/close"),
+            json!({"reason": "customer left"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "closed");
+    assert_eq!(body["extension_ids"], json!([]), "{body}");
+    for id in &extensions {
+        let (status, ext) = app.get(&format!("/v1/extensions/{id}"), &app.admin).await;
+        assert_eq!(status, 200, "{ext}");
+        assert_eq!(ext["status"], "removed", "{ext}");
+    }
+    assert_eq!(holder(&app, "+447700900201").await, None);
+    assert_eq!(holder(&app, "+447700900202").await, None);
+    // The user's phone joins another account at once.
+    let other = account(&app, "+441632960002").await;
+    let (status, body) = ringledger_tests::api_app::extension(&app, &other, "+447700900201").await;
+    assert_eq!(status, 201, "{body}");
+    // The main number waits out its quarantine.
+    let opening = |number: &'static str| {
+        let app = &app;
+        async move {
+            app.admin_json(
+                Method::POST,
+                "/v1/accounts",
+                json!({"name": "Next", "main_number": number,
+                    "tariff_id": tariff(app).await, "currency": "GBP"}),
+            )
+            .await
+        }
+    };
+    let (status, body) = opening("+441632960001").await;
+    assert_eq!(status, 409, "{body}");
+    app.projections_caught_up().await;
+    let in_quarantine = RecoverySettings {
+        number_quarantine: Duration::from_secs(3600),
+        ..settle_now()
+    };
+    let done = recover(&app.state, &in_quarantine).await.unwrap();
+    assert_eq!(done, Recovered::default(), "nothing is due yet");
+    assert!(holder(&app, "+441632960001").await.is_some());
+    let over = RecoverySettings {
+        number_quarantine: Duration::ZERO,
+        ..settle_now()
+    };
+    let done = recover(&app.state, &over).await.unwrap();
+    assert_eq!(done.released, 1, "{done:?}");
+    assert_eq!(holder(&app, "+441632960001").await, None);
+    let (status, body) = opening("+441632960001").await;
+    assert_eq!(status, 201, "{body}");
+    // Settled: the next pass finds nothing, and the release is counted.
+    app.projections_caught_up().await;
+    assert_eq!(
+        recover(&app.state, &over).await.unwrap(),
+        Recovered::default()
+    );
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM workflow_steps").await, 0);
+    let (_, metrics) = app.get("/metrics", &app.admin).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("ringledger_workflows_recovered_total{outcome=\"released\"} 1"),
+        "{metrics}"
+    );
+    app.shutdown().await;
+}
+
+/// A process that dies right after `account.closed` (its extensions detached in the same
+/// append, nothing after): the recovery pass removes the extensions and frees their numbers.
+/// Removing an extension stopped after its detachment is finished the same way.
+async fn an_interrupted_closing_is_finished(b: Backend) {
+    use api::commands::execute;
+    let app = TestApp::spawn(b).await;
+    let owner = account(&app, "+441632960001").await;
+    let owner_id = AccountId(owner.parse().unwrap());
+    let mut extensions = Vec::new();
+    for number in ["+447700900301", "+447700900302"] {
+        let (status, body) = ringledger_tests::api_app::extension(&app, &owner, number).await;
+        assert_eq!(status, 201, "{body}");
+        extensions.push(body["extension_id"].as_str().unwrap().to_owned());
+    }
+    let second = account(&app, "+441632960002").await;
+    let (status, body) = ringledger_tests::api_app::extension(&app, &second, "+447700900303").await;
+    assert_eq!(status, 201, "{body}");
+    let lone = ExtensionId(body["extension_id"].as_str().unwrap().parse().unwrap());
+    let ctx = Ctx::system("test:crashed-request");
+    let close = AccountCommand::Close {
+        reason: "crashed".into(),
+    };
+    execute::<domain::account::Account>(&app.state, &ctx, &owner_id.stream_id(), None, &close)
+        .await
+        .unwrap();
+    let detach = AccountCommand::DetachExtension { extension_id: lone };
+    let second_id = AccountId(second.parse().unwrap());
+    execute::<domain::account::Account>(&app.state, &ctx, &second_id.stream_id(), None, &detach)
+        .await
+        .unwrap();
+    for number in ["+447700900301", "+447700900302", "+447700900303"] {
+        assert!(holder(&app, number).await.is_some(), "{number}");
+    }
+    app.projections_caught_up().await;
+    let patient = RecoverySettings {
+        grace: Duration::from_secs(3600),
+        ..RecoverySettings::default()
+    };
+    assert_eq!(
+        recover(&app.state, &patient).await.unwrap(),
+        Recovered::default()
+    );
+    let done = recover(&app.state, &settle_now()).await.unwrap();
+    assert_eq!(done.completed, 3, "{done:?}");
+    for number in ["+447700900301", "+447700900302", "+447700900303"] {
+        assert_eq!(holder(&app, number).await, None, "{number}");
+    }
+    for id in extensions.iter().chain([&lone.to_string()]) {
+        let (_, ext) = app.get(&format!("/v1/extensions/{id}"), &app.admin).await;
+        assert_eq!(ext["status"], "removed", "{ext}");
+    }
+    // The main number stays in quarantine.
+    assert_eq!(holder(&app, "+441632960001").await, Some(owner_id));
+    app.projections_caught_up().await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM workflow_steps WHERE step <> 'quarantine'"
+        )
+        .await,
+        0
     );
     app.shutdown().await;
 }
@@ -781,6 +940,146 @@ async fn tail_app(settings: api::ApiSettings) -> TestApp {
         api::HttpLimits::default(),
     )
     .await
+}
+
+/// The number in `metrics` of `ringledger_http_requests_busy_total` for `kind`.
+fn busy(metrics: &Value, kind: &str) -> u64 {
+    let prefix = format!("ringledger_http_requests_busy_total{{kind=\"{kind}\"}} ");
+    metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default()
+}
+
+/// Reads stuck behind a lock on the accounts table (PostgreSQL, taken by the test) hold the
+/// two read permits: the next read is refused 503 at once with Retry-After and counted, while
+/// commands are served; once the lock goes, the stuck reads finish and reads are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_kind_over_its_cap_is_refused_while_the_others_are_served() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(
+        Backend::postgres().await,
+        api::ApiSettings {
+            route_caps: api::RouteCaps {
+                verifications: 1,
+                reads: 2,
+                writes: 4,
+            },
+            ..test_settings()
+        },
+    )
+    .await;
+    account(&app, "+441632960001").await;
+    app.projections_caught_up().await;
+    let mut lock = sqlx::PgConnection::connect(&app.backend.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE routing_accounts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let list = || {
+        app.request(Method::GET, "/v1/accounts", Some(&app.admin))
+            .timeout(Duration::from_secs(1))
+            .send()
+    };
+    let mut stuck = Vec::new();
+    let mut refused = None;
+    for _ in 0..20 {
+        match list().await {
+            Ok(r) if r.status().as_u16() == 503 => {
+                refused = Some(r);
+                break;
+            }
+            Ok(r) => panic!("a read went through the lock: {}", r.status()),
+            // Took a permit and waits for the lock (the request goes on without its client).
+            Err(e) if e.is_timeout() => stuck.push(e),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let refused = refused.expect("a read over the cap is refused");
+    assert!(
+        stuck.len() <= 2,
+        "{} reads got past a cap of 2",
+        stuck.len()
+    );
+    assert!(refused.headers().get("retry-after").is_some());
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("too many read requests"), "{body}");
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            "/v1/tariffs",
+            ringledger_tests::api_app::tariff_body(),
+        )
+        .await;
+    assert_eq!(
+        status, 201,
+        "commands are not held up by stuck reads: {body}"
+    );
+    let (_, metrics) = app.get("/metrics", &app.admin).await;
+    assert!(busy(&metrics, "read") >= 1, "{metrics}");
+    assert_eq!(busy(&metrics, "write"), 0, "{metrics}");
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let mut served = false;
+    for _ in 0..100 {
+        if list().await.is_ok_and(|r| r.status().as_u16() == 200) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "the stuck reads gave their permits back");
+    app.shutdown().await;
+}
+
+/// Clients that stop sending their bodies hold no permit (a write cap of 1 still serves
+/// others) and are answered 408 when the body read timeout passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_is_refused_and_holds_no_permit() {
+    let app = TestApp::spawn_with(
+        Backend::sqlite().await,
+        api::ApiSettings {
+            route_caps: api::RouteCaps {
+                writes: 1,
+                ..api::RouteCaps::default()
+            },
+            body_read_timeout: Duration::from_secs(1),
+            ..test_settings()
+        },
+    )
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let head = format!(
+            "POST /v1/tariffs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+            app.admin
+        );
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(s);
+    }
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            "/v1/tariffs",
+            ringledger_tests::api_app::tariff_body(),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for mut s in stalled {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer));
+        read.await.expect("answered within the timeout").unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body-timeout"), "{answer}");
+    }
+    app.shutdown().await;
 }
 
 /// Three tails (the limit) each see every event once, in order, while writers append; a

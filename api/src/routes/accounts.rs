@@ -5,7 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use domain::account::{Account, AccountCommand, AccountStatus, RingPolicy};
+use domain::account::{Account, AccountCommand, AccountEvent, AccountStatus, RingPolicy};
 use domain::ids::{AccountId, TariffId};
 use domain::number::{NumberClaim, NumberCommand, NumberRole};
 use domain::tariff::Tariff;
@@ -18,9 +18,10 @@ use uuid::Uuid;
 use super::{
     Page, created, list_response, page_limit, paginate, parse_e164, parse_uuid, versioned,
 };
-use crate::commands::{Loaded, Written, create, execute, load};
+use crate::commands::{Loaded, Written, create, execute, execute_with_events, load};
 use crate::extract::{Admin, Ctx, IfMatch, JsonBody, Query};
 use crate::problem::{ApiError, ApiResult};
+use crate::routes::extensions::give_back;
 use crate::state::{AppState, Shared};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -109,7 +110,7 @@ fn view(id: AccountId, a: &Account, version: u64) -> AccountView {
         ring_policy: (&a.ring_policy).into(),
         daily_spend_limit_minor: a.daily_spend_limit_minor,
         max_extensions: a.max_extensions,
-        extension_ids: a.extensions.iter().map(|e| e.to_string()).collect(),
+        extension_ids: a.extensions.keys().map(|e| e.to_string()).collect(),
         version,
     }
 }
@@ -334,6 +335,11 @@ pub async fn reinstate(
     change(&app, &ctx, &id, v, AccountCommand::Reinstate).await
 }
 
+/// Closing detaches every extension in the same append as `account.closed`; then each
+/// extension is removed and its number released (the phone is the user's own: another account
+/// may register it at once). The main number is kept for `api.number_quarantine_days`, so
+/// callers of the old customer do not reach a new one, then released by the recovery pass.
+/// Steps a crash interrupts are finished by the pass after its grace period.
 #[utoipa::path(post, path = "/v1/accounts/{account_id}/close", tag = "admin",
     params(("account_id" = String, Path), ("If-Match" = Option<String>, Header)), request_body = Reason,
     responses((status = 200, body = AccountView), (status = 412, body = crate::problem::Problem)))]
@@ -344,16 +350,27 @@ pub async fn close(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<Reason>,
 ) -> ApiResult<Response> {
-    change(
-        &app,
-        &ctx,
-        &id,
-        v,
-        AccountCommand::Close {
-            reason: body.reason,
-        },
-    )
-    .await
+    let id = account_id(&id)?;
+    existing(&app, id).await?;
+    let command = AccountCommand::Close {
+        reason: body.reason,
+    };
+    let (Written { state, version }, events) =
+        execute_with_events::<Account>(&app, &ctx, &id.stream_id(), v, &command).await?;
+    for event in &events {
+        if let AccountEvent::ExtensionDetached {
+            extension_id,
+            number: Some(number),
+        } = event
+        {
+            let reason = "the account was closed";
+            if let Err(e) = give_back(&app, &ctx, id, *extension_id, number, reason).await {
+                tracing::warn!(account_id = %id, extension_id = %extension_id, error = %e,
+                    "closing: an extension is left for the recovery pass to remove");
+            }
+        }
+    }
+    Ok(versioned(version, view(id, &state, version)))
 }
 
 #[utoipa::path(put, path = "/v1/accounts/{account_id}/ring-policy", tag = "admin",

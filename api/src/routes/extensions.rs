@@ -8,20 +8,23 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::Aggregate;
+use domain::E164;
 use domain::account::{Account, AccountCommand};
 use domain::extension::{
     AlternateMode, CallerIdShown, ChallengeMethod, Extension, ExtensionCommand, ExtensionKind,
     ExtensionStatus, PinChange, SettingsChange,
 };
-use domain::ids::ExtensionId;
-use domain::number::NumberRole;
+use domain::ids::{AccountId, ExtensionId};
+use domain::number::{Holder, NumberClaim, NumberRole};
 use infra::config::CodeDelivery;
 use serde::{Deserialize, Deserializer, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::accounts::{ListQuery, account_id, claim_number, existing, release_number};
+use super::accounts::{
+    ListQuery, account_id, claim_number, existing, release_number, try_release_number,
+};
 use super::{
     Page, created, list_response, page_limit, paginate, parse_e164, parse_uuid, versioned,
 };
@@ -195,7 +198,7 @@ pub async fn register(
         // changed meanwhile): remove the extension, which also releases its number.
         (Err(e), Ok(w)) => {
             let reason = "the account refused the extension while it was registered";
-            let _ = remove_extension(&app, &ctx, id, &w.state, None, reason).await;
+            let _ = remove_extension(&app, &ctx, id, &w.state, reason).await;
             Err(e)
         }
         (Ok(_), Err(e)) => {
@@ -432,35 +435,64 @@ pub async fn settings(
     Ok(versioned(w.version, view(id, &w.state, w.version)))
 }
 
-/// Removes an extension: it stops serving, leaves the account, and its number is released.
+/// Removes an extension: it leaves its account first (the detachment names the number, so a
+/// process that dies after it leaves a `release` step the recovery pass finishes), then stops
+/// serving, and its number is released.
 pub async fn remove_extension(
     app: &AppState,
     ctx: &Ctx,
     id: ExtensionId,
     state: &Extension,
-    if_match: Option<u64>,
     reason: &str,
 ) -> ApiResult<()> {
-    if state.status != ExtensionStatus::Removed {
+    match (state.account_id, &state.number) {
+        (Some(account_id), Some(number)) => {
+            let detach = AccountCommand::DetachExtension { extension_id: id };
+            execute::<Account>(app, ctx, &account_id.stream_id(), None, &detach).await?;
+            give_back(app, ctx, account_id, id, number, reason).await?;
+        }
+        _ if state.status != ExtensionStatus::Removed => {
+            let command = ExtensionCommand::Remove {
+                reason: reason.to_owned(),
+            };
+            execute::<Extension>(app, ctx, &id.stream_id(), None, &command).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The steps after an extension left its account (removed by an admin, or its account
+/// closed): the extension is removed if it is not yet, and its number released if the
+/// extension still holds it. False when the number was not held for it (nothing to give back).
+pub async fn give_back(
+    app: &AppState,
+    ctx: &Ctx,
+    account_id: AccountId,
+    id: ExtensionId,
+    number: &E164,
+    reason: &str,
+) -> ApiResult<bool> {
+    let state = load::<Extension>(app, &id.stream_id()).await?.state;
+    if matches!(
+        state.status,
+        ExtensionStatus::Pending | ExtensionStatus::Verified
+    ) {
         let command = ExtensionCommand::Remove {
             reason: reason.to_owned(),
         };
-        execute::<Extension>(app, ctx, &id.stream_id(), if_match, &command).await?;
+        execute::<Extension>(app, ctx, &id.stream_id(), None, &command).await?;
     }
-    if let Some(account_id) = state.account_id {
-        let detach = AccountCommand::DetachExtension { extension_id: id };
-        execute::<Account>(app, ctx, &account_id.stream_id(), None, &detach).await?;
-        if let Some(number) = &state.number {
-            let held = load::<domain::number::NumberClaim>(app, &domain::number::stream_id(number))
-                .await?
-                .state
-                .holder;
-            if held.is_some_and(|h| h.role == NumberRole::Extension { extension_id: id }) {
-                release_number(app, ctx, number, account_id).await;
-            }
-        }
+    let holder = load::<NumberClaim>(app, &domain::number::stream_id(number))
+        .await?
+        .state
+        .holder;
+    let role = NumberRole::Extension { extension_id: id };
+    if holder != Some(Holder { account_id, role }) {
+        return Ok(false);
     }
-    Ok(())
+    try_release_number(app, ctx, number, account_id).await?;
+    Ok(true)
 }
 
 #[utoipa::path(delete, path = "/v1/extensions/{extension_id}", tag = "admin",
@@ -473,8 +505,15 @@ pub async fn remove(
     IfMatch(if_match): IfMatch,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (id, Loaded { state, .. }) = extension(&app, &id).await?;
-    remove_extension(&app, &ctx, id, &state, if_match, "removed by an admin").await?;
+    let (id, Loaded { state, version }) = extension(&app, &id).await?;
+    // Checked before anything is written: the removal's first append is on the account.
+    if let Some(expected) = if_match.filter(|v| *v != version) {
+        return Err(ApiError::PreconditionFailed {
+            expected,
+            actual: version,
+        });
+    }
+    remove_extension(&app, &ctx, id, &state, "removed by an admin").await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
