@@ -39,11 +39,21 @@ pub async fn seed_devices(
     let store = infra::open_store(store_url).await?;
     let now = chrono::Utc::now();
     let account_id = AccountId::from(Uuid::now_v7());
+    // The devices' calls go to +33 (France): no call is placed without a price for it.
+    let tariff_id = publish_tariff(
+        store.as_ref(),
+        "SIP benchmark",
+        vec![
+            rate("33", "France", 1_500),
+            rate("44", "United Kingdom", 2_000),
+        ],
+    )
+    .await?;
     let open = AccountCommand::Open {
         account_id,
         name: "SIP benchmark".into(),
         main_number: E164::parse(&format!("+4420{:08}", now.timestamp() % 100_000_000))?,
-        tariff_id: TariffId::from(Uuid::now_v7()),
+        tariff_id,
         currency: domain::money::Currency::parse("GBP")?,
         max_extensions: None,
     };
@@ -193,39 +203,56 @@ async fn seed_subscriber(
     Ok(())
 }
 
+/// A rate per minute (thousandths of a minor unit), billed per minute.
+fn rate(prefix: &str, description: &str, per_minute_millis: i64) -> domain::tariff::Rate {
+    domain::tariff::Rate {
+        prefix: prefix.into(),
+        description: description.into(),
+        per_minute_millis,
+        connect_fee_minor: 0,
+        first_increment_secs: 60,
+        next_increment_secs: 60,
+    }
+}
+
+/// Publishes a GBP tariff of `rates`, in force from an hour ago: its id.
+async fn publish_tariff(
+    store: &dyn infra::EventStore,
+    name: &str,
+    rates: Vec<domain::tariff::Rate>,
+) -> anyhow::Result<TariffId> {
+    use domain::tariff::{Tariff, TariffCommand, TariffVersion};
+    let tariff_id = TariffId::from(Uuid::now_v7());
+    let publish = TariffCommand::Publish {
+        tariff_id,
+        name: name.into(),
+        version: TariffVersion {
+            version: 1,
+            currency: domain::money::Currency::parse("GBP")?,
+            effective_from: chrono::SubsecRound::trunc_subsecs(
+                chrono::Utc::now() - chrono::Duration::hours(1),
+                6,
+            ),
+            rates,
+            blocked_prefixes: vec![],
+        },
+    };
+    run::<Tariff>(store, &tariff_id.stream_id(), Some(new_stream()), publish).await?;
+    Ok(tariff_id)
+}
+
 /// The mixed benchmark's subscribers: a tariff (+44 at 2p a minute, per minute), `count`
 /// accounts each with a main number, a verified extension and a mapped access number, and
 /// SIPp's injection files: `inbound.csv` (a caller; a main number, whose call goes to the
 /// extension over the alternate path, as nobody is registered) and `through.csv` (an
 /// extension; its access number, for a call-through).
 pub async fn seed_extension_mix(store_url: &str, count: usize, dir: &str) -> anyhow::Result<()> {
-    use domain::tariff::{Rate, Tariff, TariffCommand, TariffVersion};
     let store = infra::open_store(store_url).await?;
     let began = Instant::now();
-    let tariff_id = TariffId::from(Uuid::now_v7());
-    let publish = TariffCommand::Publish {
-        tariff_id,
-        name: "Mix".into(),
-        version: TariffVersion {
-            version: 1,
-            currency: domain::money::Currency::parse("GBP")?,
-            effective_from: chrono::Utc::now() - chrono::Duration::hours(1),
-            rates: vec![Rate {
-                prefix: "44".into(),
-                description: "United Kingdom".into(),
-                per_minute_millis: 2_000,
-                connect_fee_minor: 0,
-                first_increment_secs: 60,
-                next_increment_secs: 60,
-            }],
-            blocked_prefixes: vec![],
-        },
-    };
-    run::<Tariff>(
+    let tariff_id = publish_tariff(
         store.as_ref(),
-        &tariff_id.stream_id(),
-        Some(new_stream()),
-        publish,
+        "Mix",
+        vec![rate("44", "United Kingdom", 2_000)],
     )
     .await?;
     let subscribers: Vec<Subscriber> = (0..count)

@@ -338,6 +338,7 @@ fn security_settings(c: &infra::config::SecurityConfig) -> signaling::SecuritySe
         kept_responses: signaling::edge::KeptResponses {
             max_bytes: c.kept_responses_max_mb * 1024 * 1024,
         },
+        allow_unrated_calls: c.allow_unrated_calls,
     }
 }
 

@@ -131,6 +131,8 @@ pub enum AccountCommand {
     },
     ChangeTariff {
         tariff_id: TariffId,
+        /// The tariff's currency: an account bills in one currency for ever.
+        currency: Currency,
     },
     AttachExtension {
         extension_id: ExtensionId,
@@ -279,7 +281,18 @@ impl Aggregate for Account {
                     }]
                 }
             }
-            C::ChangeTariff { tariff_id } => {
+            C::ChangeTariff {
+                tariff_id,
+                currency,
+            } => {
+                if let Some(own) = self.currency
+                    && own != *currency
+                {
+                    return Err(DomainError::invalid(
+                        "tariff_id",
+                        format!("the tariff is priced in {currency}; the account bills in {own}"),
+                    ));
+                }
                 if Some(*tariff_id) == self.tariff_id {
                     vec![]
                 } else {
@@ -567,6 +580,7 @@ pub(crate) mod tests {
             },
             AccountCommand::ChangeTariff {
                 tariff_id: TariffId(Uuid::from_u128(9)),
+                currency: Currency::parse("GBP").unwrap(),
             },
             attach(1),
         ];
@@ -646,6 +660,25 @@ pub(crate) mod tests {
                 number: None
             }
         );
+    }
+
+    #[test]
+    fn an_account_never_moves_to_a_tariff_in_another_currency() {
+        let to = |currency: &str| AccountCommand::ChangeTariff {
+            tariff_id: TariffId(Uuid::from_u128(9)),
+            currency: Currency::parse(currency).unwrap(),
+        };
+        given::<Account>([opened()])
+            .when(to("EUR"))
+            .then_error(DomainError::invalid(
+                "tariff_id",
+                "the tariff is priced in EUR; the account bills in GBP",
+            ));
+        given::<Account>([opened()])
+            .when(to("GBP"))
+            .then([AccountEvent::TariffChanged {
+                tariff_id: TariffId(Uuid::from_u128(9)),
+            }]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::account::Account;
 use crate::event::domain_events;
 use crate::extension::Extension;
-use crate::ids::{AccountId, CallId, DeviceId, ExtensionId, LegId};
+use crate::ids::{AccountId, CallId, DeviceId, ExtensionId, LegId, TariffId};
 use crate::{Aggregate, DomainError, E164, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +111,8 @@ pub enum EndCause {
     MediaTimeout,
     CallInTimeout,
     SpendLimit,
+    /// Refused: the tariff in force has no rate for the destination (no call without a price).
+    NoRate,
     EdgeLost,
     Failed,
 }
@@ -179,6 +181,8 @@ pub struct Call {
     pub status: CallStatus,
     pub id: Option<CallId>,
     pub account_id: Option<AccountId>,
+    /// The account's tariff when the call started: its legs are rated on it.
+    pub tariff_id: Option<TariffId>,
     pub extension_id: Option<ExtensionId>,
     pub direction: Option<Direction>,
     pub started_at: Option<Instant>,
@@ -255,8 +259,11 @@ domain_events! {
             /// The main account every leg of this call is billed to.
             account_id: AccountId,
             extension_id: Option<ExtensionId>,
+            /// The account's tariff when the call started, on which its legs are rated (null
+            /// in version 1: those are rated on the account's tariff when the call ended).
+            tariff_id: Option<TariffId>,
             at: Instant,
-        } = ("call.started", 1),
+        } = ("call.started", 2),
         LegStarted { leg_id: LegId, target: LegTarget, path: Path, role: LegRole, at: Instant } = ("call.leg_started", 1),
         LegRinging { leg_id: LegId, at: Instant } = ("call.leg_ringing", 1),
         LegAnswered { leg_id: LegId, at: Instant } = ("call.leg_answered", 1),
@@ -374,8 +381,28 @@ fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> 
         path: *path,
         account_id,
         extension_id,
+        tariff_id: account.tariff_id,
         at: now,
     })
+}
+
+/// Upcasters for call events: `call.started` version 1 did not name the tariff.
+pub(crate) fn upcast(
+    event_type: &str,
+    version: u16,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, crate::event::DecodeError> {
+    use serde_json::Value;
+    match (event_type, version, payload) {
+        ("call.started", 1, Value::Object(mut v1)) => {
+            v1.entry("tariff_id").or_insert(Value::Null);
+            Ok(Value::Object(v1))
+        }
+        (t, v, _) => Err(crate::event::DecodeError::NoUpcaster {
+            event_type: t.to_owned(),
+            version: v,
+        }),
+    }
 }
 
 impl Aggregate for Call {
@@ -546,6 +573,7 @@ impl Aggregate for Call {
                 direction,
                 account_id,
                 extension_id,
+                tariff_id,
                 at,
                 ..
             } => {
@@ -553,6 +581,7 @@ impl Aggregate for Call {
                 self.id = Some(*call_id);
                 self.direction = Some(*direction);
                 self.account_id = Some(*account_id);
+                self.tariff_id = *tariff_id;
                 self.extension_id = *extension_id;
                 self.started_at = Some(*at);
             }
@@ -657,6 +686,7 @@ mod tests {
             path: Path::Data,
             account_id: account_id(),
             extension_id: None,
+            tariff_id: Some(crate::account::tests::tariff_id()),
             at: at(0),
         }
     }
@@ -672,6 +702,35 @@ mod tests {
             role: LegRole::Callee,
             at: at(0),
         }
+    }
+
+    #[test]
+    fn a_call_records_the_tariff_it_started_on_and_version_1_reads_without() {
+        let events = given::<Call>([])
+            .when(through(Some(verified()), "+442079460000"))
+            .events();
+        let [CallEvent::Started { tariff_id, .. }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(*tariff_id, active_account().tariff_id);
+        assert!(tariff_id.is_some());
+        use crate::event::DomainEvent;
+        let mut v1 = match inbound_started().encode().payload {
+            serde_json::Value::Object(m) => m,
+            other => panic!("{other:?}"),
+        };
+        v1.remove("tariff_id");
+        let read = CallEvent::decode("call.started", 1, serde_json::Value::Object(v1)).unwrap();
+        assert!(
+            matches!(
+                read,
+                CallEvent::Started {
+                    tariff_id: None,
+                    ..
+                }
+            ),
+            "{read:?}"
+        );
     }
 
     #[test]

@@ -150,6 +150,15 @@ macro_rules! domain_events {
             $crate::account::upcast(event_type, version, payload)
         }
     };
+    (@upcast CallEvent) => {
+        fn upcast_once(
+            event_type: &str,
+            version: u16,
+            payload: serde_json::Value,
+        ) -> Result<serde_json::Value, $crate::event::DecodeError> {
+            $crate::call::upcast(event_type, version, payload)
+        }
+    };
     (@upcast DeviceEvent) => {
         fn upcast_once(
             event_type: &str,

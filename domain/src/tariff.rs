@@ -50,6 +50,14 @@ impl TariffVersion {
     }
 
     fn validate(&self) -> Result<(), DomainError> {
+        // Call instants are compared with versions at the precision billing keeps them
+        // (microseconds): a start between two microseconds would be missed.
+        if self.effective_from.timestamp_subsec_nanos() % 1_000 != 0 {
+            return Err(DomainError::invalid(
+                "effective_from",
+                "must be a whole number of microseconds",
+            ));
+        }
         let is_prefix =
             |p: &str| (1..=15).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
         if self.rates.is_empty() {
@@ -220,6 +228,20 @@ pub(crate) mod tests {
             name: "Standard".into(),
             version: v,
         }
+    }
+
+    #[test]
+    fn a_version_starts_on_a_whole_microsecond() {
+        let mut v = version(1, at(0), vec![rate("44", 1_000, 0, 60, 60)]);
+        v.effective_from += chrono::Duration::nanoseconds(1_500);
+        given::<Tariff>([])
+            .when(publish(v.clone()))
+            .then_error(DomainError::invalid(
+                "effective_from",
+                "must be a whole number of microseconds",
+            ));
+        v.effective_from -= chrono::Duration::nanoseconds(500);
+        assert!(given::<Tariff>([]).when(publish(v)).events().len() == 1);
     }
 
     #[test]

@@ -130,6 +130,10 @@ max_calls_per_extension = 4
 # MiB; past it new answers are sent but not kept (a retransmitted request then goes unanswered).
 # An answer over 8 KiB (a request stuffed with echoed headers) is never kept.
 kept_responses_max_mb = 128
+# No call without a price: a call out to a destination the account's tariff in force has no
+# rate for is refused 403 (call.ended cause no_rate, counted, logged). true places it anyway;
+# its legs are then kept with no charge and listed as unrated (rated-legs?unrated=true).
+allow_unrated_calls = false
 
 [media]
 # Relay RTP through the edge (rewriting session descriptions); false: media flows end to end.
@@ -315,6 +319,7 @@ pub struct SecurityConfig {
     pub max_calls_per_account: usize,
     pub max_calls_per_extension: usize,
     pub kept_responses_max_mb: usize,
+    pub allow_unrated_calls: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

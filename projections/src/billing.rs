@@ -1,6 +1,6 @@
 //! Billing: one rated row per billable leg — every answered leg that reached a number through
-//! a trunk — priced by the domain's rating under the tariff version in force when the call
-//! started, and always billed to the call's main account, naming the extension it came
+//! a trunk — priced by the domain's rating under the version in force when the call started
+//! of the tariff the call started on (`call.started` names it), and always billed to the call's main account, naming the extension it came
 //! through. A leg that cannot be rated (no tariff version, no rate) is kept with its reason in
 //! `rating_error` and no charge, for a billing team to see, rather than stopping billing.
 
@@ -35,6 +35,9 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS billing_leg_extensions (leg_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, \
      extension_id TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS billing_open_legs_by_call ON billing_open_legs (call_id)",
+    // The tariff an open call started on (`call.started` v2): its legs are rated on it even
+    // when the account moves to another tariff during the call.
+    "CREATE TABLE IF NOT EXISTS billing_call_tariffs (call_id TEXT PRIMARY KEY, tariff_id TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rated_legs (leg_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, \
      account_id TEXT NOT NULL, extension_id TEXT, path TEXT NOT NULL, destination TEXT NOT NULL, \
      call_started_at TEXT NOT NULL, answered_at TEXT NOT NULL, ended_at TEXT NOT NULL, \
@@ -57,6 +60,7 @@ const TABLES: &[(&str, &str)] = &[
     ("billing_open_calls", "call_id"),
     ("billing_open_legs", "leg_id"),
     ("billing_leg_extensions", "leg_id"),
+    ("billing_call_tariffs", "call_id"),
     ("rated_legs", "leg_id"),
     ("billing_usage", "account_id, day, extension_id, path"),
     (
@@ -145,6 +149,7 @@ const RATED_LEG: &[&str] = &[
 const OPEN_CALLS: &str = "billing_open_calls";
 const OPEN_LEGS: &str = "billing_open_legs";
 const LEG_EXTENSIONS: &str = "billing_leg_extensions";
+const CALL_TARIFFS: &str = "billing_call_tariffs";
 const CALL_ID: &[&str] = &["call_id"];
 
 /// A call still open, as `billing_open_calls` holds it.
@@ -153,6 +158,9 @@ struct CallHead {
     account_id: String,
     extension_id: Option<String>,
     started_at: String,
+    /// The tariff the call started on; `None` for calls of `call.started` v1, rated on the
+    /// account's tariff when they end.
+    tariff_id: Option<String>,
 }
 
 /// A leg to a number (`billing_open_legs`).
@@ -275,6 +283,7 @@ impl BillingBatch {
                 account_id: r.try_get(1)?,
                 extension_id: r.try_get(2)?,
                 started_at: r.try_get(3)?,
+                tariff_id: None,
             };
             account_ids.insert(head.account_id.clone());
             let call = batch.calls.entry(r.try_get(0)?).or_default();
@@ -313,6 +322,20 @@ impl BillingBatch {
             let call = batch.calls.entry(r.try_get(1)?).or_default();
             call.stored = true;
             call.leg_extensions.insert(r.try_get(0)?, r.try_get(2)?);
+        }
+        let tariffs = select_in(
+            conn,
+            "call_id, tariff_id",
+            CALL_TARIFFS,
+            "call_id",
+            &call_ids,
+        )
+        .await?;
+        for r in tariffs {
+            let call_id: String = r.try_get(0)?;
+            if let Some(head) = batch.calls.get_mut(&call_id).and_then(|c| c.head.as_mut()) {
+                head.tariff_id = Some(r.try_get(1)?);
+            }
         }
         let account_ids: Vec<String> = account_ids.into_iter().collect();
         for r in select_in(
@@ -387,9 +410,17 @@ impl BillingBatch {
         let w = &mut self.writes;
         for (call_id, call) in calls {
             if call.stored {
-                for table in [OPEN_CALLS, OPEN_LEGS, LEG_EXTENSIONS] {
+                for table in [OPEN_CALLS, OPEN_LEGS, LEG_EXTENSIONS, CALL_TARIFFS] {
                     w.delete(table, CALL_ID, &call_id, vec![call_id.clone().into()]);
                 }
+            }
+            if let Some(tariff_id) = call.head.as_ref().and_then(|h| h.tariff_id.clone()) {
+                w.insert(
+                    CALL_TARIFFS,
+                    &["call_id", "tariff_id"],
+                    &call_id,
+                    vec![call_id.clone().into(), tariff_id.into()],
+                );
             }
             if let Some(h) = call.head {
                 w.insert(
@@ -444,7 +475,11 @@ impl BillingBatch {
         let Some(head) = call.head.clone() else {
             return Ok(());
         };
-        let Some(tariff_id) = self.accounts.get(&head.account_id).cloned() else {
+        let Some(tariff_id) = head
+            .tariff_id
+            .clone()
+            .or_else(|| self.accounts.get(&head.account_id).cloned())
+        else {
             return Ok(());
         };
         if call.legs.values().any(|l| l.answered_at.is_some()) {
@@ -680,6 +715,7 @@ impl BillingBatch {
                     CallEvent::Started {
                         account_id,
                         extension_id,
+                        tariff_id,
                         at,
                         ..
                     } => {
@@ -687,6 +723,7 @@ impl BillingBatch {
                             account_id: account_id.to_string(),
                             extension_id: extension_id.map(|x| x.to_string()),
                             started_at: ts(*at),
+                            tariff_id: tariff_id.map(|t| t.to_string()),
                         });
                     }
                     CallEvent::LegStarted {

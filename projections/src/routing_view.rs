@@ -183,8 +183,9 @@ impl RoutingView {
         }
     }
 
-    /// Adds an ended call's answered trunk legs, rated with the account's tariff in force when
-    /// the call started, to what its account spent that day, and each leg's to what its
+    /// Adds an ended call's answered trunk legs, rated with the version in force when the call
+    /// started of the tariff it started on (the account's tariff then; its tariff now for calls
+    /// recorded before calls named theirs), to what its account spent that day, and each leg's to what its
     /// extension spent (the leg's own, for a leg that rang one; else the call's).
     fn add_spend(&mut self, call: &Call) {
         let (Some(account_id), Some(started_at)) = (call.account_id, call.started_at) else {
@@ -210,7 +211,13 @@ impl RoutingView {
         if billable.is_empty() {
             return;
         }
-        let Some(version) = self.tariff_in_force(account_id, started_at) else {
+        let tariff_id = call
+            .tariff_id
+            .or_else(|| self.accounts.get(&account_id)?.tariff_id);
+        let Some(version) = tariff_id
+            .and_then(|t| self.tariffs.get(&t))
+            .and_then(|t| t.in_force_at(started_at))
+        else {
             return;
         };
         let charges: Vec<_> = billable
@@ -640,6 +647,7 @@ mod tests {
                     path: Path::CallIn,
                     account_id: account,
                     extension_id: None,
+                    tariff_id: None,
                     at: t0(),
                 },
             ),

@@ -165,7 +165,7 @@ impl Workload {
             version: TariffVersion {
                 version,
                 currency: Currency::parse("GBP").ok()?,
-                effective_from: self.now,
+                effective_from: chrono::SubsecRound::trunc_subsecs(self.now, 6),
                 rates: vec![
                     rate("44", 1_000, 0, 60, 60),
                     rate("447", 8_400, 0, 30, 6),

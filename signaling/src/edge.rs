@@ -128,6 +128,37 @@ pub struct Stats {
     pub retransmissions_absorbed: AtomicU64,
     /// Responses sent but not kept for retransmission (too large, or over the budget).
     pub responses_not_kept: AtomicU64,
+    /// Calls refused by the fraud controls, by cause.
+    pub calls_refused: CallRefusals,
+}
+
+/// Calls the fraud controls refused (each also a `call.ended` with its cause), by cause.
+#[derive(Debug, Default)]
+pub struct CallRefusals {
+    rejected: AtomicU64,
+    spend_limit: AtomicU64,
+    no_rate: AtomicU64,
+}
+
+impl CallRefusals {
+    fn count(&self, cause: domain::call::EndCause) {
+        use domain::call::EndCause as C;
+        let counter = match cause {
+            C::SpendLimit => &self.spend_limit,
+            C::NoRate => &self.no_rate,
+            _ => &self.rejected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// By cause: `rejected` (blocked destination, too many calls), `spend_limit`, `no_rate`.
+    pub fn by_cause(&self) -> [(&'static str, u64); 3] {
+        [
+            ("rejected", self.rejected.load(Ordering::Relaxed)),
+            ("spend_limit", self.spend_limit.load(Ordering::Relaxed)),
+            ("no_rate", self.no_rate.load(Ordering::Relaxed)),
+        ]
+    }
 }
 
 struct Entry {
@@ -200,6 +231,7 @@ pub struct Parts {
     pub tcp_limits: TcpLimits,
     pub call_limits: CallLimits,
     pub kept_responses: KeptResponses,
+    pub allow_unrated_calls: bool,
 }
 
 pub struct Edge {
@@ -222,6 +254,8 @@ pub struct Edge {
     pub(crate) call_ins: CallIns,
     /// Call-through attempts per caller (a fraud control).
     attempts: Attempts,
+    /// What the operator allows when calls are planned.
+    pub(crate) policy: plan::Policy,
     /// Calls in progress and their reservations against daily limits (a fraud control).
     pub spending: Arc<Spending>,
     /// Open TCP connections by the peer's address: how the edge reaches a device registered
@@ -251,13 +285,17 @@ impl Edge {
             local: parts.local,
             ring_timeout: parts.ring_timeout,
             call_in_timeout: parts.call_in_timeout,
-            call_in_webhook: parts.call_in_webhook,
+            call_in_webhook: parts.call_in_webhook.clone(),
             media: parts.media,
             transactions: TransactionShards::default(),
             outgoing: Outgoing::default(),
             calls: Calls::default(),
             call_ins: CallIns::default(),
             attempts: Attempts::default(),
+            policy: plan::Policy {
+                call_in_webhook: parts.call_in_webhook.is_some(),
+                allow_unrated_calls: parts.allow_unrated_calls,
+            },
             spending: Spending::new(parts.call_limits),
             connections: Mutex::default(),
             tcp_limits: parts.tcp_limits,
@@ -460,7 +498,7 @@ impl Edge {
             &self.auth,
             &self.view,
             &self.attempts,
-            self.call_in_webhook.is_some(),
+            self.policy,
         ) {
             Ok(plan) => plan,
             Err(answer) => return Some(answer),
@@ -478,6 +516,9 @@ impl Edge {
         } else {
             None
         };
+        if let Some((_, cause)) = &plan.refusal {
+            self.stats.calls_refused.count(*cause);
+        }
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let caller = Caller {
             key: key.clone(),
@@ -726,6 +767,14 @@ impl Edge {
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let name = "ringledger_calls_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Calls refused by the fraud controls, by cause.\n# TYPE {name} counter"
+        );
+        for (cause, n) in self.stats.calls_refused.by_cause() {
+            let _ = writeln!(out, "{name}{{cause=\"{cause}\"}} {n}");
         }
         let lockout = &self.auth.lockout.stats;
         let media = self.media.as_ref();

@@ -74,6 +74,9 @@ pub struct SecuritySettings {
     pub tcp: transport::tcp::TcpLimits,
     pub calls: b2bua::spending::CallLimits,
     pub kept_responses: edge::KeptResponses,
+    /// Place calls to destinations the tariff has no rate for (listed as unrated) instead of
+    /// refusing them.
+    pub allow_unrated_calls: bool,
 }
 
 /// A started edge.
@@ -121,6 +124,7 @@ pub async fn start(
         tcp_limits: settings.security.tcp.clone(),
         call_limits: settings.security.calls.clone(),
         kept_responses: settings.security.kept_responses.clone(),
+        allow_unrated_calls: settings.security.allow_unrated_calls,
     });
     let mut tasks = vec![
         tokio::spawn(security_log::record_blocks(

@@ -520,9 +520,10 @@ impl SipEdge {
         }
     }
 
-    /// Publishes alice's tariff: calls to +44 cost a 25p connect fee and 6p a minute (per
-    /// second after the first minute); `blocked` prefixes may not be called. Then sets her
-    /// daily spend limit (minor units), if that changes it.
+    /// Publishes a new version of alice's tariff (the one she opened with prices the same,
+    /// blocks nothing): calls to +44 cost a 25p connect fee and 6p a minute (per second after
+    /// the first minute), +33 and +1 1.5p a minute; `blocked` prefixes may not be called.
+    /// Then sets her daily spend limit (minor units), if that changes it.
     pub async fn price_calls(&self, blocked: &[&str], daily_limit_minor: Option<i64>) {
         let store = self.store.as_ref();
         let stream = self.account_id.stream_id();
@@ -532,24 +533,20 @@ impl SipEdge {
             .state;
         let tariff_id = account.tariff_id.unwrap();
         let now = chrono::Utc::now();
-        let version = domain::tariff::TariffVersion {
-            version: 1,
-            currency: domain::money::Currency::parse("GBP").unwrap(),
-            effective_from: now - chrono::Duration::hours(1),
-            rates: vec![domain::tariff::Rate {
-                prefix: "44".into(),
-                description: "United Kingdom".into(),
-                per_minute_millis: 6_000,
-                connect_fee_minor: 25,
-                first_increment_secs: 60,
-                next_increment_secs: 1,
-            }],
-            blocked_prefixes: blocked.iter().map(|p| p.to_string()).collect(),
-        };
+        let mut tariff =
+            infra::command::load::<domain::tariff::Tariff>(store, &tariff_id.stream_id())
+                .await
+                .unwrap()
+                .state;
+        let version = harness_tariff(
+            tariff.versions.len() as u32 + 1,
+            now - chrono::Duration::minutes(30),
+            blocked,
+        );
         record(
             store,
             &tariff_id.stream_id(),
-            &mut domain::tariff::Tariff::default(),
+            &mut tariff,
             domain::tariff::TariffCommand::Publish {
                 tariff_id,
                 name: "Standard".into(),
@@ -569,8 +566,10 @@ impl SipEdge {
             .await;
         }
         let account_id = self.account_id;
+        let versions = tariff.versions.len() as u32;
         self.wait_for_view(|v| {
-            v.tariff_in_force(account_id, chrono::Utc::now()).is_some()
+            v.tariff_in_force(account_id, chrono::Utc::now())
+                .is_some_and(|t| t.version == versions)
                 && v.account(account_id)
                     .is_some_and(|a| a.daily_spend_limit_minor == daily_limit_minor)
         })
@@ -688,7 +687,38 @@ pub fn relay_settings(timeout: Duration) -> MediaSettings {
     }
 }
 
-/// Records an account holding `main_number` (claimed) and one IP device of it.
+/// The test edges' tariff version `n`, in force from `from` (to the microsecond): +44 at 6p a
+/// minute with a 25p connect fee (60/1), +33 and +1 at 1.5p a minute (60/60).
+fn harness_tariff(
+    n: u32,
+    from: chrono::DateTime<chrono::Utc>,
+    blocked: &[&str],
+) -> domain::tariff::TariffVersion {
+    let rate = |prefix: &str, description: &str, per_minute_millis, connect_fee_minor, next| {
+        domain::tariff::Rate {
+            prefix: prefix.into(),
+            description: description.into(),
+            per_minute_millis,
+            connect_fee_minor,
+            first_increment_secs: 60,
+            next_increment_secs: next,
+        }
+    };
+    domain::tariff::TariffVersion {
+        version: n,
+        currency: domain::money::Currency::parse("GBP").unwrap(),
+        effective_from: chrono::SubsecRound::trunc_subsecs(from, 6),
+        rates: vec![
+            rate("44", "United Kingdom", 6_000, 25, 1),
+            rate("33", "France", 1_500, 0, 60),
+            rate("1", "North America", 1_500, 0, 60),
+        ],
+        blocked_prefixes: blocked.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+/// Records an account holding `main_number` (claimed) on a tariff of its own (version 1 of
+/// `harness_tariff`) and one IP device of it.
 async fn provision(
     store: &dyn EventStore,
     username: &str,
@@ -699,6 +729,19 @@ async fn provision(
     let device_id = DeviceId::from(uuid::Uuid::now_v7());
     let now = chrono::Utc::now();
     let number = E164::parse(main_number).unwrap();
+    let tariff_id = TariffId::from(uuid::Uuid::now_v7());
+    record(
+        store,
+        &tariff_id.stream_id(),
+        &mut domain::tariff::Tariff::default(),
+        domain::tariff::TariffCommand::Publish {
+            tariff_id,
+            name: "Standard".into(),
+            version: harness_tariff(1, now - chrono::Duration::hours(1), &[]),
+        },
+        now,
+    )
+    .await;
     let mut account = Account::default();
     record(
         store,
@@ -708,7 +751,7 @@ async fn provision(
             account_id,
             name: username.into(),
             main_number: number.clone(),
-            tariff_id: TariffId::from(uuid::Uuid::now_v7()),
+            tariff_id,
             currency: domain::money::Currency::parse("GBP").unwrap(),
             max_extensions: None,
         },

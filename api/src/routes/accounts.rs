@@ -419,13 +419,18 @@ pub async fn tariff(
     JsonBody(body): JsonBody<TariffChoice>,
 ) -> ApiResult<Response> {
     let tariff_id = TariffId(parse_uuid(&body.tariff_id, "tariff_id")?);
-    tariff_exists(&app, tariff_id).await?;
+    let tariff = tariff_exists(&app, tariff_id).await?;
+    // A tariff has one currency (its first version's; later ones must match).
+    let currency = tariff.versions[0].currency;
     change(
         &app,
         &ctx,
         &id,
         v,
-        AccountCommand::ChangeTariff { tariff_id },
+        AccountCommand::ChangeTariff {
+            tariff_id,
+            currency,
+        },
     )
     .await
 }

@@ -147,8 +147,11 @@ pub struct RatedLegsQuery {
     /// Calls started before this instant.
     pub to: Option<DateTime<Utc>>,
     pub extension_id: Option<String>,
-    /// data, alternate_call_out, call_in, call_through or callback.
+    /// pstn, data, alternate_call_out, call_in, call_through or callback.
     pub path: Option<String>,
+    /// true: only legs that could not be rated (no rate, or no tariff version, for the
+    /// destination); false: only rated ones.
+    pub unrated: Option<bool>,
     /// The `next` cursor of the previous page.
     pub after: Option<String>,
     /// 1 to 1000, default 100.
@@ -165,6 +168,9 @@ pub struct RatedLeg {
     pub call_started_at: String,
     pub answered_at: String,
     pub ended_at: String,
+    /// Answer to end, any part of a second counted as a whole second.
+    pub duration_secs: Option<i64>,
+    /// The duration rounded up to the rate's increments (docs/BILLING.md).
     pub billable_secs: Option<i64>,
     pub tariff_id: String,
     pub tariff_version: Option<i64>,
@@ -178,7 +184,7 @@ pub struct RatedLeg {
     pub rating_error: Option<String>,
 }
 
-const LEG_COLUMNS: [&str; 17] = [
+const LEG_COLUMNS: [&str; 18] = [
     "leg_id",
     "call_id",
     "extension_id",
@@ -187,6 +193,7 @@ const LEG_COLUMNS: [&str; 17] = [
     "call_started_at",
     "answered_at",
     "ended_at",
+    "duration_secs",
     "billable_secs",
     "tariff_id",
     "tariff_version",
@@ -225,12 +232,13 @@ pub async fn rated_legs(
     let to = q.to.map_or_else(|| "9999".to_owned(), ts);
     let rows = sqlx::query(
         "SELECT leg_id, call_id, extension_id, path, destination, call_started_at, answered_at, \
-         ended_at, billable_secs, tariff_id, tariff_version, prefix, per_minute_millis, \
-         connect_fee_minor, charge_minor, currency, rating_error FROM rated_legs \
+         ended_at, duration_secs, billable_secs, tariff_id, tariff_version, prefix, \
+         per_minute_millis, connect_fee_minor, charge_minor, currency, rating_error FROM rated_legs \
          WHERE account_id = $1 AND call_started_at >= $2 AND call_started_at < $3 \
          AND (call_started_at > $4 OR (call_started_at = $4 AND leg_id > $5)) \
          AND ($6 = '' OR extension_id = $6) AND ($7 = '' OR path = $7) \
-         ORDER BY call_started_at, leg_id LIMIT $8",
+         AND ($8 = '' OR ($8 = 'true') = (rating_error IS NOT NULL)) \
+         ORDER BY call_started_at, leg_id LIMIT $9",
     )
     .bind(account_id.to_string())
     .bind(from)
@@ -239,6 +247,7 @@ pub async fn rated_legs(
     .bind(after_leg)
     .bind(q.extension_id.unwrap_or_default())
     .bind(q.path.unwrap_or_default())
+    .bind(q.unrated.map(|u| u.to_string()).unwrap_or_default())
     .bind(limit as i64 + 1)
     .fetch_all(&app.db.pool)
     .await?;
@@ -253,15 +262,16 @@ pub async fn rated_legs(
             call_started_at: r.try_get(5)?,
             answered_at: r.try_get(6)?,
             ended_at: r.try_get(7)?,
-            billable_secs: r.try_get(8)?,
-            tariff_id: r.try_get(9)?,
-            tariff_version: r.try_get(10)?,
-            prefix: r.try_get(11)?,
-            per_minute_millis: r.try_get(12)?,
-            connect_fee_minor: r.try_get(13)?,
-            charge_minor: r.try_get(14)?,
-            currency: r.try_get(15)?,
-            rating_error: r.try_get(16)?,
+            duration_secs: r.try_get(8)?,
+            billable_secs: r.try_get(9)?,
+            tariff_id: r.try_get(10)?,
+            tariff_version: r.try_get(11)?,
+            prefix: r.try_get(12)?,
+            per_minute_millis: r.try_get(13)?,
+            connect_fee_minor: r.try_get(14)?,
+            charge_minor: r.try_get(15)?,
+            currency: r.try_get(16)?,
+            rating_error: r.try_get(17)?,
         });
     }
     Ok(list_response(

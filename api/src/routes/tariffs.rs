@@ -28,9 +28,16 @@ pub struct RateBody {
     pub prefix: String,
     pub description: String,
     /// Thousandths of a minor unit per minute (1250 = 1.25 pence a minute).
+    #[schema(minimum = 0)]
     pub per_minute_millis: i64,
+    /// Minor units, charged once per answered leg.
+    #[schema(minimum = 0)]
     pub connect_fee_minor: i64,
+    /// The first billing block, 1 to 3600 seconds (60 for 60/60, 1 for 1/1, 30 for 30/6).
+    #[schema(minimum = 1, maximum = 3600)]
     pub first_increment_secs: u32,
+    /// Every later block, 1 to 3600 seconds.
+    #[schema(minimum = 1, maximum = 3600)]
     pub next_increment_secs: u32,
 }
 
@@ -40,6 +47,7 @@ pub struct PublishVersion {
     /// Required for a new tariff; a later version may rename it.
     pub name: Option<String>,
     pub currency: String,
+    /// RFC 3339, at most microsecond precision (the instants calls are compared with).
     pub effective_from: DateTime<Utc>,
     pub rates: Vec<RateBody>,
     #[serde(default)]

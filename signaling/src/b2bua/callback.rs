@@ -194,6 +194,7 @@ impl Callback {
                 &self.account,
                 Some((extension_id, extension)),
                 &destination,
+                self.edge.policy,
                 chrono::Utc::now(),
             )
         };

@@ -80,6 +80,16 @@ pub struct Target {
     pub extension: Option<Extension>,
 }
 
+/// What the operator allows when planning calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// A call-in notice can also go to a webhook.
+    pub call_in_webhook: bool,
+    /// Calls to destinations the tariff in force has no rate for are placed (and listed as
+    /// unrated) instead of refused (`security.allow_unrated_calls`).
+    pub allow_unrated_calls: bool,
+}
+
 pub fn plan(
     request: &RawMessage,
     source: SocketAddr,
@@ -87,7 +97,7 @@ pub fn plan(
     auth: &Authenticator,
     view: &SharedView,
     attempts: &Attempts,
-    call_in_webhook: bool,
+    policy: Policy,
 ) -> Result<Plan, Answer> {
     let number = dialled_number(request);
     let now = chrono::Utc::now();
@@ -122,7 +132,7 @@ pub fn plan(
                 mapped: destination.as_ref(),
                 access_number: &number,
             };
-            return call_through(&view, &through, now);
+            return call_through(&view, &through, policy, now);
         }
         if !matches!(holder.role, NumberRole::Main) {
             return Err(Answer::with_reason(
@@ -139,7 +149,7 @@ pub fn plan(
         let caller = caller_user(request).unwrap_or("anonymous").to_string();
         let (mut targets, alternate) = inbound_targets(&view, account, trunks, now);
         let call_in = alternate
-            .and_then(|_| call_in_plan(&view, account, &mut targets, call_in_webhook, now));
+            .and_then(|_| call_in_plan(&view, account, &mut targets, policy.call_in_webhook, now));
         return Ok(Plan {
             direction: Direction::Inbound,
             origin: Origin::Pstn {
@@ -183,7 +193,7 @@ pub fn plan(
     let Some(main_number) = account.main_number.clone() else {
         return Err(Answer::status(403));
     };
-    let refusal = fraud_check(&view, account, None, &number, now);
+    let refusal = fraud_check(&view, account, None, &number, policy, now);
     Ok(Plan {
         direction: Direction::Outbound,
         origin: Origin::IpDevice {
@@ -219,24 +229,35 @@ pub(crate) fn caller_user(request: &RawMessage) -> Option<&str> {
 }
 
 /// The fraud controls checked before a call to the public network is placed (docs/OPERATIONS.md,
-/// "Fraud controls"): a destination the account's tariff blocks (premium rate), and the daily
-/// spend limits of the account and of the extension it comes through, against what the
+/// "Fraud controls"): a destination the account's tariff blocks (premium rate), one it has no
+/// price for (no call without a price, unless the operator allows unrated calls), and the
+/// daily spend limits of the account and of the extension it comes through, against what the
 /// day's ended calls cost.
 pub(super) fn fraud_check(
     view: &RoutingView,
     account: &Account,
     extension: Option<(ExtensionId, &Extension)>,
     destination: &E164,
+    policy: Policy,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<(Answer, EndCause)> {
     let account_id = account.id?;
-    if view
-        .tariff_in_force(account_id, now)
-        .is_some_and(|v| v.is_blocked(destination))
-    {
+    let tariff = view.tariff_in_force(account_id, now);
+    if tariff.is_some_and(|v| v.is_blocked(destination)) {
         return Some((
             Answer::with_reason(403, "Forbidden (destination blocked)"),
             EndCause::Rejected,
+        ));
+    }
+    if !policy.allow_unrated_calls && tariff.and_then(|v| v.rate_for(destination)).is_none() {
+        tracing::warn!(
+            target: "ringledger::security",
+            account = %account_id, destination = %destination.as_str(),
+            "call refused: no rate for the destination in the tariff in force"
+        );
+        return Some((
+            Answer::with_reason(403, "Forbidden (no rate for this destination)"),
+            EndCause::NoRate,
         ));
     }
     let (account_spent, extension_spent) =
@@ -326,6 +347,7 @@ fn percent_decoded(user: &str) -> String {
 fn call_through(
     view: &RoutingView,
     through: &CallThrough<'_>,
+    policy: Policy,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan, Answer> {
     let caller_user = caller_user(through.request).unwrap_or("anonymous");
@@ -394,6 +416,7 @@ fn call_through(
         account,
         Some((extension_id, extension)),
         &destination,
+        policy,
         now,
     );
     let caller_id = match extension.settings.caller_id {
