@@ -1,6 +1,8 @@
 //! Rating: the price of one billable leg under one tariff version. Pure and exact.
 //!
-//! The rule, in full:
+//! The rule, in full (docs/BILLING.md, with worked examples that are tests):
+//! 0. Instants are taken to the microsecond, anything finer dropped, before they are compared
+//!    or subtracted (billing keeps microseconds; the log may hold nanoseconds).
 //! 1. Duration is answer to end, with any part of a second counted as a whole second.
 //!    An unanswered leg lasts 0 s and costs nothing (no connect fee either).
 //! 2. Billable seconds: 0 for 0 s; otherwise the first increment, plus as many next
@@ -44,9 +46,14 @@ pub enum RatingError {
     Overflow,
 }
 
-/// Seconds from answer to end, rounding any part second up.
+/// `instant` to the microsecond: what billing compares and subtracts.
+pub fn to_micros(instant: Instant) -> Instant {
+    chrono::SubsecRound::trunc_subsecs(instant, 6)
+}
+
+/// Seconds from answer to end (each to the microsecond), rounding any part second up.
 pub fn duration_secs(answered_at: Instant, ended_at: Instant) -> Result<u64, RatingError> {
-    let micros = (ended_at - answered_at)
+    let micros = (to_micros(ended_at) - to_micros(answered_at))
         .num_microseconds()
         .ok_or(RatingError::Overflow)?;
     let micros = u64::try_from(micros).map_err(|_| RatingError::EndsBeforeAnswer)?;
@@ -186,6 +193,23 @@ mod tests {
         let c = charge(vec![r("1", 6_000, 0, 1, 1)], l);
         // 60.001 s -> 61 s x 6p/min = 6.1p -> 7p.
         assert_eq!((c.duration_secs, c.charge.minor), (61, 7));
+    }
+
+    #[test]
+    fn instants_count_to_the_microsecond() {
+        // Answered 900 ns and ended 60.000001 s after a whole second: 60.0000001 s apart, but
+        // to the microsecond (0 and 60.000001) that is over 60 s -> 61 s.
+        let mut l = leg("+14155550100", Some(0), 60);
+        l.answered_at = l
+            .answered_at
+            .map(|a| a + chrono::Duration::nanoseconds(900));
+        l.ended_at += chrono::Duration::microseconds(1);
+        let c = charge(vec![r("1", 6_000, 0, 1, 1)], l.clone());
+        assert_eq!(c.duration_secs, 61);
+        // Nanoseconds alone never make a second.
+        l.answered_at = Some(at(0) + chrono::Duration::nanoseconds(100));
+        l.ended_at = at(60) + chrono::Duration::nanoseconds(900);
+        assert_eq!(charge(vec![r("1", 6_000, 0, 1, 1)], l).duration_secs, 60);
     }
 
     #[test]

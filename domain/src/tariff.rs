@@ -52,7 +52,11 @@ impl TariffVersion {
     fn validate(&self) -> Result<(), DomainError> {
         // Call instants are compared with versions at the precision billing keeps them
         // (microseconds): a start between two microseconds would be missed.
-        if self.effective_from.timestamp_subsec_nanos() % 1_000 != 0 {
+        if !self
+            .effective_from
+            .timestamp_subsec_nanos()
+            .is_multiple_of(1_000)
+        {
             return Err(DomainError::invalid(
                 "effective_from",
                 "must be a whole number of microseconds",
@@ -109,9 +113,10 @@ pub struct Tariff {
 }
 
 impl Tariff {
-    /// The version in force at `instant`: the latest start at or before it, and among versions
-    /// with that start the highest (a correction).
+    /// The version in force at `instant` (to the microsecond): the latest start at or before
+    /// it, and among versions with that start the highest (a correction).
     pub fn in_force_at(&self, instant: Instant) -> Option<&TariffVersion> {
+        let instant = crate::rating::to_micros(instant);
         self.versions
             .iter()
             .filter(|v| v.effective_from <= instant)

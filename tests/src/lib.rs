@@ -2,6 +2,7 @@
 //! event-store contract suite that each backend must pass.
 
 pub mod api_app;
+pub mod billing_reference;
 pub mod carrier;
 pub mod contract;
 pub mod harness;

@@ -31,7 +31,9 @@ pub struct RatedRow {
     pub extension_id: Option<String>,
     pub path: String,
     pub destination: String,
+    pub duration_secs: Option<i64>,
     pub billable_secs: Option<i64>,
+    pub tariff_version: Option<i64>,
     pub charge_minor: Option<i64>,
 }
 
@@ -576,6 +578,51 @@ impl SipEdge {
         .await;
     }
 
+    /// Publishes the next version of alice's tariff with `rates`, in force from now, or with
+    /// `correction` from the latest version's own start (so it corrects it); waits until the
+    /// edge's view has it. Returns the tariff's versions.
+    pub async fn publish_version(
+        &self,
+        rates: Vec<domain::tariff::Rate>,
+        correction: bool,
+    ) -> Vec<domain::tariff::TariffVersion> {
+        let store = self.store.as_ref();
+        let account = infra::command::load::<Account>(store, &self.account_id.stream_id())
+            .await
+            .unwrap()
+            .state;
+        let tariff_id = account.tariff_id.unwrap();
+        let stream = tariff_id.stream_id();
+        let mut tariff = infra::command::load::<domain::tariff::Tariff>(store, &stream)
+            .await
+            .unwrap()
+            .state;
+        let now = chrono::Utc::now();
+        let latest = tariff
+            .versions
+            .last()
+            .expect("the harness publishes version 1");
+        let mut version = harness_tariff(latest.version + 1, now, &[]);
+        version.rates = rates;
+        if correction {
+            version.effective_from = latest.effective_from;
+        }
+        let n = version.version;
+        let publish = domain::tariff::TariffCommand::Publish {
+            tariff_id,
+            name: "Standard".into(),
+            version,
+        };
+        record(store, &stream, &mut tariff, publish, now).await;
+        let account_id = self.account_id;
+        self.wait_for_view(|v| {
+            v.tariff_in_force(account_id, chrono::Utc::now())
+                .is_some_and(|t| t.version == n)
+        })
+        .await;
+        tariff.versions
+    }
+
     /// The account's events, decoded.
     pub async fn account_events(&self) -> Vec<domain::account::AccountEvent> {
         self.store
@@ -651,8 +698,8 @@ impl SipEdge {
         .unwrap();
         runner.catch_up().await.unwrap();
         let rows = sqlx::query(
-            "SELECT account_id, extension_id, path, destination, billable_secs, charge_minor \
-             FROM rated_legs ORDER BY answered_at, leg_id",
+            "SELECT account_id, extension_id, path, destination, duration_secs, billable_secs, \
+             tariff_version, charge_minor FROM rated_legs ORDER BY answered_at, leg_id",
         )
         .fetch_all(&db.pool)
         .await
@@ -663,8 +710,10 @@ impl SipEdge {
                 extension_id: r.get(1),
                 path: r.get(2),
                 destination: r.get(3),
-                billable_secs: r.get(4),
-                charge_minor: r.get(5),
+                duration_secs: r.get(4),
+                billable_secs: r.get(5),
+                tariff_version: r.get(6),
+                charge_minor: r.get(7),
             })
             .collect()
     }

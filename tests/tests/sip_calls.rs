@@ -846,6 +846,236 @@ async fn a_phone_reporting_poor_data_is_passed_over_for_the_cellular_network() {
     edge.shutdown().await;
 }
 
+/// The number of `ringledger_calls_refused_total` with `cause` in the edge's metrics.
+fn refused(edge: &SipEdge, cause: &str) -> u64 {
+    let mut out = String::new();
+    edge.edge.render_metrics(&mut out);
+    let prefix = format!("ringledger_calls_refused_total{{cause=\"{cause}\"}} ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{prefix} in {out}"))
+}
+
+/// No call without a price: a destination the tariff in force has no rate for (+881,
+/// satellite) is refused before any leg leaves for the trunk, recorded with cause `no_rate`
+/// and counted; a rated destination still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_without_a_price_is_refused_before_any_leg() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    let phone = UdpPeer::new(edge.udp).await;
+    let invite = device_invite(&phone, "+881234567890", "satellite").await;
+    phone.send(&invite).await;
+    let r = phone.expect_status(403).await;
+    assert!(r.contains("no rate for this destination"), "{r}");
+    let calls = edge.ended_calls(1).await;
+    assert!(
+        matches!(
+            calls[0].last(),
+            Some(CallEvent::Ended {
+                cause: EndCause::NoRate,
+                side: Side::System,
+                ..
+            })
+        ),
+        "{:?}",
+        calls[0]
+    );
+    assert!(
+        !calls[0]
+            .iter()
+            .any(|e| matches!(e, CallEvent::LegStarted { .. })),
+        "no leg was placed: {:?}",
+        calls[0]
+    );
+    assert_eq!(refused(&edge, "no_rate"), 1);
+    // A destination with a price goes out as before.
+    let invite = device_invite(&phone, DESTINATION, "priced").await;
+    phone.send(&invite).await;
+    let out = trunk.expect_request("INVITE").await;
+    assert!(out.contains(DESTINATION), "{out}");
+    assert_eq!(refused(&edge, "no_rate"), 1);
+    edge.shutdown().await;
+}
+
+/// An inbound call does not call out an extension whose number has no price in the tariff
+/// in force (the account would pay for the cellular leg): with no phone registered either,
+/// nothing rings and the caller is answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_without_a_price_is_not_called_out() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    edge.add_extension("+881612345678").await;
+    let invite = carrier_invite(&trunk, MAIN_NUMBER, "satellite-ext");
+    trunk.send(&invite).await;
+    let mut seen = Vec::new();
+    let mut last = None;
+    while let Some(m) = trunk.recv(Duration::from_secs(5)).await {
+        let done = m.starts_with("SIP/2.0 ") && status(&m) >= 300;
+        seen.push(m.lines().next().unwrap_or_default().to_owned());
+        if done {
+            last = Some(m);
+            break;
+        }
+    }
+    let last = last.unwrap_or_else(|| panic!("no final answer: {seen:?}"));
+    assert!(status(&last) >= 400, "{last}");
+    assert!(
+        !seen.iter().any(|m| m.starts_with("INVITE ")),
+        "the unrated extension was called out: {seen:?}"
+    );
+    edge.shutdown().await;
+}
+
+/// With `security.allow_unrated_calls` the operator takes the risk: the unrated call goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_may_allow_unrated_calls() {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let carrier = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: addr,
+        networks: vec![],
+        numbers: vec!["+".into()],
+    };
+    let security = signaling::SecuritySettings {
+        allow_unrated_calls: true,
+        ..signaling::SecuritySettings::default()
+    };
+    let edge = SipEdge::spawn_secured(Backend::sqlite().await, vec![carrier], None, security).await;
+    let trunk = UdpPeer {
+        socket,
+        addr,
+        edge: edge.udp,
+    };
+    let phone = UdpPeer::new(edge.udp).await;
+    let invite = device_invite(&phone, "+881234567890", "satellite").await;
+    phone.send(&invite).await;
+    let out = trunk.expect_request("INVITE").await;
+    assert!(out.contains("+881234567890"), "{out}");
+    assert_eq!(refused(&edge, "no_rate"), 0);
+    edge.shutdown().await;
+}
+
+/// Calls through the edge while alice's tariff gets new versions (a later start, a correction
+/// at the same start, another later start) are billed as docs/BILLING.md says, to the minor
+/// unit: the reference prices each leg from the instants in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_through_the_edge_over_tariff_versions_are_billed_as_the_reference_says() {
+    let (edge, trunk) = edge_with_trunk(Backend::sqlite().await).await;
+    let phone = UdpPeer::new(edge.udp).await;
+    let rates = |per_minute_millis, connect_fee_minor, first, next| {
+        vec![
+            domain::tariff::Rate {
+                prefix: "44".into(),
+                description: "United Kingdom".into(),
+                per_minute_millis,
+                connect_fee_minor,
+                first_increment_secs: first,
+                next_increment_secs: next,
+            },
+            domain::tariff::Rate {
+                prefix: "4420".into(),
+                description: "London".into(),
+                per_minute_millis: per_minute_millis / 2,
+                connect_fee_minor,
+                first_increment_secs: first,
+                next_increment_secs: next,
+            },
+        ]
+    };
+    // (the version published before the call, whether it corrects the latest, talk time)
+    let plan = [
+        (Some((rates(90_000, 3, 1, 1), false)), 1_200),
+        (Some((rates(60_000, 0, 30, 6), true)), 700),
+        (None, 2_100),
+        (Some((rates(12_000, 7, 60, 60), false)), 300),
+    ];
+    let mut versions = Vec::new();
+    for (i, (version, talk_ms)) in plan.into_iter().enumerate() {
+        if let Some((rates, correction)) = version {
+            versions = edge.publish_version(rates, correction).await;
+        }
+        let invite = device_invite(&phone, DESTINATION, &format!("priced{i}")).await;
+        phone.send(&invite).await;
+        let out = trunk.expect_request("INVITE").await;
+        trunk
+            .send(&respond_to(&out, 200, "far", Some(trunk.addr), ANSWER))
+            .await;
+        trunk.expect_request("ACK").await;
+        let ok = phone.expect_status(200).await;
+        phone.send(&in_dialog(&phone, &invite, &ok, "ACK", 2)).await;
+        tokio::time::sleep(Duration::from_millis(talk_ms)).await;
+        // A CSeq of its own per call: the helper's branch is made of it, and a BYE with an
+        // earlier BYE's branch is (rightly) taken for its retransmission.
+        let cseq = 3 + 10 * i as u32;
+        let r = phone
+            .exchange(&in_dialog(&phone, &invite, &ok, "BYE", cseq))
+            .await;
+        assert_eq!(status(&r), 200, "{r}");
+        let bye = trunk.expect_request("BYE").await;
+        trunk.send(&respond_to(&bye, 200, "far", None, "")).await;
+    }
+    let calls = edge.ended_calls(4).await;
+    let mut expected = Vec::new();
+    for events in &calls {
+        let started = events.iter().find_map(|e| match e {
+            CallEvent::Started { at, .. } => Some(*at),
+            _ => None,
+        });
+        let answered = events.iter().find_map(|e| match e {
+            CallEvent::LegAnswered { at, .. } => Some(*at),
+            _ => None,
+        });
+        let ended = events.iter().find_map(|e| match e {
+            CallEvent::Ended { at, .. } => Some(*at),
+            _ => None,
+        });
+        let (Some(started), Some(answered), Some(ended)) = (started, answered, ended) else {
+            panic!("an answered call that ended: {events:?}")
+        };
+        let (version, _, duration, billable, charge) =
+            ringledger_tests::billing_reference::reference(
+                &versions,
+                started,
+                DESTINATION,
+                answered,
+                ended,
+            )
+            .expect("a priced destination");
+        expected.push((
+            answered,
+            (
+                Some(i64::from(version)),
+                Some(duration),
+                Some(billable),
+                Some(charge),
+            ),
+        ));
+    }
+    expected.sort_by_key(|(answered, _)| *answered);
+    let expected: Vec<_> = expected.into_iter().map(|(_, e)| e).collect();
+    let rated: Vec<_> = edge
+        .rated_legs()
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r.tariff_version,
+                r.duration_secs,
+                r.billable_secs,
+                r.charge_minor,
+            )
+        })
+        .collect();
+    assert_eq!(rated, expected);
+    // The correction re-rated the first call: no leg is on version 2 any more.
+    assert_eq!(
+        rated.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [Some(3), Some(3), Some(3), Some(4)]
+    );
+    edge.shutdown().await;
+}
+
 /// Fraud controls before a call leaves for the public network: a destination the tariff
 /// blocks is refused, and once the day's ended calls reach the account's daily spend limit
 /// the next call is refused too; each refusal is a recorded call ending with its cause.

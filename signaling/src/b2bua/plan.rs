@@ -147,7 +147,7 @@ pub fn plan(
             ));
         };
         let caller = caller_user(request).unwrap_or("anonymous").to_string();
-        let (mut targets, alternate) = inbound_targets(&view, account, trunks, now);
+        let (mut targets, alternate) = inbound_targets(&view, account, trunks, policy, now);
         let call_in = alternate
             .and_then(|_| call_in_plan(&view, account, &mut targets, policy.call_in_webhook, now));
         return Ok(Plan {
@@ -514,6 +514,7 @@ fn inbound_targets(
     view: &RoutingView,
     account: &Account,
     trunks: &Trunks,
+    operator: Policy,
     now: chrono::DateTime<chrono::Utc>,
 ) -> (Vec<Target>, Option<AlternateReason>) {
     let Some(account_id) = account.id else {
@@ -564,6 +565,9 @@ fn inbound_targets(
     {
         return (targets, None);
     }
+    // Nor is an extension whose number has no price in the tariff in force (no call without
+    // a price), unless the operator allows unrated calls.
+    let tariff = view.tariff_in_force(account_id, now);
     let serving: Vec<_> = view
         .serving_extensions(account_id)
         .into_iter()
@@ -572,6 +576,20 @@ fn inbound_targets(
             e.settings
                 .daily_limit_minor
                 .is_none_or(|limit| spent < limit)
+        })
+        .filter(|(id, e)| {
+            let priced = operator.allow_unrated_calls
+                || e.number
+                    .as_ref()
+                    .is_some_and(|n| tariff.and_then(|v| v.rate_for(n)).is_some());
+            if !priced {
+                tracing::warn!(
+                    target: "ringledger::security",
+                    account = %account_id, extension = %id,
+                    "extension not called out: no rate for its number in the tariff in force"
+                );
+            }
+            priced
         })
         .collect();
     let mut ringing: Vec<_> = serving
