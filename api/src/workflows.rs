@@ -178,7 +178,10 @@ pub async fn recover(app: &AppState, settings: &RecoverySettings) -> ApiResult<R
     let mut done = Recovered::default();
     for (number, account_id, work) in due(app, now, settings).await? {
         let outcome = match work {
-            Work::Open => recover_main(app, &ctx, &number, account_id).await,
+            Work::Open => {
+                let (unopened, undone) = (AccountStatus::Unopened, Outcome::Compensated);
+                release_main(app, &ctx, &number, account_id, unopened, undone).await
+            }
             Work::Register(e) => recover_extension(app, &ctx, &number, account_id, e).await,
             Work::GiveBack(e) => {
                 let reason = "recovery: the extension had left its account";
@@ -192,7 +195,10 @@ pub async fn recover(app: &AppState, settings: &RecoverySettings) -> ApiResult<R
                         }
                     })
             }
-            Work::Quarantined => end_quarantine(app, &ctx, &number, account_id).await,
+            Work::Quarantined => {
+                let (closed, released) = (AccountStatus::Closed, Outcome::Released);
+                release_main(app, &ctx, &number, account_id, closed, released).await
+            }
         };
         match outcome {
             Ok(Outcome::Nothing) => {}
@@ -230,22 +236,25 @@ pub async fn recover(app: &AppState, settings: &RecoverySettings) -> ApiResult<R
     Ok(done)
 }
 
-/// Releases a closed account's main number (its quarantine is over).
-async fn end_quarantine(
+/// Releases `number` from `account_id`'s main number if the account is (still) `status`:
+/// never opened (a workflow to undo), or closed (its quarantine is over).
+async fn release_main(
     app: &AppState,
     ctx: &Ctx,
     number: &E164,
     account_id: AccountId,
+    status: AccountStatus,
+    outcome: Outcome,
 ) -> ApiResult<Outcome> {
     if !still_held(app, number, account_id, NumberRole::Main).await? {
         return Ok(Outcome::Nothing);
     }
     let account = load::<Account>(app, &account_id.stream_id()).await?.state;
-    if account.status != AccountStatus::Closed {
+    if account.status != status {
         return Ok(Outcome::Nothing);
     }
     try_release_number(app, ctx, number, account_id).await?;
-    Ok(Outcome::Released)
+    Ok(outcome)
 }
 
 /// Whether `number` is still held for (`account_id`, `role`).
@@ -257,23 +266,6 @@ async fn still_held(
 ) -> ApiResult<bool> {
     let claim = load::<NumberClaim>(app, &domain::number::stream_id(number)).await?;
     Ok(claim.state.holder == Some(Holder { account_id, role }))
-}
-
-async fn recover_main(
-    app: &AppState,
-    ctx: &Ctx,
-    number: &E164,
-    account_id: AccountId,
-) -> ApiResult<Outcome> {
-    if !still_held(app, number, account_id, NumberRole::Main).await? {
-        return Ok(Outcome::Nothing);
-    }
-    let account = load::<Account>(app, &account_id.stream_id()).await?.state;
-    if account.status != AccountStatus::Unopened {
-        return Ok(Outcome::Nothing);
-    }
-    try_release_number(app, ctx, number, account_id).await?;
-    Ok(Outcome::Compensated)
 }
 
 async fn recover_extension(

@@ -387,21 +387,12 @@ pub(crate) fn upcast(
     version: u16,
     payload: serde_json::Value,
 ) -> Result<serde_json::Value, crate::event::DecodeError> {
-    use serde_json::Value;
-    match (event_type, version, payload) {
-        ("account.closed", 1, Value::Object(mut v1)) => {
-            v1.entry("main_number").or_insert(Value::Null);
-            Ok(Value::Object(v1))
-        }
-        ("account.extension_detached", 1, Value::Object(mut v1)) => {
-            v1.entry("number").or_insert(Value::Null);
-            Ok(Value::Object(v1))
-        }
-        (t, v, _) => Err(crate::event::DecodeError::NoUpcaster {
-            event_type: t.to_owned(),
-            version: v,
-        }),
-    }
+    let field = match (event_type, version) {
+        ("account.closed", 1) => Some("main_number"),
+        ("account.extension_detached", 1) => Some("number"),
+        _ => None,
+    };
+    crate::event::with_null_field(event_type, version, payload, field)
 }
 
 #[cfg(test)]

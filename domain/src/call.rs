@@ -392,17 +392,11 @@ pub(crate) fn upcast(
     version: u16,
     payload: serde_json::Value,
 ) -> Result<serde_json::Value, crate::event::DecodeError> {
-    use serde_json::Value;
-    match (event_type, version, payload) {
-        ("call.started", 1, Value::Object(mut v1)) => {
-            v1.entry("tariff_id").or_insert(Value::Null);
-            Ok(Value::Object(v1))
-        }
-        (t, v, _) => Err(crate::event::DecodeError::NoUpcaster {
-            event_type: t.to_owned(),
-            version: v,
-        }),
-    }
+    let field = match (event_type, version) {
+        ("call.started", 1) => Some("tariff_id"),
+        _ => None,
+    };
+    crate::event::with_null_field(event_type, version, payload, field)
 }
 
 impl Aggregate for Call {

@@ -38,6 +38,26 @@ pub enum DecodeError {
     },
 }
 
+/// For upcasters: the older `payload` of `event_type` with `field` added as null (an optional
+/// field added since); `None` for a version that has no upcaster.
+pub(crate) fn with_null_field(
+    event_type: &str,
+    version: u16,
+    payload: Value,
+    field: Option<&str>,
+) -> Result<Value, DecodeError> {
+    match (payload, field) {
+        (Value::Object(mut old), Some(field)) => {
+            old.entry(field).or_insert(Value::Null);
+            Ok(Value::Object(old))
+        }
+        _ => Err(DecodeError::NoUpcaster {
+            event_type: event_type.to_owned(),
+            version,
+        }),
+    }
+}
+
 /// Implemented by every aggregate's event enum (through `domain_events!`).
 pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + PartialEq {
     /// Every event type this enum can hold, with its current schema version.

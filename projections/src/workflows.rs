@@ -22,7 +22,7 @@ use infra::RecordedEvent;
 
 use crate::runner::ProjectionError;
 use crate::sql::{entity_id, ts};
-use crate::writes::Writes;
+use crate::writes::{Value, Writes};
 
 /// The table's statements, part of the routing projection's schema: one row per step a
 /// claimed number's workflow still lacks (`open` an account; `request` and `attach` an
@@ -40,9 +40,6 @@ const STEP: &[&str] = &["number", "step"];
 const NUMBER: &[&str] = &["number"];
 const REST: &[&str] = &["account_id", "extension_id", "claimed_at"];
 
-/// The steps that give a number back (`release`, `quarantine`); the others build something.
-pub const RELEASE_STEPS: &[&str] = &["release", "quarantine"];
-
 /// The rows `event` changes (every write is keyed by the number, so one number's writes keep
 /// their order within a batch).
 pub fn write(
@@ -50,9 +47,9 @@ pub fn write(
     event: &RecordedEvent,
     decoded: &Event,
 ) -> Result<(), ProjectionError> {
-    let due = |w: &mut Writes, number: &E164, step: &str, extension_id: Option<String>| {
+    // A step of `number`'s workflow now due, for `account_id` (and `extension_id`).
+    let due = |w: &mut Writes, number: &E164, step: &str, account_id: String, extension_id| {
         let n = number.to_string();
-        let account_id = entity_id(&event.stream_id)?;
         w.upsert(
             STEPS,
             STEP,
@@ -62,11 +59,10 @@ pub fn write(
                 n.clone().into(),
                 step.into(),
                 account_id.into(),
-                extension_id.into(),
+                Value::Text(extension_id),
                 ts(event.occurred_at).into(),
             ],
         );
-        Ok::<_, ProjectionError>(())
     };
     let missing = |w: &mut Writes, number: String, step: &str| {
         w.delete(
@@ -90,20 +86,13 @@ pub fn write(
                 // An access number is one step: nothing to finish.
                 NumberRole::Access { .. } => return Ok(()),
             };
-            let n = number.to_string();
             for step in steps {
-                w.upsert(
-                    STEPS,
-                    STEP,
-                    REST,
-                    &n,
-                    vec![
-                        n.clone().into(),
-                        (*step).into(),
-                        account_id.to_string().into(),
-                        extension_id.clone().into(),
-                        ts(event.occurred_at).into(),
-                    ],
+                due(
+                    w,
+                    number,
+                    step,
+                    account_id.to_string(),
+                    extension_id.clone(),
                 );
             }
         }
@@ -123,11 +112,20 @@ pub fn write(
         Event::Account(AccountEvent::ExtensionDetached {
             extension_id,
             number: Some(number),
-        }) => due(w, number, "release", Some(extension_id.to_string()))?,
+        }) => {
+            let account_id = entity_id(&event.stream_id)?;
+            due(
+                w,
+                number,
+                "release",
+                account_id,
+                Some(extension_id.to_string()),
+            );
+        }
         Event::Account(AccountEvent::Closed {
             main_number: Some(number),
             ..
-        }) => due(w, number, "quarantine", None)?,
+        }) => due(w, number, "quarantine", entity_id(&event.stream_id)?, None),
         _ => {}
     }
     Ok(())

@@ -20,20 +20,42 @@ pub async fn edge_with_trunk(backend: Backend) -> (SipEdge, UdpPeer) {
     edge_with_trunk_and_media(backend, None).await
 }
 
-/// The same, relaying media with `media`.
+/// A socket on loopback for the carrier, and the trunk that names it (serving every number).
+async fn carrier_socket() -> (tokio::net::UdpSocket, signaling::trunk::Trunk) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let trunk = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: socket.local_addr().unwrap(),
+        networks: vec![],
+        numbers: vec!["+".into()],
+    };
+    (socket, trunk)
+}
+
+/// As `edge_with_trunk`, relaying media with `media`.
 pub async fn edge_with_trunk_and_media(
     backend: Backend,
     media: Option<MediaSettings>,
 ) -> (SipEdge, UdpPeer) {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let trunk = signaling::trunk::Trunk {
-        name: "carrier".into(),
-        address: addr,
-        networks: vec![],
-        numbers: vec!["+".into()],
-    };
+    let (socket, trunk) = carrier_socket().await;
+    let addr = trunk.address;
     let edge = SipEdge::spawn_with(backend, vec![Algorithm::Md5], vec![trunk], media).await;
+    let peer = UdpPeer {
+        socket,
+        addr,
+        edge: edge.udp,
+    };
+    (edge, peer)
+}
+
+/// As `edge_with_trunk`, holding `security`'s settings.
+pub async fn edge_with_trunk_secured(
+    backend: Backend,
+    security: signaling::SecuritySettings,
+) -> (SipEdge, UdpPeer) {
+    let (socket, trunk) = carrier_socket().await;
+    let addr = trunk.address;
+    let edge = SipEdge::spawn_secured(backend, vec![trunk], None, security).await;
     let peer = UdpPeer {
         socket,
         addr,

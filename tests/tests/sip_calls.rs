@@ -11,8 +11,9 @@ use domain::call::{
 };
 use ringledger_tests::carrier::{
     ANSWER, OFFER, audio_of, cancel_of, carrier_invite, carrier_invite_from, edge_with_trunk,
-    edge_with_trunk_and_media, ended, in_dialog, leg_failures, media_socket, register_from,
-    registered_phone, relayed, wait_for_contacts, wait_for_data_path_report,
+    edge_with_trunk_and_media, edge_with_trunk_secured, ended, in_dialog, leg_failures,
+    media_socket, register_from, registered_phone, relayed, wait_for_contacts,
+    wait_for_data_path_report,
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{
@@ -929,24 +930,11 @@ async fn an_extension_without_a_price_is_not_called_out() {
 /// With `security.allow_unrated_calls` the operator takes the risk: the unrated call goes out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_may_allow_unrated_calls() {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let carrier = signaling::trunk::Trunk {
-        name: "carrier".into(),
-        address: addr,
-        networks: vec![],
-        numbers: vec!["+".into()],
-    };
     let security = signaling::SecuritySettings {
         allow_unrated_calls: true,
         ..signaling::SecuritySettings::default()
     };
-    let edge = SipEdge::spawn_secured(Backend::sqlite().await, vec![carrier], None, security).await;
-    let trunk = UdpPeer {
-        socket,
-        addr,
-        edge: edge.udp,
-    };
+    let (edge, trunk) = edge_with_trunk_secured(Backend::sqlite().await, security).await;
     let phone = UdpPeer::new(edge.udp).await;
     let invite = device_invite(&phone, "+881234567890", "satellite").await;
     phone.send(&invite).await;
