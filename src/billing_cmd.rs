@@ -30,7 +30,16 @@ pub async fn run(config: &Config, command: BillingCommand) -> anyhow::Result<()>
         "--month must look like 2026-11"
     );
     let db = crate::projections_cmd::projection_db(config).await?;
-    let invoice = projections::billing::invoice(&db, &account.to_string(), &month).await?;
+    let mut invoice = projections::billing::invoice(&db, &account.to_string(), &month).await?;
+    if invoice.currency.is_none() {
+        // A month without usage is in the account's currency all the same.
+        let store = infra::open_store(&config.store.url).await?;
+        let stream = domain::ids::AccountId(account).stream_id();
+        let state = infra::command::load::<domain::account::Account>(store.as_ref(), &stream)
+            .await?
+            .state;
+        invoice.currency = state.currency.map(|c| c.to_string());
+    }
     if csv {
         print!("{}", api::routes::billing::invoice_csv(&invoice));
     } else {

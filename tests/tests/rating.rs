@@ -344,6 +344,25 @@ async fn currencies_never_mix_and_versions_start_on_a_microsecond() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // A month without calls is invoiced in the account's currency too.
+    let invoice = format!("/v1/billing/accounts/{owner}/invoices/2026-01");
+    let (status, body) = app.get(&invoice, &app.billing).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["currency"].as_str(), body["total_minor"].as_i64()),
+        (Some("GBP"), Some(0)),
+        "{body}"
+    );
+    let csv = app
+        .request(Method::GET, &invoice, Some(&app.billing))
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.ends_with("total,,,,0,GBP\r\n"), "{csv}");
     let (_, doc) = app.get("/openapi.json", &app.admin).await;
     let first = &doc["components"]["schemas"]["RateBody"]["properties"]["first_increment_secs"];
     assert_eq!(

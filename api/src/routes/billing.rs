@@ -295,12 +295,17 @@ pub async fn invoice(
 ) -> ApiResult<Response> {
     let account_id = account_id(&account)?;
     // An account that was never opened has no usage to report: 404, not an empty 200.
-    existing(&app, account_id).await?;
+    let account = existing(&app, account_id).await?.state;
     if NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d").is_err() || period.len() != 7
     {
         return Err(ApiError::invalid("period", "must be a month, YYYY-MM"));
     }
-    let invoice = projections::billing::invoice(&app.db, &account_id.to_string(), &period).await?;
+    let mut invoice =
+        projections::billing::invoice(&app.db, &account_id.to_string(), &period).await?;
+    // A month without usage is in the account's currency all the same.
+    if invoice.currency.is_none() {
+        invoice.currency = account.currency.map(|c| c.to_string());
+    }
     if wants_csv(&headers) {
         return Ok(csv(invoice_csv(&invoice)));
     }
