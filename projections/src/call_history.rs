@@ -144,8 +144,12 @@ async fn apply(
                 .bind(ts(*at))
                 .execute(&mut *conn)
                 .await?;
+            // The call took the path of the callee leg that answered first (data, the
+            // alternate call-out, a call-in, a call-through, a callback, the public network),
+            // whatever path it started out on.
             query(
-                "UPDATE calls SET answered_at = COALESCE(answered_at, $2) WHERE call_id = $1 \
+                "UPDATE calls SET path = COALESCE((SELECT path FROM call_legs WHERE leg_id = $3), path), \
+                       answered_at = $2 WHERE call_id = $1 AND answered_at IS NULL \
                        AND EXISTS (SELECT 1 FROM call_legs WHERE leg_id = $3 AND role = $4)",
             )
             .bind(call_id)

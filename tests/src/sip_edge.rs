@@ -718,6 +718,28 @@ impl SipEdge {
             .collect()
     }
 
+    /// The call history brought up to date with the log: each call's path (as an auditor
+    /// reads it), in the order the calls started.
+    pub async fn history_paths(&self) -> Vec<String> {
+        let db = projections::db::ProjectionDb::connect(&self.backend.url)
+            .await
+            .unwrap();
+        projections::runner::Runner::new(
+            db.clone(),
+            self.store.clone(),
+            Arc::new(projections::call_history::CallHistory),
+        )
+        .await
+        .unwrap()
+        .catch_up()
+        .await
+        .unwrap();
+        sqlx::query_scalar("SELECT path FROM calls ORDER BY started_at, call_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+    }
+
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {

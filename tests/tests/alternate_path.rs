@@ -86,6 +86,7 @@ async fn when_both_paths_answer_at_once_the_first_wins_and_the_other_is_hung_up(
             Some(31)
         )]
     );
+    assert_eq!(edge.history_paths().await, ["alternate_call_out"]);
     edge.shutdown().await;
 }
 

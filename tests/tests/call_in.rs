@@ -192,6 +192,8 @@ async fn the_extension_calls_in_and_is_bridged_to_the_caller() {
         ("call_in", EXTENSION)
     );
     assert_eq!((leg.billable_secs, leg.charge_minor), (Some(60), Some(31)));
+    // The history tells the auditor how the call was set up.
+    assert_eq!(s.edge.history_paths().await, ["call_in"]);
     s.edge.shutdown().await;
 }
 

@@ -137,6 +137,7 @@ async fn a_call_forks_to_every_phone_and_the_first_answer_wins(backend: Backend)
         ended(events),
         Some((EndCause::NormalClearing, Side::Caller))
     );
+    assert_eq!(edge.history_paths().await, ["data"]);
     edge.shutdown().await;
 }
 
@@ -1056,6 +1057,8 @@ async fn calls_through_the_edge_over_tariff_versions_are_billed_as_the_reference
         })
         .collect();
     assert_eq!(rated, expected);
+    // Calls out from a phone went over the public network.
+    assert_eq!(edge.history_paths().await, ["pstn"; 4]);
     // The correction re-rated the first call: no leg is on version 2 any more.
     assert_eq!(
         rated.iter().map(|r| r.0).collect::<Vec<_>>(),
