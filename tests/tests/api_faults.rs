@@ -1241,8 +1241,8 @@ async fn small_refusals(b: Backend) {
         row.contains(",+441632960002,"),
         "a phone number stays as it is: {row}"
     );
-    // The invoice CSV is the CLI's: currency column and a total line (no usage yet, so no
-    // currency either).
+    // The invoice CSV is the CLI's: currency column and a total line (no usage yet: the
+    // account's own currency).
     let account = body["account_id"].as_str().unwrap();
     let invoice = app
         .request(
@@ -1262,7 +1262,7 @@ async fn small_refusals(b: Backend) {
         lines,
         [
             "extension_id,path,legs,billable_secs,charge_minor,currency",
-            "total,,,,0,"
+            "total,,,,0,GBP"
         ]
     );
     app.shutdown().await;
