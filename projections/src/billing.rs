@@ -270,10 +270,11 @@ impl BillingBatch {
             }
         }
         let call_ids: Vec<String> = call_ids.into_iter().collect();
+        // Each open call with the tariff it started on (none for `call.started` v1).
         let heads = select_in(
             conn,
-            "call_id, account_id, extension_id, started_at",
-            OPEN_CALLS,
+            "call_id, account_id, extension_id, started_at, tariff_id",
+            "billing_open_calls LEFT JOIN billing_call_tariffs USING (call_id)",
             "call_id",
             &call_ids,
         )
@@ -283,7 +284,7 @@ impl BillingBatch {
                 account_id: r.try_get(1)?,
                 extension_id: r.try_get(2)?,
                 started_at: r.try_get(3)?,
-                tariff_id: None,
+                tariff_id: r.try_get(4)?,
             };
             account_ids.insert(head.account_id.clone());
             let call = batch.calls.entry(r.try_get(0)?).or_default();
@@ -322,20 +323,6 @@ impl BillingBatch {
             let call = batch.calls.entry(r.try_get(1)?).or_default();
             call.stored = true;
             call.leg_extensions.insert(r.try_get(0)?, r.try_get(2)?);
-        }
-        let tariffs = select_in(
-            conn,
-            "call_id, tariff_id",
-            CALL_TARIFFS,
-            "call_id",
-            &call_ids,
-        )
-        .await?;
-        for r in tariffs {
-            let call_id: String = r.try_get(0)?;
-            if let Some(head) = batch.calls.get_mut(&call_id).and_then(|c| c.head.as_mut()) {
-                head.tariff_id = Some(r.try_get(1)?);
-            }
         }
         let account_ids: Vec<String> = account_ids.into_iter().collect();
         for r in select_in(

@@ -254,8 +254,8 @@ pub struct Edge {
     pub(crate) call_ins: CallIns,
     /// Call-through attempts per caller (a fraud control).
     attempts: Attempts,
-    /// What the operator allows when calls are planned.
-    pub(crate) policy: plan::Policy,
+    /// Calls to destinations with no price are placed (and listed unrated), not refused.
+    allow_unrated_calls: bool,
     /// Calls in progress and their reservations against daily limits (a fraud control).
     pub spending: Arc<Spending>,
     /// Open TCP connections by the peer's address: how the edge reaches a device registered
@@ -285,17 +285,14 @@ impl Edge {
             local: parts.local,
             ring_timeout: parts.ring_timeout,
             call_in_timeout: parts.call_in_timeout,
-            call_in_webhook: parts.call_in_webhook.clone(),
+            call_in_webhook: parts.call_in_webhook,
             media: parts.media,
             transactions: TransactionShards::default(),
             outgoing: Outgoing::default(),
             calls: Calls::default(),
             call_ins: CallIns::default(),
             attempts: Attempts::default(),
-            policy: plan::Policy {
-                call_in_webhook: parts.call_in_webhook.is_some(),
-                allow_unrated_calls: parts.allow_unrated_calls,
-            },
+            allow_unrated_calls: parts.allow_unrated_calls,
             spending: Spending::new(parts.call_limits),
             connections: Mutex::default(),
             tcp_limits: parts.tcp_limits,
@@ -305,6 +302,14 @@ impl Edge {
             in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_KB)),
             stats: Stats::default(),
         })
+    }
+
+    /// What the operator allows when calls are planned.
+    pub(crate) fn policy(&self) -> plan::Policy {
+        plan::Policy {
+            call_in_webhook: self.call_in_webhook.is_some(),
+            allow_unrated_calls: self.allow_unrated_calls,
+        }
     }
 
     /// How to reach `to` over `transport`: UDP from the edge's socket, TCP only over a
@@ -498,7 +503,7 @@ impl Edge {
             &self.auth,
             &self.view,
             &self.attempts,
-            self.policy,
+            self.policy(),
         ) {
             Ok(plan) => plan,
             Err(answer) => return Some(answer),

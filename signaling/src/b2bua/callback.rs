@@ -194,7 +194,7 @@ impl Callback {
                 &self.account,
                 Some((extension_id, extension)),
                 &destination,
-                self.edge.policy,
+                self.edge.policy(),
                 chrono::Utc::now(),
             )
         };
