@@ -90,6 +90,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         );
     }
     let sip_addr = edge.udp;
+    let sip_edge = edge.edge.clone();
     runners.extend(edge.tasks);
     if !config.bus.kafka.brokers.is_empty() {
         let relay = crate::bus_cmd::relay(config, store.clone()).await?;
@@ -115,6 +116,17 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     );
     shutdown.wait().await;
     tracing::info!("shutting down");
+    // Calls first, while the transports still carry their BYEs and the answers to them.
+    let left = sip_edge
+        .drain(Duration::from_secs(config.sip.drain_secs))
+        .await;
+    // With calls left running, no `edge.stopped`: they are ended as lost once the edge's
+    // heartbeats stop.
+    if left == 0
+        && let Err(e) = signaling::liveness::record_stop(&sip_edge).await
+    {
+        tracing::warn!(error = %e, "the edge's stop was not recorded");
+    }
     let _ = stop.send(true);
     for r in runners {
         let _ = r.await;
@@ -297,6 +309,7 @@ async fn start_edge(
         call_in_timeout: Duration::from_secs(u64::from(sip.call_in_timeout_secs)),
         call_in_webhook: (!sip.call_in_webhook_url.is_empty())
             .then(|| sip.call_in_webhook_url.clone()),
+        heartbeat: Duration::from_secs(sip.heartbeat_secs),
         media: if config.media.relay {
             Some(signaling::media::MediaSettings {
                 address: config.media.relay_address(sip.listen)?,
@@ -307,7 +320,7 @@ async fn start_edge(
             None
         },
         actor: format!("edge:{}", sip.listen),
-        security: security_settings(&config.security),
+        security: security_settings(config),
     };
     let view = signaling::SharedView::default();
     signaling::start(settings, store, view, stopped)
@@ -316,7 +329,8 @@ async fn start_edge(
 }
 
 /// The edge's defences as configured.
-fn security_settings(c: &infra::config::SecurityConfig) -> signaling::SecuritySettings {
+fn security_settings(config: &Config) -> signaling::SecuritySettings {
+    let c = &config.security;
     signaling::SecuritySettings {
         lockout: signaling::lockout::LockoutSettings {
             failures_per_source: c.auth_failures_per_source,
@@ -339,6 +353,8 @@ fn security_settings(c: &infra::config::SecurityConfig) -> signaling::SecuritySe
             max_bytes: c.kept_responses_max_mb * 1024 * 1024,
         },
         allow_unrated_calls: c.allow_unrated_calls,
+        max_call_duration: Duration::from_secs(config.sip.max_call_duration_secs),
+        call_in_trusts_caller_id: config.sip.call_in_trust_caller_id,
     }
 }
 

@@ -152,6 +152,7 @@ pub enum AccountCommand {
 }
 
 domain_events! {
+    upcast = crate::account::upcast;
     /// What happened to an account (stream `account-{id}`).
     pub enum AccountEvent {
         Opened {

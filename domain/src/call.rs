@@ -113,7 +113,13 @@ pub enum EndCause {
     SpendLimit,
     /// Refused: the tariff in force has no rate for the destination (no call without a price).
     NoRate,
+    /// The edge running the call stopped (or crashed) without ending it: ended by another
+    /// edge, or the same one's next start, at the last instant the edge was known alive.
     EdgeLost,
+    /// The edge was shut down (SIGTERM) and hung up the call while draining.
+    EdgeShutdown,
+    /// The call reached the longest an answered call may last (`sip.max_call_duration_secs`).
+    MaxDuration,
     Failed,
 }
 
@@ -186,6 +192,10 @@ pub struct Call {
     pub extension_id: Option<ExtensionId>,
     pub direction: Option<Direction>,
     pub started_at: Option<Instant>,
+    /// The edge process running the call (null for calls recorded before edges were named).
+    pub edge_id: Option<uuid::Uuid>,
+    /// When the call's latest step was recorded.
+    pub last_at: Option<Instant>,
     pub legs: BTreeMap<LegId, Leg>,
     pub ended: Option<(EndCause, Side, Instant)>,
 }
@@ -207,6 +217,8 @@ pub enum CallCommand {
         /// The dial intent an extension staged over data for this call-through: it names the
         /// destination, and stands in for the PIN (staging it took the account's API key).
         dial_intent: Option<uuid::Uuid>,
+        /// The edge process running the call, if an edge runs it.
+        edge_id: Option<uuid::Uuid>,
     },
     StartLeg {
         leg_id: LegId,
@@ -244,9 +256,15 @@ pub enum CallCommand {
         cause: EndCause,
         side: Side,
     },
+    /// The call's edge is gone: the call ends (cause `edge_lost`) at the last instant the edge
+    /// was known alive, never before the call's last recorded step.
+    EndLost {
+        alive_until: Instant,
+    },
 }
 
 domain_events! {
+    upcast = crate::call::upcast;
     /// The life of one call (stream `call-{id}`).
     pub enum CallEvent {
         Started {
@@ -262,8 +280,11 @@ domain_events! {
             /// The account's tariff when the call started, on which its legs are rated (null
             /// in version 1: those are rated on the account's tariff when the call ended).
             tariff_id: Option<TariffId>,
+            /// The edge process running the call (its stream is `edge-{id}`; null before
+            /// version 3 and for calls recorded outside an edge).
+            edge_id: Option<uuid::Uuid>,
             at: Instant,
-        } = ("call.started", 2),
+        } = ("call.started", 3),
         LegStarted { leg_id: LegId, target: LegTarget, path: Path, role: LegRole, at: Instant } = ("call.leg_started", 1),
         LegRinging { leg_id: LegId, at: Instant } = ("call.leg_ringing", 1),
         LegAnswered { leg_id: LegId, at: Instant } = ("call.leg_answered", 1),
@@ -278,6 +299,23 @@ domain_events! {
         } = ("call.call_in_awaited", 1),
         Bridged { legs: Vec<LegId>, at: Instant } = ("call.bridged", 1),
         Ended { cause: EndCause, side: Side, at: Instant } = ("call.ended", 1),
+    }
+}
+
+impl CallEvent {
+    /// When the step was recorded.
+    pub fn at(&self) -> Instant {
+        match self {
+            Self::Started { at, .. }
+            | Self::LegStarted { at, .. }
+            | Self::LegRinging { at, .. }
+            | Self::LegAnswered { at, .. }
+            | Self::LegFailed { at, .. }
+            | Self::AlternatePathChosen { at, .. }
+            | Self::CallInAwaited { at, .. }
+            | Self::Bridged { at, .. }
+            | Self::Ended { at, .. } => *at,
+        }
     }
 }
 
@@ -309,6 +347,7 @@ fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> 
         extension,
         pin,
         dial_intent,
+        edge_id,
     } = command
     else {
         unreachable!("only called for Start");
@@ -382,11 +421,13 @@ fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> 
         account_id,
         extension_id,
         tariff_id: account.tariff_id,
+        edge_id: *edge_id,
         at: now,
     })
 }
 
-/// Upcasters for call events: `call.started` version 1 did not name the tariff.
+/// Upcasters for call events: `call.started` version 1 did not name the tariff, version 2 not
+/// the edge.
 pub(crate) fn upcast(
     event_type: &str,
     version: u16,
@@ -394,6 +435,7 @@ pub(crate) fn upcast(
 ) -> Result<serde_json::Value, crate::event::DecodeError> {
     let field = match (event_type, version) {
         ("call.started", 1) => Some("tariff_id"),
+        ("call.started", 2) => Some("edge_id"),
         _ => None,
     };
     crate::event::with_null_field(event_type, version, payload, field)
@@ -424,9 +466,26 @@ impl Aggregate for Call {
                 }]),
             };
         }
+        if let C::EndLost { alive_until } = command {
+            // Several edges may find the same lost call: the first ends it, the others
+            // change nothing.
+            return match self.status {
+                CallStatus::Ended => Ok(vec![]),
+                CallStatus::NotStarted => Err(DomainError::NotFound { entity: "call" }),
+                _ => Ok(vec![E::Ended {
+                    cause: EndCause::EdgeLost,
+                    side: Side::System,
+                    at: (*alive_until)
+                        .max(self.last_at.unwrap_or(*alive_until))
+                        .min(now),
+                }]),
+            };
+        }
         self.ensure_live()?;
         Ok(match command {
-            C::Start { .. } | C::End { .. } => unreachable!("handled above"),
+            C::Start { .. } | C::End { .. } | C::EndLost { .. } => {
+                unreachable!("handled above")
+            }
             C::StartLeg {
                 leg_id,
                 target,
@@ -561,6 +620,7 @@ impl Aggregate for Call {
 
     fn apply(&mut self, event: &CallEvent) {
         use CallEvent as E;
+        self.last_at = Some(event.at());
         match event {
             E::Started {
                 call_id,
@@ -568,9 +628,11 @@ impl Aggregate for Call {
                 account_id,
                 extension_id,
                 tariff_id,
+                edge_id,
                 at,
                 ..
             } => {
+                self.edge_id = *edge_id;
                 self.status = CallStatus::Setup;
                 self.id = Some(*call_id);
                 self.direction = Some(*direction);
@@ -653,6 +715,7 @@ mod tests {
 
     fn through(extension: Option<Extension>, to: &str) -> CallCommand {
         CallCommand::Start {
+            edge_id: None,
             call_id: call_id(),
             direction: Direction::Outbound,
             from: mobile().to_string(),
@@ -681,6 +744,7 @@ mod tests {
             account_id: account_id(),
             extension_id: None,
             tariff_id: Some(crate::account::tests::tariff_id()),
+            edge_id: Some(Uuid::from_u128(900)),
             at: at(0),
         }
     }
@@ -849,6 +913,7 @@ mod tests {
         };
         given::<Call>([])
             .when(CallCommand::Start {
+                edge_id: None,
                 call_id,
                 direction,
                 from,
@@ -894,6 +959,7 @@ mod tests {
 
     fn callback(extension: Extension, to: &str) -> CallCommand {
         CallCommand::Start {
+            edge_id: None,
             call_id: call_id(),
             direction: Direction::Outbound,
             from: mobile().to_string(),
@@ -1000,6 +1066,41 @@ mod tests {
                 reason: AlternateReason::NoLiveContact,
             })
             .then_error(DomainError::CallEnded);
+    }
+
+    #[test]
+    fn a_lost_call_ends_when_its_edge_was_last_alive_never_before_its_last_step() {
+        let answered = CallEvent::LegAnswered {
+            leg_id: leg(1),
+            at: at(5),
+        };
+        let lost_at = |t| CallEvent::Ended {
+            cause: EndCause::EdgeLost,
+            side: Side::System,
+            at: at(t),
+        };
+        // Alive until 40 s: billed to 40 s.
+        given::<Call>([inbound_started(), contact_leg(1), answered.clone()])
+            .at(at(100))
+            .when(CallCommand::EndLost {
+                alive_until: at(40),
+            })
+            .then([lost_at(40)]);
+        // Last seen alive before the answer: the call ends at its answer (nothing billed),
+        // not before it.
+        given::<Call>([inbound_started(), contact_leg(1), answered.clone()])
+            .at(at(100))
+            .when(CallCommand::EndLost { alive_until: at(2) })
+            .then([lost_at(5)]);
+        // Found twice (two edges): the second changes nothing.
+        given::<Call>([inbound_started(), contact_leg(1), answered, lost_at(40)])
+            .at(at(100))
+            .when(CallCommand::EndLost {
+                alive_until: at(50),
+            })
+            .then([]);
+        let state = Call::from_events(&[inbound_started()]);
+        assert_eq!(state.edge_id, Some(Uuid::from_u128(900)));
     }
 
     #[test]

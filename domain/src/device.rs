@@ -159,6 +159,7 @@ pub enum DeviceCommand {
 }
 
 domain_events! {
+    upcast = crate::device::upcast;
     /// What happened to an IP device (stream `device-{id}`).
     pub enum DeviceEvent {
         Provisioned {

@@ -6,8 +6,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::{account, call, device, extension, import, number, tariff};
-
 /// An event ready for the log: what the store needs besides the envelope it adds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedEvent {
@@ -121,9 +119,11 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
     }
 }
 
-/// Declares an aggregate's event enum: each variant with its stable name and schema version.
+/// Declares an aggregate's event enum: each variant with its stable name and schema version,
+/// and (`upcast = path;`) the function that rewrites older versions' payloads, if any.
 macro_rules! domain_events {
     (
+        $(upcast = $upcast:path;)?
         $(#[$meta:meta])*
         pub enum $name:ident {
             $(
@@ -158,147 +158,16 @@ macro_rules! domain_events {
                 self.type_name()
             }
 
-            domain_events!(@upcast $name);
+            $(
+                fn upcast_once(
+                    event_type: &str,
+                    version: u16,
+                    payload: serde_json::Value,
+                ) -> Result<serde_json::Value, $crate::event::DecodeError> {
+                    $upcast(event_type, version, payload)
+                }
+            )?
         }
     };
-    (@upcast AccountEvent) => {
-        fn upcast_once(
-            event_type: &str,
-            version: u16,
-            payload: serde_json::Value,
-        ) -> Result<serde_json::Value, $crate::event::DecodeError> {
-            $crate::account::upcast(event_type, version, payload)
-        }
-    };
-    (@upcast CallEvent) => {
-        fn upcast_once(
-            event_type: &str,
-            version: u16,
-            payload: serde_json::Value,
-        ) -> Result<serde_json::Value, $crate::event::DecodeError> {
-            $crate::call::upcast(event_type, version, payload)
-        }
-    };
-    (@upcast DeviceEvent) => {
-        fn upcast_once(
-            event_type: &str,
-            version: u16,
-            payload: serde_json::Value,
-        ) -> Result<serde_json::Value, $crate::event::DecodeError> {
-            $crate::device::upcast(event_type, version, payload)
-        }
-    };
-    (@upcast ExtensionEvent) => {
-        fn upcast_once(
-            event_type: &str,
-            version: u16,
-            payload: serde_json::Value,
-        ) -> Result<serde_json::Value, $crate::event::DecodeError> {
-            $crate::extension::upcast(event_type, version, payload)
-        }
-    };
-    (@upcast $other:ident) => {};
 }
 pub(crate) use domain_events;
-
-/// Any event of the model, for readers of the whole log (projections, audit).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Account(account::AccountEvent),
-    Device(device::DeviceEvent),
-    Extension(extension::ExtensionEvent),
-    Number(number::NumberEvent),
-    Call(call::CallEvent),
-    Tariff(tariff::TariffEvent),
-    Import(import::ImportEvent),
-}
-
-impl Event {
-    /// Every event type with its current schema version, across the model.
-    pub fn catalogue() -> Vec<(&'static str, u16)> {
-        [
-            account::AccountEvent::SCHEMA,
-            device::DeviceEvent::SCHEMA,
-            extension::ExtensionEvent::SCHEMA,
-            number::NumberEvent::SCHEMA,
-            call::CallEvent::SCHEMA,
-            tariff::TariffEvent::SCHEMA,
-            import::ImportEvent::SCHEMA,
-        ]
-        .concat()
-    }
-
-    pub fn decode(event_type: &str, version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let category = event_type.split('.').next().unwrap_or_default();
-        Ok(match category {
-            "account" => Self::Account(DomainEvent::decode(event_type, version, payload)?),
-            "device" => Self::Device(DomainEvent::decode(event_type, version, payload)?),
-            "extension" => Self::Extension(DomainEvent::decode(event_type, version, payload)?),
-            "number" => Self::Number(DomainEvent::decode(event_type, version, payload)?),
-            "call" => Self::Call(DomainEvent::decode(event_type, version, payload)?),
-            "tariff" => Self::Tariff(DomainEvent::decode(event_type, version, payload)?),
-            "import" => Self::Import(DomainEvent::decode(event_type, version, payload)?),
-            _ => return Err(DecodeError::UnknownType(event_type.to_owned())),
-        })
-    }
-
-    pub fn encode(&self) -> EncodedEvent {
-        match self {
-            Self::Account(e) => e.encode(),
-            Self::Device(e) => e.encode(),
-            Self::Extension(e) => e.encode(),
-            Self::Number(e) => e.encode(),
-            Self::Call(e) => e.encode(),
-            Self::Tariff(e) => e.encode(),
-            Self::Import(e) => e.encode(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn catalogue_names_are_unique_and_categorised() {
-        let cat = Event::catalogue();
-        let mut names: Vec<_> = cat.iter().map(|(n, _)| *n).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), cat.len());
-        for (name, _) in &cat {
-            let category = name.split('.').next().unwrap();
-            assert!(
-                [
-                    "account",
-                    "device",
-                    "extension",
-                    "number",
-                    "call",
-                    "tariff",
-                    "import"
-                ]
-                .contains(&category),
-                "{name}"
-            );
-        }
-    }
-
-    #[test]
-    fn unknown_types_and_future_versions_are_refused() {
-        assert!(matches!(
-            Event::decode("account.renamed", 1, serde_json::json!({})),
-            Err(DecodeError::UnknownType(_))
-        ));
-        assert!(matches!(
-            Event::decode("account.reinstated", 9, serde_json::json!({})),
-            Err(DecodeError::FutureVersion { .. })
-        ));
-    }
-
-    #[test]
-    fn payload_with_unknown_field_is_refused() {
-        let err = Event::decode("account.reinstated", 1, serde_json::json!({"surprise": 1}));
-        assert!(matches!(err, Err(DecodeError::Payload { .. })), "{err:?}");
-    }
-}

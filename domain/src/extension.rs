@@ -212,6 +212,7 @@ pub enum ExtensionCommand {
 }
 
 domain_events! {
+    upcast = crate::extension::upcast;
     /// What happened to an extension telephone (stream `extension-{id}`).
     pub enum ExtensionEvent {
         Requested {

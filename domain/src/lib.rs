@@ -10,8 +10,10 @@ pub mod call;
 pub mod credentials;
 pub mod device;
 pub mod e164;
+pub mod edge;
 pub mod error;
 pub mod event;
+pub mod events;
 pub mod extension;
 pub mod ids;
 pub mod import;
@@ -26,7 +28,8 @@ mod testing;
 pub use aggregate::Aggregate;
 pub use e164::E164;
 pub use error::DomainError;
-pub use event::{DecodeError, DomainEvent, EncodedEvent, Event};
+pub use event::{DecodeError, DomainEvent, EncodedEvent};
+pub use events::Event;
 pub use money::{Currency, Money};
 
 /// Instants are UTC everywhere in the model.

@@ -86,8 +86,26 @@ max_expires = 3600
 # How long an incoming call rings (all its legs at once) before it ends unanswered.
 ring_timeout_secs = 60
 # How long a caller is kept ringing while the user's extension is asked to call in (alternate
-# path "call_in"); then the edge calls the extension out instead.
-call_in_timeout_secs = 30
+# path "call_in"); then the edge calls the extension out instead. Must be less than
+# ring_timeout_secs; a call waits at most half the ring time it has left (the account's ring
+# timeout may be shorter), so calling out still has as long to ring.
+call_in_timeout_secs = 15
+# A call-in is matched on the caller ID the carrier delivers and the access number dialled. The
+# call-in token the user is sent cannot be proved yet (it is to be keyed in by DTMF), and caller
+# ID is easily spoofed on the public network: so by default no call-in is awaited, and
+# extensions set to call in are called out instead. true awaits call-ins, trusting every
+# carrier's caller ID.
+call_in_trust_caller_id = false
+# The longest an answered call lasts: then the edge hangs up both sides (call.ended cause
+# max_duration). Also ends calls with no media to watch (no audio stream, or media not relayed).
+max_call_duration_secs = 14400
+# While it has calls, the edge records edge.alive this often; a call whose edge has been silent
+# for three heartbeats is ended by any other edge (or the next start) as edge_lost, billed up
+# to the edge's last heartbeat.
+heartbeat_secs = 10
+# On SIGTERM/SIGINT the edge refuses new calls and hangs up the ones in progress
+# (edge_shutdown), waiting at most this long for them to end before it exits.
+drain_secs = 10
 # Where call-in notices are also POSTed as JSON (a push gateway for the user's app; http://);
 # with one set, a call-in is offered even when no device of the user is registered.
 call_in_webhook_url = ""
@@ -297,6 +315,10 @@ pub struct SipConfig {
     pub max_expires: u32,
     pub ring_timeout_secs: u64,
     pub call_in_timeout_secs: u32,
+    pub call_in_trust_caller_id: bool,
+    pub max_call_duration_secs: u64,
+    pub heartbeat_secs: u64,
+    pub drain_secs: u64,
     pub call_in_webhook_url: String,
     pub flash_call_prefix: String,
     pub max_contacts_per_request: u32,
@@ -544,6 +566,28 @@ impl Config {
                 "sip.call_in_timeout_secs",
                 "must be between 5 and 300",
             ));
+        }
+        if u64::from(self.sip.call_in_timeout_secs) >= self.sip.ring_timeout_secs {
+            return Err(ConfigError::new(
+                "sip.call_in_timeout_secs",
+                "must be less than sip.ring_timeout_secs (the extension is called out after it)",
+            ));
+        }
+        for (key, value, range) in [
+            (
+                "sip.max_call_duration_secs",
+                self.sip.max_call_duration_secs,
+                5..=86_400,
+            ),
+            ("sip.heartbeat_secs", self.sip.heartbeat_secs, 1..=300),
+            ("sip.drain_secs", self.sip.drain_secs, 1..=300),
+        ] {
+            if !range.contains(&value) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                ));
+            }
         }
         let sec = &self.security;
         for (key, value) in [
@@ -875,6 +919,32 @@ mod tests {
         .unwrap();
         assert_eq!(c.api.code_delivery, CodeDelivery::Send);
         assert_eq!(c.api.sms_webhook_url, "http://127.0.0.1:9/sms");
+    }
+
+    #[test]
+    fn the_call_in_wait_leaves_time_to_call_the_extension_out() {
+        let err = |e: &[(&str, &str)]| Config::from_sources(None, env(e)).unwrap_err().to_string();
+        let defaults = Config::from_sources(None, vec![]).unwrap();
+        assert!(
+            u64::from(defaults.sip.call_in_timeout_secs) < defaults.sip.ring_timeout_secs,
+            "the defaults leave no time to call out"
+        );
+        assert!(!defaults.sip.call_in_trust_caller_id);
+        assert!(
+            err(&[
+                ("RINGLEDGER_SIP__RING_TIMEOUT_SECS", "20"),
+                ("RINGLEDGER_SIP__CALL_IN_TIMEOUT_SECS", "20"),
+            ])
+            .starts_with("config: sip.call_in_timeout_secs: must be less than"),
+        );
+        assert!(
+            err(&[("RINGLEDGER_SIP__MAX_CALL_DURATION_SECS", "2")])
+                .starts_with("config: sip.max_call_duration_secs: "),
+        );
+        assert!(
+            err(&[("RINGLEDGER_SIP__HEARTBEAT_SECS", "0")])
+                .starts_with("config: sip.heartbeat_secs: "),
+        );
     }
 
     #[test]

@@ -516,7 +516,7 @@ fn write(w: &mut Writes, event: &RecordedEvent, decoded: &Event) -> Result<(), P
             }
             _ => {}
         },
-        Event::Tariff(_) | Event::Import(_) => {}
+        Event::Tariff(_) | Event::Import(_) | Event::Edge(_) => {}
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use domain::account::Account;
 use domain::call::{Call, CallEvent, LegTarget};
 use domain::device::{ContactBinding, Device, DeviceEvent, DeviceStatus};
+use domain::edge::EdgeEvent;
 use domain::extension::{Extension, ExtensionStatus};
 use domain::ids::{AccountId, CallId, DeviceId, ExtensionId, TariffId};
 use domain::number::{Holder, NumberEvent, NumberRole};
@@ -30,6 +31,26 @@ pub struct PendingCallIn {
     pub expires_at: Instant,
 }
 
+/// What the view knows of one edge process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EdgeSeen {
+    /// Its latest event's instant: when it was last known alive.
+    pub last_alive: Instant,
+    /// The version of that event in the edge's stream.
+    pub version: u64,
+    /// It stopped after draining: its calls still open are lost at once.
+    pub stopped: bool,
+}
+
+/// An open call whose edge seems gone, and the last instant that edge was known alive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LostCall {
+    pub call_id: CallId,
+    /// The call's edge (none for calls recorded before calls named their edge).
+    pub edge_id: Option<Uuid>,
+    pub alive_until: Instant,
+}
+
 #[derive(Debug, Default, PartialEq)]
 pub struct RoutingView {
     position: u64,
@@ -40,6 +61,9 @@ pub struct RoutingView {
     extensions: HashMap<ExtensionId, Extension>,
     numbers: HashMap<E164, Holder>,
     live_calls: HashMap<CallId, Call>,
+    /// Edge processes by id (one entry per start; a stopped edge's entry goes with its last
+    /// open call).
+    edges: HashMap<Uuid, EdgeSeen>,
     call_ins: HashMap<String, PendingCallIn>,
     /// Per account, its access numbers not mapped to a destination (the ones to call in to).
     call_in_numbers: HashMap<AccountId, BTreeSet<E164>>,
@@ -64,6 +88,57 @@ impl RoutingView {
     /// The position of the last event applied.
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// What the view knows of the edge process `id`.
+    pub fn edge(&self, id: Uuid) -> Option<EdgeSeen> {
+        self.edges.get(&id).copied()
+    }
+
+    /// Open calls run by another edge than `me` that look lost at `now`, at most `limit`: the
+    /// edge stopped, or neither it nor the call has shown a sign of life for `lost_after`
+    /// (the edge writes `edge.alive` while it has calls, so a live edge's call never looks
+    /// so). A call that names no edge (recorded before calls named theirs) is lost once its
+    /// last step is `legacy_after` old. The view may lag the log: the caller confirms with
+    /// the edge's stream before ending anything.
+    pub fn lost_calls(
+        &self,
+        now: Instant,
+        me: Uuid,
+        lost_after: chrono::Duration,
+        legacy_after: chrono::Duration,
+        limit: usize,
+    ) -> Vec<LostCall> {
+        let mut lost = Vec::new();
+        for (id, call) in &self.live_calls {
+            if lost.len() >= limit {
+                break;
+            }
+            let (Some(last_step), Some(_)) = (call.last_at, call.started_at) else {
+                continue;
+            };
+            let alive_until = match call.edge_id {
+                Some(edge) if edge == me => continue,
+                Some(edge) => match self.edges.get(&edge) {
+                    Some(seen) if seen.stopped => Some(seen.last_alive),
+                    Some(seen) => {
+                        let latest = seen.last_alive.max(last_step);
+                        (now - latest > lost_after).then_some(seen.last_alive)
+                    }
+                    // Stopped and forgotten.
+                    None => Some(last_step),
+                },
+                None => (now - last_step > legacy_after).then_some(last_step),
+            };
+            if let Some(alive_until) = alive_until {
+                lost.push(LostCall {
+                    call_id: *id,
+                    edge_id: call.edge_id,
+                    alive_until,
+                });
+            }
+        }
+        lost
     }
 
     /// Applies one event. Returns `false` for an event at or before the current position (a
@@ -113,6 +188,19 @@ impl RoutingView {
             Event::Tariff(e) => {
                 let id = TariffId(entity_id(event)?);
                 self.tariffs.entry(id).or_default().apply(&e);
+            }
+            Event::Edge(e) => {
+                let id = entity_id(event)?;
+                let seen = EdgeSeen {
+                    last_alive: e.at(),
+                    version: event.stream_version,
+                    stopped: matches!(e, EdgeEvent::Stopped { .. }),
+                };
+                if seen.stopped && !self.live_calls.values().any(|c| c.edge_id == Some(id)) {
+                    self.edges.remove(&id);
+                } else {
+                    self.edges.insert(id, seen);
+                }
             }
             // The bounds of a copied log route nothing.
             Event::Import(_) => {}
@@ -177,6 +265,12 @@ impl RoutingView {
             if let Some(mut call) = self.live_calls.remove(&id) {
                 call.apply(e);
                 self.add_spend(&call);
+                if let Some(edge) = call.edge_id
+                    && self.edges.get(&edge).is_some_and(|s| s.stopped)
+                    && !self.live_calls.values().any(|c| c.edge_id == Some(edge))
+                {
+                    self.edges.remove(&edge);
+                }
             }
         } else {
             self.live_calls.entry(id).or_default().apply(e);
@@ -573,6 +667,87 @@ mod tests {
     }
 
     #[test]
+    fn calls_look_lost_only_when_their_edge_stopped_or_fell_silent() {
+        use domain::call::{Direction, Origin, Path};
+        let secs = chrono::Duration::seconds;
+        let started = |call: u128, edge: Option<Uuid>| CallEvent::Started {
+            call_id: CallId(Uuid::from_u128(call)),
+            direction: Direction::Inbound,
+            from: "+14155550100".into(),
+            to: "+442000000001".into(),
+            origin: Origin::Pstn {
+                trunk: "carrier".into(),
+            },
+            path: Path::Data,
+            account_id: AccountId(Uuid::from_u128(1)),
+            extension_id: None,
+            tariff_id: None,
+            edge_id: edge,
+            at: t0(),
+        };
+        let [me, alive, silent, stopped] = [10, 11, 12, 13].map(Uuid::from_u128);
+        let mut view = RoutingView::default();
+        let mut position = 0;
+        let mut apply =
+            |view: &mut RoutingView, stream: String, event: &dyn Fn() -> RecordedEvent| {
+                position += 1;
+                let mut e = event();
+                e.global_position = position;
+                e.stream_id = stream;
+                view.apply(&e).unwrap();
+            };
+        for edge in [me, alive, silent, stopped] {
+            let e = EdgeEvent::Started {
+                listen: "127.0.0.1:5060".into(),
+                at: t0(),
+            };
+            apply(&mut view, domain::edge::stream_id(edge), &|| rec(0, "", &e));
+        }
+        for (call, edge) in [
+            (1, Some(me)),
+            (2, Some(alive)),
+            (3, Some(silent)),
+            (4, Some(stopped)),
+            (5, None),
+        ] {
+            let e = started(call, edge);
+            apply(
+                &mut view,
+                CallId(Uuid::from_u128(call)).stream_id(),
+                &|| rec(0, "", &e),
+            );
+        }
+        let heartbeat = EdgeEvent::Alive {
+            at: t0() + secs(50),
+        };
+        apply(&mut view, domain::edge::stream_id(alive), &|| {
+            rec(0, "", &heartbeat)
+        });
+        let stop = EdgeEvent::Stopped { at: t0() + secs(5) };
+        apply(&mut view, domain::edge::stream_id(stopped), &|| {
+            rec(0, "", &stop)
+        });
+
+        let lost = |now| {
+            let mut calls: Vec<_> = view
+                .lost_calls(now, me, secs(30), secs(3600), 100)
+                .into_iter()
+                .map(|l| (l.call_id.0.as_u128(), l.alive_until))
+                .collect();
+            calls.sort();
+            calls
+        };
+        // A stopped edge's call at once; the rest are not silent long enough yet.
+        assert_eq!(lost(t0() + secs(20)), vec![(4, t0() + secs(5))]);
+        // Past 30 s of silence the silent edge's call too (at its last sign of life); the
+        // edge still beating, and this edge's own call, never.
+        assert_eq!(lost(t0() + secs(70)), vec![(3, t0()), (4, t0() + secs(5))]);
+        // A call naming no edge only once older than the longest call.
+        assert_eq!(lost(t0() + secs(3601)).len(), 4);
+        assert!(!lost(t0() + secs(3601)).iter().any(|(c, _)| *c == 1));
+    }
+
+    #[test]
     fn lookups_the_edge_needs() {
         use domain::account::AccountEvent;
         use domain::call::{Direction, EndCause, Origin, Path, Side};
@@ -637,6 +812,7 @@ mod tests {
                 7,
                 &call.stream_id(),
                 &CallEvent::Started {
+                    edge_id: None,
                     call_id: call,
                     direction: Direction::Inbound,
                     from: "+14155550100".into(),

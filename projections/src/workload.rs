@@ -350,6 +350,7 @@ impl Workload {
         run(
             &mut call,
             CallCommand::Start {
+                edge_id: None,
                 call_id,
                 direction: if inbound {
                     Direction::Inbound

@@ -130,6 +130,25 @@ pub struct Stats {
     pub responses_not_kept: AtomicU64,
     /// Calls refused by the fraud controls, by cause.
     pub calls_refused: CallRefusals,
+    /// Calls of a lost edge this edge ended (`edge_lost`).
+    pub calls_recovered: AtomicU64,
+    /// Calls hung up while draining (`edge_shutdown`).
+    pub calls_drained: AtomicU64,
+    /// Calls hung up at the longest a call may last (`max_duration`).
+    pub calls_at_max_duration: AtomicU64,
+}
+
+impl Stats {
+    /// Counts a call the edge ended itself, for the causes an operator watches.
+    pub(crate) fn count_end(&self, cause: domain::call::EndCause) {
+        use domain::call::EndCause as C;
+        let counter = match cause {
+            C::EdgeShutdown => &self.calls_drained,
+            C::MaxDuration => &self.calls_at_max_duration,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Calls the fraud controls refused (each also a `call.ended` with its cause), by cause.
@@ -232,9 +251,16 @@ pub struct Parts {
     pub call_limits: CallLimits,
     pub kept_responses: KeptResponses,
     pub allow_unrated_calls: bool,
+    /// Call-ins are matched on the carrier's caller ID alone (no token proved).
+    pub call_in_trusts_caller_id: bool,
+    /// The longest an answered call lasts.
+    pub max_call_duration: Duration,
 }
 
 pub struct Edge {
+    /// This edge process (a new id each start): calls name it, its liveness is stream
+    /// `edge-{id}`.
+    pub id: uuid::Uuid,
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) view: SharedView,
     registrar: Registrar,
@@ -256,6 +282,10 @@ pub struct Edge {
     attempts: Attempts,
     /// Calls to destinations with no price are placed (and listed unrated), not refused.
     allow_unrated_calls: bool,
+    call_in_trusts_caller_id: bool,
+    pub(crate) max_call_duration: Duration,
+    /// Shutting down: new calls are refused while the ones in progress are ended.
+    draining: std::sync::atomic::AtomicBool,
     /// Calls in progress and their reservations against daily limits (a fraud control).
     pub spending: Arc<Spending>,
     /// Open TCP connections by the peer's address: how the edge reaches a device registered
@@ -275,6 +305,7 @@ pub struct Edge {
 impl Edge {
     pub fn new(parts: Parts) -> Arc<Self> {
         Arc::new(Self {
+            id: uuid::Uuid::now_v7(),
             store: parts.store,
             view: parts.view,
             registrar: parts.registrar,
@@ -293,6 +324,9 @@ impl Edge {
             call_ins: CallIns::default(),
             attempts: Attempts::default(),
             allow_unrated_calls: parts.allow_unrated_calls,
+            call_in_trusts_caller_id: parts.call_in_trusts_caller_id,
+            max_call_duration: parts.max_call_duration,
+            draining: std::sync::atomic::AtomicBool::new(false),
             spending: Spending::new(parts.call_limits),
             connections: Mutex::default(),
             tcp_limits: parts.tcp_limits,
@@ -309,7 +343,35 @@ impl Edge {
         plan::Policy {
             call_in_webhook: self.call_in_webhook.is_some(),
             allow_unrated_calls: self.allow_unrated_calls,
+            call_in_trusts_caller_id: self.call_in_trusts_caller_id,
         }
+    }
+
+    /// Whether the edge is shutting down (new calls are refused).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Shutting down: refuses new calls (503), ends every call in progress (BYE to both sides
+    /// of an answered one, recorded with cause `edge_shutdown`), and waits up to `within` for
+    /// their tasks to finish. Returns how many were still running at the deadline (their
+    /// calls are left to the lost-call recovery of the next edge to look).
+    pub async fn drain(&self, within: Duration) -> usize {
+        self.draining.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + within;
+        let running = self.calls.running();
+        if running > 0 {
+            tracing::info!(calls = running, "draining: ending the calls in progress");
+        }
+        let _ = tokio::time::timeout_at(deadline.into(), self.calls.shut_down_all()).await;
+        while self.calls.running() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.calls.running();
+        if left > 0 {
+            tracing::warn!(calls = left, "drain time over with calls still running");
+        }
+        left
     }
 
     /// How to reach `to` over `transport`: UDP from the edge's socket, TCP only over a
@@ -463,6 +525,13 @@ impl Edge {
         reply: &PeerPath,
     ) -> Option<Answer> {
         let dialog = dialog_of(raw);
+        if dialog.1.is_empty() && self.is_draining() {
+            return Some(
+                Answer::with_reason(503, "Service Unavailable (shutting down)").header(
+                    rsip::Header::RetryAfter(rsip::headers::RetryAfter::new("5")),
+                ),
+            );
+        }
         if !dialog.1.is_empty() {
             // A re-INVITE: the edge keeps the session it set up and refuses changes to it
             // (488 leaves the call as it was, RFC 3261 §14.2).
@@ -767,6 +836,21 @@ impl Edge {
                 "ringledger_sip_responses_not_kept_total",
                 "Responses sent but not kept for retransmission (too large, or the memory budget for kept responses was spent).",
                 &self.stats.responses_not_kept,
+            ),
+            (
+                "ringledger_calls_recovered_total",
+                "Calls of a lost edge (killed, crashed) this edge ended at the last instant that edge was known alive.",
+                &self.stats.calls_recovered,
+            ),
+            (
+                "ringledger_calls_drained_total",
+                "Calls this edge hung up while draining on shutdown.",
+                &self.stats.calls_drained,
+            ),
+            (
+                "ringledger_calls_max_duration_total",
+                "Calls hung up at the longest a call may last.",
+                &self.stats.calls_at_max_duration,
             ),
         ];
         for (name, help, value) in counters {

@@ -10,6 +10,7 @@ pub mod dialog;
 pub mod digest;
 pub mod edge;
 pub mod flash_call;
+pub mod liveness;
 pub mod lockout;
 pub mod media;
 pub mod message;
@@ -59,6 +60,9 @@ pub struct EdgeSettings {
     pub call_in_timeout: Duration,
     /// Where call-in notices are also POSTed (JSON), if anywhere.
     pub call_in_webhook: Option<String>,
+    /// How often the edge records that it is alive while it has calls (`edge.alive`), and
+    /// looks for calls of edges that are gone.
+    pub heartbeat: Duration,
     /// The RTP relay's settings; `None` turns the relay off.
     pub media: Option<media::MediaSettings>,
     /// Who the edge's events name as their actor.
@@ -68,7 +72,7 @@ pub struct EdgeSettings {
 }
 
 /// The bounds the edge holds against a hostile network (config `security.*`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SecuritySettings {
     pub lockout: lockout::LockoutSettings,
     pub tcp: transport::tcp::TcpLimits,
@@ -77,6 +81,26 @@ pub struct SecuritySettings {
     /// Place calls to destinations the tariff has no rate for (listed as unrated) instead of
     /// refusing them.
     pub allow_unrated_calls: bool,
+    /// The longest an answered call lasts before the edge hangs it up
+    /// (`sip.max_call_duration_secs`).
+    pub max_call_duration: Duration,
+    /// Call-ins are matched on the carrier's caller ID alone, no token proved
+    /// (`sip.call_in_trust_caller_id`); without it extensions set to call in are called out.
+    pub call_in_trusts_caller_id: bool,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            lockout: Default::default(),
+            tcp: Default::default(),
+            calls: Default::default(),
+            kept_responses: Default::default(),
+            allow_unrated_calls: false,
+            max_call_duration: Duration::from_secs(4 * 3600),
+            call_in_trusts_caller_id: false,
+        }
+    }
 }
 
 /// A started edge.
@@ -125,7 +149,13 @@ pub async fn start(
         call_limits: settings.security.calls.clone(),
         kept_responses: settings.security.kept_responses.clone(),
         allow_unrated_calls: settings.security.allow_unrated_calls,
+        call_in_trusts_caller_id: settings.security.call_in_trusts_caller_id,
+        max_call_duration: settings.security.max_call_duration,
     });
+    // Calls name the edge: its stream says it started before any call does.
+    liveness::record_start(&edge)
+        .await
+        .map_err(|e| std::io::Error::other(format!("recording the edge's start: {e}")))?;
     let mut tasks = vec![
         tokio::spawn(security_log::record_blocks(
             store.clone(),
@@ -158,6 +188,11 @@ pub async fn start(
         edge.clone(),
         settings.actor.clone(),
         SWEEP_EVERY,
+        stopped.clone(),
+    )));
+    tasks.push(tokio::spawn(liveness::run(
+        edge.clone(),
+        settings.heartbeat,
         stopped,
     )));
     Ok(RunningEdge {

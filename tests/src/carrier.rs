@@ -53,9 +53,18 @@ pub async fn edge_with_trunk_secured(
     backend: Backend,
     security: signaling::SecuritySettings,
 ) -> (SipEdge, UdpPeer) {
+    edge_with_trunk_and_media_secured(backend, None, security).await
+}
+
+/// As `edge_with_trunk_and_media`, holding `security`'s settings.
+pub async fn edge_with_trunk_and_media_secured(
+    backend: Backend,
+    media: Option<MediaSettings>,
+    security: signaling::SecuritySettings,
+) -> (SipEdge, UdpPeer) {
     let (socket, trunk) = carrier_socket().await;
     let addr = trunk.address;
-    let edge = SipEdge::spawn_secured(backend, vec![trunk], None, security).await;
+    let edge = SipEdge::spawn_secured(backend, vec![trunk], media, security).await;
     let peer = UdpPeer {
         socket,
         addr,

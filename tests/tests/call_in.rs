@@ -10,8 +10,9 @@ use domain::call::{AlternateReason, CallEvent, EndCause, LegTarget, Path, Side};
 use domain::extension::AlternateMode;
 use domain::ids::ExtensionId;
 use ringledger_tests::carrier::{
-    audio_of, cancel_of, carrier_invite, carrier_invite_from, edge_with_trunk_and_media, ended,
-    in_dialog, media_socket, register_from, relayed, wait_for_data_path_report,
+    audio_of, cancel_of, carrier_invite, carrier_invite_from, edge_with_trunk_and_media,
+    edge_with_trunk_and_media_secured, ended, in_dialog, media_socket, register_from, relayed,
+    wait_for_data_path_report,
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::http_sink::one_post;
@@ -368,4 +369,91 @@ async fn a_call_in_with_no_codec_in_common_is_refused_and_the_extension_called_o
     assert_eq!(leg_paths(&calls[0]), vec![Path::AlternateCallOut]);
     assert_eq!(ended(&calls[0]), Some((EndCause::Busy, Side::Callee)));
     s.edge.shutdown().await;
+}
+
+/// By default the carrier's caller ID is not trusted for call-ins (the token cannot be proved
+/// yet): no call-in is awaited, the phone is told nothing, the extension is called out at
+/// once, and a call from the extension's number to the access number (as anyone spoofing it
+/// would send) does not take the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_no_call_in_is_awaited_and_a_spoofed_one_takes_nothing() {
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    let (edge, trunk) = edge_with_trunk_and_media_secured(
+        Backend::sqlite().await,
+        media,
+        signaling::SecuritySettings::default(),
+    )
+    .await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.set_alternate_path(extension_id, AlternateMode::CallIn)
+        .await;
+    edge.add_access_number(ACCESS, None).await;
+    edge.price_calls(&[], None).await;
+    let phone = UdpPeer::new(edge.udp).await;
+    let r = register_from(&phone, "ci", "Ringledger-Data-Path: poor\r\n").await;
+    assert_eq!(status(&r), 200, "{r}");
+    wait_for_data_path_report(&edge).await;
+
+    trunk
+        .send(&carrier_invite(&trunk, MAIN_NUMBER, "untrusted"))
+        .await;
+    let out = trunk.expect_request("INVITE").await;
+    assert!(
+        out.starts_with(&format!("INVITE sip:{EXTENSION}@")),
+        "{out}"
+    );
+    trunk
+        .send(&respond_to(&out, 180, "mob", Some(trunk.addr), ""))
+        .await;
+    let spoof = carrier_invite_from(&trunk, EXTENSION, ACCESS, "spoof");
+    trunk.send(&spoof).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let answer = loop {
+        let m = trunk
+            .recv(deadline.saturating_duration_since(std::time::Instant::now()))
+            .await
+            .expect("no final answer to the spoofed call-in");
+        if m.starts_with("SIP/2.0 ")
+            && status(&m) >= 200
+            && header(&m, "Call-ID") == "spoof@carrier"
+        {
+            break m;
+        }
+    };
+    assert!(status(&answer) >= 400, "{answer}");
+    assert!(
+        phone.recv(Duration::from_millis(300)).await.is_none(),
+        "the phone was told something"
+    );
+    trunk
+        .send(&respond_to(&out, 486, "mob", Some(trunk.addr), ""))
+        .await;
+    let calls = edge.ended_calls(1).await;
+    let events = calls
+        .iter()
+        .find(|c| {
+            c.iter().any(|e| {
+                matches!(
+                    e,
+                    CallEvent::LegStarted {
+                        path: Path::AlternateCallOut,
+                        ..
+                    }
+                )
+            })
+        })
+        .expect("the call to alice");
+    assert!(awaited(events).is_none(), "{events:?}");
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            CallEvent::LegStarted {
+                path: Path::CallIn,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert_eq!(ended(events), Some((EndCause::Busy, Side::Callee)));
+    edge.shutdown().await;
 }

@@ -110,6 +110,7 @@ impl CallOut {
         let mut call = Call::default();
         let commands = [
             CallCommand::Start {
+                edge_id: None,
                 call_id,
                 direction: Direction::Outbound,
                 from: "+442071838750".into(),

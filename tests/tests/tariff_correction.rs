@@ -45,6 +45,7 @@ async fn call(store: &dyn EventStore, account: &Account, start: Instant, talk_se
     let commands = [
         (
             CallCommand::Start {
+                edge_id: None,
                 call_id,
                 direction: Direction::Outbound,
                 from: "+442071838750".into(),

@@ -17,7 +17,7 @@ use super::plan::{CallInPlan, Plan, Target};
 use super::requests::{self, LegInvite};
 use super::spending::Hold;
 use super::stream::CallStream;
-use super::{CallInput, DialogKey, dialog_key};
+use super::{CallInput, DialogKey, Enlisted, dialog_key};
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
 use crate::edge::{Edge, PeerPath};
@@ -130,6 +130,14 @@ struct CallTask {
     /// The dialogs this call is registered under.
     dialogs: Vec<DialogKey>,
     tx: mpsc::Sender<CallInput>,
+    /// When the call was answered: its media and duration limits count from here.
+    answered_at: Option<Instant>,
+    /// The edge is shutting down: the task ends once the call has and its BYEs are answered.
+    shutting_down: bool,
+    /// BYEs sent and not yet answered (or timed out).
+    byes_pending: usize,
+    /// Counts the task among the edge's running calls until it ends.
+    _enlisted: Enlisted,
 }
 
 /// Runs one call from the caller's INVITE to its end.
@@ -147,7 +155,12 @@ pub async fn run(
         dialog_key(caller_call_id, ""),
         dialog_key(caller_call_id, &caller.tag),
     ];
+    let enlisted = edge.calls.enlist(tx.clone());
     let mut task = CallTask {
+        answered_at: None,
+        shutting_down: edge.is_draining(),
+        byes_pending: 0,
+        _enlisted: enlisted,
         log: CallStream::new(id),
         id,
         caller_dialog: None,
@@ -170,8 +183,18 @@ pub async fn run(
         edge,
         hold,
     };
-    task.start(&plan).await;
-    while task.phase != Phase::Over || task.over_at.is_some_and(|t| Instant::now() < t + LINGER) {
+    if task.shutting_down {
+        // Taken just as the edge began to drain: not started.
+        task.respond(Answer::with_reason(
+            503,
+            "Service Unavailable (shutting down)",
+        ))
+        .await;
+        task.over();
+    } else {
+        task.start(&plan).await;
+    }
+    while !task.done() {
         let wake = task.next_wake();
         tokio::select! {
             input = rx.recv() => match input {
@@ -187,6 +210,55 @@ pub async fn run(
 }
 
 impl CallTask {
+    /// Over, and no longer waiting for late answers (or, shutting down, for its hangups to be
+    /// answered).
+    fn done(&self) -> bool {
+        let Some(over_at) = self.over_at else {
+            return false;
+        };
+        if self.shutting_down {
+            return self.byes_pending == 0 || Instant::now() >= over_at + LINGER;
+        }
+        Instant::now() >= over_at + LINGER
+    }
+
+    /// The edge is shutting down: a call still being set up is refused (its legs cancelled);
+    /// an answered one is hung up on both sides. Either is recorded as `edge_shutdown`.
+    async fn shut_down(&mut self) {
+        self.shutting_down = true;
+        match self.phase {
+            Phase::Setup => {
+                self.cancel_legs(LegFailure::Cancelled).await;
+                self.end_setup(
+                    Answer::with_reason(503, "Service Unavailable (shutting down)"),
+                    Some((EndCause::EdgeShutdown, Side::System)),
+                )
+                .await;
+            }
+            Phase::Answered(winner) => {
+                self.unacked.clear();
+                self.bye_leg(winner).await;
+                self.bye_caller().await;
+                self.finish(EndCause::EdgeShutdown, Side::System).await;
+            }
+            Phase::Over => {}
+        }
+    }
+
+    /// Marks the call answered by `leg` (its limits count from now).
+    fn answered_by(&mut self, leg: usize) {
+        self.phase = Phase::Answered(leg);
+        self.answered_at = Some(Instant::now());
+    }
+
+    /// When an answered call reaches the longest a call may last.
+    fn max_duration_at(&self) -> Option<Instant> {
+        let Phase::Answered(_) = self.phase else {
+            return None;
+        };
+        Some(self.answered_at? + self.edge.max_call_duration)
+    }
+
     async fn record(&mut self, command: CallCommand) -> bool {
         self.try_record(command).await.is_ok()
     }
@@ -231,6 +303,7 @@ impl CallTask {
                 extension: plan.extension.clone(),
                 pin: None,
                 dial_intent: plan.dial_intent,
+                edge_id: Some(self.edge.id),
             })
             .await;
         if let Err(e) = started {
@@ -441,7 +514,8 @@ impl CallTask {
             .call_in
             .as_ref()
             .map(|(_, until)| (*until).min(Instant::now() + CALL_IN_RECHECK));
-        [ring, unacked, linger, media, delayed, call_in]
+        let longest = self.max_duration_at();
+        [ring, unacked, linger, media, delayed, call_in, longest]
             .into_iter()
             .flatten()
             .min()
@@ -449,14 +523,16 @@ impl CallTask {
     }
 
     /// How much longer an answered call's media may stay silent (zero: it has been silent
-    /// for `media.timeout`).
+    /// for `media.timeout`), counted from the answer at the earliest: a leg that rang long
+    /// before answering has had no media to relay.
     fn media_left(&self) -> Option<Duration> {
         let Phase::Answered(_) = self.phase else {
             return None;
         };
         let relay = self.relay.as_ref()?;
         let timeout = self.edge.media.as_ref()?.settings.timeout;
-        Some(timeout.saturating_sub(relay.idle_for()))
+        let silent = relay.idle_for().min(self.answered_at?.elapsed());
+        Some(timeout.saturating_sub(silent))
     }
 
     async fn on_timer(&mut self) {
@@ -486,6 +562,16 @@ impl CallTask {
                 tracing::info!(call = %self.id, "the extension did not call in; calling it out");
                 self.give_up_call_in(EndCause::CallInTimeout).await;
             }
+        }
+        if let (Phase::Answered(winner), Some(longest)) = (self.phase, self.max_duration_at())
+            && now >= longest
+        {
+            tracing::info!(call = %self.id, "the call reached the longest a call may last; hanging up");
+            self.unacked.clear();
+            self.bye_leg(winner).await;
+            self.bye_caller().await;
+            self.finish(EndCause::MaxDuration, Side::System).await;
+            return;
         }
         if let (Phase::Answered(winner), Some(Duration::ZERO)) = (self.phase, self.media_left()) {
             tracing::info!(call = %self.id, "media stopped; hanging up");
@@ -542,8 +628,19 @@ impl CallTask {
                 Outcome::Response(response) => self.on_leg_response(leg, response).await,
                 Outcome::Timeout => self.on_leg_failed(leg, 408, LegFailure::Timeout).await,
             },
-            // Responses to CANCEL and BYE change nothing.
+            // A BYE's final answer (or its timeout) is awaited only by a draining edge;
+            // responses to CANCEL change nothing.
+            CallInput::Outcome { key, outcome, .. } if key.method == "BYE" => {
+                let fin = match &outcome {
+                    Outcome::Response(r) => status_of(r).is_some_and(|s| s >= 200),
+                    Outcome::Timeout => true,
+                };
+                if fin {
+                    self.byes_pending = self.byes_pending.saturating_sub(1);
+                }
+            }
             CallInput::Outcome { .. } => {}
+            CallInput::Shutdown => self.shut_down().await,
             CallInput::Cancel => {
                 if self.phase == Phase::Setup {
                     self.cancel_legs(LegFailure::Cancelled).await;
@@ -607,9 +704,13 @@ impl CallTask {
     /// the caller ringing. Without the media relay (needed to bridge two offers) or when the
     /// extension already has a call-in pending, the extension is called out instead.
     async fn await_call_in(&mut self, plan: &CallInPlan, caller: &str) {
-        let ttl = self.edge.call_in_timeout;
+        let ttl = call_in_wait(
+            self.edge.call_in_timeout,
+            self.ring_deadline.saturating_duration_since(Instant::now()),
+        );
         let token = call_in::token();
-        let waiting = self.relay.is_some()
+        let waiting = ttl.is_some()
+            && self.relay.is_some()
             && self
                 .edge
                 .call_ins
@@ -620,10 +721,10 @@ impl CallTask {
                     token: token.clone(),
                     access_number: plan.access_number.clone(),
                     expected_caller: plan.number.clone(),
-                    ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+                    ttl_secs: ttl.map_or(0, |t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX)),
                 })
                 .await;
-        if !recorded {
+        let Some(ttl) = ttl.filter(|_| recorded) else {
             if waiting {
                 self.edge
                     .call_ins
@@ -632,7 +733,7 @@ impl CallTask {
             tracing::info!(call = %self.id, "call-in not possible; calling the extension out");
             self.place_leg(&plan.fallback).await;
             return;
-        }
+        };
         self.call_in = Some((plan.clone(), Instant::now() + ttl));
         for (uri, to, transport) in &plan.notify {
             let Some(path) = self.edge.path_to(*to, *transport) else {
@@ -819,7 +920,7 @@ impl CallTask {
             bye_sent: false,
             failed_with: None,
         });
-        self.phase = Phase::Answered(leg);
+        self.answered_by(leg);
         self.cancel_legs(LegFailure::AnsweredElsewhere).await;
         let answer = self
             .contact(Answer::status(200))
@@ -958,7 +1059,7 @@ impl CallTask {
                     return;
                 }
                 self.legs[leg].state = LegState::Answered;
-                self.phase = Phase::Answered(leg);
+                self.answered_by(leg);
                 self.cancel_legs(LegFailure::AnsweredElsewhere).await;
                 self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
                 let body = self.callee_session(leg, &response.body);
@@ -1079,13 +1180,16 @@ impl CallTask {
     }
 
     async fn send_request(
-        &self,
+        &mut self,
         bytes: Vec<u8>,
         branch: String,
         method: &str,
         path: PeerPath,
         leg: Option<usize>,
     ) {
+        if method == "BYE" {
+            self.byes_pending += 1;
+        }
         self.edge
             .outgoing
             .send_bytes(&bytes, branch, method, path, self.notify(leg))
@@ -1163,6 +1267,17 @@ impl CallTask {
     }
 }
 
+/// The shortest a call-in is waited for: less leaves the user no time to dial.
+const MIN_CALL_IN_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a call waits for the extension to call in, with `ring_left` before the call
+/// ends unanswered: `configured` (`sip.call_in_timeout_secs`), but never more than half the
+/// ring time left, so that calling the extension out instead still has as long to ring; none
+/// when that leaves less than `MIN_CALL_IN_WAIT` (the extension is called out at once).
+pub(super) fn call_in_wait(configured: Duration, ring_left: Duration) -> Option<Duration> {
+    Some(configured.min(ring_left / 2)).filter(|w| *w >= MIN_CALL_IN_WAIT)
+}
+
 /// A BYE inside `dialog` from the edge (`local`) over `transport`, and its branch.
 pub(super) fn bye_in(dialog: &mut Dialog, transport: &str, local: &str) -> (Vec<u8>, String) {
     let branch = requests::branch();
@@ -1213,6 +1328,18 @@ pub(super) fn caller_failure(statuses: &[u16]) -> (Answer, EndCause) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_in_is_waited_for_at_most_half_the_ring_time_left() {
+        let secs = Duration::from_secs;
+        // The defaults (15 s, an account ringing 30 s): 15 s to call in, 15 s to call out.
+        assert_eq!(call_in_wait(secs(15), secs(30)), Some(secs(15)));
+        // A configured wait as long as the ring time is cut to half of it.
+        assert_eq!(call_in_wait(secs(30), secs(30)), Some(secs(15)));
+        assert_eq!(call_in_wait(secs(60), secs(20)), Some(secs(10)));
+        // Too little ring time to wait at all: called out at once.
+        assert_eq!(call_in_wait(secs(15), secs(8)), None);
+    }
 
     #[test]
     fn the_caller_hears_a_refusal_or_busy_before_other_failures() {

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::call::{bye_in, caller_failure, status_of};
 use super::requests::{self, LegInvite};
 use super::stream::CallStream;
-use super::{CallInput, DialogKey, INPUT_QUEUE, dialog_key};
+use super::{CallInput, DialogKey, Enlisted, INPUT_QUEUE, dialog_key};
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
 use crate::edge::{Edge, PeerPath};
@@ -69,6 +69,8 @@ enum Waited {
     Failed(u16),
     /// The extension hung up while the destination was being rung.
     CallerLeft,
+    /// The edge is shutting down: the leg was cancelled.
+    ShuttingDown,
 }
 
 struct Callback {
@@ -81,6 +83,8 @@ struct Callback {
     tx: mpsc::Sender<CallInput>,
     rx: mpsc::Receiver<CallInput>,
     dialogs: Vec<DialogKey>,
+    /// Counts the callback among the edge's running calls until it ends.
+    _enlisted: Enlisted,
 }
 
 /// Takes the request (an edge that loses the race to another leaves it), then places it.
@@ -145,6 +149,7 @@ impl Callback {
         let id = CallId::from(Uuid::now_v7());
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         Some(Self {
+            _enlisted: edge.calls.enlist(tx.clone()),
             log: CallStream::new(id),
             id,
             account,
@@ -182,6 +187,7 @@ impl Callback {
                 extension: Some(extension.clone()),
                 pin: None,
                 dial_intent: None,
+                edge_id: Some(self.edge.id),
             })
             .await;
         if !started {
@@ -227,6 +233,7 @@ impl Callback {
                 return self.end(cause, Side::Caller).await;
             }
             Waited::CallerLeft => return self.end(EndCause::NormalClearing, Side::Caller).await,
+            Waited::ShuttingDown => return self.end(EndCause::EdgeShutdown, Side::System).await,
         }
         // Then the destination, offered only the codecs the extension chose.
         let Some(offer) = sdp::answer(
@@ -271,6 +278,10 @@ impl Callback {
                 })
                 .await;
                 return self.end(EndCause::NormalClearing, Side::Caller).await;
+            }
+            Waited::ShuttingDown => {
+                self.bye(&mut first).await;
+                return self.end(EndCause::EdgeShutdown, Side::System).await;
             }
         }
         self.record(CallCommand::Bridge {
@@ -469,28 +480,56 @@ impl Callback {
                     }
                     let _ = reply.send(Answer::status(481));
                 }
+                CallInput::Shutdown => {
+                    self.cancel(leg).await;
+                    self.record(CallCommand::LegFailed {
+                        leg_id: leg.id,
+                        sip_status: 487,
+                        failure: LegFailure::Cancelled,
+                    })
+                    .await;
+                    return Waited::ShuttingDown;
+                }
                 _ => {}
             }
         }
     }
 
-    /// Both legs answered and bridged: until either hangs up, or the media stops.
+    /// Both legs answered and bridged: until either hangs up, the media stops (counted from
+    /// the destination's answer), the call reaches the longest a call may last, or the edge
+    /// shuts down.
     async fn talk(&mut self, first: &mut Leg, second: &mut Leg) {
         let timeout = self
             .edge
             .media
             .as_ref()
             .map_or(Duration::from_secs(60), |m| m.settings.timeout);
+        let answered = Instant::now();
+        let longest = answered + self.edge.max_call_duration;
         loop {
-            let left = timeout.saturating_sub(self.relay.idle_for());
-            if left.is_zero() {
-                tracing::info!(call = %self.id, "callback media stopped; hanging up");
+            let silent = self.relay.idle_for().min(answered.elapsed());
+            let left = timeout.saturating_sub(silent);
+            let ending = if left.is_zero() {
+                Some(EndCause::MediaTimeout)
+            } else if Instant::now() >= longest {
+                Some(EndCause::MaxDuration)
+            } else {
+                None
+            };
+            if let Some(cause) = ending {
+                tracing::info!(call = %self.id, ?cause, "callback hung up");
                 self.bye(first).await;
                 self.bye(second).await;
-                return self.end(EndCause::MediaTimeout, Side::System).await;
+                return self.end(cause, Side::System).await;
             }
-            let input = tokio::time::timeout(left, self.rx.recv()).await;
+            let wait = left.min(longest.saturating_duration_since(Instant::now()));
+            let input = tokio::time::timeout(wait, self.rx.recv()).await;
             match input {
+                Ok(Some(CallInput::Shutdown)) => {
+                    self.bye(first).await;
+                    self.bye(second).await;
+                    return self.end(EndCause::EdgeShutdown, Side::System).await;
+                }
                 Ok(Some(CallInput::Bye(bye, reply))) => {
                     let by_first = first.dialog.as_ref().is_some_and(|d| d.matches(&bye));
                     let by_second = second.dialog.as_ref().is_some_and(|d| d.matches(&bye));

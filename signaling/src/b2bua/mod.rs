@@ -18,7 +18,8 @@ pub mod spending;
 pub mod stream;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,6 +48,9 @@ pub enum CallInput {
     Bye(RawMessage, oneshot::Sender<Answer>),
     /// The user's extension calling in to take this call (alternate path (b)).
     CallIn(call_in::Arrival),
+    /// The edge is shutting down: end the call now (hang up both sides of an answered call,
+    /// refuse one still ringing), record why, and finish once the hangups are answered.
+    Shutdown,
 }
 
 /// A Call-ID and the edge's tag in that dialog ("" before the edge has answered).
@@ -56,13 +60,72 @@ pub fn dialog_key(call_id: &str, local_tag: &str) -> DialogKey {
     (call_id.to_string(), local_tag.to_string())
 }
 
-/// Live calls by the dialogs their messages belong to.
+/// Live calls by the dialogs their messages belong to, and the tasks that run them.
 #[derive(Default)]
 pub struct Calls {
     by_dialog: Mutex<HashMap<DialogKey, mpsc::Sender<CallInput>>>,
+    tasks: Arc<Tasks>,
+}
+
+/// Every call task running, so a shutdown reaches each once.
+#[derive(Default)]
+struct Tasks {
+    next: AtomicU64,
+    running: Mutex<HashMap<u64, mpsc::Sender<CallInput>>>,
+}
+
+/// A call task's place among the running ones, given back when the task ends (dropped).
+pub struct Enlisted {
+    tasks: Arc<Tasks>,
+    id: u64,
+}
+
+impl Drop for Enlisted {
+    fn drop(&mut self) {
+        self.tasks
+            .running
+            .lock()
+            .expect("call tasks")
+            .remove(&self.id);
+    }
 }
 
 impl Calls {
+    /// Counts a call task as running until the returned guard is dropped.
+    pub fn enlist(&self, tx: mpsc::Sender<CallInput>) -> Enlisted {
+        let id = self.tasks.next.fetch_add(1, Ordering::Relaxed);
+        self.tasks
+            .running
+            .lock()
+            .expect("call tasks")
+            .insert(id, tx);
+        Enlisted {
+            tasks: self.tasks.clone(),
+            id,
+        }
+    }
+
+    /// Call tasks running (lingering ones included).
+    pub fn running(&self) -> usize {
+        self.tasks.running.lock().expect("call tasks").len()
+    }
+
+    /// Tells every running call task that the edge is shutting down.
+    pub async fn shut_down_all(&self) {
+        let tasks: Vec<_> = self
+            .tasks
+            .running
+            .lock()
+            .expect("call tasks")
+            .values()
+            .cloned()
+            .collect();
+        for tx in tasks {
+            // Waits for room rather than dropping: every call must hear it.
+            let _ = tx.send(CallInput::Shutdown).await;
+        }
+    }
+
     pub fn register(&self, key: DialogKey, tx: mpsc::Sender<CallInput>) {
         self.lock().insert(key, tx);
     }

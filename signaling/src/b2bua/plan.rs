@@ -88,6 +88,10 @@ pub struct Policy {
     /// Calls to destinations the tariff in force has no rate for are placed (and listed as
     /// unrated) instead of refused (`security.allow_unrated_calls`).
     pub allow_unrated_calls: bool,
+    /// A call-in is matched on the carrier's caller ID alone (`sip.call_in_trust_caller_id`);
+    /// without it no call-in is awaited, since the call-in token cannot be proved yet (it is
+    /// keyed in by DTMF), and an extension set to call in is called out instead.
+    pub call_in_trusts_caller_id: bool,
 }
 
 pub fn plan(
@@ -149,6 +153,7 @@ pub fn plan(
         let caller = caller_user(request).unwrap_or("anonymous").to_string();
         let (mut targets, alternate) = inbound_targets(&view, account, trunks, policy, now);
         let call_in = alternate
+            .filter(|_| policy.call_in_trusts_caller_id)
             .and_then(|_| call_in_plan(&view, account, &mut targets, policy.call_in_webhook, now));
         return Ok(Plan {
             direction: Direction::Inbound,

@@ -40,8 +40,11 @@ impl CallStream {
         )
         .await
         {
-            Ok((loaded, _)) => {
+            Ok((loaded, events)) => {
                 self.state = Some(loaded);
+                if let (false, CallCommand::End { cause, .. }) = (events.is_empty(), &command) {
+                    edge.stats.count_end(*cause);
+                }
                 Ok(())
             }
             Err(e) => {
