@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod calls;
 mod crash;
 
 fn ringledger(dir: &Path) -> Command {

@@ -1,0 +1,415 @@
+//! `ringledger serve` with 20 answered calls, as an operator stops it: SIGTERM hangs every
+//! call up on both sides (the carrier, SIPp from 127.0.0.2, gets 20 BYEs on the calls it
+//! delivered and 20 on the calls the edge placed to the extension) and records 20
+//! `call.ended` with cause `edge_shutdown`; `kill -9` leaves them up, and the next start ends
+//! the 20 as `edge_lost` at the dead process's last heartbeat, each billed up to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use domain::Event;
+use domain::call::{CallEvent, EndCause};
+use domain::edge::EdgeEvent;
+
+use super::{http, ringledger};
+
+const MAIN: &str = "+441632960001";
+const EXTENSION: &str = "+447700900123";
+const CALLS: usize = 20;
+const CARRIER_IP: &str = "127.0.0.2";
+const TARIFF: &str = r#"{"name": "UK", "currency": "GBP", "effective_from": "2026-01-01T00:00:00Z",
+    "rates": [{"prefix": "44", "description": "UK", "per_minute_millis": 2000,
+    "connect_fee_minor": 0, "first_increment_secs": 1, "next_increment_secs": 1}]}"#;
+
+struct Server {
+    child: Child,
+    api: String,
+    sip: String,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Self {
+        let mut child = ringledger(dir)
+            .args(["--config", "ringledger.toml", "serve"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let ready = loop {
+            match lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains("ringledger ready") => break line,
+                Ok(_) => {}
+                Err(e) => panic!("no ready line: {e}"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let value = |key: &str| {
+            ready
+                .split(&format!("{key}="))
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap()
+                .trim_matches('"')
+                .to_owned()
+        };
+        Self {
+            api: value("api"),
+            sip: value("sip"),
+            child,
+        }
+    }
+}
+
+fn sipp(dir: &Path, args: &[&str]) -> Child {
+    Command::new("sipp")
+        .args(args)
+        .args(["-nostdin", "-timeout", "60s"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp must be installed (Debian package sip-tester; scripts/test installs it)")
+}
+
+/// A UDP port free on the carrier's address (SIPp binds it just after).
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind((CARRIER_IP, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The carrier's answering side: SIPp's uas on 127.0.0.2, answering `CALLS` calls.
+fn uas(dir: &Path) -> (Child, u16) {
+    let port = free_port();
+    let child = sipp(
+        dir,
+        &[
+            "-sn",
+            "uas",
+            "-i",
+            CARRIER_IP,
+            "-p",
+            &port.to_string(),
+            "-m",
+            &CALLS.to_string(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    (child, port)
+}
+
+/// The carrier delivering `CALLS` calls to alice's main number, each waiting for the far end
+/// to hang up.
+fn carrier_calls(dir: &Path, sip: &str) -> Child {
+    let scenario: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests/sipp/carrier_call_hung_up.xml",
+    ]
+    .iter()
+    .collect();
+    let calls = CALLS.to_string();
+    let port = free_port().to_string();
+    sipp(
+        dir,
+        &[
+            sip,
+            "-p",
+            &port,
+            "-sf",
+            scenario.to_str().unwrap(),
+            "-i",
+            CARRIER_IP,
+            "-key",
+            "caller",
+            "+442079460111",
+            "-s",
+            MAIN,
+            "-m",
+            &calls,
+            "-l",
+            &calls,
+            "-r",
+            "10",
+        ],
+    )
+}
+
+fn wait_ok(child: Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut child = child;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                status.success(),
+                "SIPp ({what}) saw calls fail:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "SIPp ({what}) did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A store with alice's account (priced at 2p a minute by the second) and her verified
+/// mobile extension, served with a trunk to `uas_port`, call-outs to the extension relayed,
+/// and a heartbeat every second.
+fn provisioned(dir: &Path, uas_port: u16) -> Server {
+    std::fs::write(
+        dir.join("ringledger.toml"),
+        format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\ncode_delivery = \"response\"\n\
+             [sip]\nlisten = \"127.0.0.1:0\"\nheartbeat_secs = 1\n\
+             [trunks.carrier]\naddress = \"{CARRIER_IP}:{uas_port}\"\n\
+             allowed_networks = [\"{CARRIER_IP}/32\"]\nnumbers = [\"+\"]\n"
+        ),
+    )
+    .unwrap();
+    let created = ringledger(dir)
+        .args(["--config", "ringledger.toml"])
+        .args(["keys", "create", "--role", "admin", "--name", "calls test"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let server = Server::start(dir);
+    let post = |path: &str, body: &str| {
+        let (status, reply) = http(&server.api, "POST", path, Some(&key), body);
+        assert!((200..300).contains(&status), "{path}: {status} {reply}");
+        serde_json::from_str::<serde_json::Value>(&reply).unwrap()
+    };
+    let tariff = post("/v1/tariffs", TARIFF)["tariff_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let account = post(
+        "/v1/accounts",
+        &format!(
+            r#"{{"name": "Ada", "main_number": "{MAIN}", "tariff_id": "{tariff}", "currency": "GBP"}}"#
+        ),
+    )["account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ext = post(
+        &format!("/v1/accounts/{account}/extensions"),
+        &format!(r#"{{"number": "{EXTENSION}", "native_provider": "O2", "kind": "mobile"}}"#),
+    )["extension_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let code = post(
+        &format!("/v1/extensions/{ext}/verification"),
+        r#"{"method": "sms"}"#,
+    )["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    post(
+        &format!("/v1/extensions/{ext}/verification/confirm"),
+        &format!(r#"{{"code": "{code}"}}"#),
+    );
+    // The edge follows the log: give it a moment to see the extension serving.
+    std::thread::sleep(Duration::from_millis(500));
+    server
+}
+
+/// Every event of the store, decoded, with its stream.
+fn events(dir: &Path) -> Vec<(String, Event)> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("data/ringledger.db").display()
+        );
+        let store = infra::open_store(&url).await.unwrap();
+        store
+            .read_all(0, 1_000_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.stream_id.clone(), e.decode().unwrap()))
+            .collect()
+    })
+}
+
+fn ends(events: &[(String, Event)]) -> Vec<(EndCause, domain::Instant)> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Call(CallEvent::Ended { cause, at, .. }) => Some((*cause, *at)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn wait_answered(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answered = events(dir)
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Call(CallEvent::LegAnswered { .. })))
+            .count();
+        if answered >= CALLS {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {answered} calls answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn sigterm_hangs_up_every_call_on_both_sides_and_records_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uas, port) = uas(dir.path());
+    let server = provisioned(dir.path(), port);
+    let carrier = carrier_calls(dir.path(), &server.sip);
+    wait_answered(dir.path());
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut child = server.child;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    // Both sides of every call heard BYE and answered it: SIPp counts each call done.
+    wait_ok(carrier, "the carrier's calls to alice");
+    wait_ok(uas, "the calls out to the extension");
+
+    let log = events(dir.path());
+    let ended = ends(&log);
+    assert_eq!(ended.len(), CALLS, "{ended:?}");
+    assert!(
+        ended.iter().all(|(c, _)| *c == EndCause::EdgeShutdown),
+        "{ended:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|(_, e)| matches!(e, Event::Edge(EdgeEvent::Stopped { .. }))),
+        "no edge.stopped after a complete drain"
+    );
+}
+
+#[test]
+fn after_kill_9_the_next_start_ends_the_calls_at_the_last_heartbeat_and_bills_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut uas, port) = uas(dir.path());
+    let mut server = provisioned(dir.path(), port);
+    let mut carrier = carrier_calls(dir.path(), &server.sip);
+    wait_answered(dir.path());
+    // A few heartbeats of talk, then the process is killed: nobody sends BYE.
+    std::thread::sleep(Duration::from_millis(2500));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let _ = carrier.kill();
+    let _ = uas.kill();
+    let _ = (carrier.wait(), uas.wait());
+    let log = events(dir.path());
+    assert!(
+        ends(&log).is_empty(),
+        "calls ended though the edge was killed"
+    );
+    let dead_edge = log
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::Call(CallEvent::Started { edge_id, .. }) => *edge_id,
+            _ => None,
+        })
+        .expect("calls name their edge");
+    let last_alive = log
+        .iter()
+        .filter(|(stream, _)| *stream == domain::edge::stream_id(dead_edge))
+        .filter_map(|(_, e)| match e {
+            Event::Edge(e) => Some(e.at()),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+
+    let server = Server::start(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ended = loop {
+        let ended = ends(&events(dir.path()));
+        if ended.len() >= CALLS {
+            break ended;
+        }
+        assert!(Instant::now() < deadline, "only {} ended", ended.len());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(ended.len(), CALLS);
+    for (cause, at) in &ended {
+        assert_eq!(*cause, EndCause::EdgeLost);
+        assert_eq!(*at, last_alive, "not billed up to the last heartbeat");
+    }
+    // Billed: 20 rated legs, each of the talk up to the last heartbeat (over a second).
+    let key = {
+        let created = ringledger(dir.path())
+            .args(["--config", "ringledger.toml"])
+            .args(["keys", "create", "--role", "billing", "--name", "billing"])
+            .output()
+            .unwrap();
+        String::from_utf8(created.stdout).unwrap().trim().to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let account = log
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::Call(CallEvent::Started { account_id, .. }) => Some(account_id.to_string()),
+            _ => None,
+        })
+        .unwrap();
+    loop {
+        let (status, body) = http(
+            &server.api,
+            "GET",
+            &format!("/v1/billing/accounts/{account}/rated-legs"),
+            Some(&key),
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let items = v["items"].as_array().unwrap();
+        if items.len() == CALLS {
+            assert!(
+                items
+                    .iter()
+                    .all(|l| l["billable_secs"].as_i64().unwrap_or(0) >= 1),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} rated legs: {body}",
+            items.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut child = server.child;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
