@@ -26,7 +26,6 @@ use sqlx::Row;
 use crate::extract::BODY_LIMIT;
 use crate::keys::Caller;
 use crate::problem::{ApiError, Retryable};
-use crate::state::Shared;
 use projections::db::ProjectionDb;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS api_idempotency (key_id TEXT NOT NULL, \
@@ -196,14 +195,22 @@ fn replay(status: u16, headers: &str, body: String) -> Response {
 }
 
 /// The middleware. Runs after authentication, on POSTs carrying an `Idempotency-Key`.
-pub async fn idempotent(State(app): State<Shared>, request: Request, next: Next) -> Response {
-    match run(app, request, next).await {
+pub async fn idempotent(
+    State(records): State<IdempotencyRecords>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match run(&records, request, next).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn run(app: Shared, request: Request, next: Next) -> Result<Response, ApiError> {
+async fn run(
+    records: &IdempotencyRecords,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if request.method() != Method::POST {
         return Ok(next.run(request).await);
     }
@@ -235,7 +242,7 @@ async fn run(app: Shared, request: Request, next: Next) -> Result<Response, ApiE
     h.update([0]);
     h.update(&bytes);
     let hash = hex::encode(h.finalize());
-    match app.idempotency.claim(&caller.key_id, &key, &hash).await? {
+    match records.claim(&caller.key_id, &key, &hash).await? {
         Claim::Owned => {}
         Claim::Replay {
             status,
@@ -258,19 +265,19 @@ async fn run(app: Shared, request: Request, next: Next) -> Result<Response, ApiE
         .await;
     let (parts, body) = response.into_parts();
     let Ok(bytes) = to_bytes(body, usize::MAX).await else {
-        app.idempotency.release(&caller.key_id, &key).await?;
+        records.release(&caller.key_id, &key).await?;
         return Err(ApiError::Unexpected(
             "response body could not be read".into(),
         ));
     };
     if parts.status.is_server_error() || parts.extensions.get::<Retryable>().is_some() {
-        app.idempotency.release(&caller.key_id, &key).await?;
+        records.release(&caller.key_id, &key).await?;
     } else {
         let text = match parts.extensions.get::<ReplayBody>() {
             Some(ReplayBody(kept)) => kept.clone(),
             None => String::from_utf8_lossy(&bytes).into_owned(),
         };
-        app.idempotency
+        records
             .complete(
                 &caller.key_id,
                 &key,

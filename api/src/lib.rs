@@ -4,7 +4,9 @@
 //! problems; the OpenAPI document is generated from the handlers (`GET /openapi.json`).
 
 pub mod commands;
+pub mod event_view;
 pub mod extract;
+pub mod holdings;
 pub mod idempotency;
 pub mod keys;
 pub mod listener;
@@ -130,12 +132,12 @@ pub fn router(app: Shared) -> Router {
     let (v1, _) = v1().split_for_parts();
     let v1 = v1
         .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
+            app.idempotency.clone(),
             idempotency::idempotent,
         ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            route_limits::limit,
+            middleware::limit_route,
         ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

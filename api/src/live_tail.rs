@@ -14,8 +14,8 @@ use futures::stream::BoxStream;
 use infra::{EventStore, RecordedEvent};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 
+use crate::event_view::EventView;
 use crate::problem::ApiError;
-use crate::routes::audit::EventView;
 
 /// Events a tail reads per page while catching up.
 const CATCH_UP_PAGE: usize = 256;

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::extract::{BODY_LIMIT, RequestId};
 use crate::problem::ApiError;
+use crate::route_limits::RouteKind;
 use crate::state::Shared;
 
 /// The methods any route serves; the name is a metric label.
@@ -141,5 +142,34 @@ pub async fn run_to_completion(request: Request, next: Next) -> Response {
     match tokio::spawn(work).await {
         Ok(response) => response,
         Err(e) => ApiError::Unexpected(format!("the request's task failed: {e}")).into_response(),
+    }
+}
+
+/// Runs the request if its kind has a free permit, holding it until the answer is ready.
+pub async fn limit_route(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
+    let Some(kind) = RouteKind::of(request.method(), path) else {
+        return next.run(request).await;
+    };
+    let (permits, cap) = app.route_limits.of(kind);
+    match permits.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            app.metrics.route_busy(kind.label());
+            tracing::warn!(
+                kind = kind.label(),
+                route = path,
+                cap,
+                "busy: refused a request over its route's concurrency cap"
+            );
+            ApiError::Unavailable(format!(
+                "too many {} requests at once (at most {cap}); retry later",
+                kind.label()
+            ))
+            .into_response()
+        }
     }
 }

@@ -6,14 +6,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
-
-use crate::problem::ApiError;
-use crate::state::Shared;
 
 /// What a route costs the server, for its concurrency cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,40 +79,11 @@ impl RouteLimits {
         }
     }
 
-    fn of(&self, kind: RouteKind) -> (&Arc<Semaphore>, usize) {
+    pub(crate) fn of(&self, kind: RouteKind) -> (&Arc<Semaphore>, usize) {
         match kind {
             RouteKind::Verification => (&self.verifications, self.caps.verifications),
             RouteKind::Read => (&self.reads, self.caps.reads),
             RouteKind::Write => (&self.writes, self.caps.writes),
-        }
-    }
-}
-
-/// Runs the request if its kind has a free permit, holding it until the answer is ready.
-pub async fn limit(State(app): State<Shared>, request: Request, next: Next) -> Response {
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str());
-    let Some(kind) = RouteKind::of(request.method(), path) else {
-        return next.run(request).await;
-    };
-    let (permits, cap) = app.route_limits.of(kind);
-    match permits.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
-        Err(_) => {
-            app.metrics.route_busy(kind.label());
-            tracing::warn!(
-                kind = kind.label(),
-                route = path,
-                cap,
-                "busy: refused a request over its route's concurrency cap"
-            );
-            ApiError::Unavailable(format!(
-                "too many {} requests at once (at most {cap}); retry later",
-                kind.label()
-            ))
-            .into_response()
         }
     }
 }

@@ -31,9 +31,9 @@ use sqlx::Row;
 
 use crate::commands::{execute, load};
 use crate::extract::Ctx;
+use crate::holdings::{give_back, try_release_number};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::accounts::try_release_number;
-use crate::routes::extensions::{give_back, remove_extension};
+use crate::routes::extensions::remove_extension;
 use crate::state::AppState;
 
 pub const ACTOR: &str = "api:recovery";

@@ -46,10 +46,7 @@ pub enum RatingError {
     Overflow,
 }
 
-/// `instant` to the microsecond: what billing compares and subtracts.
-pub fn to_micros(instant: Instant) -> Instant {
-    chrono::SubsecRound::trunc_subsecs(instant, 6)
-}
+pub use crate::to_micros;
 
 /// Seconds from answer to end (each to the microsecond), rounding any part second up.
 pub fn duration_secs(answered_at: Instant, ended_at: Instant) -> Result<u64, RatingError> {

@@ -116,7 +116,7 @@ impl Tariff {
     /// The version in force at `instant` (to the microsecond): the latest start at or before
     /// it, and among versions with that start the highest (a correction).
     pub fn in_force_at(&self, instant: Instant) -> Option<&TariffVersion> {
-        let instant = crate::rating::to_micros(instant);
+        let instant = crate::to_micros(instant);
         self.versions
             .iter()
             .filter(|v| v.effective_from <= instant)

@@ -24,11 +24,12 @@ use crate::b2bua::spending::{CallLimits, Spending};
 use crate::b2bua::{CallInput, Calls, DialogKey, INPUT_QUEUE, dialog_key, plan};
 use crate::deadlines::{Deadlines, Slot};
 use crate::media::Media;
-use crate::message::{self, Message, ParseError, RawMessage, header};
+use crate::message::{self, ALLOW, Message, ParseError, RawMessage, header};
 use crate::outgoing::Outgoing;
+use crate::peer_path::PeerPath;
 use crate::registrar::Registrar;
 use crate::transaction::{ServerKind, ServerTransaction, TimerOutput, TransactionKey};
-use crate::transport::tcp::{Connections, TcpLimits};
+use crate::transport::connections::{Connections, TcpLimits};
 use crate::trunk::Trunks;
 use crate::view::SharedView;
 
@@ -57,67 +58,6 @@ pub const IN_FLIGHT_KB: usize = 32 * 1024;
 
 /// How long a BYE waits for its call to record the end before it is answered 500.
 const BYE_ANSWER_WITHIN: Duration = Duration::from_secs(10);
-
-/// The methods the edge answers (the rest: 405 with this list, or 501 if unknown).
-pub const ALLOW: &str = "REGISTER, OPTIONS, ACK, CANCEL, BYE, INVITE";
-
-/// How the edge reaches a peer: a UDP address, or the TCP connection the peer's request came
-/// on (responses, and requests inside a dialog the peer opened over it).
-#[derive(Clone)]
-pub enum PeerPath {
-    Udp(Arc<UdpSocket>, SocketAddr),
-    /// A connection, and the peer's address at the other end.
-    Stream(mpsc::Sender<Vec<u8>>, SocketAddr),
-}
-
-impl PeerPath {
-    fn transport(&self) -> Transport {
-        match self {
-            PeerPath::Udp(..) => Transport::Udp,
-            PeerPath::Stream(..) => Transport::Tcp,
-        }
-    }
-
-    /// Whether the transport delivers reliably (no retransmissions needed).
-    pub fn is_reliable(&self) -> bool {
-        matches!(self, PeerPath::Stream(..))
-    }
-
-    /// The peer's address (for UDP, where replies go; its IP is always the source's).
-    pub fn peer(&self) -> SocketAddr {
-        match self {
-            PeerPath::Udp(_, to) | PeerPath::Stream(_, to) => *to,
-        }
-    }
-
-    /// The transport as a Via names it.
-    pub fn transport_name(&self) -> &'static str {
-        if self.is_reliable() { "TCP" } else { "UDP" }
-    }
-
-    pub(crate) async fn send(&self, bytes: Vec<u8>) {
-        match self {
-            PeerPath::Udp(socket, to) => {
-                if let Err(e) = socket.send_to(&bytes, to).await {
-                    tracing::debug!(error = %e, %to, "UDP send failed");
-                }
-            }
-            PeerPath::Stream(tx, _) => {
-                // A closed connection: the peer is gone and will retry on a new one.
-                let _ = tx.send(bytes).await;
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for PeerPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PeerPath::Udp(_, to) => write!(f, "UDP {to}"),
-            PeerPath::Stream(_, peer) => write!(f, "TCP {peer}"),
-        }
-    }
-}
 
 /// What the edge counts (reported in `/metrics`).
 #[derive(Debug, Default)]

@@ -12,10 +12,10 @@ use domain::E164;
 use infra::delivery::{CodeSender, DeliveryError};
 use tokio::sync::mpsc;
 
-use crate::b2bua::requests::{self, LegInvite};
 use crate::dialog::{Dialog, Hop};
 use crate::edge::Edge;
 use crate::outgoing::{ClientKey, Notify, Outcome};
+use crate::requests::{self, LegInvite};
 
 /// How long the flash call may take to ring before the edge gives up on it.
 const RING_WITHIN: Duration = Duration::from_secs(30);

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::deadlines::{Deadlines, Slot};
-use crate::edge::PeerPath;
 use crate::message::RawMessage;
 use crate::message::header::{self, split_outside};
+use crate::peer_path::PeerPath;
 use crate::transaction::{ClientKind, ClientTimer, ClientTransaction};
 
 /// A client transaction: the branch the edge chose and the method (a CANCEL shares its
@@ -127,7 +127,7 @@ impl Outgoing {
 
     /// Sends the CANCEL of `invite` (RFC 3261 §9.1), in a client transaction of its own.
     pub async fn cancel(&self, invite: &RawMessage, path: PeerPath, notify: Notify) {
-        let cancel = crate::b2bua::requests::cancel(invite);
+        let cancel = crate::requests::cancel(invite);
         let branch = cancel
             .header("Via")
             .and_then(|v| header::param(v, "branch").flatten())
@@ -159,7 +159,7 @@ impl Outgoing {
             };
             let request = &entry.request;
             let result = entry.tx.on_response(status, Instant::now(), || {
-                crate::b2bua::requests::ack_for_failure(request, &response).to_bytes()
+                crate::requests::ack_for_failure(request, &response).to_bytes()
             });
             let send = result.send.map(|bytes| (entry.path.clone(), bytes));
             let deliver = result.deliver.then(|| entry.notify.clone());

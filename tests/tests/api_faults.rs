@@ -607,7 +607,7 @@ async fn retryable_conflicts_are_not_replayed() {
     let router = axum::Router::new()
         .route("/x", axum::routing::post(handler))
         .layer(axum::middleware::from_fn_with_state(
-            app.state.clone(),
+            app.state.idempotency.clone(),
             api::idempotency::idempotent,
         ))
         .layer(axum::middleware::from_fn(

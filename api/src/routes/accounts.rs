@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use domain::account::{Account, AccountCommand, AccountEvent, AccountStatus, RingPolicy};
 use domain::ids::{AccountId, TariffId};
-use domain::number::{NumberClaim, NumberCommand, NumberRole};
+use domain::number::NumberRole;
 use domain::tariff::Tariff;
 use domain::{Currency, E164};
 use serde::{Deserialize, Serialize};
@@ -20,8 +20,8 @@ use super::{
 };
 use crate::commands::{Loaded, Written, create, execute, execute_with_events, load};
 use crate::extract::{Admin, Ctx, IfMatch, JsonBody, Query};
+use crate::holdings::{claim_number, give_back, release_number};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::extensions::give_back;
 use crate::state::{AppState, Shared};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -182,46 +182,6 @@ pub async fn open(
         written.version,
         view(id, &written.state, written.version),
     ))
-}
-
-/// Claims `number` for `account` in `role`, refusing one another account holds.
-pub async fn claim_number(
-    app: &AppState,
-    ctx: &Ctx,
-    number: &E164,
-    account_id: AccountId,
-    role: NumberRole,
-) -> ApiResult<()> {
-    let command = NumberCommand::Claim {
-        number: number.clone(),
-        account_id,
-        role,
-    };
-    execute::<NumberClaim>(app, ctx, &domain::number::stream_id(number), None, &command).await?;
-    Ok(())
-}
-
-/// Gives `number` back from `account_id`.
-pub async fn try_release_number(
-    app: &AppState,
-    ctx: &Ctx,
-    number: &E164,
-    account_id: AccountId,
-) -> ApiResult<()> {
-    let command = NumberCommand::Release {
-        number: number.clone(),
-        account_id,
-    };
-    execute::<NumberClaim>(app, ctx, &domain::number::stream_id(number), None, &command).await?;
-    Ok(())
-}
-
-/// Gives a number back after a later step of the same request failed (best effort: a failure
-/// here is logged, and the recovery pass releases the claim after its grace period).
-pub async fn release_number(app: &AppState, ctx: &Ctx, number: &E164, account_id: AccountId) {
-    if let Err(e) = try_release_number(app, ctx, number, account_id).await {
-        tracing::error!(%number, error = %e, "could not release a number after a failed request");
-    }
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{account_id}", tag = "admin",

@@ -8,28 +8,26 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::Aggregate;
-use domain::E164;
 use domain::account::{Account, AccountCommand};
 use domain::extension::{
     AlternateMode, CallerIdShown, ChallengeMethod, Extension, ExtensionCommand, ExtensionKind,
     ExtensionStatus, PinChange, SettingsChange,
 };
-use domain::ids::{AccountId, ExtensionId};
-use domain::number::{Holder, NumberClaim, NumberRole};
+use domain::ids::ExtensionId;
+use domain::number::NumberRole;
 use infra::config::CodeDelivery;
 use serde::{Deserialize, Deserializer, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::accounts::{
-    ListQuery, account_id, claim_number, existing, release_number, try_release_number,
-};
+use super::accounts::{ListQuery, account_id, existing};
 use super::{
     Page, created, list_response, page_limit, paginate, parse_e164, parse_uuid, versioned,
 };
 use crate::commands::{Loaded, create, execute, execute_on, load};
 use crate::extract::{Admin, Ctx, IfMatch, JsonBody, Query};
+use crate::holdings::{claim_number, give_back, release_number};
 use crate::keys::random_hex;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::{AppState, Shared};
@@ -460,39 +458,6 @@ pub async fn remove_extension(
         _ => {}
     }
     Ok(())
-}
-
-/// The steps after an extension left its account (removed by an admin, or its account
-/// closed): the extension is removed if it is not yet, and its number released if the
-/// extension still holds it. False when the number was not held for it (nothing to give back).
-pub async fn give_back(
-    app: &AppState,
-    ctx: &Ctx,
-    account_id: AccountId,
-    id: ExtensionId,
-    number: &E164,
-    reason: &str,
-) -> ApiResult<bool> {
-    let state = load::<Extension>(app, &id.stream_id()).await?.state;
-    if matches!(
-        state.status,
-        ExtensionStatus::Pending | ExtensionStatus::Verified
-    ) {
-        let command = ExtensionCommand::Remove {
-            reason: reason.to_owned(),
-        };
-        execute::<Extension>(app, ctx, &id.stream_id(), None, &command).await?;
-    }
-    let holder = load::<NumberClaim>(app, &domain::number::stream_id(number))
-        .await?
-        .state
-        .holder;
-    let role = NumberRole::Extension { extension_id: id };
-    if holder != Some(Holder { account_id, role }) {
-        return Ok(false);
-    }
-    try_release_number(app, ctx, number, account_id).await?;
-    Ok(true)
 }
 
 #[utoipa::path(delete, path = "/v1/extensions/{extension_id}", tag = "admin",

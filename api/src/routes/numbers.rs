@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::accounts::{ListQuery, account_id, claim_number, existing, release_number};
+use super::accounts::{ListQuery, account_id, existing};
 use super::{Page, created, list_response, page_limit, paginate, parse_e164};
 use crate::commands::load;
 use crate::extract::{Admin, JsonBody, Query};
+use crate::holdings::{claim_number, release_number};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::Shared;
 

@@ -14,17 +14,18 @@ use tokio::sync::mpsc;
 
 use super::call_in::{self, Arrival, Notice};
 use super::plan::{CallInPlan, Plan, Target};
-use super::requests::{self, LegInvite};
 use super::spending::Hold;
 use super::stream::CallStream;
 use super::{CallInput, DialogKey, Enlisted, dialog_key};
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
-use crate::edge::{Edge, PeerPath};
+use crate::edge::Edge;
 use crate::media::relay::{Relay, Side as RelaySide};
 use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Notify, Outcome};
+use crate::peer_path::PeerPath;
+use crate::requests::{self, LegInvite};
 use crate::transaction::{T1, T2, TransactionKey};
 
 /// How long a finished call still answers late responses (a leg answering after it was

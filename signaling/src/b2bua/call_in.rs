@@ -17,9 +17,9 @@ use domain::E164;
 use tokio::sync::mpsc;
 
 use super::CallInput;
-use super::requests;
-use crate::edge::PeerPath;
 use crate::message::RawMessage;
+use crate::peer_path::PeerPath;
+use crate::requests;
 use crate::transaction::TransactionKey;
 
 /// Calls waiting for an extension to call in, by (access number, extension number).

@@ -21,16 +21,17 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::call::{bye_in, caller_failure, status_of};
-use super::requests::{self, LegInvite};
 use super::stream::CallStream;
 use super::{CallInput, DialogKey, Enlisted, INPUT_QUEUE, dialog_key};
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
-use crate::edge::{Edge, PeerPath};
+use crate::edge::Edge;
 use crate::media::relay::{Relay, Side as RelaySide};
 use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Notify, Outcome};
+use crate::peer_path::PeerPath;
+use crate::requests::{self, LegInvite};
 
 /// Takes up the callback requests the routing view shows waiting, each once, until `stopped`.
 pub async fn run(edge: Arc<Edge>, every: Duration, mut stopped: watch::Receiver<bool>) {

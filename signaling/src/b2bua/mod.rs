@@ -13,7 +13,6 @@ pub mod call;
 pub mod call_in;
 pub mod callback;
 pub mod plan;
-pub mod requests;
 pub mod spending;
 pub mod stream;
 

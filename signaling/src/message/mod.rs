@@ -7,6 +7,9 @@ pub mod syntax;
 
 use std::net::SocketAddr;
 
+/// The methods the edge answers (the rest: 405 with this list, or 501 if unknown).
+pub const ALLOW: &str = "REGISTER, OPTIONS, ACK, CANCEL, BYE, INVITE";
+
 use rsip::headers::UntypedHeader;
 
 pub use normalize::{MAX_MESSAGE, NormalizeError, RawMessage, normalize};

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use crate::edge::{Edge, PeerPath};
+use crate::edge::Edge;
 use crate::message::MAX_MESSAGE;
+use crate::peer_path::PeerPath;
 
 /// A message's weight against the edge's in-flight budget: its size in kilobytes, rounded up
 /// (at least one).

@@ -62,7 +62,7 @@ pub fn invite(leg: &LegInvite<'_>) -> RawMessage {
         ("Call-ID", leg.call_id.to_string()),
         ("CSeq", "1 INVITE".into()),
         ("Contact", format!("<sip:ringledger@{}>", leg.local)),
-        ("Allow", crate::edge::ALLOW.into()),
+        ("Allow", crate::message::ALLOW.into()),
     ]);
     if let Some(ct) = leg.content_type.filter(|_| !leg.body.is_empty()) {
         h.push(("Content-Type".into(), ct.to_string()));
