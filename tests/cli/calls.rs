@@ -66,6 +66,33 @@ impl Server {
             child,
         }
     }
+
+    /// SIGTERM, as a service manager stops it; its exit status (within 30 s).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    /// A test that fails leaves no server behind.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn sipp(dir: &Path, args: &[&str]) -> Child {
@@ -168,11 +195,17 @@ fn wait_ok(child: Child, what: &str) {
 /// mobile extension, served with a trunk to `uas_port`, call-outs to the extension relayed,
 /// and a heartbeat every second.
 fn provisioned(dir: &Path, uas_port: u16) -> Server {
+    provisioned_with(dir, uas_port, "heartbeat_secs = 1\n").0
+}
+
+/// The same with `sip` (lines of the `[sip]` table) instead of the one-second heartbeat;
+/// also the admin key, and the account and the extension.
+fn provisioned_with(dir: &Path, uas_port: u16, sip: &str) -> (Server, String, String, String) {
     std::fs::write(
         dir.join("ringledger.toml"),
         format!(
             "[api]\nlisten = \"127.0.0.1:0\"\ncode_delivery = \"response\"\n\
-             [sip]\nlisten = \"127.0.0.1:0\"\nheartbeat_secs = 1\n\
+             [sip]\nlisten = \"127.0.0.1:0\"\n{sip}\
              [trunks.carrier]\naddress = \"{CARRIER_IP}:{uas_port}\"\n\
              allowed_networks = [\"{CARRIER_IP}/32\"]\nnumbers = [\"+\"]\n"
         ),
@@ -224,7 +257,7 @@ fn provisioned(dir: &Path, uas_port: u16) -> Server {
     );
     // The edge follows the log: give it a moment to see the extension serving.
     std::thread::sleep(Duration::from_millis(500));
-    server
+    (server, key, account, ext)
 }
 
 /// Every event of the store, decoded, with its stream.
@@ -275,24 +308,11 @@ fn wait_answered(dir: &Path) {
 fn sigterm_hangs_up_every_call_on_both_sides_and_records_why() {
     let dir = tempfile::tempdir().unwrap();
     let (uas, port) = uas(dir.path());
-    let server = provisioned(dir.path(), port);
+    let mut server = provisioned(dir.path(), port);
     let carrier = carrier_calls(dir.path(), &server.sip);
     wait_answered(dir.path());
 
-    let sent = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let mut child = server.child;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "serve did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.terminate();
     assert!(status.success(), "{status:?}");
     // Both sides of every call heard BYE and answered it: SIPp counts each call done.
     wait_ok(carrier, "the carrier's calls to alice");
@@ -348,7 +368,7 @@ fn after_kill_9_the_next_start_ends_the_calls_at_the_last_heartbeat_and_bills_th
         .max()
         .unwrap();
 
-    let server = Server::start(dir.path());
+    let mut server = Server::start(dir.path());
     let deadline = Instant::now() + Duration::from_secs(30);
     let ended = loop {
         let ended = ends(&events(dir.path()));
@@ -407,9 +427,124 @@ fn after_kill_9_the_next_start_ends_the_calls_at_the_last_heartbeat_and_bills_th
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut child = server.child;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    assert!(server.terminate().success());
+}
+
+/// The call-in fallback with the default timing (`sip.call_in_timeout_secs` 15, the account
+/// ringing 30 s): the extension is asked to call in, does not, and 15 s later is called out
+/// through the carrier, with 15 s left to ring; it answers and the call goes through.
+#[test]
+fn with_the_default_timing_an_extension_that_does_not_call_in_is_called_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uas, port) = uas(dir.path());
+    // Call-ins on (the carrier is trusted), told through a webhook nobody listens on (a
+    // failed notice is only logged): no device is needed to be told.
+    let (mut server, key, account, ext) = provisioned_with(
+        dir.path(),
+        port,
+        "call_in_trust_caller_id = true\ncall_in_webhook_url = \"http://127.0.0.1:9/\"\n",
+    );
+    let put = |path: &str, body: &str| {
+        let (status, reply) = http(&server.api, "PUT", path, Some(&key), body);
+        assert!((200..300).contains(&status), "{path}: {status} {reply}");
+    };
+    let (status, reply) = http(
+        &server.api,
+        "POST",
+        &format!("/v1/accounts/{account}/access-numbers"),
+        Some(&key),
+        r#"{"number": "+441632960999"}"#,
+    );
+    assert!((200..300).contains(&status), "{status} {reply}");
+    put(
+        &format!("/v1/extensions/{ext}/settings"),
+        r#"{"ring_on_inbound": true, "ring_delay_secs": 0, "may_call_out": true,
+            "international_allowed": false, "caller_id": "main", "daily_limit_minor": null,
+            "prefers_alternate_path": false, "alternate_path": "call_in"}"#,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let scenario: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/sipp/carrier_call.xml"]
+        .iter()
+        .collect();
+    let caller_port = free_port().to_string();
+    let caller = sipp(
+        dir.path(),
+        &[
+            &server.sip,
+            "-p",
+            &caller_port,
+            "-sf",
+            scenario.to_str().unwrap(),
+            "-i",
+            CARRIER_IP,
+            "-key",
+            "caller",
+            "+442079460111",
+            "-s",
+            MAIN,
+            "-m",
+            "1",
+            "-d",
+            "500",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut caller = caller;
+    let status = loop {
+        if let Some(status) = caller.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the call did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "the caller's call failed");
+    let mut uas = uas;
+    let _ = uas.kill();
+    let _ = uas.wait();
+
+    let log = events(dir.path());
+    let calls: Vec<&CallEvent> = log
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Call(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let (awaited_at, expires_at) = calls
+        .iter()
+        .find_map(|e| match e {
+            CallEvent::CallInAwaited { at, expires_at, .. } => Some((*at, *expires_at)),
+            _ => None,
+        })
+        .expect("a call-in was awaited");
+    assert_eq!((expires_at - awaited_at).num_seconds(), 15);
+    let called_out = calls
+        .iter()
+        .find_map(|e| match e {
+            CallEvent::LegStarted {
+                path: domain::call::Path::AlternateCallOut,
+                at,
+                ..
+            } => Some(*at),
+            _ => None,
+        })
+        .expect("the extension was called out");
+    assert!(
+        called_out >= expires_at,
+        "called out before the wait was over"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|e| matches!(e, CallEvent::LegAnswered { .. })),
+        "the call-out was not answered"
+    );
+    assert!(calls.iter().any(|e| matches!(
+        e,
+        CallEvent::Ended {
+            cause: EndCause::NormalClearing,
+            ..
+        }
+    )));
+    assert!(server.terminate().success());
 }

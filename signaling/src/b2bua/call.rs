@@ -1276,6 +1276,9 @@ const MIN_CALL_IN_WAIT: Duration = Duration::from_secs(5);
 /// ring time left, so that calling the extension out instead still has as long to ring; none
 /// when that leaves less than `MIN_CALL_IN_WAIT` (the extension is called out at once).
 pub(super) fn call_in_wait(configured: Duration, ring_left: Duration) -> Option<Duration> {
+    // In whole seconds (ring_left is a hair under the account's setting by the time the call
+    // gets here): the user is told "within N s".
+    let ring_left = Duration::from_secs(ring_left.as_millis().div_ceil(1000) as u64);
     Some(configured.min(ring_left / 2)).filter(|w| *w >= MIN_CALL_IN_WAIT)
 }
 
@@ -1333,8 +1336,13 @@ mod tests {
     #[test]
     fn a_call_in_is_waited_for_at_most_half_the_ring_time_left() {
         let secs = Duration::from_secs;
-        // The defaults (15 s, an account ringing 30 s): 15 s to call in, 15 s to call out.
+        // The defaults (15 s, an account ringing 30 s): 15 s to call in, 15 s to call out,
+        // though the call reaches this a little after it started ringing.
         assert_eq!(call_in_wait(secs(15), secs(30)), Some(secs(15)));
+        assert_eq!(
+            call_in_wait(secs(15), Duration::from_millis(29_990)),
+            Some(secs(15))
+        );
         // A configured wait as long as the ring time is cut to half of it.
         assert_eq!(call_in_wait(secs(30), secs(30)), Some(secs(15)));
         assert_eq!(call_in_wait(secs(60), secs(20)), Some(secs(10)));
