@@ -513,6 +513,7 @@ impl Edge {
             &self.view,
             &self.attempts,
             self.policy(),
+            chrono::Utc::now(),
         ) {
             Ok(plan) => plan,
             Err(answer) => return Some(answer),

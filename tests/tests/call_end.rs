@@ -17,7 +17,7 @@ use domain::{E164, Event};
 use infra::command::{self, Origin as Actor};
 use infra::store::{ExpectedVersion, NewEvent};
 use ringledger_tests::carrier::{
-    ANSWER, carrier_invite, edge_with_trunk_secured, ended, in_dialog,
+    ANSWER, carrier_invite, edge_with_trunk_and_media, edge_with_trunk_secured, ended, in_dialog,
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{MAIN_NUMBER, SipEdge, header, relay_settings, respond_to};
@@ -382,5 +382,52 @@ async fn calls_without_audio_end_at_the_longest_call_duration() {
         );
     }
     assert_eq!(edge.rated_legs().await.len(), 2);
+    edge.shutdown().await;
+}
+
+/// A call-out the extension answers after ringing longer than the media timeout keeps its
+/// media timer from the answer: it is not hung up at the answer, and only a media timeout
+/// after it does a silent call end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_counts_media_silence_from_the_answer() {
+    let timeout = Duration::from_secs(2);
+    let (edge, trunk) =
+        edge_with_trunk_and_media(Backend::sqlite().await, Some(relay_settings(timeout))).await;
+    edge.add_extension(EXTENSION).await;
+    edge.price_calls(&[], None).await;
+    let invite = carrier_invite(&trunk, MAIN_NUMBER, "late");
+    trunk.send(&invite).await;
+    let out = trunk.expect_request("INVITE").await;
+    trunk
+        .send(&respond_to(&out, 180, "mob", Some(trunk.addr), ""))
+        .await;
+    trunk.expect_status(180).await;
+    // Rings for longer than the media timeout, then answers.
+    tokio::time::sleep(timeout + Duration::from_secs(1)).await;
+    trunk
+        .send(&respond_to(&out, 200, "mob", Some(trunk.addr), ANSWER))
+        .await;
+    trunk.expect_request("ACK").await;
+    let ok = trunk.expect_status(200).await;
+    let answered = std::time::Instant::now();
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
+    // Nothing for the first second after the answer (the old timer, counted from the relay's
+    // set-up, hung up at once)...
+    assert!(
+        trunk.recv(Duration::from_secs(1)).await.is_none(),
+        "hung up right after the answer"
+    );
+    // ...then, with no media at all, the call ends a media timeout after the answer.
+    let bye = trunk
+        .expect_request_within("BYE", Duration::from_secs(5))
+        .await;
+    assert!(answered.elapsed() >= timeout, "{:?}", answered.elapsed());
+    trunk.send(&respond_to(&bye, 200, "x", None, "")).await;
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::MediaTimeout, Side::System)),
+        "{calls:?}"
+    );
     edge.shutdown().await;
 }

@@ -94,6 +94,9 @@ pub struct Policy {
     pub call_in_trusts_caller_id: bool,
 }
 
+/// What to do with an INVITE from `source` at `now`: the call to set up, or the answer that
+/// refuses it.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     request: &RawMessage,
     source: SocketAddr,
@@ -102,9 +105,9 @@ pub fn plan(
     view: &SharedView,
     attempts: &Attempts,
     policy: Policy,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan, Answer> {
     let number = dialled_number(request);
-    let now = chrono::Utc::now();
     if let Some(trunk) = trunks.of_source(source) {
         // A carrier delivers a call: it must be for a number it serves, held by an account.
         let Some(number) = number else {
@@ -650,6 +653,230 @@ fn inbound_targets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use domain::E164;
+    use domain::account::AccountEvent;
+    use domain::extension::{ExtensionEvent, ExtensionKind, ExtensionSettings};
+    use domain::ids::{AccountId, ExtensionId, TariffId};
+    use domain::number::NumberEvent;
+    use infra::RecordedEvent;
+    use projections::routing_view::RoutingView;
+
+    const MAIN: &str = "+442000000001";
+    const MOBILE: &str = "+447700000001";
+    const ACCESS: &str = "+442030000000";
+
+    fn t0() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
+            .unwrap()
+            .into()
+    }
+
+    /// The carrier: whoever sends from 127.0.0.2, reached at 127.0.0.2:5060, every number.
+    fn trunks() -> Trunks {
+        Trunks::new(vec![crate::trunk::Trunk {
+            name: "carrier".into(),
+            address: "127.0.0.2:5060".parse().unwrap(),
+            networks: vec!["127.0.0.2/32".parse().unwrap()],
+            numbers: vec!["+".into()],
+        }])
+    }
+
+    fn auth() -> Authenticator {
+        let settings = crate::auth::AuthSettings {
+            realm: "ringledger".into(),
+            algorithms: vec![crate::digest::Algorithm::Md5],
+        };
+        Authenticator::new(settings, b"k".to_vec(), 300, Default::default()).0
+    }
+
+    /// Ada's account (main number MAIN) with one verified mobile extension set as `settings`
+    /// says, and an access number to call in to; no device registered.
+    fn view(settings: ExtensionSettings) -> SharedView {
+        let n = |s: &str| E164::parse(s).unwrap();
+        let account = AccountId(uuid::Uuid::from_u128(1));
+        let ext = ExtensionId(uuid::Uuid::from_u128(2));
+        let claimed = |number: &str, role| NumberEvent::Claimed {
+            number: n(number),
+            account_id: account,
+            role,
+        };
+        let mut log: Vec<(String, domain::Event)> = vec![
+            (
+                format!("number-{MAIN}"),
+                domain::Event::Number(claimed(MAIN, NumberRole::Main)),
+            ),
+            (
+                account.stream_id(),
+                domain::Event::Account(AccountEvent::Opened {
+                    account_id: account,
+                    name: "Ada".into(),
+                    main_number: n(MAIN),
+                    tariff_id: TariffId(uuid::Uuid::from_u128(9)),
+                    currency: domain::Currency::parse("GBP").unwrap(),
+                    max_extensions: 5,
+                }),
+            ),
+            (
+                format!("number-{ACCESS}"),
+                domain::Event::Number(claimed(ACCESS, NumberRole::Access { destination: None })),
+            ),
+            (
+                format!("number-{MOBILE}"),
+                domain::Event::Number(claimed(MOBILE, NumberRole::Extension { extension_id: ext })),
+            ),
+        ];
+        for e in [
+            ExtensionEvent::Requested {
+                extension_id: ext,
+                account_id: account,
+                number: n(MOBILE),
+                native_provider: "O2".into(),
+                kind: ExtensionKind::Mobile,
+            },
+            ExtensionEvent::Verified {},
+            ExtensionEvent::SettingsChanged { settings },
+        ] {
+            log.push((ext.stream_id(), domain::Event::Extension(e)));
+        }
+        let mut view = RoutingView::default();
+        for (position, (stream_id, event)) in (1..).zip(log) {
+            let e = event.encode();
+            let recorded = RecordedEvent {
+                event_id: uuid::Uuid::now_v7(),
+                stream_id,
+                stream_version: 1,
+                global_position: position,
+                event_type: e.event_type.to_owned(),
+                schema_version: e.schema_version,
+                occurred_at: t0(),
+                recorded_at: t0(),
+                correlation_id: uuid::Uuid::nil(),
+                causation_id: None,
+                actor: "test".into(),
+                payload: e.payload,
+                prev_hash: String::new(),
+                hash: String::new(),
+            };
+            view.apply(&recorded).unwrap();
+        }
+        std::sync::Arc::new(std::sync::RwLock::new(view))
+    }
+
+    fn invite(to: &str, from: &str, source: SocketAddr) -> RawMessage {
+        let text = format!(
+            "INVITE sip:{to}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bKp1\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{from}@{source}>;tag=a\r\nTo: <sip:{to}@127.0.0.1>\r\n\
+             Call-ID: plan@test\r\nCSeq: 1 INVITE\r\nContact: <sip:x@{source}>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        match crate::message::parse(text.as_bytes(), source) {
+            Ok(crate::message::Message::Request(r)) => r.raw,
+            _ => panic!("not a request: {text}"),
+        }
+    }
+
+    fn plan_at(
+        view: &SharedView,
+        to: &str,
+        from: &str,
+        source: &str,
+        policy: Policy,
+    ) -> Result<Plan, Answer> {
+        let source: SocketAddr = source.parse().unwrap();
+        plan(
+            &invite(to, from, source),
+            source,
+            &trunks(),
+            &auth(),
+            view,
+            &Attempts::default(),
+            policy,
+            t0(),
+        )
+    }
+
+    const CARRIER: &str = "127.0.0.2:5060";
+    const PRICED: Policy = Policy {
+        call_in_webhook: true,
+        allow_unrated_calls: true,
+        call_in_trusts_caller_id: false,
+    };
+
+    #[test]
+    fn the_carrier_reaches_only_numbers_in_service() {
+        let view = view(ExtensionSettings::default());
+        let refused = |to: &str| {
+            plan_at(&view, to, "+14155550100", CARRIER, PRICED)
+                .err()
+                .map(|a| a.status)
+        };
+        assert_eq!(refused("+442000000999"), Some(404), "a number nobody holds");
+        assert_eq!(refused("alice"), Some(404), "not a telephone number");
+        assert_eq!(
+            refused(MOBILE),
+            Some(480),
+            "extension numbers are not routed"
+        );
+    }
+
+    #[test]
+    fn with_no_phone_live_the_extension_is_called_out_at_once() {
+        let view = view(ExtensionSettings::default());
+        let plan = plan_at(&view, MAIN, "+14155550100", CARRIER, PRICED).unwrap();
+        assert_eq!(plan.alternate, Some(AlternateReason::NoLiveContact));
+        assert_eq!(plan.targets.len(), 1);
+        let leg = &plan.targets[0];
+        assert_eq!(
+            (leg.path, leg.delay),
+            (Path::AlternateCallOut, Duration::ZERO)
+        );
+        assert_eq!(leg.destination, CARRIER.parse().unwrap());
+        assert!(
+            leg.request_uri.starts_with(&format!("sip:{MOBILE}@")),
+            "{}",
+            leg.request_uri
+        );
+        assert_eq!(plan.ring_timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn an_extension_set_to_call_in_is_awaited_only_when_the_carrier_is_trusted() {
+        let settings = ExtensionSettings {
+            alternate_path: AlternateMode::CallIn,
+            ..Default::default()
+        };
+        let view = view(settings);
+        // By default: called out, as if it were set to call-out.
+        let plan = plan_at(&view, MAIN, "+14155550100", CARRIER, PRICED).unwrap();
+        assert!(plan.call_in.is_none());
+        assert_eq!(plan.targets.len(), 1);
+        // Trusted: awaited on the access number, its call-out kept as the fallback.
+        let trusted = Policy {
+            call_in_trusts_caller_id: true,
+            ..PRICED
+        };
+        let plan = plan_at(&view, MAIN, "+14155550100", CARRIER, trusted).unwrap();
+        let call_in = plan.call_in.expect("a call-in awaited");
+        assert_eq!(call_in.access_number.as_str(), ACCESS);
+        assert_eq!(call_in.fallback.path, Path::AlternateCallOut);
+        assert!(plan.targets.is_empty());
+        // With nobody to tell (no device, no webhook), called out.
+        let untold = Policy {
+            call_in_webhook: false,
+            ..trusted
+        };
+        let plan = plan_at(&view, MAIN, "+14155550100", CARRIER, untold).unwrap();
+        assert!(plan.call_in.is_none());
+    }
+
+    #[test]
+    fn anyone_else_must_prove_who_they_are() {
+        let view = view(ExtensionSettings::default());
+        let answer = plan_at(&view, "+442079460000", "mallory", "127.0.0.9:5060", PRICED)
+            .expect_err("no call without credentials");
+        assert_eq!(answer.status, 407);
+    }
 
     #[test]
     fn spellings_of_one_number_share_one_call_through_allowance() {
