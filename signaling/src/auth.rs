@@ -285,3 +285,118 @@ impl Authenticator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::account::AccountEvent;
+    use domain::credentials::Ha1Digests;
+    use domain::device::DeviceEvent;
+    use domain::ids::{AccountId, TariffId};
+
+    const TO: &str = "sip:+442079460000@127.0.0.1";
+    const NOW: u64 = 1_800_000_000;
+
+    fn authenticator() -> Authenticator {
+        let settings = AuthSettings {
+            realm: "ringledger".into(),
+            algorithms: vec![Algorithm::Md5],
+        };
+        Authenticator::new(settings, b"k".to_vec(), 300, Default::default()).0
+    }
+
+    /// alice's device (password "secret") on an active account.
+    fn view() -> (SharedView, DeviceId) {
+        let account = AccountId(uuid::Uuid::from_u128(1));
+        let device = DeviceId(uuid::Uuid::from_u128(3));
+        let log = vec![
+            (
+                account.stream_id(),
+                domain::Event::Account(AccountEvent::Opened {
+                    account_id: account,
+                    name: "Ada".into(),
+                    main_number: domain::E164::parse("+442000000001").unwrap(),
+                    tariff_id: TariffId(uuid::Uuid::from_u128(9)),
+                    currency: domain::Currency::parse("GBP").unwrap(),
+                    max_extensions: 5,
+                }),
+            ),
+            (
+                device.stream_id(),
+                domain::Event::Device(DeviceEvent::Provisioned {
+                    device_id: device,
+                    account_id: account,
+                    sip_username: "alice".into(),
+                    realm: "ringledger".into(),
+                    ha1: Ha1Digests::from_password("alice", "ringledger", "secret"),
+                }),
+            ),
+        ];
+        (crate::view::view_of(log), device)
+    }
+
+    /// An INVITE from alice, with `authorization` if any.
+    fn invite(authorization: Option<String>) -> RawMessage {
+        let auth = authorization.map_or(String::new(), |a| format!("Proxy-Authorization: {a}\r\n"));
+        let text = format!(
+            "INVITE {TO} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKa\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@ringledger>;tag=1\r\nTo: <{TO}>\r\n\
+             Call-ID: auth@test\r\nCSeq: 1 INVITE\r\n{auth}Content-Length: 0\r\n\r\n"
+        );
+        match crate::message::parse(text.as_bytes(), "127.0.0.1:5062".parse().unwrap()) {
+            Ok(crate::message::Message::Request(r)) => r.raw,
+            _ => panic!("not a request: {text}"),
+        }
+    }
+
+    /// The nonce of a 407's challenge.
+    fn nonce_of(answer: &Answer) -> String {
+        let challenge = format!("{:?}", answer.headers);
+        let start = challenge.find("nonce=\\\"").expect("a nonce") + "nonce=\\\"".len();
+        challenge[start..].split('\\').next().unwrap().to_string()
+    }
+
+    /// alice's credentials for `nonce`, with `password`, nonce count `nc`.
+    fn credentials(nonce: &str, password: &str, nc: u32) -> String {
+        let md5 = Algorithm::Md5;
+        let ha1 = md5.hash(&format!("alice:ringledger:{password}"));
+        let ha2 = md5.hash(&format!("INVITE:{TO}"));
+        let response = md5.hash(&format!("{ha1}:{nonce}:{nc:08x}:c0ffee:auth:{ha2}"));
+        format!(
+            "Digest username=\"alice\", realm=\"ringledger\", nonce=\"{nonce}\", uri=\"{TO}\", \
+             response=\"{response}\", algorithm=MD5, qop=auth, nc={nc:08x}, cnonce=\"c0ffee\""
+        )
+    }
+
+    #[test]
+    fn a_device_proves_itself_once_per_nonce_count_and_only_with_its_password() {
+        let (view, device) = view();
+        let auth = authenticator();
+        let phone: SocketAddr = "127.0.0.1:5062".parse().unwrap();
+        let check = |request: &RawMessage, from: SocketAddr| {
+            auth.authenticate(request, Scheme::Proxy, &view, NOW, from)
+        };
+        // No credentials: challenged.
+        let challenge = check(&invite(None), phone).map(|_| ()).unwrap_err();
+        assert_eq!(challenge.status, 407);
+        let nonce = nonce_of(&challenge);
+        // The right password: proven.
+        let proven = check(&invite(Some(credentials(&nonce, "secret", 1))), phone).unwrap();
+        assert_eq!(
+            (proven.device_id, proven.username.as_str()),
+            (device, "alice")
+        );
+        // The same nonce count again (a replay): challenged, not proven.
+        let replay = check(&invite(Some(credentials(&nonce, "secret", 1))), phone);
+        assert_eq!(replay.map(|_| ()).unwrap_err().status, 407);
+        // The next count: proven.
+        assert!(check(&invite(Some(credentials(&nonce, "secret", 2))), phone).is_ok());
+        // A wrong password: refused.
+        let wrong = check(&invite(Some(credentials(&nonce, "guess", 3))), phone);
+        assert_eq!(wrong.map(|_| ()).unwrap_err().status, 403);
+        // The nonce from another address: challenged afresh.
+        let elsewhere: SocketAddr = "127.0.0.9:5062".parse().unwrap();
+        let foreign = check(&invite(Some(credentials(&nonce, "secret", 4))), elsewhere);
+        assert_eq!(foreign.map(|_| ()).unwrap_err().status, 407);
+    }
+}

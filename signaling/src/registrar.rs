@@ -64,6 +64,7 @@ fn within_limit(device: &Device, bindings: &[Binding], max: usize) -> bool {
 }
 
 /// One Contact of the request, read and checked before anything is written.
+#[derive(Debug, PartialEq)]
 enum Binding {
     Set { uri: String, expires: u32 },
     Remove { uri: String },
@@ -288,5 +289,113 @@ impl Registrar {
                 ))));
         }
         answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registrar() -> Registrar {
+        let auth = crate::auth::Authenticator::new(
+            crate::auth::AuthSettings {
+                realm: "ringledger".into(),
+                algorithms: vec![crate::digest::Algorithm::Md5],
+            },
+            b"k".to_vec(),
+            300,
+            Default::default(),
+        )
+        .0;
+        let settings = RegistrarSettings {
+            min_expires: 60,
+            max_expires: 3600,
+            max_contacts_per_request: 2,
+            contact_limit: ContactLimit {
+                max: 5,
+                when_full: WhenFull::ReplaceOldest,
+            },
+        };
+        Registrar::new(settings, Arc::new(auth))
+    }
+
+    /// A REGISTER with these extra header lines.
+    fn register(headers: &str) -> RawMessage {
+        let text = format!(
+            "REGISTER sip:ringledger SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKr\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@ringledger>;tag=1\r\nTo: <sip:alice@ringledger>\r\n\
+             Call-ID: reg@test\r\nCSeq: 1 REGISTER\r\n{headers}Content-Length: 0\r\n\r\n"
+        );
+        match crate::message::parse(text.as_bytes(), "127.0.0.1:5062".parse().unwrap()) {
+            Ok(crate::message::Message::Request(r)) => r.raw,
+            _ => panic!("not a request: {text}"),
+        }
+    }
+
+    /// The bindings a REGISTER asks for, or the status refusing it.
+    fn asked(r: &Registrar, headers: &str) -> Result<Vec<Binding>, u16> {
+        r.bindings(&register(headers)).map_err(|a| a.status)
+    }
+
+    fn set(uri: &str, expires: u32) -> Binding {
+        Binding::Set {
+            uri: uri.into(),
+            expires,
+        }
+    }
+
+    #[test]
+    fn expiries_are_kept_within_the_registrars_bounds() {
+        let r = registrar();
+        let phone = "sip:alice@127.0.0.1:5062";
+        // None named: the longest; too long: shortened; a Contact's own beats the header's.
+        assert_eq!(
+            asked(&r, &format!("Contact: <{phone}>\r\n")),
+            Ok(vec![set(phone, 3600)])
+        );
+        assert_eq!(
+            asked(&r, &format!("Contact: <{phone}>\r\nExpires: 86400\r\n")),
+            Ok(vec![set(phone, 3600)])
+        );
+        assert_eq!(
+            asked(
+                &r,
+                &format!("Contact: <{phone}>;expires=120\r\nExpires: 600\r\n")
+            ),
+            Ok(vec![set(phone, 120)])
+        );
+        // Too short: 423 naming the shortest allowed.
+        let short = r
+            .bindings(&register(&format!("Contact: <{phone}>;expires=30\r\n")))
+            .unwrap_err();
+        assert_eq!(short.status, 423);
+        assert!(format!("{:?}", short.headers).contains("60"), "{short:?}");
+        // Zero removes that binding.
+        assert_eq!(
+            asked(&r, &format!("Contact: <{phone}>;expires=0\r\n")),
+            Ok(vec![Binding::Remove { uri: phone.into() }])
+        );
+    }
+
+    #[test]
+    fn malformed_or_oversized_registrations_are_refused_before_anything_is_written() {
+        let r = registrar();
+        let status = |headers: &str| r.bindings(&register(headers)).map_err(|a| a.status);
+        assert_eq!(
+            status("Contact: *\r\nExpires: 0\r\n"),
+            Ok(vec![Binding::RemoveAll])
+        );
+        // * only with Expires: 0 (and alone: the parser already refuses `*, <uri>`).
+        assert_eq!(status("Contact: *\r\n"), Err(400));
+        assert_eq!(
+            status("Contact: <sip:a@127.0.0.1>\r\nExpires: soon\r\n"),
+            Err(400)
+        );
+        assert_eq!(status("Contact: <sip:a@127.0.0.1>;expires=x\r\n"), Err(400));
+        // More Contacts than a request may name (2 here).
+        assert_eq!(
+            status("Contact: <sip:a@127.0.0.1>, <sip:b@127.0.0.1>, <sip:c@127.0.0.1>\r\n"),
+            Err(400)
+        );
     }
 }

@@ -47,3 +47,33 @@ pub async fn follow(
         }
     }
 }
+
+/// A view holding `log` (stream, event), applied in order, for unit tests of what reads it.
+#[cfg(test)]
+pub(crate) fn view_of(log: Vec<(String, domain::Event)>) -> SharedView {
+    let at: domain::Instant = chrono::DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
+        .unwrap()
+        .into();
+    let mut view = RoutingView::default();
+    for (position, (stream_id, event)) in (1..).zip(log) {
+        let e = event.encode();
+        let recorded = infra::RecordedEvent {
+            event_id: uuid::Uuid::now_v7(),
+            stream_id,
+            stream_version: 1,
+            global_position: position,
+            event_type: e.event_type.to_owned(),
+            schema_version: e.schema_version,
+            occurred_at: at,
+            recorded_at: at,
+            correlation_id: uuid::Uuid::nil(),
+            causation_id: None,
+            actor: "test".into(),
+            payload: e.payload,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        view.apply(&recorded).unwrap();
+    }
+    Arc::new(RwLock::new(view))
+}

@@ -659,8 +659,6 @@ mod tests {
     use domain::extension::{ExtensionEvent, ExtensionKind, ExtensionSettings};
     use domain::ids::{AccountId, ExtensionId, TariffId};
     use domain::number::NumberEvent;
-    use infra::RecordedEvent;
-    use projections::routing_view::RoutingView;
 
     const MAIN: &str = "+442000000001";
     const MOBILE: &str = "+447700000001";
@@ -739,28 +737,7 @@ mod tests {
         ] {
             log.push((ext.stream_id(), domain::Event::Extension(e)));
         }
-        let mut view = RoutingView::default();
-        for (position, (stream_id, event)) in (1..).zip(log) {
-            let e = event.encode();
-            let recorded = RecordedEvent {
-                event_id: uuid::Uuid::now_v7(),
-                stream_id,
-                stream_version: 1,
-                global_position: position,
-                event_type: e.event_type.to_owned(),
-                schema_version: e.schema_version,
-                occurred_at: t0(),
-                recorded_at: t0(),
-                correlation_id: uuid::Uuid::nil(),
-                causation_id: None,
-                actor: "test".into(),
-                payload: e.payload,
-                prev_hash: String::new(),
-                hash: String::new(),
-            };
-            view.apply(&recorded).unwrap();
-        }
-        std::sync::Arc::new(std::sync::RwLock::new(view))
+        crate::view::view_of(log)
     }
 
     fn invite(to: &str, from: &str, source: SocketAddr) -> RawMessage {
