@@ -20,6 +20,7 @@ use crate::auth::Authenticator;
 use crate::b2bua::attempts::Attempts;
 use crate::b2bua::call::{self, Caller};
 use crate::b2bua::call_in::{Arrival, CallIns};
+use crate::b2bua::host::{CallHost, CallTimes};
 use crate::b2bua::spending::{CallLimits, Spending};
 use crate::b2bua::{CallInput, Calls, DialogKey, INPUT_QUEUE, dialog_key, plan};
 use crate::deadlines::{Deadlines, Slot};
@@ -973,4 +974,69 @@ fn dialog_of(raw: &RawMessage) -> DialogKey {
 fn tag() -> String {
     let id = uuid::Uuid::new_v4();
     hex::encode(&id.as_bytes()[..6])
+}
+
+#[async_trait::async_trait]
+impl CallHost for Edge {
+    fn edge_id(&self) -> uuid::Uuid {
+        self.id
+    }
+    fn store(&self) -> &dyn EventStore {
+        self.store.as_ref()
+    }
+    fn actor(&self) -> &str {
+        &self.actor
+    }
+    fn view(&self) -> &SharedView {
+        &self.view
+    }
+    fn local(&self) -> SocketAddr {
+        self.local
+    }
+    fn media(&self) -> Option<&Arc<Media>> {
+        self.media.as_ref()
+    }
+    fn outgoing(&self) -> &Outgoing {
+        &self.outgoing
+    }
+    fn calls(&self) -> &Calls {
+        &self.calls
+    }
+    fn call_ins(&self) -> &CallIns {
+        &self.call_ins
+    }
+    fn trunks(&self) -> &Trunks {
+        &self.trunks
+    }
+    fn policy(&self) -> plan::Policy {
+        Edge::policy(self)
+    }
+    fn times(&self) -> CallTimes {
+        CallTimes {
+            ring: self.ring_timeout,
+            call_in: self.call_in_timeout,
+            max_duration: self.max_call_duration,
+        }
+    }
+    fn call_in_webhook(&self) -> Option<Arc<infra::delivery::Webhook>> {
+        self.call_in_webhook.clone()
+    }
+    fn is_draining(&self) -> bool {
+        Edge::is_draining(self)
+    }
+    fn path_to(&self, to: SocketAddr, transport: Transport) -> Option<PeerPath> {
+        Edge::path_to(self, to, transport)
+    }
+    async fn respond(
+        &self,
+        key: &TransactionKey,
+        request: &RawMessage,
+        answer: Answer,
+        to_tag: &str,
+    ) {
+        Edge::respond(self, key, request, answer, to_tag).await
+    }
+    fn count_end(&self, cause: domain::call::EndCause) {
+        self.stats.count_end(cause);
+    }
 }

@@ -13,13 +13,13 @@ use rsip::headers::UntypedHeader;
 use tokio::sync::mpsc;
 
 use super::call_in::{self, Arrival, Notice};
+use super::host::CallHost;
 use super::plan::{CallInPlan, Plan, Target};
 use super::spending::Hold;
 use super::stream::CallStream;
 use super::{CallInput, DialogKey, Enlisted, dialog_key};
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
-use crate::edge::Edge;
 use crate::media::relay::{Relay, Side as RelaySide};
 use crate::media::sdp;
 use crate::message::RawMessage;
@@ -106,7 +106,7 @@ struct LegTemplate {
 }
 
 struct CallTask {
-    edge: Arc<Edge>,
+    host: Arc<dyn CallHost>,
     /// The call's place among its account's calls in progress and its reservation against
     /// the daily limits (a call with a billable leg): given back when the call is over.
     hold: Option<Hold>,
@@ -143,7 +143,7 @@ struct CallTask {
 
 /// Runs one call from the caller's INVITE to its end.
 pub async fn run(
-    edge: Arc<Edge>,
+    host: Arc<dyn CallHost>,
     plan: Plan,
     caller: Caller,
     tx: mpsc::Sender<CallInput>,
@@ -156,10 +156,10 @@ pub async fn run(
         dialog_key(caller_call_id, ""),
         dialog_key(caller_call_id, &caller.tag),
     ];
-    let enlisted = edge.calls.enlist(tx.clone());
+    let enlisted = host.calls().enlist(tx.clone());
     let mut task = CallTask {
         answered_at: None,
-        shutting_down: edge.is_draining(),
+        shutting_down: host.is_draining(),
         byes_pending: 0,
         _enlisted: enlisted,
         log: CallStream::new(id),
@@ -171,7 +171,7 @@ pub async fn run(
         ring_deadline: Instant::now()
             + plan
                 .ring_timeout
-                .map_or(edge.ring_timeout, |t| t.min(edge.ring_timeout)),
+                .map_or(host.times().ring, |t| t.min(host.times().ring)),
         unacked: vec![],
         call_in: None,
         relay: None,
@@ -181,7 +181,7 @@ pub async fn run(
         dialogs,
         caller,
         tx,
-        edge,
+        host,
         hold,
     };
     if task.shutting_down {
@@ -206,7 +206,7 @@ pub async fn run(
         }
     }
     for key in &task.dialogs {
-        task.edge.calls.forget(key);
+        task.host.calls().forget(key);
     }
 }
 
@@ -257,7 +257,7 @@ impl CallTask {
         let Phase::Answered(_) = self.phase else {
             return None;
         };
-        Some(self.answered_at? + self.edge.max_call_duration)
+        Some(self.answered_at? + self.host.times().max_duration)
     }
 
     async fn record(&mut self, command: CallCommand) -> bool {
@@ -265,11 +265,11 @@ impl CallTask {
     }
 
     async fn try_record(&mut self, command: CallCommand) -> Result<(), CommandError> {
-        self.log.record(&self.edge, command).await
+        self.log.record(self.host.as_ref(), command).await
     }
 
     async fn start(&mut self, plan: &Plan) {
-        if let Some(media) = self.edge.media.clone()
+        if let Some(media) = self.host.media().cloned()
             && let Some(caller_rtp) = sdp::audio_endpoint(&self.caller.invite.body)
         {
             match Relay::start(&media) {
@@ -304,7 +304,7 @@ impl CallTask {
                 extension: plan.extension.clone(),
                 pin: None,
                 dial_intent: plan.dial_intent,
-                edge_id: Some(self.edge.id),
+                edge_id: Some(self.host.edge_id()),
             })
             .await;
         if let Err(e) = started {
@@ -329,12 +329,12 @@ impl CallTask {
             // A dial intent serves one call: it is taken (an event appended at the extension's
             // version) before any leg is placed.
             let origin = Origin {
-                actor: &self.edge.actor,
+                actor: self.host.actor(),
                 correlation_id: Some(self.id.0),
                 observe_append: None,
             };
             let used = command::execute::<Extension>(
-                self.edge.store.as_ref(),
+                self.host.store(),
                 &origin,
                 &extension_id.stream_id(),
                 &ExtensionCommand::UseDialIntent { intent_id },
@@ -362,7 +362,7 @@ impl CallTask {
                 .await;
         }
         // The legs are offered the caller's session, pointed at the relay when there is one.
-        let offer = match (&self.relay, &self.edge.media) {
+        let offer = match (&self.relay, &self.host.media()) {
             (Some(relay), Some(media)) => sdp::rewrite(
                 &self.caller.invite.body,
                 media.settings.address,
@@ -429,7 +429,7 @@ impl CallTask {
         let Some(template) = self.template.clone() else {
             return;
         };
-        let Some(path) = self.edge.path_to(target.destination, target.transport) else {
+        let Some(path) = self.host.path_to(target.destination, target.transport) else {
             tracing::debug!(call = %self.id, to = %target.destination, "no way to reach a contact; not rung");
             return;
         };
@@ -451,7 +451,7 @@ impl CallTask {
         let (call_id, from_tag, branch) = requests::new_dialog();
         let invite = requests::invite(&LegInvite {
             request_uri: &target.request_uri,
-            local: self.edge.local,
+            local: self.host.local(),
             transport,
             branch: &branch,
             call_id: &call_id,
@@ -462,7 +462,7 @@ impl CallTask {
             body: &template.offer,
         });
         let key = dialog_key(&call_id, &from_tag);
-        self.edge.calls.register(key.clone(), self.tx.clone());
+        self.host.calls().register(key.clone(), self.tx.clone());
         self.dialogs.push(key);
         let leg = self.legs.len();
         self.legs.push(Leg {
@@ -484,8 +484,8 @@ impl CallTask {
             branch,
             method: "INVITE".into(),
         };
-        self.edge
-            .outgoing
+        self.host
+            .outgoing()
             .send(key, invite, path, self.notify(Some(leg)))
             .await;
     }
@@ -531,7 +531,7 @@ impl CallTask {
             return None;
         };
         let relay = self.relay.as_ref()?;
-        let timeout = self.edge.media.as_ref()?.settings.timeout;
+        let timeout = self.host.media()?.settings.timeout;
         let silent = relay.idle_for().min(self.answered_at?.elapsed());
         Some(timeout.saturating_sub(silent))
     }
@@ -612,7 +612,7 @@ impl CallTask {
             match leg.and_then(|l| self.legs[l].inbound.clone().map(|i| (l, i))) {
                 Some((l, (key, tag))) => {
                     let invite = self.legs[l].invite.clone();
-                    self.edge.respond(&key, &invite, answer, &tag).await;
+                    self.host.respond(&key, &invite, answer, &tag).await;
                 }
                 None => self.respond(answer).await,
             }
@@ -706,15 +706,15 @@ impl CallTask {
     /// extension already has a call-in pending, the extension is called out instead.
     async fn await_call_in(&mut self, plan: &CallInPlan, caller: &str) {
         let ttl = call_in_wait(
-            self.edge.call_in_timeout,
+            self.host.times().call_in,
             self.ring_deadline.saturating_duration_since(Instant::now()),
         );
         let token = call_in::token();
         let waiting = ttl.is_some()
             && self.relay.is_some()
             && self
-                .edge
-                .call_ins
+                .host
+                .call_ins()
                 .wait(&plan.access_number, &plan.number, self.tx.clone());
         let recorded = waiting
             && self
@@ -727,8 +727,8 @@ impl CallTask {
                 .await;
         let Some(ttl) = ttl.filter(|_| recorded) else {
             if waiting {
-                self.edge
-                    .call_ins
+                self.host
+                    .call_ins()
                     .forget(&plan.access_number, &plan.number, &self.tx);
             }
             tracing::info!(call = %self.id, "call-in not possible; calling the extension out");
@@ -737,12 +737,12 @@ impl CallTask {
         };
         self.call_in = Some((plan.clone(), Instant::now() + ttl));
         for (uri, to, transport) in &plan.notify {
-            let Some(path) = self.edge.path_to(*to, *transport) else {
+            let Some(path) = self.host.path_to(*to, *transport) else {
                 continue;
             };
             let (message, branch) = call_in::message(&Notice {
                 contact_uri: uri,
-                local: self.edge.local,
+                local: self.host.local(),
                 transport: path.transport_name(),
                 access_number: &plan.access_number,
                 extension: &plan.number,
@@ -754,12 +754,12 @@ impl CallTask {
                 branch,
                 method: "MESSAGE".into(),
             };
-            self.edge
-                .outgoing
+            self.host
+                .outgoing()
                 .send(key, message, path, self.notify(None))
                 .await;
         }
-        if let Some(webhook) = self.edge.call_in_webhook.clone() {
+        if let Some(webhook) = self.host.call_in_webhook() {
             let notice = serde_json::json!({
                 "call_id": self.id.to_string(),
                 "account_id": self.template.as_ref().and_then(|t| t.account.id).map(|a| a.to_string()),
@@ -792,8 +792,8 @@ impl CallTask {
         let Some((plan, _)) = self.call_in.take() else {
             return;
         };
-        self.edge
-            .call_ins
+        self.host
+            .call_ins()
             .forget(&plan.access_number, &plan.number, &self.tx);
         let mut fallback = plan.fallback.clone();
         fallback.extension = self.current_extension(&plan);
@@ -815,7 +815,7 @@ impl CallTask {
     /// The extension of a call-in as the edge sees it now (it may have been removed since the
     /// call began).
     fn current_extension(&self, plan: &CallInPlan) -> Option<Extension> {
-        let view = self.edge.view.read().expect("routing view");
+        let view = self.host.view().read().expect("routing view");
         view.extension_by_number(&plan.number)
             .filter(|(id, _)| *id == plan.extension_id)
             .map(|(_, e)| e.clone())
@@ -831,26 +831,22 @@ impl CallTask {
             let answer = refuse(480, "Temporarily Unavailable (the call has ended)");
             return self.answer_arrival(&arrival, answer).await;
         };
-        let relayed = self
-            .relay
-            .as_ref()
-            .zip(self.edge.media.as_ref())
-            .map(|(r, m)| {
-                let address = m.settings.address;
-                let to_extension = sdp::answer(
-                    &arrival.invite.body,
-                    &self.caller.invite.body,
-                    address,
-                    r.port(RelaySide::Callee),
-                );
-                let to_caller = sdp::answer(
-                    &self.caller.invite.body,
-                    &arrival.invite.body,
-                    address,
-                    r.port(RelaySide::Caller),
-                );
-                (to_extension, to_caller)
-            });
+        let relayed = self.relay.as_ref().zip(self.host.media()).map(|(r, m)| {
+            let address = m.settings.address;
+            let to_extension = sdp::answer(
+                &arrival.invite.body,
+                &self.caller.invite.body,
+                address,
+                r.port(RelaySide::Callee),
+            );
+            let to_caller = sdp::answer(
+                &self.caller.invite.body,
+                &arrival.invite.body,
+                address,
+                r.port(RelaySide::Caller),
+            );
+            (to_extension, to_caller)
+        });
         let Some((to_extension, to_caller)) = relayed else {
             return self.answer_arrival(&arrival, Answer::status(500)).await;
         };
@@ -940,7 +936,7 @@ impl CallTask {
     }
 
     async fn answer_arrival(&self, arrival: &Arrival, answer: Answer) {
-        self.edge
+        self.host
             .respond(&arrival.key, &arrival.invite, answer, &arrival.tag)
             .await;
     }
@@ -1124,15 +1120,15 @@ impl CallTask {
     async fn send_cancel(&mut self, leg: usize) {
         self.legs[leg].cancel_sent = true;
         let path = self.legs[leg].path.clone();
-        self.edge
-            .outgoing
+        self.host
+            .outgoing()
             .cancel(&self.legs[leg].invite, path, self.notify(Some(leg)))
             .await;
     }
 
     /// ACKs a leg's 2xx (inside its dialog), with `body` when it completes a delayed offer.
     async fn ack_leg(&mut self, leg: usize, extra: &[(&str, String)], body: &[u8]) {
-        let local = self.edge.local.to_string();
+        let local = self.host.local().to_string();
         let branch = requests::branch();
         let transport = self.legs[leg].transport;
         let Some(dialog) = self.legs[leg].dialog.as_mut() else {
@@ -1159,7 +1155,7 @@ impl CallTask {
         }
         self.legs[leg].bye_sent = true;
         self.legs[leg].state = LegState::Done;
-        let local = self.edge.local.to_string();
+        let local = self.host.local().to_string();
         let transport = self.legs[leg].transport;
         let Some(dialog) = self.legs[leg].dialog.as_mut() else {
             return;
@@ -1170,7 +1166,7 @@ impl CallTask {
     }
 
     async fn bye_caller(&mut self) {
-        let local = self.edge.local.to_string();
+        let local = self.host.local().to_string();
         let transport = self.caller.path.transport_name();
         let Some(dialog) = self.caller_dialog.as_mut() else {
             return;
@@ -1191,15 +1187,15 @@ impl CallTask {
         if method == "BYE" {
             self.byes_pending += 1;
         }
-        self.edge
-            .outgoing
+        self.host
+            .outgoing()
             .send_bytes(&bytes, branch, method, path, self.notify(leg))
             .await;
     }
 
     /// Answers the caller's INVITE (through its server transaction, with the call's tag).
     async fn respond(&self, answer: Answer) {
-        self.edge
+        self.host
             .respond(
                 &self.caller.key,
                 &self.caller.invite,
@@ -1212,7 +1208,7 @@ impl CallTask {
     /// The callee's session description (from `leg`) as the caller is to see it: pointed at
     /// the relay (which learns where the callee's media goes) when there is one.
     fn callee_session(&self, leg: usize, body: &[u8]) -> Vec<u8> {
-        let (Some(relay), Some(media)) = (&self.relay, &self.edge.media) else {
+        let (Some(relay), Some(media)) = (&self.relay, &self.host.media()) else {
             return body.to_vec();
         };
         let Some(callee_rtp) = sdp::audio_endpoint(body) else {
@@ -1229,7 +1225,7 @@ impl CallTask {
     fn contact(&self, answer: Answer) -> Answer {
         answer.header(rsip::Header::Contact(rsip::headers::Contact::new(format!(
             "<sip:ringledger@{}>",
-            self.edge.local
+            self.host.local()
         ))))
     }
 
@@ -1254,8 +1250,8 @@ impl CallTask {
     /// after lingering for late answers.
     fn over(&mut self) {
         if let Some((plan, _)) = self.call_in.take() {
-            self.edge
-                .call_ins
+            self.host
+                .call_ins()
                 .forget(&plan.access_number, &plan.number, &self.tx);
         }
         self.phase = Phase::Over;
@@ -1264,7 +1260,7 @@ impl CallTask {
         self.hold = None;
         // Nothing is to be CANCELled any more: a new INVITE with the same Call-ID (a caller
         // trying again) is a new call, not a loop.
-        self.edge.calls.forget(&self.dialogs[0]);
+        self.host.calls().forget(&self.dialogs[0]);
     }
 }
 

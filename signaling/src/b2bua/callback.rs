@@ -21,11 +21,11 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::call::{bye_in, caller_failure, status_of};
+use super::host::CallHost;
 use super::stream::CallStream;
 use super::{CallInput, DialogKey, Enlisted, INPUT_QUEUE, dialog_key};
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
-use crate::edge::Edge;
 use crate::media::relay::{Relay, Side as RelaySide};
 use crate::media::sdp;
 use crate::message::RawMessage;
@@ -34,19 +34,23 @@ use crate::peer_path::PeerPath;
 use crate::requests::{self, LegInvite};
 
 /// Takes up the callback requests the routing view shows waiting, each once, until `stopped`.
-pub async fn run(edge: Arc<Edge>, every: Duration, mut stopped: watch::Receiver<bool>) {
+pub async fn run(host: Arc<dyn CallHost>, every: Duration, mut stopped: watch::Receiver<bool>) {
     let mut taken: HashSet<Uuid> = HashSet::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        let waiting = edge.view.read().expect("routing view").pending_callbacks();
+        let waiting = host
+            .view()
+            .read()
+            .expect("routing view")
+            .pending_callbacks();
         // Forget requests the view no longer shows (taken, cancelled): ids are never reused.
         taken.retain(|id| waiting.iter().any(|(_, r, _)| r == id));
         for (extension_id, request_id, destination) in waiting {
             if taken.insert(request_id) {
-                tokio::spawn(place(edge.clone(), extension_id, request_id, destination));
+                tokio::spawn(place(host.clone(), extension_id, request_id, destination));
             }
         }
     }
@@ -75,7 +79,7 @@ enum Waited {
 }
 
 struct Callback {
-    edge: Arc<Edge>,
+    host: Arc<dyn CallHost>,
     id: CallId,
     log: CallStream,
     account: Account,
@@ -89,25 +93,30 @@ struct Callback {
 }
 
 /// Takes the request (an edge that loses the race to another leaves it), then places it.
-async fn place(edge: Arc<Edge>, extension_id: ExtensionId, request_id: Uuid, destination: E164) {
-    if edge.media.is_none() || edge.trunks.outbound().is_none() {
+async fn place(
+    host: Arc<dyn CallHost>,
+    extension_id: ExtensionId,
+    request_id: Uuid,
+    destination: E164,
+) {
+    if host.media().is_none() || host.trunks().outbound().is_none() {
         // Left waiting for an edge that can place it (or for the request to be cancelled).
         tracing::warn!(%request_id, "callbacks need the media relay and a trunk; not taken");
         return;
     }
     let stream = extension_id.stream_id();
-    let Ok(loaded) = command::load::<Extension>(edge.store.as_ref(), &stream).await else {
+    let Ok(loaded) = command::load::<Extension>(host.store(), &stream).await else {
         return;
     };
     let before = loaded.state.clone();
     let version = loaded.version;
     let origin = command::Origin {
-        actor: &edge.actor,
+        actor: host.actor(),
         correlation_id: Some(request_id),
         observe_append: None,
     };
     let took = command::execute::<Extension>(
-        edge.store.as_ref(),
+        host.store(),
         &origin,
         &stream,
         &ExtensionCommand::TakeCallback { request_id },
@@ -119,27 +128,31 @@ async fn place(edge: Arc<Edge>, extension_id: ExtensionId, request_id: Uuid, des
         tracing::debug!(%request_id, error = %e, "callback not taken here");
         return;
     }
-    let account = before
-        .account_id
-        .and_then(|id| edge.view.read().expect("routing view").account(id).cloned());
+    let account = before.account_id.and_then(|id| {
+        host.view()
+            .read()
+            .expect("routing view")
+            .account(id)
+            .cloned()
+    });
     let Some(account) = account else {
         tracing::warn!(%request_id, "callback for an account the edge does not know");
         return;
     };
-    let Some(mut call) = Callback::new(edge, account) else {
+    let Some(mut call) = Callback::new(host, account) else {
         return;
     };
     call.run(&before, destination).await;
     for key in &call.dialogs {
-        call.edge.calls.forget(key);
+        call.host.calls().forget(key);
     }
 }
 
 impl Callback {
-    fn new(edge: Arc<Edge>, account: Account) -> Option<Self> {
-        let media = edge.media.clone()?;
-        let trunk = edge.trunks.outbound()?.address;
-        let path = edge.path_to(trunk, domain::device::Transport::Udp)?;
+    fn new(host: Arc<dyn CallHost>, account: Account) -> Option<Self> {
+        let media = host.media().cloned()?;
+        let trunk = host.trunks().outbound()?.address;
+        let path = host.path_to(trunk, domain::device::Transport::Udp)?;
         let relay = match Relay::start(&media) {
             Ok(relay) => relay,
             Err(e) => {
@@ -150,7 +163,7 @@ impl Callback {
         let id = CallId::from(Uuid::now_v7());
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         Some(Self {
-            _enlisted: edge.calls.enlist(tx.clone()),
+            _enlisted: host.calls().enlist(tx.clone()),
             log: CallStream::new(id),
             id,
             account,
@@ -159,12 +172,12 @@ impl Callback {
             tx,
             rx,
             dialogs: vec![],
-            edge,
+            host,
         })
     }
 
     async fn record(&mut self, command: CallCommand) -> bool {
-        self.log.record(&self.edge, command).await.is_ok()
+        self.log.record(self.host.as_ref(), command).await.is_ok()
     }
 
     async fn end(&mut self, cause: EndCause, side: Side) {
@@ -188,20 +201,20 @@ impl Callback {
                 extension: Some(extension.clone()),
                 pin: None,
                 dial_intent: None,
-                edge_id: Some(self.edge.id),
+                edge_id: Some(self.host.edge_id()),
             })
             .await;
         if !started {
             return;
         }
         let refusal = {
-            let view = self.edge.view.read().expect("routing view");
+            let view = self.host.view().read().expect("routing view");
             super::plan::fraud_check(
                 &view,
                 &self.account,
                 Some((extension_id, extension)),
                 &destination,
-                self.edge.policy(),
+                self.host.policy(),
                 chrono::Utc::now(),
             )
         };
@@ -294,10 +307,10 @@ impl Callback {
     }
 
     fn relay_address(&self) -> std::net::IpAddr {
-        self.edge
-            .media
+        self.host
+            .media()
             .as_ref()
-            .map_or(self.edge.local.ip(), |m| m.settings.address)
+            .map_or(self.host.local().ip(), |m| m.settings.address)
     }
 
     fn notify(&self) -> Notify {
@@ -325,7 +338,7 @@ impl Callback {
                 format!(
                     "sip:{}@{}",
                     number.as_str(),
-                    self.edge.trunks.outbound()?.address
+                    self.host.trunks().outbound()?.address
                 )
             }
             LegTarget::Contact { .. } => return None,
@@ -347,7 +360,7 @@ impl Callback {
         let (call_id, from_tag, branch) = requests::new_dialog();
         let invite = requests::invite(&LegInvite {
             request_uri: &request_uri,
-            local: self.edge.local,
+            local: self.host.local(),
             transport: "UDP",
             branch: &branch,
             call_id: &call_id,
@@ -358,14 +371,14 @@ impl Callback {
             body: offer,
         });
         let key = dialog_key(&call_id, &from_tag);
-        self.edge.calls.register(key.clone(), self.tx.clone());
+        self.host.calls().register(key.clone(), self.tx.clone());
         self.dialogs.push(key);
         let client = ClientKey {
             branch,
             method: "INVITE".into(),
         };
-        self.edge
-            .outgoing
+        self.host
+            .outgoing()
             .send(client, invite.clone(), self.path.clone(), self.notify())
             .await;
         Some(Leg {
@@ -386,7 +399,7 @@ impl Callback {
         side: RelaySide,
         mut first: Option<&mut Leg>,
     ) -> Waited {
-        let deadline = Instant::now() + self.edge.ring_timeout;
+        let deadline = Instant::now() + self.host.times().ring;
         let mut rang = false;
         loop {
             let input = tokio::time::timeout_at(deadline.into(), self.rx.recv()).await;
@@ -501,12 +514,12 @@ impl Callback {
     /// shuts down.
     async fn talk(&mut self, first: &mut Leg, second: &mut Leg) {
         let timeout = self
-            .edge
-            .media
+            .host
+            .media()
             .as_ref()
             .map_or(Duration::from_secs(60), |m| m.settings.timeout);
         let answered = Instant::now();
-        let longest = answered + self.edge.max_call_duration;
+        let longest = answered + self.host.times().max_duration;
         loop {
             let silent = self.relay.idle_for().min(answered.elapsed());
             let left = timeout.saturating_sub(silent);
@@ -568,7 +581,7 @@ impl Callback {
     }
 
     async fn ack(&mut self, leg: &mut Leg) {
-        let local = self.edge.local.to_string();
+        let local = self.host.local().to_string();
         let branch = requests::branch();
         let Some(dialog) = leg.dialog.as_mut() else {
             return;
@@ -590,20 +603,20 @@ impl Callback {
     }
 
     async fn bye(&mut self, leg: &mut Leg) {
-        let local = self.edge.local.to_string();
+        let local = self.host.local().to_string();
         let Some(dialog) = leg.dialog.as_mut() else {
             return;
         };
         let (bye, branch) = bye_in(dialog, "UDP", &local);
-        self.edge
-            .outgoing
+        self.host
+            .outgoing()
             .send_bytes(&bye, branch, "BYE", self.path.clone(), self.notify())
             .await;
     }
 
     async fn cancel(&self, leg: &Leg) {
-        self.edge
-            .outgoing
+        self.host
+            .outgoing()
             .cancel(&leg.invite, self.path.clone(), self.notify())
             .await;
     }

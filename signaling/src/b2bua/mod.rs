@@ -12,6 +12,7 @@ pub mod attempts;
 pub mod call;
 pub mod call_in;
 pub mod callback;
+pub mod host;
 pub mod plan;
 pub mod spending;
 pub mod stream;

@@ -5,7 +5,7 @@ use domain::call::{Call, CallCommand};
 use domain::ids::CallId;
 use infra::command::{self, CommandError, Loaded, Origin};
 
-use crate::edge::Edge;
+use super::host::CallHost;
 
 pub struct CallStream {
     pub id: CallId,
@@ -23,27 +23,24 @@ impl CallStream {
     }
 
     /// Decides `command` on the call and appends what it decided, as the edge's actor.
-    pub async fn record(&mut self, edge: &Edge, command: CallCommand) -> Result<(), CommandError> {
+    pub async fn record(
+        &mut self,
+        host: &dyn CallHost,
+        command: CallCommand,
+    ) -> Result<(), CommandError> {
         let origin = Origin {
-            actor: &edge.actor,
+            actor: host.actor(),
             correlation_id: Some(self.id.0),
             observe_append: None,
         };
         let loaded = self.state.take();
-        match command::execute::<Call>(
-            edge.store.as_ref(),
-            &origin,
-            &self.stream,
-            &command,
-            loaded,
-            None,
-        )
-        .await
+        match command::execute::<Call>(host.store(), &origin, &self.stream, &command, loaded, None)
+            .await
         {
             Ok((loaded, events)) => {
                 self.state = Some(loaded);
                 if let (false, CallCommand::End { cause, .. }) = (events.is_empty(), &command) {
-                    edge.stats.count_end(*cause);
+                    host.count_end(*cause);
                 }
                 Ok(())
             }
