@@ -4,7 +4,6 @@
 //! `call.ended` with cause `edge_shutdown`; `kill -9` leaves them up, and the next start ends
 //! the 20 as `edge_lost` at the dead process's last heartbeat, each billed up to it.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use domain::Event;
 use domain::call::{CallEvent, EndCause};
 use domain::edge::EdgeEvent;
 
-use super::{http, ringledger};
+use super::{http, ready_field, ringledger, serve_until_ready};
 
 const MAIN: &str = "+441632960001";
 const EXTENSION: &str = "+447700900123";
@@ -31,38 +30,12 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Self {
-        let mut child = ringledger(dir)
-            .args(["--config", "ringledger.toml", "serve"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let ready = loop {
-            match lines.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) if line.contains("ringledger ready") => break line,
-                Ok(_) => {}
-                Err(e) => panic!("no ready line: {e}"),
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let value = |key: &str| {
-            ready
-                .split(&format!("{key}="))
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .unwrap()
-                .trim_matches('"')
-                .to_owned()
-        };
+        let mut serve = ringledger(dir);
+        serve.args(["--config", "ringledger.toml", "serve"]);
+        let (child, ready) = serve_until_ready(serve);
         Self {
-            api: value("api"),
-            sip: value("sip"),
+            api: ready_field(&ready, "api"),
+            sip: ready_field(&ready, "sip"),
             child,
         }
     }
@@ -173,7 +146,7 @@ fn carrier_calls(dir: &Path, sip: &str) -> Child {
 }
 
 fn wait_ok(child: Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(45);
     let mut child = child;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -488,16 +461,7 @@ fn with_the_default_timing_an_extension_that_does_not_call_in_is_called_out() {
             "500",
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut caller = caller;
-    let status = loop {
-        if let Some(status) = caller.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the call did not end");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(status.success(), "the caller's call failed");
+    wait_ok(caller, "the caller's call");
     let mut uas = uas;
     let _ = uas.kill();
     let _ = uas.wait();

@@ -3,14 +3,13 @@
 //! every acknowledged write is there, and once the recovery pass has run no number is held by
 //! nothing and no Idempotency-Key stays claimed.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{ringledger, try_http};
+use super::{ready_field, ringledger, serve_until_ready, try_http};
 
 struct Server {
     child: Child,
@@ -19,41 +18,19 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, url: &str) -> Self {
-        let mut child = ringledger(dir)
+        let mut serve = ringledger(dir);
+        serve
             .arg("serve")
             .env("RINGLEDGER_STORE__URL", url)
             .env("RINGLEDGER_API__LISTEN", "127.0.0.1:0")
             .env("RINGLEDGER_SIP__LISTEN", "127.0.0.1:0")
             .env("RINGLEDGER_API__WORKFLOW_GRACE_SECS", "1")
-            .env("RINGLEDGER_API__RECOVERY_INTERVAL_SECS", "1")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut log = Vec::new();
-        let ready = loop {
-            match lines.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) if line.contains("ringledger ready") => break line,
-                Ok(line) => log.push(line),
-                Err(e) => panic!("no ready line ({e}) in {log:#?}"),
-            }
-        };
-        // Keep draining so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let addr = ready
-            .split("api=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .trim_matches('"')
-            .to_owned();
-        Self { child, addr }
+            .env("RINGLEDGER_API__RECOVERY_INTERVAL_SECS", "1");
+        let (child, ready) = serve_until_ready(serve);
+        Self {
+            child,
+            addr: ready_field(&ready, "api"),
+        }
     }
 
     fn kill_9(mut self) {

@@ -19,6 +19,41 @@ fn ringledger(dir: &Path) -> Command {
     c
 }
 
+/// Starts `serve` (stderr piped), waits up to 30 s for its ready line and returns the process
+/// and that line; the rest of its log is read and dropped in the background, so the server
+/// never blocks on a full pipe.
+fn serve_until_ready(mut serve: Command) -> (std::process::Child, String) {
+    let mut child = serve.stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let ready = loop {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains("ringledger ready") => break line,
+            Ok(line) => log.push(line),
+            Err(e) => panic!("no ready line ({e}) in {log:#?}"),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, ready)
+}
+
+/// The value of `key=` in the ready line (`api`, `sip`).
+fn ready_field(ready: &str, key: &str) -> String {
+    ready
+        .split(&format!("{key}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .trim_matches('"')
+        .to_owned()
+}
+
 /// A one-shot HTTP/1.1 request (`Connection: close`); returns the status and the body.
 fn http(addr: &str, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
     try_http(addr, method, path, key, &[], body).unwrap()

@@ -2,7 +2,64 @@
 //! a carrier.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// Where the test carrier's calls come from (the trunks' allowed network in these tests).
+pub const CARRIER_IP: &str = "127.0.0.2";
+
+/// SIPp playing the carrier from `CARRIER_IP`: `scenario` (in tests/sipp/) from `caller` to
+/// `dialled` at the edge's `sip` address, with `extra` arguments (how many calls, how fast,
+/// how long each is held), run in `dir`.
+pub fn carrier(
+    sip: SocketAddr,
+    dir: &Path,
+    scenario: &str,
+    caller: &str,
+    dialled: &str,
+    extra: &[&str],
+) -> Child {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp")
+        .join(scenario);
+    Command::new("sipp")
+        .arg(sip.to_string())
+        .args(["-sf", scenario.to_str().unwrap()])
+        .args(["-i", CARRIER_IP, "-key", "caller", caller, "-s", dialled])
+        .args(extra)
+        .args([
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sipp must be installed (Debian package sip-tester; scripts/test installs it)")
+}
+
+/// Waits (up to 60 s) for SIPp to finish, and fails the test unless every call succeeded.
+pub async fn succeeded(sipp: Child, what: &str) {
+    let out = tokio::time::timeout(Duration::from_secs(60), sipp.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("SIPp ({what}) did not finish"))
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "SIPp ({what}) saw calls fail:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// SIPp's built-in uas on `ip`, answering `calls` calls, on a port picked here (and picked
 /// again if another process takes it before SIPp binds it).

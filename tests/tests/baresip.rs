@@ -44,19 +44,25 @@ fn baresip_config(dir: &std::path::Path, edge: std::net::SocketAddr) {
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baresip_registers_with_digest_auth() {
-    let edge = SipEdge::spawn(Backend::sqlite().await, vec![Algorithm::Md5]).await;
-    let dir = tempfile::tempdir().unwrap();
-    baresip_config(dir.path(), edge.udp);
-    let mut child = tokio::process::Command::new("baresip")
-        .args(["-f", dir.path().to_str().unwrap(), "-t", "20"])
+/// baresip with the configuration in `dir`, for at most 20 s, with `extra` arguments.
+fn baresip(dir: &std::path::Path, extra: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new("baresip")
+        .args(extra)
+        .args(["-f", dir.to_str().unwrap(), "-t", "20"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("baresip must be installed (Debian package baresip; scripts/test installs it)");
+        .expect("baresip must be installed (Debian package baresip; scripts/test installs it)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_registers_with_digest_auth() {
+    let edge = SipEdge::spawn(Backend::sqlite().await, vec![Algorithm::Md5]).await;
+    let dir = tempfile::tempdir().unwrap();
+    baresip_config(dir.path(), edge.udp);
+    let mut child = baresip(dir.path(), &[]);
     let deadline = Instant::now() + Duration::from_secs(15);
     let bound = loop {
         let bound = edge
@@ -122,14 +128,8 @@ async fn baresip_takes_the_call_in_notice_and_shows_it() {
     edge.prefer_alternate_path().await;
     let dir = tempfile::tempdir().unwrap();
     baresip_config(dir.path(), edge.udp);
-    let mut child = tokio::process::Command::new("baresip")
-        .args(["-s", "-f", dir.path().to_str().unwrap(), "-t", "20"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("baresip must be installed (Debian package baresip; scripts/test installs it)");
+    // -s: the SIP it sends and gets is printed too.
+    let mut child = baresip(dir.path(), &["-s"]);
     ringledger_tests::carrier::wait_for_contacts(&edge, 1).await;
 
     let invite = carrier_invite(&trunk, MAIN_NUMBER, "notice");

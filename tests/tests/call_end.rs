@@ -5,7 +5,6 @@
 //! and its uas answers the edge's calls out to her extension.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use domain::call::{
@@ -21,68 +20,26 @@ use ringledger_tests::carrier::{
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{MAIN_NUMBER, SipEdge, header, relay_settings, respond_to};
-use ringledger_tests::sipp::sipp_uas;
+use ringledger_tests::sipp::{CARRIER_IP, carrier, sipp_uas, succeeded};
 use signaling::digest::Algorithm;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const EXTENSION: &str = "+447700900123";
-/// Where the carrier's calls come from.
-const CARRIER_IP: &str = "127.0.0.2";
 /// Calls up when the edge shuts down.
 const CALLS: usize = 20;
 
-/// `calls` calls from the carrier (SIPp's uac from 127.0.0.2) to alice's main number, each
-/// waiting up to 60 s for the far end to hang up (carrier_call_hung_up.xml).
+/// `calls` calls from the carrier to alice's main number, each waiting up to 60 s for the
+/// far end to hang up (carrier_call_hung_up.xml).
 fn carrier_calls(edge: &SipEdge, dir: &Path, calls: usize) -> Child {
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp/carrier_call_hung_up.xml");
-    Command::new("sipp")
-        .arg(edge.udp.to_string())
-        .args(["-sf", scenario.to_str().unwrap()])
-        .args([
-            "-i",
-            CARRIER_IP,
-            "-key",
-            "caller",
-            "+441632960001",
-            "-s",
-            MAIN_NUMBER,
-        ])
-        .args([
-            "-m",
-            &calls.to_string(),
-            "-l",
-            &calls.to_string(),
-            "-r",
-            "10",
-        ])
-        .args([
-            "-timeout",
-            "60s",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_err",
-        ])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sipp must be installed (Debian package sip-tester; scripts/test installs it)")
-}
-
-async fn finished(sipp: Child, what: &str) {
-    let out = tokio::time::timeout(Duration::from_secs(60), sipp.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("SIPp ({what}) did not finish"))
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "SIPp ({what}) saw calls fail:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let calls = calls.to_string();
+    carrier(
+        edge.udp,
+        dir,
+        "carrier_call_hung_up.xml",
+        "+441632960001",
+        MAIN_NUMBER,
+        &["-m", &calls, "-l", &calls, "-r", "10"],
+    )
 }
 
 /// An edge relaying media whose trunk is whoever calls from 127.0.0.2, calling out to `uas`.
@@ -135,8 +92,8 @@ async fn draining_hangs_up_both_sides_of_every_call_and_records_why() {
 
     let left = edge.edge.drain(Duration::from_secs(10)).await;
     assert_eq!(left, 0, "calls still running after the drain");
-    finished(carrier, "the carrier's calls to alice").await;
-    finished(uas, "the carrier answering the calls out").await;
+    succeeded(carrier, "the carrier's calls to alice").await;
+    succeeded(uas, "the carrier answering the calls out").await;
 
     let calls = edge.ended_calls(CALLS).await;
     assert_eq!(calls.len(), CALLS);

@@ -10,14 +10,14 @@ use domain::call::{AlternateReason, CallEvent, EndCause, LegTarget, Path, Side};
 use domain::extension::AlternateMode;
 use domain::ids::ExtensionId;
 use ringledger_tests::carrier::{
-    audio_of, cancel_of, carrier_invite, carrier_invite_from, edge_with_trunk_and_media,
-    edge_with_trunk_and_media_secured, ended, in_dialog, media_socket, register_from, relayed,
-    wait_for_data_path_report,
+    audio_of, cancel_of, carrier_invite, carrier_invite_from, edge_with_trunk_and_media_secured,
+    ended, in_dialog, media_socket, register_from, relayed, wait_for_data_path_report,
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::http_sink::one_post;
 use ringledger_tests::sip_edge::{
     CALL_IN_TIMEOUT, MAIN_NUMBER, SipEdge, UdpPeer, header, relay_settings, respond_to, status,
+    trusting_carriers,
 };
 use signaling::digest::Algorithm;
 
@@ -35,8 +35,14 @@ struct Setup {
 /// alice's extension takes alternate-path calls by calling in; her one phone is registered
 /// but says its data path is poor; her calls are priced (25p to connect, 6p a minute).
 async fn setup() -> Setup {
+    setup_holding(trusting_carriers()).await
+}
+
+/// The same on an edge holding `security`'s settings.
+async fn setup_holding(security: signaling::SecuritySettings) -> Setup {
     let media = Some(relay_settings(Duration::from_secs(60)));
-    let (edge, trunk) = edge_with_trunk_and_media(Backend::sqlite().await, media).await;
+    let (edge, trunk) =
+        edge_with_trunk_and_media_secured(Backend::sqlite().await, media, security).await;
     let extension_id = edge.add_extension(EXTENSION).await;
     edge.set_alternate_path(extension_id, AlternateMode::CallIn)
         .await;
@@ -377,22 +383,9 @@ async fn a_call_in_with_no_codec_in_common_is_refused_and_the_extension_called_o
 /// would send) does not take the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_no_call_in_is_awaited_and_a_spoofed_one_takes_nothing() {
-    let media = Some(relay_settings(Duration::from_secs(60)));
-    let (edge, trunk) = edge_with_trunk_and_media_secured(
-        Backend::sqlite().await,
-        media,
-        signaling::SecuritySettings::default(),
-    )
-    .await;
-    let extension_id = edge.add_extension(EXTENSION).await;
-    edge.set_alternate_path(extension_id, AlternateMode::CallIn)
-        .await;
-    edge.add_access_number(ACCESS, None).await;
-    edge.price_calls(&[], None).await;
-    let phone = UdpPeer::new(edge.udp).await;
-    let r = register_from(&phone, "ci", "Ringledger-Data-Path: poor\r\n").await;
-    assert_eq!(status(&r), 200, "{r}");
-    wait_for_data_path_report(&edge).await;
+    let Setup {
+        edge, trunk, phone, ..
+    } = setup_holding(signaling::SecuritySettings::default()).await;
 
     trunk
         .send(&carrier_invite(&trunk, MAIN_NUMBER, "untrusted"))

@@ -15,15 +15,13 @@ use domain::extension::AlternateMode;
 use ringledger_tests::carrier::{ended, wait_for_contacts};
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{MAIN_NUMBER, PASSWORD, REALM, SipEdge, USERNAME, relay_settings};
-use ringledger_tests::sipp::sipp_uas;
+use ringledger_tests::sipp::{CARRIER_IP, carrier, sipp_uas, succeeded};
 use signaling::digest::Algorithm;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const EXTENSION: &str = "+447700900123";
 const ACCESS: &str = "+442071838799";
-/// Where the carrier's calls come from.
-const CARRIER_IP: &str = "127.0.0.2";
 
 /// An edge relaying media whose trunk is whoever calls from 127.0.0.2; its calls out go to
 /// `calls_out` (None: nowhere that answers).
@@ -54,42 +52,15 @@ fn carrier_call(
     dialled: &str,
     hold_ms: u64,
 ) -> Child {
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(scenario);
-    Command::new("sipp")
-        .arg(edge.udp.to_string())
-        .args(["-sf", scenario.to_str().unwrap()])
-        .args(["-i", CARRIER_IP, "-key", "caller", caller, "-s", dialled])
-        .args(["-m", "1", "-d", &hold_ms.to_string()])
-        .args([
-            "-timeout",
-            "60s",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_err",
-        ])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sipp must be installed (Debian package sip-tester; scripts/test installs it)")
-}
-
-async fn succeeded(sipp: Child, what: &str) {
-    let out = tokio::time::timeout(Duration::from_secs(60), sipp.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("SIPp ({what}) did not finish"))
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "SIPp ({what}) saw its call fail:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let hold = hold_ms.to_string();
+    carrier(
+        edge.udp,
+        dir,
+        scenario,
+        caller,
+        dialled,
+        &["-m", "1", "-d", &hold],
+    )
 }
 
 /// Alternate path (b) end to end: the carrier calls alice, whose account prefers the

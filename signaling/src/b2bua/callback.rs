@@ -284,13 +284,7 @@ impl Callback {
                 return self.end(cause, Side::Callee).await;
             }
             Waited::CallerLeft => {
-                self.cancel(&second).await;
-                self.record(CallCommand::LegFailed {
-                    leg_id: second.id,
-                    sip_status: 487,
-                    failure: LegFailure::Cancelled,
-                })
-                .await;
+                self.cancel_ringing(&second).await;
                 return self.end(EndCause::NormalClearing, Side::Caller).await;
             }
             Waited::ShuttingDown => {
@@ -407,13 +401,7 @@ impl Callback {
                 Ok(Some(input)) => input,
                 Ok(None) => return Waited::Failed(500),
                 Err(_) => {
-                    self.cancel(leg).await;
-                    self.record(CallCommand::LegFailed {
-                        leg_id: leg.id,
-                        sip_status: 487,
-                        failure: LegFailure::Cancelled,
-                    })
-                    .await;
+                    self.cancel_ringing(leg).await;
                     // Unanswered in time: as good as a 408 (no answer).
                     return Waited::Failed(408);
                 }
@@ -495,13 +483,7 @@ impl Callback {
                     let _ = reply.send(Answer::status(481));
                 }
                 CallInput::Shutdown => {
-                    self.cancel(leg).await;
-                    self.record(CallCommand::LegFailed {
-                        leg_id: leg.id,
-                        sip_status: 487,
-                        failure: LegFailure::Cancelled,
-                    })
-                    .await;
+                    self.cancel_ringing(leg).await;
                     return Waited::ShuttingDown;
                 }
                 _ => {}
@@ -612,6 +594,17 @@ impl Callback {
             .outgoing()
             .send_bytes(&bye, branch, "BYE", self.path.clone(), self.notify())
             .await;
+    }
+
+    /// Cancels a leg still ringing, recorded as cancelled.
+    async fn cancel_ringing(&mut self, leg: &Leg) {
+        self.cancel(leg).await;
+        self.record(CallCommand::LegFailed {
+            leg_id: leg.id,
+            sip_status: 487,
+            failure: LegFailure::Cancelled,
+        })
+        .await;
     }
 
     async fn cancel(&self, leg: &Leg) {
