@@ -109,39 +109,40 @@ fn uas(dir: &Path) -> (Child, u16) {
     (child, port)
 }
 
+/// The carrier (SIPp from 127.0.0.2, on a port of its own) calling alice's main number with
+/// `scenario` (in tests/sipp/) and `extra` arguments (how many calls, how fast, how long).
+fn carrier(dir: &Path, sip: &str, scenario: &str, extra: &[&str]) -> Child {
+    let scenario: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/sipp", scenario]
+        .iter()
+        .collect();
+    let port = free_port().to_string();
+    let mut args = vec![
+        sip,
+        "-p",
+        &port,
+        "-sf",
+        scenario.to_str().unwrap(),
+        "-i",
+        CARRIER_IP,
+        "-key",
+        "caller",
+        "+442079460111",
+        "-s",
+        MAIN,
+    ];
+    args.extend_from_slice(extra);
+    sipp(dir, &args)
+}
+
 /// The carrier delivering `CALLS` calls to alice's main number, each waiting for the far end
 /// to hang up.
 fn carrier_calls(dir: &Path, sip: &str) -> Child {
-    let scenario: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests/sipp/carrier_call_hung_up.xml",
-    ]
-    .iter()
-    .collect();
     let calls = CALLS.to_string();
-    let port = free_port().to_string();
-    sipp(
+    carrier(
         dir,
-        &[
-            sip,
-            "-p",
-            &port,
-            "-sf",
-            scenario.to_str().unwrap(),
-            "-i",
-            CARRIER_IP,
-            "-key",
-            "caller",
-            "+442079460111",
-            "-s",
-            MAIN,
-            "-m",
-            &calls,
-            "-l",
-            &calls,
-            "-r",
-            "10",
-        ],
+        sip,
+        "carrier_call_hung_up.xml",
+        &["-m", &calls, "-l", &calls, "-r", "10"],
     )
 }
 
@@ -436,30 +437,11 @@ fn with_the_default_timing_an_extension_that_does_not_call_in_is_called_out() {
             "prefers_alternate_path": false, "alternate_path": "call_in"}"#,
     );
     std::thread::sleep(Duration::from_millis(500));
-    let scenario: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/sipp/carrier_call.xml"]
-        .iter()
-        .collect();
-    let caller_port = free_port().to_string();
-    let caller = sipp(
+    let caller = carrier(
         dir.path(),
-        &[
-            &server.sip,
-            "-p",
-            &caller_port,
-            "-sf",
-            scenario.to_str().unwrap(),
-            "-i",
-            CARRIER_IP,
-            "-key",
-            "caller",
-            "+442079460111",
-            "-s",
-            MAIN,
-            "-m",
-            "1",
-            "-d",
-            "500",
-        ],
+        &server.sip,
+        "carrier_call.xml",
+        &["-m", "1", "-d", "500"],
     );
     wait_ok(caller, "the caller's call");
     let mut uas = uas;

@@ -10,7 +10,10 @@ use signaling::digest::Algorithm;
 use signaling::media::MediaSettings;
 
 use crate::harness::Backend;
-use crate::sip_edge::{PASSWORD, REALM, SipEdge, UdpPeer, authorization, header, register, status};
+use crate::sip_edge::{
+    PASSWORD, REALM, SipEdge, UdpPeer, authorization, header, register, relay_settings, status,
+};
+use crate::sipp::CARRIER_IP;
 
 pub const OFFER: &str = "v=0\r\no=pstn 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
 pub const ANSWER: &str = "v=0\r\no=alice 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\n";
@@ -243,4 +246,23 @@ pub async fn wait_for_data_path_report(edge: &SipEdge) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the edge never saw the data-path report");
+}
+
+/// An edge relaying media whose trunk is whoever calls from 127.0.0.2; its calls out go to
+/// `calls_out` (None: nowhere that answers).
+pub async fn edge_with_carrier_network(calls_out: Option<SocketAddr>) -> SipEdge {
+    let trunk = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: calls_out.unwrap_or_else(|| format!("{CARRIER_IP}:9").parse().unwrap()),
+        networks: vec![format!("{CARRIER_IP}/32").parse().unwrap()],
+        numbers: vec!["+".into()],
+    };
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    SipEdge::spawn_with(
+        Backend::sqlite().await,
+        vec![Algorithm::Md5],
+        vec![trunk],
+        media,
+    )
+    .await
 }

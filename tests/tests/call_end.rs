@@ -16,12 +16,12 @@ use domain::{E164, Event};
 use infra::command::{self, Origin as Actor};
 use infra::store::{ExpectedVersion, NewEvent};
 use ringledger_tests::carrier::{
-    ANSWER, carrier_invite, edge_with_trunk_and_media, edge_with_trunk_secured, ended, in_dialog,
+    ANSWER, carrier_invite, edge_with_carrier_network, edge_with_trunk_and_media,
+    edge_with_trunk_secured, ended, in_dialog,
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{MAIN_NUMBER, SipEdge, header, relay_settings, respond_to};
 use ringledger_tests::sipp::{CARRIER_IP, carrier, sipp_uas, succeeded};
-use signaling::digest::Algorithm;
 use tokio::process::Child;
 
 const EXTENSION: &str = "+447700900123";
@@ -42,24 +42,6 @@ fn carrier_calls(edge: &SipEdge, dir: &Path, calls: usize) -> Child {
     )
 }
 
-/// An edge relaying media whose trunk is whoever calls from 127.0.0.2, calling out to `uas`.
-async fn edge_with_carrier(uas: std::net::SocketAddr) -> SipEdge {
-    let trunk = signaling::trunk::Trunk {
-        name: "carrier".into(),
-        address: uas,
-        networks: vec![format!("{CARRIER_IP}/32").parse().unwrap()],
-        numbers: vec!["+".into()],
-    };
-    let media = Some(relay_settings(Duration::from_secs(60)));
-    SipEdge::spawn_with(
-        Backend::sqlite().await,
-        vec![Algorithm::Md5],
-        vec![trunk],
-        media,
-    )
-    .await
-}
-
 async fn answered_calls(edge: &SipEdge) -> usize {
     edge.calls()
         .await
@@ -75,7 +57,7 @@ async fn answered_calls(edge: &SipEdge) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_hangs_up_both_sides_of_every_call_and_records_why() {
     let (uas, trunk) = sipp_uas(CARRIER_IP, CALLS).await;
-    let edge = edge_with_carrier(trunk).await;
+    let edge = edge_with_carrier_network(Some(trunk)).await;
     let extension_id = edge.add_extension(EXTENSION).await;
     edge.price_calls(&[], None).await;
     let dir = tempfile::tempdir().unwrap();
@@ -131,7 +113,7 @@ async fn draining_hangs_up_both_sides_of_every_call_and_records_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_of_a_dead_edge_end_at_its_last_heartbeat_and_are_billed() {
     // Nothing is called out here: the trunk points nowhere.
-    let edge = edge_with_carrier(format!("{CARRIER_IP}:9").parse().unwrap()).await;
+    let edge = edge_with_carrier_network(None).await;
     let extension_id = edge.add_extension(EXTENSION).await;
     edge.price_calls(&[], None).await;
     let store = edge.store.as_ref();

@@ -5,42 +5,20 @@
 //! data to call in; SIPp's built-in uas answers what the edge sends to the carrier. The
 //! scenarios are tests/sipp/carrier_call*.xml, also used in the README walk-through.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use domain::call::{CallEvent, EndCause, Path as CallPath, Side};
 use domain::extension::AlternateMode;
-use ringledger_tests::carrier::{ended, wait_for_contacts};
-use ringledger_tests::harness::Backend;
-use ringledger_tests::sip_edge::{MAIN_NUMBER, PASSWORD, REALM, SipEdge, USERNAME, relay_settings};
+use ringledger_tests::carrier::{edge_with_carrier_network, ended, wait_for_contacts};
+use ringledger_tests::sip_edge::{MAIN_NUMBER, PASSWORD, REALM, SipEdge, USERNAME};
 use ringledger_tests::sipp::{CARRIER_IP, carrier, sipp_uas, succeeded};
-use signaling::digest::Algorithm;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const EXTENSION: &str = "+447700900123";
 const ACCESS: &str = "+442071838799";
-
-/// An edge relaying media whose trunk is whoever calls from 127.0.0.2; its calls out go to
-/// `calls_out` (None: nowhere that answers).
-async fn edge_with_carrier_network(calls_out: Option<SocketAddr>) -> SipEdge {
-    let trunk = signaling::trunk::Trunk {
-        name: "carrier".into(),
-        address: calls_out.unwrap_or_else(|| format!("{CARRIER_IP}:9").parse().unwrap()),
-        networks: vec![format!("{CARRIER_IP}/32").parse().unwrap()],
-        numbers: vec!["+".into()],
-    };
-    let media = Some(relay_settings(Duration::from_secs(60)));
-    SipEdge::spawn_with(
-        Backend::sqlite().await,
-        vec![Algorithm::Md5],
-        vec![trunk],
-        media,
-    )
-    .await
-}
 
 /// One call from the carrier: SIPp running `scenario` from `caller` to `dialled`, holding
 /// the call `hold_ms` before it hangs up (carrier_call.xml).
