@@ -234,3 +234,55 @@ async fn sipp_answers_both_legs_of_a_callback() {
     assert_eq!(ended(events), Some((EndCause::MediaTimeout, Side::System)));
     edge.shutdown().await;
 }
+
+/// SIGTERM's drain with a callback bridged: the edge hangs up both legs (both go to the
+/// carrier), records `edge_shutdown`, and the drain waits until the carrier has answered both
+/// BYEs, so neither leg is left up at the carrier if a BYE is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_hangs_up_both_legs_of_a_callback_and_waits_for_their_answers() {
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    let (edge, trunk) = edge_with_trunk_and_media(Backend::sqlite().await, media).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.price_calls(&[], None).await;
+    edge.request_callback(extension_id, DESTINATION).await;
+    for (tag, port) in [("mob", 40010), ("far", 40012)] {
+        let invite = trunk.expect_request("INVITE").await;
+        trunk
+            .send(&respond_to(
+                &invite,
+                200,
+                tag,
+                Some(trunk.addr),
+                &answer_sdp(port),
+            ))
+            .await;
+        trunk.expect_request("ACK").await;
+    }
+    let sip_edge = edge.edge.clone();
+    let drain = tokio::spawn(async move { sip_edge.drain(Duration::from_secs(10)).await });
+    let byes = [
+        trunk.expect_request("BYE").await,
+        trunk.expect_request("BYE").await,
+    ];
+    // The BYEs are out but not answered: the drain is still waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !drain.is_finished(),
+        "the drain did not wait for the BYEs' answers"
+    );
+    for bye in &byes {
+        trunk.send(&respond_to(bye, 200, "x", None, "")).await;
+    }
+    let left = tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .expect("the drain ends once the BYEs are answered")
+        .unwrap();
+    assert_eq!(left, 0);
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::EdgeShutdown, Side::System)),
+        "{calls:?}"
+    );
+    edge.shutdown().await;
+}

@@ -289,7 +289,8 @@ impl Callback {
             }
             Waited::ShuttingDown => {
                 self.bye(&mut first).await;
-                return self.end(EndCause::EdgeShutdown, Side::System).await;
+                self.end(EndCause::EdgeShutdown, Side::System).await;
+                return self.await_byes(1).await;
             }
         }
         self.record(CallCommand::Bridge {
@@ -524,7 +525,8 @@ impl Callback {
                 Ok(Some(CallInput::Shutdown)) => {
                     self.bye(first).await;
                     self.bye(second).await;
-                    return self.end(EndCause::EdgeShutdown, Side::System).await;
+                    self.end(EndCause::EdgeShutdown, Side::System).await;
+                    return self.await_byes(2).await;
                 }
                 Ok(Some(CallInput::Bye(bye, reply))) => {
                     let by_first = first.dialog.as_ref().is_some_and(|d| d.matches(&bye));
@@ -594,6 +596,27 @@ impl Callback {
             .outgoing()
             .send_bytes(&bye, branch, "BYE", self.path.clone(), self.notify())
             .await;
+    }
+
+    /// Waits (at most Timer F's 32 s) for the final answers to the last `n` BYEs it sent: a
+    /// draining edge exits only once its hangups are answered (or given up on).
+    async fn await_byes(&mut self, mut n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(32);
+        while n > 0 {
+            match tokio::time::timeout_at(deadline.into(), self.rx.recv()).await {
+                Ok(Some(CallInput::Outcome { key, outcome, .. })) if key.method == "BYE" => {
+                    let done = match &outcome {
+                        Outcome::Response(r) => status_of(r).is_some_and(|s| s >= 200),
+                        Outcome::Timeout => true,
+                    };
+                    if done {
+                        n -= 1;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
     }
 
     /// Cancels a leg still ringing, recorded as cancelled.
