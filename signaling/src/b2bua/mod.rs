@@ -158,3 +158,30 @@ impl Calls {
         self.by_dialog.lock().expect("calls")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_running_call_hears_the_shutdown_once_and_leaves_the_count_when_it_ends() {
+        let calls = Calls::default();
+        let (tx1, mut rx1) = mpsc::channel(INPUT_QUEUE);
+        let (tx2, mut rx2) = mpsc::channel(INPUT_QUEUE);
+        let first = calls.enlist(tx1.clone());
+        let second = calls.enlist(tx2);
+        // One call answers to several dialogs, but is one task.
+        calls.register(dialog_key("a", ""), tx1.clone());
+        calls.register(dialog_key("a", "tag"), tx1);
+        assert_eq!(calls.running(), 2);
+        calls.shut_down_all().await;
+        for rx in [&mut rx1, &mut rx2] {
+            assert!(matches!(rx.try_recv(), Ok(CallInput::Shutdown)));
+            assert!(rx.try_recv().is_err(), "told twice");
+        }
+        drop(first);
+        assert_eq!(calls.running(), 1);
+        drop(second);
+        assert_eq!(calls.running(), 0);
+    }
+}
