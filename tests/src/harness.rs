@@ -172,6 +172,44 @@ pub async fn record<A: domain::Aggregate>(
         .expect("append");
 }
 
+/// The first two steps of a call out from +442071838750 to `destination` through the carrier:
+/// the call started on `account` (not through an edge), and its one leg to the public network.
+pub fn pstn_call_out(
+    call_id: domain::ids::CallId,
+    leg_id: domain::ids::LegId,
+    account: &domain::account::Account,
+    destination: &str,
+) -> [domain::call::CallCommand; 2] {
+    use domain::call::{CallCommand, Direction, LegRole, LegTarget, Origin, Path};
+    [
+        CallCommand::Start {
+            edge_id: None,
+            call_id,
+            direction: Direction::Outbound,
+            from: "+442071838750".into(),
+            to: destination.into(),
+            origin: Origin::Pstn {
+                trunk: "carrier".into(),
+            },
+            path: Path::Pstn,
+            account: account.clone(),
+            extension: None,
+            pin: None,
+            dial_intent: None,
+        },
+        CallCommand::StartLeg {
+            leg_id,
+            target: LegTarget::Pstn {
+                number: domain::E164::parse(destination).expect("an E.164 destination"),
+            },
+            path: Path::Pstn,
+            role: LegRole::Callee,
+            account: account.clone(),
+            extension: None,
+        },
+    ]
+}
+
 /// Appends the workload's next steps until at least `min_events` were written; returns how many.
 pub async fn append_workload(
     store: &dyn EventStore,

@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use chrono::{SubsecRound, TimeZone};
 use domain::account::{Account, AccountCommand};
-use domain::call::{
-    Call, CallCommand, Direction, EndCause, LegRole, LegTarget, Origin, Path, Side,
-};
+use domain::call::{Call, CallCommand, EndCause, Side};
 use domain::ids::{AccountId, CallId, LegId, TariffId};
 use domain::tariff::{Rate, Tariff, TariffCommand, TariffVersion};
 use domain::{Currency, E164, Instant};
@@ -23,7 +21,7 @@ use projections::runner::Runner;
 use reqwest::Method;
 use ringledger_tests::api_app::{TestApp, account};
 use ringledger_tests::billing_reference::{Priced, reference};
-use ringledger_tests::harness::{Backend, record};
+use ringledger_tests::harness::{Backend, pstn_call_out, record};
 use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
@@ -108,33 +106,7 @@ impl CallOut {
         let leg_id = LegId(Uuid::now_v7());
         let stream = call_id.stream_id();
         let mut call = Call::default();
-        let commands = [
-            CallCommand::Start {
-                edge_id: None,
-                call_id,
-                direction: Direction::Outbound,
-                from: "+442071838750".into(),
-                to: destination.into(),
-                origin: Origin::Pstn {
-                    trunk: "carrier".into(),
-                },
-                path: Path::Pstn,
-                account: account.clone(),
-                extension: None,
-                pin: None,
-                dial_intent: None,
-            },
-            CallCommand::StartLeg {
-                leg_id,
-                target: LegTarget::Pstn {
-                    number: E164::parse(destination).unwrap(),
-                },
-                path: Path::Pstn,
-                role: LegRole::Callee,
-                account: account.clone(),
-                extension: None,
-            },
-        ];
+        let commands = pstn_call_out(call_id, leg_id, account, destination);
         for command in commands {
             record(store, &stream, &mut call, command, start).await;
         }

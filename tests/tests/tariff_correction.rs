@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use chrono::TimeZone;
 use domain::account::{Account, AccountCommand};
-use domain::call::{
-    Call, CallCommand, Direction, EndCause, LegRole, LegTarget, Origin, Path, Side,
-};
+use domain::call::{Call, CallCommand, EndCause, Side};
 use domain::ids::{AccountId, CallId, LegId, TariffId};
 use domain::tariff::{Rate, Tariff, TariffCommand, TariffVersion};
 use domain::{Currency, E164, Instant};
@@ -16,7 +14,7 @@ use projections::billing::Billing;
 use projections::db::ProjectionDb;
 use projections::rebuild::rebuild;
 use projections::runner::Runner;
-use ringledger_tests::harness::{Backend, record};
+use ringledger_tests::harness::{Backend, pstn_call_out, record};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -42,38 +40,10 @@ async fn call(store: &dyn EventStore, account: &Account, start: Instant, talk_se
     let leg_id = LegId(Uuid::now_v7());
     let mut c = Call::default();
     let stream = call_id.stream_id();
+    let [start_call, start_leg] = pstn_call_out(call_id, leg_id, account, "+442079460000");
     let commands = [
-        (
-            CallCommand::Start {
-                edge_id: None,
-                call_id,
-                direction: Direction::Outbound,
-                from: "+442071838750".into(),
-                to: "+442079460000".into(),
-                origin: Origin::Pstn {
-                    trunk: "carrier".into(),
-                },
-                path: Path::Pstn,
-                account: account.clone(),
-                extension: None,
-                pin: None,
-                dial_intent: None,
-            },
-            0,
-        ),
-        (
-            CallCommand::StartLeg {
-                leg_id,
-                target: LegTarget::Pstn {
-                    number: E164::parse("+442079460000").unwrap(),
-                },
-                path: Path::Pstn,
-                role: LegRole::Callee,
-                account: account.clone(),
-                extension: None,
-            },
-            0,
-        ),
+        (start_call, 0),
+        (start_leg, 0),
         (CallCommand::LegAnswered { leg_id }, 5),
         (
             CallCommand::End {

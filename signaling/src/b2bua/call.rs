@@ -236,14 +236,18 @@ impl CallTask {
                 )
                 .await;
             }
-            Phase::Answered(winner) => {
-                self.unacked.clear();
-                self.bye_leg(winner).await;
-                self.bye_caller().await;
-                self.finish(EndCause::EdgeShutdown, Side::System).await;
-            }
+            Phase::Answered(winner) => self.hang_up(winner, EndCause::EdgeShutdown).await,
             Phase::Over => {}
         }
+    }
+
+    /// The edge ends an answered call (won by `winner`) for `cause`: BYE to both sides, the
+    /// end recorded.
+    async fn hang_up(&mut self, winner: usize, cause: EndCause) {
+        self.unacked.clear();
+        self.bye_leg(winner).await;
+        self.bye_caller().await;
+        self.finish(cause, Side::System).await;
     }
 
     /// Marks the call answered by `leg` (its limits count from now).
@@ -568,19 +572,11 @@ impl CallTask {
             && now >= longest
         {
             tracing::info!(call = %self.id, "the call reached the longest a call may last; hanging up");
-            self.unacked.clear();
-            self.bye_leg(winner).await;
-            self.bye_caller().await;
-            self.finish(EndCause::MaxDuration, Side::System).await;
-            return;
+            return self.hang_up(winner, EndCause::MaxDuration).await;
         }
         if let (Phase::Answered(winner), Some(Duration::ZERO)) = (self.phase, self.media_left()) {
             tracing::info!(call = %self.id, "media stopped; hanging up");
-            self.unacked.clear();
-            self.bye_leg(winner).await;
-            self.bye_caller().await;
-            self.finish(EndCause::MediaTimeout, Side::System).await;
-            return;
+            return self.hang_up(winner, EndCause::MediaTimeout).await;
         }
         if self.phase == Phase::Setup && now >= self.ring_deadline {
             self.cancel_legs(LegFailure::Cancelled).await;

@@ -515,17 +515,13 @@ impl Callback {
             };
             if let Some(cause) = ending {
                 tracing::info!(call = %self.id, ?cause, "callback hung up");
-                self.bye(first).await;
-                self.bye(second).await;
-                return self.end(cause, Side::System).await;
+                return self.hang_up(first, second, cause).await;
             }
             let wait = left.min(longest.saturating_duration_since(Instant::now()));
             let input = tokio::time::timeout(wait, self.rx.recv()).await;
             match input {
                 Ok(Some(CallInput::Shutdown)) => {
-                    self.bye(first).await;
-                    self.bye(second).await;
-                    self.end(EndCause::EdgeShutdown, Side::System).await;
+                    self.hang_up(first, second, EndCause::EdgeShutdown).await;
                     return self.await_byes(2).await;
                 }
                 Ok(Some(CallInput::Bye(bye, reply))) => {
@@ -596,6 +592,13 @@ impl Callback {
             .outgoing()
             .send_bytes(&bye, branch, "BYE", self.path.clone(), self.notify())
             .await;
+    }
+
+    /// The edge ends the bridged callback for `cause`: BYE to both legs, the end recorded.
+    async fn hang_up(&mut self, first: &mut Leg, second: &mut Leg, cause: EndCause) {
+        self.bye(first).await;
+        self.bye(second).await;
+        self.end(cause, Side::System).await;
     }
 
     /// Waits (at most Timer F's 32 s) for the final answers to the last `n` BYEs it sent: a
