@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::answer::Answer;
 use crate::auth::Authenticator;
 use crate::b2bua::attempts::Attempts;
-use crate::b2bua::call::{self, Caller};
 use crate::b2bua::call_in::{Arrival, CallIns};
+use crate::b2bua::call_task::{self, Caller};
 use crate::b2bua::host::{CallHost, CallTimes};
 use crate::b2bua::spending::{CallLimits, Spending};
 use crate::b2bua::{CallInput, Calls, DialogKey, INPUT_QUEUE, dialog_key, plan};
@@ -546,7 +546,7 @@ impl Edge {
         self.calls
             .register(dialog_key(&dialog.0, &caller.tag), tx.clone());
         self.respond(key, raw, Answer::status(100), "").await;
-        tokio::spawn(call::run(self.clone(), plan, caller, tx, rx, hold));
+        tokio::spawn(call_task::run(self.clone(), plan, caller, tx, rx, hold));
         None
     }
 

@@ -11,6 +11,7 @@
 pub mod attempts;
 pub mod call;
 pub mod call_in;
+pub mod call_task;
 pub mod callback;
 pub mod host;
 pub mod plan;

@@ -1,0 +1,1376 @@
+//! The call's state machine: every decision the call makes, from its inputs and `now`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use domain::call::{CallCommand, EndCause, LegFailure, LegRole, LegTarget, Path, Side};
+use domain::ids::{CallId, LegId};
+use rsip::headers::UntypedHeader;
+
+use super::{
+    Arrival, CALL_IN_RECHECK, Caller, Context, Input, LINGER, MediaPorts, Output, Peer, Reach,
+    Refusal, Settings, bye_in, call_in_wait, caller_failure, content_type, status_of,
+};
+use crate::answer::Answer;
+use crate::b2bua::call_in::{self, Notice};
+use crate::b2bua::plan::{CallInPlan, Plan, Target};
+use crate::b2bua::{DialogKey, dialog_key};
+use crate::dialog::{Dialog, Hop};
+use crate::media::relay::Side as RelaySide;
+use crate::media::sdp;
+use crate::message::RawMessage;
+use crate::outgoing::{ClientKey, Outcome};
+use crate::requests::{self, LegInvite};
+use crate::transaction::{T1, T2};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegState {
+    Trying,
+    Ringing,
+    Answered,
+    /// Failed, cancelled or hung up: nothing more is expected of it.
+    Done,
+}
+
+struct Leg {
+    id: LegId,
+    /// The leg called the edge (a call-in): the edge answered its INVITE, with this tag,
+    /// through this server transaction.
+    inbound: Option<(crate::transaction::TransactionKey, String)>,
+    invite: RawMessage,
+    reach: Reach,
+    state: LegState,
+    /// Any response heard: a CANCEL may be sent (RFC 3261 §9.1).
+    heard: bool,
+    cancel_wanted: bool,
+    cancel_sent: bool,
+    dialog: Option<Dialog>,
+    ack: Option<Vec<u8>>,
+    bye_sent: bool,
+    /// The final status a failed leg got.
+    failed_with: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Setup,
+    Answered(usize),
+    Over,
+}
+
+/// A 2xx the edge sent, repeated over UDP until it is ACKed (RFC 3261 §13.3.1.4): to the
+/// caller, or to an extension whose call-in the edge answered.
+struct Unacked {
+    /// None: the caller; Some: the call-in leg.
+    leg: Option<usize>,
+    answer: Answer,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
+}
+
+/// What every leg's INVITE shares.
+#[derive(Clone)]
+struct LegTemplate {
+    caller_id: String,
+    max_forwards: u8,
+    content_type: Option<String>,
+    /// The caller's session description as the legs are offered it.
+    offer: Vec<u8>,
+}
+
+/// What the call goes on with once the recording it waits for is done.
+enum Then {
+    Started,
+    DialIntentTaken,
+    CallInAwaited {
+        token: String,
+        ttl: Duration,
+    },
+    LegPlaced {
+        target: Box<Target>,
+        leg_id: LegId,
+        reach: Reach,
+    },
+    LegAnswered {
+        leg: usize,
+        response: RawMessage,
+    },
+    CallInStarted(Box<Bridging>),
+    CallInAnswered(Box<Bridging>),
+}
+
+/// A call-in being taken: the arrival and the session descriptions each side is to get.
+struct Bridging {
+    arrival: Arrival,
+    leg_id: LegId,
+    to_extension: Vec<u8>,
+    to_caller: Vec<u8>,
+}
+
+/// One call, from the caller's INVITE to its end (see the module above).
+pub struct Call {
+    id: CallId,
+    plan: Plan,
+    settings: Settings,
+    caller: Caller,
+    caller_dialog: Option<Dialog>,
+    legs: Vec<Leg>,
+    phase: Phase,
+    rang: bool,
+    ring_deadline: Instant,
+    unacked: Vec<Unacked>,
+    /// The call-in this call waits for (alternate path (b)), and until when.
+    call_in: Option<(CallInPlan, Instant)>,
+    /// The relay's ports while the call has them.
+    media: Option<MediaPorts>,
+    /// What every leg's INVITE shares (set once the call is recorded).
+    template: Option<LegTemplate>,
+    /// Legs to place now, one after the other (each recorded before its INVITE leaves).
+    to_place: VecDeque<Target>,
+    /// Legs waiting for their ring delay.
+    pending: Vec<(Instant, Target)>,
+    /// The call-in was given up for this cause: with nothing ringing once the extension's
+    /// call-out is placed (or could not be), the call ends so.
+    gave_up: Option<EndCause>,
+    over_at: Option<Instant>,
+    /// The dialogs this call is registered under.
+    dialogs: Vec<DialogKey>,
+    /// When the call was answered: its media and duration limits count from here.
+    answered_at: Option<Instant>,
+    /// The edge is shutting down: the call is done once it has ended and its BYEs are
+    /// answered.
+    shutting_down: bool,
+    /// BYEs sent and not yet answered (or timed out).
+    byes_pending: usize,
+    /// The recording the call waits for, and what it then goes on with.
+    awaiting: Option<Then>,
+    out: Vec<Output>,
+}
+
+impl Call {
+    /// A call for `plan`, from `caller`, begun at `now`; the edge has registered the caller's
+    /// dialog (with no tag, and with `caller.tag`).
+    pub fn new(id: CallId, plan: Plan, caller: Caller, settings: Settings, now: Instant) -> Self {
+        let call_id = caller.invite.header("Call-ID").unwrap_or_default();
+        let dialogs = vec![dialog_key(call_id, ""), dialog_key(call_id, &caller.tag)];
+        let ring = plan
+            .ring_timeout
+            .map_or(settings.ring, |t| t.min(settings.ring));
+        Self {
+            id,
+            ring_deadline: now + ring,
+            media: settings.media,
+            shutting_down: settings.draining,
+            plan,
+            settings,
+            caller,
+            caller_dialog: None,
+            legs: vec![],
+            phase: Phase::Setup,
+            rang: false,
+            unacked: vec![],
+            call_in: None,
+            template: None,
+            to_place: VecDeque::new(),
+            pending: vec![],
+            gave_up: None,
+            over_at: None,
+            dialogs,
+            answered_at: None,
+            byes_pending: 0,
+            awaiting: None,
+            out: vec![],
+        }
+    }
+
+    pub fn id(&self) -> CallId {
+        self.id
+    }
+
+    /// Every dialog the call has been registered under (forgotten when the task ends).
+    pub fn dialogs(&self) -> &[DialogKey] {
+        &self.dialogs
+    }
+
+    /// Starts the call: records it (or refuses it, the edge shutting down).
+    pub fn start(&mut self, now: Instant) -> Vec<Output> {
+        if self.shutting_down {
+            // Taken just as the edge began to drain: not started.
+            self.respond(Answer::with_reason(
+                503,
+                "Service Unavailable (shutting down)",
+            ));
+            self.over(now);
+        } else {
+            let plan = &self.plan;
+            let start = CallCommand::Start {
+                call_id: self.id,
+                direction: plan.direction,
+                from: plan.from.clone(),
+                to: plan.to.clone(),
+                origin: plan.origin.clone(),
+                path: plan.path,
+                account: plan.account.clone(),
+                extension: plan.extension.clone(),
+                pin: None,
+                dial_intent: plan.dial_intent,
+                edge_id: Some(self.settings.edge_id),
+            };
+            self.record_then(start, Then::Started);
+        }
+        self.take()
+    }
+
+    /// Over, and no longer waiting for late answers (or, shutting down, for its hangups to be
+    /// answered).
+    pub fn is_done(&self, now: Instant) -> bool {
+        let Some(over_at) = self.over_at else {
+            return false;
+        };
+        if self.shutting_down && self.byes_pending == 0 {
+            return true;
+        }
+        now >= over_at + LINGER
+    }
+
+    /// When the call next wants [`Call::on_timeout`], given how long its relay has been
+    /// silent (`media_idle`).
+    pub fn next_timeout(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant> {
+        let ring = (self.phase == Phase::Setup).then_some(self.ring_deadline);
+        let unacked = self.unacked.iter().map(|u| u.next.min(u.give_up)).min();
+        let linger = self.over_at.map(|t| t + LINGER);
+        let media = self.media_left(now, media_idle).map(|left| now + left);
+        let delayed = self.pending.iter().map(|(at, _)| *at).min();
+        // While a call-in is awaited, the extension is looked at every second: one removed
+        // meanwhile is waited for no longer.
+        let call_in = self
+            .call_in
+            .as_ref()
+            .map(|(_, until)| (*until).min(now + CALL_IN_RECHECK));
+        let longest = self.max_duration_at();
+        [ring, unacked, linger, media, delayed, call_in, longest]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Time has come to `now` (the relay silent for `media_idle`).
+    pub fn on_timeout(
+        &mut self,
+        now: Instant,
+        media_idle: Option<Duration>,
+        ctx: &dyn Context,
+    ) -> Vec<Output> {
+        self.timers(now, media_idle, ctx);
+        self.take()
+    }
+
+    pub fn handle(&mut self, input: Input, now: Instant, ctx: &dyn Context) -> Vec<Output> {
+        if let Input::Recorded(result) = input {
+            match self.awaiting.take() {
+                Some(then) => self.go_on(then, result, now, ctx),
+                None => tracing::warn!(call = %self.id, "a recording nobody waits for"),
+            }
+            return self.take();
+        }
+        debug_assert!(
+            self.awaiting.is_none(),
+            "an input while a recording is awaited"
+        );
+        match input {
+            Input::Outcome {
+                leg: Some(leg),
+                key,
+                outcome,
+            } if key.method == "INVITE" => match outcome {
+                Outcome::Response(response) => self.on_leg_response(leg, response, now, ctx),
+                Outcome::Timeout => self.on_leg_failed(leg, 408, LegFailure::Timeout, now),
+            },
+            // A BYE's final answer (or its timeout) is awaited only by a draining edge;
+            // responses to CANCEL change nothing.
+            Input::Outcome { key, outcome, .. } if key.method == "BYE" => {
+                let fin = match &outcome {
+                    Outcome::Response(r) => status_of(r).is_some_and(|s| s >= 200),
+                    Outcome::Timeout => true,
+                };
+                if fin {
+                    self.byes_pending = self.byes_pending.saturating_sub(1);
+                }
+            }
+            Input::Outcome { .. } => {}
+            Input::Shutdown => self.shut_down(now, ctx),
+            Input::Cancel => {
+                if self.phase == Phase::Setup {
+                    self.cancel_legs(LegFailure::Cancelled);
+                    self.end_setup(
+                        Answer::status(487),
+                        Some((EndCause::CallerCancelled, Side::Caller)),
+                        now,
+                    );
+                }
+            }
+            Input::CallIn(arrival) => self.on_call_in(arrival, now, ctx),
+            Input::Ack(ack) => self.on_ack(&ack, ctx),
+            Input::Bye(bye) => {
+                let answer = self.on_bye(&bye, now, ctx);
+                self.out.push(Output::ByeAnswer(answer));
+            }
+            Input::Recorded(_) => unreachable!("handled above"),
+        }
+        self.take()
+    }
+
+    fn take(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn record(&mut self, command: CallCommand) {
+        self.out.push(Output::Record {
+            command: Box::new(command),
+            awaited: false,
+        });
+    }
+
+    fn record_then(&mut self, command: CallCommand, then: Then) {
+        self.out.push(Output::Record {
+            command: Box::new(command),
+            awaited: true,
+        });
+        self.awaiting = Some(then);
+    }
+
+    /// The awaited recording is done (or refused): the call goes on from where it stopped.
+    fn go_on(&mut self, then: Then, result: Result<(), Refusal>, now: Instant, ctx: &dyn Context) {
+        match then {
+            Then::Started => match result {
+                Ok(()) => self.started(now, ctx),
+                Err(refusal) => {
+                    // The domain's refusal (account not active, extension not serving,
+                    // destination not allowed, PIN required) is the caller's 403; a store
+                    // failure is ours.
+                    let answer = refused(refusal, "call not recorded");
+                    self.end_setup(answer, None, now);
+                }
+            },
+            Then::DialIntentTaken => match result {
+                Ok(()) => self.set_up(now, ctx),
+                Err(refusal) => {
+                    // Another call took it first (or it expired meanwhile): this one is
+                    // refused, and recorded as such.
+                    let answer = refused(refusal, "dial intent not taken");
+                    tracing::warn!(call = %self.id, reason = ?answer.reason, "dial intent not taken");
+                    self.end_setup(answer, Some((EndCause::Rejected, Side::System)), now);
+                }
+            },
+            Then::CallInAwaited { token, ttl } => {
+                let plan = self.plan.call_in.clone().expect("a call-in plan");
+                if result.is_ok() {
+                    self.notify_call_in(&plan, token, ttl, now, ctx);
+                } else {
+                    self.out.push(Output::ForgetCallIn {
+                        access: plan.access_number.clone(),
+                        number: plan.number.clone(),
+                    });
+                    tracing::info!(call = %self.id, "call-in not possible; calling the extension out");
+                    self.to_place.push_back(plan.fallback);
+                }
+                self.queue_targets(now);
+                self.pump(now, ctx);
+            }
+            Then::LegPlaced {
+                target,
+                leg_id,
+                reach,
+            } => {
+                if result.is_ok() {
+                    self.send_invite(&target, leg_id, reach, ctx);
+                }
+                self.pump(now, ctx);
+            }
+            Then::LegAnswered { leg, response } => match result {
+                Ok(()) => self.won_by(leg, &response, now, ctx),
+                Err(_) => {
+                    // An answer that cannot be recorded cannot be billed: no call.
+                    self.bye_leg(leg, ctx);
+                    self.cancel_legs(LegFailure::Cancelled);
+                    self.end_setup(
+                        Answer::with_reason(500, "Server Internal Error (answer not recorded)"),
+                        Some((EndCause::Failed, Side::System)),
+                        now,
+                    );
+                }
+            },
+            Then::CallInStarted(bridging) => match result {
+                Ok(()) => {
+                    let leg_id = bridging.leg_id;
+                    self.record_then(
+                        CallCommand::LegAnswered { leg_id },
+                        Then::CallInAnswered(bridging),
+                    );
+                }
+                Err(refusal) => {
+                    let answer = refused(refusal, "call not recorded");
+                    self.answer_arrival(&bridging.arrival, answer);
+                    self.give_up_call_in(EndCause::Rejected, now, ctx);
+                }
+            },
+            Then::CallInAnswered(bridging) => match result {
+                Ok(()) => self.bridge(*bridging, now, ctx),
+                Err(_) => {
+                    let answer =
+                        Answer::with_reason(500, "Server Internal Error (answer not recorded)");
+                    self.answer_arrival(&bridging.arrival, answer.clone());
+                    self.stop_waiting_for_call_in();
+                    self.cancel_legs(LegFailure::Cancelled);
+                    self.end_setup(answer, Some((EndCause::Failed, Side::System)), now);
+                }
+            },
+        }
+    }
+
+    /// The call is recorded: refused now if the plan says so, else set up.
+    fn started(&mut self, now: Instant, ctx: &dyn Context) {
+        tracing::info!(call = %self.id, from = %self.plan.from, to = %self.plan.to, legs = self.plan.targets.len(), "call started");
+        if let Some((answer, cause)) = self.plan.refusal.clone() {
+            // Recorded, so the account's history says why it was refused.
+            self.end_setup(answer, Some((cause, Side::System)), now);
+            return;
+        }
+        if let (Some(intent_id), Some(extension_id)) = (
+            self.plan.dial_intent,
+            self.plan.extension.as_ref().and_then(|e| e.id),
+        ) {
+            // A dial intent serves one call: it is taken (an event appended at the
+            // extension's version) before any leg is placed.
+            self.out.push(Output::UseDialIntent {
+                extension_id,
+                intent_id,
+            });
+            self.awaiting = Some(Then::DialIntentTaken);
+            return;
+        }
+        self.set_up(now, ctx);
+    }
+
+    /// Places the call's legs (or awaits its call-in).
+    fn set_up(&mut self, now: Instant, ctx: &dyn Context) {
+        if let Some(reason) = self.plan.alternate {
+            self.record(CallCommand::ChooseAlternatePath { reason });
+        }
+        // The legs are offered the caller's session, pointed at the relay when there is one.
+        let offer = match &self.media {
+            Some(media) => sdp::rewrite(
+                &self.caller.invite.body,
+                media.address,
+                media.port(RelaySide::Callee),
+            ),
+            None => self.caller.invite.body.clone(),
+        };
+        let invite = &self.caller.invite;
+        self.template = Some(LegTemplate {
+            caller_id: self.plan.caller_id.clone(),
+            max_forwards: invite
+                .header("Max-Forwards")
+                .and_then(|m| m.trim().parse::<u8>().ok())
+                .unwrap_or(70)
+                .saturating_sub(1),
+            content_type: invite.header("Content-Type").map(str::to_string),
+            offer,
+        });
+        if let Some(plan) = self.plan.call_in.clone()
+            && self.await_call_in(&plan, now, ctx)
+        {
+            return;
+        }
+        self.queue_targets(now);
+        self.pump(now, ctx);
+    }
+
+    /// The plan's legs: those rung at once to be placed, the others after their delay.
+    fn queue_targets(&mut self, now: Instant) {
+        for target in self.plan.targets.clone() {
+            if target.delay.is_zero() {
+                self.to_place.push_back(target);
+            } else {
+                self.pending.push((now + target.delay, target));
+            }
+        }
+    }
+
+    /// Places the legs queued, one at a time; then, with nothing ringing, ends the call.
+    fn pump(&mut self, now: Instant, ctx: &dyn Context) {
+        while self.awaiting.is_none() {
+            let Some(target) = self.to_place.pop_front() else {
+                break;
+            };
+            self.place_leg(target, ctx);
+        }
+        if self.awaiting.is_some() {
+            return;
+        }
+        match self.gave_up.take() {
+            Some(cause) => {
+                if self.phase == Phase::Setup && self.nothing_rings() {
+                    self.end_setup(
+                        Answer::with_reason(480, "Temporarily Unavailable (no answer)"),
+                        Some((cause, Side::System)),
+                        now,
+                    );
+                }
+            }
+            None => self.end_if_nothing_rings(now),
+        }
+    }
+
+    fn nothing_rings(&self) -> bool {
+        self.pending.is_empty()
+            && self.to_place.is_empty()
+            && self.legs.iter().all(|l| l.state == LegState::Done)
+    }
+
+    /// With every leg failed and none waiting for its delay, the call ends: with the best
+    /// refusal the legs got, or 480 when none could be placed.
+    fn end_if_nothing_rings(&mut self, now: Instant) {
+        if self.phase != Phase::Setup
+            || self.call_in.is_some()
+            || self.awaiting.is_some()
+            || !self.nothing_rings()
+        {
+            return;
+        }
+        let statuses: Vec<u16> = self.legs.iter().filter_map(|l| l.failed_with).collect();
+        if statuses.is_empty() {
+            self.end_setup(
+                Answer::with_reason(480, "Temporarily Unavailable (no device registered)"),
+                Some((EndCause::NoAnswer, Side::System)),
+                now,
+            );
+        } else {
+            let (answer, cause) = caller_failure(&statuses);
+            self.end_setup(answer, Some((cause, Side::Callee)), now);
+        }
+    }
+
+    /// Records a leg; its INVITE leaves once it is recorded.
+    fn place_leg(&mut self, target: Target, ctx: &dyn Context) {
+        if self.template.is_none() || self.phase != Phase::Setup {
+            return;
+        }
+        let Some(reach) = ctx.reach(target.destination, target.transport) else {
+            tracing::debug!(call = %self.id, to = %target.destination, "no way to reach a contact; not rung");
+            return;
+        };
+        let leg_id = LegId(uuid::Uuid::now_v7());
+        let account = self.plan.account.clone();
+        self.record_then(
+            CallCommand::StartLeg {
+                leg_id,
+                target: target.target.clone(),
+                path: target.path,
+                role: LegRole::Callee,
+                account,
+                extension: target.extension.clone(),
+            },
+            Then::LegPlaced {
+                target: Box::new(target),
+                leg_id,
+                reach,
+            },
+        );
+    }
+
+    fn send_invite(&mut self, target: &Target, leg_id: LegId, reach: Reach, ctx: &dyn Context) {
+        let Some(template) = self.template.clone() else {
+            return;
+        };
+        let (call_id, from_tag, branch) = requests::new_dialog();
+        let invite = requests::invite(&LegInvite {
+            request_uri: &target.request_uri,
+            local: ctx.local(),
+            transport: reach.transport,
+            branch: &branch,
+            call_id: &call_id,
+            from_user: &template.caller_id,
+            from_tag: &from_tag,
+            max_forwards: template.max_forwards,
+            content_type: template.content_type.as_deref(),
+            body: &template.offer,
+        });
+        let key = dialog_key(&call_id, &from_tag);
+        self.out.push(Output::Register(key.clone()));
+        self.dialogs.push(key);
+        let leg = self.legs.len();
+        self.legs.push(Leg {
+            id: leg_id,
+            inbound: None,
+            invite: invite.clone(),
+            reach,
+            state: LegState::Trying,
+            heard: false,
+            cancel_wanted: false,
+            cancel_sent: false,
+            dialog: None,
+            ack: None,
+            bye_sent: false,
+            failed_with: None,
+        });
+        self.out.push(Output::Invite {
+            leg,
+            to: target.destination,
+            transport: target.transport,
+            key: ClientKey {
+                branch,
+                method: "INVITE".into(),
+            },
+            request: invite,
+        });
+    }
+
+    /// How much longer an answered call's media may stay silent (zero: it has been silent
+    /// for the relay's timeout), counted from the answer at the earliest: a leg that rang
+    /// long before answering has had no media to relay.
+    fn media_left(&self, now: Instant, media_idle: Option<Duration>) -> Option<Duration> {
+        let Phase::Answered(_) = self.phase else {
+            return None;
+        };
+        let media = self.media.as_ref()?;
+        let since_answer = now.saturating_duration_since(self.answered_at?);
+        let silent = media_idle?.min(since_answer);
+        Some(media.timeout.saturating_sub(silent))
+    }
+
+    /// When an answered call reaches the longest a call may last.
+    fn max_duration_at(&self) -> Option<Instant> {
+        let Phase::Answered(_) = self.phase else {
+            return None;
+        };
+        Some(self.answered_at? + self.settings.max_duration)
+    }
+
+    fn timers(&mut self, now: Instant, media_idle: Option<Duration>, ctx: &dyn Context) {
+        if self.awaiting.is_some() {
+            return;
+        }
+        if self.phase != Phase::Setup {
+            self.pending.clear();
+        } else if self.pending.iter().any(|(at, _)| *at <= now) {
+            let (due, later) = std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(at, _)| *at <= now);
+            self.pending = later;
+            self.to_place
+                .extend(due.into_iter().map(|(_, target)| target));
+            self.pump(now, ctx);
+            if self.awaiting.is_some() {
+                // The rest once the legs are placed (the task wakes again at once).
+                return;
+            }
+        }
+        if self.phase == Phase::Setup
+            && let Some((plan, until)) = &self.call_in
+        {
+            let until = *until;
+            let serving = ctx
+                .extension_now(plan.extension_id, &plan.number)
+                .is_some_and(|e| e.status == domain::extension::ExtensionStatus::Verified);
+            if !serving {
+                tracing::info!(call = %self.id, "the extension awaited to call in no longer serves");
+                return self.give_up_call_in(EndCause::Rejected, now, ctx);
+            } else if now >= until {
+                tracing::info!(call = %self.id, "the extension did not call in; calling it out");
+                return self.give_up_call_in(EndCause::CallInTimeout, now, ctx);
+            }
+        }
+        if let (Phase::Answered(winner), Some(longest)) = (self.phase, self.max_duration_at())
+            && now >= longest
+        {
+            tracing::info!(call = %self.id, "the call reached the longest a call may last; hanging up");
+            return self.hang_up(winner, EndCause::MaxDuration, now, ctx);
+        }
+        if let (Phase::Answered(winner), Some(Duration::ZERO)) =
+            (self.phase, self.media_left(now, media_idle))
+        {
+            tracing::info!(call = %self.id, "media stopped; hanging up");
+            return self.hang_up(winner, EndCause::MediaTimeout, now, ctx);
+        }
+        if self.phase == Phase::Setup && now >= self.ring_deadline {
+            self.cancel_legs(LegFailure::Cancelled);
+            self.end_setup(
+                Answer::with_reason(480, "Temporarily Unavailable (no answer)"),
+                Some((EndCause::NoAnswer, Side::System)),
+                now,
+            );
+            return;
+        }
+        if self.unacked.iter().any(|u| now >= u.give_up) {
+            // A 2xx never confirmed: hang up both sides.
+            self.unacked.clear();
+            tracing::info!(call = %self.id, "no ACK for the 2xx; hanging up");
+            if let Phase::Answered(winner) = self.phase {
+                self.bye_leg(winner, ctx);
+            }
+            self.bye_caller(ctx);
+            self.finish(EndCause::Failed, Side::System, now);
+            return;
+        }
+        let mut due = vec![];
+        for unacked in self.unacked.iter_mut().filter(|u| now >= u.next) {
+            unacked.interval = (unacked.interval * 2).min(T2);
+            unacked.next = now + unacked.interval;
+            due.push((unacked.leg, unacked.answer.clone()));
+        }
+        for (leg, answer) in due {
+            match leg.and_then(|l| self.legs[l].inbound.clone().map(|i| (l, i))) {
+                Some((l, (key, tag))) => {
+                    let request = self.legs[l].invite.clone();
+                    self.out.push(Output::Respond {
+                        key,
+                        request,
+                        answer,
+                        tag,
+                    });
+                }
+                None => self.respond(answer),
+            }
+        }
+    }
+
+    /// The edge is shutting down: a call still being set up is refused (its legs cancelled);
+    /// an answered one is hung up on both sides. Either is recorded as `edge_shutdown`.
+    fn shut_down(&mut self, now: Instant, ctx: &dyn Context) {
+        self.shutting_down = true;
+        match self.phase {
+            Phase::Setup => {
+                self.cancel_legs(LegFailure::Cancelled);
+                self.end_setup(
+                    Answer::with_reason(503, "Service Unavailable (shutting down)"),
+                    Some((EndCause::EdgeShutdown, Side::System)),
+                    now,
+                );
+            }
+            Phase::Answered(winner) => self.hang_up(winner, EndCause::EdgeShutdown, now, ctx),
+            Phase::Over => {}
+        }
+    }
+
+    /// The edge ends an answered call (won by `winner`) for `cause`: BYE to both sides, the
+    /// end recorded.
+    fn hang_up(&mut self, winner: usize, cause: EndCause, now: Instant, ctx: &dyn Context) {
+        self.unacked.clear();
+        self.bye_leg(winner, ctx);
+        self.bye_caller(ctx);
+        self.finish(cause, Side::System, now);
+    }
+
+    /// Marks the call answered by `leg` (its limits count from now).
+    fn answered_by(&mut self, leg: usize, now: Instant) {
+        self.phase = Phase::Answered(leg);
+        self.answered_at = Some(now);
+    }
+
+    /// A 2xx sent over UDP is repeated until its ACK comes (None: the caller's; Some: a
+    /// call-in leg's).
+    fn await_ack(&mut self, leg: Option<usize>, answer: Answer, now: Instant) {
+        let reach = match leg {
+            Some(l) => self.legs[l].reach,
+            None => self.caller.reach,
+        };
+        if reach.is_reliable() {
+            return;
+        }
+        self.unacked.push(Unacked {
+            leg,
+            answer,
+            next: now + T1,
+            interval: T1,
+            give_up: now + 64 * T1,
+        });
+    }
+
+    fn on_ack(&mut self, ack: &RawMessage, ctx: &dyn Context) {
+        if let Some(leg) = self.inbound_leg_of(ack) {
+            self.unacked.retain(|u| u.leg != Some(leg));
+        } else if self.is_from_caller(ack) {
+            self.unacked.retain(|u| u.leg.is_some());
+            if let Phase::Answered(winner) = self.phase
+                && self.legs[winner].ack.is_none()
+                && self.legs[winner].inbound.is_none()
+            {
+                // The caller's answer to a delayed offer goes on to the callee.
+                let extra: Vec<(&str, String)> = ack
+                    .header("Content-Type")
+                    .filter(|_| !ack.body.is_empty())
+                    .map(|ct| ("Content-Type", ct.to_string()))
+                    .into_iter()
+                    .collect();
+                self.ack_leg(winner, &extra, &ack.body, ctx);
+            }
+        }
+    }
+
+    /// Alternate path (b): records the call-in awaited, makes the call the one the
+    /// extension's call to the access number reaches, tells the device over data, and keeps
+    /// the caller ringing. Without the media relay (needed to bridge two offers) or when the
+    /// extension already has a call-in pending, the extension is called out instead (queued
+    /// first; false is returned, the caller going on to place the legs).
+    fn await_call_in(&mut self, plan: &CallInPlan, now: Instant, ctx: &dyn Context) -> bool {
+        let ttl = call_in_wait(
+            self.settings.call_in,
+            self.ring_deadline.saturating_duration_since(now),
+        );
+        let waiting = ttl.is_some()
+            && self.media.is_some()
+            && ctx.wait_call_in(&plan.access_number, &plan.number);
+        match ttl.filter(|_| waiting) {
+            Some(ttl) => {
+                let token = call_in::token();
+                self.record_then(
+                    CallCommand::AwaitCallIn {
+                        token: token.clone(),
+                        access_number: plan.access_number.clone(),
+                        expected_caller: plan.number.clone(),
+                        ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+                    },
+                    Then::CallInAwaited { token, ttl },
+                );
+                true
+            }
+            None => {
+                tracing::info!(call = %self.id, "call-in not possible; calling the extension out");
+                self.to_place.push_back(plan.fallback.clone());
+                false
+            }
+        }
+    }
+
+    /// The call-in is recorded as awaited: the device is told, and the caller hears ringing.
+    fn notify_call_in(
+        &mut self,
+        plan: &CallInPlan,
+        token: String,
+        ttl: Duration,
+        now: Instant,
+        ctx: &dyn Context,
+    ) {
+        self.call_in = Some((plan.clone(), now + ttl));
+        for (uri, to, transport) in &plan.notify {
+            let Some(reach) = ctx.reach(*to, *transport) else {
+                continue;
+            };
+            let (request, branch) = call_in::message(&Notice {
+                contact_uri: uri,
+                local: ctx.local(),
+                transport: reach.transport,
+                access_number: &plan.access_number,
+                extension: &plan.number,
+                caller: &self.plan.from,
+                token: &token,
+                expires_secs: ttl.as_secs(),
+            });
+            self.out.push(Output::Notice {
+                to: *to,
+                transport: *transport,
+                key: ClientKey {
+                    branch,
+                    method: "MESSAGE".into(),
+                },
+                request,
+            });
+        }
+        if self.settings.call_in_webhook {
+            self.out.push(Output::Webhook {
+                ttl,
+                notice: serde_json::json!({
+                "call_id": self.id.to_string(),
+                "account_id": self.plan.account.id.map(|a| a.to_string()),
+                "extension_id": plan.extension_id.to_string(),
+                "extension": plan.number.as_str(),
+                "access_number": plan.access_number.as_str(),
+                "caller": self.plan.from,
+                "token": token,
+                }),
+            });
+        }
+        if !self.rang {
+            self.rang = true;
+            let ringing = self.contact(Answer::status(180), ctx);
+            self.respond(ringing);
+        }
+        tracing::info!(call = %self.id, access_number = %plan.access_number.as_str(), "call-in awaited");
+    }
+
+    /// The call no longer waits for its call-in (if it did).
+    fn stop_waiting_for_call_in(&mut self) -> Option<CallInPlan> {
+        let (plan, _) = self.call_in.take()?;
+        self.out.push(Output::ForgetCallIn {
+            access: plan.access_number.clone(),
+            number: plan.number.clone(),
+        });
+        Some(plan)
+    }
+
+    /// The call-in did not come in time (or could not be taken): the extension is called out
+    /// instead, as it is now (a removed extension is not); with nothing left ringing the call
+    /// ends with `cause`.
+    fn give_up_call_in(&mut self, cause: EndCause, now: Instant, ctx: &dyn Context) {
+        let Some(plan) = self.stop_waiting_for_call_in() else {
+            return;
+        };
+        let mut fallback = plan.fallback.clone();
+        fallback.extension = ctx.extension_now(plan.extension_id, &plan.number);
+        if fallback.extension.is_some() {
+            self.to_place.push_back(fallback);
+        }
+        self.gave_up = Some(cause);
+        self.pump(now, ctx);
+    }
+
+    /// The awaited extension calls in: the edge answers its INVITE and the caller's, each with
+    /// the relay's address and the codecs both offered, and bridges them. The call-in is a
+    /// leg like any other: recorded (path `call_in`, refused for an extension no longer
+    /// serving) and answered before either side hears 200.
+    fn on_call_in(&mut self, arrival: Arrival, now: Instant, ctx: &dyn Context) {
+        let call_id = arrival.invite.header("Call-ID").unwrap_or_default();
+        let leg_dialog = dialog_key(call_id, &arrival.tag);
+        let Some((plan, _)) = self.call_in.clone().filter(|_| self.phase == Phase::Setup) else {
+            self.out.push(Output::Forget(leg_dialog));
+            let answer = Answer::with_reason(480, "Temporarily Unavailable (the call has ended)");
+            return self.answer_arrival(&arrival, answer);
+        };
+        let Some(media) = self.media else {
+            self.out.push(Output::Forget(leg_dialog));
+            return self.answer_arrival(&arrival, Answer::status(500));
+        };
+        let to_extension = sdp::answer(
+            &arrival.invite.body,
+            &self.caller.invite.body,
+            media.address,
+            media.port(RelaySide::Callee),
+        );
+        let to_caller = sdp::answer(
+            &self.caller.invite.body,
+            &arrival.invite.body,
+            media.address,
+            media.port(RelaySide::Caller),
+        );
+        let (Some(to_extension), Some(to_caller)) = (to_extension, to_caller) else {
+            self.out.push(Output::Forget(leg_dialog));
+            let answer = Answer::with_reason(
+                488,
+                "Not Acceptable Here (no codec in common with the caller)",
+            );
+            self.answer_arrival(&arrival, answer);
+            return self.give_up_call_in(EndCause::Rejected, now, ctx);
+        };
+        self.dialogs.push(leg_dialog);
+        let leg_id = LegId(uuid::Uuid::now_v7());
+        let start = CallCommand::StartLeg {
+            leg_id,
+            target: LegTarget::Extension {
+                extension_id: plan.extension_id,
+                number: plan.number.clone(),
+            },
+            path: Path::CallIn,
+            role: LegRole::Callee,
+            account: self.plan.account.clone(),
+            extension: ctx.extension_now(plan.extension_id, &plan.number),
+        };
+        let bridging = Bridging {
+            arrival,
+            leg_id,
+            to_extension,
+            to_caller,
+        };
+        self.record_then(start, Then::CallInStarted(Box::new(bridging)));
+    }
+
+    /// The call-in leg is recorded answered: both sides get 200 and the relay joins them.
+    fn bridge(&mut self, bridging: Bridging, now: Instant, ctx: &dyn Context) {
+        let Bridging {
+            arrival,
+            leg_id,
+            to_extension,
+            to_caller,
+        } = bridging;
+        self.stop_waiting_for_call_in();
+        if let Some(rtp) = sdp::audio_endpoint(&arrival.invite.body) {
+            self.out.push(Output::MediaPeer {
+                side: RelaySide::Callee,
+                rtp,
+                from: arrival.reach.peer.ip(),
+            });
+        }
+        let leg = self.legs.len();
+        self.legs.push(Leg {
+            id: leg_id,
+            inbound: Some((arrival.key.clone(), arrival.tag.clone())),
+            dialog: Dialog::as_callee(&arrival.invite, &arrival.tag).ok(),
+            invite: arrival.invite.clone(),
+            reach: arrival.reach,
+            state: LegState::Answered,
+            heard: true,
+            cancel_wanted: false,
+            cancel_sent: false,
+            ack: None,
+            bye_sent: false,
+            failed_with: None,
+        });
+        self.out.push(Output::AdoptArrival { leg });
+        self.answered_by(leg, now);
+        self.to_place.clear();
+        self.pending.clear();
+        self.cancel_legs(LegFailure::AnsweredElsewhere);
+        let answer = self
+            .contact(Answer::status(200), ctx)
+            .body("application/sdp", to_extension);
+        self.answer_arrival(&arrival, answer.clone());
+        self.await_ack(Some(leg), answer, now);
+        self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
+        let answer = self
+            .contact(Answer::status(200), ctx)
+            .body("application/sdp", to_caller);
+        self.respond(answer.clone());
+        self.await_ack(None, answer, now);
+        self.record(CallCommand::Bridge { legs: vec![leg_id] });
+        tracing::info!(call = %self.id, leg = %leg_id, "call-in bridged");
+    }
+
+    fn answer_arrival(&mut self, arrival: &Arrival, answer: Answer) {
+        self.out.push(Output::Respond {
+            key: arrival.key.clone(),
+            request: arrival.invite.clone(),
+            answer,
+            tag: arrival.tag.clone(),
+        });
+    }
+
+    /// The call-in leg an in-dialog request (an ACK) comes from, if it is one.
+    fn inbound_leg_of(&self, request: &RawMessage) -> Option<usize> {
+        self.legs.iter().position(|l| {
+            l.inbound.is_some() && l.dialog.as_ref().is_some_and(|d| d.matches(request))
+        })
+    }
+
+    /// Whether an in-dialog request comes from the caller (rather than from a leg).
+    fn is_from_caller(&self, request: &RawMessage) -> bool {
+        self.caller_dialog
+            .as_ref()
+            .is_some_and(|d| d.matches(request))
+    }
+
+    fn on_bye(&mut self, bye: &RawMessage, now: Instant, ctx: &dyn Context) -> Answer {
+        let Phase::Answered(winner) = self.phase else {
+            return Answer::status(481);
+        };
+        if self.is_from_caller(bye) {
+            self.unacked.clear();
+            self.bye_leg(winner, ctx);
+            self.finish(EndCause::NormalClearing, Side::Caller, now);
+            return Answer::status(200);
+        }
+        let call_id = bye.header("Call-ID");
+        let Some(leg) = self.legs.iter().position(|l| {
+            l.dialog
+                .as_ref()
+                .is_some_and(|d| Some(d.id.call_id.as_str()) == call_id)
+        }) else {
+            return Answer::status(481);
+        };
+        if leg == winner {
+            self.legs[leg].state = LegState::Done;
+            self.unacked.clear();
+            self.bye_caller(ctx);
+            self.finish(EndCause::NormalClearing, Side::Callee, now);
+        }
+        Answer::status(200)
+    }
+
+    fn on_leg_response(
+        &mut self,
+        leg: usize,
+        response: RawMessage,
+        now: Instant,
+        ctx: &dyn Context,
+    ) {
+        let Some(status) = status_of(&response) else {
+            return;
+        };
+        if leg >= self.legs.len() {
+            return;
+        }
+        self.legs[leg].heard = true;
+        if self.legs[leg].cancel_wanted && !self.legs[leg].cancel_sent && status < 200 {
+            self.send_cancel(leg);
+        }
+        match status {
+            100 => {}
+            101..=199 => self.on_leg_ringing(leg, status, response, ctx),
+            200..=299 => self.on_leg_answered(leg, response, ctx),
+            _ => self.on_leg_failed(leg, status, LegFailure::Rejected, now),
+        }
+    }
+
+    fn on_leg_ringing(&mut self, leg: usize, status: u16, response: RawMessage, ctx: &dyn Context) {
+        if self.legs[leg].state != LegState::Trying {
+            return;
+        }
+        self.legs[leg].state = LegState::Ringing;
+        let leg_id = self.legs[leg].id;
+        self.record(CallCommand::LegRinging { leg_id });
+        if self.phase == Phase::Setup && !self.rang {
+            self.rang = true;
+            // Early media (a 183 with a session description) is passed on as it came.
+            let status = if status == 183 && !response.body.is_empty() {
+                183
+            } else {
+                180
+            };
+            let body = self.callee_session(leg, &response.body);
+            let answer = self
+                .contact(Answer::status(status), ctx)
+                .body(&content_type(&response), body);
+            self.respond(answer);
+        }
+    }
+
+    fn on_leg_answered(&mut self, leg: usize, response: RawMessage, ctx: &dyn Context) {
+        // Every 2xx is ACKed, whatever becomes of the leg.
+        if self.legs[leg].dialog.is_none() {
+            match Dialog::as_caller(&self.legs[leg].invite, &response) {
+                Ok(d) => self.legs[leg].dialog = Some(d),
+                Err(e) => {
+                    tracing::info!(call = %self.id, error = %e, "a leg's 2xx cannot start a dialog");
+                    return;
+                }
+            }
+        }
+        // A delayed offer (the caller's INVITE had no session description, so the 2xx carries
+        // the offer): the winner's ACK waits for the caller's, which carries the answer.
+        let delayed_offer = self.caller.invite.body.is_empty() && !response.body.is_empty();
+        match self.legs[leg].ack.clone() {
+            Some(bytes) => self.out.push(Output::Ack { leg, bytes }),
+            None if delayed_offer && self.phase == Phase::Setup => {}
+            None if delayed_offer && self.phase == Phase::Answered(leg) => {}
+            None => self.ack_leg(leg, &[], &[], ctx),
+        }
+        match self.phase {
+            Phase::Setup if self.legs[leg].state != LegState::Done => {
+                let leg_id = self.legs[leg].id;
+                self.record_then(
+                    CallCommand::LegAnswered { leg_id },
+                    Then::LegAnswered { leg, response },
+                );
+            }
+            Phase::Answered(winner) if winner == leg => {}
+            _ => {
+                // Answered after another leg won, after it was cancelled, or after the call
+                // ended: hang it up.
+                if !self.legs[leg].bye_sent {
+                    let leg_id = self.legs[leg].id;
+                    if self.phase != Phase::Over {
+                        self.record(CallCommand::LegAnswered { leg_id });
+                    }
+                    self.bye_leg(leg, ctx);
+                }
+            }
+        }
+    }
+
+    /// The answer of `leg` is recorded: it wins the call, the others are cancelled and the
+    /// caller hears 200.
+    fn won_by(&mut self, leg: usize, response: &RawMessage, now: Instant, ctx: &dyn Context) {
+        self.legs[leg].state = LegState::Answered;
+        self.answered_by(leg, now);
+        self.stop_waiting_for_call_in();
+        self.to_place.clear();
+        self.pending.clear();
+        self.cancel_legs(LegFailure::AnsweredElsewhere);
+        self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
+        let body = self.callee_session(leg, &response.body);
+        let answer = self
+            .contact(Answer::status(200), ctx)
+            .body(&content_type(response), body);
+        self.respond(answer.clone());
+        self.await_ack(None, answer, now);
+        tracing::info!(call = %self.id, leg = %self.legs[leg].id, "call answered");
+    }
+
+    fn on_leg_failed(&mut self, leg: usize, status: u16, failure: LegFailure, now: Instant) {
+        if leg >= self.legs.len() {
+            return;
+        }
+        if matches!(self.legs[leg].state, LegState::Trying | LegState::Ringing) {
+            self.legs[leg].state = LegState::Done;
+            self.legs[leg].failed_with = Some(status);
+            let leg_id = self.legs[leg].id;
+            self.record(CallCommand::LegFailed {
+                leg_id,
+                sip_status: status,
+                failure,
+            });
+        }
+        self.end_if_nothing_rings(now);
+    }
+
+    /// Cancels every leg still ringing, recording why.
+    fn cancel_legs(&mut self, why: LegFailure) {
+        for leg in 0..self.legs.len() {
+            if !matches!(self.legs[leg].state, LegState::Trying | LegState::Ringing) {
+                continue;
+            }
+            self.legs[leg].state = LegState::Done;
+            self.legs[leg].cancel_wanted = true;
+            if self.legs[leg].heard {
+                self.send_cancel(leg);
+            }
+            let leg_id = self.legs[leg].id;
+            self.record(CallCommand::LegFailed {
+                leg_id,
+                sip_status: 487,
+                failure: why,
+            });
+        }
+    }
+
+    fn send_cancel(&mut self, leg: usize) {
+        self.legs[leg].cancel_sent = true;
+        self.out.push(Output::Cancel {
+            leg,
+            invite: self.legs[leg].invite.clone(),
+        });
+    }
+
+    /// ACKs a leg's 2xx (inside its dialog), with `body` when it completes a delayed offer.
+    fn ack_leg(&mut self, leg: usize, extra: &[(&str, String)], body: &[u8], ctx: &dyn Context) {
+        let local = ctx.local().to_string();
+        let branch = requests::branch();
+        let transport = self.legs[leg].reach.transport;
+        let Some(dialog) = self.legs[leg].dialog.as_mut() else {
+            return;
+        };
+        let ack = dialog.request(
+            "ACK",
+            Some(1),
+            Hop {
+                transport,
+                sent_by: &local,
+                branch: &branch,
+            },
+            extra,
+            body,
+        );
+        self.legs[leg].ack = Some(ack.clone());
+        self.out.push(Output::Ack { leg, bytes: ack });
+    }
+
+    fn bye_leg(&mut self, leg: usize, ctx: &dyn Context) {
+        if self.legs[leg].bye_sent {
+            return;
+        }
+        self.legs[leg].bye_sent = true;
+        self.legs[leg].state = LegState::Done;
+        let local = ctx.local().to_string();
+        let transport = self.legs[leg].reach.transport;
+        let Some(dialog) = self.legs[leg].dialog.as_mut() else {
+            return;
+        };
+        let (bytes, branch) = bye_in(dialog, transport, &local);
+        self.send_bye(Peer::Leg(leg), bytes, branch);
+    }
+
+    fn bye_caller(&mut self, ctx: &dyn Context) {
+        let local = ctx.local().to_string();
+        let transport = self.caller.reach.transport;
+        let Some(dialog) = self.caller_dialog.as_mut() else {
+            return;
+        };
+        let (bytes, branch) = bye_in(dialog, transport, &local);
+        self.send_bye(Peer::Caller, bytes, branch);
+    }
+
+    fn send_bye(&mut self, to: Peer, bytes: Vec<u8>, branch: String) {
+        self.byes_pending += 1;
+        self.out.push(Output::Request {
+            to,
+            method: "BYE",
+            branch,
+            bytes,
+        });
+    }
+
+    /// Answers the caller's INVITE (through its server transaction, with the call's tag).
+    fn respond(&mut self, answer: Answer) {
+        self.out.push(Output::Respond {
+            key: self.caller.key.clone(),
+            request: self.caller.invite.clone(),
+            answer,
+            tag: self.caller.tag.clone(),
+        });
+    }
+
+    /// The callee's session description (from `leg`) as the caller is to see it: pointed at
+    /// the relay (which learns where the callee's media goes) when there is one.
+    fn callee_session(&mut self, leg: usize, body: &[u8]) -> Vec<u8> {
+        let Some(media) = self.media else {
+            return body.to_vec();
+        };
+        let Some(rtp) = sdp::audio_endpoint(body) else {
+            return body.to_vec();
+        };
+        self.out.push(Output::MediaPeer {
+            side: RelaySide::Callee,
+            rtp,
+            from: self.legs[leg].reach.peer.ip(),
+        });
+        sdp::rewrite(body, media.address, media.port(RelaySide::Caller))
+    }
+
+    fn contact(&self, answer: Answer, ctx: &dyn Context) -> Answer {
+        answer.header(rsip::Header::Contact(rsip::headers::Contact::new(format!(
+            "<sip:ringledger@{}>",
+            ctx.local()
+        ))))
+    }
+
+    /// The call ends before anyone answered: the caller gets `answer`; `end` is recorded.
+    fn end_setup(&mut self, answer: Answer, end: Option<(EndCause, Side)>, now: Instant) {
+        if let Some((cause, side)) = end {
+            self.record(CallCommand::End { cause, side });
+        }
+        // Over before the caller hears it: a call-in or a retry that follows the answer
+        // finds no call waiting.
+        self.over(now);
+        self.respond(answer);
+    }
+
+    fn finish(&mut self, cause: EndCause, side: Side, now: Instant) {
+        self.record(CallCommand::End { cause, side });
+        self.over(now);
+        tracing::info!(call = %self.id, ?cause, ?side, "call ended");
+    }
+
+    /// The call is over: its media ports go back to the pool now, not when the task ends
+    /// after lingering for late answers.
+    fn over(&mut self, now: Instant) {
+        self.stop_waiting_for_call_in();
+        self.to_place.clear();
+        self.pending.clear();
+        self.phase = Phase::Over;
+        self.over_at = Some(now);
+        self.media = None;
+        self.out.push(Output::Release);
+        // Nothing is to be CANCELled any more: a new INVITE with the same Call-ID (a caller
+        // trying again) is a new call, not a loop.
+        self.out.push(Output::Forget(self.dialogs[0].clone()));
+    }
+}
+
+/// The caller's answer to a refused recording: the domain's reason as 403, a store failure as
+/// 503 naming what was not done.
+fn refused(refusal: Refusal, what: &str) -> Answer {
+    match refusal {
+        Refusal::Domain(why) => Answer::with_reason(403, format!("Forbidden ({why})")),
+        Refusal::Store => Answer::with_reason(503, format!("Service Unavailable ({what})")),
+    }
+}

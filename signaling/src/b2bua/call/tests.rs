@@ -1,0 +1,949 @@
+//! The call's state machine under simulated time: every race the socket tests cover, and the
+//! ones a network rarely shows on demand (CANCEL crossing a 200, two answers at once, a BYE
+//! before the ACK, each timer in each state, a recording that fails).
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use domain::E164;
+use domain::account::Account;
+use domain::call::{CallCommand, Direction, EndCause, LegFailure, LegTarget, Origin, Path, Side};
+use domain::device::Transport;
+use domain::extension::{Extension, ExtensionStatus};
+use domain::ids::{CallId, ExtensionId};
+
+use super::*;
+use crate::b2bua::plan::{CallInPlan, Plan, Target};
+use crate::message::{self, Message};
+use crate::transaction::{T1, TransactionKey};
+
+const CALLER_TAG: &str = "edge-tag";
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 127.0.0.20\r\ns=-\r\nc=IN IP4 127.0.0.20\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("address")
+}
+
+fn e164(text: &str) -> E164 {
+    E164::parse(text).expect("number")
+}
+
+fn parsed(text: &str) -> RawMessage {
+    match message::parse(text.as_bytes(), addr("127.0.0.9:5060")).expect("a SIP message") {
+        Message::Request(r) => r.raw,
+        Message::Response(r) => r.raw,
+    }
+}
+
+fn caller_invite(body: &str) -> RawMessage {
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".into()
+    };
+    parsed(&format!(
+        "INVITE sip:+4930123@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKcaller\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:+4915111@127.0.0.9>;tag=caller\r\n\
+         To: <sip:+4930123@127.0.0.1>\r\n\
+         Call-ID: caller-call\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@127.0.0.9:5060>\r\n\
+         {content}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// A request from the caller inside the call's dialog.
+fn from_caller(method: &str, cseq: u32) -> RawMessage {
+    parsed(&format!(
+        "{method} sip:ringledger@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bK{method}{cseq}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:+4915111@127.0.0.9>;tag=caller\r\n\
+         To: <sip:+4930123@127.0.0.1>;tag={CALLER_TAG}\r\n\
+         Call-ID: caller-call\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    ))
+}
+
+/// A leg's answer to the edge's INVITE.
+fn reply(invite: &RawMessage, status: u16, tag: &str, body: &str) -> RawMessage {
+    let mut headers: Vec<(String, String)> = ["Via", "From", "Call-ID", "CSeq"]
+        .iter()
+        .map(|h| (h.to_string(), invite.header(h).expect(h).to_string()))
+        .collect();
+    let to = invite.header("To").expect("To");
+    headers.push(("To".into(), format!("{to};tag={tag}")));
+    headers.push(("Contact".into(), "<sip:callee@127.0.0.20:5060>".into()));
+    if !body.is_empty() {
+        headers.push(("Content-Type".into(), "application/sdp".into()));
+    }
+    RawMessage {
+        start_line: format!("SIP/2.0 {status} Whatever"),
+        headers,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn target(n: u8, delay: Duration) -> Target {
+    Target {
+        target: LegTarget::Pstn {
+            number: e164(&format!("+49301234{n:02}")),
+        },
+        path: Path::Data,
+        request_uri: format!("sip:leg{n}@127.0.0.{}:5060", 20 + n),
+        destination: addr(&format!("127.0.0.{}:5060", 20 + n)),
+        transport: Transport::Udp,
+        delay,
+        extension: None,
+    }
+}
+
+fn plan(targets: Vec<Target>) -> Plan {
+    Plan {
+        direction: Direction::Inbound,
+        origin: Origin::Pstn {
+            trunk: "carrier".into(),
+        },
+        path: Path::Data,
+        account: Account::default(),
+        from: "+4915111".into(),
+        to: "+4930123".into(),
+        caller_id: "+4915111".into(),
+        targets,
+        alternate: None,
+        ring_timeout: Some(secs(30)),
+        extension: None,
+        dial_intent: None,
+        refusal: None,
+        call_in: None,
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        edge_id: uuid::Uuid::from_u128(7),
+        ring: secs(60),
+        call_in: secs(15),
+        max_duration: secs(3600),
+        media: None,
+        draining: false,
+        call_in_webhook: false,
+    }
+}
+
+fn relayed(timeout: Duration) -> Settings {
+    Settings {
+        media: Some(MediaPorts {
+            address: "127.0.0.1".parse().expect("ip"),
+            caller_port: 30000,
+            callee_port: 30002,
+            timeout,
+        }),
+        ..settings()
+    }
+}
+
+/// The edge as the call sees it: everything reachable over UDP, one extension in the view.
+struct FakeEdge {
+    extension: Option<Extension>,
+    call_in_taken: Cell<bool>,
+}
+
+impl Context for FakeEdge {
+    fn local(&self) -> SocketAddr {
+        addr("127.0.0.1:5060")
+    }
+    fn reach(&self, to: SocketAddr, _: Transport) -> Option<Reach> {
+        Some(Reach {
+            peer: to,
+            transport: "UDP",
+        })
+    }
+    fn extension_now(&self, _: ExtensionId, _: &E164) -> Option<Extension> {
+        self.extension.clone()
+    }
+    fn wait_call_in(&self, _: &E164, _: &E164) -> bool {
+        !self.call_in_taken.replace(true)
+    }
+}
+
+/// Which recordings the store refuses.
+type Refuser = Box<dyn Fn(&CallCommand) -> Option<Refusal>>;
+
+/// A call driven as its task drives it, on a clock the test moves.
+struct Sim {
+    call: Call,
+    now: Instant,
+    edge: FakeEdge,
+    refuse: Refuser,
+    /// When media was last relayed (the relay starts with the call).
+    media_at: Instant,
+}
+
+impl Sim {
+    fn start(plan: Plan, settings: Settings) -> (Self, Vec<Output>) {
+        Self::start_with(plan, settings, Box::new(|_| None))
+    }
+
+    fn start_with(plan: Plan, settings: Settings, refuse: Refuser) -> (Self, Vec<Output>) {
+        let now = Instant::now();
+        let invite = caller_invite(OFFER);
+        let caller = Caller {
+            key: TransactionKey::of_request(&invite).expect("a transaction"),
+            invite,
+            reach: Reach {
+                peer: addr("127.0.0.9:5060"),
+                transport: "UDP",
+            },
+            tag: CALLER_TAG.into(),
+        };
+        let call = Call::new(
+            CallId(uuid::Uuid::from_u128(1)),
+            plan,
+            caller,
+            settings,
+            now,
+        );
+        let mut sim = Self {
+            call,
+            now,
+            edge: FakeEdge {
+                extension: None,
+                call_in_taken: Cell::new(false),
+            },
+            refuse,
+            media_at: now,
+        };
+        let outputs = sim.call.start(now);
+        let outputs = sim.settle(outputs);
+        (sim, outputs)
+    }
+
+    fn media_idle(&self) -> Option<Duration> {
+        Some(self.now - self.media_at)
+    }
+
+    /// Carries the outputs out as the task does: an awaited recording's result (refused if the
+    /// test says so) is handed back, and what follows is appended.
+    fn settle(&mut self, outputs: Vec<Output>) -> Vec<Output> {
+        let mut done = vec![];
+        let mut queue = std::collections::VecDeque::from(outputs);
+        while let Some(output) = queue.pop_front() {
+            let result = match &output {
+                Output::Record {
+                    command,
+                    awaited: true,
+                } => Some((self.refuse)(command).map_or(Ok(()), Err)),
+                Output::UseDialIntent { .. } => Some(Ok(())),
+                _ => None,
+            };
+            done.push(output);
+            if let Some(result) = result {
+                let next = self
+                    .call
+                    .handle(Input::Recorded(result), self.now, &self.edge);
+                queue.extend(next);
+            }
+        }
+        done
+    }
+
+    fn give(&mut self, input: Input) -> Vec<Output> {
+        let outputs = self.call.handle(input, self.now, &self.edge);
+        self.settle(outputs)
+    }
+
+    /// Moves the clock to `until`, firing each timer the call asks for on the way.
+    fn run_until(&mut self, until: Instant) -> Vec<Output> {
+        let mut all = vec![];
+        let mut wakes = 0;
+        while let Some(at) = self.call.next_timeout(self.now, self.media_idle()) {
+            if at > until || self.call.is_done(at) {
+                break;
+            }
+            wakes += 1;
+            assert!(wakes < 10_000, "the call keeps waking at {at:?}");
+            self.now = self.now.max(at);
+            let outputs = self
+                .call
+                .on_timeout(self.now, self.media_idle(), &self.edge);
+            all.extend(self.settle(outputs));
+        }
+        self.now = until;
+        all
+    }
+
+    fn run_for(&mut self, span: Duration) -> Vec<Output> {
+        self.run_until(self.now + span)
+    }
+}
+
+/// The statuses the caller was answered with.
+fn to_caller(outputs: &[Output]) -> Vec<u16> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Respond { answer, tag, .. } if tag == CALLER_TAG => Some(answer.status),
+            _ => None,
+        })
+        .collect()
+}
+
+fn commands(outputs: &[Output]) -> Vec<&CallCommand> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Record { command, .. } => Some(&**command),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ended(outputs: &[Output]) -> Option<(EndCause, Side)> {
+    commands(outputs).into_iter().find_map(|c| match c {
+        CallCommand::End { cause, side } => Some((*cause, *side)),
+        _ => None,
+    })
+}
+
+fn leg_failures(outputs: &[Output]) -> Vec<(u16, LegFailure)> {
+    commands(outputs)
+        .into_iter()
+        .filter_map(|c| match c {
+            CallCommand::LegFailed {
+                sip_status,
+                failure,
+                ..
+            } => Some((*sip_status, *failure)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answered_legs(outputs: &[Output]) -> usize {
+    commands(outputs)
+        .into_iter()
+        .filter(|c| matches!(c, CallCommand::LegAnswered { .. }))
+        .count()
+}
+
+/// The INVITEs sent, by leg.
+fn invites(outputs: &[Output]) -> Vec<(usize, RawMessage)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Invite { leg, request, .. } => Some((*leg, request.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cancelled(outputs: &[Output]) -> Vec<usize> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Cancel { leg, .. } => Some(*leg),
+            _ => None,
+        })
+        .collect()
+}
+
+fn acked(outputs: &[Output]) -> Vec<usize> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Ack { leg, .. } => Some(*leg),
+            _ => None,
+        })
+        .collect()
+}
+
+fn byes(outputs: &[Output]) -> Vec<Peer> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Request { to, method, .. } if *method == "BYE" => Some(*to),
+            _ => None,
+        })
+        .collect()
+}
+
+fn response(leg: usize, invite: &RawMessage, status: u16, body: &str) -> Input {
+    let response = reply(invite, status, &format!("leg{leg}"), body);
+    Input::Outcome {
+        leg: Some(leg),
+        key: ClientKey::of_response(&response).expect("a client key"),
+        outcome: Outcome::Response(response),
+    }
+}
+
+/// A call with `n` legs placed at once, each ringing.
+fn ringing(n: u8, settings: Settings) -> (Sim, Vec<(usize, RawMessage)>) {
+    let targets = (0..n).map(|i| target(i, Duration::ZERO)).collect();
+    let (mut sim, out) = Sim::start(plan(targets), settings);
+    let legs = invites(&out);
+    assert_eq!(legs.len(), usize::from(n));
+    for (leg, invite) in &legs {
+        sim.give(response(*leg, invite, 180, ""));
+    }
+    (sim, legs)
+}
+
+/// A call answered by its only leg (and the caller's ACK not yet in).
+fn answered(settings: Settings) -> (Sim, RawMessage) {
+    let (mut sim, legs) = ringing(1, settings);
+    let out = sim.give(response(0, &legs[0].1, 200, ANSWER));
+    assert_eq!(to_caller(&out), vec![200]);
+    (sim, legs[0].1.clone())
+}
+
+#[test]
+fn each_step_is_recorded_before_anyone_hears_of_it() {
+    let (mut sim, out) = Sim::start(plan(vec![target(0, Duration::ZERO)]), settings());
+    // The call, then its leg, are recorded before the leg's INVITE leaves.
+    let order: Vec<&str> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Record { command, .. } => Some(match **command {
+                CallCommand::Start { .. } => "start",
+                CallCommand::StartLeg { .. } => "leg",
+                _ => "other",
+            }),
+            Output::Invite { .. } => Some("invite"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["start", "leg", "invite"]);
+    let invite = invites(&out).remove(0).1;
+    let out = sim.give(response(0, &invite, 200, ANSWER));
+    let recorded = out
+        .iter()
+        .position(|o| {
+            matches!(o, Output::Record { command, .. }
+                if matches!(**command, CallCommand::LegAnswered { .. }))
+        })
+        .expect("the answer recorded");
+    let told = out
+        .iter()
+        .position(|o| matches!(o, Output::Respond { tag, .. } if tag == CALLER_TAG))
+        .expect("the caller told");
+    assert!(recorded < told, "{out:?}");
+    assert_eq!(acked(&out), vec![0]);
+}
+
+#[test]
+fn the_first_answer_wins_and_the_other_legs_are_cancelled() {
+    let (mut sim, legs) = ringing(2, settings());
+    let out = sim.give(response(1, &legs[1].1, 200, ANSWER));
+    assert_eq!(to_caller(&out), vec![200]);
+    assert_eq!(cancelled(&out), vec![0]);
+    assert_eq!(
+        leg_failures(&out),
+        vec![(487, LegFailure::AnsweredElsewhere)]
+    );
+    // The cancelled leg's 487 changes nothing.
+    let out = sim.give(response(0, &legs[0].1, 487, ""));
+    assert!(
+        to_caller(&out).is_empty() && commands(&out).is_empty(),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn two_answers_at_once_make_one_call_and_the_second_is_hung_up() {
+    let (mut sim, legs) = ringing(2, settings());
+    let first = sim.give(response(0, &legs[0].1, 200, ANSWER));
+    let second = sim.give(response(1, &legs[1].1, 200, ANSWER));
+    assert_eq!(to_caller(&first), vec![200]);
+    assert!(to_caller(&second).is_empty(), "the caller answered twice");
+    // The loser's 2xx is ACKed (it opened a dialog) and hung up at once.
+    assert_eq!(acked(&second), vec![1]);
+    assert_eq!(byes(&second), vec![Peer::Leg(1)]);
+    assert!(ended(&second).is_none(), "the winner's call goes on");
+    // Its 200, repeated, is ACKed again and not hung up twice.
+    let again = sim.give(response(1, &legs[1].1, 200, ANSWER));
+    assert_eq!((acked(&again), byes(&again)), (vec![1], vec![]));
+}
+
+#[test]
+fn a_cancel_crossing_the_answer_ends_the_call_and_hangs_up_the_late_leg() {
+    let (mut sim, legs) = ringing(1, settings());
+    let out = sim.give(Input::Cancel);
+    assert_eq!(to_caller(&out), vec![487]);
+    assert_eq!(ended(&out), Some((EndCause::CallerCancelled, Side::Caller)));
+    assert_eq!(cancelled(&out), vec![0]);
+    // The leg's 200 crossed the CANCEL: ACKed and hung up, never answered to the caller,
+    // nor billed.
+    let out = sim.give(response(0, &legs[0].1, 200, ANSWER));
+    assert!(to_caller(&out).is_empty());
+    assert_eq!(answered_legs(&out), 0, "{out:?}");
+    assert_eq!((acked(&out), byes(&out)), (vec![0], vec![Peer::Leg(0)]));
+    // A CANCEL for a call answered already does nothing.
+    let (mut sim, _) = answered(settings());
+    let out = sim.give(Input::Cancel);
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_cancel_before_any_response_is_sent_only_once_the_leg_is_heard() {
+    let (mut sim, out) = Sim::start(plan(vec![target(0, Duration::ZERO)]), settings());
+    let invite = invites(&out).remove(0).1;
+    let out = sim.give(Input::Cancel);
+    // RFC 3261 §9.1: no CANCEL before a provisional response.
+    assert!(cancelled(&out).is_empty());
+    let out = sim.give(response(0, &invite, 100, ""));
+    assert_eq!(cancelled(&out), vec![0]);
+}
+
+#[test]
+fn a_bye_before_the_ack_ends_the_call_and_stops_the_200s() {
+    let (mut sim, _) = answered(settings());
+    let out = sim.give(Input::Bye(from_caller("BYE", 2)));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::ByeAnswer(a) if a.status == 200))
+    );
+    assert_eq!(byes(&out), vec![Peer::Leg(0)]);
+    assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::Caller)));
+    // No 200 repeated after the call ended, and no second end.
+    let out = sim.run_for(secs(40));
+    assert!(
+        to_caller(&out).is_empty() && ended(&out).is_none(),
+        "{out:?}"
+    );
+    assert!(sim.call.is_done(sim.now));
+}
+
+#[test]
+fn an_unacked_200_is_repeated_at_doubling_intervals_then_the_call_is_hung_up() {
+    let (mut sim, _) = answered(settings());
+    let start = sim.now;
+    let mut repeats = vec![];
+    let mut end = None;
+    while end.is_none() && sim.now < start + secs(40) {
+        let next = sim.call.next_timeout(sim.now, None).expect("a timer");
+        let out = sim.run_until(next);
+        if !to_caller(&out).is_empty() {
+            repeats.push(sim.now - start);
+        }
+        end = ended(&out).map(|e| (e, sim.now - start, byes(&out)));
+    }
+    // After T1, then at doubling intervals up to T2 (4 s, 8 T1) each.
+    let expected: Vec<Duration> = [1, 3, 7, 15, 23, 31, 39, 47]
+        .iter()
+        .map(|n| T1 * *n)
+        .collect();
+    assert_eq!(&repeats[..expected.len()], &expected[..]);
+    let (cause, at, byes) = end.expect("hung up");
+    assert_eq!(cause, (EndCause::Failed, Side::System));
+    assert_eq!(at, 64 * T1);
+    assert_eq!(byes, vec![Peer::Leg(0), Peer::Caller]);
+}
+
+#[test]
+fn the_ack_stops_the_repeats_and_the_call_goes_on() {
+    let (mut sim, _) = answered(settings());
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let out = sim.run_for(secs(60));
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn an_unanswered_call_ends_at_the_ring_timeout_and_not_before() {
+    let (mut sim, _) = ringing(2, settings());
+    // The plan's ring timeout (30 s) is below the edge's (60 s).
+    let out = sim.run_for(secs(30) - Duration::from_millis(1));
+    assert!(out.is_empty(), "{out:?}");
+    let out = sim.run_for(Duration::from_millis(1));
+    assert_eq!(to_caller(&out), vec![480]);
+    assert_eq!(cancelled(&out), vec![0, 1]);
+    assert_eq!(ended(&out), Some((EndCause::NoAnswer, Side::System)));
+}
+
+#[test]
+fn an_answered_call_ends_at_the_longest_duration() {
+    let settings = Settings {
+        max_duration: secs(100),
+        ..settings()
+    };
+    let (mut sim, _) = answered(settings);
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    assert!(sim.run_for(secs(99)).is_empty());
+    let out = sim.run_for(secs(1));
+    assert_eq!(byes(&out), vec![Peer::Leg(0), Peer::Caller]);
+    assert_eq!(ended(&out), Some((EndCause::MaxDuration, Side::System)));
+}
+
+#[test]
+fn media_silence_counts_from_the_answer() {
+    let (mut sim, legs) = ringing(1, relayed(secs(10)));
+    // Rings for 20 s with no media, which is no reason to hang up.
+    assert!(sim.run_for(secs(20)).is_empty());
+    sim.give(response(0, &legs[0].1, 200, ANSWER));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    assert!(
+        sim.run_for(secs(5)).is_empty(),
+        "hung up soon after the answer"
+    );
+    // A packet now: the call ends 10 s after it, not 10 s after the answer.
+    sim.media_at = sim.now;
+    let out = sim.run_for(secs(9));
+    assert!(out.is_empty(), "{out:?}");
+    let out = sim.run_for(secs(1));
+    assert_eq!(ended(&out), Some((EndCause::MediaTimeout, Side::System)));
+}
+
+#[test]
+fn a_delayed_leg_is_placed_after_its_delay_unless_the_call_was_answered() {
+    let (mut sim, out) = Sim::start(
+        plan(vec![target(0, Duration::ZERO), target(1, secs(5))]),
+        settings(),
+    );
+    assert_eq!(invites(&out).len(), 1);
+    assert_eq!(
+        sim.call.next_timeout(sim.now, None),
+        Some(sim.now + secs(5))
+    );
+    let out = sim.run_for(secs(5));
+    assert_eq!(invites(&out).iter().map(|i| i.0).collect::<Vec<_>>(), [1]);
+    // Answered before the delay: never placed.
+    let (mut sim, out) = Sim::start(
+        plan(vec![target(0, Duration::ZERO), target(1, secs(5))]),
+        settings(),
+    );
+    let invite = invites(&out).remove(0).1;
+    sim.give(response(0, &invite, 200, ANSWER));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    assert!(invites(&sim.run_for(secs(10))).is_empty());
+}
+
+#[test]
+fn with_every_leg_failed_the_caller_hears_the_best_refusal() {
+    let (mut sim, legs) = ringing(2, settings());
+    let out = sim.give(response(0, &legs[0].1, 404, ""));
+    assert!(to_caller(&out).is_empty(), "another leg still rings");
+    let out = sim.give(response(1, &legs[1].1, 486, ""));
+    assert_eq!(to_caller(&out), vec![486]);
+    assert_eq!(ended(&out), Some((EndCause::Busy, Side::Callee)));
+    // A leg that never answers (Timer B) reads as no answer.
+    let (mut sim, legs) = ringing(1, settings());
+    let out = sim.give(Input::Outcome {
+        leg: Some(0),
+        key: ClientKey::of_response(&reply(&legs[0].1, 200, "x", "")).expect("key"),
+        outcome: Outcome::Timeout,
+    });
+    assert_eq!(to_caller(&out), vec![480]);
+    assert_eq!(ended(&out), Some((EndCause::NoAnswer, Side::Callee)));
+}
+
+#[test]
+fn an_answer_that_cannot_be_recorded_is_no_call() {
+    let refuse: Refuser =
+        Box::new(|c| matches!(c, CallCommand::LegAnswered { .. }).then_some(Refusal::Store));
+    let (mut sim, out) = Sim::start_with(plan(vec![target(0, Duration::ZERO)]), settings(), refuse);
+    let invite = invites(&out).remove(0).1;
+    let out = sim.give(response(0, &invite, 200, ANSWER));
+    // The callee is hung up; the caller hears 500, never 200.
+    assert_eq!(to_caller(&out), vec![500]);
+    assert_eq!(byes(&out), vec![Peer::Leg(0)]);
+    assert_eq!(ended(&out), Some((EndCause::Failed, Side::System)));
+}
+
+#[test]
+fn a_call_the_domain_refuses_is_answered_403_and_places_no_leg() {
+    let refuse: Refuser = Box::new(|c| {
+        matches!(c, CallCommand::Start { .. })
+            .then(|| Refusal::Domain("the account is suspended".into()))
+    });
+    let (_, out) = Sim::start_with(plan(vec![target(0, Duration::ZERO)]), settings(), refuse);
+    assert_eq!(to_caller(&out), vec![403]);
+    assert!(invites(&out).is_empty());
+    // A store failure is ours: 503.
+    let refuse: Refuser =
+        Box::new(|c| matches!(c, CallCommand::Start { .. }).then_some(Refusal::Store));
+    let (_, out) = Sim::start_with(plan(vec![target(0, Duration::ZERO)]), settings(), refuse);
+    assert_eq!(to_caller(&out), vec![503]);
+}
+
+#[test]
+fn a_leg_that_cannot_be_recorded_is_not_rung() {
+    let refuse: Refuser = Box::new(|c| match c {
+        CallCommand::StartLeg { target, .. } => (target == &target_of(0)).then_some(Refusal::Store),
+        _ => None,
+    });
+    let targets = vec![target(0, Duration::ZERO), target(1, Duration::ZERO)];
+    let (_, out) = Sim::start_with(plan(targets), settings(), refuse);
+    let rung: Vec<String> = invites(&out)
+        .iter()
+        .map(|(_, i)| i.start_line.clone())
+        .collect();
+    assert_eq!(rung, ["INVITE sip:leg1@127.0.0.21:5060 SIP/2.0"]);
+}
+
+fn target_of(n: u8) -> LegTarget {
+    target(n, Duration::ZERO).target
+}
+
+#[test]
+fn shutting_down_ends_the_call_in_every_state() {
+    // Ringing: the legs are cancelled and the caller refused.
+    let (mut sim, _) = ringing(1, settings());
+    let out = sim.give(Input::Shutdown);
+    assert_eq!(to_caller(&out), vec![503]);
+    assert_eq!(cancelled(&out), vec![0]);
+    assert_eq!(ended(&out), Some((EndCause::EdgeShutdown, Side::System)));
+    assert!(sim.call.is_done(sim.now), "nothing to wait for");
+    // Answered: BYE both sides; done once both BYEs are answered, not before.
+    let (mut sim, _) = answered(settings());
+    let out = sim.give(Input::Shutdown);
+    assert_eq!(byes(&out), vec![Peer::Leg(0), Peer::Caller]);
+    assert_eq!(ended(&out), Some((EndCause::EdgeShutdown, Side::System)));
+    assert!(!sim.call.is_done(sim.now));
+    for output in &out {
+        if let Output::Request { to, branch, .. } = output {
+            assert!(!sim.call.is_done(sim.now));
+            let leg = match to {
+                Peer::Caller => None,
+                Peer::Leg(l) => Some(*l),
+            };
+            sim.give(Input::Outcome {
+                leg,
+                key: ClientKey {
+                    branch: branch.clone(),
+                    method: "BYE".into(),
+                },
+                outcome: Outcome::Timeout,
+            });
+        }
+    }
+    assert!(sim.call.is_done(sim.now));
+    // Over already: nothing more.
+    assert!(sim.give(Input::Shutdown).is_empty());
+    // Taken as the edge began to drain: refused unrecorded.
+    let (sim, out) = Sim::start(
+        plan(vec![target(0, Duration::ZERO)]),
+        Settings {
+            draining: true,
+            ..settings()
+        },
+    );
+    assert_eq!(to_caller(&out), vec![503]);
+    assert!(commands(&out).is_empty());
+    assert!(sim.call.is_done(sim.now));
+}
+
+#[test]
+fn the_callee_hanging_up_ends_the_call_and_a_stranger_bye_is_refused() {
+    let (mut sim, invite) = answered(settings());
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let mut stranger = from_caller("BYE", 2);
+    stranger.headers.retain(|(n, _)| n != "Call-ID");
+    stranger.headers.push(("Call-ID".into(), "nobody".into()));
+    let out = sim.give(Input::Bye(stranger));
+    assert!(
+        matches!(&out[..], [Output::ByeAnswer(a)] if a.status == 481),
+        "{out:?}"
+    );
+    let from_leg = parsed(&format!(
+        "BYE sip:ringledger@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bKlegbye\r\n\
+         From: {};tag=leg0\r\n\
+         To: {}\r\n\
+         Call-ID: {}\r\n\
+         CSeq: 1 BYE\r\n\
+         Content-Length: 0\r\n\r\n",
+        invite.header("To").expect("To"),
+        invite.header("From").expect("From"),
+        invite.header("Call-ID").expect("Call-ID"),
+    ));
+    let out = sim.give(Input::Bye(from_leg));
+    assert_eq!(byes(&out), vec![Peer::Caller]);
+    assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::Callee)));
+    // It lingers for late answers, then is done.
+    assert!(!sim.call.is_done(sim.now));
+    sim.run_for(LINGER);
+    assert!(sim.call.is_done(sim.now));
+}
+
+fn call_in_plan() -> CallInPlan {
+    let mut fallback = target(9, Duration::ZERO);
+    fallback.path = Path::AlternateCallOut;
+    CallInPlan {
+        extension_id: ExtensionId(uuid::Uuid::from_u128(5)),
+        number: e164("+4915199"),
+        access_number: e164("+4930999"),
+        notify: vec![(
+            "sip:alice@127.0.0.30:5060".into(),
+            addr("127.0.0.30:5060"),
+            Transport::Udp,
+        )],
+        fallback,
+    }
+}
+
+fn serving() -> Extension {
+    Extension {
+        status: ExtensionStatus::Verified,
+        ..Extension::default()
+    }
+}
+
+fn awaiting_call_in() -> (Sim, Vec<Output>) {
+    let plan = Plan {
+        call_in: Some(call_in_plan()),
+        ..plan(vec![])
+    };
+    let (mut sim, out) = Sim::start(plan, relayed(secs(30)));
+    sim.edge.extension = Some(serving());
+    (sim, out)
+}
+
+fn arrival(body: &str) -> Arrival {
+    let invite = parsed(&format!(
+        "INVITE sip:+4930999@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.40:5060;branch=z9hG4bKcallin\r\n\
+         From: <sip:+4915199@127.0.0.40>;tag=ext\r\n\
+         To: <sip:+4930999@127.0.0.1>\r\n\
+         Call-ID: call-in\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:ext@127.0.0.40:5060>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    Arrival {
+        key: TransactionKey::of_request(&invite).expect("a transaction"),
+        invite,
+        reach: Reach {
+            peer: addr("127.0.0.40:5060"),
+            transport: "UDP",
+        },
+        tag: "in-tag".into(),
+    }
+}
+
+#[test]
+fn a_call_in_is_awaited_then_the_extension_is_called_out_at_the_wait() {
+    let (mut sim, out) = awaiting_call_in();
+    // Half the ring time (30 s) at most: 15 s, which the device is told.
+    assert!(
+        commands(&out)
+            .iter()
+            .any(|c| matches!(c, CallCommand::AwaitCallIn { ttl_secs: 15, .. }))
+    );
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, Output::Notice { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(to_caller(&out), vec![180]);
+    assert!(invites(&out).is_empty());
+    assert!(invites(&sim.run_for(secs(14))).is_empty());
+    let out = sim.run_for(secs(1));
+    let placed = invites(&out);
+    assert_eq!(placed.len(), 1, "the extension called out");
+    assert!(placed[0].1.start_line.contains("leg9"));
+    assert!(out.iter().any(|o| matches!(o, Output::ForgetCallIn { .. })));
+    // ...and the call-out has the rest of the ring time: it ends at 30 s.
+    assert!(ended(&sim.run_for(secs(14))).is_none());
+    let out = sim.run_for(secs(1));
+    assert_eq!(ended(&out), Some((EndCause::NoAnswer, Side::System)));
+}
+
+#[test]
+fn an_extension_removed_while_awaited_is_not_called_out() {
+    let (mut sim, _) = awaiting_call_in();
+    sim.edge.extension = None;
+    let out = sim.run_for(secs(1));
+    assert!(invites(&out).is_empty());
+    assert_eq!(to_caller(&out), vec![480]);
+    assert_eq!(ended(&out), Some((EndCause::Rejected, Side::System)));
+}
+
+#[test]
+fn a_call_in_is_bridged_after_its_leg_is_recorded_answered() {
+    let (mut sim, _) = awaiting_call_in();
+    let out = sim.give(Input::CallIn(arrival(OFFER)));
+    let statuses: Vec<(String, u16)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Respond { tag, answer, .. } => Some((tag.clone(), answer.status)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [("in-tag".to_string(), 200), (CALLER_TAG.to_string(), 200)]
+    );
+    let started = commands(&out).iter().position(|c| {
+        matches!(
+            c,
+            CallCommand::StartLeg {
+                path: Path::CallIn,
+                ..
+            }
+        )
+    });
+    assert!(started.is_some(), "{out:?}");
+    assert_eq!(answered_legs(&out), 1);
+    assert!(
+        commands(&out)
+            .iter()
+            .any(|c| matches!(c, CallCommand::Bridge { .. }))
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::AdoptArrival { leg: 0 }))
+    );
+    // A second call-in finds the call taken.
+    let out = sim.give(Input::CallIn(arrival(OFFER)));
+    assert!(
+        matches!(&out[..], [Output::Forget(_), Output::Respond { answer, .. }] if answer.status == 480),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_call_in_with_no_codec_in_common_is_refused_and_the_extension_called_out() {
+    let (mut sim, _) = awaiting_call_in();
+    let video = "v=0\r\no=- 1 1 IN IP4 127.0.0.40\r\ns=-\r\nc=IN IP4 127.0.0.40\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
+    let out = sim.give(Input::CallIn(arrival(video)));
+    assert!(out.iter().any(|o| matches!(o, Output::Respond { tag, answer, .. } if tag == "in-tag" && answer.status == 488)));
+    assert_eq!(invites(&out).len(), 1, "called out instead");
+}
+
+#[test]
+fn without_a_relay_the_extension_is_called_out_at_once() {
+    let plan = Plan {
+        call_in: Some(call_in_plan()),
+        ..plan(vec![])
+    };
+    let (_, out) = Sim::start(plan, settings());
+    assert!(
+        !commands(&out)
+            .iter()
+            .any(|c| matches!(c, CallCommand::AwaitCallIn { .. }))
+    );
+    assert_eq!(invites(&out).len(), 1);
+}
+
+#[test]
+fn a_caller_cancel_while_a_call_in_is_awaited_stops_the_wait() {
+    let (mut sim, _) = awaiting_call_in();
+    let out = sim.give(Input::Cancel);
+    assert!(out.iter().any(|o| matches!(o, Output::ForgetCallIn { .. })));
+    assert_eq!(to_caller(&out), vec![487]);
+    // No call-out later.
+    assert!(invites(&sim.run_for(secs(40))).is_empty());
+}

@@ -1,0 +1,404 @@
+//! The task that runs one call: it owns what the call's state machine ([`Call`]) may not —
+//! the paths to each side, the media relay, the call's place among the account's calls, the
+//! clock and the channel the call's messages arrive on — and carries out what the machine
+//! asks, in order, recording each step before the next leaves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::E164;
+use domain::device::Transport;
+use domain::extension::{Extension, ExtensionCommand};
+use domain::ids::{CallId, ExtensionId};
+use infra::command::{self, Origin};
+use tokio::sync::{mpsc, oneshot};
+
+use super::call::{self, Call, Context, Input, MediaPorts, Output, Peer, Reach, Refusal};
+use super::host::CallHost;
+use super::plan::Plan;
+use super::spending::Hold;
+use super::stream::CallStream;
+use super::{CallInput, Enlisted};
+use crate::answer::Answer;
+use crate::media::relay::{Relay, Side as RelaySide};
+use crate::media::sdp;
+use crate::message::RawMessage;
+use crate::outgoing::{ClientKey, Notify, Outcome};
+use crate::peer_path::PeerPath;
+use crate::transaction::TransactionKey;
+
+/// The caller's side of the call as the edge took it.
+pub struct Caller {
+    /// The server transaction of the caller's INVITE.
+    pub key: TransactionKey,
+    pub invite: RawMessage,
+    /// Where requests to the caller go (its source address, or its connection).
+    pub path: PeerPath,
+    /// The To tag the edge answers with.
+    pub tag: String,
+}
+
+pub(super) fn reach_of(path: &PeerPath) -> Reach {
+    Reach {
+        peer: path.peer(),
+        transport: path.transport_name(),
+    }
+}
+
+/// What the call asks of the edge, answered from the edge's registries and routing view.
+struct EdgeContext<'a> {
+    host: &'a dyn CallHost,
+    tx: &'a mpsc::Sender<CallInput>,
+}
+
+impl Context for EdgeContext<'_> {
+    fn local(&self) -> SocketAddr {
+        self.host.local()
+    }
+
+    fn reach(&self, to: SocketAddr, transport: Transport) -> Option<Reach> {
+        self.host.path_to(to, transport).as_ref().map(reach_of)
+    }
+
+    fn extension_now(&self, id: ExtensionId, number: &E164) -> Option<Extension> {
+        let view = self.host.view().read().expect("routing view");
+        view.extension_by_number(number)
+            .filter(|(found, _)| *found == id)
+            .map(|(_, e)| e.clone())
+    }
+
+    fn wait_call_in(&self, access: &E164, number: &E164) -> bool {
+        self.host.call_ins().wait(access, number, self.tx.clone())
+    }
+}
+
+struct CallTask {
+    host: Arc<dyn CallHost>,
+    call: Call,
+    log: CallStream,
+    caller_path: PeerPath,
+    /// Each leg's path, by the leg's index in the call.
+    legs: Vec<Option<PeerPath>>,
+    /// The path of the call-in being taken, until the call adopts it as a leg.
+    arrival: Option<PeerPath>,
+    relay: Option<Relay>,
+    /// The call's place among its account's calls in progress and its reservation against
+    /// the daily limits (a call with a billable leg): given back when the call is over.
+    hold: Option<Hold>,
+    /// Where the answer to the BYE being handled goes.
+    bye_reply: Option<oneshot::Sender<Answer>>,
+    tx: mpsc::Sender<CallInput>,
+    /// Counts the task among the edge's running calls until it ends.
+    _enlisted: Enlisted,
+}
+
+/// Runs one call from the caller's INVITE to its end.
+pub async fn run(
+    host: Arc<dyn CallHost>,
+    plan: Plan,
+    caller: Caller,
+    tx: mpsc::Sender<CallInput>,
+    mut rx: mpsc::Receiver<CallInput>,
+    hold: Option<Hold>,
+) {
+    let enlisted = host.calls().enlist(tx.clone());
+    let id = CallId::from(uuid::Uuid::now_v7());
+    let mut relay = None;
+    if let Some(media) = host.media().cloned()
+        && let Some(caller_rtp) = sdp::audio_endpoint(&caller.invite.body)
+    {
+        match Relay::start(&media) {
+            Ok(started) => {
+                started.peer_from_sdp(RelaySide::Caller, caller_rtp, caller.path.peer().ip());
+                relay = Some(started);
+            }
+            Err(e) => {
+                tracing::warn!(call = %id, error = %e, "no media relay for the call");
+                let answer = Answer::with_reason(503, "Service Unavailable (no media ports)");
+                host.respond(&caller.key, &caller.invite, answer, &caller.tag)
+                    .await;
+                let call_id = caller.invite.header("Call-ID").unwrap_or_default();
+                for tag in ["", caller.tag.as_str()] {
+                    host.calls().forget(&super::dialog_key(call_id, tag));
+                }
+                return;
+            }
+        }
+    }
+    let times = host.times();
+    let settings = call::Settings {
+        edge_id: host.edge_id(),
+        ring: times.ring,
+        call_in: times.call_in,
+        max_duration: times.max_duration,
+        media: relay
+            .as_ref()
+            .zip(host.media())
+            .map(|(relay, media)| MediaPorts {
+                address: media.settings.address,
+                caller_port: relay.port(RelaySide::Caller),
+                callee_port: relay.port(RelaySide::Callee),
+                timeout: media.settings.timeout,
+            }),
+        draining: host.is_draining(),
+        call_in_webhook: host.call_in_webhook().is_some(),
+    };
+    let caller_path = caller.path.clone();
+    let core_caller = call::Caller {
+        reach: reach_of(&caller.path),
+        key: caller.key,
+        invite: caller.invite,
+        tag: caller.tag,
+    };
+    let now = Instant::now();
+    let mut task = CallTask {
+        call: Call::new(id, plan, core_caller, settings, now),
+        log: CallStream::new(id),
+        caller_path,
+        legs: vec![],
+        arrival: None,
+        relay,
+        hold,
+        bye_reply: None,
+        tx,
+        host,
+        _enlisted: enlisted,
+    };
+    let outputs = task.call.start(now);
+    task.carry_out(outputs).await;
+    while !task.call.is_done(Instant::now()) {
+        let idle = task.relay.as_ref().map(Relay::idle_for);
+        let far = Instant::now() + Duration::from_secs(3600);
+        let wake = task.call.next_timeout(Instant::now(), idle).unwrap_or(far);
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(input) => task.give(input).await,
+                None => break,
+            },
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let idle = task.relay.as_ref().map(Relay::idle_for);
+                let host = task.host.clone();
+                let ctx = EdgeContext { host: host.as_ref(), tx: &task.tx };
+                let outputs = task.call.on_timeout(Instant::now(), idle, &ctx);
+                task.carry_out(outputs).await;
+            }
+        }
+    }
+    for key in task.call.dialogs() {
+        task.host.calls().forget(key);
+    }
+}
+
+impl CallTask {
+    /// Hands one message to the call and carries out what it asks.
+    async fn give(&mut self, input: CallInput) {
+        let input = match input {
+            CallInput::Outcome { leg, key, outcome } => Input::Outcome { leg, key, outcome },
+            CallInput::Cancel => Input::Cancel,
+            CallInput::Ack(ack) => Input::Ack(ack),
+            CallInput::Bye(bye, reply) => {
+                self.bye_reply = Some(reply);
+                Input::Bye(bye)
+            }
+            CallInput::CallIn(arrival) => {
+                let reach = reach_of(&arrival.path);
+                self.arrival = Some(arrival.path);
+                Input::CallIn(call::Arrival {
+                    key: arrival.key,
+                    invite: arrival.invite,
+                    reach,
+                    tag: arrival.tag,
+                })
+            }
+            CallInput::Shutdown => Input::Shutdown,
+        };
+        let outputs = self.step(input);
+        self.carry_out(outputs).await;
+        self.arrival = None;
+    }
+
+    fn step(&mut self, input: Input) -> Vec<Output> {
+        let host = self.host.clone();
+        let ctx = EdgeContext {
+            host: host.as_ref(),
+            tx: &self.tx,
+        };
+        self.call.handle(input, Instant::now(), &ctx)
+    }
+
+    /// Carries out the call's outputs in order; an awaited recording's result goes back to
+    /// the call, and what it then asks follows.
+    async fn carry_out(&mut self, outputs: Vec<Output>) {
+        let mut queue = std::collections::VecDeque::from(outputs);
+        while let Some(output) = queue.pop_front() {
+            if let Some(result) = self.execute(output).await {
+                queue.extend(self.step(Input::Recorded(result)));
+            }
+        }
+    }
+
+    /// Does one output; for an awaited recording, returns its result.
+    async fn execute(&mut self, output: Output) -> Option<Result<(), Refusal>> {
+        match output {
+            Output::Record { command, awaited } => {
+                let result = self.log.record(self.host.as_ref(), *command).await;
+                return awaited.then(|| result.map_err(Refusal::from));
+            }
+            Output::UseDialIntent {
+                extension_id,
+                intent_id,
+            } => {
+                let origin = Origin {
+                    actor: self.host.actor(),
+                    correlation_id: Some(self.call.id().0),
+                    observe_append: None,
+                };
+                let used = command::execute::<Extension>(
+                    self.host.store(),
+                    &origin,
+                    &extension_id.stream_id(),
+                    &ExtensionCommand::UseDialIntent { intent_id },
+                    None,
+                    None,
+                )
+                .await;
+                return Some(used.map(|_| ()).map_err(Refusal::from));
+            }
+            Output::Respond {
+                key,
+                request,
+                answer,
+                tag,
+            } => self.host.respond(&key, &request, answer, &tag).await,
+            Output::Invite {
+                leg,
+                to,
+                transport,
+                key,
+                request,
+            } => {
+                let path = self.host.path_to(to, transport);
+                self.set_leg_path(leg, path.clone());
+                match path {
+                    Some(path) => {
+                        let notify = self.notify(Some(leg));
+                        self.host.outgoing().send(key, request, path, notify).await;
+                    }
+                    // Gone since the call looked (a connection closed): as good as no answer.
+                    None => self.notify(Some(leg))(&key, Outcome::Timeout),
+                }
+            }
+            Output::Cancel { leg, invite } => {
+                if let Some(path) = self.leg_path(leg) {
+                    let notify = self.notify(Some(leg));
+                    self.host.outgoing().cancel(&invite, path, notify).await;
+                }
+            }
+            Output::Ack { leg, bytes } => {
+                if let Some(path) = self.leg_path(leg) {
+                    path.send(bytes).await;
+                }
+            }
+            Output::Request {
+                to,
+                method,
+                branch,
+                bytes,
+            } => {
+                let (path, leg) = match to {
+                    Peer::Caller => (Some(self.caller_path.clone()), None),
+                    Peer::Leg(l) => (self.leg_path(l), Some(l)),
+                };
+                match path {
+                    Some(path) => {
+                        let notify = self.notify(leg);
+                        self.host
+                            .outgoing()
+                            .send_bytes(&bytes, branch, method, path, notify)
+                            .await;
+                    }
+                    None => {
+                        // Nowhere to send it: as good as unanswered.
+                        let key = ClientKey {
+                            branch,
+                            method: method.into(),
+                        };
+                        self.notify(leg)(&key, Outcome::Timeout);
+                    }
+                }
+            }
+            Output::ByeAnswer(answer) => {
+                if let Some(reply) = self.bye_reply.take() {
+                    let _ = reply.send(answer);
+                }
+            }
+            Output::Notice {
+                to,
+                transport,
+                key,
+                request,
+            } => {
+                if let Some(path) = self.host.path_to(to, transport) {
+                    let notify = self.notify(None);
+                    self.host.outgoing().send(key, request, path, notify).await;
+                }
+            }
+            Output::Webhook { mut notice, ttl } => {
+                if let Some(webhook) = self.host.call_in_webhook() {
+                    let expires =
+                        chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+                    notice["expires_at"] = expires.to_rfc3339().into();
+                    let call = self.call.id();
+                    tokio::spawn(async move {
+                        if let Err(e) = webhook.post(&notice).await {
+                            tracing::warn!(%call, error = %e, "call-in notice not delivered to the webhook");
+                        }
+                    });
+                }
+            }
+            Output::MediaPeer { side, rtp, from } => {
+                if let Some(relay) = &self.relay {
+                    relay.peer_from_sdp(side, rtp, from);
+                }
+            }
+            Output::AdoptArrival { leg } => {
+                let path = self.arrival.take();
+                self.set_leg_path(leg, path);
+            }
+            Output::Register(key) => self.host.calls().register(key, self.tx.clone()),
+            Output::Forget(key) => self.host.calls().forget(&key),
+            Output::ForgetCallIn { access, number } => {
+                self.host.call_ins().forget(&access, &number, &self.tx)
+            }
+            Output::Release => {
+                self.relay = None;
+                self.hold = None;
+            }
+        }
+        None
+    }
+
+    fn leg_path(&self, leg: usize) -> Option<PeerPath> {
+        self.legs.get(leg).cloned().flatten()
+    }
+
+    fn set_leg_path(&mut self, leg: usize, path: Option<PeerPath>) {
+        if self.legs.len() <= leg {
+            self.legs.resize(leg + 1, None);
+        }
+        self.legs[leg] = path;
+    }
+
+    /// Where outcomes of a request toward `leg` (None: the caller) go.
+    fn notify(&self, leg: Option<usize>) -> Notify {
+        let tx = self.tx.clone();
+        Arc::new(move |key: &ClientKey, outcome: Outcome| {
+            let _ = tx.try_send(CallInput::Outcome {
+                leg,
+                key: key.clone(),
+                outcome,
+            });
+        })
+    }
+}
