@@ -15,7 +15,8 @@ use domain::ids::{CallId, ExtensionId};
 
 use super::*;
 use crate::b2bua::plan::{CallInPlan, Plan, Target};
-use crate::message::{self, Message};
+use crate::message::{self, Message, RawMessage};
+use crate::outgoing::{ClientKey, Outcome};
 use crate::transaction::{T1, TransactionKey};
 
 const CALLER_TAG: &str = "edge-tag";

@@ -1,0 +1,240 @@
+//! What passes between a call and the task that runs it: the inputs the call takes, the
+//! outputs it asks for, what it is set up with, and what it may ask of the edge at once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use domain::E164;
+use domain::call::CallCommand;
+use domain::device::Transport;
+use domain::extension::Extension;
+use domain::ids::ExtensionId;
+use infra::command::CommandError;
+
+use crate::answer::Answer;
+use crate::b2bua::DialogKey;
+use crate::media::relay::Side as RelaySide;
+use crate::message::RawMessage;
+use crate::outgoing::{ClientKey, Outcome};
+use crate::transaction::TransactionKey;
+
+/// How the edge reaches a peer, as far as the call needs to know: where, and over which
+/// transport (`UDP` or `TCP`, as a Via names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    pub peer: SocketAddr,
+    pub transport: &'static str,
+}
+
+impl Reach {
+    /// Whether the transport delivers reliably (a 2xx need not be repeated).
+    pub fn is_reliable(&self) -> bool {
+        self.transport != "UDP"
+    }
+}
+
+/// The caller's side of the call.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The server transaction of the caller's INVITE.
+    pub key: TransactionKey,
+    pub invite: RawMessage,
+    /// Where the caller is.
+    pub reach: Reach,
+    /// The To tag the edge answers with.
+    pub tag: String,
+}
+
+/// A carrier's INVITE that is the awaited call-in.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// Its server transaction, answered by the call.
+    pub key: TransactionKey,
+    pub invite: RawMessage,
+    pub reach: Reach,
+    /// The To tag the edge answers it with.
+    pub tag: String,
+}
+
+/// The call's media relay: the address and ports the session descriptions are pointed at,
+/// and how long media may stop before the call is ended.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaPorts {
+    pub address: IpAddr,
+    /// The port facing the caller.
+    pub caller_port: u16,
+    /// The port facing the callee.
+    pub callee_port: u16,
+    pub timeout: Duration,
+}
+
+impl MediaPorts {
+    pub(crate) fn port(&self, side: RelaySide) -> u16 {
+        match side {
+            RelaySide::Caller => self.caller_port,
+            RelaySide::Callee => self.callee_port,
+        }
+    }
+}
+
+/// What the call is set up with besides its plan.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The edge running the call (`call.started` names it).
+    pub edge_id: uuid::Uuid,
+    /// The longest the call rings (the account's ring timeout, capped by the edge's).
+    pub ring: Duration,
+    /// The longest a call-in is waited for (`sip.call_in_timeout_secs`).
+    pub call_in: Duration,
+    /// The longest an answered call lasts.
+    pub max_duration: Duration,
+    /// The relay, when the edge relays the call's media.
+    pub media: Option<MediaPorts>,
+    /// The edge is already shutting down: the call is refused.
+    pub draining: bool,
+    /// Call-in notices also go to a webhook.
+    pub call_in_webhook: bool,
+}
+
+/// What the call asks of the edge it runs on, answered at once (no IO behind it that the call
+/// would wait for).
+pub trait Context {
+    /// The address requests leave from (Via sent-by, Contact).
+    fn local(&self) -> SocketAddr;
+    /// Whether, and how, the edge can reach `to` over `transport` now.
+    fn reach(&self, to: SocketAddr, transport: Transport) -> Option<Reach>;
+    /// The extension as the routing view has it now (it may have been removed since the call
+    /// began), if `number` is still this extension's.
+    fn extension_now(&self, id: ExtensionId, number: &E164) -> Option<Extension>;
+    /// Makes this call the one an extension's call-in to `access` from `number` reaches;
+    /// false when another call waits for that already.
+    fn wait_call_in(&self, access: &E164, number: &E164) -> bool;
+}
+
+/// Why a recording the call waited for did not happen: the domain refused the step (its
+/// reason), or the store failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Domain(String),
+    Store,
+}
+
+impl From<CommandError> for Refusal {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Domain(why) => Refusal::Domain(why.to_string()),
+            _ => Refusal::Store,
+        }
+    }
+}
+
+/// What the call is told.
+#[derive(Debug)]
+pub enum Input {
+    /// What became of a request the call sent: toward leg `leg`, or toward the caller (None).
+    Outcome {
+        leg: Option<usize>,
+        key: ClientKey,
+        outcome: Outcome,
+    },
+    /// The caller's CANCEL (the edge has answered it 200).
+    Cancel,
+    /// An ACK inside one of the call's dialogs.
+    Ack(RawMessage),
+    /// A BYE inside one of the call's dialogs; answered with [`Output::ByeAnswer`].
+    Bye(RawMessage),
+    /// The user's extension calling in to take this call (alternate path (b)).
+    CallIn(Arrival),
+    /// The edge is shutting down: end the call now.
+    Shutdown,
+    /// The result of the awaited recording the call asked for last.
+    Recorded(Result<(), Refusal>),
+}
+
+/// Who a request inside a dialog goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Caller,
+    Leg(usize),
+}
+
+/// What the call asks to be done, in this order.
+#[derive(Debug)]
+pub enum Output {
+    /// Append `command` to the call's stream. When `awaited`, the call goes on only once
+    /// [`Input::Recorded`] brings the result (and nothing follows it in this batch).
+    Record {
+        command: Box<CallCommand>,
+        awaited: bool,
+    },
+    /// Take the extension's dial intent for this call (awaited, as above).
+    UseDialIntent {
+        extension_id: ExtensionId,
+        intent_id: uuid::Uuid,
+    },
+    /// Answer a request through its server transaction, with the edge's To tag.
+    Respond {
+        key: TransactionKey,
+        request: RawMessage,
+        answer: Answer,
+        tag: String,
+    },
+    /// Send a new leg's INVITE (a client transaction) to `to` over `transport`.
+    Invite {
+        leg: usize,
+        to: SocketAddr,
+        transport: Transport,
+        key: ClientKey,
+        request: RawMessage,
+    },
+    /// CANCEL a leg's INVITE.
+    Cancel { leg: usize, invite: RawMessage },
+    /// Send an ACK on a leg (no transaction).
+    Ack { leg: usize, bytes: Vec<u8> },
+    /// Send a request inside a dialog (a BYE) as a client transaction.
+    Request {
+        to: Peer,
+        method: &'static str,
+        branch: String,
+        bytes: Vec<u8>,
+    },
+    /// Answer the BYE the call was just given.
+    ByeAnswer(Answer),
+    /// Tell a device where to call in (a MESSAGE, as a client transaction).
+    Notice {
+        to: SocketAddr,
+        transport: Transport,
+        key: ClientKey,
+        request: RawMessage,
+    },
+    /// Post a call-in notice to the operator's webhook (the task adds `expires_at`, `ttl`
+    /// from now by the wall clock).
+    Webhook {
+        notice: serde_json::Value,
+        ttl: Duration,
+    },
+    /// Where one side of the relay sends its media, from its session description, and the IP
+    /// that description came from.
+    MediaPeer {
+        side: RelaySide,
+        rtp: SocketAddr,
+        from: IpAddr,
+    },
+    /// Leg `leg` is the call-in just given: it is reached where its INVITE came from.
+    AdoptArrival { leg: usize },
+    /// Messages of this dialog are the call's.
+    Register(DialogKey),
+    /// ... no longer.
+    Forget(DialogKey),
+    /// The call no longer waits for a call-in from `number` to `access`.
+    ForgetCallIn { access: E164, number: E164 },
+    /// The call is over: its media ports and its hold on the account go back now.
+    Release,
+}
+
+/// How long a finished call still answers late responses (a leg answering after it was
+/// cancelled is ACKed and hung up): Timer B's span.
+pub const LINGER: Duration = Duration::from_secs(32);
+
+/// How often a call awaiting a call-in checks that the extension still serves.
+pub const CALL_IN_RECHECK: Duration = Duration::from_secs(1);

@@ -1,0 +1,263 @@
+//! Alternate path (b) inside a call: waiting for the extension to call in, telling its
+//! devices, taking the call-in as the call's leg and bridging it, or calling the extension
+//! out when it does not come.
+
+use std::time::{Duration, Instant};
+
+use domain::call::{CallCommand, EndCause, LegFailure, LegRole, LegTarget, Path};
+use domain::ids::LegId;
+
+use super::{Bridging, Call, Leg, LegState, Phase, Then};
+use crate::answer::Answer;
+use crate::b2bua::call::interface::{Arrival, Context, Output};
+use crate::b2bua::call::rules::call_in_wait;
+use crate::b2bua::call_in::{self, Notice};
+use crate::b2bua::dialog_key;
+use crate::b2bua::plan::CallInPlan;
+use crate::dialog::Dialog;
+use crate::media::relay::Side as RelaySide;
+use crate::media::sdp;
+use crate::outgoing::ClientKey;
+
+impl Call {
+    /// Alternate path (b): records the call-in awaited, makes the call the one the
+    /// extension's call to the access number reaches, tells the device over data, and keeps
+    /// the caller ringing. Without the media relay (needed to bridge two offers) or when the
+    /// extension already has a call-in pending, the extension is called out instead (queued
+    /// first; false is returned, the caller going on to place the legs).
+    pub(super) fn await_call_in(
+        &mut self,
+        plan: &CallInPlan,
+        now: Instant,
+        ctx: &dyn Context,
+    ) -> bool {
+        let ttl = call_in_wait(
+            self.settings.call_in,
+            self.ring_deadline.saturating_duration_since(now),
+        );
+        let waiting = ttl.is_some()
+            && self.media.is_some()
+            && ctx.wait_call_in(&plan.access_number, &plan.number);
+        match ttl.filter(|_| waiting) {
+            Some(ttl) => {
+                let token = call_in::token();
+                self.record_then(
+                    CallCommand::AwaitCallIn {
+                        token: token.clone(),
+                        access_number: plan.access_number.clone(),
+                        expected_caller: plan.number.clone(),
+                        ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+                    },
+                    Then::CallInAwaited { token, ttl },
+                );
+                true
+            }
+            None => {
+                tracing::info!(call = %self.id, "call-in not possible; calling the extension out");
+                self.to_place.push_back(plan.fallback.clone());
+                false
+            }
+        }
+    }
+
+    /// The call-in is recorded as awaited: the device is told, and the caller hears ringing.
+    pub(super) fn notify_call_in(
+        &mut self,
+        plan: &CallInPlan,
+        token: String,
+        ttl: Duration,
+        now: Instant,
+        ctx: &dyn Context,
+    ) {
+        self.call_in = Some((plan.clone(), now + ttl));
+        for (uri, to, transport) in &plan.notify {
+            let Some(reach) = ctx.reach(*to, *transport) else {
+                continue;
+            };
+            let (request, branch) = call_in::message(&Notice {
+                contact_uri: uri,
+                local: ctx.local(),
+                transport: reach.transport,
+                access_number: &plan.access_number,
+                extension: &plan.number,
+                caller: &self.plan.from,
+                token: &token,
+                expires_secs: ttl.as_secs(),
+            });
+            self.out.push(Output::Notice {
+                to: *to,
+                transport: *transport,
+                key: ClientKey {
+                    branch,
+                    method: "MESSAGE".into(),
+                },
+                request,
+            });
+        }
+        if self.settings.call_in_webhook {
+            self.out.push(Output::Webhook {
+                ttl,
+                notice: serde_json::json!({
+                "call_id": self.id.to_string(),
+                "account_id": self.plan.account.id.map(|a| a.to_string()),
+                "extension_id": plan.extension_id.to_string(),
+                "extension": plan.number.as_str(),
+                "access_number": plan.access_number.as_str(),
+                "caller": self.plan.from,
+                "token": token,
+                }),
+            });
+        }
+        if !self.rang {
+            self.rang = true;
+            let ringing = self.contact(Answer::status(180), ctx);
+            self.respond(ringing);
+        }
+        tracing::info!(call = %self.id, access_number = %plan.access_number.as_str(), "call-in awaited");
+    }
+
+    /// The call no longer waits for its call-in (if it did).
+    pub(super) fn stop_waiting_for_call_in(&mut self) -> Option<CallInPlan> {
+        let (plan, _) = self.call_in.take()?;
+        self.out.push(Output::ForgetCallIn {
+            access: plan.access_number.clone(),
+            number: plan.number.clone(),
+        });
+        Some(plan)
+    }
+
+    /// The call-in did not come in time (or could not be taken): the extension is called out
+    /// instead, as it is now (a removed extension is not); with nothing left ringing the call
+    /// ends with `cause`.
+    pub(super) fn give_up_call_in(&mut self, cause: EndCause, now: Instant, ctx: &dyn Context) {
+        let Some(plan) = self.stop_waiting_for_call_in() else {
+            return;
+        };
+        let mut fallback = plan.fallback.clone();
+        fallback.extension = ctx.extension_now(plan.extension_id, &plan.number);
+        if fallback.extension.is_some() {
+            self.to_place.push_back(fallback);
+        }
+        self.gave_up = Some(cause);
+        self.pump(now, ctx);
+    }
+
+    /// The awaited extension calls in: the edge answers its INVITE and the caller's, each with
+    /// the relay's address and the codecs both offered, and bridges them. The call-in is a
+    /// leg like any other: recorded (path `call_in`, refused for an extension no longer
+    /// serving) and answered before either side hears 200.
+    pub(super) fn on_call_in(&mut self, arrival: Arrival, now: Instant, ctx: &dyn Context) {
+        let call_id = arrival.invite.header("Call-ID").unwrap_or_default();
+        let leg_dialog = dialog_key(call_id, &arrival.tag);
+        let Some((plan, _)) = self.call_in.clone().filter(|_| self.phase == Phase::Setup) else {
+            self.out.push(Output::Forget(leg_dialog));
+            let answer = Answer::with_reason(480, "Temporarily Unavailable (the call has ended)");
+            return self.answer_arrival(&arrival, answer);
+        };
+        let Some(media) = self.media else {
+            self.out.push(Output::Forget(leg_dialog));
+            return self.answer_arrival(&arrival, Answer::status(500));
+        };
+        let to_extension = sdp::answer(
+            &arrival.invite.body,
+            &self.caller.invite.body,
+            media.address,
+            media.port(RelaySide::Callee),
+        );
+        let to_caller = sdp::answer(
+            &self.caller.invite.body,
+            &arrival.invite.body,
+            media.address,
+            media.port(RelaySide::Caller),
+        );
+        let (Some(to_extension), Some(to_caller)) = (to_extension, to_caller) else {
+            self.out.push(Output::Forget(leg_dialog));
+            let answer = Answer::with_reason(
+                488,
+                "Not Acceptable Here (no codec in common with the caller)",
+            );
+            self.answer_arrival(&arrival, answer);
+            return self.give_up_call_in(EndCause::Rejected, now, ctx);
+        };
+        self.dialogs.push(leg_dialog);
+        let leg_id = LegId(uuid::Uuid::now_v7());
+        let start = CallCommand::StartLeg {
+            leg_id,
+            target: LegTarget::Extension {
+                extension_id: plan.extension_id,
+                number: plan.number.clone(),
+            },
+            path: Path::CallIn,
+            role: LegRole::Callee,
+            account: self.plan.account.clone(),
+            extension: ctx.extension_now(plan.extension_id, &plan.number),
+        };
+        let bridging = Bridging {
+            arrival,
+            leg_id,
+            to_extension,
+            to_caller,
+        };
+        self.record_then(start, Then::CallInStarted(Box::new(bridging)));
+    }
+
+    /// The call-in leg is recorded answered: both sides get 200 and the relay joins them.
+    pub(super) fn bridge(&mut self, bridging: Bridging, now: Instant, ctx: &dyn Context) {
+        let Bridging {
+            arrival,
+            leg_id,
+            to_extension,
+            to_caller,
+        } = bridging;
+        self.stop_waiting_for_call_in();
+        if let Some(rtp) = sdp::audio_endpoint(&arrival.invite.body) {
+            self.out.push(Output::MediaPeer {
+                side: RelaySide::Callee,
+                rtp,
+                from: arrival.reach.peer.ip(),
+            });
+        }
+        let leg = self.legs.len();
+        self.legs.push(Leg {
+            id: leg_id,
+            inbound: Some((arrival.key.clone(), arrival.tag.clone())),
+            dialog: Dialog::as_callee(&arrival.invite, &arrival.tag).ok(),
+            invite: arrival.invite.clone(),
+            reach: arrival.reach,
+            state: LegState::Answered,
+            heard: true,
+            cancel_wanted: false,
+            cancel_sent: false,
+            ack: None,
+            bye_sent: false,
+            failed_with: None,
+        });
+        self.out.push(Output::AdoptArrival { leg });
+        self.answered_by(leg, now);
+        self.to_place.clear();
+        self.pending.clear();
+        self.cancel_legs(LegFailure::AnsweredElsewhere);
+        let answer = self
+            .contact(Answer::status(200), ctx)
+            .body("application/sdp", to_extension);
+        self.answer_arrival(&arrival, answer.clone());
+        self.await_ack(Some(leg), answer, now);
+        self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
+        let answer = self
+            .contact(Answer::status(200), ctx)
+            .body("application/sdp", to_caller);
+        self.respond(answer.clone());
+        self.await_ack(None, answer, now);
+        self.record(CallCommand::Bridge { legs: vec![leg_id] });
+        tracing::info!(call = %self.id, leg = %leg_id, "call-in bridged");
+    }
+
+    pub(super) fn answer_arrival(&mut self, arrival: &Arrival, answer: Answer) {
+        self.out.push(Output::Respond {
+            key: arrival.key.clone(),
+            request: arrival.invite.clone(),
+            answer,
+            tag: arrival.tag.clone(),
+        });
+    }
+}

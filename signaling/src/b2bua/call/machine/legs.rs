@@ -1,0 +1,357 @@
+//! The legs the call places: each recorded, then INVITEd; its answers (ringing, answered,
+//! failed), its CANCEL, the ACK of its 2xx and its BYE.
+
+use std::time::Instant;
+
+use domain::call::{CallCommand, LegFailure, LegRole};
+use domain::ids::LegId;
+
+use super::{Call, Leg, LegState, Phase, Then};
+use crate::answer::Answer;
+use crate::b2bua::call::interface::{Context, Output, Peer, Reach};
+use crate::b2bua::call::rules::{bye_in, content_type, status_of};
+use crate::b2bua::dialog_key;
+use crate::b2bua::plan::Target;
+use crate::dialog::{Dialog, Hop};
+use crate::media::relay::Side as RelaySide;
+use crate::media::sdp;
+use crate::message::RawMessage;
+use crate::outgoing::ClientKey;
+use crate::requests::{self, LegInvite};
+
+impl Call {
+    /// Records a leg; its INVITE leaves once it is recorded.
+    pub(super) fn place_leg(&mut self, target: Target, ctx: &dyn Context) {
+        if self.template.is_none() || self.phase != Phase::Setup {
+            return;
+        }
+        let Some(reach) = ctx.reach(target.destination, target.transport) else {
+            tracing::debug!(call = %self.id, to = %target.destination, "no way to reach a contact; not rung");
+            return;
+        };
+        let leg_id = LegId(uuid::Uuid::now_v7());
+        let account = self.plan.account.clone();
+        self.record_then(
+            CallCommand::StartLeg {
+                leg_id,
+                target: target.target.clone(),
+                path: target.path,
+                role: LegRole::Callee,
+                account,
+                extension: target.extension.clone(),
+            },
+            Then::LegPlaced {
+                target: Box::new(target),
+                leg_id,
+                reach,
+            },
+        );
+    }
+
+    pub(super) fn send_invite(
+        &mut self,
+        target: &Target,
+        leg_id: LegId,
+        reach: Reach,
+        ctx: &dyn Context,
+    ) {
+        let Some(template) = self.template.clone() else {
+            return;
+        };
+        let (call_id, from_tag, branch) = requests::new_dialog();
+        let invite = requests::invite(&LegInvite {
+            request_uri: &target.request_uri,
+            local: ctx.local(),
+            transport: reach.transport,
+            branch: &branch,
+            call_id: &call_id,
+            from_user: &template.caller_id,
+            from_tag: &from_tag,
+            max_forwards: template.max_forwards,
+            content_type: template.content_type.as_deref(),
+            body: &template.offer,
+        });
+        let key = dialog_key(&call_id, &from_tag);
+        self.out.push(Output::Register(key.clone()));
+        self.dialogs.push(key);
+        let leg = self.legs.len();
+        self.legs.push(Leg {
+            id: leg_id,
+            inbound: None,
+            invite: invite.clone(),
+            reach,
+            state: LegState::Trying,
+            heard: false,
+            cancel_wanted: false,
+            cancel_sent: false,
+            dialog: None,
+            ack: None,
+            bye_sent: false,
+            failed_with: None,
+        });
+        self.out.push(Output::Invite {
+            leg,
+            to: target.destination,
+            transport: target.transport,
+            key: ClientKey {
+                branch,
+                method: "INVITE".into(),
+            },
+            request: invite,
+        });
+    }
+
+    pub(super) fn on_leg_response(
+        &mut self,
+        leg: usize,
+        response: RawMessage,
+        now: Instant,
+        ctx: &dyn Context,
+    ) {
+        let Some(status) = status_of(&response) else {
+            return;
+        };
+        if leg >= self.legs.len() {
+            return;
+        }
+        self.legs[leg].heard = true;
+        if self.legs[leg].cancel_wanted && !self.legs[leg].cancel_sent && status < 200 {
+            self.send_cancel(leg);
+        }
+        match status {
+            100 => {}
+            101..=199 => self.on_leg_ringing(leg, status, response, ctx),
+            200..=299 => self.on_leg_answered(leg, response, ctx),
+            _ => self.on_leg_failed(leg, status, LegFailure::Rejected, now),
+        }
+    }
+
+    pub(super) fn on_leg_ringing(
+        &mut self,
+        leg: usize,
+        status: u16,
+        response: RawMessage,
+        ctx: &dyn Context,
+    ) {
+        if self.legs[leg].state != LegState::Trying {
+            return;
+        }
+        self.legs[leg].state = LegState::Ringing;
+        let leg_id = self.legs[leg].id;
+        self.record(CallCommand::LegRinging { leg_id });
+        if self.phase == Phase::Setup && !self.rang {
+            self.rang = true;
+            // Early media (a 183 with a session description) is passed on as it came.
+            let status = if status == 183 && !response.body.is_empty() {
+                183
+            } else {
+                180
+            };
+            let body = self.callee_session(leg, &response.body);
+            let answer = self
+                .contact(Answer::status(status), ctx)
+                .body(&content_type(&response), body);
+            self.respond(answer);
+        }
+    }
+
+    pub(super) fn on_leg_answered(&mut self, leg: usize, response: RawMessage, ctx: &dyn Context) {
+        // Every 2xx is ACKed, whatever becomes of the leg.
+        if self.legs[leg].dialog.is_none() {
+            match Dialog::as_caller(&self.legs[leg].invite, &response) {
+                Ok(d) => self.legs[leg].dialog = Some(d),
+                Err(e) => {
+                    tracing::info!(call = %self.id, error = %e, "a leg's 2xx cannot start a dialog");
+                    return;
+                }
+            }
+        }
+        // A delayed offer (the caller's INVITE had no session description, so the 2xx carries
+        // the offer): the winner's ACK waits for the caller's, which carries the answer.
+        let delayed_offer = self.caller.invite.body.is_empty() && !response.body.is_empty();
+        match self.legs[leg].ack.clone() {
+            Some(bytes) => self.out.push(Output::Ack { leg, bytes }),
+            None if delayed_offer && self.phase == Phase::Setup => {}
+            None if delayed_offer && self.phase == Phase::Answered(leg) => {}
+            None => self.ack_leg(leg, &[], &[], ctx),
+        }
+        match self.phase {
+            Phase::Setup if self.legs[leg].state != LegState::Done => {
+                let leg_id = self.legs[leg].id;
+                self.record_then(
+                    CallCommand::LegAnswered { leg_id },
+                    Then::LegAnswered { leg, response },
+                );
+            }
+            Phase::Answered(winner) if winner == leg => {}
+            _ => {
+                // Answered after another leg won, after it was cancelled, or after the call
+                // ended: hang it up.
+                if !self.legs[leg].bye_sent {
+                    let leg_id = self.legs[leg].id;
+                    if self.phase != Phase::Over {
+                        self.record(CallCommand::LegAnswered { leg_id });
+                    }
+                    self.bye_leg(leg, ctx);
+                }
+            }
+        }
+    }
+
+    /// The answer of `leg` is recorded: it wins the call, the others are cancelled and the
+    /// caller hears 200.
+    pub(super) fn won_by(
+        &mut self,
+        leg: usize,
+        response: &RawMessage,
+        now: Instant,
+        ctx: &dyn Context,
+    ) {
+        self.legs[leg].state = LegState::Answered;
+        self.answered_by(leg, now);
+        self.stop_waiting_for_call_in();
+        self.to_place.clear();
+        self.pending.clear();
+        self.cancel_legs(LegFailure::AnsweredElsewhere);
+        self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
+        let body = self.callee_session(leg, &response.body);
+        let answer = self
+            .contact(Answer::status(200), ctx)
+            .body(&content_type(response), body);
+        self.respond(answer.clone());
+        self.await_ack(None, answer, now);
+        tracing::info!(call = %self.id, leg = %self.legs[leg].id, "call answered");
+    }
+
+    pub(super) fn on_leg_failed(
+        &mut self,
+        leg: usize,
+        status: u16,
+        failure: LegFailure,
+        now: Instant,
+    ) {
+        if leg >= self.legs.len() {
+            return;
+        }
+        if matches!(self.legs[leg].state, LegState::Trying | LegState::Ringing) {
+            self.legs[leg].state = LegState::Done;
+            self.legs[leg].failed_with = Some(status);
+            let leg_id = self.legs[leg].id;
+            self.record(CallCommand::LegFailed {
+                leg_id,
+                sip_status: status,
+                failure,
+            });
+        }
+        self.end_if_nothing_rings(now);
+    }
+
+    /// Cancels every leg still ringing, recording why.
+    pub(super) fn cancel_legs(&mut self, why: LegFailure) {
+        for leg in 0..self.legs.len() {
+            if !matches!(self.legs[leg].state, LegState::Trying | LegState::Ringing) {
+                continue;
+            }
+            self.legs[leg].state = LegState::Done;
+            self.legs[leg].cancel_wanted = true;
+            if self.legs[leg].heard {
+                self.send_cancel(leg);
+            }
+            let leg_id = self.legs[leg].id;
+            self.record(CallCommand::LegFailed {
+                leg_id,
+                sip_status: 487,
+                failure: why,
+            });
+        }
+    }
+
+    pub(super) fn send_cancel(&mut self, leg: usize) {
+        self.legs[leg].cancel_sent = true;
+        self.out.push(Output::Cancel {
+            leg,
+            invite: self.legs[leg].invite.clone(),
+        });
+    }
+
+    /// ACKs a leg's 2xx (inside its dialog), with `body` when it completes a delayed offer.
+    pub(super) fn ack_leg(
+        &mut self,
+        leg: usize,
+        extra: &[(&str, String)],
+        body: &[u8],
+        ctx: &dyn Context,
+    ) {
+        let local = ctx.local().to_string();
+        let branch = requests::branch();
+        let transport = self.legs[leg].reach.transport;
+        let Some(dialog) = self.legs[leg].dialog.as_mut() else {
+            return;
+        };
+        let ack = dialog.request(
+            "ACK",
+            Some(1),
+            Hop {
+                transport,
+                sent_by: &local,
+                branch: &branch,
+            },
+            extra,
+            body,
+        );
+        self.legs[leg].ack = Some(ack.clone());
+        self.out.push(Output::Ack { leg, bytes: ack });
+    }
+
+    pub(super) fn bye_leg(&mut self, leg: usize, ctx: &dyn Context) {
+        if self.legs[leg].bye_sent {
+            return;
+        }
+        self.legs[leg].bye_sent = true;
+        self.legs[leg].state = LegState::Done;
+        let local = ctx.local().to_string();
+        let transport = self.legs[leg].reach.transport;
+        let Some(dialog) = self.legs[leg].dialog.as_mut() else {
+            return;
+        };
+        let (bytes, branch) = bye_in(dialog, transport, &local);
+        self.send_bye(Peer::Leg(leg), bytes, branch);
+    }
+
+    pub(super) fn bye_caller(&mut self, ctx: &dyn Context) {
+        let local = ctx.local().to_string();
+        let transport = self.caller.reach.transport;
+        let Some(dialog) = self.caller_dialog.as_mut() else {
+            return;
+        };
+        let (bytes, branch) = bye_in(dialog, transport, &local);
+        self.send_bye(Peer::Caller, bytes, branch);
+    }
+
+    pub(super) fn send_bye(&mut self, to: Peer, bytes: Vec<u8>, branch: String) {
+        self.byes_pending += 1;
+        self.out.push(Output::Request {
+            to,
+            method: "BYE",
+            branch,
+            bytes,
+        });
+    }
+
+    /// The callee's session description (from `leg`) as the caller is to see it: pointed at
+    /// the relay (which learns where the callee's media goes) when there is one.
+    pub(super) fn callee_session(&mut self, leg: usize, body: &[u8]) -> Vec<u8> {
+        let Some(media) = self.media else {
+            return body.to_vec();
+        };
+        let Some(rtp) = sdp::audio_endpoint(body) else {
+            return body.to_vec();
+        };
+        self.out.push(Output::MediaPeer {
+            side: RelaySide::Callee,
+            rtp,
+            from: self.legs[leg].reach.peer.ip(),
+        });
+        sdp::rewrite(body, media.address, media.port(RelaySide::Caller))
+    }
+}

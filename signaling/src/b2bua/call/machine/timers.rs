@@ -1,0 +1,160 @@
+//! The call's clocks: the ring timeout, legs placed after a delay, the call-in wait, the
+//! repeats of an unacknowledged 2xx, media silence and the longest a call may last. The call
+//! asks to be woken at the earliest ([`Call::next_timeout`]) and acts on what is due
+//! ([`Call::on_timeout`]).
+
+use std::time::{Duration, Instant};
+
+use domain::call::{EndCause, LegFailure, Side};
+
+use super::{Call, Phase};
+use crate::answer::Answer;
+use crate::b2bua::call::interface::{CALL_IN_RECHECK, Context, LINGER, Output};
+use crate::transaction::T2;
+
+impl Call {
+    /// When the call next wants [`Call::on_timeout`], given how long its relay has been
+    /// silent (`media_idle`).
+    pub fn next_timeout(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant> {
+        let ring = (self.phase == Phase::Setup).then_some(self.ring_deadline);
+        let unacked = self.unacked.iter().map(|u| u.next.min(u.give_up)).min();
+        let linger = self.over_at.map(|t| t + LINGER);
+        let media = self.media_left(now, media_idle).map(|left| now + left);
+        let delayed = self.pending.iter().map(|(at, _)| *at).min();
+        // While a call-in is awaited, the extension is looked at every second: one removed
+        // meanwhile is waited for no longer.
+        let call_in = self
+            .call_in
+            .as_ref()
+            .map(|(_, until)| (*until).min(now + CALL_IN_RECHECK));
+        let longest = self.max_duration_at();
+        [ring, unacked, linger, media, delayed, call_in, longest]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Time has come to `now` (the relay silent for `media_idle`).
+    pub fn on_timeout(
+        &mut self,
+        now: Instant,
+        media_idle: Option<Duration>,
+        ctx: &dyn Context,
+    ) -> Vec<Output> {
+        self.timers(now, media_idle, ctx);
+        self.take()
+    }
+
+    /// How much longer an answered call's media may stay silent (zero: it has been silent
+    /// for the relay's timeout), counted from the answer at the earliest: a leg that rang
+    /// long before answering has had no media to relay.
+    pub(super) fn media_left(
+        &self,
+        now: Instant,
+        media_idle: Option<Duration>,
+    ) -> Option<Duration> {
+        let Phase::Answered(_) = self.phase else {
+            return None;
+        };
+        let media = self.media.as_ref()?;
+        let since_answer = now.saturating_duration_since(self.answered_at?);
+        let silent = media_idle?.min(since_answer);
+        Some(media.timeout.saturating_sub(silent))
+    }
+
+    /// When an answered call reaches the longest a call may last.
+    pub(super) fn max_duration_at(&self) -> Option<Instant> {
+        let Phase::Answered(_) = self.phase else {
+            return None;
+        };
+        Some(self.answered_at? + self.settings.max_duration)
+    }
+
+    pub(super) fn timers(&mut self, now: Instant, media_idle: Option<Duration>, ctx: &dyn Context) {
+        if self.awaiting.is_some() {
+            return;
+        }
+        if self.phase != Phase::Setup {
+            self.pending.clear();
+        } else if self.pending.iter().any(|(at, _)| *at <= now) {
+            let (due, later) = std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(at, _)| *at <= now);
+            self.pending = later;
+            self.to_place
+                .extend(due.into_iter().map(|(_, target)| target));
+            self.pump(now, ctx);
+            if self.awaiting.is_some() {
+                // The rest once the legs are placed (the task wakes again at once).
+                return;
+            }
+        }
+        if self.phase == Phase::Setup
+            && let Some((plan, until)) = &self.call_in
+        {
+            let until = *until;
+            let serving = ctx
+                .extension_now(plan.extension_id, &plan.number)
+                .is_some_and(|e| e.status == domain::extension::ExtensionStatus::Verified);
+            if !serving {
+                tracing::info!(call = %self.id, "the extension awaited to call in no longer serves");
+                return self.give_up_call_in(EndCause::Rejected, now, ctx);
+            } else if now >= until {
+                tracing::info!(call = %self.id, "the extension did not call in; calling it out");
+                return self.give_up_call_in(EndCause::CallInTimeout, now, ctx);
+            }
+        }
+        if let (Phase::Answered(winner), Some(longest)) = (self.phase, self.max_duration_at())
+            && now >= longest
+        {
+            tracing::info!(call = %self.id, "the call reached the longest a call may last; hanging up");
+            return self.hang_up(winner, EndCause::MaxDuration, now, ctx);
+        }
+        if let (Phase::Answered(winner), Some(Duration::ZERO)) =
+            (self.phase, self.media_left(now, media_idle))
+        {
+            tracing::info!(call = %self.id, "media stopped; hanging up");
+            return self.hang_up(winner, EndCause::MediaTimeout, now, ctx);
+        }
+        if self.phase == Phase::Setup && now >= self.ring_deadline {
+            self.cancel_legs(LegFailure::Cancelled);
+            self.end_setup(
+                Answer::with_reason(480, "Temporarily Unavailable (no answer)"),
+                Some((EndCause::NoAnswer, Side::System)),
+                now,
+            );
+            return;
+        }
+        if self.unacked.iter().any(|u| now >= u.give_up) {
+            // A 2xx never confirmed: hang up both sides.
+            self.unacked.clear();
+            tracing::info!(call = %self.id, "no ACK for the 2xx; hanging up");
+            if let Phase::Answered(winner) = self.phase {
+                self.bye_leg(winner, ctx);
+            }
+            self.bye_caller(ctx);
+            self.finish(EndCause::Failed, Side::System, now);
+            return;
+        }
+        let mut due = vec![];
+        for unacked in self.unacked.iter_mut().filter(|u| now >= u.next) {
+            unacked.interval = (unacked.interval * 2).min(T2);
+            unacked.next = now + unacked.interval;
+            due.push((unacked.leg, unacked.answer.clone()));
+        }
+        for (leg, answer) in due {
+            match leg.and_then(|l| self.legs[l].inbound.clone().map(|i| (l, i))) {
+                Some((l, (key, tag))) => {
+                    let request = self.legs[l].invite.clone();
+                    self.out.push(Output::Respond {
+                        key,
+                        request,
+                        answer,
+                        tag,
+                    });
+                }
+                None => self.respond(answer),
+            }
+        }
+    }
+}
