@@ -18,9 +18,7 @@ use tokio::sync::mpsc;
 
 use super::CallInput;
 use crate::message::RawMessage;
-use crate::peer_path::PeerPath;
 use crate::requests;
-use crate::transaction::TransactionKey;
 
 /// Calls waiting for an extension to call in, by (access number, extension number).
 #[derive(Default)]
@@ -60,17 +58,6 @@ impl CallIns {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(E164, E164), mpsc::Sender<CallInput>>> {
         self.waiting.lock().expect("call-ins")
     }
-}
-
-/// A carrier's INVITE that is the awaited call-in, handed to the waiting call.
-#[derive(Debug)]
-pub struct Arrival {
-    /// Its server transaction, answered by the call.
-    pub key: TransactionKey,
-    pub invite: RawMessage,
-    pub path: PeerPath,
-    /// The To tag the edge answers it with.
-    pub tag: String,
 }
 
 /// A token for a call-in: eight digits, so a person could key it in if asked.

@@ -27,6 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::answer::Answer;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
+use crate::peer_path::PeerPath;
+use crate::transaction::TransactionKey;
 
 /// How many messages may wait for one call's task before more are dropped (UDP peers
 /// retransmit; a call that far behind is stuck anyway).
@@ -48,10 +50,21 @@ pub enum CallInput {
     /// A BYE inside one of the call's dialogs; its answer goes back on the channel.
     Bye(RawMessage, oneshot::Sender<Answer>),
     /// The user's extension calling in to take this call (alternate path (b)).
-    CallIn(call_in::Arrival),
+    CallIn(Arrival),
     /// The edge is shutting down: end the call now (hang up both sides of an answered call,
     /// refuse one still ringing), record why, and finish once the hangups are answered.
     Shutdown,
+}
+
+/// A carrier's INVITE that is the awaited call-in, handed to the waiting call.
+#[derive(Debug)]
+pub struct Arrival {
+    /// Its server transaction, answered by the call.
+    pub key: TransactionKey,
+    pub invite: RawMessage,
+    pub path: PeerPath,
+    /// The To tag the edge answers it with.
+    pub tag: String,
 }
 
 /// A Call-ID and the edge's tag in that dialog ("" before the edge has answered).

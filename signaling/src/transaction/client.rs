@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{T1, T2, T4};
+use super::timers::{T1, T2, T4};
 
 /// How long a completed INVITE client transaction absorbs repeated failures over UDP.
 const TIMER_D: Duration = Duration::from_secs(32);

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{T1, T2, T4};
+use super::timers::{T1, T2, T4};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerKind {
