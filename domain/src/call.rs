@@ -120,6 +120,8 @@ pub enum EndCause {
     EdgeShutdown,
     /// The call reached the longest an answered call may last (`sip.max_call_duration_secs`).
     MaxDuration,
+    /// A session timer (RFC 4028) ran out: the side that was to refresh the session did not.
+    SessionExpired,
     Failed,
 }
 

@@ -77,6 +77,8 @@ pub struct Stats {
     pub calls_drained: AtomicU64,
     /// Calls hung up at the longest a call may last (`max_duration`).
     pub calls_at_max_duration: AtomicU64,
+    /// Calls hung up because a session timer ran out (`session_expired`).
+    pub calls_session_expired: AtomicU64,
 }
 
 impl Stats {
@@ -86,6 +88,7 @@ impl Stats {
         let counter = match cause {
             C::EdgeShutdown => &self.calls_drained,
             C::MaxDuration => &self.calls_at_max_duration,
+            C::SessionExpired => &self.calls_session_expired,
             _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -474,13 +477,16 @@ impl Edge {
             );
         }
         if !dialog.1.is_empty() {
-            // A re-INVITE: the edge keeps the session it set up and refuses changes to it
-            // (488 leaves the call as it was, RFC 3261 §14.2).
-            return Some(if self.calls.contains(&dialog) {
-                Answer::with_reason(488, "Not Acceptable Here (session changes not supported)")
-            } else {
-                Answer::status(481)
-            });
+            // A re-INVITE: the call answers it (a session refresh, RFC 4028; a change to the
+            // session is refused 488, which leaves the call as it was, RFC 3261 §14.2).
+            let reinvite = CallInput::Reinvite {
+                key: key.clone(),
+                request: raw.clone(),
+            };
+            if self.calls.deliver(&dialog, reinvite) {
+                return None;
+            }
+            return Some(Answer::status(481));
         }
         if self.calls.contains(&dialog) {
             // The same Call-ID with a new branch and no tag: a loop or a confused peer.
@@ -793,6 +799,11 @@ impl Edge {
                 "ringledger_calls_max_duration_total",
                 "Calls hung up at the longest a call may last.",
                 &self.stats.calls_at_max_duration,
+            ),
+            (
+                "ringledger_calls_session_expired_total",
+                "Calls hung up because a side stopped refreshing its session timer (RFC 4028).",
+                &self.stats.calls_session_expired,
             ),
         ];
         for (name, help, value) in counters {

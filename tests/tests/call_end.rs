@@ -377,3 +377,81 @@ async fn a_late_answer_counts_media_silence_from_the_answer() {
     );
     edge.shutdown().await;
 }
+
+/// RFC 4028 over the wire: a carrier's INVITE asking for a 90 s session timer gets it in the
+/// edge's 200 (the carrier refreshes, `Require: timer`); its refresh re-INVITE, with the
+/// session unchanged, is answered 200 with the edge's session description and a fresh
+/// interval; a re-INVITE that changes the session is refused 488 and the call goes on; an
+/// interval under 90 s is refused 422 with `Min-SE` and records no call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_timer_is_negotiated_and_refreshed() {
+    let (edge, trunk) = edge_with_trunk_secured(Backend::sqlite().await, Default::default()).await;
+    edge.add_extension(EXTENSION).await;
+    edge.price_calls(&[], None).await;
+    let timed = |call: &str, secs: u32| {
+        carrier_invite(&trunk, MAIN_NUMBER, call).replace(
+            "CSeq: 1 INVITE\r\n",
+            &format!("CSeq: 1 INVITE\r\nSupported: timer\r\nSession-Expires: {secs}\r\n"),
+        )
+    };
+    // Too short: 422, and nothing recorded.
+    trunk.send(&timed("short", 30)).await;
+    let refused = trunk.expect_status(422).await;
+    assert_eq!(header(&refused, "Min-SE"), "90");
+    let invite = timed("timer", 90);
+    trunk.send(&invite).await;
+    let out = trunk.expect_request("INVITE").await;
+    trunk
+        .send(&respond_to(&out, 200, "mob", Some(trunk.addr), ANSWER))
+        .await;
+    trunk.expect_request("ACK").await;
+    let ok = trunk.expect_status(200).await;
+    assert_eq!(header(&ok, "Session-Expires"), "90;refresher=uac");
+    assert_eq!(header(&ok, "Require"), "timer");
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
+    let with_body = |request: String, body: &str| {
+        request.replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Supported: timer\r\nSession-Expires: 90\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    // The refresh: the session as it was offered.
+    let offer = &invite[invite.find("\r\n\r\n").unwrap() + 4..];
+    let refresh = with_body(in_dialog(&trunk, &invite, &ok, "INVITE", 2), offer);
+    trunk.send(&refresh).await;
+    let refreshed = trunk.expect_status(200).await;
+    assert_eq!(header(&refreshed, "CSeq"), "2 INVITE");
+    assert_eq!(header(&refreshed, "Session-Expires"), "90;refresher=uac");
+    let session = |m: &str| m[m.find("\r\n\r\n").unwrap() + 4..].to_string();
+    assert_eq!(
+        session(&refreshed),
+        session(&ok),
+        "the edge's session, unchanged"
+    );
+    trunk
+        .send(&in_dialog(&trunk, &invite, &refreshed, "ACK", 2))
+        .await;
+    // A change (a new session version): refused, the call as it was.
+    let changed = offer.replacen(" 1 1 IN", " 1 2 IN", 1);
+    assert_ne!(changed, offer);
+    trunk
+        .send(&with_body(
+            in_dialog(&trunk, &invite, &ok, "INVITE", 3),
+            &changed,
+        ))
+        .await;
+    trunk.expect_status(488).await;
+    // The carrier hangs up: one call, ended normally (not by its timer).
+    trunk.send(&in_dialog(&trunk, &invite, &ok, "BYE", 4)).await;
+    trunk.expect_request("BYE").await;
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(calls.len(), 1, "the 422 recorded no call");
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+    edge.shutdown().await;
+}

@@ -212,6 +212,7 @@ impl CallTask {
                 })
             }
             CallInput::Shutdown => Input::Shutdown,
+            CallInput::Reinvite { key, request } => Input::Reinvite { key, request },
         };
         let outputs = self.step(input);
         self.carry_out(outputs).await;

@@ -32,6 +32,7 @@ use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Notify, Outcome};
 use crate::peer_path::PeerPath;
 use crate::requests::{self, LegInvite};
+use crate::transaction::TransactionKey;
 
 /// Takes up the callback requests the routing view shows waiting, each once, until `stopped`.
 pub async fn run(host: Arc<dyn CallHost>, every: Duration, mut stopped: watch::Receiver<bool>) {
@@ -319,6 +320,14 @@ impl Callback {
         })
     }
 
+    /// A callback keeps the sessions it set up: a re-INVITE is refused (488 leaves the call as
+    /// it was, RFC 3261 §14.2), and a callback offers no session timer to refresh.
+    async fn refuse_reinvite(&self, key: &TransactionKey, request: &RawMessage) {
+        let answer =
+            Answer::with_reason(488, "Not Acceptable Here (session changes not supported)");
+        self.host.respond(key, request, answer, "").await;
+    }
+
     /// Records a leg and sends its INVITE (None: the domain refused it).
     async fn place_leg(
         &mut self,
@@ -487,6 +496,7 @@ impl Callback {
                     self.cancel_ringing(leg).await;
                     return Waited::ShuttingDown;
                 }
+                CallInput::Reinvite { key, request } => self.refuse_reinvite(&key, &request).await,
                 _ => {}
             }
         }
@@ -553,6 +563,9 @@ impl Callback {
                             self.ack_again(leg).await;
                         }
                     }
+                }
+                Ok(Some(CallInput::Reinvite { key, request })) => {
+                    self.refuse_reinvite(&key, &request).await
                 }
                 Ok(Some(_)) | Err(_) => {}
                 Ok(None) => return,

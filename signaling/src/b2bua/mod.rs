@@ -49,6 +49,12 @@ pub enum CallInput {
     Ack(RawMessage),
     /// A BYE inside one of the call's dialogs; its answer goes back on the channel.
     Bye(RawMessage, oneshot::Sender<Answer>),
+    /// A re-INVITE inside one of the call's dialogs (its server transaction, answered by the
+    /// call): a session refresh (RFC 4028) or a change the edge refuses.
+    Reinvite {
+        key: TransactionKey,
+        request: RawMessage,
+    },
     /// The user's extension calling in to take this call (alternate path (b)).
     CallIn(Arrival),
     /// The edge is shutting down: end the call now (hang up both sides of an answered call,

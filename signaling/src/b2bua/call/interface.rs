@@ -143,6 +143,11 @@ pub enum Input {
     Ack(RawMessage),
     /// A BYE inside one of the call's dialogs; answered with [`Output::ByeAnswer`].
     Bye(RawMessage),
+    /// A re-INVITE inside one of the call's dialogs, through its server transaction.
+    Reinvite {
+        key: TransactionKey,
+        request: RawMessage,
+    },
     /// The user's extension calling in to take this call (alternate path (b)).
     CallIn(Arrival),
     /// The edge is shutting down: end the call now.

@@ -2,6 +2,7 @@
 
 mod call_in_leg;
 mod legs;
+mod session_timer;
 mod timers;
 
 use std::collections::VecDeque;
@@ -24,6 +25,7 @@ use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::outgoing::Outcome;
 use crate::transaction::T1;
+use session_timer::{SessionTimer, Sessions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LegState {
@@ -63,8 +65,12 @@ enum Phase {
 /// A 2xx the edge sent, repeated over UDP until it is ACKed (RFC 3261 §13.3.1.4): to the
 /// caller, or to an extension whose call-in the edge answered.
 struct Unacked {
-    /// None: the caller; Some: the call-in leg.
+    /// None: the caller; Some: a leg (the call-in, or one whose re-INVITE the edge answered).
     leg: Option<usize>,
+    /// The server transaction the 2xx answers, and its request.
+    key: crate::transaction::TransactionKey,
+    request: RawMessage,
+    tag: String,
     answer: Answer,
     next: Instant,
     interval: Duration,
@@ -147,6 +153,10 @@ pub struct Call {
     byes_pending: usize,
     /// The recording the call waits for, and what it then goes on with.
     awaiting: Option<Then>,
+    /// Once answered: each side's session description, heard and given.
+    sessions: Sessions,
+    /// The session timers the sides asked for (RFC 4028).
+    session_timers: Vec<SessionTimer>,
     out: Vec<Output>,
 }
 
@@ -182,6 +192,8 @@ impl Call {
             answered_at: None,
             byes_pending: 0,
             awaiting: None,
+            sessions: Sessions::default(),
+            session_timers: vec![],
             out: vec![],
         }
     }
@@ -203,6 +215,10 @@ impl Call {
                 503,
                 "Service Unavailable (shutting down)",
             ));
+            self.over(now);
+        } else if let Some(too_small) = Self::interval_too_small(&self.caller.invite) {
+            // Negotiation, not a call: the caller asks again with a longer interval.
+            self.respond(too_small);
             self.over(now);
         } else {
             let plan = &self.plan;
@@ -231,6 +247,10 @@ impl Call {
             return false;
         };
         if self.shutting_down && self.byes_pending == 0 {
+            return true;
+        }
+        if self.legs.is_empty() {
+            // No leg was placed: no late answer to wait for.
             return true;
         }
         now >= over_at + LINGER
@@ -282,6 +302,7 @@ impl Call {
             }
             Input::CallIn(arrival) => self.on_call_in(arrival, now, ctx),
             Input::Ack(ack) => self.on_ack(&ack, ctx),
+            Input::Reinvite { key, request } => self.on_reinvite(key, request, now, ctx),
             Input::Bye(bye) => {
                 let answer = self.on_bye(&bye, now, ctx);
                 self.out.push(Output::ByeAnswer(answer));
@@ -558,6 +579,33 @@ impl Call {
     /// A 2xx sent over UDP is repeated until its ACK comes (None: the caller's; Some: a
     /// call-in leg's).
     fn await_ack(&mut self, leg: Option<usize>, answer: Answer, now: Instant) {
+        let inbound = leg.and_then(|l| {
+            let leg = &self.legs[l];
+            let (key, tag) = leg.inbound.clone()?;
+            Some((key, leg.invite.clone(), tag))
+        });
+        let (key, request, tag) = inbound.unwrap_or_else(|| {
+            let caller = &self.caller;
+            (
+                caller.key.clone(),
+                caller.invite.clone(),
+                caller.tag.clone(),
+            )
+        });
+        self.await_ack_of(leg, key, request, tag, answer, now);
+    }
+
+    /// A 2xx to `request` (through `key`), from `leg` (None: the caller), repeated over UDP
+    /// until its ACK comes.
+    fn await_ack_of(
+        &mut self,
+        leg: Option<usize>,
+        key: crate::transaction::TransactionKey,
+        request: RawMessage,
+        tag: String,
+        answer: Answer,
+        now: Instant,
+    ) {
         let reach = match leg {
             Some(l) => self.legs[l].reach,
             None => self.caller.reach,
@@ -567,6 +615,9 @@ impl Call {
         }
         self.unacked.push(Unacked {
             leg,
+            key,
+            request,
+            tag,
             answer,
             next: now + T1,
             interval: T1,
@@ -575,7 +626,7 @@ impl Call {
     }
 
     fn on_ack(&mut self, ack: &RawMessage, ctx: &dyn Context) {
-        if let Some(leg) = self.inbound_leg_of(ack) {
+        if let Some(leg) = self.leg_of(ack) {
             self.unacked.retain(|u| u.leg != Some(leg));
         } else if self.is_from_caller(ack) {
             self.unacked.retain(|u| u.leg.is_some());
@@ -595,11 +646,11 @@ impl Call {
         }
     }
 
-    /// The call-in leg an in-dialog request (an ACK) comes from, if it is one.
-    fn inbound_leg_of(&self, request: &RawMessage) -> Option<usize> {
-        self.legs.iter().position(|l| {
-            l.inbound.is_some() && l.dialog.as_ref().is_some_and(|d| d.matches(request))
-        })
+    /// The leg an in-dialog request (an ACK, a re-INVITE) comes from, if it is one.
+    fn leg_of(&self, request: &RawMessage) -> Option<usize> {
+        self.legs
+            .iter()
+            .position(|l| l.dialog.as_ref().is_some_and(|d| d.matches(request)))
     }
 
     /// Whether an in-dialog request comes from the caller (rather than from a leg).

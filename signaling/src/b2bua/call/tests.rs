@@ -14,6 +14,7 @@ use domain::extension::{Extension, ExtensionStatus};
 use domain::ids::{CallId, ExtensionId};
 
 use super::*;
+use crate::answer::Answer;
 use crate::b2bua::plan::{CallInPlan, Plan, Target};
 use crate::message::{self, Message, RawMessage};
 use crate::outgoing::{ClientKey, Outcome};
@@ -197,8 +198,16 @@ impl Sim {
     }
 
     fn start_with(plan: Plan, settings: Settings, refuse: Refuser) -> (Self, Vec<Output>) {
+        Self::start_invite(plan, settings, refuse, caller_invite(OFFER))
+    }
+
+    fn start_invite(
+        plan: Plan,
+        settings: Settings,
+        refuse: Refuser,
+        invite: RawMessage,
+    ) -> (Self, Vec<Output>) {
         let now = Instant::now();
-        let invite = caller_invite(OFFER);
         let caller = Caller {
             key: TransactionKey::of_request(&invite).expect("a transaction"),
             invite,
@@ -947,4 +956,218 @@ fn a_caller_cancel_while_a_call_in_is_awaited_stops_the_wait() {
     assert_eq!(to_caller(&out), vec![487]);
     // No call-out later.
     assert!(invites(&sim.run_for(secs(40))).is_empty());
+}
+
+/// A call from a caller asking for a session timer of `secs`.
+fn timed_caller(secs: u64) -> (Sim, Vec<Output>) {
+    let refuse: Refuser = Box::new(|_| None);
+    let plan = plan(vec![target(0, Duration::ZERO)]);
+    Sim::start_invite(plan, settings(), refuse, caller_invite_timed(secs))
+}
+
+fn caller_invite_timed(secs: u64) -> RawMessage {
+    let mut invite = caller_invite(OFFER);
+    invite
+        .headers
+        .push(("Supported".into(), "100rel, timer".into()));
+    invite
+        .headers
+        .push(("Session-Expires".into(), format!("{secs};refresher=uac")));
+    invite
+}
+
+/// A re-INVITE from the caller, with `body` and these extra headers.
+fn caller_reinvite(
+    cseq: u32,
+    body: &str,
+    extra: &[(&str, String)],
+) -> (TransactionKey, RawMessage) {
+    let mut request = from_caller("INVITE", cseq);
+    for (name, value) in extra {
+        request.headers.push((name.to_string(), value.clone()));
+    }
+    if !body.is_empty() {
+        request
+            .headers
+            .push(("Content-Type".into(), "application/sdp".into()));
+        request.body = body.as_bytes().to_vec();
+    }
+    (
+        TransactionKey::of_request(&request).expect("a transaction"),
+        request,
+    )
+}
+
+fn refresh_headers(secs: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("Supported", "timer".into()),
+        ("Session-Expires", format!("{secs};refresher=uac")),
+    ]
+}
+
+/// The answers given to re-INVITEs (responses without the caller's INVITE tag).
+fn reinvite_answers(outputs: &[Output]) -> Vec<&Answer> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Respond { answer, tag, .. } if tag.is_empty() => Some(answer),
+            _ => None,
+        })
+        .collect()
+}
+
+fn header_of<'a>(answer: &'a Answer, name: &str) -> Option<String> {
+    answer.headers.iter().find_map(|h| {
+        let text = h.to_string();
+        let (n, v) = text.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+fn timed_answered(secs: u64) -> Sim {
+    let (mut sim, out) = timed_caller(secs);
+    let invite = invites(&out).remove(0).1;
+    let out = sim.give(response(0, &invite, 200, ANSWER));
+    let ok = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Respond { answer, tag, .. } if tag == CALLER_TAG => Some(answer.clone()),
+            _ => None,
+        })
+        .expect("the caller's 200");
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        header_of(&ok, "Session-Expires"),
+        Some(format!("{secs};refresher=uac"))
+    );
+    assert_eq!(header_of(&ok, "Require"), Some("timer".into()));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    sim
+}
+
+#[test]
+fn a_session_timer_is_taken_and_a_caller_that_stops_refreshing_is_hung_up() {
+    let mut sim = timed_answered(120);
+    // RFC 4028 §10: given up at 120 - min(32, 40) = 88 s without a refresh.
+    assert!(sim.run_for(secs(87)).is_empty());
+    let out = sim.run_for(secs(1));
+    assert_eq!(byes(&out), vec![Peer::Leg(0), Peer::Caller]);
+    assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
+}
+
+#[test]
+fn a_refresh_keeps_the_call_and_is_answered_with_the_same_session() {
+    let mut sim = timed_answered(120);
+    assert!(sim.run_for(secs(60)).is_empty());
+    // The caller refreshes with its session unchanged (same o= version).
+    let (key, reinvite) = caller_reinvite(2, OFFER, &refresh_headers(120));
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: reinvite,
+    });
+    let answers = reinvite_answers(&out);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].status, 200);
+    assert_eq!(
+        header_of(answers[0], "Session-Expires"),
+        Some("120;refresher=uac".into())
+    );
+    // The edge's own session description, pointing where the first 200 pointed.
+    assert!(String::from_utf8_lossy(&answers[0].body).contains("m=audio"));
+    sim.give(Input::Ack(from_caller("ACK", 2)));
+    // Not hung up at the old expiry; 88 s after the refresh it is.
+    assert!(
+        sim.run_for(secs(87))
+            .iter()
+            .all(|o| ended(std::slice::from_ref(o)).is_none())
+    );
+    let out = sim.run_for(secs(1));
+    assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
+}
+
+#[test]
+fn a_refresh_2xx_is_repeated_until_its_ack() {
+    let mut sim = timed_answered(120);
+    let (key, reinvite) = caller_reinvite(2, OFFER, &refresh_headers(120));
+    sim.give(Input::Reinvite {
+        key,
+        request: reinvite,
+    });
+    let out = sim.run_for(T1);
+    assert_eq!(reinvite_answers(&out).len(), 1, "{out:?}");
+    sim.give(Input::Ack(from_caller("ACK", 2)));
+    let out = sim.run_for(secs(10));
+    assert!(reinvite_answers(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_session_change_is_refused_and_the_call_goes_on() {
+    let (mut sim, _) = answered(settings());
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    // A new o= version: hold, a new codec... refused 488, the call as it was.
+    let changed = OFFER.replace("o=- 1 1", "o=- 1 2");
+    let (key, reinvite) = caller_reinvite(2, &changed, &[]);
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: reinvite,
+    });
+    let answers = reinvite_answers(&out);
+    assert_eq!(answers.iter().map(|a| a.status).collect::<Vec<_>>(), [488]);
+    assert!(ended(&out).is_none() && byes(&out).is_empty());
+    // Without a session timer asked for, a refresh is answered and none is armed.
+    let (key, reinvite) = caller_reinvite(3, OFFER, &[]);
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: reinvite,
+    });
+    let answers = reinvite_answers(&out);
+    assert_eq!(answers[0].status, 200);
+    assert_eq!(header_of(answers[0], "Session-Expires"), None);
+}
+
+#[test]
+fn a_session_interval_under_90_s_is_refused_422() {
+    let (sim, out) = timed_caller(30);
+    let answer = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Respond { answer, .. } => Some(answer),
+            _ => None,
+        })
+        .expect("an answer");
+    assert_eq!(answer.status, 422);
+    assert_eq!(header_of(answer, "Min-SE"), Some("90".into()));
+    assert!(commands(&out).is_empty(), "a negotiation is not a call");
+    assert!(sim.call.is_done(sim.now));
+    // The same in a refresh: refused, the call untouched.
+    let mut sim = timed_answered(120);
+    let (key, reinvite) = caller_reinvite(2, OFFER, &refresh_headers(60));
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: reinvite,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 422);
+    assert!(ended(&out).is_none());
+}
+
+#[test]
+fn a_reinvite_before_the_answer_or_after_the_end_is_refused() {
+    let (mut sim, _) = ringing(1, settings());
+    let (key, reinvite) = caller_reinvite(2, OFFER, &[]);
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: reinvite,
+    });
+    let answers = reinvite_answers(&out);
+    assert_eq!(answers[0].status, 500);
+    assert!(header_of(answers[0], "Retry-After").is_some());
+    sim.give(Input::Cancel);
+    let (key, reinvite) = caller_reinvite(3, OFFER, &[]);
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: reinvite,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 481);
 }

@@ -9,7 +9,7 @@ use domain::ids::LegId;
 
 use super::{Bridging, Call, Leg, LegState, Phase, Then};
 use crate::answer::Answer;
-use crate::b2bua::call::interface::{Arrival, Context, Output};
+use crate::b2bua::call::interface::{Arrival, Context, Output, Peer};
 use crate::b2bua::call::rules::call_in_wait;
 use crate::b2bua::call_in::{self, Notice};
 use crate::b2bua::dialog_key;
@@ -237,15 +237,22 @@ impl Call {
         self.to_place.clear();
         self.pending.clear();
         self.cancel_legs(LegFailure::AnsweredElsewhere);
+        let caller_invite = self.caller.invite.clone();
+        self.sessions
+            .set(Peer::Leg(leg), &arrival.invite.body, &to_extension);
+        self.sessions
+            .set(Peer::Caller, &caller_invite.body, &to_caller);
         let answer = self
             .contact(Answer::status(200), ctx)
             .body("application/sdp", to_extension);
+        let answer = self.with_session_timer(answer, Peer::Leg(leg), &arrival.invite, now);
         self.answer_arrival(&arrival, answer.clone());
         self.await_ack(Some(leg), answer, now);
-        self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
+        self.caller_dialog = Dialog::as_callee(&caller_invite, &self.caller.tag).ok();
         let answer = self
             .contact(Answer::status(200), ctx)
             .body("application/sdp", to_caller);
+        let answer = self.with_session_timer(answer, Peer::Caller, &caller_invite, now);
         self.respond(answer.clone());
         self.await_ack(None, answer, now);
         self.record(CallCommand::Bridge { legs: vec![leg_id] });

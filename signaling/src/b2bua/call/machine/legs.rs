@@ -215,9 +215,18 @@ impl Call {
         self.cancel_legs(LegFailure::AnsweredElsewhere);
         self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
         let body = self.callee_session(leg, &response.body);
+        let caller_invite = self.caller.invite.clone();
+        self.sessions.set(Peer::Caller, &caller_invite.body, &body);
+        let offered = self
+            .template
+            .as_ref()
+            .map(|t| t.offer.clone())
+            .unwrap_or_default();
+        self.sessions.set(Peer::Leg(leg), &response.body, &offered);
         let answer = self
             .contact(Answer::status(200), ctx)
             .body(&content_type(response), body);
+        let answer = self.with_session_timer(answer, Peer::Caller, &caller_invite, now);
         self.respond(answer.clone());
         self.await_ack(None, answer, now);
         tracing::info!(call = %self.id, leg = %self.legs[leg].id, "call answered");

@@ -28,10 +28,13 @@ impl Call {
             .as_ref()
             .map(|(_, until)| (*until).min(now + CALL_IN_RECHECK));
         let longest = self.max_duration_at();
-        [ring, unacked, linger, media, delayed, call_in, longest]
-            .into_iter()
-            .flatten()
-            .min()
+        let session = self.session_expires_at();
+        [
+            ring, unacked, linger, media, delayed, call_in, longest, session,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Time has come to `now` (the relay silent for `media_idle`).
@@ -110,6 +113,9 @@ impl Call {
             tracing::info!(call = %self.id, "the call reached the longest a call may last; hanging up");
             return self.hang_up(winner, EndCause::MaxDuration, now, ctx);
         }
+        if self.end_expired_session(now, ctx) {
+            return;
+        }
         if let (Phase::Answered(winner), Some(Duration::ZERO)) =
             (self.phase, self.media_left(now, media_idle))
         {
@@ -140,21 +146,13 @@ impl Call {
         for unacked in self.unacked.iter_mut().filter(|u| now >= u.next) {
             unacked.interval = (unacked.interval * 2).min(T2);
             unacked.next = now + unacked.interval;
-            due.push((unacked.leg, unacked.answer.clone()));
+            due.push(Output::Respond {
+                key: unacked.key.clone(),
+                request: unacked.request.clone(),
+                answer: unacked.answer.clone(),
+                tag: unacked.tag.clone(),
+            });
         }
-        for (leg, answer) in due {
-            match leg.and_then(|l| self.legs[l].inbound.clone().map(|i| (l, i))) {
-                Some((l, (key, tag))) => {
-                    let request = self.legs[l].invite.clone();
-                    self.out.push(Output::Respond {
-                        key,
-                        request,
-                        answer,
-                        tag,
-                    });
-                }
-                None => self.respond(answer),
-            }
-        }
+        self.out.extend(due);
     }
 }
