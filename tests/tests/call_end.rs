@@ -455,3 +455,37 @@ async fn a_session_timer_is_negotiated_and_refreshed() {
     );
     edge.shutdown().await;
 }
+
+/// The same with SIPp as the carrier: five calls each asking for a 90 s session timer, each
+/// checking that the edge's 200 takes it with SIPp as refresher, refreshing by re-INVITE a
+/// second later (checking the 200 again), then hanging up. Every call ends normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_refreshes_its_session_timer_through_the_edge() {
+    const REFRESHED: usize = 5;
+    let (uas, trunk) = sipp_uas(CARRIER_IP, REFRESHED).await;
+    let edge = edge_with_carrier_network(Some(trunk)).await;
+    edge.add_extension(EXTENSION).await;
+    edge.price_calls(&[], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let calls = REFRESHED.to_string();
+    let sipp = carrier(
+        edge.udp,
+        dir.path(),
+        "carrier_session_refresh.xml",
+        "+441632960001",
+        MAIN_NUMBER,
+        &["-m", &calls, "-l", &calls, "-r", "5", "-d", "1000"],
+    );
+    succeeded(sipp, "the carrier refreshing its session timer").await;
+    succeeded(uas, "the carrier answering the calls out").await;
+    let ended_calls = edge.ended_calls(REFRESHED).await;
+    assert_eq!(ended_calls.len(), REFRESHED);
+    for events in &ended_calls {
+        assert_eq!(
+            ended(events),
+            Some((EndCause::NormalClearing, Side::Caller)),
+            "{events:?}"
+        );
+    }
+    edge.shutdown().await;
+}
