@@ -72,16 +72,12 @@ pub async fn flash(
         .path_to(trunk.address, domain::device::Transport::Udp)
         .ok_or("the trunk cannot be reached")?;
     let request_uri = format!("sip:{}@{}", number.as_str(), trunk.address);
-    let (call_id, from_tag, branch) = requests::new_dialog();
     // No session description: nobody is meant to talk (a delayed offer, never completed).
-    let invite = requests::invite(&LegInvite {
+    let requests::NewLeg { invite, branch, .. } = requests::new_leg(&LegInvite {
         request_uri: &request_uri,
         local: edge.local,
         transport: "UDP",
-        branch: &branch,
-        call_id: &call_id,
         from_user: caller_id,
-        from_tag: &from_tag,
         max_forwards: 70,
         content_type: None,
         body: &[],
@@ -143,8 +139,8 @@ pub async fn flash(
                         let branch = requests::branch();
                         let hop = Hop {
                             transport: "UDP",
-                            sent_by: &local,
                             branch: &branch,
+                            sent_by: &local,
                         };
                         let ack_of = (method == "ACK").then_some(1);
                         let bytes = dialog.request(method, ack_of, hop, &[], &[]);

@@ -27,39 +27,57 @@ fn headers(pairs: Vec<(&str, String)>) -> Vec<(String, String)> {
     pairs.into_iter().map(|(n, v)| (n.to_string(), v)).collect()
 }
 
-/// What a leg's INVITE carries.
+/// What a leg's INVITE carries; its Call-ID, From tag and branch are new.
 pub struct LegInvite<'a> {
     pub request_uri: &'a str,
     /// The edge's own address: sent-by, From host and Contact.
     pub local: SocketAddr,
     /// `UDP` or `TCP`, for the Via.
     pub transport: &'a str,
-    pub branch: &'a str,
-    pub call_id: &'a str,
     pub from_user: &'a str,
-    pub from_tag: &'a str,
     pub max_forwards: u8,
     /// The caller's offer, passed on.
     pub content_type: Option<&'a str>,
     pub body: &'a [u8],
 }
 
-pub fn invite(leg: &LegInvite<'_>) -> RawMessage {
+/// A leg the edge places (a call's, a callback's, a flash call's): its INVITE, which opens a
+/// new dialog, known by the Call-ID and the edge's From tag, and the INVITE's branch (its
+/// client transaction).
+pub struct NewLeg {
+    pub invite: RawMessage,
+    pub call_id: String,
+    pub from_tag: String,
+    pub branch: String,
+}
+
+/// The one way a leg's INVITE is made.
+pub fn new_leg(leg: &LegInvite<'_>) -> NewLeg {
+    let (call_id, from_tag, branch) = new_dialog();
+    NewLeg {
+        invite: invite(leg, &call_id, &from_tag, &branch),
+        call_id,
+        from_tag,
+        branch,
+    }
+}
+
+fn invite(leg: &LegInvite<'_>, call_id: &str, from_tag: &str, branch: &str) -> RawMessage {
     let mut h = headers(vec![
         (
             "Via",
             format!(
                 "SIP/2.0/{} {};branch={};rport",
-                leg.transport, leg.local, leg.branch
+                leg.transport, leg.local, branch
             ),
         ),
         ("Max-Forwards", leg.max_forwards.to_string()),
         (
             "From",
-            format!("<sip:{}@{}>;tag={}", leg.from_user, leg.local, leg.from_tag),
+            format!("<sip:{}@{}>;tag={from_tag}", leg.from_user, leg.local),
         ),
         ("To", format!("<{}>", leg.request_uri)),
-        ("Call-ID", leg.call_id.to_string()),
+        ("Call-ID", call_id.to_string()),
         ("CSeq", "1 INVITE".into()),
         ("Contact", format!("<sip:ringledger@{}>", leg.local)),
         ("Allow", crate::message::ALLOW.into()),
@@ -127,18 +145,16 @@ mod tests {
     use super::*;
 
     fn leg_invite() -> RawMessage {
-        invite(&LegInvite {
+        let leg = LegInvite {
             request_uri: "sip:alice-1@192.0.2.7:5062",
             local: "127.0.0.1:5060".parse().unwrap(),
             transport: "UDP",
-            branch: "z9hG4bKabc",
-            call_id: "c1@edge",
             from_user: "+441632960001",
-            from_tag: "t1",
             max_forwards: 69,
             content_type: Some("application/sdp"),
             body: b"v=0\r\n",
-        })
+        };
+        invite(&leg, "c1@edge", "t1", "z9hG4bKabc")
     }
 
     #[test]

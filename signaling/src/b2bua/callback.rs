@@ -361,15 +361,16 @@ impl Callback {
         if !placed {
             return None;
         }
-        let (call_id, from_tag, branch) = requests::new_dialog();
-        let invite = requests::invite(&LegInvite {
+        let requests::NewLeg {
+            invite,
+            call_id,
+            from_tag,
+            branch,
+        } = requests::new_leg(&LegInvite {
             request_uri: &request_uri,
             local: self.host.local(),
             transport: "UDP",
-            branch: &branch,
-            call_id: &call_id,
             from_user: caller_id,
-            from_tag: &from_tag,
             max_forwards: 70,
             content_type: Some("application/sdp"),
             body: offer,
@@ -581,8 +582,8 @@ impl Callback {
         };
         let hop = Hop {
             transport: "UDP",
-            sent_by: &local,
             branch: &branch,
+            sent_by: &local,
         };
         let ack = dialog.request("ACK", Some(1), hop, &[], &[]);
         leg.ack = Some(ack.clone());

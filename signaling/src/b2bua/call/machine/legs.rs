@@ -58,15 +58,16 @@ impl Call {
         let Some(template) = self.template.clone() else {
             return;
         };
-        let (call_id, from_tag, branch) = requests::new_dialog();
-        let invite = requests::invite(&LegInvite {
+        let requests::NewLeg {
+            invite,
+            call_id,
+            from_tag,
+            branch,
+        } = requests::new_leg(&LegInvite {
             request_uri: &target.request_uri,
             local: ctx.local(),
             transport: reach.transport,
-            branch: &branch,
-            call_id: &call_id,
             from_user: &template.caller_id,
-            from_tag: &from_tag,
             max_forwards: template.max_forwards,
             content_type: template.content_type.as_deref(),
             body: &template.offer,
@@ -302,8 +303,8 @@ impl Call {
             Some(1),
             Hop {
                 transport,
-                sent_by: &local,
                 branch: &branch,
+                sent_by: &local,
             },
             extra,
             body,
