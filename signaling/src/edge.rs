@@ -906,10 +906,13 @@ impl Edge {
     }
 }
 
+/// The SIP extensions the edge supports (option tags a `Require` may name): session timers.
+const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];
+
 /// What the UAS core refuses before any method handler sees the request (RFC 3261 §8.2.2):
-/// extensions it is required to support but does not (420 with Unsupported; the edge supports
-/// none yet, so `Require: 100rel` is refused cleanly), and an INVITE that may not be forwarded
-/// one more hop (483).
+/// extensions it is required to support but does not (420 with Unsupported naming them, so
+/// `Require: 100rel` is refused cleanly; `timer` is supported), and an INVITE that may not be
+/// forwarded one more hop (483).
 fn precheck(raw: &RawMessage, method: &rsip::Method) -> Option<Answer> {
     if !matches!(method, rsip::Method::Ack | rsip::Method::Cancel) {
         let required: Vec<&str> = raw
@@ -917,6 +920,11 @@ fn precheck(raw: &RawMessage, method: &rsip::Method) -> Option<Answer> {
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .filter(|t| !t.is_empty())
+            .filter(|t| {
+                !SUPPORTED_EXTENSIONS
+                    .iter()
+                    .any(|s| t.eq_ignore_ascii_case(s))
+            })
             .collect();
         if !required.is_empty() {
             return Some(Answer::status(420).header(rsip::Header::Unsupported(
@@ -1049,5 +1057,114 @@ impl CallHost for Edge {
     }
     fn count_end(&self, cause: domain::call::EndCause) {
         self.stats.count_end(cause);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(text: &str) -> RawMessage {
+        match message::parse(text.as_bytes(), "127.0.0.9:5060".parse().unwrap()) {
+            Ok(Message::Request(r)) => r.raw,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn invite(extra: &str, body: &str) -> RawMessage {
+        request(&format!(
+            "INVITE sip:+441632960002@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKpre\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+441632960001@127.0.0.9>;tag=a\r\n\
+             To: <sip:+441632960002@127.0.0.1>\r\n\
+             Call-ID: pre@test\r\n\
+             CSeq: 1 INVITE\r\n\
+             {extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    fn status(raw: &RawMessage) -> Option<u16> {
+        precheck(raw, &rsip::Method::Invite).map(|a| a.status)
+    }
+
+    #[test]
+    fn only_extensions_the_edge_lacks_are_refused_420_and_named() {
+        assert_eq!(status(&invite("Require: timer\r\n", "")), None);
+        let refused = precheck(
+            &invite("Require: 100rel, timer\r\n", ""),
+            &rsip::Method::Invite,
+        )
+        .expect("refused");
+        assert_eq!(refused.status, 420);
+        let unsupported: Vec<String> = refused.headers.iter().map(|h| h.to_string()).collect();
+        assert_eq!(unsupported, ["Unsupported: 100rel"]);
+        // An ACK or CANCEL is never refused for what it requires.
+        let ack = invite("Require: 100rel\r\n", "");
+        assert!(precheck(&ack, &rsip::Method::Ack).is_none());
+    }
+
+    #[test]
+    fn an_offer_the_edge_cannot_read_or_answer_is_refused_before_anything_else() {
+        let html = invite("Content-Type: text/html\r\n", "<p>hi</p>");
+        assert_eq!(status(&html), Some(415));
+        assert_eq!(status(&invite("Accept: text/plain\r\n", "")), Some(406));
+        assert_eq!(status(&invite("Accept: application/*\r\n", "")), None);
+        assert_eq!(
+            status(&invite("Content-Type: application/sdp\r\n", "v=0\r\n")),
+            None
+        );
+        let last_hop = invite("", "");
+        let mut last_hop = last_hop;
+        for (name, value) in &mut last_hop.headers {
+            if name == "Max-Forwards" {
+                *value = "0".into();
+            }
+        }
+        assert_eq!(status(&last_hop), Some(483));
+    }
+
+    #[test]
+    fn a_request_belongs_to_the_dialog_of_its_call_id_and_the_edges_tag() {
+        assert_eq!(dialog_of(&invite("", "")), dialog_key("pre@test", ""));
+        let mut in_dialog = invite("", "");
+        for (name, value) in &mut in_dialog.headers {
+            if name == "To" {
+                value.push_str(";tag=edge1");
+            }
+        }
+        assert_eq!(dialog_of(&in_dialog), dialog_key("pre@test", "edge1"));
+    }
+
+    #[test]
+    fn the_causes_an_operator_watches_are_counted_and_no_others() {
+        use domain::call::EndCause;
+        let stats = Stats::default();
+        for cause in [
+            EndCause::EdgeShutdown,
+            EndCause::MaxDuration,
+            EndCause::SessionExpired,
+            EndCause::SessionExpired,
+            EndCause::NormalClearing,
+            EndCause::Busy,
+        ] {
+            stats.count_end(cause);
+        }
+        let counts = [
+            &stats.calls_drained,
+            &stats.calls_at_max_duration,
+            &stats.calls_session_expired,
+        ]
+        .map(|c| c.load(Ordering::Relaxed));
+        assert_eq!(counts, [1, 1, 2]);
+        let refusals = CallRefusals::default();
+        refusals.count(EndCause::SpendLimit);
+        refusals.count(EndCause::Rejected);
+        refusals.count(EndCause::Busy);
+        assert_eq!(
+            refusals.by_cause(),
+            [("rejected", 2), ("spend_limit", 1), ("no_rate", 0)]
+        );
     }
 }

@@ -418,9 +418,13 @@ async fn a_session_timer_is_negotiated_and_refreshed() {
             ),
         )
     };
-    // The refresh: the session as it was offered.
+    // The refresh: the session as it was offered, the extension required this time.
     let offer = &invite[invite.find("\r\n\r\n").unwrap() + 4..];
-    let refresh = with_body(in_dialog(&trunk, &invite, &ok, "INVITE", 2), offer);
+    let refresh = with_body(in_dialog(&trunk, &invite, &ok, "INVITE", 2), offer).replace(
+        "Supported: timer\r\n",
+        "Supported: timer\r\nRequire: timer\r\n",
+    );
+    assert!(refresh.contains("Require: timer"));
     trunk.send(&refresh).await;
     let refreshed = trunk.expect_status(200).await;
     assert_eq!(header(&refreshed, "CSeq"), "2 INVITE");

@@ -59,12 +59,13 @@ pub(super) struct SessionTimer {
     pub expires: Instant,
 }
 
-/// The session interval a request asks for, if it supports session timers and asks for one.
+/// The session interval a request asks for, if it supports session timers (`Supported` or
+/// `Require: timer`) and asks for one.
 fn requested_interval(request: &RawMessage) -> Option<Duration> {
     let supported = request
         .headers
         .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("Supported"))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Supported") || n.eq_ignore_ascii_case("Require"))
         .flat_map(|(_, v)| v.split(','))
         .any(|option| option.trim().eq_ignore_ascii_case("timer"));
     let value = request.header("Session-Expires")?;
