@@ -39,7 +39,8 @@ pub struct Caller {
     pub tag: String,
 }
 
-pub(super) fn reach_of(path: &PeerPath) -> Reach {
+/// How the call sees a path: where, and over which transport.
+fn reach_of(path: &PeerPath) -> Reach {
     Reach {
         peer: path.peer(),
         transport: path.transport_name(),
