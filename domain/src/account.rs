@@ -5,9 +5,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::Aggregate;
+use crate::e164::E164;
+use crate::error::DomainError;
 use crate::event::domain_events;
 use crate::ids::{AccountId, DeviceId, ExtensionId, TariffId};
-use crate::{Aggregate, Currency, DomainError, E164, Instant};
+use crate::money::Currency;
+use crate::time::Instant;
 
 /// How many extensions an account may hold unless it is opened with another limit.
 pub const DEFAULT_MAX_EXTENSIONS: u8 = 5;

@@ -1,7 +1,9 @@
 //! The shape every entity of the model shares: a state folded from its events, and a pure
 //! `decide` that turns a command into new events or a refusal.
 
-use crate::{DomainError, DomainEvent, Instant};
+use crate::error::DomainError;
+use crate::event::DomainEvent;
+use crate::time::Instant;
 
 pub trait Aggregate: Default + Clone {
     type Command;

@@ -7,10 +7,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::account::Account;
+use crate::aggregate::Aggregate;
+use crate::e164::E164;
+use crate::error::DomainError;
 use crate::event::domain_events;
 use crate::extension::Extension;
 use crate::ids::{AccountId, CallId, DeviceId, ExtensionId, LegId, TariffId};
-use crate::{Aggregate, DomainError, E164, Instant};
+use crate::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

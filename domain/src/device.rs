@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::account::Account;
+use crate::aggregate::Aggregate;
 use crate::credentials::Ha1Digests;
+use crate::error::DomainError;
 use crate::event::{DecodeError, domain_events};
 use crate::ids::{AccountId, DeviceId};
-use crate::{Aggregate, DomainError, Instant};
+use crate::time::Instant;
 
 /// How many contacts one device may keep bound unless configured otherwise.
 pub const MAX_CONTACTS: usize = 5;
@@ -736,7 +738,7 @@ mod tests {
 
     #[test]
     fn contact_bound_v1_is_upcast_to_v2() {
-        use crate::DomainEvent;
+        use crate::event::DomainEvent;
         let v1 = serde_json::json!({
             "contact": "sip:ada@192.0.2.10:5060",
             "source": "192.0.2.10:5060",

@@ -4,8 +4,8 @@
 //! `edge.stopped` (killed, crashed, its machine lost), any other edge — or its own next start —
 //! can end its calls at the last instant it was known alive and have them billed.
 
-use crate::Instant;
 use crate::event::domain_events;
+use crate::time::Instant;
 
 /// The stream of the edge process `id`.
 pub fn stream_id(id: uuid::Uuid) -> String {

@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::account::Account;
+use crate::aggregate::Aggregate;
 use crate::credentials::secret_hash;
+use crate::e164::E164;
+use crate::error::DomainError;
 use crate::event::domain_events;
 use crate::ids::{AccountId, ExtensionId};
-use crate::{Aggregate, DomainError, E164, Instant};
+use crate::time::Instant;
 
 /// Wrong codes allowed before verification locks.
 pub const MAX_CODE_ATTEMPTS: u8 = 5;
@@ -728,7 +731,7 @@ pub(crate) mod tests {
 
     #[test]
     fn settings_changed_v1_is_upcast_to_call_out() {
-        use crate::DomainEvent;
+        use crate::event::DomainEvent;
         let v1 = serde_json::json!({ "settings": {
             "ring_on_inbound": false, "ring_delay_secs": 5, "may_call_out": true,
             "international_allowed": false, "pin_hash": null, "caller_id": "own",

@@ -21,6 +21,7 @@ pub mod money;
 pub mod number;
 pub mod rating;
 pub mod tariff;
+pub mod time;
 
 #[cfg(test)]
 mod testing;
@@ -31,12 +32,4 @@ pub use error::DomainError;
 pub use event::{DecodeError, DomainEvent, EncodedEvent};
 pub use events::Event;
 pub use money::{Currency, Money};
-
-/// Instants are UTC everywhere in the model.
-pub type Instant = chrono::DateTime<chrono::Utc>;
-
-/// `instant` to the microsecond: what billing compares and subtracts, and what tariff
-/// versions take effect at.
-pub fn to_micros(instant: Instant) -> Instant {
-    chrono::SubsecRound::trunc_subsecs(instant, 6)
-}
+pub use time::{Instant, to_micros};

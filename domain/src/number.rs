@@ -3,9 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::Aggregate;
+use crate::e164::E164;
+use crate::error::DomainError;
 use crate::event::domain_events;
 use crate::ids::{AccountId, ExtensionId};
-use crate::{Aggregate, DomainError, E164, Instant};
+use crate::time::Instant;
 
 /// The stream that holds the claim history of `number`.
 pub fn stream_id(number: &E164) -> String {

@@ -13,8 +13,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::e164::E164;
+use crate::money::Money;
 use crate::tariff::TariffVersion;
-use crate::{E164, Instant, Money};
+use crate::time::Instant;
 
 /// What rating needs to know about a leg.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +48,7 @@ pub enum RatingError {
     Overflow,
 }
 
-pub use crate::to_micros;
+pub use crate::time::to_micros;
 
 /// Seconds from answer to end (each to the microsecond), rounding any part second up.
 pub fn duration_secs(answered_at: Instant, ended_at: Instant) -> Result<u64, RatingError> {

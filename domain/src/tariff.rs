@@ -3,9 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::Aggregate;
+use crate::e164::E164;
+use crate::error::DomainError;
 use crate::event::domain_events;
 use crate::ids::TariffId;
-use crate::{Aggregate, Currency, DomainError, E164, Instant};
+use crate::money::Currency;
+use crate::time::Instant;
 
 /// The price of calls to destinations starting with `prefix` (digits after the `+`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +120,7 @@ impl Tariff {
     /// The version in force at `instant` (to the microsecond): the latest start at or before
     /// it, and among versions with that start the highest (a correction).
     pub fn in_force_at(&self, instant: Instant) -> Option<&TariffVersion> {
-        let instant = crate::to_micros(instant);
+        let instant = crate::time::to_micros(instant);
         self.versions
             .iter()
             .filter(|v| v.effective_from <= instant)

@@ -1,6 +1,8 @@
 //! given / when / then for aggregate specifications.
 
-use crate::{Aggregate, DomainError, Instant};
+use crate::aggregate::Aggregate;
+use crate::error::DomainError;
+use crate::time::Instant;
 use chrono::TimeZone;
 
 pub fn t0() -> Instant {

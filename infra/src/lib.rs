@@ -6,8 +6,8 @@ pub mod command;
 pub mod config;
 pub mod delivery;
 pub mod network;
+pub mod open;
 pub mod store;
 
-pub use store::{
-    AppendResult, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, open_store,
-};
+pub use open::open_store;
+pub use store::{AppendResult, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};

@@ -9,18 +9,9 @@ use std::collections::HashMap;
 
 use futures::TryStreamExt;
 
+pub use super::ChainScope;
 use super::hash::{GENESIS, HashInput};
 use super::{EventStore, RecordedEvent, StoreError};
-
-/// What a backend's hash chain runs over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChainScope {
-    /// One chain over the global order, with dense positions (the SQL backends).
-    Global,
-    /// One chain per stream; hashes cover `global_position = 0`, `recorded_at = occurred_at`
-    /// (EventStoreDB, whose `$all` position is assigned after the write).
-    PerStream,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainBreak {

@@ -351,7 +351,7 @@ impl EventStore for EventStoreDbStore {
     }
 
     fn subscribe_all(&self, after: u64) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
-        super::poll_subscription(
+        super::subscription::poll_subscription(
             Arc::new(self.clone()),
             self.head.subscribe(),
             None,
@@ -364,7 +364,7 @@ impl EventStore for EventStoreDbStore {
         "eventstoredb"
     }
 
-    fn chain_scope(&self) -> super::audit::ChainScope {
-        super::audit::ChainScope::PerStream
+    fn chain_scope(&self) -> super::ChainScope {
+        super::ChainScope::PerStream
     }
 }

@@ -35,15 +35,12 @@ pub mod transfer;
 pub mod eventstoredb;
 
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-pub use subscription::poll_subscription;
 
 /// What the writer expects the stream's current version to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +173,16 @@ pub enum StoreError {
 }
 
 /// The log's contract, identical for every backend.
+/// What a backend's hash chain runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainScope {
+    /// One chain over the global order, with dense positions (the SQL backends).
+    Global,
+    /// One chain per stream; hashes cover `global_position = 0`, `recorded_at = occurred_at`
+    /// (EventStoreDB, whose `$all` position is assigned after the write).
+    PerStream,
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream_id` atomically, if the stream is at `expected`.
@@ -225,8 +232,8 @@ pub trait EventStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     /// What the hash chain runs over.
-    fn chain_scope(&self) -> audit::ChainScope {
-        audit::ChainScope::Global
+    fn chain_scope(&self) -> ChainScope {
+        ChainScope::Global
     }
 }
 
@@ -284,29 +291,4 @@ pub(crate) fn sql_limit(n: usize) -> i64 {
 /// is exactly what is stored.
 pub(crate) fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
-}
-
-/// Opens the store named by `url`, creating and migrating its schema as needed.
-pub async fn open_store(url: &str) -> Result<Arc<dyn EventStore>, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
-    } else if url.starts_with("esdb:") || url.starts_with("esdb+discover:") {
-        open_eventstoredb(url).await
-    } else {
-        Err(StoreError::UnsupportedUrl(url.to_owned()))
-    }
-}
-
-#[cfg(feature = "eventstoredb")]
-async fn open_eventstoredb(url: &str) -> Result<Arc<dyn EventStore>, StoreError> {
-    Ok(Arc::new(eventstoredb::EventStoreDbStore::open(url).await?))
-}
-
-#[cfg(not(feature = "eventstoredb"))]
-async fn open_eventstoredb(_url: &str) -> Result<Arc<dyn EventStore>, StoreError> {
-    Err(StoreError::EventStoreDb(
-        "this build has no EventStoreDB backend; rebuild with --features eventstoredb".into(),
-    ))
 }

@@ -295,7 +295,7 @@ impl EventStore for SqliteStore {
     }
 
     fn subscribe_all(&self, after: u64) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
-        super::poll_subscription(
+        super::subscription::poll_subscription(
             Arc::new(self.clone()),
             self.head.clone(),
             Some(self.committed.subscribe()),

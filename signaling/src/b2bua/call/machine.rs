@@ -3,6 +3,7 @@
 mod call_in_leg;
 mod legs;
 mod session_timer;
+mod sessions;
 mod timers;
 
 use std::collections::VecDeque;
@@ -25,7 +26,7 @@ use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::outgoing::Outcome;
 use crate::transaction::T1;
-use session_timer::{SessionTimer, Sessions};
+use sessions::{SessionTimer, Sessions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LegState {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use domain::call::EndCause;
 use rsip::headers::UntypedHeader;
 
+use super::sessions::SessionTimer;
 use super::{Call, Phase};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{Context, Output, Peer};
@@ -21,43 +22,6 @@ use crate::transaction::TransactionKey;
 
 /// The shortest session interval the edge takes (RFC 4028 §5: never below 90 s).
 pub(crate) const MIN_SE: Duration = Duration::from_secs(90);
-
-/// The session descriptions of an answered call: by side, the last one heard from it and the
-/// one the edge gave it.
-#[derive(Debug, Default)]
-pub(super) struct Sessions {
-    caller: (Vec<u8>, Vec<u8>),
-    callee: (Vec<u8>, Vec<u8>),
-}
-
-impl Sessions {
-    pub fn set(&mut self, side: Peer, heard: &[u8], sent: &[u8]) {
-        *self.side(side) = (heard.to_vec(), sent.to_vec());
-    }
-
-    fn side(&mut self, side: Peer) -> &mut (Vec<u8>, Vec<u8>) {
-        match side {
-            Peer::Caller => &mut self.caller,
-            Peer::Leg(_) => &mut self.callee,
-        }
-    }
-
-    fn of(&self, side: Peer) -> &(Vec<u8>, Vec<u8>) {
-        match side {
-            Peer::Caller => &self.caller,
-            Peer::Leg(_) => &self.callee,
-        }
-    }
-}
-
-/// A side's session timer: it refreshes every `interval`; by `expires` the call ends unless
-/// it did.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct SessionTimer {
-    pub side: Peer,
-    pub interval: Duration,
-    pub expires: Instant,
-}
 
 /// The session interval a request asks for, if it supports session timers (`Supported` or
 /// `Require: timer`) and asks for one.
