@@ -1016,7 +1016,7 @@ fn reinvite_answers(outputs: &[Output]) -> Vec<&Answer> {
         .collect()
 }
 
-fn header_of<'a>(answer: &'a Answer, name: &str) -> Option<String> {
+fn header_of(answer: &Answer, name: &str) -> Option<String> {
     answer.headers.iter().find_map(|h| {
         let text = h.to_string();
         let (n, v) = text.split_once(':')?;
@@ -1170,4 +1170,82 @@ fn a_reinvite_before_the_answer_or_after_the_end_is_refused() {
         request: reinvite,
     });
     assert_eq!(reinvite_answers(&out)[0].status, 481);
+}
+
+/// A request from the winning leg's callee inside its dialog with the edge.
+fn from_callee(
+    invite: &RawMessage,
+    method: &str,
+    cseq: u32,
+    extra: &str,
+    body: &str,
+) -> RawMessage {
+    parsed(&format!(
+        "{method} sip:ringledger@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bKcallee{cseq}\r\n\
+         From: {};tag=leg0\r\n\
+         To: {}\r\n\
+         Call-ID: {}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         {extra}Content-Length: {}\r\n\r\n{body}",
+        invite.header("To").expect("To"),
+        invite.header("From").expect("From"),
+        invite.header("Call-ID").expect("Call-ID"),
+        body.len(),
+    ))
+}
+
+#[test]
+fn a_callee_that_set_itself_as_refresher_is_held_to_it() {
+    let (mut sim, legs) = ringing(1, settings());
+    let invite = legs[0].1.clone();
+    let mut ok = reply(&invite, 200, "leg0", ANSWER);
+    ok.headers
+        .push(("Session-Expires".into(), "120;refresher=uas".into()));
+    let out = sim.give(Input::Outcome {
+        leg: Some(0),
+        key: ClientKey::of_response(&ok).expect("key"),
+        outcome: Outcome::Response(ok),
+    });
+    assert_eq!(to_caller(&out), vec![200]);
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    // The callee refreshes at 60 s (its session unchanged): answered 200 with the offer the
+    // edge made it, the timer re-armed.
+    assert!(sim.run_for(secs(60)).is_empty());
+    let refresh = from_callee(
+        &invite,
+        "INVITE",
+        1,
+        "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\nContent-Type: application/sdp\r\n",
+        ANSWER,
+    );
+    let key = TransactionKey::of_request(&refresh).expect("a transaction");
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: refresh,
+    });
+    let answers = reinvite_answers(&out);
+    assert_eq!(answers[0].status, 200, "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&answers[0].body),
+        OFFER,
+        "the session the edge offered the callee"
+    );
+    sim.give(Input::Ack(from_callee(&invite, "ACK", 1, "", "")));
+    // Then it stops: hung up 88 s after its refresh, not before.
+    assert!(sim.run_for(secs(87)).is_empty());
+    let out = sim.run_for(secs(1));
+    assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
+    // A callee that sets no timer (or leaves the refreshing to the edge) is given none.
+    let (mut sim, legs) = ringing(1, settings());
+    let mut ok = reply(&legs[0].1, 200, "leg0", ANSWER);
+    ok.headers
+        .push(("Session-Expires".into(), "120;refresher=uac".into()));
+    sim.give(Input::Outcome {
+        leg: Some(0),
+        key: ClientKey::of_response(&ok).expect("key"),
+        outcome: Outcome::Response(ok),
+    });
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    assert!(ended(&sim.run_for(secs(600))).is_none());
 }

@@ -210,6 +210,7 @@ impl Call {
     ) {
         self.legs[leg].state = LegState::Answered;
         self.answered_by(leg, now);
+        self.expect_callee_refreshes(leg, response, now);
         self.stop_waiting_for_call_in();
         self.to_place.clear();
         self.pending.clear();

@@ -4,6 +4,8 @@
 //! side as the refresher (`refresher=uac`, `Require: timer`), and a side that then stops
 //! refreshing — a re-INVITE with the session unchanged, before the interval is out — has its
 //! call hung up (`session_expired`). An interval under `MIN_SE` is refused 422 with `Min-SE`.
+//! A callee whose 2xx sets a session timer with itself as refresher (`refresher=uas`) is held
+//! to it the same way; the edge never asks a callee to be refreshed by it.
 //! A re-INVITE from either side of an answered call that keeps the session is answered 200
 //! with the session description the edge gave that side; one that changes it is refused 488,
 //! which leaves the call as it was (RFC 3261 §14.2).
@@ -35,6 +37,16 @@ fn requested_interval(request: &RawMessage) -> Option<Duration> {
     let value = request.header("Session-Expires")?;
     let secs = value.split(';').next()?.trim().parse::<u64>().ok()?;
     supported.then(|| Duration::from_secs(secs))
+}
+
+/// The session interval a callee's 2xx sets with itself as the refresher (`refresher=uas`,
+/// which is all it may choose: the edge's INVITEs do not say `Supported: timer`).
+fn callee_refreshes(response: &RawMessage) -> Option<Duration> {
+    let value = response.header("Session-Expires")?;
+    let mut parts = value.split(';');
+    let secs = parts.next()?.trim().parse::<u64>().ok()?;
+    let by_callee = parts.any(|p| p.trim().eq_ignore_ascii_case("refresher=uas"));
+    by_callee.then(|| Duration::from_secs(secs).max(MIN_SE))
 }
 
 /// When a session of `interval` refreshed at `now` is given up: RFC 4028 §10's
@@ -87,6 +99,22 @@ impl Call {
                 format!("{};refresher=uac", interval.as_secs()),
             ))
             .header(rsip::Header::Other("Require".into(), "timer".into()))
+    }
+
+    /// A callee whose 2xx made itself the refresher: its refreshes are expected from `now`.
+    pub(super) fn expect_callee_refreshes(
+        &mut self,
+        leg: usize,
+        response: &RawMessage,
+        now: Instant,
+    ) {
+        if let Some(interval) = callee_refreshes(response) {
+            self.session_timers.push(SessionTimer {
+                side: Peer::Leg(leg),
+                interval,
+                expires: expiry(now, interval),
+            });
+        }
     }
 
     /// When the first side's session timer runs out, while the call is answered.
