@@ -1064,15 +1064,8 @@ impl CallHost for Edge {
 mod tests {
     use super::*;
 
-    fn request(text: &str) -> RawMessage {
-        match message::parse(text.as_bytes(), "127.0.0.9:5060".parse().unwrap()) {
-            Ok(Message::Request(r)) => r.raw,
-            other => panic!("not a request: {other:?}"),
-        }
-    }
-
     fn invite(extra: &str, body: &str) -> RawMessage {
-        request(&format!(
+        message::from_text(&format!(
             "INVITE sip:+441632960002@127.0.0.1 SIP/2.0\r\n\
              Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKpre\r\n\
              Max-Forwards: 70\r\n\

@@ -58,6 +58,19 @@ pub enum ParseError {
     },
 }
 
+/// A whole message written out in a test, as the edge reads it from 127.0.0.9:5060.
+#[cfg(test)]
+pub(crate) fn from_text(text: &str) -> RawMessage {
+    match parse(
+        text.as_bytes(),
+        "127.0.0.9:5060".parse().expect("an address"),
+    ) {
+        Ok(Message::Request(r)) => r.raw,
+        Ok(Message::Response(r)) => r.raw,
+        Err(e) => panic!("not a SIP message ({e}): {text}"),
+    }
+}
+
 /// Parses one whole message received from `source`. The top Via of a request is stamped with
 /// `received` and `rport` (RFC 3261 §18.2.1, RFC 3581) so responses find their way back.
 pub fn parse(bytes: &[u8], source: SocketAddr) -> Result<Message, ParseError> {

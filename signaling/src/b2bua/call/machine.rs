@@ -14,7 +14,7 @@ use domain::ids::{CallId, LegId};
 use rsip::headers::UntypedHeader;
 
 use super::interface::{
-    Arrival, Caller, Context, Input, LINGER, MediaPorts, Output, Reach, Refusal, Settings,
+    Arrival, Caller, Context, Input, LINGER, MediaPorts, Output, Peer, Reach, Refusal, Settings,
 };
 use super::rules::{caller_failure, status_of};
 use crate::answer::Answer;
@@ -93,6 +93,7 @@ enum Then {
     Started,
     DialIntentTaken,
     CallInAwaited {
+        plan: Box<CallInPlan>,
         token: String,
         ttl: Duration,
     },
@@ -355,8 +356,7 @@ impl Call {
                     self.end_setup(answer, Some((EndCause::Rejected, Side::System)), now);
                 }
             },
-            Then::CallInAwaited { token, ttl } => {
-                let plan = self.plan.call_in.clone().expect("a call-in plan");
+            Then::CallInAwaited { plan, token, ttl } => {
                 if result.is_ok() {
                     self.notify_call_in(&plan, token, ttl, now, ctx);
                 } else {
@@ -626,6 +626,22 @@ impl Call {
         });
     }
 
+    /// Whether a 2xx the edge sent to `side` carried an offer (the request it answers had
+    /// none) whose answer, in the ACK, has not come yet.
+    fn offer_awaits_answer(&self, side: Peer) -> bool {
+        let leg = side_leg(side);
+        self.unacked
+            .iter()
+            .any(|u| u.leg == leg && u.request.body.is_empty())
+    }
+
+    /// A request inside the dialog from `side` shows it has the edge's earlier 2xx: those
+    /// need repeating no longer (so at most one 2xx per side is ever repeated).
+    fn superseded_2xx(&mut self, side: Peer) {
+        let leg = side_leg(side);
+        self.unacked.retain(|u| u.leg != leg);
+    }
+
     fn on_ack(&mut self, ack: &RawMessage, ctx: &dyn Context) {
         if let Some(leg) = self.leg_of(ack) {
             self.unacked.retain(|u| u.leg != Some(leg));
@@ -744,5 +760,13 @@ fn refused(refusal: Refusal, what: &str) -> Answer {
     match refusal {
         Refusal::Domain(why) => Answer::with_reason(403, format!("Forbidden ({why})")),
         Refusal::Store => Answer::with_reason(503, format!("Service Unavailable ({what})")),
+    }
+}
+
+/// The leg a side is (None: the caller).
+fn side_leg(side: Peer) -> Option<usize> {
+    match side {
+        Peer::Caller => None,
+        Peer::Leg(l) => Some(l),
     }
 }

@@ -16,7 +16,7 @@ use domain::ids::{CallId, ExtensionId};
 use super::*;
 use crate::answer::Answer;
 use crate::b2bua::plan::{CallInPlan, Plan, Target};
-use crate::message::{self, Message, RawMessage};
+use crate::message::{self, RawMessage};
 use crate::outgoing::{ClientKey, Outcome};
 use crate::transaction::{T1, TransactionKey};
 
@@ -36,20 +36,13 @@ fn e164(text: &str) -> E164 {
     E164::parse(text).expect("number")
 }
 
-fn parsed(text: &str) -> RawMessage {
-    match message::parse(text.as_bytes(), addr("127.0.0.9:5060")).expect("a SIP message") {
-        Message::Request(r) => r.raw,
-        Message::Response(r) => r.raw,
-    }
-}
-
 fn caller_invite(body: &str) -> RawMessage {
     let content = if body.is_empty() {
         String::new()
     } else {
         "Content-Type: application/sdp\r\n".into()
     };
-    parsed(&format!(
+    message::from_text(&format!(
         "INVITE sip:+4930123@127.0.0.1 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKcaller\r\n\
          Max-Forwards: 70\r\n\
@@ -65,7 +58,7 @@ fn caller_invite(body: &str) -> RawMessage {
 
 /// A request from the caller inside the call's dialog.
 fn from_caller(method: &str, cseq: u32) -> RawMessage {
-    parsed(&format!(
+    message::from_text(&format!(
         "{method} sip:ringledger@127.0.0.1:5060 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bK{method}{cseq}\r\n\
          Max-Forwards: 70\r\n\
@@ -764,7 +757,7 @@ fn the_callee_hanging_up_ends_the_call_and_a_stranger_bye_is_refused() {
         matches!(&out[..], [Output::ByeAnswer(a)] if a.status == 481),
         "{out:?}"
     );
-    let from_leg = parsed(&format!(
+    let from_leg = message::from_text(&format!(
         "BYE sip:ringledger@127.0.0.1:5060 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bKlegbye\r\n\
          From: {};tag=leg0\r\n\
@@ -819,7 +812,7 @@ fn awaiting_call_in() -> (Sim, Vec<Output>) {
 }
 
 fn arrival(body: &str) -> Arrival {
-    let invite = parsed(&format!(
+    let invite = message::from_text(&format!(
         "INVITE sip:+4930999@127.0.0.1 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.40:5060;branch=z9hG4bKcallin\r\n\
          From: <sip:+4915199@127.0.0.40>;tag=ext\r\n\
@@ -1180,7 +1173,7 @@ fn from_callee(
     extra: &str,
     body: &str,
 ) -> RawMessage {
-    parsed(&format!(
+    message::from_text(&format!(
         "{method} sip:ringledger@127.0.0.1:5060 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bKcallee{cseq}\r\n\
          From: {};tag=leg0\r\n\
@@ -1248,4 +1241,93 @@ fn a_callee_that_set_itself_as_refresher_is_held_to_it() {
     });
     sim.give(Input::Ack(from_caller("ACK", 1)));
     assert!(ended(&sim.run_for(secs(600))).is_none());
+}
+
+#[test]
+fn a_session_interval_past_a_day_is_lowered_not_trusted() {
+    // u64::MAX seconds would overflow the clock: the edge takes at most a day.
+    let (mut sim, out) = timed_caller(u64::MAX);
+    let invite = invites(&out).remove(0).1;
+    let out = sim.give(response(0, &invite, 200, ANSWER));
+    let ok = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Respond { answer, tag, .. } if tag == CALLER_TAG => Some(answer.clone()),
+            _ => None,
+        })
+        .expect("the caller's 200");
+    assert_eq!(
+        header_of(&ok, "Session-Expires"),
+        Some("86400;refresher=uac".into())
+    );
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let (key, reinvite) = caller_reinvite(
+        2,
+        OFFER,
+        &[
+            ("Supported", "timer".into()),
+            ("Session-Expires", u64::MAX.to_string()),
+        ],
+    );
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: reinvite,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 200);
+}
+
+#[test]
+fn a_flood_of_reinvites_leaves_one_2xx_repeated_and_an_open_offer_gets_491() {
+    let mut sim = timed_answered(120);
+    // A thousand refreshes, none ACKed: each is answered, and each shows the caller has the
+    // edge's earlier 2xx, so only the latest is repeated.
+    for cseq in 2..1002 {
+        let (key, again) = caller_reinvite(cseq, OFFER, &refresh_headers(120));
+        let out = sim.give(Input::Reinvite {
+            key,
+            request: again,
+        });
+        assert_eq!(reinvite_answers(&out)[0].status, 200);
+    }
+    let out = sim.run_for(T1);
+    assert_eq!(
+        reinvite_answers(&out).len(),
+        1,
+        "one 2xx repeated, not 1,000"
+    );
+    sim.give(Input::Ack(from_caller("ACK", 1001)));
+    // A re-INVITE without an offer gets the edge's offer in the 200; a new offer before the
+    // ACK brings the answer is refused 491 (RFC 3264), and goes through once it has.
+    let (key, offerless) = caller_reinvite(1002, "", &refresh_headers(120));
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: offerless,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 200);
+    let (key, early) = caller_reinvite(1003, OFFER, &refresh_headers(120));
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: early,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 491);
+    sim.give(Input::Ack(from_caller("ACK", 1002)));
+    let (key, later) = caller_reinvite(1004, OFFER, &refresh_headers(120));
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: later,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 200);
+    // A re-INVITE from outside the call's dialogs is not the call's.
+    let mut stranger = caller_reinvite(1005, OFFER, &[]).1;
+    for (name, value) in &mut stranger.headers {
+        if name == "From" {
+            *value = "<sip:+4915111@127.0.0.9>;tag=someone-else".into();
+        }
+    }
+    let key = TransactionKey::of_request(&stranger).expect("a transaction");
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: stranger,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 481);
 }

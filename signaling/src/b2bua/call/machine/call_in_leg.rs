@@ -48,7 +48,11 @@ impl Call {
                         expected_caller: plan.number.clone(),
                         ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
                     },
-                    Then::CallInAwaited { token, ttl },
+                    Then::CallInAwaited {
+                        plan: Box::new(plan.clone()),
+                        token,
+                        ttl,
+                    },
                 );
                 true
             }

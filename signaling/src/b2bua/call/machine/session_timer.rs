@@ -25,6 +25,10 @@ use crate::transaction::TransactionKey;
 /// The shortest session interval the edge takes (RFC 4028 §5: never below 90 s).
 pub(crate) const MIN_SE: Duration = Duration::from_secs(90);
 
+/// The longest session interval the edge takes: a side asking for more is given this (RFC
+/// 4028 §9 lets the answering side lower it). A day, the longest a call may be set to last.
+pub(crate) const MAX_SE: Duration = Duration::from_secs(86_400);
+
 /// The session interval a request asks for, if it supports session timers (`Supported` or
 /// `Require: timer`) and asks for one.
 fn requested_interval(request: &RawMessage) -> Option<Duration> {
@@ -36,7 +40,7 @@ fn requested_interval(request: &RawMessage) -> Option<Duration> {
         .any(|option| option.trim().eq_ignore_ascii_case("timer"));
     let value = request.header("Session-Expires")?;
     let secs = value.split(';').next()?.trim().parse::<u64>().ok()?;
-    supported.then(|| Duration::from_secs(secs))
+    supported.then(|| Duration::from_secs(secs).min(MAX_SE))
 }
 
 /// The session interval a callee's 2xx sets with itself as the refresher (`refresher=uas`,
@@ -46,7 +50,7 @@ fn callee_refreshes(response: &RawMessage) -> Option<Duration> {
     let mut parts = value.split(';');
     let secs = parts.next()?.trim().parse::<u64>().ok()?;
     let by_callee = parts.any(|p| p.trim().eq_ignore_ascii_case("refresher=uas"));
-    by_callee.then(|| Duration::from_secs(secs).max(MIN_SE))
+    by_callee.then(|| Duration::from_secs(secs).clamp(MIN_SE, MAX_SE))
 }
 
 /// When a session of `interval` refreshed at `now` is given up: RFC 4028 §10's
@@ -163,12 +167,15 @@ impl Call {
                 ))
             }
             None => Answer::status(481),
+            // RFC 3264 §4 / RFC 3261 §14.2: a new offer while the edge's own offer (a 2xx to
+            // a request without one) waits for its answer in the ACK.
+            Some(side) if self.offer_awaits_answer(side) => {
+                Answer::with_reason(491, "Request Pending")
+            }
             Some(side) => match self.refresh(side, &request, now, ctx) {
                 Ok(answer) => {
-                    let leg = match side {
-                        Peer::Caller => None,
-                        Peer::Leg(l) => Some(l),
-                    };
+                    self.superseded_2xx(side);
+                    let leg = super::side_leg(side);
                     self.out.push(Output::Respond {
                         key: key.clone(),
                         request: request.clone(),
