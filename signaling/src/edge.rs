@@ -1024,6 +1024,9 @@ impl CallHost for Edge {
     fn call_ins(&self) -> &CallIns {
         &self.call_ins
     }
+    fn spending(&self) -> &Arc<Spending> {
+        &self.spending
+    }
     fn trunks(&self) -> &Trunks {
         &self.trunks
     }

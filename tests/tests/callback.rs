@@ -286,3 +286,38 @@ async fn draining_hangs_up_both_legs_of_a_callback_and_waits_for_their_answers()
     );
     edge.shutdown().await;
 }
+
+/// Callbacks count against the money limits as calls do, both legs reserved: three requested
+/// at once on a daily limit worth one callback's first minutes place one; the others are
+/// recorded as ended for the spend limit, and ring no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_at_once_hold_the_daily_limit_between_them() {
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    let (edge, trunk) = edge_with_trunk_and_media(Backend::sqlite().await, media).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    // A first minute to +44 costs 31p: a callback holds 62p of the 100p limit.
+    edge.price_calls(&[], Some(100)).await;
+    for _ in 0..3 {
+        edge.request_callback(extension_id, DESTINATION).await;
+    }
+    let first = trunk.expect_request("INVITE").await;
+    assert!(first.starts_with(&format!("INVITE sip:{EXTENSION}@")));
+    let calls = edge.ended_calls(2).await;
+    let refused: Vec<_> = calls.iter().filter_map(|c| ended(c)).collect();
+    assert_eq!(refused, vec![(EndCause::SpendLimit, Side::System); 2]);
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    let placed: Vec<_> = calls.iter().filter(|c| !legs(c).is_empty()).collect();
+    assert_eq!(placed.len(), 1, "only the one placed has a leg: {calls:?}");
+    assert!(
+        trunk.recv(Duration::from_millis(300)).await.is_none(),
+        "one callback rings"
+    );
+    // The one placed ends; its hold is given back, and a new request is placed.
+    trunk.send(&respond_to(&first, 486, "mob", None, "")).await;
+    trunk.expect_request("ACK").await;
+    edge.ended_calls(3).await;
+    edge.request_callback(extension_id, DESTINATION).await;
+    let again = trunk.expect_request("INVITE").await;
+    assert_ne!(header(&again, "Call-ID"), header(&first, "Call-ID"));
+    edge.shutdown().await;
+}

@@ -14,11 +14,13 @@
 //! unwind).
 
 mod interface;
+mod leg;
 mod machine;
 mod rules;
 #[cfg(test)]
 mod tests;
 
 pub use interface::*;
+pub(crate) use leg::{Leg, LegState};
 pub use machine::Call;
-pub(crate) use rules::{bye_in, caller_failure, status_of};
+pub(crate) use rules::{caller_failure, status_of};

@@ -1,7 +1,7 @@
-//! The task that runs one call: it owns what the call's state machine ([`Call`]) may not —
-//! the paths to each side, the media relay, the call's place among the account's calls, the
-//! clock and the channel the call's messages arrive on — and carries out what the machine
-//! asks, in order, recording each step before the next leaves.
+//! The task that runs one call: it owns what the call's state machine ([`Call`], or the
+//! callback's) may not — the paths to each side, the media relay, the call's place among the
+//! account's calls, the clock and the channel the call's messages arrive on — and carries out
+//! what the machine asks, in order, recording each step before the next leaves.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +14,9 @@ use domain::ids::{CallId, ExtensionId};
 use infra::command::{self, Origin};
 use tokio::sync::{mpsc, oneshot};
 
-use super::call::{self, Call, Context, Input, MediaPorts, Output, Peer, Reach, Refusal};
+use super::call::{
+    self, Call, Context, Input, Machine, MediaPorts, Output, Peer, Reach, Refusal, Settings,
+};
 use super::host::CallHost;
 use super::plan::Plan;
 use super::spending::Hold;
@@ -74,11 +76,12 @@ impl Context for EdgeContext<'_> {
     }
 }
 
-struct CallTask {
+pub(super) struct CallTask<M> {
     host: Arc<dyn CallHost>,
-    call: Call,
+    call: M,
     log: CallStream,
-    caller_path: PeerPath,
+    /// Where requests to the caller go (a call an INVITE started).
+    caller_path: Option<PeerPath>,
     /// Each leg's path, by the leg's index in the call.
     legs: Vec<Option<PeerPath>>,
     /// The path of the call-in being taken, until the call adopts it as a leg.
@@ -90,8 +93,6 @@ struct CallTask {
     /// Where the answer to the BYE being handled goes.
     bye_reply: Option<oneshot::Sender<Answer>>,
     tx: mpsc::Sender<CallInput>,
-    /// Counts the task among the edge's running calls until it ends.
-    _enlisted: Enlisted,
 }
 
 /// Runs one call from the caller's INVITE to its end.
@@ -100,7 +101,7 @@ pub async fn run(
     plan: Plan,
     caller: Caller,
     tx: mpsc::Sender<CallInput>,
-    mut rx: mpsc::Receiver<CallInput>,
+    rx: mpsc::Receiver<CallInput>,
     hold: Option<Hold>,
 ) {
     let enlisted = host.calls().enlist(tx.clone());
@@ -127,24 +128,7 @@ pub async fn run(
             }
         }
     }
-    let times = host.times();
-    let settings = call::Settings {
-        edge_id: host.edge_id(),
-        ring: times.ring,
-        call_in: times.call_in,
-        max_duration: times.max_duration,
-        media: relay
-            .as_ref()
-            .zip(host.media())
-            .map(|(relay, media)| MediaPorts {
-                address: media.settings.address,
-                caller_port: relay.port(RelaySide::Caller),
-                callee_port: relay.port(RelaySide::Callee),
-                timeout: media.settings.timeout,
-            }),
-        draining: host.is_draining(),
-        call_in_webhook: host.call_in_webhook().is_some(),
-    };
+    let settings = settings(host.as_ref(), relay.as_ref());
     let caller_path = caller.path.clone();
     let core_caller = call::Caller {
         reach: reach_of(&caller.path),
@@ -152,46 +136,83 @@ pub async fn run(
         invite: caller.invite,
         tag: caller.tag,
     };
-    let now = Instant::now();
-    let mut task = CallTask {
-        call: Call::new(id, plan, core_caller, settings, now),
-        log: CallStream::new(id),
-        caller_path,
-        legs: vec![],
-        arrival: None,
-        relay,
-        hold,
-        bye_reply: None,
-        tx,
-        host,
-        _enlisted: enlisted,
-    };
-    let outputs = task.call.start(now);
-    task.carry_out(outputs).await;
-    while !task.call.is_done(Instant::now()) {
-        let idle = task.relay.as_ref().map(Relay::idle_for);
-        let far = Instant::now() + Duration::from_secs(3600);
-        let wake = task.call.next_timeout(Instant::now(), idle).unwrap_or(far);
-        tokio::select! {
-            input = rx.recv() => match input {
-                Some(input) => task.give(input).await,
-                None => break,
-            },
-            _ = tokio::time::sleep_until(wake.into()) => {
-                let idle = task.relay.as_ref().map(Relay::idle_for);
-                let host = task.host.clone();
-                let ctx = EdgeContext { host: host.as_ref(), tx: &task.tx };
-                let outputs = task.call.on_timeout(Instant::now(), idle, &ctx);
-                task.carry_out(outputs).await;
-            }
-        }
-    }
-    for key in task.call.dialogs() {
-        task.host.calls().forget(key);
+    let call = Call::new(id, plan, core_caller, settings, Instant::now());
+    CallTask::new(host, call, Some(caller_path), relay, hold, tx)
+        .drive(rx, enlisted)
+        .await;
+}
+
+/// What a call on this edge is set up with, `relay` its media relay if it has one.
+pub(super) fn settings(host: &dyn CallHost, relay: Option<&Relay>) -> Settings {
+    let times = host.times();
+    Settings {
+        edge_id: host.edge_id(),
+        ring: times.ring,
+        call_in: times.call_in,
+        max_duration: times.max_duration,
+        media: relay.zip(host.media()).map(|(relay, media)| MediaPorts {
+            address: media.settings.address,
+            caller_port: relay.port(RelaySide::Caller),
+            callee_port: relay.port(RelaySide::Callee),
+            timeout: media.settings.timeout,
+        }),
+        draining: host.is_draining(),
+        call_in_webhook: host.call_in_webhook().is_some(),
     }
 }
 
-impl CallTask {
+impl<M: Machine> CallTask<M> {
+    pub(super) fn new(
+        host: Arc<dyn CallHost>,
+        call: M,
+        caller_path: Option<PeerPath>,
+        relay: Option<Relay>,
+        hold: Option<Hold>,
+        tx: mpsc::Sender<CallInput>,
+    ) -> Self {
+        Self {
+            log: CallStream::new(call.id()),
+            call,
+            caller_path,
+            legs: vec![],
+            arrival: None,
+            relay,
+            hold,
+            bye_reply: None,
+            tx,
+            host,
+        }
+    }
+
+    /// Runs the call from its first step until it is done, counted among the edge's running
+    /// calls (`enlisted`) until then.
+    pub(super) async fn drive(mut self, mut rx: mpsc::Receiver<CallInput>, enlisted: Enlisted) {
+        let outputs = self.call.start(Instant::now());
+        self.carry_out(outputs).await;
+        while !self.call.is_done(Instant::now()) {
+            let idle = self.relay.as_ref().map(Relay::idle_for);
+            let far = Instant::now() + Duration::from_secs(3600);
+            let wake = self.call.next_timeout(Instant::now(), idle).unwrap_or(far);
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.give(input).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let idle = self.relay.as_ref().map(Relay::idle_for);
+                    let host = self.host.clone();
+                    let ctx = EdgeContext { host: host.as_ref(), tx: &self.tx };
+                    let outputs = self.call.on_timeout(Instant::now(), idle, &ctx);
+                    self.carry_out(outputs).await;
+                }
+            }
+        }
+        for key in self.call.dialogs() {
+            self.host.calls().forget(key);
+        }
+        drop(enlisted);
+    }
+
     /// Hands one message to the call and carries out what it asks.
     async fn give(&mut self, input: CallInput) {
         let input = match input {
@@ -309,7 +330,7 @@ impl CallTask {
                 bytes,
             } => {
                 let (path, leg) = match to {
-                    Peer::Caller => (Some(self.caller_path.clone()), None),
+                    Peer::Caller => (self.caller_path.clone(), None),
                     Peer::Leg(l) => (self.leg_path(l), Some(l)),
                 };
                 match path {

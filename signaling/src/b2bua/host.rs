@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::Calls;
 use super::call_in::CallIns;
 use super::plan::Policy;
+use super::spending::Spending;
 use crate::answer::Answer;
 use crate::media::Media;
 use crate::message::RawMessage;
@@ -51,6 +52,8 @@ pub trait CallHost: Send + Sync {
     fn outgoing(&self) -> &Outgoing;
     fn calls(&self) -> &Calls;
     fn call_ins(&self) -> &CallIns;
+    /// The calls in progress and reservations the money limits count.
+    fn spending(&self) -> &Arc<Spending>;
     fn trunks(&self) -> &Trunks;
     /// What the operator allows when calls are planned.
     fn policy(&self) -> Policy;

@@ -15,6 +15,8 @@ pub mod call_task;
 pub mod callback;
 pub mod host;
 pub mod plan;
+#[cfg(test)]
+mod sim;
 pub mod spending;
 pub mod stream;
 

@@ -1,9 +1,10 @@
 //! Money limits that hold under concurrency. A daily spend limit counted on ended calls alone
 //! lets any number of calls start at once (a fraudster's twelve simultaneous calls on a limit
-//! worth three). So an outbound call (an IP device's or an extension's call-through) that will
-//! place a billable leg holds, from before its legs are placed until it is over, a place among the account's (and the extension's) calls in
-//! progress and a reservation of its first billing increment against the daily limits; a call
-//! is refused when either cap is full or when the day's spend plus what calls in progress
+//! worth three). So an outbound call (an IP device's, an extension's call-through, a callback)
+//! that will place a billable leg holds, from before its legs are placed until it is over, a
+//! place among the account's (and the extension's) calls in progress and a reservation of its
+//! first billing increment against the daily limits (a callback, billed for both its legs,
+//! reserves both); a call is refused when either cap is full or when the day's spend plus what calls in progress
 //! hold plus its own reservation would pass a limit.
 //!
 //! Held per edge, in memory: calls spread over several edges each see the others only once
@@ -13,7 +14,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use domain::E164;
+use domain::account::Account;
 use domain::call::{Direction, EndCause};
+use domain::extension::Extension;
 use domain::ids::{AccountId, ExtensionId};
 use domain::rating::{BillableLeg, rate};
 use projections::routing_view::RoutingView;
@@ -99,13 +103,9 @@ impl Spending {
         plan: &Plan,
         now: DateTime<Utc>,
     ) -> Result<Option<Hold>, (Answer, EndCause)> {
-        let Some(account_id) = plan
-            .account
-            .id
-            .filter(|_| plan.direction == Direction::Outbound)
-        else {
+        if plan.direction != Direction::Outbound {
             return Ok(None);
-        };
+        }
         let numbers: Vec<_> = plan
             .targets
             .iter()
@@ -115,24 +115,29 @@ impl Spending {
             return Ok(None);
         }
         // One leg answers: the dearest first increment among them is what the call holds.
-        let reserve = view
-            .tariff_in_force(account_id, now)
-            .map(|version| {
-                numbers
-                    .iter()
-                    .filter_map(|n| {
-                        let leg = BillableLeg {
-                            destination: (*n).clone(),
-                            answered_at: Some(now),
-                            ended_at: now + chrono::Duration::seconds(1),
-                        };
-                        rate(version, &leg).ok().map(|r| r.charge.minor)
-                    })
-                    .max()
-                    .unwrap_or(0)
-            })
+        let reserve = numbers
+            .iter()
+            .map(|n| first_increment(view, &plan.account, n, now))
+            .max()
             .unwrap_or(0);
-        let extension = plan.extension.as_ref().and_then(|e| Some((e.id?, e)));
+        self.hold_for(view, &plan.account, plan.extension.as_ref(), reserve, now)
+    }
+
+    /// Takes a place among `account`'s (and `extension`'s) calls in progress for a call that
+    /// reserves `reserve` minor units against their daily limits; `Ok(None)` for an account
+    /// not yet known by id.
+    pub fn hold_for(
+        self: &Arc<Self>,
+        view: &RoutingView,
+        account: &Account,
+        extension: Option<&Extension>,
+        reserve: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Hold>, (Answer, EndCause)> {
+        let Some(account_id) = account.id else {
+            return Ok(None);
+        };
+        let extension = extension.and_then(|e| Some((e.id?, e)));
         let (account_spent, extension_spent) =
             view.spent_on_day_of(account_id, extension.map(|(id, _)| id), now);
         let mut state = self.state.lock().expect("spending");
@@ -156,17 +161,15 @@ impl Spending {
         let over = |limit: Option<i64>, spent: i64, held: Held| {
             limit.is_some_and(|l| spent + held.reserved_minor + reserve.max(1) > l)
         };
-        if over(
-            plan.account.daily_spend_limit_minor,
-            account_spent,
-            held_account,
-        ) || extension.is_some_and(|(_, e)| {
-            over(
-                e.settings.daily_limit_minor,
-                extension_spent,
-                held_extension,
-            )
-        }) {
+        if over(account.daily_spend_limit_minor, account_spent, held_account)
+            || extension.is_some_and(|(_, e)| {
+                over(
+                    e.settings.daily_limit_minor,
+                    extension_spent,
+                    held_extension,
+                )
+            })
+        {
             tracing::warn!(
                 target: "ringledger::security",
                 account = %account_id, extension = ?extension.map(|(id, _)| id),
@@ -198,4 +201,23 @@ impl Spending {
         let state = self.state.lock().expect("spending");
         state.accounts.get(&account).map_or(0, |h| h.calls)
     }
+}
+
+/// What the first billing increment of a call to `number` costs `account` by its tariff in
+/// force (0 when it has none, or the tariff does not rate the number).
+pub fn first_increment(
+    view: &RoutingView,
+    account: &Account,
+    number: &E164,
+    now: DateTime<Utc>,
+) -> i64 {
+    let Some(version) = account.id.and_then(|id| view.tariff_in_force(id, now)) else {
+        return 0;
+    };
+    let leg = BillableLeg {
+        destination: number.clone(),
+        answered_at: Some(now),
+        ended_at: now + chrono::Duration::seconds(1),
+    };
+    rate(version, &leg).map_or(0, |r| r.charge.minor)
 }

@@ -2,13 +2,13 @@
 //! outputs it asks for, what it is set up with, and what it may ask of the edge at once.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use domain::E164;
 use domain::call::CallCommand;
 use domain::device::Transport;
 use domain::extension::Extension;
-use domain::ids::ExtensionId;
+use domain::ids::{CallId, ExtensionId};
 use infra::command::CommandError;
 
 use crate::answer::Answer;
@@ -243,3 +243,26 @@ pub const LINGER: Duration = Duration::from_secs(32);
 
 /// How often a call awaiting a call-in checks that the extension still serves.
 pub const CALL_IN_RECHECK: Duration = Duration::from_secs(1);
+
+/// A call's state machine as its task drives it: the call an INVITE starts ([`super::Call`])
+/// and the callback the edge places itself both are one.
+pub trait Machine: Send {
+    fn id(&self) -> CallId;
+    /// Its first steps.
+    fn start(&mut self, now: Instant) -> Vec<Output>;
+    fn handle(&mut self, input: Input, now: Instant, ctx: &dyn Context) -> Vec<Output>;
+    /// Time has come to `now` (the relay silent for `media_idle`).
+    fn on_timeout(
+        &mut self,
+        now: Instant,
+        media_idle: Option<Duration>,
+        ctx: &dyn Context,
+    ) -> Vec<Output>;
+    /// When it next wants [`Machine::on_timeout`].
+    fn next_timeout(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant>;
+    /// Over, and no longer waiting for late answers (or, shutting down, for its hangups and
+    /// cancels to be answered).
+    fn is_done(&self, now: Instant) -> bool;
+    /// Every dialog it has been registered under (forgotten when its task ends).
+    fn dialogs(&self) -> &[DialogKey];
+}

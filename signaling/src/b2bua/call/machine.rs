@@ -14,8 +14,10 @@ use domain::ids::{CallId, LegId};
 use rsip::headers::UntypedHeader;
 
 use super::interface::{
-    Arrival, Caller, Context, Input, LINGER, MediaPorts, Output, Peer, Reach, Refusal, Settings,
+    Arrival, Caller, Context, Input, LINGER, Machine, MediaPorts, Output, Peer, Reach, Refusal,
+    Settings,
 };
+use super::leg::{Leg, LegState};
 use super::rules::{caller_failure, status_of};
 use crate::answer::Answer;
 use crate::b2bua::plan::{CallInPlan, Plan, Target};
@@ -27,34 +29,6 @@ use crate::message::RawMessage;
 use crate::outgoing::Outcome;
 use crate::transaction::T1;
 use sessions::{SessionTimer, Sessions};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LegState {
-    Trying,
-    Ringing,
-    Answered,
-    /// Failed, cancelled or hung up: nothing more is expected of it.
-    Done,
-}
-
-struct Leg {
-    id: LegId,
-    /// The leg called the edge (a call-in): the edge answered its INVITE, with this tag,
-    /// through this server transaction.
-    inbound: Option<(crate::transaction::TransactionKey, String)>,
-    invite: RawMessage,
-    reach: Reach,
-    state: LegState,
-    /// Any response heard: a CANCEL may be sent (RFC 3261 §9.1).
-    heard: bool,
-    cancel_wanted: bool,
-    cancel_sent: bool,
-    dialog: Option<Dialog>,
-    ack: Option<Vec<u8>>,
-    bye_sent: bool,
-    /// The final status a failed leg got.
-    failed_with: Option<u16>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -162,6 +136,142 @@ pub struct Call {
     out: Vec<Output>,
 }
 
+impl Machine for Call {
+    fn id(&self) -> CallId {
+        self.id
+    }
+
+    /// Every dialog the call has been registered under (forgotten when the task ends).
+    fn dialogs(&self) -> &[DialogKey] {
+        &self.dialogs
+    }
+
+    /// Starts the call: records it (or refuses it, the edge shutting down).
+    fn start(&mut self, now: Instant) -> Vec<Output> {
+        if self.shutting_down {
+            // Taken just as the edge began to drain: not started.
+            self.respond(Answer::with_reason(
+                503,
+                "Service Unavailable (shutting down)",
+            ));
+            self.over(now);
+        } else if let Some(too_small) = Self::interval_too_small(&self.caller.invite) {
+            // Negotiation, not a call: the caller asks again with a longer interval.
+            self.respond(too_small);
+            self.over(now);
+        } else {
+            let plan = &self.plan;
+            let start = CallCommand::Start {
+                call_id: self.id,
+                direction: plan.direction,
+                from: plan.from.clone(),
+                to: plan.to.clone(),
+                origin: plan.origin.clone(),
+                path: plan.path,
+                account: plan.account.clone(),
+                extension: plan.extension.clone(),
+                pin: None,
+                dial_intent: plan.dial_intent,
+                edge_id: Some(self.settings.edge_id),
+            };
+            self.record_then(start, Then::Started);
+        }
+        self.take()
+    }
+
+    fn is_done(&self, now: Instant) -> bool {
+        let Some(over_at) = self.over_at else {
+            return false;
+        };
+        if self.shutting_down && self.byes_pending == 0 && !self.legs.iter().any(Leg::awaits_final)
+        {
+            // Shutting down, the call is done once its hangups and cancels are answered (a 2xx
+            // that crossed a CANCEL is ACKed and hung up before the edge exits).
+            return true;
+        }
+        if self.legs.is_empty() {
+            // No leg was placed: no late answer to wait for.
+            return true;
+        }
+        now >= over_at + LINGER
+    }
+
+    fn handle(&mut self, input: Input, now: Instant, ctx: &dyn Context) -> Vec<Output> {
+        if let Input::Recorded(result) = input {
+            match self.awaiting.take() {
+                Some(then) => self.go_on(then, result, now, ctx),
+                None => tracing::warn!(call = %self.id, "a recording nobody waits for"),
+            }
+            return self.take();
+        }
+        debug_assert!(
+            self.awaiting.is_none(),
+            "an input while a recording is awaited"
+        );
+        match input {
+            Input::Outcome {
+                leg: Some(leg),
+                key,
+                outcome,
+            } if key.method == "INVITE" => match outcome {
+                Outcome::Response(response) => self.on_leg_response(leg, response, now, ctx),
+                Outcome::Timeout => {
+                    if let Some(l) = self.legs.get_mut(leg) {
+                        l.timed_out();
+                    }
+                    self.on_leg_failed(leg, 408, LegFailure::Timeout, now)
+                }
+            },
+            // A BYE's final answer (or its timeout) is awaited only by a draining edge;
+            // responses to CANCEL change nothing.
+            Input::Outcome { key, outcome, .. } if key.method == "BYE" => {
+                let fin = match &outcome {
+                    Outcome::Response(r) => status_of(r).is_some_and(|s| s >= 200),
+                    Outcome::Timeout => true,
+                };
+                if fin {
+                    self.byes_pending = self.byes_pending.saturating_sub(1);
+                }
+            }
+            Input::Outcome { .. } => {}
+            Input::Shutdown => self.shut_down(now, ctx),
+            Input::Cancel => {
+                if self.phase == Phase::Setup {
+                    self.cancel_legs(LegFailure::Cancelled);
+                    self.end_setup(
+                        Answer::status(487),
+                        Some((EndCause::CallerCancelled, Side::Caller)),
+                        now,
+                    );
+                }
+            }
+            Input::CallIn(arrival) => self.on_call_in(arrival, now, ctx),
+            Input::Ack(ack) => self.on_ack(&ack, ctx),
+            Input::Reinvite { key, request } => self.on_reinvite(key, request, now, ctx),
+            Input::Bye(bye) => {
+                let answer = self.on_bye(&bye, now, ctx);
+                self.out.push(Output::ByeAnswer(answer));
+            }
+            Input::Recorded(_) => unreachable!("handled above"),
+        }
+        self.take()
+    }
+
+    fn next_timeout(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant> {
+        self.next_wake(now, media_idle)
+    }
+
+    fn on_timeout(
+        &mut self,
+        now: Instant,
+        media_idle: Option<Duration>,
+        ctx: &dyn Context,
+    ) -> Vec<Output> {
+        self.timers(now, media_idle, ctx);
+        self.take()
+    }
+}
+
 impl Call {
     /// A call for `plan`, from `caller`, begun at `now`; the edge has registered the caller's
     /// dialog (with no tag, and with `caller.tag`).
@@ -198,120 +308,6 @@ impl Call {
             session_timers: vec![],
             out: vec![],
         }
-    }
-
-    pub fn id(&self) -> CallId {
-        self.id
-    }
-
-    /// Every dialog the call has been registered under (forgotten when the task ends).
-    pub fn dialogs(&self) -> &[DialogKey] {
-        &self.dialogs
-    }
-
-    /// Starts the call: records it (or refuses it, the edge shutting down).
-    pub fn start(&mut self, now: Instant) -> Vec<Output> {
-        if self.shutting_down {
-            // Taken just as the edge began to drain: not started.
-            self.respond(Answer::with_reason(
-                503,
-                "Service Unavailable (shutting down)",
-            ));
-            self.over(now);
-        } else if let Some(too_small) = Self::interval_too_small(&self.caller.invite) {
-            // Negotiation, not a call: the caller asks again with a longer interval.
-            self.respond(too_small);
-            self.over(now);
-        } else {
-            let plan = &self.plan;
-            let start = CallCommand::Start {
-                call_id: self.id,
-                direction: plan.direction,
-                from: plan.from.clone(),
-                to: plan.to.clone(),
-                origin: plan.origin.clone(),
-                path: plan.path,
-                account: plan.account.clone(),
-                extension: plan.extension.clone(),
-                pin: None,
-                dial_intent: plan.dial_intent,
-                edge_id: Some(self.settings.edge_id),
-            };
-            self.record_then(start, Then::Started);
-        }
-        self.take()
-    }
-
-    /// Over, and no longer waiting for late answers (or, shutting down, for its hangups to be
-    /// answered).
-    pub fn is_done(&self, now: Instant) -> bool {
-        let Some(over_at) = self.over_at else {
-            return false;
-        };
-        if self.shutting_down && self.byes_pending == 0 {
-            return true;
-        }
-        if self.legs.is_empty() {
-            // No leg was placed: no late answer to wait for.
-            return true;
-        }
-        now >= over_at + LINGER
-    }
-
-    pub fn handle(&mut self, input: Input, now: Instant, ctx: &dyn Context) -> Vec<Output> {
-        if let Input::Recorded(result) = input {
-            match self.awaiting.take() {
-                Some(then) => self.go_on(then, result, now, ctx),
-                None => tracing::warn!(call = %self.id, "a recording nobody waits for"),
-            }
-            return self.take();
-        }
-        debug_assert!(
-            self.awaiting.is_none(),
-            "an input while a recording is awaited"
-        );
-        match input {
-            Input::Outcome {
-                leg: Some(leg),
-                key,
-                outcome,
-            } if key.method == "INVITE" => match outcome {
-                Outcome::Response(response) => self.on_leg_response(leg, response, now, ctx),
-                Outcome::Timeout => self.on_leg_failed(leg, 408, LegFailure::Timeout, now),
-            },
-            // A BYE's final answer (or its timeout) is awaited only by a draining edge;
-            // responses to CANCEL change nothing.
-            Input::Outcome { key, outcome, .. } if key.method == "BYE" => {
-                let fin = match &outcome {
-                    Outcome::Response(r) => status_of(r).is_some_and(|s| s >= 200),
-                    Outcome::Timeout => true,
-                };
-                if fin {
-                    self.byes_pending = self.byes_pending.saturating_sub(1);
-                }
-            }
-            Input::Outcome { .. } => {}
-            Input::Shutdown => self.shut_down(now, ctx),
-            Input::Cancel => {
-                if self.phase == Phase::Setup {
-                    self.cancel_legs(LegFailure::Cancelled);
-                    self.end_setup(
-                        Answer::status(487),
-                        Some((EndCause::CallerCancelled, Side::Caller)),
-                        now,
-                    );
-                }
-            }
-            Input::CallIn(arrival) => self.on_call_in(arrival, now, ctx),
-            Input::Ack(ack) => self.on_ack(&ack, ctx),
-            Input::Reinvite { key, request } => self.on_reinvite(key, request, now, ctx),
-            Input::Bye(bye) => {
-                let answer = self.on_bye(&bye, now, ctx);
-                self.out.push(Output::ByeAnswer(answer));
-            }
-            Input::Recorded(_) => unreachable!("handled above"),
-        }
-        self.take()
     }
 
     fn take(&mut self) -> Vec<Output> {
@@ -696,7 +692,7 @@ impl Call {
             return Answer::status(481);
         };
         if leg == winner {
-            self.legs[leg].state = LegState::Done;
+            self.legs[leg].hung_up();
             self.unacked.clear();
             self.bye_caller(ctx);
             self.finish(EndCause::NormalClearing, Side::Callee, now);

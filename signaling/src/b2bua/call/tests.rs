@@ -2,11 +2,8 @@
 //! ones a network rarely shows on demand (CANCEL crossing a 200, two answers at once, a BYE
 //! before the ACK, each timer in each state, a recording that fails).
 
-use std::cell::Cell;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use domain::E164;
 use domain::account::Account;
 use domain::call::{CallCommand, Direction, EndCause, LegFailure, LegTarget, Origin, Path, Side};
 use domain::device::Transport;
@@ -16,6 +13,7 @@ use domain::ids::{CallId, ExtensionId};
 use super::*;
 use crate::answer::Answer;
 use crate::b2bua::plan::{CallInPlan, Plan, Target};
+use crate::b2bua::sim::*;
 use crate::message::{self, RawMessage};
 use crate::outgoing::{ClientKey, Outcome};
 use crate::transaction::{T1, TransactionKey};
@@ -23,18 +21,6 @@ use crate::transaction::{T1, TransactionKey};
 const CALLER_TAG: &str = "edge-tag";
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 127.0.0.20\r\ns=-\r\nc=IN IP4 127.0.0.20\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn addr(text: &str) -> SocketAddr {
-    text.parse().expect("address")
-}
-
-fn e164(text: &str) -> E164 {
-    E164::parse(text).expect("number")
-}
 
 fn caller_invite(body: &str) -> RawMessage {
     let content = if body.is_empty() {
@@ -68,25 +54,6 @@ fn from_caller(method: &str, cseq: u32) -> RawMessage {
          CSeq: {cseq} {method}\r\n\
          Content-Length: 0\r\n\r\n"
     ))
-}
-
-/// A leg's answer to the edge's INVITE.
-fn reply(invite: &RawMessage, status: u16, tag: &str, body: &str) -> RawMessage {
-    let mut headers: Vec<(String, String)> = ["Via", "From", "Call-ID", "CSeq"]
-        .iter()
-        .map(|h| (h.to_string(), invite.header(h).expect(h).to_string()))
-        .collect();
-    let to = invite.header("To").expect("To");
-    headers.push(("To".into(), format!("{to};tag={tag}")));
-    headers.push(("Contact".into(), "<sip:callee@127.0.0.20:5060>".into()));
-    if !body.is_empty() {
-        headers.push(("Content-Type".into(), "application/sdp".into()));
-    }
-    RawMessage {
-        start_line: format!("SIP/2.0 {status} Whatever"),
-        headers,
-        body: body.as_bytes().to_vec(),
-    }
 }
 
 fn target(n: u8, delay: Duration) -> Target {
@@ -148,44 +115,8 @@ fn relayed(timeout: Duration) -> Settings {
     }
 }
 
-/// The edge as the call sees it: everything reachable over UDP, one extension in the view.
-struct FakeEdge {
-    extension: Option<Extension>,
-    call_in_taken: Cell<bool>,
-}
-
-impl Context for FakeEdge {
-    fn local(&self) -> SocketAddr {
-        addr("127.0.0.1:5060")
-    }
-    fn reach(&self, to: SocketAddr, _: Transport) -> Option<Reach> {
-        Some(Reach {
-            peer: to,
-            transport: "UDP",
-        })
-    }
-    fn extension_now(&self, _: ExtensionId, _: &E164) -> Option<Extension> {
-        self.extension.clone()
-    }
-    fn wait_call_in(&self, _: &E164, _: &E164) -> bool {
-        !self.call_in_taken.replace(true)
-    }
-}
-
-/// Which recordings the store refuses.
-type Refuser = Box<dyn Fn(&CallCommand) -> Option<Refusal>>;
-
-/// A call driven as its task drives it, on a clock the test moves.
-struct Sim {
-    call: Call,
-    now: Instant,
-    edge: FakeEdge,
-    refuse: Refuser,
-    /// When media was last relayed (the relay starts with the call).
-    media_at: Instant,
-}
-
-impl Sim {
+/// A call started by the caller's INVITE.
+impl Sim<Call> {
     fn start(plan: Plan, settings: Settings) -> (Self, Vec<Output>) {
         Self::start_with(plan, settings, Box::new(|_| None))
     }
@@ -217,77 +148,7 @@ impl Sim {
             settings,
             now,
         );
-        let mut sim = Self {
-            call,
-            now,
-            edge: FakeEdge {
-                extension: None,
-                call_in_taken: Cell::new(false),
-            },
-            refuse,
-            media_at: now,
-        };
-        let outputs = sim.call.start(now);
-        let outputs = sim.settle(outputs);
-        (sim, outputs)
-    }
-
-    fn media_idle(&self) -> Option<Duration> {
-        Some(self.now - self.media_at)
-    }
-
-    /// Carries the outputs out as the task does: an awaited recording's result (refused if the
-    /// test says so) is handed back, and what follows is appended.
-    fn settle(&mut self, outputs: Vec<Output>) -> Vec<Output> {
-        let mut done = vec![];
-        let mut queue = std::collections::VecDeque::from(outputs);
-        while let Some(output) = queue.pop_front() {
-            let result = match &output {
-                Output::Record {
-                    command,
-                    awaited: true,
-                } => Some((self.refuse)(command).map_or(Ok(()), Err)),
-                Output::UseDialIntent { .. } => Some(Ok(())),
-                _ => None,
-            };
-            done.push(output);
-            if let Some(result) = result {
-                let next = self
-                    .call
-                    .handle(Input::Recorded(result), self.now, &self.edge);
-                queue.extend(next);
-            }
-        }
-        done
-    }
-
-    fn give(&mut self, input: Input) -> Vec<Output> {
-        let outputs = self.call.handle(input, self.now, &self.edge);
-        self.settle(outputs)
-    }
-
-    /// Moves the clock to `until`, firing each timer the call asks for on the way.
-    fn run_until(&mut self, until: Instant) -> Vec<Output> {
-        let mut all = vec![];
-        let mut wakes = 0;
-        while let Some(at) = self.call.next_timeout(self.now, self.media_idle()) {
-            if at > until || self.call.is_done(at) {
-                break;
-            }
-            wakes += 1;
-            assert!(wakes < 10_000, "the call keeps waking at {at:?}");
-            self.now = self.now.max(at);
-            let outputs = self
-                .call
-                .on_timeout(self.now, self.media_idle(), &self.edge);
-            all.extend(self.settle(outputs));
-        }
-        self.now = until;
-        all
-    }
-
-    fn run_for(&mut self, span: Duration) -> Vec<Output> {
-        self.run_until(self.now + span)
+        Sim::new(call, now, refuse)
     }
 }
 
@@ -302,96 +163,8 @@ fn to_caller(outputs: &[Output]) -> Vec<u16> {
         .collect()
 }
 
-fn commands(outputs: &[Output]) -> Vec<&CallCommand> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Record { command, .. } => Some(&**command),
-            _ => None,
-        })
-        .collect()
-}
-
-fn ended(outputs: &[Output]) -> Option<(EndCause, Side)> {
-    commands(outputs).into_iter().find_map(|c| match c {
-        CallCommand::End { cause, side } => Some((*cause, *side)),
-        _ => None,
-    })
-}
-
-fn leg_failures(outputs: &[Output]) -> Vec<(u16, LegFailure)> {
-    commands(outputs)
-        .into_iter()
-        .filter_map(|c| match c {
-            CallCommand::LegFailed {
-                sip_status,
-                failure,
-                ..
-            } => Some((*sip_status, *failure)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn answered_legs(outputs: &[Output]) -> usize {
-    commands(outputs)
-        .into_iter()
-        .filter(|c| matches!(c, CallCommand::LegAnswered { .. }))
-        .count()
-}
-
-/// The INVITEs sent, by leg.
-fn invites(outputs: &[Output]) -> Vec<(usize, RawMessage)> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Invite { leg, request, .. } => Some((*leg, request.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn cancelled(outputs: &[Output]) -> Vec<usize> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Cancel { leg, .. } => Some(*leg),
-            _ => None,
-        })
-        .collect()
-}
-
-fn acked(outputs: &[Output]) -> Vec<usize> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Ack { leg, .. } => Some(*leg),
-            _ => None,
-        })
-        .collect()
-}
-
-fn byes(outputs: &[Output]) -> Vec<Peer> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Request { to, method, .. } if *method == "BYE" => Some(*to),
-            _ => None,
-        })
-        .collect()
-}
-
-fn response(leg: usize, invite: &RawMessage, status: u16, body: &str) -> Input {
-    let response = reply(invite, status, &format!("leg{leg}"), body);
-    Input::Outcome {
-        leg: Some(leg),
-        key: ClientKey::of_response(&response).expect("a client key"),
-        outcome: Outcome::Response(response),
-    }
-}
-
 /// A call with `n` legs placed at once, each ringing.
-fn ringing(n: u8, settings: Settings) -> (Sim, Vec<(usize, RawMessage)>) {
+fn ringing(n: u8, settings: Settings) -> (Sim<Call>, Vec<(usize, RawMessage)>) {
     let targets = (0..n).map(|i| target(i, Duration::ZERO)).collect();
     let (mut sim, out) = Sim::start(plan(targets), settings);
     let legs = invites(&out);
@@ -403,7 +176,7 @@ fn ringing(n: u8, settings: Settings) -> (Sim, Vec<(usize, RawMessage)>) {
 }
 
 /// A call answered by its only leg (and the caller's ACK not yet in).
-fn answered(settings: Settings) -> (Sim, RawMessage) {
+fn answered(settings: Settings) -> (Sim<Call>, RawMessage) {
     let (mut sim, legs) = ringing(1, settings);
     let out = sim.give(response(0, &legs[0].1, 200, ANSWER));
     assert_eq!(to_caller(&out), vec![200]);
@@ -699,13 +472,16 @@ fn target_of(n: u8) -> LegTarget {
 
 #[test]
 fn shutting_down_ends_the_call_in_every_state() {
-    // Ringing: the legs are cancelled and the caller refused.
-    let (mut sim, _) = ringing(1, settings());
+    // Ringing: the legs are cancelled and the caller refused; done once the cancelled leg's
+    // INVITE is over (a 200 crossing the CANCEL would still be ACKed and hung up).
+    let (mut sim, legs) = ringing(1, settings());
     let out = sim.give(Input::Shutdown);
     assert_eq!(to_caller(&out), vec![503]);
     assert_eq!(cancelled(&out), vec![0]);
     assert_eq!(ended(&out), Some((EndCause::EdgeShutdown, Side::System)));
-    assert!(sim.call.is_done(sim.now), "nothing to wait for");
+    assert!(!sim.call.is_done(sim.now), "the leg's 487 is still to come");
+    sim.give(response(0, &legs[0].1, 487, ""));
+    assert!(sim.call.is_done(sim.now));
     // Answered: BYE both sides; done once both BYEs are answered, not before.
     let (mut sim, _) = answered(settings());
     let out = sim.give(Input::Shutdown);
@@ -757,18 +533,7 @@ fn the_callee_hanging_up_ends_the_call_and_a_stranger_bye_is_refused() {
         matches!(&out[..], [Output::ByeAnswer(a)] if a.status == 481),
         "{out:?}"
     );
-    let from_leg = message::from_text(&format!(
-        "BYE sip:ringledger@127.0.0.1:5060 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bKlegbye\r\n\
-         From: {};tag=leg0\r\n\
-         To: {}\r\n\
-         Call-ID: {}\r\n\
-         CSeq: 1 BYE\r\n\
-         Content-Length: 0\r\n\r\n",
-        invite.header("To").expect("To"),
-        invite.header("From").expect("From"),
-        invite.header("Call-ID").expect("Call-ID"),
-    ));
+    let from_leg = from_leg("BYE", 0, &invite, 1);
     let out = sim.give(Input::Bye(from_leg));
     assert_eq!(byes(&out), vec![Peer::Caller]);
     assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::Callee)));
@@ -801,7 +566,7 @@ fn serving() -> Extension {
     }
 }
 
-fn awaiting_call_in() -> (Sim, Vec<Output>) {
+fn awaiting_call_in() -> (Sim<Call>, Vec<Output>) {
     let plan = Plan {
         call_in: Some(call_in_plan()),
         ..plan(vec![])
@@ -952,7 +717,7 @@ fn a_caller_cancel_while_a_call_in_is_awaited_stops_the_wait() {
 }
 
 /// A call from a caller asking for a session timer of `secs`.
-fn timed_caller(secs: u64) -> (Sim, Vec<Output>) {
+fn timed_caller(secs: u64) -> (Sim<Call>, Vec<Output>) {
     let refuse: Refuser = Box::new(|_| None);
     let plan = plan(vec![target(0, Duration::ZERO)]);
     Sim::start_invite(plan, settings(), refuse, caller_invite_timed(secs))
@@ -1019,7 +784,7 @@ fn header_of(answer: &Answer, name: &str) -> Option<String> {
     })
 }
 
-fn timed_answered(secs: u64) -> Sim {
+fn timed_answered(secs: u64) -> Sim<Call> {
     let (mut sim, out) = timed_caller(secs);
     let invite = invites(&out).remove(0).1;
     let out = sim.give(response(0, &invite, 200, ANSWER));

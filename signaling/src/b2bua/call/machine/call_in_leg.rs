@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use domain::call::{CallCommand, EndCause, LegFailure, LegRole, LegTarget, Path};
 use domain::ids::LegId;
 
-use super::{Bridging, Call, Leg, LegState, Phase, Then};
+use super::{Bridging, Call, Leg, Phase, Then};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{Arrival, Context, Output, Peer};
 use crate::b2bua::call::rules::call_in_wait;
@@ -222,20 +222,13 @@ impl Call {
             });
         }
         let leg = self.legs.len();
-        self.legs.push(Leg {
-            id: leg_id,
-            inbound: Some((arrival.key.clone(), arrival.tag.clone())),
-            dialog: Dialog::as_callee(&arrival.invite, &arrival.tag).ok(),
-            invite: arrival.invite.clone(),
-            reach: arrival.reach,
-            state: LegState::Answered,
-            heard: true,
-            cancel_wanted: false,
-            cancel_sent: false,
-            ack: None,
-            bye_sent: false,
-            failed_with: None,
-        });
+        self.legs.push(Leg::arrived(
+            leg_id,
+            arrival.key.clone(),
+            arrival.tag.clone(),
+            arrival.invite.clone(),
+            arrival.reach,
+        ));
         self.out.push(Output::AdoptArrival { leg });
         self.answered_by(leg, now);
         self.to_place.clear();

@@ -12,7 +12,7 @@ use crate::b2bua::call::interface::{Context, Output, Peer, Reach};
 use crate::b2bua::call::rules::{bye_in, content_type, status_of};
 use crate::b2bua::dialog_key;
 use crate::b2bua::plan::Target;
-use crate::dialog::{Dialog, Hop};
+use crate::dialog::Dialog;
 use crate::media::relay::Side as RelaySide;
 use crate::media::sdp;
 use crate::message::RawMessage;
@@ -76,20 +76,7 @@ impl Call {
         self.out.push(Output::Register(key.clone()));
         self.dialogs.push(key);
         let leg = self.legs.len();
-        self.legs.push(Leg {
-            id: leg_id,
-            inbound: None,
-            invite: invite.clone(),
-            reach,
-            state: LegState::Trying,
-            heard: false,
-            cancel_wanted: false,
-            cancel_sent: false,
-            dialog: None,
-            ack: None,
-            bye_sent: false,
-            failed_with: None,
-        });
+        self.legs.push(Leg::placed(leg_id, invite.clone(), reach));
         self.out.push(Output::Invite {
             leg,
             to: target.destination,
@@ -115,8 +102,7 @@ impl Call {
         if leg >= self.legs.len() {
             return;
         }
-        self.legs[leg].heard = true;
-        if self.legs[leg].cancel_wanted && !self.legs[leg].cancel_sent && status < 200 {
+        if self.legs[leg].hear(status) {
             self.send_cancel(leg);
         }
         match status {
@@ -158,14 +144,9 @@ impl Call {
 
     pub(super) fn on_leg_answered(&mut self, leg: usize, response: RawMessage, ctx: &dyn Context) {
         // Every 2xx is ACKed, whatever becomes of the leg.
-        if self.legs[leg].dialog.is_none() {
-            match Dialog::as_caller(&self.legs[leg].invite, &response) {
-                Ok(d) => self.legs[leg].dialog = Some(d),
-                Err(e) => {
-                    tracing::info!(call = %self.id, error = %e, "a leg's 2xx cannot start a dialog");
-                    return;
-                }
-            }
+        if let Err(e) = self.legs[leg].answered_with(&response) {
+            tracing::info!(call = %self.id, error = %e, "a leg's 2xx cannot start a dialog");
+            return;
         }
         // A delayed offer (the caller's INVITE had no session description, so the 2xx carries
         // the offer): the winner's ACK waits for the caller's, which carries the answer.
@@ -244,7 +225,7 @@ impl Call {
         if leg >= self.legs.len() {
             return;
         }
-        if matches!(self.legs[leg].state, LegState::Trying | LegState::Ringing) {
+        if self.legs[leg].is_ringing() {
             self.legs[leg].state = LegState::Done;
             self.legs[leg].failed_with = Some(status);
             let leg_id = self.legs[leg].id;
@@ -260,12 +241,10 @@ impl Call {
     /// Cancels every leg still ringing, recording why.
     pub(super) fn cancel_legs(&mut self, why: LegFailure) {
         for leg in 0..self.legs.len() {
-            if !matches!(self.legs[leg].state, LegState::Trying | LegState::Ringing) {
+            if !self.legs[leg].is_ringing() {
                 continue;
             }
-            self.legs[leg].state = LegState::Done;
-            self.legs[leg].cancel_wanted = true;
-            if self.legs[leg].heard {
+            if self.legs[leg].cancel() {
                 self.send_cancel(leg);
             }
             let leg_id = self.legs[leg].id;
@@ -278,7 +257,7 @@ impl Call {
     }
 
     pub(super) fn send_cancel(&mut self, leg: usize) {
-        self.legs[leg].cancel_sent = true;
+        self.legs[leg].cancelled();
         self.out.push(Output::Cancel {
             leg,
             invite: self.legs[leg].invite.clone(),
@@ -293,40 +272,15 @@ impl Call {
         body: &[u8],
         ctx: &dyn Context,
     ) {
-        let local = ctx.local().to_string();
-        let branch = requests::branch();
-        let transport = self.legs[leg].reach.transport;
-        let Some(dialog) = self.legs[leg].dialog.as_mut() else {
-            return;
-        };
-        let ack = dialog.request(
-            "ACK",
-            Some(1),
-            Hop {
-                transport,
-                branch: &branch,
-                sent_by: &local,
-            },
-            extra,
-            body,
-        );
-        self.legs[leg].ack = Some(ack.clone());
-        self.out.push(Output::Ack { leg, bytes: ack });
+        if let Some(bytes) = self.legs[leg].ack(ctx.local(), extra, body) {
+            self.out.push(Output::Ack { leg, bytes });
+        }
     }
 
     pub(super) fn bye_leg(&mut self, leg: usize, ctx: &dyn Context) {
-        if self.legs[leg].bye_sent {
-            return;
+        if let Some((bytes, branch)) = self.legs[leg].bye(ctx.local()) {
+            self.send_bye(Peer::Leg(leg), bytes, branch);
         }
-        self.legs[leg].bye_sent = true;
-        self.legs[leg].state = LegState::Done;
-        let local = ctx.local().to_string();
-        let transport = self.legs[leg].reach.transport;
-        let Some(dialog) = self.legs[leg].dialog.as_mut() else {
-            return;
-        };
-        let (bytes, branch) = bye_in(dialog, transport, &local);
-        self.send_bye(Peer::Leg(leg), bytes, branch);
     }
 
     pub(super) fn bye_caller(&mut self, ctx: &dyn Context) {

@@ -1,7 +1,6 @@
 //! The call's clocks: the ring timeout, legs placed after a delay, the call-in wait, the
 //! repeats of an unacknowledged 2xx, media silence and the longest a call may last. The call
-//! asks to be woken at the earliest ([`Call::next_timeout`]) and acts on what is due
-//! ([`Call::on_timeout`]).
+//! asks to be woken at the earliest (`next_wake`) and acts on what is due (`timers`).
 
 use std::time::{Duration, Instant};
 
@@ -13,9 +12,9 @@ use crate::b2bua::call::interface::{CALL_IN_RECHECK, Context, LINGER, Output};
 use crate::transaction::T2;
 
 impl Call {
-    /// When the call next wants [`Call::on_timeout`], given how long its relay has been
-    /// silent (`media_idle`).
-    pub fn next_timeout(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant> {
+    /// When the call next wants to be woken, given how long its relay has been silent
+    /// (`media_idle`).
+    pub(super) fn next_wake(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant> {
         let ring = (self.phase == Phase::Setup).then_some(self.ring_deadline);
         let unacked = self.unacked.iter().map(|u| u.next.min(u.give_up)).min();
         let linger = self.over_at.map(|t| t + LINGER);
@@ -35,17 +34,6 @@ impl Call {
         .into_iter()
         .flatten()
         .min()
-    }
-
-    /// Time has come to `now` (the relay silent for `media_idle`).
-    pub fn on_timeout(
-        &mut self,
-        now: Instant,
-        media_idle: Option<Duration>,
-        ctx: &dyn Context,
-    ) -> Vec<Output> {
-        self.timers(now, media_idle, ctx);
-        self.take()
     }
 
     /// How much longer an answered call's media may stay silent (zero: it has been silent
