@@ -81,6 +81,7 @@ pub async fn flash(
         max_forwards: 70,
         content_type: None,
         body: &[],
+        session_expires: None,
     });
     let (tx, mut rx) = mpsc::channel(16);
     let notify: Notify = Arc::new(move |key: &ClientKey, outcome: Outcome| {

@@ -39,6 +39,9 @@ pub struct LegInvite<'a> {
     /// The caller's offer, passed on.
     pub content_type: Option<&'a str>,
     pub body: &'a [u8],
+    /// The session interval offered (RFC 4028: `Supported: timer`, `Session-Expires`), if the
+    /// edge keeps the leg's session alive with refreshes.
+    pub session_expires: Option<std::time::Duration>,
 }
 
 /// A leg the edge places (a call's, a callback's, a flash call's): its INVITE, which opens a
@@ -84,6 +87,10 @@ fn invite(leg: &LegInvite<'_>, call_id: &str, from_tag: &str, branch: &str) -> R
     ]);
     if let Some(ct) = leg.content_type.filter(|_| !leg.body.is_empty()) {
         h.push(("Content-Type".into(), ct.to_string()));
+    }
+    if let Some(interval) = leg.session_expires {
+        h.push(("Supported".into(), "timer".into()));
+        h.push(("Session-Expires".into(), interval.as_secs().to_string()));
     }
     RawMessage {
         start_line: format!("INVITE {} SIP/2.0", leg.request_uri),
@@ -153,6 +160,7 @@ mod tests {
             max_forwards: 69,
             content_type: Some("application/sdp"),
             body: b"v=0\r\n",
+            session_expires: None,
         };
         invite(&leg, "c1@edge", "t1", "z9hG4bKabc")
     }

@@ -64,7 +64,20 @@ pub async fn succeeded(sipp: Child, what: &str) {
 /// SIPp's built-in uas on `ip`, answering `calls` calls, on a port picked here (and picked
 /// again if another process takes it before SIPp binds it).
 pub async fn sipp_uas(ip: &str, calls: usize) -> (tokio::process::Child, SocketAddr) {
-    sipp_uas_with(ip, calls, &[]).await
+    sipp_uas_with(ip, calls, &["-sn", "uas"]).await
+}
+
+/// The same playing `scenario` (in tests/sipp/) instead.
+pub async fn sipp_uas_scenario(
+    ip: &str,
+    calls: usize,
+    scenario: &str,
+) -> (tokio::process::Child, SocketAddr) {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp")
+        .join(scenario);
+    let scenario = scenario.to_str().expect("a UTF-8 path");
+    sipp_uas_with(ip, calls, &["-sf", scenario, "-trace_err"]).await
 }
 
 /// The same, writing every message SIPp receives and sends to `trace` (`-trace_msg`).
@@ -74,7 +87,8 @@ pub async fn sipp_uas_traced(
     trace: &std::path::Path,
 ) -> (tokio::process::Child, SocketAddr) {
     let trace = trace.to_str().expect("a UTF-8 path");
-    sipp_uas_with(ip, calls, &["-trace_msg", "-message_file", trace]).await
+    let traced = ["-sn", "uas", "-trace_msg", "-message_file", trace];
+    sipp_uas_with(ip, calls, &traced).await
 }
 
 async fn sipp_uas_with(
@@ -88,7 +102,7 @@ async fn sipp_uas_with(
             .local_addr()
             .unwrap();
         let mut child = tokio::process::Command::new("sipp")
-            .args(["-sn", "uas", "-i", ip, "-p", &addr.port().to_string()])
+            .args(["-i", ip, "-p", &addr.port().to_string()])
             .args(["-m", &calls.to_string(), "-timeout", "60s", "-nostdin"])
             .args(extra)
             .stdin(Stdio::null())

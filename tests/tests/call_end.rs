@@ -21,7 +21,7 @@ use ringledger_tests::carrier::{
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{MAIN_NUMBER, SipEdge, header, relay_settings, respond_to};
-use ringledger_tests::sipp::{CARRIER_IP, carrier, sipp_uas, succeeded};
+use ringledger_tests::sipp::{CARRIER_IP, carrier, sipp_uas, sipp_uas_scenario, succeeded};
 use tokio::process::Child;
 
 const EXTENSION: &str = "+447700900123";
@@ -456,6 +456,38 @@ async fn a_session_timer_is_negotiated_and_refreshed() {
     assert_eq!(
         ended(&calls[0]),
         Some((EndCause::NormalClearing, Side::Caller))
+    );
+    edge.shutdown().await;
+}
+
+/// A callee that makes the edge the refresher of its session timer (SIPp, answering through
+/// the trunk with `Session-Expires: 90;refresher=uac`) gets the edge's refresh — a re-INVITE
+/// with the session unchanged — within the interval (SIPp checks it and fails without it),
+/// and the call lasts past the interval until the caller hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_refreshes_a_carrier_that_leaves_the_refreshing_to_it() {
+    let (uas, trunk) = sipp_uas_scenario(CARRIER_IP, 1, "carrier_answer_edge_refreshes.xml").await;
+    let edge = edge_with_carrier_network(Some(trunk)).await;
+    edge.add_extension(EXTENSION).await;
+    edge.price_calls(&[], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Held 50 s: the refresh is due at 45 s, the session would expire at 60 s unrefreshed.
+    let sipp = carrier(
+        edge.udp,
+        dir.path(),
+        "carrier_call.xml",
+        "+441632960001",
+        MAIN_NUMBER,
+        &["-m", "1", "-d", "50000"],
+    );
+    succeeded(sipp, "the carrier's call").await;
+    succeeded(uas, "the carrier answering and refreshed by the edge").await;
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::NormalClearing, Side::Caller)),
+        "{:?}",
+        calls[0]
     );
     edge.shutdown().await;
 }

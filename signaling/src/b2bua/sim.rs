@@ -251,6 +251,18 @@ pub fn response(leg: usize, invite: &RawMessage, status: u16, body: &str) -> Inp
 /// A request from leg `leg` inside the dialog its 2xx to `invite` started (its tag `leg{n}`,
 /// as [`response`] answers).
 pub fn from_leg(method: &str, leg: usize, invite: &RawMessage, cseq: u32) -> RawMessage {
+    from_leg_with(method, leg, invite, cseq, "", "")
+}
+
+/// As [`from_leg`], with `extra` header lines (each ending CRLF) and `body`.
+pub fn from_leg_with(
+    method: &str,
+    leg: usize,
+    invite: &RawMessage,
+    cseq: u32,
+    extra: &str,
+    body: &str,
+) -> RawMessage {
     crate::message::from_text(&format!(
         "{method} sip:ringledger@127.0.0.1:5060 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bKleg{leg}{method}{cseq}\r\n\
@@ -259,9 +271,10 @@ pub fn from_leg(method: &str, leg: usize, invite: &RawMessage, cseq: u32) -> Raw
          To: {}\r\n\
          Call-ID: {}\r\n\
          CSeq: {cseq} {method}\r\n\
-         Content-Length: 0\r\n\r\n",
+         {extra}Content-Length: {}\r\n\r\n{body}",
         invite.header("To").expect("To"),
         invite.header("From").expect("From"),
         invite.header("Call-ID").expect("Call-ID"),
+        body.len(),
     ))
 }

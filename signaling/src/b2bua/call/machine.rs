@@ -28,7 +28,7 @@ use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::outgoing::Outcome;
 use crate::transaction::T1;
-use sessions::{SessionTimer, Sessions};
+use sessions::{EdgeRefresh, SessionTimer, Sessions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -133,6 +133,8 @@ pub struct Call {
     sessions: Sessions,
     /// The session timers the sides asked for (RFC 4028).
     session_timers: Vec<SessionTimer>,
+    /// The callee's session the edge refreshes, if the callee made it the refresher.
+    refresher: Option<EdgeRefresh>,
     out: Vec<Output>,
 }
 
@@ -209,6 +211,13 @@ impl Machine for Call {
             "an input while a recording is awaited"
         );
         match input {
+            Input::Outcome {
+                leg: Some(leg),
+                key,
+                outcome,
+            } if key.method == "INVITE" && self.is_refresh(&key) => {
+                self.on_refresh_outcome(leg, &key, outcome, now, ctx)
+            }
             Input::Outcome {
                 leg: Some(leg),
                 key,
@@ -306,6 +315,7 @@ impl Call {
             awaiting: None,
             sessions: Sessions::default(),
             session_timers: vec![],
+            refresher: None,
             out: vec![],
         }
     }

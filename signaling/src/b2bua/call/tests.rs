@@ -930,29 +930,6 @@ fn a_reinvite_before_the_answer_or_after_the_end_is_refused() {
     assert_eq!(reinvite_answers(&out)[0].status, 481);
 }
 
-/// A request from the winning leg's callee inside its dialog with the edge.
-fn from_callee(
-    invite: &RawMessage,
-    method: &str,
-    cseq: u32,
-    extra: &str,
-    body: &str,
-) -> RawMessage {
-    message::from_text(&format!(
-        "{method} sip:ringledger@127.0.0.1:5060 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bKcallee{cseq}\r\n\
-         From: {};tag=leg0\r\n\
-         To: {}\r\n\
-         Call-ID: {}\r\n\
-         CSeq: {cseq} {method}\r\n\
-         {extra}Content-Length: {}\r\n\r\n{body}",
-        invite.header("To").expect("To"),
-        invite.header("From").expect("From"),
-        invite.header("Call-ID").expect("Call-ID"),
-        body.len(),
-    ))
-}
-
 #[test]
 fn a_callee_that_set_itself_as_refresher_is_held_to_it() {
     let (mut sim, legs) = ringing(1, settings());
@@ -970,9 +947,10 @@ fn a_callee_that_set_itself_as_refresher_is_held_to_it() {
     // The callee refreshes at 60 s (its session unchanged): answered 200 with the offer the
     // edge made it, the timer re-armed.
     assert!(sim.run_for(secs(60)).is_empty());
-    let refresh = from_callee(
-        &invite,
+    let refresh = from_leg_with(
         "INVITE",
+        0,
+        &invite,
         1,
         "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\nContent-Type: application/sdp\r\n",
         ANSWER,
@@ -989,14 +967,73 @@ fn a_callee_that_set_itself_as_refresher_is_held_to_it() {
         OFFER,
         "the session the edge offered the callee"
     );
-    sim.give(Input::Ack(from_callee(&invite, "ACK", 1, "", "")));
+    sim.give(Input::Ack(from_leg_with("ACK", 0, &invite, 1, "", "")));
     // Then it stops: hung up 88 s after its refresh, not before.
     assert!(sim.run_for(secs(87)).is_empty());
     let out = sim.run_for(secs(1));
     assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
-    // A callee that sets no timer (or leaves the refreshing to the edge) is given none.
+    // A callee that sets no timer is given none.
     let (mut sim, legs) = ringing(1, settings());
-    let mut ok = reply(&legs[0].1, 200, "leg0", ANSWER);
+    sim.give(response(0, &legs[0].1, 200, ANSWER));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let out = sim.run_for(secs(3000));
+    assert!(ended(&out).is_none());
+    assert!(requests_to_leg(&out).is_empty(), "{out:?}");
+}
+
+/// The in-dialog requests (method, bytes) the call sent to a leg.
+fn requests_to_leg(outputs: &[Output]) -> Vec<(&'static str, RawMessage, String)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Request {
+                to: Peer::Leg(_),
+                method,
+                bytes,
+                branch,
+            } => Some((
+                *method,
+                message::from_text(&String::from_utf8_lossy(bytes)),
+                branch.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The outcome of the edge's refresh (branch `branch`) to leg 0: `status` from the callee.
+fn refresh_answer(refresh: &RawMessage, status: u16, extra: Option<&str>) -> Input {
+    let mut answer = reply(
+        refresh,
+        status,
+        "leg0",
+        if status == 200 { ANSWER } else { "" },
+    );
+    // The To of an in-dialog request already has the callee's tag.
+    answer.headers.retain(|(n, _)| n != "To");
+    answer
+        .headers
+        .push(("To".into(), refresh.header("To").expect("To").to_string()));
+    if let Some(value) = extra {
+        answer
+            .headers
+            .push(("Session-Expires".into(), value.into()));
+    }
+    Input::Outcome {
+        leg: Some(0),
+        key: ClientKey::of_response(&answer).expect("key"),
+        outcome: Outcome::Response(answer),
+    }
+}
+
+/// An answered call whose callee made the edge the refresher of a 120 s session.
+fn edge_refreshes() -> (Sim<Call>, RawMessage) {
+    let (mut sim, legs) = ringing(1, settings());
+    let invite = legs[0].1.clone();
+    // The edge offers the callee a session timer.
+    assert_eq!(invite.header("Supported"), Some("timer"));
+    assert_eq!(invite.header("Session-Expires"), Some("1800"));
+    let mut ok = reply(&invite, 200, "leg0", ANSWER);
     ok.headers
         .push(("Session-Expires".into(), "120;refresher=uac".into()));
     sim.give(Input::Outcome {
@@ -1005,7 +1042,133 @@ fn a_callee_that_set_itself_as_refresher_is_held_to_it() {
         outcome: Outcome::Response(ok),
     });
     sim.give(Input::Ack(from_caller("ACK", 1)));
-    assert!(ended(&sim.run_for(secs(600))).is_none());
+    (sim, invite)
+}
+
+#[test]
+fn the_edge_refreshes_a_callee_that_made_it_the_refresher() {
+    let (mut sim, invite) = edge_refreshes();
+    // Every half interval: a re-INVITE with the session the edge gave the callee, unchanged.
+    assert!(sim.run_for(secs(59)).is_empty());
+    let out = sim.run_for(secs(1));
+    let sent = requests_to_leg(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    let (method, refresh, _) = &sent[0];
+    assert_eq!(*method, "INVITE");
+    assert_eq!(refresh.header("Call-ID"), invite.header("Call-ID"));
+    assert_eq!(refresh.header("CSeq"), Some("2 INVITE"));
+    assert_eq!(refresh.header("Session-Expires"), Some("120;refresher=uac"));
+    assert!(refresh.header("Contact").is_some());
+    assert_eq!(String::from_utf8_lossy(&refresh.body), OFFER);
+    // Its 2xx is ACKed with its CSeq, and again if repeated; the next refresh 60 s on.
+    let ok = refresh_answer(refresh, 200, Some("120;refresher=uac"));
+    let out = sim.give(ok);
+    let ack = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Ack { leg: 0, bytes } => Some(bytes.clone()),
+            _ => None,
+        })
+        .expect("the ACK of the refresh");
+    let ack = message::from_text(&String::from_utf8_lossy(&ack));
+    assert_eq!(ack.header("CSeq"), Some("2 ACK"));
+    let again = sim.give(refresh_answer(refresh, 200, Some("120;refresher=uac")));
+    assert_eq!(acked(&again), vec![0]);
+    assert!(ended(&again).is_none());
+    assert!(sim.run_for(secs(59)).is_empty());
+    let out = sim.run_for(secs(1));
+    assert_eq!(requests_to_leg(&out).len(), 1);
+    assert!(ended(&out).is_none());
+}
+
+#[test]
+fn a_refresh_the_callee_no_longer_knows_ends_the_call() {
+    for failure in [481, 408] {
+        let (mut sim, _) = edge_refreshes();
+        let out = sim.run_for(secs(60));
+        let (_, refresh, _) = requests_to_leg(&out).remove(0);
+        let out = sim.give(refresh_answer(&refresh, failure, None));
+        assert_eq!(byes(&out), vec![Peer::Leg(0), Peer::Caller], "{failure}");
+        assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
+    }
+    // Unanswered (Timer B) likewise.
+    let (mut sim, _) = edge_refreshes();
+    let out = sim.run_for(secs(60));
+    let (_, _, branch) = requests_to_leg(&out).remove(0);
+    let out = sim.give(Input::Outcome {
+        leg: Some(0),
+        key: ClientKey {
+            branch,
+            method: "INVITE".into(),
+        },
+        outcome: Outcome::Timeout,
+    });
+    assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
+}
+
+#[test]
+fn a_refresh_crossing_the_callees_reinvite_is_tried_again() {
+    let (mut sim, invite) = edge_refreshes();
+    let out = sim.run_for(secs(60));
+    let (_, refresh, _) = requests_to_leg(&out).remove(0);
+    // The callee's own re-INVITE while the edge's is pending: 491.
+    let theirs = from_leg_with(
+        "INVITE",
+        0,
+        &invite,
+        1,
+        "Content-Type: application/sdp\r\n",
+        ANSWER,
+    );
+    let key = TransactionKey::of_request(&theirs).expect("a transaction");
+    let out = sim.give(Input::Reinvite {
+        key,
+        request: theirs,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 491);
+    // The callee answers the edge's 491 too: the edge tries again 3 s later.
+    sim.give(refresh_answer(&refresh, 491, None));
+    assert!(sim.run_for(secs(2)).is_empty());
+    let out = sim.run_for(secs(1));
+    let sent = requests_to_leg(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.header("CSeq"), Some("3 INVITE"));
+}
+
+#[test]
+fn a_session_no_refresh_succeeds_in_expires() {
+    let (mut sim, _) = edge_refreshes();
+    let out = sim.run_for(secs(60));
+    let (_, refresh, _) = requests_to_leg(&out).remove(0);
+    // Refused (not 408/481): tried again halfway to the expiry (88 s after the answer) while
+    // more than 12 s are left: at 74 s and 81 s.
+    let mut refresh = refresh;
+    sim.give(refresh_answer(&refresh, 500, None));
+    for wait in [14, 7] {
+        let out = sim.run_for(secs(wait));
+        let sent = requests_to_leg(&out);
+        assert_eq!(sent.len(), 1, "{out:?}");
+        refresh = sent[0].1.clone();
+        sim.give(refresh_answer(&refresh, 500, None));
+    }
+    // Then the session runs out: hung up at 88 s.
+    let out = sim.run_for(secs(6));
+    assert!(ended(&out).is_none(), "{out:?}");
+    assert!(requests_to_leg(&out).is_empty());
+    let out = sim.run_for(secs(1));
+    assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
+}
+
+#[test]
+fn a_leg_without_an_offer_is_offered_no_session_timer() {
+    let (_, out) = Sim::start_invite(
+        plan(vec![target(0, Duration::ZERO)]),
+        settings(),
+        Box::new(|_| None),
+        caller_invite(""),
+    );
+    let (_, invite) = invites(&out).remove(0);
+    assert_eq!(invite.header("Session-Expires"), None);
 }
 
 #[test]

@@ -405,6 +405,9 @@ impl Callback {
             max_forwards: 70,
             content_type: Some("application/sdp"),
             body: &offer,
+            // A callback offers no session timer (it refuses re-INVITEs): media silence and
+            // the longest a call may last end a callback whose legs are gone.
+            session_expires: None,
         });
         let key = dialog_key(&call_id, &from_tag);
         self.out.push(Output::Register(key.clone()));

@@ -6,6 +6,7 @@ use std::time::Instant;
 use domain::call::{CallCommand, LegFailure, LegRole};
 use domain::ids::LegId;
 
+use super::session_timer::LEG_SESSION_INTERVAL;
 use super::{Call, Leg, LegState, Phase, Then};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{Context, Output, Peer, Reach};
@@ -71,6 +72,9 @@ impl Call {
             max_forwards: template.max_forwards,
             content_type: template.content_type.as_deref(),
             body: &template.offer,
+            // A leg without an offer (the caller's came without one) is not refreshed: a
+            // re-INVITE would have to answer the callee's new offer.
+            session_expires: (!template.offer.is_empty()).then_some(LEG_SESSION_INTERVAL),
         });
         let key = dialog_key(&call_id, &from_tag);
         self.out.push(Output::Register(key.clone()));
@@ -191,7 +195,7 @@ impl Call {
     ) {
         self.legs[leg].state = LegState::Answered;
         self.answered_by(leg, now);
-        self.expect_callee_refreshes(leg, response, now);
+        self.take_callee_session_timer(leg, response, now);
         self.stop_waiting_for_call_in();
         self.to_place.clear();
         self.pending.clear();

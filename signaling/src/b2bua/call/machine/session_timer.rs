@@ -4,8 +4,13 @@
 //! side as the refresher (`refresher=uac`, `Require: timer`), and a side that then stops
 //! refreshing — a re-INVITE with the session unchanged, before the interval is out — has its
 //! call hung up (`session_expired`). An interval under `MIN_SE` is refused 422 with `Min-SE`.
-//! A callee whose 2xx sets a session timer with itself as refresher (`refresher=uas`) is held
-//! to it the same way; the edge never asks a callee to be refreshed by it.
+//! The legs the edge places offer a session timer (`Supported: timer`, `Session-Expires:
+//! 1800`) when they carry an offer. A callee whose 2xx sets one with itself as refresher
+//! (`refresher=uas`) is held to it the same way; one that makes the edge the refresher
+//! (`refresher=uac`) gets a re-INVITE with the session unchanged every half interval, and the
+//! call ends `session_expired` when a refresh meets 408 or 481 or goes unanswered, or none
+//! succeeds before the interval is out (RFC 4028 §10). A refresh crossing the callee's own
+//! re-INVITE (491) is tried again shortly; the callee's re-INVITE meanwhile gets 491.
 //! A re-INVITE from either side of an answered call that keeps the session is answered 200
 //! with the session description the edge gave that side; one that changes it is refused 488,
 //! which leaves the call as it was (RFC 3261 §14.2).
@@ -15,11 +20,15 @@ use std::time::{Duration, Instant};
 use domain::call::EndCause;
 use rsip::headers::UntypedHeader;
 
-use super::sessions::SessionTimer;
+use super::sessions::{EdgeRefresh, SessionTimer};
 use super::{Call, Phase};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{Context, Output, Peer};
+use crate::b2bua::call::rules::status_of;
+use crate::dialog::Hop;
 use crate::message::RawMessage;
+use crate::outgoing::{ClientKey, Outcome};
+use crate::requests;
 use crate::transaction::TransactionKey;
 
 /// The shortest session interval the edge takes (RFC 4028 §5: never below 90 s).
@@ -43,14 +52,22 @@ fn requested_interval(request: &RawMessage) -> Option<Duration> {
     supported.then(|| Duration::from_secs(secs).min(MAX_SE))
 }
 
-/// The session interval a callee's 2xx sets with itself as the refresher (`refresher=uas`,
-/// which is all it may choose: the edge's INVITEs do not say `Supported: timer`).
-fn callee_refreshes(response: &RawMessage) -> Option<Duration> {
+/// The session interval the edge offers on the legs it places (RFC 4028 §4's recommended
+/// 30 minutes).
+pub(crate) const LEG_SESSION_INTERVAL: Duration = Duration::from_secs(1800);
+
+/// How long a refresh that crossed the callee's own re-INVITE (491) waits before it is tried
+/// again (RFC 3261 §14.1: 2.1 to 4 s for the dialog's initiator).
+const GLARE_RETRY: Duration = Duration::from_secs(3);
+
+/// The session timer a callee's 2xx sets: its interval, and whether the callee refreshes
+/// (`refresher=uas`) or the edge, the leg's UAC, does (`uac`, or none named).
+fn callee_session_timer(response: &RawMessage) -> Option<(Duration, bool)> {
     let value = response.header("Session-Expires")?;
     let mut parts = value.split(';');
     let secs = parts.next()?.trim().parse::<u64>().ok()?;
     let by_callee = parts.any(|p| p.trim().eq_ignore_ascii_case("refresher=uas"));
-    by_callee.then(|| Duration::from_secs(secs).clamp(MIN_SE, MAX_SE))
+    Some((Duration::from_secs(secs).clamp(MIN_SE, MAX_SE), by_callee))
 }
 
 /// When a session of `interval` refreshed at `now` is given up: RFC 4028 §10's
@@ -105,19 +122,33 @@ impl Call {
             .header(rsip::Header::Other("Require".into(), "timer".into()))
     }
 
-    /// A callee whose 2xx made itself the refresher: its refreshes are expected from `now`.
-    pub(super) fn expect_callee_refreshes(
+    /// The session timer the winning callee's 2xx (or the 2xx to a refresh) sets, from `now`:
+    /// the callee's refreshes expected, or the edge's own scheduled; none if it sets none.
+    pub(super) fn take_callee_session_timer(
         &mut self,
         leg: usize,
         response: &RawMessage,
         now: Instant,
     ) {
-        if let Some(interval) = callee_refreshes(response) {
-            self.session_timers.push(SessionTimer {
+        self.session_timers.retain(|t| t.side != Peer::Leg(leg));
+        self.refresher = None;
+        match callee_session_timer(response) {
+            Some((interval, true)) => self.session_timers.push(SessionTimer {
                 side: Peer::Leg(leg),
                 interval,
                 expires: expiry(now, interval),
-            });
+            }),
+            Some((interval, false)) => {
+                self.refresher = Some(EdgeRefresh {
+                    leg,
+                    interval,
+                    next: Some(now + interval / 2),
+                    expires: expiry(now, interval),
+                    pending: None,
+                    acked: None,
+                })
+            }
+            None => {}
         }
     }
 
@@ -126,7 +157,151 @@ impl Call {
         let Phase::Answered(_) = self.phase else {
             return None;
         };
-        self.session_timers.iter().map(|t| t.expires).min()
+        let edge = self.refresher.as_ref().map(|r| r.expires);
+        self.session_timers
+            .iter()
+            .map(|t| t.expires)
+            .chain(edge)
+            .min()
+    }
+
+    /// When the edge next refreshes a callee's session, while the call is answered.
+    pub(super) fn refresh_at(&self) -> Option<Instant> {
+        let Phase::Answered(_) = self.phase else {
+            return None;
+        };
+        self.refresher.as_ref()?.next
+    }
+
+    /// Sends the callee the refresh that is due: a re-INVITE with the session the edge gave it.
+    pub(super) fn refresh_callee(&mut self, now: Instant, ctx: &dyn Context) {
+        if self.refresh_at().is_none_or(|at| now < at) {
+            return;
+        }
+        let Some(refresher) = self.refresher.as_mut() else {
+            return;
+        };
+        let leg = refresher.leg;
+        let (_, sent) = self.sessions.of(Peer::Leg(leg));
+        let local = ctx.local();
+        let extra = [
+            ("Contact", format!("<sip:ringledger@{local}>")),
+            ("Content-Type", "application/sdp".to_string()),
+            ("Supported", "timer".to_string()),
+            (
+                "Session-Expires",
+                format!("{};refresher=uac", refresher.interval.as_secs()),
+            ),
+        ];
+        let branch = requests::branch();
+        let sent_by = local.to_string();
+        let hop = Hop {
+            transport: self.legs[leg].reach.transport,
+            branch: &branch,
+            sent_by: &sent_by,
+        };
+        let Some(dialog) = self.legs[leg].dialog.as_mut() else {
+            return;
+        };
+        let bytes = dialog.request("INVITE", None, hop, &extra, sent);
+        refresher.next = None;
+        refresher.pending = Some(branch.clone());
+        self.out.push(Output::Request {
+            to: Peer::Leg(leg),
+            method: "INVITE",
+            branch,
+            bytes,
+        });
+    }
+
+    /// Whether `key` is a refresh the edge sent (pending, or answered 2xx).
+    pub(super) fn is_refresh(&self, key: &ClientKey) -> bool {
+        self.refresher.as_ref().is_some_and(|r| {
+            r.pending.as_ref() == Some(&key.branch)
+                || r.acked.as_ref().is_some_and(|(b, _)| *b == key.branch)
+        })
+    }
+
+    /// What became of a refresh the edge sent to leg `leg`.
+    pub(super) fn on_refresh_outcome(
+        &mut self,
+        leg: usize,
+        key: &ClientKey,
+        outcome: Outcome,
+        now: Instant,
+        ctx: &dyn Context,
+    ) {
+        let Some(refresher) = self.refresher.as_mut() else {
+            return;
+        };
+        let status = match &outcome {
+            Outcome::Response(r) => status_of(r).unwrap_or(500),
+            Outcome::Timeout => 408,
+        };
+        if let Some((branch, ack)) = &refresher.acked
+            && *branch == key.branch
+        {
+            if (200..300).contains(&status) {
+                // The 2xx again: so is its ACK.
+                self.out.push(Output::Ack {
+                    leg,
+                    bytes: ack.clone(),
+                });
+            }
+            return;
+        }
+        match (status, outcome) {
+            (..=199, _) => {}
+            (200..=299, Outcome::Response(response)) => {
+                let cseq = response
+                    .header("CSeq")
+                    .and_then(|c| c.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(1);
+                let branch = requests::branch();
+                let sent_by = ctx.local().to_string();
+                let hop = Hop {
+                    transport: self.legs[leg].reach.transport,
+                    branch: &branch,
+                    sent_by: &sent_by,
+                };
+                let Some(dialog) = self.legs[leg].dialog.as_mut() else {
+                    return;
+                };
+                let ack = dialog.request("ACK", Some(cseq), hop, &[], &[]);
+                self.out.push(Output::Ack {
+                    leg,
+                    bytes: ack.clone(),
+                });
+                self.take_callee_session_timer(leg, &response, now);
+                if let Some(refresher) = self.refresher.as_mut() {
+                    refresher.acked = Some((key.branch.clone(), ack));
+                }
+            }
+            (491, _) => {
+                refresher.pending = None;
+                refresher.next = Some(now + GLARE_RETRY);
+            }
+            (408 | 481, _) => {
+                // The callee no longer has the session (RFC 4028 §10).
+                tracing::info!(call = %self.id, status, "session refresh failed; hanging up");
+                if let Phase::Answered(winner) = self.phase {
+                    self.hang_up(winner, EndCause::SessionExpired, now, ctx);
+                }
+            }
+            _ => {
+                // Not refreshed: tried again halfway to the expiry while there is time.
+                refresher.pending = None;
+                let left = refresher.expires.saturating_duration_since(now);
+                refresher.next = (left > GLARE_RETRY * 4).then(|| now + left / 2);
+            }
+        }
+    }
+
+    /// Whether the edge's refresh to `side` is pending (a re-INVITE from it now is glare).
+    pub(super) fn refresh_pending(&self, side: Peer) -> bool {
+        self.refresher
+            .as_ref()
+            .is_some_and(|r| r.pending.is_some() && side == Peer::Leg(r.leg))
     }
 
     /// Hangs the call up if a side's session timer ran out; true if it did.
@@ -169,7 +344,7 @@ impl Call {
             None => Answer::status(481),
             // RFC 3264 §4 / RFC 3261 §14.2: a new offer while the edge's own offer (a 2xx to
             // a request without one) waits for its answer in the ACK.
-            Some(side) if self.offer_awaits_answer(side) => {
+            Some(side) if self.offer_awaits_answer(side) || self.refresh_pending(side) => {
                 Answer::with_reason(491, "Request Pending")
             }
             Some(side) => match self.refresh(side, &request, now, ctx) {

@@ -34,6 +34,22 @@ impl Sessions {
     }
 }
 
+/// A callee's session the edge refreshes (its 2xx made the edge, its UAC, the refresher): a
+/// re-INVITE with the session unchanged every half interval; unless one succeeds by
+/// `expires`, the call ends.
+#[derive(Debug, Clone)]
+pub struct EdgeRefresh {
+    pub leg: usize,
+    pub interval: Duration,
+    /// When the next re-INVITE leaves (None while one is pending).
+    pub next: Option<Instant>,
+    pub expires: Instant,
+    /// The branch of the re-INVITE pending.
+    pub pending: Option<String>,
+    /// The branch of the last re-INVITE answered 2xx, and its ACK (sent again if the 2xx is).
+    pub acked: Option<(String, Vec<u8>)>,
+}
+
 /// A side's session timer: it refreshes every `interval`; by `expires` the call ends unless
 /// it did.
 #[derive(Debug, Clone, Copy)]

@@ -28,8 +28,9 @@ impl Call {
             .map(|(_, until)| (*until).min(now + CALL_IN_RECHECK));
         let longest = self.max_duration_at();
         let session = self.session_expires_at();
+        let refresh = self.refresh_at();
         [
-            ring, unacked, linger, media, delayed, call_in, longest, session,
+            ring, unacked, linger, media, delayed, call_in, longest, session, refresh,
         ]
         .into_iter()
         .flatten()
@@ -104,6 +105,7 @@ impl Call {
         if self.end_expired_session(now, ctx) {
             return;
         }
+        self.refresh_callee(now, ctx);
         if let (Phase::Answered(winner), Some(Duration::ZERO)) =
             (self.phase, self.media_left(now, media_idle))
         {
