@@ -44,6 +44,21 @@ pub enum Outcome {
     Timeout,
 }
 
+impl Outcome {
+    /// Whether the request's transaction is over: a final response, or none in time.
+    pub fn is_final(&self) -> bool {
+        match self {
+            Outcome::Response(r) => r
+                .start_line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse::<u16>().ok())
+                .is_some_and(|s| s >= 200),
+            Outcome::Timeout => true,
+        }
+    }
+}
+
 /// Told each outcome of a request (called under no lock; must not block).
 pub type Notify = Arc<dyn Fn(&ClientKey, Outcome) + Send + Sync>;
 

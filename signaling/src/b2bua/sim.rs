@@ -160,6 +160,26 @@ impl<M: Machine> Sim<M> {
     }
 }
 
+/// The steps recorded and the INVITEs sent, in order: `start`, `leg`, `answered`, `bridge`,
+/// `end` (`other` for the rest), `invite`.
+pub fn steps(outputs: &[Output]) -> Vec<&'static str> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Record { command, .. } => Some(match **command {
+                CallCommand::Start { .. } => "start",
+                CallCommand::StartLeg { .. } => "leg",
+                CallCommand::LegAnswered { .. } => "answered",
+                CallCommand::Bridge { .. } => "bridge",
+                CallCommand::End { .. } => "end",
+                _ => "other",
+            }),
+            Output::Invite { .. } => Some("invite"),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn commands(outputs: &[Output]) -> Vec<&CallCommand> {
     outputs
         .iter()

@@ -237,6 +237,41 @@ pub enum Output {
     Release,
 }
 
+/// The outputs a call has asked for and not yet handed over, in order.
+#[derive(Debug, Default)]
+pub struct Outbox(Vec<Output>);
+
+impl Outbox {
+    pub fn push(&mut self, output: Output) {
+        self.0.push(output);
+    }
+
+    pub fn extend(&mut self, outputs: impl IntoIterator<Item = Output>) {
+        self.0.extend(outputs);
+    }
+
+    /// Appends `command` to the call's stream, not waited for.
+    pub fn record(&mut self, command: CallCommand) {
+        self.push(Output::Record {
+            command: Box::new(command),
+            awaited: false,
+        });
+    }
+
+    /// Appends `command`; the call goes on only with its result (the last output of a batch).
+    pub fn record_awaited(&mut self, command: CallCommand) {
+        self.push(Output::Record {
+            command: Box::new(command),
+            awaited: true,
+        });
+    }
+
+    /// Everything asked so far, handed over.
+    pub fn take(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.0)
+    }
+}
+
 /// How long a finished call still answers late responses (a leg answering after it was
 /// cancelled is ACKed and hung up): Timer B's span.
 pub const LINGER: Duration = Duration::from_secs(32);

@@ -4,10 +4,10 @@
 
 use std::net::SocketAddr;
 
+use domain::call::{CallCommand, LegFailure};
 use domain::ids::LegId;
 
-use super::interface::Reach;
-use super::rules::bye_in;
+use super::interface::{Outbox, Output, Reach};
 use crate::dialog::{Dialog, Hop};
 use crate::message::RawMessage;
 use crate::requests;
@@ -87,13 +87,16 @@ impl Leg {
         matches!(self.state, LegState::Trying | LegState::Ringing)
     }
 
-    /// A response with `status` was heard: true when a CANCEL wanted earlier may leave now.
-    pub fn hear(&mut self, status: u16) -> bool {
+    /// A response with `status` was heard from the leg (number `index`): the CANCEL wanted
+    /// earlier, if it may leave now.
+    pub fn hear(&mut self, index: usize, status: u16) -> Option<Output> {
         self.heard = true;
         if status >= 200 {
             self.finished = true;
         }
-        self.cancel_wanted && !self.cancel_sent && status < 200
+        (self.cancel_wanted && status < 200)
+            .then(|| self.send_cancel(index))
+            .flatten()
     }
 
     /// The INVITE went unanswered (Timer B).
@@ -101,17 +104,36 @@ impl Leg {
         self.finished = true;
     }
 
-    /// The leg is given up while ringing: true when its CANCEL may leave now (else it leaves
-    /// once a provisional response is heard).
-    pub fn cancel(&mut self) -> bool {
+    /// The leg (number `index`) is given up while ringing: its CANCEL if it may leave now
+    /// (else it leaves once a provisional response is heard).
+    pub fn cancel(&mut self, index: usize) -> Option<Output> {
         self.state = LegState::Done;
         self.cancel_wanted = true;
-        self.heard && !self.cancel_sent
+        self.heard.then(|| self.send_cancel(index)).flatten()
     }
 
-    /// The CANCEL is sent.
-    pub fn cancelled(&mut self) {
+    /// Gives the ringing leg (number `index`) up for `why`: its CANCEL (now, or once heard)
+    /// and its failure (487) recorded.
+    pub fn give_up(&mut self, index: usize, why: LegFailure, out: &mut Outbox) {
+        if let Some(cancel) = self.cancel(index) {
+            out.push(cancel);
+        }
+        out.record(CallCommand::LegFailed {
+            leg_id: self.id,
+            sip_status: 487,
+            failure: why,
+        });
+    }
+
+    fn send_cancel(&mut self, index: usize) -> Option<Output> {
+        if self.cancel_sent {
+            return None;
+        }
         self.cancel_sent = true;
+        Some(Output::Cancel {
+            leg: index,
+            invite: self.invite.clone(),
+        })
     }
 
     /// A cancelled leg whose INVITE is not over yet (its 487, or a 2xx that crossed the
@@ -131,6 +153,30 @@ impl Leg {
         Ok(())
     }
 
+    /// A request the edge (at `local`) sends inside the leg's dialog, and its branch (none
+    /// before the leg has a dialog): `ack_of` names the INVITE an ACK is for, by CSeq number.
+    pub fn request(
+        &mut self,
+        local: SocketAddr,
+        method: &str,
+        ack_of: Option<u32>,
+        extra: &[(&str, String)],
+        body: &[u8],
+    ) -> Option<(Vec<u8>, String)> {
+        let branch = requests::branch();
+        let sent_by = local.to_string();
+        let hop = Hop {
+            transport: self.reach.transport,
+            branch: &branch,
+            sent_by: &sent_by,
+        };
+        let bytes = self
+            .dialog
+            .as_mut()?
+            .request(method, ack_of, hop, extra, body);
+        Some((bytes, branch))
+    }
+
     /// The ACK of the leg's 2xx inside its dialog, with `body` when it completes a delayed
     /// offer; kept to be sent again should the 2xx be.
     pub fn ack(
@@ -139,31 +185,19 @@ impl Leg {
         extra: &[(&str, String)],
         body: &[u8],
     ) -> Option<Vec<u8>> {
-        let branch = requests::branch();
-        let sent_by = local.to_string();
-        let hop = Hop {
-            transport: self.reach.transport,
-            branch: &branch,
-            sent_by: &sent_by,
-        };
-        let ack = self
-            .dialog
-            .as_mut()?
-            .request("ACK", Some(1), hop, extra, body);
+        let (ack, _) = self.request(local, "ACK", Some(1), extra, body)?;
         self.ack = Some(ack.clone());
         Some(ack)
     }
 
     /// The leg's one BYE and its branch (none before it has a dialog, or once sent).
     pub fn bye(&mut self, local: SocketAddr) -> Option<(Vec<u8>, String)> {
-        if self.bye_sent {
+        if self.bye_sent || self.dialog.is_none() {
             return None;
         }
-        let transport = self.reach.transport;
-        let dialog = self.dialog.as_mut()?;
         self.bye_sent = true;
         self.state = LegState::Done;
-        Some(bye_in(dialog, transport, &local.to_string()))
+        self.request(local, "BYE", None, &[], &[])
     }
 
     /// The leg hung up itself: no BYE goes to it.

@@ -14,11 +14,11 @@ use domain::ids::{CallId, LegId};
 use rsip::headers::UntypedHeader;
 
 use super::interface::{
-    Arrival, Caller, Context, Input, LINGER, Machine, MediaPorts, Output, Peer, Reach, Refusal,
-    Settings,
+    Arrival, Caller, Context, Input, LINGER, Machine, MediaPorts, Outbox, Output, Peer, Reach,
+    Refusal, Settings,
 };
 use super::leg::{Leg, LegState};
-use super::rules::{caller_failure, status_of};
+use super::rules::caller_failure;
 use crate::answer::Answer;
 use crate::b2bua::plan::{CallInPlan, Plan, Target};
 use crate::b2bua::{DialogKey, dialog_key};
@@ -135,7 +135,7 @@ pub struct Call {
     session_timers: Vec<SessionTimer>,
     /// The callee's session the edge refreshes, if the callee made it the refresher.
     refresher: Option<EdgeRefresh>,
-    out: Vec<Output>,
+    out: Outbox,
 }
 
 impl Machine for Call {
@@ -178,7 +178,7 @@ impl Machine for Call {
             };
             self.record_then(start, Then::Started);
         }
-        self.take()
+        self.out.take()
     }
 
     fn is_done(&self, now: Instant) -> bool {
@@ -204,7 +204,7 @@ impl Machine for Call {
                 Some(then) => self.go_on(then, result, now, ctx),
                 None => tracing::warn!(call = %self.id, "a recording nobody waits for"),
             }
-            return self.take();
+            return self.out.take();
         }
         debug_assert!(
             self.awaiting.is_none(),
@@ -234,11 +234,7 @@ impl Machine for Call {
             // A BYE's final answer (or its timeout) is awaited only by a draining edge;
             // responses to CANCEL change nothing.
             Input::Outcome { key, outcome, .. } if key.method == "BYE" => {
-                let fin = match &outcome {
-                    Outcome::Response(r) => status_of(r).is_some_and(|s| s >= 200),
-                    Outcome::Timeout => true,
-                };
-                if fin {
+                if outcome.is_final() {
                     self.byes_pending = self.byes_pending.saturating_sub(1);
                 }
             }
@@ -263,7 +259,7 @@ impl Machine for Call {
             }
             Input::Recorded(_) => unreachable!("handled above"),
         }
-        self.take()
+        self.out.take()
     }
 
     fn next_timeout(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant> {
@@ -277,7 +273,7 @@ impl Machine for Call {
         ctx: &dyn Context,
     ) -> Vec<Output> {
         self.timers(now, media_idle, ctx);
-        self.take()
+        self.out.take()
     }
 }
 
@@ -316,26 +312,12 @@ impl Call {
             sessions: Sessions::default(),
             session_timers: vec![],
             refresher: None,
-            out: vec![],
+            out: Outbox::default(),
         }
     }
 
-    fn take(&mut self) -> Vec<Output> {
-        std::mem::take(&mut self.out)
-    }
-
-    fn record(&mut self, command: CallCommand) {
-        self.out.push(Output::Record {
-            command: Box::new(command),
-            awaited: false,
-        });
-    }
-
     fn record_then(&mut self, command: CallCommand, then: Then) {
-        self.out.push(Output::Record {
-            command: Box::new(command),
-            awaited: true,
-        });
+        self.out.record_awaited(command);
         self.awaiting = Some(then);
     }
 
@@ -454,7 +436,7 @@ impl Call {
     /// Places the call's legs (or awaits its call-in).
     fn set_up(&mut self, now: Instant, ctx: &dyn Context) {
         if let Some(reason) = self.plan.alternate {
-            self.record(CallCommand::ChooseAlternatePath { reason });
+            self.out.record(CallCommand::ChooseAlternatePath { reason });
         }
         // The legs are offered the caller's session, pointed at the relay when there is one.
         let offer = match &self.media {
@@ -730,7 +712,7 @@ impl Call {
     /// The call ends before anyone answered: the caller gets `answer`; `end` is recorded.
     fn end_setup(&mut self, answer: Answer, end: Option<(EndCause, Side)>, now: Instant) {
         if let Some((cause, side)) = end {
-            self.record(CallCommand::End { cause, side });
+            self.out.record(CallCommand::End { cause, side });
         }
         // Over before the caller hears it: a call-in or a retry that follows the answer
         // finds no call waiting.
@@ -739,7 +721,7 @@ impl Call {
     }
 
     fn finish(&mut self, cause: EndCause, side: Side, now: Instant) {
-        self.record(CallCommand::End { cause, side });
+        self.out.record(CallCommand::End { cause, side });
         self.over(now);
         tracing::info!(call = %self.id, ?cause, ?side, "call ended");
     }

@@ -187,19 +187,7 @@ fn answered(settings: Settings) -> (Sim<Call>, RawMessage) {
 fn each_step_is_recorded_before_anyone_hears_of_it() {
     let (mut sim, out) = Sim::start(plan(vec![target(0, Duration::ZERO)]), settings());
     // The call, then its leg, are recorded before the leg's INVITE leaves.
-    let order: Vec<&str> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Record { command, .. } => Some(match **command {
-                CallCommand::Start { .. } => "start",
-                CallCommand::StartLeg { .. } => "leg",
-                _ => "other",
-            }),
-            Output::Invite { .. } => Some("invite"),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(order, ["start", "leg", "invite"]);
+    assert_eq!(steps(&out), ["start", "leg", "invite"]);
     let invite = invites(&out).remove(0).1;
     let out = sim.give(response(0, &invite, 200, ANSWER));
     let recorded = out

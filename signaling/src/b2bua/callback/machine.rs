@@ -17,8 +17,8 @@ use domain::ids::{CallId, ExtensionId, LegId};
 
 use crate::answer::Answer;
 use crate::b2bua::call::{
-    Context, Input, LINGER, Leg, LegState, Machine, MediaPorts, Output, Peer, Reach, Refusal,
-    Settings, caller_failure, status_of,
+    Context, Input, LINGER, Leg, LegState, Machine, MediaPorts, Outbox, Output, Peer, Reach,
+    Refusal, Settings, caller_failure, status_of,
 };
 use crate::b2bua::{DialogKey, dialog_key};
 use crate::media::relay::Side as RelaySide;
@@ -96,7 +96,7 @@ pub struct Callback {
     byes_pending: usize,
     awaiting: Option<Then>,
     dialogs: Vec<DialogKey>,
-    out: Vec<Output>,
+    out: Outbox,
 }
 
 impl Callback {
@@ -118,7 +118,7 @@ impl Callback {
             byes_pending: 0,
             awaiting: None,
             dialogs: vec![],
-            out: vec![],
+            out: Outbox::default(),
         }
     }
 }
@@ -149,7 +149,7 @@ impl Machine for Callback {
             edge_id: Some(self.settings.edge_id),
         };
         self.record_then(start, Then::Started);
-        self.take()
+        self.out.take()
     }
 
     fn handle(&mut self, input: Input, now: Instant, ctx: &dyn Context) -> Vec<Output> {
@@ -158,7 +158,7 @@ impl Machine for Callback {
                 Some(then) => self.go_on(then, result, now, ctx),
                 None => tracing::warn!(call = %self.id, "a recording nobody waits for"),
             }
-            return self.take();
+            return self.out.take();
         }
         match input {
             Input::Outcome {
@@ -173,11 +173,7 @@ impl Machine for Callback {
                 }
             },
             Input::Outcome { key, outcome, .. } if key.method == "BYE" => {
-                let fin = match &outcome {
-                    Outcome::Response(r) => status_of(r).is_some_and(|s| s >= 200),
-                    Outcome::Timeout => true,
-                };
-                if fin {
+                if outcome.is_final() {
                     self.byes_pending = self.byes_pending.saturating_sub(1);
                 }
             }
@@ -201,7 +197,7 @@ impl Machine for Callback {
             Input::Outcome { .. } | Input::Cancel | Input::Ack(_) | Input::CallIn(_) => {}
             Input::Recorded(_) => unreachable!("handled above"),
         }
-        self.take()
+        self.out.take()
     }
 
     fn on_timeout(
@@ -213,7 +209,7 @@ impl Machine for Callback {
         if self.awaiting.is_none() {
             self.timers(now, media_idle, ctx);
         }
-        self.take()
+        self.out.take()
     }
 
     fn next_timeout(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant> {
@@ -244,22 +240,8 @@ impl Machine for Callback {
 }
 
 impl Callback {
-    fn take(&mut self) -> Vec<Output> {
-        std::mem::take(&mut self.out)
-    }
-
-    fn record(&mut self, command: CallCommand) {
-        self.out.push(Output::Record {
-            command: Box::new(command),
-            awaited: false,
-        });
-    }
-
     fn record_then(&mut self, command: CallCommand, then: Then) {
-        self.out.push(Output::Record {
-            command: Box::new(command),
-            awaited: true,
-        });
+        self.out.record_awaited(command);
         self.awaiting = Some(then);
     }
 
@@ -432,8 +414,8 @@ impl Callback {
         let Some(status) = status_of(&response) else {
             return;
         };
-        if self.legs[leg].hear(status) {
-            self.send_cancel(leg);
+        if let Some(cancel) = self.legs[leg].hear(leg, status) {
+            self.out.push(cancel);
         }
         match status {
             100 => {}
@@ -441,7 +423,7 @@ impl Callback {
                 if self.legs[leg].state == LegState::Trying {
                     self.legs[leg].state = LegState::Ringing;
                     let leg_id = self.legs[leg].id;
-                    self.record(CallCommand::LegRinging { leg_id });
+                    self.out.record(CallCommand::LegRinging { leg_id });
                 }
             }
             200..=299 => self.on_answered(leg, response, ctx),
@@ -483,7 +465,7 @@ impl Callback {
                 // Answered after it was cancelled (the 2xx crossed the CANCEL), or after the
                 // callback ended: hang it up.
                 if !self.legs[leg].bye_sent && self.step != Step::Over {
-                    self.record(CallCommand::LegAnswered { leg_id });
+                    self.out.record(CallCommand::LegAnswered { leg_id });
                 }
                 self.bye(leg, ctx);
             }
@@ -505,7 +487,7 @@ impl Callback {
         }
         self.legs[leg].state = LegState::Done;
         let leg_id = self.legs[leg].id;
-        self.record(CallCommand::LegFailed {
+        self.out.record(CallCommand::LegFailed {
             leg_id,
             sip_status: status,
             failure,
@@ -530,23 +512,7 @@ impl Callback {
         if !self.legs.get(leg).is_some_and(Leg::is_ringing) {
             return;
         }
-        if self.legs[leg].cancel() {
-            self.send_cancel(leg);
-        }
-        let leg_id = self.legs[leg].id;
-        self.record(CallCommand::LegFailed {
-            leg_id,
-            sip_status: 487,
-            failure: LegFailure::Cancelled,
-        });
-    }
-
-    fn send_cancel(&mut self, leg: usize) {
-        self.legs[leg].cancelled();
-        self.out.push(Output::Cancel {
-            leg,
-            invite: self.legs[leg].invite.clone(),
-        });
+        self.legs[leg].give_up(leg, LegFailure::Cancelled, &mut self.out);
     }
 
     /// BYE to leg `leg`, if it has a dialog and has not been hung up.
@@ -568,7 +534,7 @@ impl Callback {
     /// Both legs answered: bridged, and the call's limits count from now.
     fn bridged(&mut self, now: Instant) {
         let legs = self.legs.iter().map(|l| l.id).collect();
-        self.record(CallCommand::Bridge { legs });
+        self.out.record(CallCommand::Bridge { legs });
         self.step = Step::Talking;
         self.answered_at = Some(now);
         tracing::info!(call = %self.id, "callback bridged");
@@ -622,7 +588,7 @@ impl Callback {
     }
 
     fn end(&mut self, cause: EndCause, side: Side, now: Instant) {
-        self.record(CallCommand::End { cause, side });
+        self.out.record(CallCommand::End { cause, side });
         tracing::info!(call = %self.id, ?cause, ?side, "callback ended");
         self.over(now);
     }

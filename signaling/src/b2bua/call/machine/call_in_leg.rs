@@ -252,7 +252,7 @@ impl Call {
         let answer = self.with_session_timer(answer, Peer::Caller, &caller_invite, now);
         self.respond(answer.clone());
         self.await_ack(None, answer, now);
-        self.record(CallCommand::Bridge { legs: vec![leg_id] });
+        self.out.record(CallCommand::Bridge { legs: vec![leg_id] });
         tracing::info!(call = %self.id, leg = %leg_id, "call-in bridged");
     }
 

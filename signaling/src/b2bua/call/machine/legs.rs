@@ -106,8 +106,8 @@ impl Call {
         if leg >= self.legs.len() {
             return;
         }
-        if self.legs[leg].hear(status) {
-            self.send_cancel(leg);
+        if let Some(cancel) = self.legs[leg].hear(leg, status) {
+            self.out.push(cancel);
         }
         match status {
             100 => {}
@@ -129,7 +129,7 @@ impl Call {
         }
         self.legs[leg].state = LegState::Ringing;
         let leg_id = self.legs[leg].id;
-        self.record(CallCommand::LegRinging { leg_id });
+        self.out.record(CallCommand::LegRinging { leg_id });
         if self.phase == Phase::Setup && !self.rang {
             self.rang = true;
             // Early media (a 183 with a session description) is passed on as it came.
@@ -176,7 +176,7 @@ impl Call {
                 if !self.legs[leg].bye_sent {
                     let leg_id = self.legs[leg].id;
                     if self.phase != Phase::Over {
-                        self.record(CallCommand::LegAnswered { leg_id });
+                        self.out.record(CallCommand::LegAnswered { leg_id });
                     }
                     self.bye_leg(leg, ctx);
                 }
@@ -233,7 +233,7 @@ impl Call {
             self.legs[leg].state = LegState::Done;
             self.legs[leg].failed_with = Some(status);
             let leg_id = self.legs[leg].id;
-            self.record(CallCommand::LegFailed {
+            self.out.record(CallCommand::LegFailed {
                 leg_id,
                 sip_status: status,
                 failure,
@@ -248,24 +248,8 @@ impl Call {
             if !self.legs[leg].is_ringing() {
                 continue;
             }
-            if self.legs[leg].cancel() {
-                self.send_cancel(leg);
-            }
-            let leg_id = self.legs[leg].id;
-            self.record(CallCommand::LegFailed {
-                leg_id,
-                sip_status: 487,
-                failure: why,
-            });
+            self.legs[leg].give_up(leg, why, &mut self.out);
         }
-    }
-
-    pub(super) fn send_cancel(&mut self, leg: usize) {
-        self.legs[leg].cancelled();
-        self.out.push(Output::Cancel {
-            leg,
-            invite: self.legs[leg].invite.clone(),
-        });
     }
 
     /// ACKs a leg's 2xx (inside its dialog), with `body` when it completes a delayed offer.

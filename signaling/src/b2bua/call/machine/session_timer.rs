@@ -25,10 +25,8 @@ use super::{Call, Phase};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{Context, Output, Peer};
 use crate::b2bua::call::rules::status_of;
-use crate::dialog::Hop;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
-use crate::requests;
 use crate::transaction::TransactionKey;
 
 /// The shortest session interval the edge takes (RFC 4028 §5: never below 90 s).
@@ -193,17 +191,10 @@ impl Call {
                 format!("{};refresher=uac", refresher.interval.as_secs()),
             ),
         ];
-        let branch = requests::branch();
-        let sent_by = local.to_string();
-        let hop = Hop {
-            transport: self.legs[leg].reach.transport,
-            branch: &branch,
-            sent_by: &sent_by,
-        };
-        let Some(dialog) = self.legs[leg].dialog.as_mut() else {
+        let Some((bytes, branch)) = self.legs[leg].request(local, "INVITE", None, &extra, sent)
+        else {
             return;
         };
-        let bytes = dialog.request("INVITE", None, hop, &extra, sent);
         refresher.next = None;
         refresher.pending = Some(branch.clone());
         self.out.push(Output::Request {
@@ -257,17 +248,11 @@ impl Call {
                     .header("CSeq")
                     .and_then(|c| c.split_whitespace().next()?.parse().ok())
                     .unwrap_or(1);
-                let branch = requests::branch();
-                let sent_by = ctx.local().to_string();
-                let hop = Hop {
-                    transport: self.legs[leg].reach.transport,
-                    branch: &branch,
-                    sent_by: &sent_by,
-                };
-                let Some(dialog) = self.legs[leg].dialog.as_mut() else {
+                let Some((ack, _)) =
+                    self.legs[leg].request(ctx.local(), "ACK", Some(cseq), &[], &[])
+                else {
                     return;
                 };
-                let ack = dialog.request("ACK", Some(cseq), hop, &[], &[]);
                 self.out.push(Output::Ack {
                     leg,
                     bytes: ack.clone(),
