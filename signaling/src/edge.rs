@@ -454,6 +454,10 @@ impl Edge {
                     None => return,
                 }
             }
+            None if method == rsip::Method::Update => match self.modify(&key, &raw) {
+                Some(answer) => answer,
+                None => return,
+            },
             None => self.dispatch(&raw, &method, source, &reply).await,
         };
         self.respond(&key, &raw, answer, &tag()).await;
@@ -477,16 +481,7 @@ impl Edge {
             );
         }
         if !dialog.1.is_empty() {
-            // A re-INVITE: the call answers it (a session refresh, RFC 4028; a change to the
-            // session is refused 488, which leaves the call as it was, RFC 3261 §14.2).
-            let reinvite = CallInput::Reinvite {
-                key: key.clone(),
-                request: raw.clone(),
-            };
-            if self.calls.deliver(&dialog, reinvite) {
-                return None;
-            }
-            return Some(Answer::status(481));
+            return self.modify(key, raw);
         }
         if self.calls.contains(&dialog) {
             // The same Call-ID with a new branch and no tag: a loop or a confused peer.
@@ -599,6 +594,21 @@ impl Edge {
             rsip::Method::Bye => self.bye(raw).await,
             _ => Answer::status(405).header(rsip::Header::Allow(rsip::headers::Allow::new(ALLOW))),
         }
+    }
+
+    /// A re-INVITE or an UPDATE (RFC 3311): the call whose dialog it is answers it (a session
+    /// refresh, RFC 4028, or a change of session passed on to the other side); None once
+    /// delivered, 481 when no call has the dialog.
+    fn modify(&self, key: &TransactionKey, raw: &RawMessage) -> Option<Answer> {
+        let dialog = dialog_of(raw);
+        let request = CallInput::Modify {
+            key: key.clone(),
+            request: raw.clone(),
+        };
+        if !dialog.1.is_empty() && self.calls.deliver(&dialog, request) {
+            return None;
+        }
+        Some(Answer::status(481))
     }
 
     /// CANCEL (RFC 3261 §9.2): it matches the INVITE transaction with its branch; one that

@@ -381,7 +381,8 @@ async fn a_late_answer_counts_media_silence_from_the_answer() {
 /// RFC 4028 over the wire: a carrier's INVITE asking for a 90 s session timer gets it in the
 /// edge's 200 (the carrier refreshes, `Require: timer`); its refresh re-INVITE, with the
 /// session unchanged, is answered 200 with the edge's session description and a fresh
-/// interval; a re-INVITE that changes the session is refused 488 and the call goes on; an
+/// interval; a re-INVITE that changes the session is passed on to the leg, which refuses it
+/// 488, and the call goes on; an
 /// interval under 90 s is refused 422 with `Min-SE` and records no call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_timer_is_negotiated_and_refreshed() {
@@ -438,7 +439,8 @@ async fn a_session_timer_is_negotiated_and_refreshed() {
     trunk
         .send(&in_dialog(&trunk, &invite, &refreshed, "ACK", 2))
         .await;
-    // A change (a new session version): refused, the call as it was.
+    // A change (a new session version) is passed on to the leg; refused there, it is
+    // refused to the carrier, and the call goes on as it was.
     let changed = offer.replacen(" 1 1 IN", " 1 2 IN", 1);
     assert_ne!(changed, offer);
     trunk
@@ -447,6 +449,9 @@ async fn a_session_timer_is_negotiated_and_refreshed() {
             &changed,
         ))
         .await;
+    let passed = trunk.expect_request("INVITE").await;
+    assert!(header(&passed, "To").contains("tag=mob"), "{passed}");
+    trunk.send(&respond_to(&passed, 488, "mob", None, "")).await;
     trunk.expect_status(488).await;
     // The carrier hangs up: one call, ended normally (not by its timer).
     trunk.send(&in_dialog(&trunk, &invite, &ok, "BYE", 4)).await;

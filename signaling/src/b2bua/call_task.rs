@@ -234,7 +234,7 @@ impl<M: Machine> CallTask<M> {
                 })
             }
             CallInput::Shutdown => Input::Shutdown,
-            CallInput::Reinvite { key, request } => Input::Reinvite { key, request },
+            CallInput::Modify { key, request } => Input::Modify { key, request },
         };
         let outputs = self.step(input);
         self.carry_out(outputs).await;
@@ -318,9 +318,14 @@ impl<M: Machine> CallTask<M> {
                     self.host.outgoing().cancel(&invite, path, notify).await;
                 }
             }
-            Output::Ack { leg, bytes } => {
-                if let Some(path) = self.leg_path(leg) {
+            Output::Ack { to, bytes } => {
+                if let Some(path) = self.path_of(to) {
                     path.send(bytes).await;
+                }
+            }
+            Output::MediaFlow { to, open } => {
+                if let Some(relay) = &self.relay {
+                    relay.set_open(to, open);
                 }
             }
             Output::Request {
@@ -329,9 +334,10 @@ impl<M: Machine> CallTask<M> {
                 branch,
                 bytes,
             } => {
-                let (path, leg) = match to {
-                    Peer::Caller => (self.caller_path.clone(), None),
-                    Peer::Leg(l) => (self.leg_path(l), Some(l)),
+                let path = self.path_of(to);
+                let leg = match to {
+                    Peer::Caller => None,
+                    Peer::Leg(l) => Some(l),
                 };
                 match path {
                     Some(path) => {
@@ -400,6 +406,13 @@ impl<M: Machine> CallTask<M> {
             }
         }
         None
+    }
+
+    fn path_of(&self, side: Peer) -> Option<PeerPath> {
+        match side {
+            Peer::Caller => self.caller_path.clone(),
+            Peer::Leg(l) => self.leg_path(l),
+        }
     }
 
     fn leg_path(&self, leg: usize) -> Option<PeerPath> {

@@ -51,9 +51,10 @@ pub enum CallInput {
     Ack(RawMessage),
     /// A BYE inside one of the call's dialogs; its answer goes back on the channel.
     Bye(RawMessage, oneshot::Sender<Answer>),
-    /// A re-INVITE inside one of the call's dialogs (its server transaction, answered by the
-    /// call): a session refresh (RFC 4028) or a change the edge refuses.
-    Reinvite {
+    /// A re-INVITE or an UPDATE inside one of the call's dialogs (its server transaction,
+    /// answered by the call): a session refresh (RFC 4028), or a change of session (hold,
+    /// resume, a new address or codec) passed on to the other side.
+    Modify {
         key: TransactionKey,
         request: RawMessage,
     },

@@ -243,7 +243,9 @@ pub fn acked(outputs: &[Output]) -> Vec<usize> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Ack { leg, .. } => Some(*leg),
+            Output::Ack {
+                to: Peer::Leg(leg), ..
+            } => Some(*leg),
             _ => None,
         })
         .collect()
@@ -297,4 +299,35 @@ pub fn from_leg_with(
         invite.header("Call-ID").expect("Call-ID"),
         body.len(),
     ))
+}
+
+/// The answer of a side (leg `leg`, or the caller: None) to a request the edge sent it inside
+/// its dialog (`bytes`): `status`, with `body` (and `extra` header lines).
+pub fn answer_in_dialog(
+    leg: Option<usize>,
+    bytes: &[u8],
+    status: u16,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Input {
+    let request = crate::message::from_text(&String::from_utf8_lossy(bytes));
+    let mut headers: Vec<(String, String)> = ["Via", "From", "To", "Call-ID", "CSeq"]
+        .iter()
+        .map(|h| (h.to_string(), request.header(h).expect(h).to_string()))
+        .collect();
+    headers.push(("Contact".into(), "<sip:peer@127.0.0.20:5060>".into()));
+    if !body.is_empty() {
+        headers.push(("Content-Type".into(), "application/sdp".into()));
+    }
+    headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    let answer = RawMessage {
+        start_line: format!("SIP/2.0 {status} Whatever"),
+        headers,
+        body: body.as_bytes().to_vec(),
+    };
+    Input::Outcome {
+        leg,
+        key: ClientKey::of_response(&answer).expect("a client key"),
+        outcome: Outcome::Response(answer),
+    }
 }

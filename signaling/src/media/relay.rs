@@ -10,7 +10,7 @@
 //! range neither hears a call nor speaks into it. Ports are drawn at random from the range.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,11 +73,20 @@ struct Shared {
     /// Bumped on every change of `peers`, so the forwarding tasks keep their own copy of
     /// where to send and take the lock only when it changed.
     peers_version: AtomicU64,
-    /// Whether a side's addresses were learnt from its packets (then its SDP no longer counts).
+    /// Whether a side's addresses were learnt from its packets (then its SDP no longer counts,
+    /// until a new session description names another address).
     latched: Mutex<[bool; 2]>,
+    /// Where each side's session description last said it receives RTP.
+    announced: Mutex<[Option<SocketAddr>; 2]>,
+    /// Bumped when a side is to be latched anew (its session moved): each forwarding task
+    /// forgets the source it latched to.
+    epoch: [AtomicU64; 2],
     /// The IPs each side may send from (announced in its session description, or its
     /// signaling's source).
     allowed: Mutex<[Vec<IpAddr>; 2]>,
+    /// Whether media may be sent to each side (closed while its session says it receives
+    /// nothing, or the other side sends nothing: a call on hold).
+    open: [AtomicBool; 2],
     started: Instant,
     /// Milliseconds after `started` of the last packet relayed.
     last_packet_ms: AtomicU64,
@@ -98,7 +107,10 @@ impl Relay {
             peers: Mutex::new([[None; 2]; 2]),
             peers_version: AtomicU64::new(0),
             latched: Mutex::new([false; 2]),
+            announced: Mutex::new([None; 2]),
+            epoch: [AtomicU64::new(0), AtomicU64::new(0)],
             allowed: Mutex::new([Vec::new(), Vec::new()]),
+            open: [AtomicBool::new(true), AtomicBool::new(true)],
             started: Instant::now(),
             last_packet_ms: AtomicU64::new(0),
             media: media.clone(),
@@ -134,22 +146,45 @@ impl Relay {
 
     /// Where `side` said (in its session description) it receives RTP, and the IP that
     /// session description came from over SIP: the side's media is taken from those two IPs
-    /// only. The destination is ignored once the side has sent packets of its own.
+    /// only. The destination is ignored once the side has sent packets of its own — unless a
+    /// new session description names another address (the side moved: a re-INVITE): then
+    /// the side is latched anew, from the new address's IPs only.
     pub fn peer_from_sdp(&self, side: Side, rtp: SocketAddr, signalled_from: IpAddr) {
+        let s = side as usize;
+        let moved = {
+            let mut announced = self.shared.announced.lock().expect("announced");
+            let moved = announced[s].is_some_and(|before| before != rtp);
+            announced[s] = Some(rtp);
+            moved
+        };
         {
             let mut allowed = self.shared.allowed.lock().expect("allowed");
+            if moved {
+                allowed[s].clear();
+            }
             for ip in [rtp.ip(), signalled_from] {
-                if !allowed[side as usize].contains(&ip) {
-                    allowed[side as usize].push(ip);
+                if !allowed[s].contains(&ip) {
+                    allowed[s].push(ip);
                 }
             }
         }
-        if self.shared.latched.lock().expect("latched")[side as usize] {
-            return;
+        {
+            let mut latched = self.shared.latched.lock().expect("latched");
+            if moved {
+                latched[s] = false;
+                self.shared.epoch[s].fetch_add(1, Ordering::Release);
+            } else if latched[s] {
+                return;
+            }
         }
         let rtcp = SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1));
         self.shared.peers.lock().expect("peers")[side as usize] = [Some(rtp), Some(rtcp)];
         self.shared.peers_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Lets media go to `side` (or stops it there), as the call's session descriptions say.
+    pub fn set_open(&self, side: Side, open: bool) {
+        self.shared.open[side as usize].store(open, Ordering::Relaxed);
     }
 
     /// How long since the last packet relayed (or since the relay started).
@@ -180,10 +215,17 @@ async fn forward(
     let mut latched_to: Option<SocketAddr> = None;
     let mut destination: Option<SocketAddr> = None;
     let mut version_seen = u64::MAX;
+    let mut epoch_seen = 0;
     loop {
         let Ok((len, source)) = inbound.recv_from(&mut buf).await else {
             continue;
         };
+        let epoch = shared.epoch[from as usize].load(Ordering::Acquire);
+        if epoch != epoch_seen {
+            // The side moved: latch anew.
+            epoch_seen = epoch;
+            latched_to = None;
+        }
         if latched_to != Some(source) {
             let may_latch = latched_to.is_none()
                 && shared.allowed.lock().expect("allowed")[from as usize].contains(&source.ip());
@@ -208,6 +250,10 @@ async fn forward(
         let Some(destination) = destination else {
             continue;
         };
+        if !shared.open[to as usize].load(Ordering::Relaxed) {
+            // On hold that way: the side is not to hear it.
+            continue;
+        }
         if outbound.send_to(&buf[..len], destination).await.is_ok() {
             shared.media.packets_relayed.fetch_add(1, Ordering::Relaxed);
             let ms = shared.started.elapsed().as_millis() as u64;

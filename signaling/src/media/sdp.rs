@@ -1,6 +1,7 @@
 //! Just enough SDP (RFC 8866) for a relay: where a session description says its audio goes
-//! (the connection address and the first audio stream's port), and the same description with
-//! the relay's address and port in their place. Everything else passes through untouched.
+//! (the connection address and the first audio stream's port), which ways it goes, and the
+//! description rebuilt for the other side with the relay's address and port in their place
+//! and nothing that names the side that wrote it (topology hiding).
 //! When the edge itself answers two offers and bridges them (call-in), `answer` writes the
 //! answer to one offer with the codecs the other offer shares (RFC 3264 §6).
 
@@ -46,36 +47,139 @@ pub fn audio_endpoint(sdp: &[u8]) -> Option<SocketAddr> {
     (port != 0).then_some(SocketAddr::new(address.or(session_address)?, port))
 }
 
-/// `sdp` with every connection address replaced by `address` and the first audio stream's
-/// port by `port`; `a=rtcp:` lines (an explicit RTCP port) are dropped, as the relay's RTCP
-/// is on `port + 1`.
-pub fn rewrite(sdp: &[u8], address: IpAddr, port: u16) -> Vec<u8> {
+/// Which ways a side's audio goes, by its session description (RFC 3264 §6.1): whether it
+/// sends, and whether it will receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Direction {
+    pub sends: bool,
+    pub receives: bool,
+}
+
+/// The direction of the first audio stream of `sdp`: its own `a=sendrecv`, `a=sendonly`,
+/// `a=recvonly` or `a=inactive`, else the session-level one, else both ways. A connection
+/// address of `0.0.0.0` (RFC 2543's hold) receives nothing; no audio stream (or port 0) goes
+/// neither way.
+pub fn direction(sdp: &[u8]) -> Direction {
+    let parse = |line: &str| match line {
+        "a=sendrecv" => Some((true, true)),
+        "a=sendonly" => Some((true, false)),
+        "a=recvonly" => Some((false, true)),
+        "a=inactive" => Some((false, false)),
+        _ => None,
+    };
+    let mut session = None;
+    let mut audio = None;
+    let mut in_audio = false;
+    let mut seen_audio = false;
+    for line in lines(sdp) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            if seen_audio {
+                break;
+            }
+            let mut parts = rest.split_whitespace();
+            in_audio = parts.next() == Some("audio") && parts.next() != Some("0");
+            seen_audio = in_audio;
+        } else if let Some(way) = parse(line) {
+            if in_audio {
+                audio = Some(way);
+            } else if !seen_audio {
+                session = Some(way);
+            }
+        }
+    }
+    if !seen_audio {
+        return Direction {
+            sends: false,
+            receives: false,
+        };
+    }
+    let (sends, receives) = audio.or(session).unwrap_or((true, true));
+    let held = audio_endpoint(sdp).is_none_or(|a| a.ip().is_unspecified());
+    Direction {
+        sends,
+        receives: receives && !held,
+    }
+}
+
+/// Media-level attributes a rebuilt description keeps (RFC 8866, RFC 3264, RFC 4568): the
+/// formats, packetisation, direction and SDES keys. Anything else (`a=ssrc` with its cname,
+/// ICE candidates and credentials, `a=rtcp`, `a=rtcp-mux`, DTLS fingerprints, tool names)
+/// names the other side, its addresses or its software, or needs a path the relay does not
+/// give, and is left out.
+const KEPT_ATTRIBUTES: &[&str] = &[
+    "rtpmap", "fmtp", "ptime", "maxptime", "sendrecv", "sendonly", "recvonly", "inactive", "crypto",
+];
+
+fn kept_attribute(line: &str) -> bool {
+    let name = line[2..].split([':', ' ']).next().unwrap_or_default();
+    KEPT_ATTRIBUTES.contains(&name)
+}
+
+/// A stable stand-in for the origin's user and session id (RFC 8866 §5.2): the same for the
+/// same session, so a refresh keeps its identity, and naming nothing of the side that wrote it.
+fn session_id(user: &str, id: &str) -> u64 {
+    // FNV-1a: stable across processes and releases (unlike the standard library's hasher).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in user.bytes().chain([0]).chain(id.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash >> 1
+}
+
+/// `sdp` rebuilt for the other side of the relay (topology hiding): the origin is the edge's
+/// (`o=ringledger`, a stand-in session id, the same version, the relay's address), the session
+/// name `-`, every connection address the relay's, the first audio stream at `port` with only
+/// the attributes in `KEPT_ATTRIBUTES`, and every other stream (which the relay does not
+/// carry) disabled with port 0. Bandwidth and timing lines are kept; `i=`, `u=`, `e=`, `p=`
+/// and the like are left out.
+pub fn rebuild(sdp: &[u8], address: IpAddr, port: u16) -> Vec<u8> {
     let family = if address.is_ipv4() { "IP4" } else { "IP6" };
     let mut out = String::with_capacity(sdp.len() + 16);
     let mut audio_done = false;
+    let mut in_media = false;
     let mut in_audio = false;
     for line in lines(sdp) {
-        if line.is_empty() {
+        let Some(kind) = line.chars().next() else {
             continue;
-        }
-        if let Some(rest) = line.strip_prefix("m=") {
-            in_audio = false;
-            let mut parts = rest.splitn(3, ' ');
-            let (media, old_port, tail) = (parts.next(), parts.next(), parts.next());
-            if media == Some("audio") && !audio_done && old_port.is_some_and(|p| p != "0") {
-                audio_done = true;
-                in_audio = true;
-                out.push_str(&format!("m=audio {port} {}\r\n", tail.unwrap_or_default()));
-                continue;
+        };
+        match kind {
+            'v' => out.push_str("v=0\r\n"),
+            'o' => {
+                let mut fields = line[2..].split_whitespace();
+                let (user, id, version) = (fields.next(), fields.next(), fields.next());
+                let id = session_id(user.unwrap_or_default(), id.unwrap_or_default());
+                let version = version.unwrap_or("1");
+                out.push_str(&format!(
+                    "o=ringledger {id} {version} IN {family} {address}\r\n"
+                ));
             }
-        } else if line.starts_with("c=") {
-            out.push_str(&format!("c=IN {family} {address}\r\n"));
-            continue;
-        } else if in_audio && line.starts_with("a=rtcp:") {
-            continue;
+            's' => out.push_str("s=-\r\n"),
+            'c' => out.push_str(&format!("c=IN {family} {address}\r\n")),
+            't' | 'b' => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            'm' => {
+                in_media = true;
+                let mut parts = line[2..].splitn(3, ' ');
+                let (media, old_port, tail) = (parts.next(), parts.next(), parts.next());
+                let tail = tail.unwrap_or_default();
+                in_audio =
+                    media == Some("audio") && !audio_done && old_port.is_some_and(|p| p != "0");
+                if in_audio {
+                    audio_done = true;
+                    out.push_str(&format!("m=audio {port} {tail}\r\n"));
+                } else {
+                    out.push_str(&format!("m={} 0 {tail}\r\n", media.unwrap_or_default()));
+                }
+            }
+            'a' if (in_audio || !in_media) && kept_attribute(line) => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            _ => {}
         }
-        out.push_str(line);
-        out.push_str("\r\n");
     }
     out.into_bytes()
 }
@@ -235,19 +339,66 @@ m=video 51372 RTP/AVP 31\r\nc=IN IP4 192.0.2.11\r\n";
     }
 
     #[test]
-    fn rewriting_points_audio_at_the_relay_and_keeps_the_rest() {
-        let out = rewrite(OFFER.as_bytes(), "127.0.0.1".parse().unwrap(), 20000);
+    fn a_rebuilt_description_points_audio_at_the_relay_and_names_nothing_of_its_writer() {
+        let written = "v=0\r\no=alice 1234 7 IN IP4 192.0.2.10\r\ns=Talk on a pjsip phone\r\n\
+i=alice's desk\r\ne=alice@example.com\r\np=+441632960001\r\nc=IN IP4 192.0.2.10\r\n\
+t=0 0\r\na=tool:pjmedia\r\na=group:BUNDLE 0\r\nm=audio 49170 RTP/AVP 0 8 101\r\n\
+a=rtcp:49171 IN IP4 192.0.2.10\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n\
+a=ssrc:1234 cname:alice@192.0.2.10\r\na=candidate:1 1 UDP 2130706431 192.0.2.10 49170 typ host\r\n\
+a=ice-ufrag:abcd\r\na=sendonly\r\nm=video 51372 RTP/AVP 31\r\nc=IN IP4 192.0.2.11\r\n\
+a=rtpmap:31 H261/90000\r\n";
+        let out = rebuild(written.as_bytes(), "127.0.0.1".parse().unwrap(), 20000);
         let out = String::from_utf8(out).unwrap();
-        assert!(out.contains("o=alice 1 1 IN IP4 192.0.2.10\r\n"), "{out}");
-        assert!(out.contains("m=audio 20000 RTP/AVP 0 8\r\n"), "{out}");
-        assert!(!out.contains("a=rtcp:"), "{out}");
-        assert!(out.contains("a=rtpmap:0 PCMU/8000\r\n"), "{out}");
-        assert!(out.contains("m=video 51372 RTP/AVP 31\r\n"), "{out}");
-        assert!(!out.contains("192.0.2.11"), "{out}");
+        // Nothing of the writer: not its user, addresses, software, contact or ICE.
+        for leak in [
+            "alice",
+            "192.0.2.",
+            "pjsip",
+            "pjmedia",
+            "1234 ",
+            "example",
+            "+4416",
+            "candidate",
+            "ice-",
+            "ssrc",
+            "rtcp",
+            "BUNDLE",
+        ] {
+            assert!(!out.contains(leak), "{leak} in {out}");
+        }
+        assert!(out.starts_with("v=0\r\no=ringledger "), "{out}");
+        assert!(
+            out.contains(" 7 IN IP4 127.0.0.1\r\ns=-\r\n"),
+            "the version kept: {out}"
+        );
+        assert!(out.contains("m=audio 20000 RTP/AVP 0 8 101\r\n"), "{out}");
+        for kept in [
+            "a=rtpmap:0 PCMU/8000",
+            "a=fmtp:101 0-15",
+            "a=ptime:20",
+            "a=sendonly",
+        ] {
+            assert!(out.contains(kept), "{kept} in {out}");
+        }
+        // The video stream, which the relay does not carry, is disabled.
+        assert!(out.contains("m=video 0 RTP/AVP 31\r\n"), "{out}");
         assert_eq!(
             audio_endpoint(out.as_bytes()),
             Some("127.0.0.1:20000".parse().unwrap())
         );
+        // The same session rebuilt again is the same (a refresh keeps its identity); another
+        // session's id differs.
+        let again = rebuild(written.as_bytes(), "127.0.0.1".parse().unwrap(), 20000);
+        assert_eq!(String::from_utf8(again).unwrap(), out);
+        let other = written.replace("o=alice 1234 7", "o=alice 1235 7");
+        let other = String::from_utf8(rebuild(
+            other.as_bytes(),
+            "127.0.0.1".parse().unwrap(),
+            20000,
+        ))
+        .unwrap();
+        assert_ne!(other.lines().nth(1), out.lines().nth(1));
     }
 
     #[test]

@@ -143,8 +143,9 @@ pub enum Input {
     Ack(RawMessage),
     /// A BYE inside one of the call's dialogs; answered with [`Output::ByeAnswer`].
     Bye(RawMessage),
-    /// A re-INVITE inside one of the call's dialogs, through its server transaction.
-    Reinvite {
+    /// A re-INVITE or an UPDATE inside one of the call's dialogs, through its server
+    /// transaction.
+    Modify {
         key: TransactionKey,
         request: RawMessage,
     },
@@ -194,8 +195,8 @@ pub enum Output {
     },
     /// CANCEL a leg's INVITE.
     Cancel { leg: usize, invite: RawMessage },
-    /// Send an ACK on a leg (no transaction).
-    Ack { leg: usize, bytes: Vec<u8> },
+    /// Send an ACK (of a 2xx: no transaction) to a side.
+    Ack { to: Peer, bytes: Vec<u8> },
     /// Send a request inside a dialog (a BYE) as a client transaction.
     Request {
         to: Peer,
@@ -225,6 +226,9 @@ pub enum Output {
         rtp: SocketAddr,
         from: IpAddr,
     },
+    /// Whether media may go to one side of the relay (closed while the call is on hold that
+    /// way).
+    MediaFlow { to: RelaySide, open: bool },
     /// Leg `leg` is the call-in just given: it is reached where its INVITE came from.
     AdoptArrival { leg: usize },
     /// Messages of this dialog are the call's.

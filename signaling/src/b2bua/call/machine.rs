@@ -2,6 +2,7 @@
 
 mod call_in_leg;
 mod legs;
+mod modify;
 mod session_timer;
 mod sessions;
 mod timers;
@@ -135,6 +136,15 @@ pub struct Call {
     session_timers: Vec<SessionTimer>,
     /// The callee's session the edge refreshes, if the callee made it the refresher.
     refresher: Option<EdgeRefresh>,
+    /// A change of session one side asked for, being passed on to the other.
+    passing: Option<modify::Passing>,
+    /// The last change passed on as a re-INVITE and answered 2xx: its branch, the side, and
+    /// the ACK (sent again if the 2xx is).
+    passed_ack: Option<(String, Peer, Vec<u8>)>,
+    /// Whether media may go through the relay to the caller, and to the callee.
+    flows: [bool; 2],
+    /// Since when media is expected both ways: the answer, or the end of the last hold.
+    media_since: Option<Instant>,
     out: Outbox,
 }
 
@@ -211,6 +221,9 @@ impl Machine for Call {
             "an input while a recording is awaited"
         );
         match input {
+            Input::Outcome { key, outcome, .. } if self.is_passed_on(&key) => {
+                self.on_passed_outcome(&key, outcome, now, ctx)
+            }
             Input::Outcome {
                 leg: Some(leg),
                 key,
@@ -252,7 +265,7 @@ impl Machine for Call {
             }
             Input::CallIn(arrival) => self.on_call_in(arrival, now, ctx),
             Input::Ack(ack) => self.on_ack(&ack, ctx),
-            Input::Reinvite { key, request } => self.on_reinvite(key, request, now, ctx),
+            Input::Modify { key, request } => self.on_modify(key, request, now, ctx),
             Input::Bye(bye) => {
                 let answer = self.on_bye(&bye, now, ctx);
                 self.out.push(Output::ByeAnswer(answer));
@@ -312,6 +325,10 @@ impl Call {
             sessions: Sessions::default(),
             session_timers: vec![],
             refresher: None,
+            passing: None,
+            passed_ack: None,
+            flows: [true, true],
+            media_since: None,
             out: Outbox::default(),
         }
     }
@@ -440,7 +457,7 @@ impl Call {
         }
         // The legs are offered the caller's session, pointed at the relay when there is one.
         let offer = match &self.media {
-            Some(media) => sdp::rewrite(
+            Some(media) => sdp::rebuild(
                 &self.caller.invite.body,
                 media.address,
                 media.port(RelaySide::Callee),
@@ -563,6 +580,7 @@ impl Call {
     fn answered_by(&mut self, leg: usize, now: Instant) {
         self.phase = Phase::Answered(leg);
         self.answered_at = Some(now);
+        self.media_since = Some(now);
     }
 
     /// A 2xx sent over UDP is repeated until its ACK comes (None: the caller's; Some: a
@@ -729,6 +747,7 @@ impl Call {
     /// The call is over: its media ports go back to the pool now, not when the task ends
     /// after lingering for late answers.
     fn over(&mut self, now: Instant) {
+        self.drop_passing();
         self.stop_waiting_for_call_in();
         self.to_place.clear();
         self.pending.clear();
@@ -748,6 +767,34 @@ fn refused(refusal: Refusal, what: &str) -> Answer {
     match refusal {
         Refusal::Domain(why) => Answer::with_reason(403, format!("Forbidden ({why})")),
         Refusal::Store => Answer::with_reason(503, format!("Service Unavailable ({what})")),
+    }
+}
+
+impl Call {
+    /// A request inside `to`'s dialog (the caller's or a leg's), and its branch.
+    pub(super) fn in_dialog(
+        &mut self,
+        to: Peer,
+        local: std::net::SocketAddr,
+        method: &str,
+        ack_of: Option<u32>,
+        extra: &[(&str, String)],
+        body: &[u8],
+    ) -> Option<(Vec<u8>, String)> {
+        match to {
+            Peer::Leg(l) => self.legs[l].request(local, method, ack_of, extra, body),
+            Peer::Caller => {
+                let branch = crate::requests::branch();
+                let sent_by = local.to_string();
+                let hop = crate::dialog::Hop {
+                    transport: self.caller.reach.transport,
+                    branch: &branch,
+                    sent_by: &sent_by,
+                };
+                let dialog = self.caller_dialog.as_mut()?;
+                Some((dialog.request(method, ack_of, hop, extra, body), branch))
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use super::*;
 use crate::answer::Answer;
 use crate::b2bua::plan::{CallInPlan, Plan, Target};
 use crate::b2bua::sim::*;
+use crate::media::relay::Side as RelaySide;
 use crate::message::{self, RawMessage};
 use crate::outgoing::{ClientKey, Outcome};
 use crate::transaction::{T1, TransactionKey};
@@ -809,7 +810,7 @@ fn a_refresh_keeps_the_call_and_is_answered_with_the_same_session() {
     assert!(sim.run_for(secs(60)).is_empty());
     // The caller refreshes with its session unchanged (same o= version).
     let (key, reinvite) = caller_reinvite(2, OFFER, &refresh_headers(120));
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: reinvite,
     });
@@ -837,7 +838,7 @@ fn a_refresh_keeps_the_call_and_is_answered_with_the_same_session() {
 fn a_refresh_2xx_is_repeated_until_its_ack() {
     let mut sim = timed_answered(120);
     let (key, reinvite) = caller_reinvite(2, OFFER, &refresh_headers(120));
-    sim.give(Input::Reinvite {
+    sim.give(Input::Modify {
         key,
         request: reinvite,
     });
@@ -849,28 +850,232 @@ fn a_refresh_2xx_is_repeated_until_its_ack() {
 }
 
 #[test]
-fn a_session_change_is_refused_and_the_call_goes_on() {
+fn a_refresh_without_a_timer_asked_for_arms_none() {
     let (mut sim, _) = answered(settings());
     sim.give(Input::Ack(from_caller("ACK", 1)));
-    // A new o= version: hold, a new codec... refused 488, the call as it was.
-    let changed = OFFER.replace("o=- 1 1", "o=- 1 2");
-    let (key, reinvite) = caller_reinvite(2, &changed, &[]);
-    let out = sim.give(Input::Reinvite {
-        key,
-        request: reinvite,
-    });
-    let answers = reinvite_answers(&out);
-    assert_eq!(answers.iter().map(|a| a.status).collect::<Vec<_>>(), [488]);
-    assert!(ended(&out).is_none() && byes(&out).is_empty());
-    // Without a session timer asked for, a refresh is answered and none is armed.
-    let (key, reinvite) = caller_reinvite(3, OFFER, &[]);
-    let out = sim.give(Input::Reinvite {
+    let (key, reinvite) = caller_reinvite(2, OFFER, &[]);
+    let out = sim.give(Input::Modify {
         key,
         request: reinvite,
     });
     let answers = reinvite_answers(&out);
     assert_eq!(answers[0].status, 200);
     assert_eq!(header_of(answers[0], "Session-Expires"), None);
+    assert!(
+        requests_to_leg(&out).is_empty(),
+        "a refresh is not passed on"
+    );
+}
+
+/// The caller's session put on hold (`a=sendonly`, a new version) or taken off it.
+fn caller_session(version: u32, direction: &str) -> String {
+    OFFER.replace("o=- 1 1", &format!("o=- 1 {version}")) + &format!("a={direction}\r\n")
+}
+
+fn callee_session(version: u32, direction: &str) -> String {
+    ANSWER.replace("o=- 2 2", &format!("o=- 2 {version}")) + &format!("a={direction}\r\n")
+}
+
+fn flows(outputs: &[Output]) -> Vec<(RelaySide, bool)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::MediaFlow { to, open } => Some((*to, *open)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The caller asks for a change (`body`): what the edge sent the callee.
+fn caller_changes(sim: &mut Sim<Call>, cseq: u32, body: &str) -> (Vec<Output>, RawMessage) {
+    let (key, reinvite) = caller_reinvite(cseq, body, &[]);
+    let out = sim.give(Input::Modify {
+        key,
+        request: reinvite,
+    });
+    let sent = requests_to_leg(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    (out, sent[0].1.clone())
+}
+
+#[test]
+fn a_hold_is_passed_on_and_the_relay_follows_it() {
+    let timeout = secs(20);
+    let (mut sim, invite) = answered(relayed(timeout));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    // The caller holds: the callee gets the same change inside its dialog, pointed at the
+    // relay; the caller hears nothing until the callee answers.
+    let (out, hold) = caller_changes(&mut sim, 2, &caller_session(2, "sendonly"));
+    assert!(reinvite_answers(&out).is_empty());
+    assert_eq!(hold.header("Call-ID"), invite.header("Call-ID"));
+    assert_eq!(hold.header("CSeq"), Some("2 INVITE"));
+    let offered = String::from_utf8_lossy(&hold.body).into_owned();
+    assert!(offered.contains("a=sendonly"), "{offered}");
+    assert!(offered.contains("c=IN IP4 127.0.0.1") && offered.contains("m=audio 30002"));
+    // The callee takes it: its 2xx ACKed (CSeq 2), media to the caller stopped, the caller
+    // answered with the callee's answer pointed at the relay.
+    let out = sim.give(answer_in_dialog(
+        Some(0),
+        &hold.to_bytes(),
+        200,
+        &callee_session(3, "recvonly"),
+        &[],
+    ));
+    let ack = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Ack {
+                to: Peer::Leg(0),
+                bytes,
+            } => Some(message::from_text(&String::from_utf8_lossy(bytes))),
+            _ => None,
+        })
+        .expect("the ACK of the callee's 2xx");
+    assert_eq!(ack.header("CSeq"), Some("2 ACK"));
+    assert_eq!(flows(&out), [(RelaySide::Caller, false)]);
+    let answers = reinvite_answers(&out);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].status, 200);
+    let answered = String::from_utf8_lossy(&answers[0].body).into_owned();
+    assert!(answered.contains("a=recvonly") && answered.contains("m=audio 30000"));
+    sim.give(Input::Ack(from_caller("ACK", 2)));
+    // On hold, silence is no reason to hang up.
+    assert!(ended(&sim.run_for(secs(600))).is_none());
+    // Resumed: media flows both ways again, and silence is timed from now.
+    let (_, resume) = caller_changes(&mut sim, 3, &caller_session(3, "sendrecv"));
+    assert_eq!(resume.header("CSeq"), Some("3 INVITE"));
+    let out = sim.give(answer_in_dialog(
+        Some(0),
+        &resume.to_bytes(),
+        200,
+        &callee_session(4, "sendrecv"),
+        &[],
+    ));
+    assert_eq!(flows(&out), [(RelaySide::Caller, true)]);
+    sim.give(Input::Ack(from_caller("ACK", 3)));
+    assert!(ended(&sim.run_for(timeout - secs(1))).is_none());
+    let out = sim.run_for(secs(2));
+    assert_eq!(ended(&out), Some((EndCause::MediaTimeout, Side::System)));
+}
+
+#[test]
+fn a_change_the_other_side_refuses_leaves_the_call_as_it_was() {
+    let (mut sim, _) = answered(relayed(secs(60)));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let (_, hold) = caller_changes(&mut sim, 2, &caller_session(2, "sendonly"));
+    let out = sim.give(answer_in_dialog(Some(0), &hold.to_bytes(), 488, "", &[]));
+    assert_eq!(reinvite_answers(&out)[0].status, 488);
+    assert!(flows(&out).is_empty() && ended(&out).is_none() && byes(&out).is_empty());
+    // The next change goes through as if the first never was.
+    let (_, again) = caller_changes(&mut sim, 3, &caller_session(3, "sendonly"));
+    assert_eq!(again.header("CSeq"), Some("3 INVITE"));
+}
+
+#[test]
+fn one_change_at_a_time() {
+    let (mut sim, invite) = answered(relayed(secs(60)));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let (_, hold) = caller_changes(&mut sim, 2, &caller_session(2, "sendonly"));
+    // The callee's own change crossing it (glare): 491, and so is the caller's next.
+    let theirs = from_leg_with(
+        "INVITE",
+        0,
+        &invite,
+        1,
+        "Content-Type: application/sdp\r\n",
+        &callee_session(3, "sendonly"),
+    );
+    let key = TransactionKey::of_request(&theirs).expect("a transaction");
+    let out = sim.give(Input::Modify {
+        key,
+        request: theirs,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 491);
+    let (key, second) = caller_reinvite(3, &caller_session(3, "inactive"), &[]);
+    let out = sim.give(Input::Modify {
+        key,
+        request: second,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 491);
+    assert!(requests_to_leg(&out).is_empty());
+    // The callee answers the edge's 491: so is the caller answered, to retry on its timer.
+    let out = sim.give(answer_in_dialog(Some(0), &hold.to_bytes(), 491, "", &[]));
+    assert_eq!(reinvite_answers(&out)[0].status, 491);
+    assert!(ended(&out).is_none());
+}
+
+#[test]
+fn a_change_the_other_side_no_longer_knows_ends_the_call() {
+    let (mut sim, _) = answered(relayed(secs(60)));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let (_, hold) = caller_changes(&mut sim, 2, &caller_session(2, "sendonly"));
+    let out = sim.give(answer_in_dialog(Some(0), &hold.to_bytes(), 481, "", &[]));
+    assert_eq!(reinvite_answers(&out)[0].status, 481);
+    assert_eq!(byes(&out), vec![Peer::Leg(0), Peer::Caller]);
+    assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
+}
+
+#[test]
+fn an_update_from_the_callee_reaches_the_caller_and_needs_no_ack() {
+    let (mut sim, invite) = answered(relayed(secs(60)));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let update = from_leg_with(
+        "UPDATE",
+        0,
+        &invite,
+        1,
+        "Content-Type: application/sdp\r\n",
+        &callee_session(3, "sendonly"),
+    );
+    let key = TransactionKey::of_request(&update).expect("a transaction");
+    let out = sim.give(Input::Modify {
+        key,
+        request: update,
+    });
+    let (bytes, method) = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request {
+                to: Peer::Caller,
+                method,
+                bytes,
+                ..
+            } => Some((bytes.clone(), *method)),
+            _ => None,
+        })
+        .expect("the change sent to the caller");
+    assert_eq!(method, "UPDATE");
+    let sent = message::from_text(&String::from_utf8_lossy(&bytes));
+    assert_eq!(sent.header("Call-ID"), Some("caller-call"));
+    assert!(String::from_utf8_lossy(&sent.body).contains("m=audio 30000"));
+    let out = sim.give(answer_in_dialog(
+        None,
+        &bytes,
+        200,
+        &caller_session(2, "recvonly"),
+        &[],
+    ));
+    assert!(acked(&out).is_empty(), "no ACK for an UPDATE");
+    assert_eq!(flows(&out), [(RelaySide::Callee, false)]);
+    let answers = reinvite_answers(&out);
+    assert_eq!(answers[0].status, 200);
+    // An UPDATE's 2xx is not repeated.
+    assert!(
+        sim.run_for(secs(2))
+            .iter()
+            .all(|o| !matches!(o, Output::Respond { .. }))
+    );
+}
+
+#[test]
+fn a_change_pending_when_the_call_ends_is_answered_487() {
+    let (mut sim, invite) = answered(relayed(secs(60)));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    caller_changes(&mut sim, 2, &caller_session(2, "sendonly"));
+    let out = sim.give(Input::Bye(from_leg("BYE", 0, &invite, 2)));
+    let statuses: Vec<u16> = reinvite_answers(&out).iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [487]);
+    assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::Callee)));
 }
 
 #[test]
@@ -890,7 +1095,7 @@ fn a_session_interval_under_90_s_is_refused_422() {
     // The same in a refresh: refused, the call untouched.
     let mut sim = timed_answered(120);
     let (key, reinvite) = caller_reinvite(2, OFFER, &refresh_headers(60));
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: reinvite,
     });
@@ -902,7 +1107,7 @@ fn a_session_interval_under_90_s_is_refused_422() {
 fn a_reinvite_before_the_answer_or_after_the_end_is_refused() {
     let (mut sim, _) = ringing(1, settings());
     let (key, reinvite) = caller_reinvite(2, OFFER, &[]);
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: reinvite,
     });
@@ -911,7 +1116,7 @@ fn a_reinvite_before_the_answer_or_after_the_end_is_refused() {
     assert!(header_of(answers[0], "Retry-After").is_some());
     sim.give(Input::Cancel);
     let (key, reinvite) = caller_reinvite(3, OFFER, &[]);
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: reinvite,
     });
@@ -944,7 +1149,7 @@ fn a_callee_that_set_itself_as_refresher_is_held_to_it() {
         ANSWER,
     );
     let key = TransactionKey::of_request(&refresh).expect("a transaction");
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: refresh,
     });
@@ -991,27 +1196,9 @@ fn requests_to_leg(outputs: &[Output]) -> Vec<(&'static str, RawMessage, String)
 
 /// The outcome of the edge's refresh (branch `branch`) to leg 0: `status` from the callee.
 fn refresh_answer(refresh: &RawMessage, status: u16, extra: Option<&str>) -> Input {
-    let mut answer = reply(
-        refresh,
-        status,
-        "leg0",
-        if status == 200 { ANSWER } else { "" },
-    );
-    // The To of an in-dialog request already has the callee's tag.
-    answer.headers.retain(|(n, _)| n != "To");
-    answer
-        .headers
-        .push(("To".into(), refresh.header("To").expect("To").to_string()));
-    if let Some(value) = extra {
-        answer
-            .headers
-            .push(("Session-Expires".into(), value.into()));
-    }
-    Input::Outcome {
-        leg: Some(0),
-        key: ClientKey::of_response(&answer).expect("key"),
-        outcome: Outcome::Response(answer),
-    }
+    let body = if status == 200 { ANSWER } else { "" };
+    let extra: Vec<(&str, &str)> = extra.map(|v| ("Session-Expires", v)).into_iter().collect();
+    answer_in_dialog(Some(0), &refresh.to_bytes(), status, body, &extra)
 }
 
 /// An answered call whose callee made the edge the refresher of a 120 s session.
@@ -1054,7 +1241,10 @@ fn the_edge_refreshes_a_callee_that_made_it_the_refresher() {
     let ack = out
         .iter()
         .find_map(|o| match o {
-            Output::Ack { leg: 0, bytes } => Some(bytes.clone()),
+            Output::Ack {
+                to: Peer::Leg(0),
+                bytes,
+            } => Some(bytes.clone()),
             _ => None,
         })
         .expect("the ACK of the refresh");
@@ -1109,7 +1299,7 @@ fn a_refresh_crossing_the_callees_reinvite_is_tried_again() {
         ANSWER,
     );
     let key = TransactionKey::of_request(&theirs).expect("a transaction");
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: theirs,
     });
@@ -1185,7 +1375,7 @@ fn a_session_interval_past_a_day_is_lowered_not_trusted() {
             ("Session-Expires", u64::MAX.to_string()),
         ],
     );
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: reinvite,
     });
@@ -1199,7 +1389,7 @@ fn a_flood_of_reinvites_leaves_one_2xx_repeated_and_an_open_offer_gets_491() {
     // edge's earlier 2xx, so only the latest is repeated.
     for cseq in 2..1002 {
         let (key, again) = caller_reinvite(cseq, OFFER, &refresh_headers(120));
-        let out = sim.give(Input::Reinvite {
+        let out = sim.give(Input::Modify {
             key,
             request: again,
         });
@@ -1215,20 +1405,20 @@ fn a_flood_of_reinvites_leaves_one_2xx_repeated_and_an_open_offer_gets_491() {
     // A re-INVITE without an offer gets the edge's offer in the 200; a new offer before the
     // ACK brings the answer is refused 491 (RFC 3264), and goes through once it has.
     let (key, offerless) = caller_reinvite(1002, "", &refresh_headers(120));
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: offerless,
     });
     assert_eq!(reinvite_answers(&out)[0].status, 200);
     let (key, early) = caller_reinvite(1003, OFFER, &refresh_headers(120));
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: early,
     });
     assert_eq!(reinvite_answers(&out)[0].status, 491);
     sim.give(Input::Ack(from_caller("ACK", 1002)));
     let (key, later) = caller_reinvite(1004, OFFER, &refresh_headers(120));
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: later,
     });
@@ -1241,7 +1431,7 @@ fn a_flood_of_reinvites_leaves_one_2xx_repeated_and_an_open_offer_gets_491() {
         }
     }
     let key = TransactionKey::of_request(&stranger).expect("a transaction");
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key,
         request: stranger,
     });

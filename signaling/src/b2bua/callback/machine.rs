@@ -183,7 +183,7 @@ impl Machine for Callback {
             }
             // A callback keeps the sessions it set up: a re-INVITE is refused (488 leaves the
             // call as it was, RFC 3261 §14.2), and it offers no session timer to refresh.
-            Input::Reinvite { key, request } => self.out.push(Output::Respond {
+            Input::Modify { key, request } => self.out.push(Output::Respond {
                 key,
                 request,
                 answer: Answer::with_reason(
@@ -438,10 +438,16 @@ impl Callback {
         }
         // Every 2xx is ACKed (again, when it is repeated), whatever becomes of the leg.
         match self.legs[leg].ack.clone() {
-            Some(bytes) => self.out.push(Output::Ack { leg, bytes }),
+            Some(bytes) => self.out.push(Output::Ack {
+                to: Peer::Leg(leg),
+                bytes,
+            }),
             None => {
                 if let Some(bytes) = self.legs[leg].ack(ctx.local(), &[], &[]) {
-                    self.out.push(Output::Ack { leg, bytes });
+                    self.out.push(Output::Ack {
+                        to: Peer::Leg(leg),
+                        bytes,
+                    });
                 }
             }
         }

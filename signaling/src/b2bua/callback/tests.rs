@@ -384,7 +384,7 @@ fn a_repeated_2xx_is_acked_again_and_recorded_once() {
 #[test]
 fn a_reinvite_is_refused_488_and_the_call_goes_on() {
     let (mut sim, [first, _]) = talking();
-    let out = sim.give(Input::Reinvite {
+    let out = sim.give(Input::Modify {
         key: crate::transaction::TransactionKey::of_request(&from_leg("INVITE", 0, &first, 2))
             .expect("a key"),
         request: from_leg("INVITE", 0, &first, 2),

@@ -239,6 +239,7 @@ impl Call {
             .set(Peer::Leg(leg), &arrival.invite.body, &to_extension);
         self.sessions
             .set(Peer::Caller, &caller_invite.body, &to_caller);
+        self.update_flows(now);
         let answer = self
             .contact(Answer::status(200), ctx)
             .body("application/sdp", to_extension);

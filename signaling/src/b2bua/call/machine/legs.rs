@@ -156,7 +156,10 @@ impl Call {
         // the offer): the winner's ACK waits for the caller's, which carries the answer.
         let delayed_offer = self.caller.invite.body.is_empty() && !response.body.is_empty();
         match self.legs[leg].ack.clone() {
-            Some(bytes) => self.out.push(Output::Ack { leg, bytes }),
+            Some(bytes) => self.out.push(Output::Ack {
+                to: Peer::Leg(leg),
+                bytes,
+            }),
             None if delayed_offer && self.phase == Phase::Setup => {}
             None if delayed_offer && self.phase == Phase::Answered(leg) => {}
             None => self.ack_leg(leg, &[], &[], ctx),
@@ -210,6 +213,7 @@ impl Call {
             .map(|t| t.offer.clone())
             .unwrap_or_default();
         self.sessions.set(Peer::Leg(leg), &response.body, &offered);
+        self.update_flows(now);
         let answer = self
             .contact(Answer::status(200), ctx)
             .body(&content_type(response), body);
@@ -261,7 +265,10 @@ impl Call {
         ctx: &dyn Context,
     ) {
         if let Some(bytes) = self.legs[leg].ack(ctx.local(), extra, body) {
-            self.out.push(Output::Ack { leg, bytes });
+            self.out.push(Output::Ack {
+                to: Peer::Leg(leg),
+                bytes,
+            });
         }
     }
 
@@ -305,6 +312,6 @@ impl Call {
             rtp,
             from: self.legs[leg].reach.peer.ip(),
         });
-        sdp::rewrite(body, media.address, media.port(RelaySide::Caller))
+        sdp::rebuild(body, media.address, media.port(RelaySide::Caller))
     }
 }

@@ -11,14 +11,11 @@
 //! call ends `session_expired` when a refresh meets 408 or 481 or goes unanswered, or none
 //! succeeds before the interval is out (RFC 4028 §10). A refresh crossing the callee's own
 //! re-INVITE (491) is tried again shortly; the callee's re-INVITE meanwhile gets 491.
-//! A re-INVITE from either side of an answered call that keeps the session is answered 200
-//! with the session description the edge gave that side; one that changes it is refused 488,
-//! which leaves the call as it was (RFC 3261 §14.2).
+//! Refreshes from either side are answered in `modify.rs`.
 
 use std::time::{Duration, Instant};
 
 use domain::call::EndCause;
-use rsip::headers::UntypedHeader;
 
 use super::sessions::{EdgeRefresh, SessionTimer};
 use super::{Call, Phase};
@@ -27,7 +24,6 @@ use crate::b2bua::call::interface::{Context, Output, Peer};
 use crate::b2bua::call::rules::status_of;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
-use crate::transaction::TransactionKey;
 
 /// The shortest session interval the edge takes (RFC 4028 §5: never below 90 s).
 pub(crate) const MIN_SE: Duration = Duration::from_secs(90);
@@ -72,14 +68,6 @@ fn callee_session_timer(response: &RawMessage) -> Option<(Duration, bool)> {
 /// `interval - min(32 s, interval / 3)`, the margin leaving a late refresh time to arrive.
 fn expiry(now: Instant, interval: Duration) -> Instant {
     now + interval - (interval / 3).min(Duration::from_secs(32))
-}
-
-/// The session's identity and version from a session description's `o=` line.
-fn session_version(sdp: &[u8]) -> Option<(String, String)> {
-    let text = std::str::from_utf8(sdp).ok()?;
-    let origin = text.lines().find_map(|l| l.strip_prefix("o="))?;
-    let mut fields = origin.split_whitespace().skip(1);
-    Some((fields.next()?.to_string(), fields.next()?.to_string()))
 }
 
 impl Call {
@@ -235,7 +223,7 @@ impl Call {
             if (200..300).contains(&status) {
                 // The 2xx again: so is its ACK.
                 self.out.push(Output::Ack {
-                    leg,
+                    to: Peer::Leg(leg),
                     bytes: ack.clone(),
                 });
             }
@@ -254,7 +242,7 @@ impl Call {
                     return;
                 };
                 self.out.push(Output::Ack {
-                    leg,
+                    to: Peer::Leg(leg),
                     bytes: ack.clone(),
                 });
                 self.take_callee_session_timer(leg, &response, now);
@@ -301,82 +289,5 @@ impl Call {
         tracing::info!(call = %self.id, side = ?timer.map(|t| t.side), interval = ?timer.map(|t| t.interval), "session not refreshed; hanging up");
         self.hang_up(winner, EndCause::SessionExpired, now, ctx);
         true
-    }
-
-    /// A re-INVITE inside one of the call's dialogs.
-    pub(super) fn on_reinvite(
-        &mut self,
-        key: TransactionKey,
-        request: RawMessage,
-        now: Instant,
-        ctx: &dyn Context,
-    ) {
-        let side = match self.phase {
-            Phase::Answered(_) if self.is_from_caller(&request) => Some(Peer::Caller),
-            Phase::Answered(winner) if self.leg_of(&request) == Some(winner) => {
-                Some(Peer::Leg(winner))
-            }
-            _ => None,
-        };
-        let answer = match side {
-            // RFC 3261 §14.2: a second INVITE before the first is answered.
-            None if self.phase == Phase::Setup => {
-                let wait = uuid::Uuid::new_v4().as_bytes()[0] % 11;
-                Answer::status(500).header(rsip::Header::RetryAfter(
-                    rsip::headers::RetryAfter::new(wait.to_string()),
-                ))
-            }
-            None => Answer::status(481),
-            // RFC 3264 §4 / RFC 3261 §14.2: a new offer while the edge's own offer (a 2xx to
-            // a request without one) waits for its answer in the ACK.
-            Some(side) if self.offer_awaits_answer(side) || self.refresh_pending(side) => {
-                Answer::with_reason(491, "Request Pending")
-            }
-            Some(side) => match self.refresh(side, &request, now, ctx) {
-                Ok(answer) => {
-                    self.superseded_2xx(side);
-                    let leg = super::side_leg(side);
-                    self.out.push(Output::Respond {
-                        key: key.clone(),
-                        request: request.clone(),
-                        answer: answer.clone(),
-                        tag: String::new(),
-                    });
-                    return self.await_ack_of(leg, key, request, String::new(), answer, now);
-                }
-                Err(refusal) => refusal,
-            },
-        };
-        self.out.push(Output::Respond {
-            key,
-            request,
-            answer,
-            tag: String::new(),
-        });
-    }
-
-    /// The 2xx to a re-INVITE from `side` that keeps the session (its timer refreshed), or why
-    /// it is refused.
-    fn refresh(
-        &mut self,
-        side: Peer,
-        request: &RawMessage,
-        now: Instant,
-        ctx: &dyn Context,
-    ) -> Result<Answer, Answer> {
-        let (heard, sent) = self.sessions.of(side).clone();
-        if !request.body.is_empty() && session_version(&request.body) != session_version(&heard) {
-            return Err(Answer::with_reason(
-                488,
-                "Not Acceptable Here (session changes not supported)",
-            ));
-        }
-        if let Some(too_small) = Self::interval_too_small(request) {
-            return Err(too_small);
-        }
-        let answer = self
-            .contact(Answer::status(200), ctx)
-            .body("application/sdp", sent);
-        Ok(self.with_session_timer(answer, side, request, now))
     }
 }

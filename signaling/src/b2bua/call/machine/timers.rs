@@ -38,8 +38,8 @@ impl Call {
     }
 
     /// How much longer an answered call's media may stay silent (zero: it has been silent
-    /// for the relay's timeout), counted from the answer at the earliest: a leg that rang
-    /// long before answering has had no media to relay.
+    /// for the relay's timeout), counted from the answer (or the end of a hold) at the
+    /// earliest: a leg that rang long before answering has had no media to relay.
     pub(super) fn media_left(
         &self,
         now: Instant,
@@ -49,8 +49,13 @@ impl Call {
             return None;
         };
         let media = self.media.as_ref()?;
-        let since_answer = now.saturating_duration_since(self.answered_at?);
-        let silent = media_idle?.min(since_answer);
+        if self.flows.contains(&false) {
+            // On hold one way or both: silence is expected (the longest call duration and
+            // the session timers still bound the call).
+            return None;
+        }
+        let since = now.saturating_duration_since(self.media_since?);
+        let silent = media_idle?.min(since);
         Some(media.timeout.saturating_sub(silent))
     }
 

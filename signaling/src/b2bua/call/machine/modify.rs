@@ -1,0 +1,368 @@
+//! Requests that refresh or change an answered call's session: a re-INVITE or an UPDATE (RFC
+//! 3311) from either side. One that keeps the session (the same `o=` version, or no body) is
+//! a refresh, answered by the edge with the session description it gave that side (RFC 4028's
+//! timer re-armed). One that changes it — hold (`a=sendonly`, `a=inactive`), resume, a new
+//! address or codec — is passed on: the edge sends the other side the same change, pointed at
+//! the relay, and answers the asking side with the other side's answer, pointed at the relay;
+//! the relay then follows (where each side's media goes, re-latched when its address changed,
+//! and which ways media may flow). One change at a time: a request while one is being passed
+//! on (either way) or while the edge's own refresh or offer is pending gets 491 (RFC 3261
+//! §14.1), which the asking side retries after its own timer. A change the other side refuses
+//! is refused with its status and the call goes on as it was; one the other side no longer
+//! knows (408, 481, no answer) ends the call `session_expired`.
+
+use std::time::Instant;
+
+use domain::call::EndCause;
+use rsip::headers::UntypedHeader;
+
+use super::{Call, Phase, side_leg};
+use crate::answer::Answer;
+use crate::b2bua::call::interface::{Context, Output, Peer};
+use crate::b2bua::call::rules::{content_type, status_of};
+use crate::media::relay::Side as RelaySide;
+use crate::media::sdp;
+use crate::message::RawMessage;
+use crate::outgoing::{ClientKey, Outcome};
+use crate::transaction::TransactionKey;
+
+/// A change of session one side asked for, sent on to the other side.
+pub(super) struct Passing {
+    from: Peer,
+    key: TransactionKey,
+    request: RawMessage,
+    method: &'static str,
+    to: Peer,
+    /// The branch of the request sent to `to`.
+    branch: String,
+    /// The session description `to` was offered.
+    offered: Vec<u8>,
+}
+
+/// The session's identity and version from a session description's `o=` line.
+fn session_version(sdp: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(sdp).ok()?;
+    let origin = text.lines().find_map(|l| l.strip_prefix("o="))?;
+    let mut fields = origin.split_whitespace().skip(1);
+    Some((fields.next()?.to_string(), fields.next()?.to_string()))
+}
+
+/// Where a side is reached through the relay.
+pub(super) fn relay_side(side: Peer) -> RelaySide {
+    match side {
+        Peer::Caller => RelaySide::Caller,
+        Peer::Leg(_) => RelaySide::Callee,
+    }
+}
+
+impl Call {
+    /// A re-INVITE or an UPDATE inside one of the call's dialogs.
+    pub(super) fn on_modify(
+        &mut self,
+        key: TransactionKey,
+        request: RawMessage,
+        now: Instant,
+        ctx: &dyn Context,
+    ) {
+        let method = if request.start_line.starts_with("UPDATE ") {
+            "UPDATE"
+        } else {
+            "INVITE"
+        };
+        let side = match self.phase {
+            Phase::Answered(_) if self.is_from_caller(&request) => Some(Peer::Caller),
+            Phase::Answered(winner) if self.leg_of(&request) == Some(winner) => {
+                Some(Peer::Leg(winner))
+            }
+            _ => None,
+        };
+        let answer = match side {
+            // RFC 3261 §14.2: a second INVITE before the first is answered (and nothing to
+            // update yet).
+            None if self.phase == Phase::Setup => {
+                let wait = uuid::Uuid::new_v4().as_bytes()[0] % 11;
+                Answer::status(500).header(rsip::Header::RetryAfter(
+                    rsip::headers::RetryAfter::new(wait.to_string()),
+                ))
+            }
+            None => Answer::status(481),
+            // One change at a time, and none while the edge's own offer to that side (a 2xx
+            // to a request without one, or a refresh) waits for its answer (RFC 3264 §4).
+            Some(side)
+                if self.passing.is_some()
+                    || self.offer_awaits_answer(side)
+                    || self.refresh_pending(side) =>
+            {
+                Answer::with_reason(491, "Request Pending")
+            }
+            Some(side) => {
+                if let Some(too_small) = Self::interval_too_small(&request) {
+                    too_small
+                } else if self.changes_session(side, &request) {
+                    return self.pass_on(side, key, request, method, ctx);
+                } else {
+                    let (_, sent) = self.sessions.of(side).clone();
+                    let answer = self
+                        .contact(Answer::status(200), ctx)
+                        .body("application/sdp", sent);
+                    let answer = self.with_session_timer(answer, side, &request, now);
+                    return self.answer_side(side, key, request, method, answer, now);
+                }
+            }
+        };
+        self.out.push(Output::Respond {
+            key,
+            request,
+            answer,
+            tag: String::new(),
+        });
+    }
+
+    /// Whether a request from `side` changes its session (a new `o=` version).
+    fn changes_session(&self, side: Peer, request: &RawMessage) -> bool {
+        let (heard, _) = self.sessions.of(side);
+        !request.body.is_empty() && session_version(&request.body) != session_version(heard)
+    }
+
+    /// Answers `side`'s request with a 2xx (repeated until ACKed, for an INVITE).
+    fn answer_side(
+        &mut self,
+        side: Peer,
+        key: TransactionKey,
+        request: RawMessage,
+        method: &str,
+        answer: Answer,
+        now: Instant,
+    ) {
+        self.superseded_2xx(side);
+        self.out.push(Output::Respond {
+            key: key.clone(),
+            request: request.clone(),
+            answer: answer.clone(),
+            tag: String::new(),
+        });
+        if method == "INVITE" {
+            self.await_ack_of(side_leg(side), key, request, String::new(), answer, now);
+        }
+    }
+
+    /// `body` as `to` is to see it: pointed at the relay's port facing it, when there is one.
+    pub(super) fn toward(&self, to: Peer, body: &[u8]) -> Vec<u8> {
+        match &self.media {
+            Some(media) if !body.is_empty() => {
+                sdp::rebuild(body, media.address, media.port(relay_side(to)))
+            }
+            _ => body.to_vec(),
+        }
+    }
+
+    /// The other side of an answered call.
+    fn other_side(&self, side: Peer) -> Option<Peer> {
+        match (self.phase, side) {
+            (Phase::Answered(winner), Peer::Caller) => Some(Peer::Leg(winner)),
+            (Phase::Answered(_), Peer::Leg(_)) => Some(Peer::Caller),
+            _ => None,
+        }
+    }
+
+    /// Sends the change `from` asked for on to the other side.
+    fn pass_on(
+        &mut self,
+        from: Peer,
+        key: TransactionKey,
+        request: RawMessage,
+        method: &'static str,
+        ctx: &dyn Context,
+    ) {
+        let Some(to) = self.other_side(from) else {
+            return;
+        };
+        let offered = self.toward(to, &request.body);
+        let local = ctx.local();
+        let extra = [
+            ("Contact", format!("<sip:ringledger@{local}>")),
+            ("Content-Type", content_type(&request)),
+        ];
+        let Some((bytes, branch)) = self.in_dialog(to, local, method, None, &extra, &offered)
+        else {
+            self.out.push(Output::Respond {
+                key,
+                request,
+                answer: Answer::status(500),
+                tag: String::new(),
+            });
+            return;
+        };
+        tracing::debug!(call = %self.id, ?from, method, "session change passed on");
+        self.out.push(Output::Request {
+            to,
+            method,
+            branch: branch.clone(),
+            bytes,
+        });
+        self.passing = Some(Passing {
+            from,
+            key,
+            request,
+            method,
+            to,
+            branch,
+            offered,
+        });
+    }
+
+    /// Whether `key` is a request the edge passed on (pending, or answered 2xx).
+    pub(super) fn is_passed_on(&self, key: &ClientKey) -> bool {
+        self.passing
+            .as_ref()
+            .is_some_and(|p| p.branch == key.branch)
+            || self
+                .passed_ack
+                .as_ref()
+                .is_some_and(|(branch, _, _)| *branch == key.branch)
+    }
+
+    /// What became of a change the edge passed on.
+    pub(super) fn on_passed_outcome(
+        &mut self,
+        key: &ClientKey,
+        outcome: Outcome,
+        now: Instant,
+        ctx: &dyn Context,
+    ) {
+        let status = match &outcome {
+            Outcome::Response(r) => status_of(r).unwrap_or(500),
+            Outcome::Timeout => 408,
+        };
+        if let Some((branch, to, ack)) = &self.passed_ack
+            && *branch == key.branch
+        {
+            if (200..300).contains(&status) {
+                // The 2xx again: so is its ACK.
+                let (to, bytes) = (*to, ack.clone());
+                self.out.push(Output::Ack { to, bytes });
+            }
+            return;
+        }
+        if status < 200 {
+            return;
+        }
+        let Some(passing) = self.passing.take() else {
+            return;
+        };
+        match (status, outcome) {
+            (200..=299, Outcome::Response(response)) => self.passed(passing, &response, now, ctx),
+            (408 | 481, _) => {
+                // The other side no longer has the session (RFC 3261 §14.1).
+                tracing::info!(call = %self.id, status, "a session change met a lost dialog; hanging up");
+                self.refuse_passing(passing, Answer::status(status));
+                if let Phase::Answered(winner) = self.phase {
+                    self.hang_up(winner, EndCause::SessionExpired, now, ctx);
+                }
+            }
+            // Refused (491 included: the asking side retries): the call goes on as it was.
+            (status, _) => self.refuse_passing(passing, Answer::status(status)),
+        }
+    }
+
+    fn refuse_passing(&mut self, passing: Passing, answer: Answer) {
+        self.out.push(Output::Respond {
+            key: passing.key,
+            request: passing.request,
+            answer,
+            tag: String::new(),
+        });
+    }
+
+    /// The other side took the change: its 2xx ACKed, the relay pointed where each side's
+    /// media now goes, and the asking side answered.
+    fn passed(&mut self, passing: Passing, response: &RawMessage, now: Instant, ctx: &dyn Context) {
+        let local = ctx.local();
+        if passing.method == "INVITE" {
+            let cseq = response
+                .header("CSeq")
+                .and_then(|c| c.split_whitespace().next()?.parse().ok())
+                .unwrap_or(1);
+            if let Some((ack, _)) = self.in_dialog(passing.to, local, "ACK", Some(cseq), &[], &[]) {
+                self.out.push(Output::Ack {
+                    to: passing.to,
+                    bytes: ack.clone(),
+                });
+                self.passed_ack = Some((passing.branch.clone(), passing.to, ack));
+            }
+        }
+        let to_asker = self.toward(passing.from, &response.body);
+        self.media_peer(passing.from, &passing.request.body);
+        self.media_peer(passing.to, &response.body);
+        self.sessions
+            .set(passing.from, &passing.request.body, &to_asker);
+        self.sessions
+            .set(passing.to, &response.body, &passing.offered);
+        self.update_flows(now);
+        let answer = self
+            .contact(Answer::status(200), ctx)
+            .body(&content_type(response), to_asker);
+        let answer = self.with_session_timer(answer, passing.from, &passing.request, now);
+        self.answer_side(
+            passing.from,
+            passing.key,
+            passing.request,
+            passing.method,
+            answer,
+            now,
+        );
+    }
+
+    /// Points the relay at where `side` now receives, by its session description.
+    fn media_peer(&mut self, side: Peer, body: &[u8]) {
+        if self.media.is_none() {
+            return;
+        }
+        let Some(rtp) = sdp::audio_endpoint(body) else {
+            return;
+        };
+        let from = match side {
+            Peer::Caller => self.caller.reach.peer.ip(),
+            Peer::Leg(l) => self.legs[l].reach.peer.ip(),
+        };
+        self.out.push(Output::MediaPeer {
+            side: relay_side(side),
+            rtp,
+            from,
+        });
+    }
+
+    /// Opens or closes each way through the relay as the two sides' session descriptions say:
+    /// media goes to a side that receives, from one that sends.
+    pub(super) fn update_flows(&mut self, now: Instant) {
+        if self.media.is_none() {
+            return;
+        }
+        let caller = sdp::direction(&self.sessions.of(Peer::Caller).0);
+        let callee = sdp::direction(&self.sessions.of(Peer::Leg(0)).0);
+        let flows = [
+            caller.receives && callee.sends,
+            callee.receives && caller.sends,
+        ];
+        for (side, open) in [RelaySide::Caller, RelaySide::Callee]
+            .into_iter()
+            .zip(flows)
+        {
+            if self.flows[side as usize] != open {
+                self.out.push(Output::MediaFlow { to: side, open });
+            }
+        }
+        if flows != self.flows && !flows.contains(&false) {
+            // Off hold: silence is timed from now.
+            self.media_since = Some(now);
+        }
+        self.flows = flows;
+    }
+
+    /// A change still being passed on when the call ends is answered 487 (RFC 3261 §15.1.2).
+    pub(super) fn drop_passing(&mut self) {
+        if let Some(passing) = self.passing.take() {
+            self.refuse_passing(passing, Answer::status(487));
+        }
+    }
+}
