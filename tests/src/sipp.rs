@@ -77,7 +77,7 @@ pub async fn sipp_uas_scenario(
         .join("sipp")
         .join(scenario);
     let scenario = scenario.to_str().expect("a UTF-8 path");
-    sipp_uas_with(ip, calls, &["-sf", scenario, "-trace_err"]).await
+    sipp_uas_with(ip, calls, &["-sf", scenario]).await
 }
 
 /// The same, writing every message SIPp receives and sends to `trace` (`-trace_msg`).
