@@ -9,7 +9,11 @@ one account with SERVER (also its outbound proxy), then either
     python3 phone.py SERVER USER PASSWORD REALM SECONDS call URI TALK
         calls URI once registered, and hangs up TALK seconds after the answer, or
     python3 phone.py SERVER USER PASSWORD REALM SECONDS message
-        stays registered until a MESSAGE comes (the edge asking the user to call in).
+        stays registered until a MESSAGE comes (the edge asking the user to call in), or
+    python3 phone.py SERVER USER PASSWORD REALM SECONDS hold URI STEP
+        calls URI, talks STEP seconds, puts the call on hold (a re-INVITE, a=sendonly) for
+        STEP seconds, takes it off hold for STEP seconds, then hangs up; prints the RTP
+        packets it received in each of the three spans (rx talking: / rx held: / rx resumed:).
 
 Prints one line per step (registration: CODE REASON / incoming: FROM / confirmed /
 disconnected: CODE REASON / message: BODY, then call-in: the Ringledger-Call-In header).
@@ -17,6 +21,7 @@ Exits 0 when the registration got 200 (register), a call was set up (confirmed) 
 ended within SECONDS, or a MESSAGE came within SECONDS (message); 1 otherwise. Used by tests/tests/pjsua2.rs
 and tests/tests/phones_call.rs.
 """
+import os
 import sys
 import time
 
@@ -28,6 +33,21 @@ class Call(pj.Call):
         super().__init__(account, call_id)
         self.confirmed = False
         self.disconnected = None
+        self.media = None
+
+    def onCallMediaState(self, prm):
+        info = self.getInfo()
+        for media in info.media:
+            if media.type == pj.PJMEDIA_TYPE_AUDIO:
+                self.media = media.status
+                print(f"media: {media.status}", flush=True)
+
+    def received(self):
+        """RTP packets received on the call's audio stream so far."""
+        try:
+            return self.getStreamStat(0).rtcp.rxStat.pkt
+        except pj.Error:
+            return 0
 
     def onCallState(self, prm):
         info = self.getInfo()
@@ -78,11 +98,15 @@ def main():
     ep = pj.Endpoint()
     ep.libCreate()
     cfg = pj.EpConfig()
-    cfg.logConfig.level = 1
-    cfg.logConfig.consoleLevel = 1
+    # PJSUA2_LOG=5 shows every SIP message (for debugging a test).
+    level = int(os.environ.get("PJSUA2_LOG", "1"))
+    cfg.logConfig.level = level
+    cfg.logConfig.consoleLevel = level
     cfg.uaConfig.threadCnt = 0
     cfg.uaConfig.mainThreadOnly = True
     cfg.uaConfig.userAgent = "pjsua2 ringledger-tests"
+    # Silence is sent as packets too (no voice activity detection): media is measurable.
+    cfg.medConfig.noVad = True
     ep.libInit(cfg)
     transport = pj.TransportConfig()
     transport.port = 0
@@ -100,13 +124,16 @@ def main():
     account.create(acfg)
     deadline = time.time() + seconds
     hang_up_at = None
+    # hold mode: (phase, when it ends, packets received when it began)
+    phase = None
+    counts = {}
     while time.time() < deadline:
         ep.libHandleEvents(20)
         if mode == "register" and account.code is not None and account.code >= 200:
             break
         if mode == "message" and account.message is not None:
             break
-        if mode == "call" and account.call is None and account.code == 200:
+        if mode in ("call", "hold") and account.call is None and account.code == 200:
             call = Call(account, pj.PJSUA_INVALID_ID)
             call.makeCall(sys.argv[7], pj.CallOpParam(True))
             account.call = call
@@ -117,6 +144,34 @@ def main():
             break
         if mode == "call" and call.confirmed and hang_up_at is None:
             hang_up_at = time.time() + float(sys.argv[8])
+        if mode == "hold" and call.confirmed and hang_up_at is None:
+            step = float(sys.argv[8])
+            now = time.time()
+            if phase is None:
+                phase = ("talking", now + step, call.received())
+            name, until, start = phase
+            if name in ("talking", "held", "resumed") and now >= until:
+                counts[name] = call.received() - start
+                print(f"rx {name}: {counts[name]}", flush=True)
+                if name == "talking":
+                    call.setHold(pj.CallOpParam(True))
+                    phase = ("holding", None, None)
+                elif name == "held":
+                    # The call's default settings (one audio stream), off hold.
+                    op = pj.CallOpParam(True)
+                    op.opt.flag = pj.PJSUA_CALL_UNHOLD
+                    call.reinvite(op)
+                    phase = ("resuming", None, None)
+                else:
+                    hang_up_at = now
+            elif name == "holding" and call.media == pj.PJSUA_CALL_MEDIA_LOCAL_HOLD:
+                # On hold: packets already on their way arrive before the count begins.
+                phase = ("settling-held", now + 0.5, None)
+            elif name == "resuming" and call.media == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                phase = ("settling-resumed", now + 0.5, None)
+            elif name.startswith("settling") and now >= until:
+                next_name = "held" if name == "settling-held" else "resumed"
+                phase = (next_name, now + step, call.received())
         if hang_up_at is not None and time.time() >= hang_up_at:
             hang_up_at = float("inf")
             call.hangup(pj.CallOpParam())
@@ -125,6 +180,12 @@ def main():
         ok = account.code == 200
     elif mode == "message":
         ok = account.message is not None
+    elif mode == "hold":
+        ok = (
+            call is not None
+            and call.disconnected is not None
+            and set(counts) == {"talking", "held", "resumed"}
+        )
     else:
         ok = call is not None and call.confirmed and call.disconnected is not None
     account.call = None

@@ -320,3 +320,53 @@ async fn pjsua2_calls_baresip_through_the_edge_and_hangs_up() {
     check_calls(&edge, bob_ids, edge.account_id, talk + 2, &context).await;
     edge.shutdown().await;
 }
+
+/// The count pjsua2 printed for a span (`rx talking: N`).
+fn received(text: &str, span: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("rx {span}: ")))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Hold through two B2BUA calls (pjsua2 → edge → loop trunk → edge → baresip): pjsua2 holds
+/// (re-INVITE, `a=sendonly`), the change passes through both calls to baresip and back, and
+/// pjsua2 hears nothing while it holds; it resumes (a re-INVITE, `a=sendrecv`), and hears
+/// baresip again. Both calls go on through the hold and end normally when pjsua2 hangs up.
+/// (pjsua2 counts nothing while it holds whatever arrives: that the relay itself stops audio
+/// to a held side is shown in hold.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pjsua2_holds_and_resumes_a_call_to_baresip() {
+    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
+    let bob_ids = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
+    let dir = tempfile::tempdir().unwrap();
+    baresip_config(dir.path(), edge.udp, true);
+    let mut alice = baresip(dir.path(), &["-t", "30"]);
+    wait_registered(&edge, edge.account_id, "baresip").await;
+
+    let step = 2;
+    let bob = pjsua2(
+        &edge,
+        &[
+            "hold",
+            &format!("sip:{MAIN_NUMBER}@{REALM}"),
+            &step.to_string(),
+        ],
+    );
+    let (bob_ok, bob_text) = finished(bob, 40).await;
+    let _ = alice.start_kill();
+    let (_, alice_text) = finished(alice, 20).await;
+    let context = format!("--- pjsua2:\n{bob_text}\n--- baresip:\n{alice_text}");
+    assert!(
+        bob_ok,
+        "pjsua2 did not hold, resume and hang up:\n{context}"
+    );
+    // baresip sends 50 packets a second: about 100 in each 2 s span it is heard.
+    let talking = received(&bob_text, "talking").unwrap_or(0);
+    let held = received(&bob_text, "held").unwrap_or(u64::MAX);
+    let resumed = received(&bob_text, "resumed").unwrap_or(0);
+    assert!(talking > 50, "heard while talking: {talking}\n{context}");
+    assert_eq!(held, 0, "heard on hold\n{context}");
+    assert!(resumed > 50, "heard after resuming: {resumed}\n{context}");
+    check_calls(&edge, bob_ids, edge.account_id, 3 * step + 4, &context).await;
+    edge.shutdown().await;
+}
