@@ -235,6 +235,7 @@ async fn publish_tariff(
             ),
             rates,
             blocked_prefixes: vec![],
+            on_net: None,
         },
     };
     run::<Tariff>(store, &tariff_id.stream_id(), Some(new_stream()), publish).await?;

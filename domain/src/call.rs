@@ -37,6 +37,11 @@ pub enum Origin {
     },
     /// Started by the service itself (a callback requested over the API).
     Service,
+    /// A call from another account of the service (or the same one), routed on-net: the
+    /// account that called.
+    OnNet {
+        account_id: AccountId,
+    },
 }
 
 /// How a call or leg is carried.
@@ -55,6 +60,9 @@ pub enum Path {
     Callback,
     /// Through a trunk to the public network.
     Pstn,
+    /// To a number an account of the service holds, routed inside the service (no carrier),
+    /// rated with the tariff's on-net rate.
+    OnNet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,13 +15,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::e164::E164;
 use crate::money::Money;
-use crate::tariff::TariffVersion;
+use crate::tariff::{Rate, TariffVersion};
 use crate::time::Instant;
 
 /// What rating needs to know about a leg.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillableLeg {
     pub destination: E164,
+    /// Routed on-net (to a number of the service's own accounts): priced by the tariff's
+    /// on-net rate, free without one.
+    pub on_net: bool,
     pub answered_at: Option<Instant>,
     pub ended_at: Instant,
 }
@@ -71,13 +74,30 @@ pub fn billable_secs(duration: u64, first: u32, next: u32) -> u64 {
     }
 }
 
+/// What an on-net call costs on a tariff without an on-net rate: nothing.
+static FREE_ON_NET: Rate = Rate {
+    prefix: String::new(),
+    description: String::new(),
+    per_minute_millis: 0,
+    connect_fee_minor: 0,
+    first_increment_secs: 1,
+    next_increment_secs: 1,
+};
+
+/// The prefix a rated on-net leg shows (it is priced by the on-net rate, not by a prefix).
+pub const ON_NET_PREFIX: &str = "on-net";
+
 pub fn rate(version: &TariffVersion, leg: &BillableLeg) -> Result<RatedCharge, RatingError> {
-    let r = version
-        .rate_for(&leg.destination)
-        .ok_or_else(|| RatingError::NoRate {
-            version: version.version,
-            destination: leg.destination.clone(),
-        })?;
+    let r = if leg.on_net {
+        version.on_net.as_ref().unwrap_or(&FREE_ON_NET)
+    } else {
+        version
+            .rate_for(&leg.destination)
+            .ok_or_else(|| RatingError::NoRate {
+                version: version.version,
+                destination: leg.destination.clone(),
+            })?
+    };
     let duration = match leg.answered_at {
         Some(answered) => duration_secs(answered, leg.ended_at)?,
         None => 0,
@@ -95,7 +115,11 @@ pub fn rate(version: &TariffVersion, leg: &BillableLeg) -> Result<RatedCharge, R
     };
     Ok(RatedCharge {
         tariff_version: version.version,
-        prefix: r.prefix.clone(),
+        prefix: if leg.on_net {
+            ON_NET_PREFIX.to_string()
+        } else {
+            r.prefix.clone()
+        },
         duration_secs: duration,
         billable_secs: billable,
         per_minute_millis: r.per_minute_millis,
@@ -113,9 +137,35 @@ mod tests {
     fn leg(dest: &str, answered: Option<i64>, ended: i64) -> BillableLeg {
         BillableLeg {
             destination: E164::parse(dest).unwrap(),
+            on_net: false,
             answered_at: answered.map(at),
             ended_at: at(ended),
         }
+    }
+
+    #[test]
+    fn an_on_net_leg_is_priced_by_the_on_net_rate_or_free() {
+        let on_net = BillableLeg {
+            on_net: true,
+            ..leg("+442079460000", Some(0), 61)
+        };
+        // No on-net rate: free, whatever the destination's prefix costs.
+        let free = charge(vec![r("44", 10_000, 5, 60, 60)], on_net.clone());
+        assert_eq!(
+            (free.charge.minor, free.prefix.as_str()),
+            (0, ON_NET_PREFIX)
+        );
+        // An on-net rate: 1p a minute, per second after a first minute.
+        let mut v = version(1, at(0), vec![r("44", 10_000, 5, 60, 60)]);
+        v.on_net = Some(r("", 1_000, 0, 60, 1));
+        let priced = rate(&v, &on_net).unwrap();
+        assert_eq!((priced.billable_secs, priced.charge.minor), (61, 2));
+        // A number no rate covers is still rated on-net (no carrier is paid).
+        let unrated = BillableLeg {
+            on_net: true,
+            ..leg("+33142278186", Some(0), 10)
+        };
+        assert_eq!(rate(&v, &unrated).unwrap().charge.minor, 1);
     }
 
     fn charge(rates: Vec<crate::tariff::Rate>, l: BillableLeg) -> RatedCharge {

@@ -36,6 +36,10 @@ pub struct TariffVersion {
     pub rates: Vec<Rate>,
     /// Destinations no one may call on this tariff (premium rate), as digit prefixes.
     pub blocked_prefixes: Vec<String>,
+    /// The price of calls to numbers the service's own accounts hold (routed on-net, no
+    /// carrier); its prefix is ignored. None: such calls are free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_net: Option<Rate>,
 }
 
 impl TariffVersion {
@@ -95,6 +99,21 @@ impl TariffVersion {
             if !ok(r.first_increment_secs) || !ok(r.next_increment_secs) {
                 return Err(DomainError::invalid(
                     "rates.increment",
+                    "billing increments must be 1 to 3600 seconds",
+                ));
+            }
+        }
+        if let Some(r) = &self.on_net {
+            let ok = |s: u32| (1..=3600).contains(&s);
+            if r.per_minute_millis < 0 || r.connect_fee_minor < 0 {
+                return Err(DomainError::invalid(
+                    "on_net",
+                    "prices must not be negative",
+                ));
+            }
+            if !ok(r.first_increment_secs) || !ok(r.next_increment_secs) {
+                return Err(DomainError::invalid(
+                    "on_net.increment",
                     "billing increments must be 1 to 3600 seconds",
                 ));
             }
@@ -220,6 +239,7 @@ pub(crate) mod tests {
             effective_from,
             rates,
             blocked_prefixes: vec!["4490".into()],
+            on_net: None,
         }
     }
 

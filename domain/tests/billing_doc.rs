@@ -62,8 +62,10 @@ fn every_worked_example_is_priced_as_the_page_says() {
             effective_from: seconds("-3600"),
             rates: rates(cells[1]),
             blocked_prefixes: vec![],
+            on_net: None,
         };
         let leg = BillableLeg {
+            on_net: false,
             destination: E164::parse(cells[2]).unwrap(),
             answered_at: (cells[3] != "-").then(|| seconds(cells[3])),
             ended_at: seconds(cells[4]),

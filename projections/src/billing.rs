@@ -75,17 +75,20 @@ fn parse_ts(s: &str) -> Result<Instant, ProjectionError> {
         .map_err(|e| ProjectionError::Apply(format!("bad stored time {s:?}: {e}")))
 }
 
-/// The price of one leg under `tariff` (all versions known), or why it has none.
+/// The price of one leg (carried on `path`, as stored) under `tariff` (all versions known),
+/// or why it has none.
 fn rate_leg(
     tariff: &Tariff,
     tariff_id: &str,
     call_started_at: &str,
+    path: &str,
     destination: &str,
     answered_at: &str,
     ended_at: Instant,
 ) -> Result<Result<RatedCharge, String>, ProjectionError> {
     let billable = BillableLeg {
         destination: E164::parse(destination).map_err(|e| ProjectionError::Apply(e.to_string()))?,
+        on_net: path == "on_net",
         answered_at: Some(parse_ts(answered_at)?),
         ended_at,
     };
@@ -487,6 +490,7 @@ impl BillingBatch {
                 &self.tariffs[&tariff_id],
                 &tariff_id,
                 &head.started_at,
+                &leg.path,
                 &leg.destination,
                 &answered_at,
                 ended_at,
@@ -589,6 +593,7 @@ impl BillingBatch {
                 tariff,
                 tariff_id,
                 &started_at,
+                &path,
                 &destination,
                 &answered_at,
                 parse_ts(&ended_at)?,

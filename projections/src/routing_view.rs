@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use domain::account::Account;
-use domain::call::{Call, CallEvent, LegTarget};
+use domain::call::{Call, CallEvent, LegTarget, Path};
 use domain::device::{ContactBinding, Device, DeviceEvent, DeviceStatus};
 use domain::edge::EdgeEvent;
 use domain::extension::{Extension, ExtensionStatus};
@@ -295,6 +295,7 @@ impl RoutingView {
                 };
                 let leg = BillableLeg {
                     destination: leg.target.number()?.clone(),
+                    on_net: leg.path == Path::OnNet,
                     answered_at: Some(leg.answered_at?),
                     ended_at: leg.ended_at?,
                 };

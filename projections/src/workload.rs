@@ -172,6 +172,7 @@ impl Workload {
                     rate("1", 1_500, 5, 1, 1),
                 ],
                 blocked_prefixes: vec!["4490".into()],
+                on_net: None,
             },
         };
         let out = self.append(format!("tariff-{}", id.0), &mut tariff, command);

@@ -21,6 +21,7 @@ use crate::b2bua::attempts::Attempts;
 use crate::b2bua::call_in::CallIns;
 use crate::b2bua::call_task::{self, Caller};
 use crate::b2bua::host::{CallHost, CallTimes};
+use crate::b2bua::on_net::OnNet;
 use crate::b2bua::spending::{CallLimits, Spending};
 use crate::b2bua::{Arrival, CallInput, Calls, DialogKey, INPUT_QUEUE, dialog_key, plan};
 use crate::deadlines::{Deadlines, Slot};
@@ -232,6 +233,8 @@ pub struct Edge {
     draining: std::sync::atomic::AtomicBool,
     /// Calls in progress and their reservations against daily limits (a fraud control).
     pub spending: Arc<Spending>,
+    /// Calls to the service's own numbers, routed through the edge itself.
+    on_net: OnNet,
     /// Open TCP connections by the peer's address: how the edge reaches a device registered
     /// over TCP (RFC 5626's connection reuse, without its flow tokens).
     connections: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
@@ -272,6 +275,7 @@ impl Edge {
             max_call_duration: parts.max_call_duration,
             draining: std::sync::atomic::AtomicBool::new(false),
             spending: Spending::new(parts.call_limits),
+            on_net: OnNet::new(parts.local),
             connections: Mutex::default(),
             tcp_limits: parts.tcp_limits,
             tcp_connections: Arc::default(),
@@ -514,6 +518,7 @@ impl Edge {
             &self.auth,
             &self.view,
             &self.attempts,
+            &self.on_net,
             self.policy(),
             chrono::Utc::now(),
         ) {

@@ -82,6 +82,7 @@ pub async fn flash(
         content_type: None,
         body: &[],
         session_expires: None,
+        extra: &[],
     });
     let (tx, mut rx) = mpsc::channel(16);
     let notify: Notify = Arc::new(move |key: &ClientKey, outcome: Outcome| {

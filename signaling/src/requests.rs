@@ -42,6 +42,8 @@ pub struct LegInvite<'a> {
     /// The session interval offered (RFC 4028: `Supported: timer`, `Session-Expires`), if the
     /// edge keeps the leg's session alive with refreshes.
     pub session_expires: Option<std::time::Duration>,
+    /// Headers besides the edge's own (the on-net mark).
+    pub extra: &'a [(String, String)],
 }
 
 /// A leg the edge places (a call's, a callback's, a flash call's): its INVITE, which opens a
@@ -92,6 +94,7 @@ fn invite(leg: &LegInvite<'_>, call_id: &str, from_tag: &str, branch: &str) -> R
         h.push(("Supported".into(), "timer".into()));
         h.push(("Session-Expires".into(), interval.as_secs().to_string()));
     }
+    h.extend(leg.extra.iter().cloned());
     RawMessage {
         start_line: format!("INVITE {} SIP/2.0", leg.request_uri),
         headers: h,
@@ -161,6 +164,7 @@ mod tests {
             content_type: Some("application/sdp"),
             body: b"v=0\r\n",
             session_expires: None,
+            extra: &[],
         };
         invite(&leg, "c1@edge", "t1", "z9hG4bKabc")
     }

@@ -11,7 +11,8 @@ use signaling::media::MediaSettings;
 
 use crate::harness::Backend;
 use crate::sip_edge::{
-    PASSWORD, REALM, SipEdge, UdpPeer, authorization, header, register, relay_settings, status,
+    PASSWORD, REALM, SipEdge, UdpPeer, authorization, credentials, header, register,
+    relay_settings, status,
 };
 use crate::sipp::CARRIER_IP;
 
@@ -265,4 +266,43 @@ pub async fn edge_with_carrier_network(calls_out: Option<SocketAddr>) -> SipEdge
         media,
     )
     .await
+}
+
+/// alice's phone calls `dialled` as phones do: an INVITE, the edge's 407 (ACKed), then the
+/// INVITE with credentials, which is returned for the caller to send (Call-ID `call`).
+pub async fn device_invite(phone: &UdpPeer, dialled: &str, call: &str) -> String {
+    let uri = format!("sip:{dialled}@{REALM}");
+    let invite = |branch: &str, auth: &str| {
+        let me = phone.addr;
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@{REALM}>;tag={call}\r\nTo: <{uri}>\r\n\
+             Call-ID: {call}@phone\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\n{auth}\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
+            OFFER.len(),
+            cseq = if auth.is_empty() { 1 } else { 2 },
+        )
+    };
+    let r = phone.exchange(&invite(&format!("{call}1"), "")).await;
+    assert_eq!(status(&r), 407, "{r}");
+    let ack = format!(
+        "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{call}1\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@{REALM}>;tag={call}\r\nTo: {}\r\nCall-ID: {call}@phone\r\nCSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n",
+        phone.addr,
+        header(&r, "To"),
+    );
+    phone.send(&ack).await;
+    let creds = credentials(
+        header(&r, "Proxy-Authenticate"),
+        Algorithm::Md5,
+        PASSWORD,
+        1,
+        "INVITE",
+        &uri,
+    );
+    invite(
+        &format!("{call}2"),
+        &format!("Proxy-Authorization: {creds}\r\n"),
+    )
 }

@@ -797,6 +797,7 @@ fn harness_tariff(
             rate("1", "North America", 1_500, 0, 60),
         ],
         blocked_prefixes: blocked.iter().map(|p| p.to_string()).collect(),
+        on_net: None,
     }
 }
 
@@ -986,18 +987,31 @@ pub fn credentials(
     method: &str,
     uri: &str,
 ) -> String {
+    credentials_of(USERNAME, challenge, algorithm, password, nc, method, uri)
+}
+
+/// The same for another user.
+pub fn credentials_of(
+    username: &str,
+    challenge: &str,
+    algorithm: Algorithm,
+    password: &str,
+    nc: u32,
+    method: &str,
+    uri: &str,
+) -> String {
     let nonce = challenge
         .split("nonce=\"")
         .nth(1)
         .and_then(|r| r.split('"').next())
         .expect("a nonce");
-    let ha1 = algorithm.hash(&format!("{USERNAME}:{REALM}:{password}"));
+    let ha1 = algorithm.hash(&format!("{username}:{REALM}:{password}"));
     let ha2 = algorithm.hash(&format!("{method}:{uri}"));
     let cnonce = "0a4f113b";
     let nc = format!("{nc:08x}");
     let response = algorithm.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
     format!(
-        "Digest username=\"{USERNAME}\", realm=\"{REALM}\", nonce=\"{nonce}\", \
+        "Digest username=\"{username}\", realm=\"{REALM}\", nonce=\"{nonce}\", \
          uri=\"{uri}\", response=\"{response}\", algorithm={}, qop=auth, nc={nc}, \
          cnonce=\"{cnonce}\"",
         algorithm.name()

@@ -1,7 +1,8 @@
 //! Two softphones nobody here wrote call each other through the edge: baresip (Debian),
 //! registered as alice, and pjsua2 (PyPI `pjsua2-python`), registered as bob. One dials the
-//! other's main number; the call leaves through the trunk, which in these tests is the edge
-//! itself, comes back in as a carrier's call and rings the other phone, which answers. The
+//! other's main number; the call stays on-net: the edge sends the leg to itself and it comes
+//! back in as a call to the other account (origin: the caller's account), which rings the
+//! other phone, which answers. The
 //! caller hangs up after a few seconds: both calls (the caller's out, the callee's in) end,
 //! each recorded with its answer and end, and call history shows them. Media flows through
 //! the edge's RTP relay (both calls' relays, one after the other).
@@ -149,7 +150,8 @@ async fn wait_registered(edge: &SipEdge, account: AccountId, who: &str) {
 }
 
 /// The two calls a call between the phones makes: the caller's out (from its device, billed
-/// to its account) and the callee's in (from the loop trunk), both answered and ended by the
+/// to its account) and the callee's in (on-net, from the caller's account), both answered and
+/// ended by the
 /// caller after a talk time under `max_talk`; call history agrees with the log.
 async fn check_calls(
     edge: &SipEdge,
@@ -188,8 +190,8 @@ async fn check_calls(
         started(&calls[1]),
         (
             Direction::Inbound,
-            Origin::Pstn {
-                trunk: "loop".into()
+            Origin::OnNet {
+                account_id: caller.0
             },
             callee
         )

@@ -50,6 +50,7 @@ fn version(n: u32, from: Instant, rates: Vec<Rate>) -> TariffVersion {
         effective_from: from,
         rates,
         blocked_prefixes: vec![],
+        on_net: None,
     }
 }
 

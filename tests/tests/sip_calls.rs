@@ -10,15 +10,14 @@ use domain::call::{
     AlternateReason, CallEvent, Direction, EndCause, LegFailure, LegTarget, Origin, Path, Side,
 };
 use ringledger_tests::carrier::{
-    ANSWER, OFFER, audio_of, cancel_of, carrier_invite, carrier_invite_from, edge_with_trunk,
-    edge_with_trunk_and_media, edge_with_trunk_secured, ended, in_dialog, leg_failures,
-    media_socket, register_from, registered_phone, relayed, wait_for_contacts,
+    ANSWER, OFFER, audio_of, cancel_of, carrier_invite, carrier_invite_from, device_invite,
+    edge_with_trunk, edge_with_trunk_and_media, edge_with_trunk_secured, ended, in_dialog,
+    leg_failures, media_socket, register_from, registered_phone, relayed, wait_for_contacts,
     wait_for_data_path_report,
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{
-    MAIN_NUMBER, REALM, SipEdge, UdpPeer, authorization, credentials, header, relay_settings,
-    respond_to, status,
+    MAIN_NUMBER, REALM, SipEdge, UdpPeer, authorization, header, relay_settings, respond_to, status,
 };
 use signaling::digest::Algorithm;
 
@@ -256,45 +255,6 @@ async fn a_busy_phone_makes_a_busy_call_and_a_phone_hangup_reaches_the_caller() 
         Some((EndCause::NormalClearing, Side::Callee))
     );
     edge.shutdown().await;
-}
-
-/// alice's phone calls `dialled` as phones do: an INVITE, the edge's 407 (ACKed), then the
-/// INVITE with credentials, which is returned for the caller to send (Call-ID `call`).
-async fn device_invite(phone: &UdpPeer, dialled: &str, call: &str) -> String {
-    let uri = format!("sip:{dialled}@{REALM}");
-    let invite = |branch: &str, auth: &str| {
-        let me = phone.addr;
-        format!(
-            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:alice@{REALM}>;tag={call}\r\nTo: <{uri}>\r\n\
-             Call-ID: {call}@phone\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\n{auth}\
-             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
-            OFFER.len(),
-            cseq = if auth.is_empty() { 1 } else { 2 },
-        )
-    };
-    let r = phone.exchange(&invite(&format!("{call}1"), "")).await;
-    assert_eq!(status(&r), 407, "{r}");
-    let ack = format!(
-        "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{call}1\r\nMax-Forwards: 70\r\n\
-         From: <sip:alice@{REALM}>;tag={call}\r\nTo: {}\r\nCall-ID: {call}@phone\r\nCSeq: 1 ACK\r\n\
-         Content-Length: 0\r\n\r\n",
-        phone.addr,
-        header(&r, "To"),
-    );
-    phone.send(&ack).await;
-    let creds = credentials(
-        header(&r, "Proxy-Authenticate"),
-        Algorithm::Md5,
-        ringledger_tests::sip_edge::PASSWORD,
-        1,
-        "INVITE",
-        &uri,
-    );
-    invite(
-        &format!("{call}2"),
-        &format!("Proxy-Authorization: {creds}\r\n"),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,7 @@ fn version(n: u32, from: Instant, pence_per_minute: i64) -> TariffVersion {
             next_increment_secs: 60,
         }],
         blocked_prefixes: vec![],
+        on_net: None,
     }
 }
 

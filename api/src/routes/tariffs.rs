@@ -41,6 +41,74 @@ pub struct RateBody {
     pub next_increment_secs: u32,
 }
 
+/// The price of calls to numbers the service's own accounts hold (routed on-net, no carrier).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnNetRateBody {
+    pub description: String,
+    /// Thousandths of a minor unit per minute.
+    #[schema(minimum = 0)]
+    pub per_minute_millis: i64,
+    /// Minor units, charged once per answered leg.
+    #[schema(minimum = 0)]
+    pub connect_fee_minor: i64,
+    #[schema(minimum = 1, maximum = 3600)]
+    pub first_increment_secs: u32,
+    #[schema(minimum = 1, maximum = 3600)]
+    pub next_increment_secs: u32,
+}
+
+impl From<&RateBody> for Rate {
+    fn from(r: &RateBody) -> Self {
+        Rate {
+            prefix: r.prefix.clone(),
+            description: r.description.clone(),
+            per_minute_millis: r.per_minute_millis,
+            connect_fee_minor: r.connect_fee_minor,
+            first_increment_secs: r.first_increment_secs,
+            next_increment_secs: r.next_increment_secs,
+        }
+    }
+}
+
+impl From<&Rate> for RateBody {
+    fn from(r: &Rate) -> Self {
+        RateBody {
+            prefix: r.prefix.clone(),
+            description: r.description.clone(),
+            per_minute_millis: r.per_minute_millis,
+            connect_fee_minor: r.connect_fee_minor,
+            first_increment_secs: r.first_increment_secs,
+            next_increment_secs: r.next_increment_secs,
+        }
+    }
+}
+
+impl From<&OnNetRateBody> for Rate {
+    fn from(r: &OnNetRateBody) -> Self {
+        Rate {
+            prefix: String::new(),
+            description: r.description.clone(),
+            per_minute_millis: r.per_minute_millis,
+            connect_fee_minor: r.connect_fee_minor,
+            first_increment_secs: r.first_increment_secs,
+            next_increment_secs: r.next_increment_secs,
+        }
+    }
+}
+
+impl From<&Rate> for OnNetRateBody {
+    fn from(r: &Rate) -> Self {
+        OnNetRateBody {
+            description: r.description.clone(),
+            per_minute_millis: r.per_minute_millis,
+            connect_fee_minor: r.connect_fee_minor,
+            first_increment_secs: r.first_increment_secs,
+            next_increment_secs: r.next_increment_secs,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishVersion {
@@ -52,6 +120,9 @@ pub struct PublishVersion {
     pub rates: Vec<RateBody>,
     #[serde(default)]
     pub blocked_prefixes: Vec<String>,
+    /// Calls to numbers of the service's own accounts; absent: they are free.
+    #[serde(default)]
+    pub on_net: Option<OnNetRateBody>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,6 +132,9 @@ pub struct VersionView {
     pub effective_from: DateTime<Utc>,
     pub rates: Vec<RateBody>,
     pub blocked_prefixes: Vec<String>,
+    /// Absent: on-net calls are free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_net: Option<OnNetRateBody>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -82,19 +156,9 @@ fn view(id: TariffId, t: &Tariff, version: u64) -> TariffView {
                 version: v.version,
                 currency: v.currency.to_string(),
                 effective_from: v.effective_from,
-                rates: v
-                    .rates
-                    .iter()
-                    .map(|r| RateBody {
-                        prefix: r.prefix.clone(),
-                        description: r.description.clone(),
-                        per_minute_millis: r.per_minute_millis,
-                        connect_fee_minor: r.connect_fee_minor,
-                        first_increment_secs: r.first_increment_secs,
-                        next_increment_secs: r.next_increment_secs,
-                    })
-                    .collect(),
+                rates: v.rates.iter().map(RateBody::from).collect(),
                 blocked_prefixes: v.blocked_prefixes.clone(),
+                on_net: v.on_net.as_ref().map(OnNetRateBody::from),
             })
             .collect(),
         version,
@@ -107,19 +171,9 @@ fn tariff_version(number: u32, body: &PublishVersion) -> ApiResult<TariffVersion
         currency: Currency::parse(&body.currency)
             .map_err(|e| ApiError::invalid("currency", e.to_string()))?,
         effective_from: body.effective_from,
-        rates: body
-            .rates
-            .iter()
-            .map(|r| Rate {
-                prefix: r.prefix.clone(),
-                description: r.description.clone(),
-                per_minute_millis: r.per_minute_millis,
-                connect_fee_minor: r.connect_fee_minor,
-                first_increment_secs: r.first_increment_secs,
-                next_increment_secs: r.next_increment_secs,
-            })
-            .collect(),
+        rates: body.rates.iter().map(Rate::from).collect(),
         blocked_prefixes: body.blocked_prefixes.clone(),
+        on_net: body.on_net.as_ref().map(Rate::from),
     })
 }
 

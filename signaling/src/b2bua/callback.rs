@@ -109,12 +109,12 @@ async fn place(
         let now = chrono::Utc::now();
         let policy = host.policy();
         let extension = Some((extension_id, &extension));
-        match fraud_check(&view, &account, extension, &destination, policy, now) {
+        match fraud_check(&view, &account, extension, &destination, false, policy, now) {
             Some((_, cause)) => (Some(cause), None),
             None => {
                 // Both legs are billed: the callback holds both first increments.
-                let reserve = first_increment(&view, &account, &number, now)
-                    + first_increment(&view, &account, &destination, now);
+                let reserve = first_increment(&view, &account, &number, false, now)
+                    + first_increment(&view, &account, &destination, false, now);
                 let spending = host.spending();
                 match spending.hold_for(&view, &account, extension.map(|e| e.1), reserve, now) {
                     Ok(hold) => (None, hold),

@@ -14,6 +14,7 @@ pub mod call_in;
 pub mod call_task;
 pub mod callback;
 pub mod host;
+pub mod on_net;
 pub mod plan;
 #[cfg(test)]
 mod sim;

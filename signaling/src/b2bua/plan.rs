@@ -15,6 +15,7 @@ use domain::number::NumberRole;
 use projections::routing_view::RoutingView;
 
 use super::attempts::Attempts;
+use super::on_net::{OnNet, OnNetCaller};
 use crate::answer::Answer;
 use crate::auth::{Authenticator, Scheme};
 use crate::message::RawMessage;
@@ -78,6 +79,8 @@ pub struct Target {
     pub delay: Duration,
     /// The extension the leg rings (checked to be serving when the leg is recorded).
     pub extension: Option<Extension>,
+    /// Headers its INVITE carries besides the edge's own (the on-net mark).
+    pub headers: Vec<(String, String)>,
 }
 
 /// What the operator allows when planning calls.
@@ -104,10 +107,37 @@ pub fn plan(
     auth: &Authenticator,
     view: &SharedView,
     attempts: &Attempts,
+    on_net: &OnNet,
     policy: Policy,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan, Answer> {
     let number = dialled_number(request);
+    if let Some(from) = on_net.caller(request, source) {
+        // An on-net leg this edge placed: a call in to the account holding the number.
+        let view = view.read().expect("routing view");
+        let Some((account, number)) = number.and_then(|n| main_number_account(&view, n)) else {
+            return Err(Answer::with_reason(
+                404,
+                "Not Found (number not in service)",
+            ));
+        };
+        let origin = Origin::OnNet {
+            account_id: from.account_id,
+        };
+        let mut call = call_in_to(&view, account, number, origin, request, trunks, policy, now);
+        // A phone calling its own account's number rings the account's other phones only.
+        call.targets.retain(|t| {
+            !matches!(t.target, LegTarget::Contact { .. }) || Some(t.destination) != from.phone
+        });
+        if call.targets.is_empty() && call.call_in.is_none() && account.id == Some(from.account_id)
+        {
+            return Err(Answer::with_reason(
+                486,
+                "Busy Here (calling your own number, with no other phone to ring)",
+            ));
+        }
+        return Ok(call);
+    }
     if let Some(trunk) = trunks.of_source(source) {
         // A carrier delivers a call: it must be for a number it serves, held by an account.
         let Some(number) = number else {
@@ -138,6 +168,7 @@ pub fn plan(
                 access_account: holder.account_id,
                 mapped: destination.as_ref(),
                 access_number: &number,
+                on_net,
             };
             return call_through(&view, &through, policy, now);
         }
@@ -147,37 +178,18 @@ pub fn plan(
                 "Temporarily Unavailable (calls to extension numbers are not routed yet)",
             ));
         }
-        let Some(account) = view.account(holder.account_id) else {
+        let Some((account, number)) = main_number_account(&view, number) else {
             return Err(Answer::with_reason(
                 404,
                 "Not Found (number not in service)",
             ));
         };
-        let caller = caller_user(request).unwrap_or("anonymous").to_string();
-        let (mut targets, alternate) = inbound_targets(&view, account, trunks, policy, now);
-        let call_in = alternate
-            .filter(|_| policy.call_in_trusts_caller_id)
-            .and_then(|_| call_in_plan(&view, account, &mut targets, policy.call_in_webhook, now));
-        return Ok(Plan {
-            direction: Direction::Inbound,
-            origin: Origin::Pstn {
-                trunk: trunk.name.clone(),
-            },
-            path: Path::Data,
-            account: account.clone(),
-            from: caller.clone(),
-            to: number.as_str().to_string(),
-            caller_id: caller,
-            targets,
-            alternate,
-            ring_timeout: Some(Duration::from_secs(u64::from(
-                account.ring_policy.ring_timeout_secs,
-            ))),
-            extension: None,
-            dial_intent: None,
-            refusal: None,
-            call_in,
-        });
+        let origin = Origin::Pstn {
+            trunk: trunk.name.clone(),
+        };
+        return Ok(call_in_to(
+            &view, account, number, origin, request, trunks, policy, now,
+        ));
     }
     // Anyone else calls out only as an IP device that proves who it is (invariant 8): a 407
     // challenge first, 403 for credentials that do not hold.
@@ -189,19 +201,30 @@ pub fn plan(
             "Not Found (not a telephone number)",
         ));
     };
-    let Some(trunk) = trunks.outbound() else {
-        return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
-    };
     let view = view.read().expect("routing view");
     let account = view
         .device_by_username(&caller.username)
         .and_then(|(_, d)| d.account_id)
         .and_then(|id| view.account(id))
         .ok_or_else(|| Answer::status(403))?;
-    let Some(main_number) = account.main_number.clone() else {
+    let (Some(main_number), Some(account_id)) = (account.main_number.clone(), account.id) else {
         return Err(Answer::status(403));
     };
-    let refusal = fraud_check(&view, account, None, &number, policy, now);
+    // A number of the service's own accounts is reached on-net; any other through a trunk.
+    let on_net_call = main_number_account(&view, number.clone()).is_some();
+    let target = if on_net_call {
+        let from = OnNetCaller {
+            account_id,
+            phone: Some(source),
+        };
+        on_net.target(number.clone(), from)
+    } else {
+        let Some(trunk) = trunks.outbound() else {
+            return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
+        };
+        pstn_target(number.clone(), trunk, Path::Pstn)
+    };
+    let refusal = fraud_check(&view, account, None, &number, on_net_call, policy, now);
     Ok(Plan {
         direction: Direction::Outbound,
         origin: Origin::IpDevice {
@@ -212,7 +235,7 @@ pub fn plan(
         from: main_number.as_str().to_string(),
         to: number.as_str().to_string(),
         caller_id: main_number.as_str().to_string(),
-        targets: vec![pstn_target(number, trunk, Path::Pstn)],
+        targets: vec![target],
         alternate: None,
         ring_timeout: None,
         extension: None,
@@ -220,6 +243,54 @@ pub fn plan(
         refusal,
         call_in: None,
     })
+}
+
+/// The account whose main number `number` is, if one is (and the view knows it).
+fn main_number_account(view: &RoutingView, number: E164) -> Option<(&Account, E164)> {
+    let holder = view.holder(&number)?;
+    if !matches!(holder.role, NumberRole::Main) {
+        return None;
+    }
+    Some((view.account(holder.account_id)?, number))
+}
+
+/// A call in to `account`'s main `number` from `origin` (a carrier, or another account
+/// on-net): its devices and extensions rung as the account's policy says, perhaps a call-in
+/// awaited.
+#[allow(clippy::too_many_arguments)]
+fn call_in_to(
+    view: &RoutingView,
+    account: &Account,
+    number: E164,
+    origin: Origin,
+    request: &RawMessage,
+    trunks: &Trunks,
+    policy: Policy,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Plan {
+    let caller = caller_user(request).unwrap_or("anonymous").to_string();
+    let (mut targets, alternate) = inbound_targets(view, account, trunks, policy, now);
+    let call_in = alternate
+        .filter(|_| policy.call_in_trusts_caller_id)
+        .and_then(|_| call_in_plan(view, account, &mut targets, policy.call_in_webhook, now));
+    Plan {
+        direction: Direction::Inbound,
+        origin,
+        path: Path::Data,
+        account: account.clone(),
+        from: caller.clone(),
+        to: number.as_str().to_string(),
+        caller_id: caller,
+        targets,
+        alternate,
+        ring_timeout: Some(Duration::from_secs(u64::from(
+            account.ring_policy.ring_timeout_secs,
+        ))),
+        extension: None,
+        dial_intent: None,
+        refusal: None,
+        call_in,
+    }
 }
 
 /// The telephone number an INVITE's request-URI names, if it names one.
@@ -246,18 +317,24 @@ pub(super) fn fraud_check(
     account: &Account,
     extension: Option<(ExtensionId, &Extension)>,
     destination: &E164,
+    on_net: bool,
     policy: Policy,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<(Answer, EndCause)> {
     let account_id = account.id?;
-    let tariff = view.tariff_in_force(account_id, now);
+    // An on-net call has its own price (free without one) and reaches no premium line: only
+    // the spend limits apply.
+    let tariff = view.tariff_in_force(account_id, now).filter(|_| !on_net);
     if tariff.is_some_and(|v| v.is_blocked(destination)) {
         return Some((
             Answer::with_reason(403, "Forbidden (destination blocked)"),
             EndCause::Rejected,
         ));
     }
-    if !policy.allow_unrated_calls && tariff.and_then(|v| v.rate_for(destination)).is_none() {
+    if !on_net
+        && !policy.allow_unrated_calls
+        && tariff.and_then(|v| v.rate_for(destination)).is_none()
+    {
         tracing::warn!(
             target: "ringledger::security",
             account = %account_id, destination = %destination.as_str(),
@@ -295,6 +372,7 @@ fn pstn_target(number: E164, trunk: &Trunk, path: Path) -> Target {
         transport: Transport::Udp,
         delay: Duration::ZERO,
         extension: None,
+        headers: vec![],
     }
 }
 
@@ -309,6 +387,7 @@ struct CallThrough<'a> {
     /// The destination a mapped access number always calls.
     mapped: Option<&'a E164>,
     access_number: &'a E164,
+    on_net: &'a OnNet,
 }
 
 /// The key a caller's call-through attempts are counted under: its number in E.164 however
@@ -416,14 +495,26 @@ fn call_through(
             }
         },
     };
-    let Some(trunk) = through.trunks.outbound() else {
-        return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
+    // To a number of the service's own accounts: on-net, as a device's call would be.
+    let on_net_call = main_number_account(view, destination.clone()).is_some();
+    let target = if on_net_call {
+        let from = OnNetCaller {
+            account_id: through.access_account,
+            phone: None,
+        };
+        through.on_net.target(destination.clone(), from)
+    } else {
+        let Some(trunk) = through.trunks.outbound() else {
+            return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
+        };
+        pstn_target(destination.clone(), trunk, Path::CallThrough)
     };
     let refusal = fraud_check(
         view,
         account,
         Some((extension_id, extension)),
         &destination,
+        on_net_call,
         policy,
         now,
     );
@@ -442,7 +533,7 @@ fn call_through(
         from: caller.as_str().to_string(),
         to: destination.as_str().to_string(),
         caller_id,
-        targets: vec![pstn_target(destination, trunk, Path::CallThrough)],
+        targets: vec![target],
         alternate: None,
         ring_timeout: None,
         extension: Some(extension.clone()),
@@ -556,6 +647,7 @@ fn inbound_targets(
                     transport: c.transport,
                     delay: Duration::ZERO,
                     extension: None,
+                    headers: vec![],
                 })
             })
             .collect()
@@ -645,6 +737,7 @@ fn inbound_targets(
             transport: Transport::Udp,
             delay,
             extension: Some((*extension).clone()),
+            headers: vec![],
         });
     }
     (targets, alternate)
@@ -768,6 +861,7 @@ mod tests {
             &auth(),
             view,
             &Attempts::default(),
+            &OnNet::new("127.0.0.1:5060".parse().unwrap()),
             policy,
             t0(),
         )

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use domain::E164;
 use domain::account::Account;
-use domain::call::{Direction, EndCause};
+use domain::call::{Direction, EndCause, Path};
 use domain::extension::Extension;
 use domain::ids::{AccountId, ExtensionId};
 use domain::rating::{BillableLeg, rate};
@@ -109,7 +109,7 @@ impl Spending {
         let numbers: Vec<_> = plan
             .targets
             .iter()
-            .filter_map(|t| t.target.number())
+            .filter_map(|t| Some((t.target.number()?, t.path == Path::OnNet)))
             .collect();
         if numbers.is_empty() {
             return Ok(None);
@@ -117,7 +117,7 @@ impl Spending {
         // One leg answers: the dearest first increment among them is what the call holds.
         let reserve = numbers
             .iter()
-            .map(|n| first_increment(view, &plan.account, n, now))
+            .map(|(n, on_net)| first_increment(view, &plan.account, n, *on_net, now))
             .max()
             .unwrap_or(0);
         self.hold_for(view, &plan.account, plan.extension.as_ref(), reserve, now)
@@ -203,12 +203,13 @@ impl Spending {
     }
 }
 
-/// What the first billing increment of a call to `number` costs `account` by its tariff in
-/// force (0 when it has none, or the tariff does not rate the number).
+/// What the first billing increment of a call to `number` (routed on-net or not) costs
+/// `account` by its tariff in force (0 when it has none, or the tariff does not rate it).
 pub fn first_increment(
     view: &RoutingView,
     account: &Account,
     number: &E164,
+    on_net: bool,
     now: DateTime<Utc>,
 ) -> i64 {
     let Some(version) = account.id.and_then(|id| view.tariff_in_force(id, now)) else {
@@ -216,6 +217,7 @@ pub fn first_increment(
     };
     let leg = BillableLeg {
         destination: number.clone(),
+        on_net,
         answered_at: Some(now),
         ended_at: now + chrono::Duration::seconds(1),
     };

@@ -68,6 +68,7 @@ fn target(n: u8, delay: Duration) -> Target {
         transport: Transport::Udp,
         delay,
         extension: None,
+        headers: vec![],
     }
 }
 

@@ -390,6 +390,7 @@ impl Callback {
             // A callback offers no session timer (it refuses re-INVITEs): media silence and
             // the longest a call may last end a callback whose legs are gone.
             session_expires: None,
+            extra: &[],
         });
         let key = dialog_key(&call_id, &from_tag);
         self.out.push(Output::Register(key.clone()));

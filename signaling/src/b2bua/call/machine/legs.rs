@@ -75,6 +75,7 @@ impl Call {
             // A leg without an offer (the caller's came without one) is not refreshed: a
             // re-INVITE would have to answer the callee's new offer.
             session_expires: (!template.offer.is_empty()).then_some(LEG_SESSION_INTERVAL),
+            extra: &target.headers,
         });
         let key = dialog_key(&call_id, &from_tag);
         self.out.push(Output::Register(key.clone()));
