@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use domain::call::{EndCause, Side};
 use ringledger_tests::carrier::{
-    audio_of, edge_with_trunk_and_media, ended, in_dialog, media_socket, relayed,
+    audio_of, edge_with_carrier_network, edge_with_trunk_and_media, ended, in_dialog, media_socket,
+    relayed,
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{MAIN_NUMBER, UdpPeer, header, relay_settings, respond_to};
+use ringledger_tests::sipp::{carrier, succeeded};
 use tokio::net::UdpSocket;
 
 const EXTENSION: &str = "+447700900123";
@@ -238,5 +240,85 @@ async fn a_new_media_address_is_relatched_through_signalling() {
     relayed(&mobile_media, to_mobile, &moved_media, b"to the new place").await;
     // The old address is no longer heard.
     not_relayed(&caller_media, to_caller, &mobile_media).await;
+    edge.shutdown().await;
+}
+
+/// Glare with SIPp as the carrier's caller: its hold re-INVITE is passed on to the mobile
+/// (this test), which has just sent a re-INVITE of its own. The edge answers the mobile's
+/// 491 (a change is already under way); the mobile answers the edge's re-INVITE 491 too, and
+/// SIPp gets that 491. SIPp retries after its own timer and the hold goes through; SIPp
+/// checks each step and fails without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_meeting_glare_is_refused_491_and_goes_through_on_retry() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let edge = edge_with_carrier_network(Some(addr)).await;
+    let mobile = UdpPeer {
+        socket,
+        addr,
+        edge: edge.udp,
+    };
+    edge.add_extension(EXTENSION).await;
+    edge.price_calls(&[], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sipp = carrier(
+        edge.udp,
+        dir.path(),
+        "carrier_glare.xml",
+        "+441632960001",
+        MAIN_NUMBER,
+        &["-m", "1"],
+    );
+    let out = mobile.expect_request("INVITE").await;
+    let answer = sdp("mobile", 1, 40010, "sendrecv");
+    mobile
+        .send(&respond_to(&out, 200, "mob", Some(mobile.addr), &answer))
+        .await;
+    mobile.expect_request("ACK").await;
+    // The hold arrives while the mobile's own change is on its way: each side gets 491.
+    let hold = mobile
+        .expect_request_within("INVITE", Duration::from_secs(10))
+        .await;
+    assert!(hold.contains("a=sendonly"), "{hold}");
+    let theirs = format!(
+        "INVITE sip:ringledger@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKmobglare\r\n\
+         Max-Forwards: 70\r\nFrom: {to}\r\nTo: {from}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:mobile@{me}>\r\n",
+        edge = mobile.edge,
+        me = mobile.addr,
+        to = header(&hold, "To"),
+        from = header(&hold, "From"),
+        call_id = header(&hold, "Call-ID"),
+    ) + "Content-Length: 0\r\n\r\n";
+    let ours = with_body(theirs, &sdp("mobile", 2, 40010, "sendonly"));
+    mobile.send(&ours).await;
+    mobile.expect_status(491).await;
+    mobile.send(&respond_to(&hold, 491, "mob", None, "")).await;
+    mobile.expect_request("ACK").await;
+    // SIPp tries again: this time the mobile takes it.
+    let retry = mobile
+        .expect_request_within("INVITE", Duration::from_secs(10))
+        .await;
+    assert!(retry.contains("a=sendonly"), "{retry}");
+    mobile
+        .send(&respond_to(
+            &retry,
+            200,
+            "mob",
+            Some(mobile.addr),
+            &sdp("mobile", 3, 40010, "recvonly"),
+        ))
+        .await;
+    mobile.expect_request("ACK").await;
+    let bye = mobile
+        .expect_request_within("BYE", Duration::from_secs(10))
+        .await;
+    mobile.send(&respond_to(&bye, 200, "mob", None, "")).await;
+    succeeded(sipp, "the carrier holding through glare").await;
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
     edge.shutdown().await;
 }
