@@ -12,7 +12,9 @@ use ringledger_tests::carrier::{
     relayed,
 };
 use ringledger_tests::harness::Backend;
-use ringledger_tests::sip_edge::{MAIN_NUMBER, UdpPeer, header, relay_settings, respond_to};
+use ringledger_tests::sip_edge::{
+    MAIN_NUMBER, SipEdge, UdpPeer, header, relay_settings, respond_to,
+};
 use ringledger_tests::sipp::{carrier, succeeded};
 use tokio::net::UdpSocket;
 
@@ -105,8 +107,23 @@ async fn change(
     reply
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_call_stops_audio_to_the_held_side_until_it_is_resumed() {
+/// A carrier's call to alice answered by her extension's mobile (the trunk peer plays both),
+/// audio checked both ways through the relay.
+struct Talking {
+    edge: SipEdge,
+    trunk: UdpPeer,
+    invite: String,
+    ok: String,
+    caller_media: UdpSocket,
+    caller_port: u16,
+    mobile_media: UdpSocket,
+    mobile_port: u16,
+    /// The relay's ports facing the mobile and the caller.
+    to_mobile: u16,
+    to_caller: u16,
+}
+
+async fn talking() -> Talking {
     let media = Some(relay_settings(Duration::from_secs(60)));
     let (edge, trunk) = edge_with_trunk_and_media(Backend::sqlite().await, media).await;
     edge.add_extension(EXTENSION).await;
@@ -128,6 +145,34 @@ async fn a_held_call_stops_audio_to_the_held_side_until_it_is_resumed() {
     trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
     relayed(&caller_media, to_caller, &mobile_media, b"hello mobile").await;
     relayed(&mobile_media, to_mobile, &caller_media, b"hello caller").await;
+    Talking {
+        edge,
+        trunk,
+        invite,
+        ok,
+        caller_media,
+        caller_port,
+        mobile_media,
+        mobile_port,
+        to_mobile,
+        to_caller,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_call_stops_audio_to_the_held_side_until_it_is_resumed() {
+    let Talking {
+        edge,
+        trunk,
+        invite,
+        ok,
+        caller_media,
+        caller_port,
+        mobile_media,
+        mobile_port,
+        to_mobile,
+        to_caller,
+    } = talking().await;
 
     // Hold: the caller sends (music), hears nothing.
     let held = change(
@@ -194,26 +239,18 @@ async fn a_held_call_stops_audio_to_the_held_side_until_it_is_resumed() {
 /// through the signalling: its audio comes from, and goes to, the new address only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_media_address_is_relatched_through_signalling() {
-    let media = Some(relay_settings(Duration::from_secs(60)));
-    let (edge, trunk) = edge_with_trunk_and_media(Backend::sqlite().await, media).await;
-    edge.add_extension(EXTENSION).await;
-    edge.price_calls(&[], None).await;
-    let (caller_media, caller_port) = media_socket().await;
-    let (mobile_media, mobile_port) = media_socket().await;
-    let invite = invite(&trunk, caller_port);
-    trunk.send(&invite).await;
-    let out = trunk.expect_request("INVITE").await;
-    let (_, to_mobile) = audio_of(&out);
-    let answer = sdp("mobile", 1, mobile_port, "sendrecv");
-    trunk
-        .send(&respond_to(&out, 200, "mob", Some(trunk.addr), &answer))
-        .await;
-    trunk.expect_request("ACK").await;
-    let ok = trunk.expect_status(200).await;
-    let (_, to_caller) = audio_of(&ok);
-    trunk.send(&in_dialog(&trunk, &invite, &ok, "ACK", 1)).await;
-    relayed(&caller_media, to_caller, &mobile_media, b"first").await;
-    relayed(&mobile_media, to_mobile, &caller_media, b"first back").await;
+    let Talking {
+        edge,
+        trunk,
+        invite,
+        ok,
+        caller_media,
+        mobile_media,
+        mobile_port,
+        to_mobile,
+        to_caller,
+        ..
+    } = talking().await;
 
     // The caller moves to another port.
     let (moved_media, moved_port) = media_socket().await;

@@ -289,28 +289,29 @@ async fn baresip_calls_pjsua2_through_the_edge_and_hangs_up() {
     edge.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pjsua2_calls_baresip_through_the_edge_and_hangs_up() {
-    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
-    let bob_ids = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
+/// pjsua2 (bob) calls alice's main number, where baresip answers; pjsua2 runs with `args`
+/// after its own. What pjsua2 made of it (success, its output) and both phones' output.
+async fn pjsua2_calls_baresip(edge: &SipEdge, args: &[&str]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     baresip_config(dir.path(), edge.udp, true);
     let mut alice = baresip(dir.path(), &["-t", "30"]);
-    wait_registered(&edge, edge.account_id, "baresip").await;
-
-    let talk = 3;
-    let bob = pjsua2(
-        &edge,
-        &[
-            "call",
-            &format!("sip:{MAIN_NUMBER}@{REALM}"),
-            &talk.to_string(),
-        ],
-    );
+    wait_registered(edge, edge.account_id, "baresip").await;
+    let bob = pjsua2(edge, args);
     let (bob_ok, bob_text) = finished(bob, 40).await;
     let _ = alice.start_kill();
     let (_, alice_text) = finished(alice, 20).await;
     let context = format!("--- pjsua2:\n{bob_text}\n--- baresip:\n{alice_text}");
+    (bob_ok, bob_text, context)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pjsua2_calls_baresip_through_the_edge_and_hangs_up() {
+    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
+    let bob_ids = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
+    let talk = 3;
+    let alice_uri = format!("sip:{MAIN_NUMBER}@{REALM}");
+    let (bob_ok, bob_text, context) =
+        pjsua2_calls_baresip(&edge, &["call", &alice_uri, &talk.to_string()]).await;
     assert!(
         bob_ok,
         "pjsua2's call was not set up and hung up:\n{context}"
@@ -330,7 +331,7 @@ fn received(text: &str, span: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// Hold through two B2BUA calls (pjsua2 → edge → loop trunk → edge → baresip): pjsua2 holds
+/// Hold through two B2BUA calls (pjsua2 → edge → on-net → edge → baresip): pjsua2 holds
 /// (re-INVITE, `a=sendonly`), the change passes through both calls to baresip and back, and
 /// pjsua2 hears nothing while it holds; it resumes (a re-INVITE, `a=sendrecv`), and hears
 /// baresip again. Both calls go on through the hold and end normally when pjsua2 hangs up.
@@ -340,24 +341,10 @@ fn received(text: &str, span: &str) -> Option<u64> {
 async fn pjsua2_holds_and_resumes_a_call_to_baresip() {
     let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
     let bob_ids = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
-    let dir = tempfile::tempdir().unwrap();
-    baresip_config(dir.path(), edge.udp, true);
-    let mut alice = baresip(dir.path(), &["-t", "30"]);
-    wait_registered(&edge, edge.account_id, "baresip").await;
-
     let step = 2;
-    let bob = pjsua2(
-        &edge,
-        &[
-            "hold",
-            &format!("sip:{MAIN_NUMBER}@{REALM}"),
-            &step.to_string(),
-        ],
-    );
-    let (bob_ok, bob_text) = finished(bob, 40).await;
-    let _ = alice.start_kill();
-    let (_, alice_text) = finished(alice, 20).await;
-    let context = format!("--- pjsua2:\n{bob_text}\n--- baresip:\n{alice_text}");
+    let alice_uri = format!("sip:{MAIN_NUMBER}@{REALM}");
+    let (bob_ok, bob_text, context) =
+        pjsua2_calls_baresip(&edge, &["hold", &alice_uri, &step.to_string()]).await;
     assert!(
         bob_ok,
         "pjsua2 did not hold, resume and hang up:\n{context}"
