@@ -1438,3 +1438,48 @@ fn a_flood_of_reinvites_leaves_one_2xx_repeated_and_an_open_offer_gets_491() {
     });
     assert_eq!(reinvite_answers(&out)[0].status, 481);
 }
+
+#[test]
+fn a_change_passed_to_a_callee_the_edge_refreshes_keeps_and_rearms_its_timer() {
+    let (mut sim, _) = edge_refreshes();
+    sim.run_for(secs(30));
+    // The caller's hold reaches the callee with the timer the edge keeps with it.
+    let (_, hold) = caller_changes(&mut sim, 2, &caller_session(2, "sendonly"));
+    assert_eq!(hold.header("Session-Expires"), Some("120;refresher=uac"));
+    assert_eq!(hold.header("Supported"), Some("timer"));
+    // Its 2xx at 30 s refreshes the session: the next refresh is due 60 s later, at 90 s.
+    sim.give(answer_in_dialog(
+        Some(0),
+        &hold.to_bytes(),
+        200,
+        &callee_session(3, "recvonly"),
+        &[("Session-Expires", "120;refresher=uac")],
+    ));
+    sim.give(Input::Ack(from_caller("ACK", 2)));
+    assert!(requests_to_leg(&sim.run_for(secs(59))).is_empty());
+    let out = sim.run_for(secs(1));
+    assert_eq!(requests_to_leg(&out).len(), 1, "{out:?}");
+    assert!(ended(&out).is_none());
+}
+
+#[test]
+fn a_refresh_due_while_a_change_is_pending_waits_for_it() {
+    let (mut sim, _) = edge_refreshes();
+    sim.run_for(secs(59));
+    let (_, hold) = caller_changes(&mut sim, 2, &caller_session(2, "sendonly"));
+    // Due at 60 s, but the change is on its way: no second re-INVITE to the callee.
+    let out = sim.run_for(secs(2));
+    assert!(requests_to_leg(&out).is_empty(), "{out:?}");
+    sim.give(answer_in_dialog(
+        Some(0),
+        &hold.to_bytes(),
+        200,
+        &callee_session(3, "recvonly"),
+        &[("Session-Expires", "120;refresher=uac")],
+    ));
+    sim.give(Input::Ack(from_caller("ACK", 2)));
+    // The change refreshed the session at 61 s: the next refresh goes at 121 s.
+    let out = sim.run_for(secs(59));
+    assert!(requests_to_leg(&out).is_empty() && ended(&out).is_none());
+    assert_eq!(requests_to_leg(&sim.run_for(secs(2))).len(), 1);
+}

@@ -179,10 +179,11 @@ impl Call {
         };
         let offered = self.toward(to, &request.body);
         let local = ctx.local();
-        let extra = [
+        let mut extra = vec![
             ("Contact", format!("<sip:ringledger@{local}>")),
             ("Content-Type", content_type(&request)),
         ];
+        extra.extend(self.timer_headers_toward(to));
         let Some((bytes, branch)) = self.in_dialog(to, local, method, None, &extra, &offered)
         else {
             self.out.push(Output::Respond {
@@ -291,6 +292,7 @@ impl Call {
                 self.passed_ack = Some((passing.branch.clone(), passing.to, ack));
             }
         }
+        self.refreshed_by_change(passing.to, response, now);
         let to_asker = self.toward(passing.from, &response.body);
         self.media_peer(passing.from, &passing.request.body);
         self.media_peer(passing.to, &response.body);

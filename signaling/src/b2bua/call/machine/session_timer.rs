@@ -164,9 +164,16 @@ impl Call {
         if self.refresh_at().is_none_or(|at| now < at) {
             return;
         }
+        let passing = self.passing.is_some();
         let Some(refresher) = self.refresher.as_mut() else {
             return;
         };
+        if passing {
+            // A change of session is on its way (it refreshes the session if it succeeds):
+            // one request at a time.
+            refresher.next = Some(now + GLARE_RETRY);
+            return;
+        }
         let leg = refresher.leg;
         let (_, sent) = self.sessions.of(Peer::Leg(leg));
         let local = ctx.local();
@@ -266,6 +273,45 @@ impl Call {
                 refresher.pending = None;
                 let left = refresher.expires.saturating_duration_since(now);
                 refresher.next = (left > GLARE_RETRY * 4).then(|| now + left / 2);
+            }
+        }
+    }
+
+    /// The session-timer headers a request the edge sends `to` carries, so that the timer
+    /// negotiated with that side goes on (RFC 4028 §7.4): with the edge as refresher, or
+    /// with that side as refresher (the UAS of the edge's request); none without a timer.
+    pub(super) fn timer_headers_toward(&self, to: Peer) -> Vec<(&'static str, String)> {
+        let edge_refreshes = self
+            .refresher
+            .as_ref()
+            .filter(|r| to == Peer::Leg(r.leg))
+            .map(|r| (r.interval, "uac"));
+        let side_refreshes = self
+            .session_timers
+            .iter()
+            .find(|t| t.side == to)
+            .map(|t| (t.interval, "uas"));
+        match edge_refreshes.or(side_refreshes) {
+            Some((interval, refresher)) => vec![
+                ("Supported", "timer".to_string()),
+                (
+                    "Session-Expires",
+                    format!("{};refresher={refresher}", interval.as_secs()),
+                ),
+            ],
+            None => vec![],
+        }
+    }
+
+    /// A change of session `to` took (its 2xx `response` at `now`) refreshes its session: the
+    /// timer it names from now on (RFC 4028 §7.2; none named: none any more).
+    pub(super) fn refreshed_by_change(&mut self, to: Peer, response: &RawMessage, now: Instant) {
+        match to {
+            Peer::Leg(leg) => self.take_callee_session_timer(leg, response, now),
+            Peer::Caller => {
+                if let Some(timer) = self.session_timers.iter_mut().find(|t| t.side == to) {
+                    timer.expires = expiry(now, timer.interval);
+                }
             }
         }
     }
