@@ -1,5 +1,6 @@
-//! Any bytes as a session description: reading the audio endpoint, rewriting it to the
-//! relay, and answering an offer against another. None may panic.
+//! Any bytes as a session description: reading the audio endpoint and direction, rebuilding
+//! it for the other side of the relay, and answering an offer against another. None may
+//! panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,13 +9,14 @@ use signaling::media::sdp;
 fuzz_target!(|data: &[u8]| {
     let relay = "198.51.100.1".parse().unwrap();
     let _ = sdp::audio_endpoint(data);
-    let rewritten = sdp::rewrite(data, relay, 20000);
+    let _ = sdp::direction(data);
+    let rebuilt = sdp::rebuild(data, relay, 20000);
     if sdp::audio_endpoint(data).is_some() {
-        let endpoint = sdp::audio_endpoint(&rewritten);
+        let endpoint = sdp::audio_endpoint(&rebuilt);
         assert_eq!(
             endpoint.map(|e| e.ip()),
             Some(relay),
-            "a rewritten description points at the relay"
+            "a rebuilt description points at the relay"
         );
     }
     // The input split in two: an offer and another side's description.

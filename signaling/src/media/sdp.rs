@@ -110,8 +110,9 @@ const KEPT_ATTRIBUTES: &[&str] = &[
     "rtpmap", "fmtp", "ptime", "maxptime", "sendrecv", "sendonly", "recvonly", "inactive", "crypto",
 ];
 
-fn kept_attribute(line: &str) -> bool {
-    let name = line[2..].split([':', ' ']).next().unwrap_or_default();
+/// Whether an attribute (an `a=` line's value) is one a rebuilt description keeps.
+fn kept_attribute(value: &str) -> bool {
+    let name = value.split([':', ' ']).next().unwrap_or_default();
     KEPT_ATTRIBUTES.contains(&name)
 }
 
@@ -140,13 +141,14 @@ pub fn rebuild(sdp: &[u8], address: IpAddr, port: u16) -> Vec<u8> {
     let mut in_media = false;
     let mut in_audio = false;
     for line in lines(sdp) {
-        let Some(kind) = line.chars().next() else {
+        // `<type>=<value>` (RFC 8866 §5); anything else is left out.
+        let Some((kind, value)) = line.split_once('=') else {
             continue;
         };
         match kind {
-            'v' => out.push_str("v=0\r\n"),
-            'o' => {
-                let mut fields = line[2..].split_whitespace();
+            "v" => out.push_str("v=0\r\n"),
+            "o" => {
+                let mut fields = value.split_whitespace();
                 let (user, id, version) = (fields.next(), fields.next(), fields.next());
                 let id = session_id(user.unwrap_or_default(), id.unwrap_or_default());
                 let version = version.unwrap_or("1");
@@ -154,19 +156,22 @@ pub fn rebuild(sdp: &[u8], address: IpAddr, port: u16) -> Vec<u8> {
                     "o=ringledger {id} {version} IN {family} {address}\r\n"
                 ));
             }
-            's' => out.push_str("s=-\r\n"),
-            'c' => out.push_str(&format!("c=IN {family} {address}\r\n")),
-            't' | 'b' => {
+            "s" => out.push_str("s=-\r\n"),
+            "c" => out.push_str(&format!("c=IN {family} {address}\r\n")),
+            "t" | "b" => {
                 out.push_str(line);
                 out.push_str("\r\n");
             }
-            'm' => {
+            "m" => {
                 in_media = true;
-                let mut parts = line[2..].splitn(3, ' ');
-                let (media, old_port, tail) = (parts.next(), parts.next(), parts.next());
-                let tail = tail.unwrap_or_default();
-                in_audio =
-                    media == Some("audio") && !audio_done && old_port.is_some_and(|p| p != "0");
+                // Read as `audio_endpoint` reads it: the media, its port, the rest.
+                let mut parts = value.split_whitespace();
+                let (media, old_port) = (parts.next(), parts.next());
+                let tail = parts.collect::<Vec<_>>().join(" ");
+                let carried = old_port
+                    .and_then(|p| p.split('/').next()?.parse::<u16>().ok())
+                    .is_some_and(|p| p != 0);
+                in_audio = media == Some("audio") && !audio_done && carried;
                 if in_audio {
                     audio_done = true;
                     out.push_str(&format!("m=audio {port} {tail}\r\n"));
@@ -174,7 +179,7 @@ pub fn rebuild(sdp: &[u8], address: IpAddr, port: u16) -> Vec<u8> {
                     out.push_str(&format!("m={} 0 {tail}\r\n", media.unwrap_or_default()));
                 }
             }
-            'a' if (in_audio || !in_media) && kept_attribute(line) => {
+            "a" if (in_audio || !in_media) && kept_attribute(value) => {
                 out.push_str(line);
                 out.push_str("\r\n");
             }
@@ -399,6 +404,17 @@ a=rtpmap:31 H261/90000\r\n";
         ))
         .unwrap();
         assert_ne!(other.lines().nth(1), out.lines().nth(1));
+    }
+
+    #[test]
+    fn a_rebuilt_description_reads_its_media_line_as_the_endpoint_does() {
+        // Found by fuzzing: a carriage return inside the media line (whitespace to
+        // `audio_endpoint`) left the audio stream out of the rebuilt description.
+        let odd = b"\r\n\nm=\raudio 401\r\nc=IN IP4 192.0.1.1\rn";
+        assert!(audio_endpoint(odd).is_some());
+        let relay: IpAddr = "198.51.100.1".parse().unwrap();
+        let rebuilt = rebuild(odd, relay, 20000);
+        assert_eq!(audio_endpoint(&rebuilt).map(|e| e.ip()), Some(relay));
     }
 
     #[test]
