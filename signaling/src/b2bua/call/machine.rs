@@ -19,7 +19,7 @@ use super::interface::{
     Refusal, Settings,
 };
 use super::leg::{Leg, LegState};
-use super::rules::caller_failure;
+use super::rules::{caller_failure, status_of};
 use crate::answer::Answer;
 use crate::b2bua::plan::{CallInPlan, Plan, Target};
 use crate::b2bua::{DialogKey, dialog_key};
@@ -27,7 +27,7 @@ use crate::dialog::Dialog;
 use crate::media::relay::Side as RelaySide;
 use crate::media::sdp;
 use crate::message::RawMessage;
-use crate::outgoing::Outcome;
+use crate::outgoing::{ClientKey, Outcome};
 use crate::transaction::T1;
 use sessions::{EdgeRefresh, SessionTimer, Sessions};
 
@@ -138,9 +138,9 @@ pub struct Call {
     refresher: Option<EdgeRefresh>,
     /// A change of session one side asked for, being passed on to the other.
     passing: Option<modify::Passing>,
-    /// The last change passed on as a re-INVITE and answered 2xx: its branch, the side, and
-    /// the ACK (sent again if the 2xx is).
-    passed_ack: Option<(String, Peer, Vec<u8>)>,
+    /// The last re-INVITE the edge sent inside a dialog (a refresh, a change passed on) that
+    /// was answered 2xx: its branch, the side, and the ACK (sent again if the 2xx is).
+    reinvite_ack: Option<(String, Peer, Vec<u8>)>,
     /// Whether media may go through the relay to the caller, and to the callee.
     flows: [bool; 2],
     /// Since when media is expected both ways: the answer, or the end of the last hold.
@@ -221,8 +221,17 @@ impl Machine for Call {
             "an input while a recording is awaited"
         );
         match input {
+            Input::Outcome { key, outcome, .. } if self.is_reinvite_acked(&key) => {
+                if let (Outcome::Response(r), Some((_, to, ack))) = (outcome, &self.reinvite_ack)
+                    && status_of(&r).is_some_and(|s| (200..300).contains(&s))
+                {
+                    // The 2xx again: so is its ACK.
+                    let (to, bytes) = (*to, ack.clone());
+                    self.out.push(Output::Ack { to, bytes });
+                }
+            }
             Input::Outcome { key, outcome, .. } if self.is_passed_on(&key) => {
-                self.on_passed_outcome(&key, outcome, now, ctx)
+                self.on_passed_outcome(outcome, now, ctx)
             }
             Input::Outcome {
                 leg: Some(leg),
@@ -326,7 +335,7 @@ impl Call {
             session_timers: vec![],
             refresher: None,
             passing: None,
-            passed_ack: None,
+            reinvite_ack: None,
             flows: [true, true],
             media_since: None,
             out: Outbox::default(),
@@ -771,6 +780,35 @@ fn refused(refusal: Refusal, what: &str) -> Answer {
 }
 
 impl Call {
+    /// ACKs the 2xx `to` answered a re-INVITE (branch `branch`) with, inside its dialog (the
+    /// ACK names the re-INVITE's CSeq number), and keeps the ACK for the 2xx's repeats.
+    pub(super) fn ack_reinvite(
+        &mut self,
+        to: Peer,
+        branch: &str,
+        response: &RawMessage,
+        ctx: &dyn Context,
+    ) {
+        let cseq = response
+            .header("CSeq")
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .unwrap_or(1);
+        if let Some((ack, _)) = self.in_dialog(to, ctx.local(), "ACK", Some(cseq), &[], &[]) {
+            self.out.push(Output::Ack {
+                to,
+                bytes: ack.clone(),
+            });
+            self.reinvite_ack = Some((branch.to_string(), to, ack));
+        }
+    }
+
+    /// Whether `key` is the re-INVITE whose 2xx the edge last ACKed.
+    fn is_reinvite_acked(&self, key: &ClientKey) -> bool {
+        self.reinvite_ack
+            .as_ref()
+            .is_some_and(|(branch, _, _)| *branch == key.branch)
+    }
+
     /// A request inside `to`'s dialog (the caller's or a leg's), and its branch.
     pub(super) fn in_dialog(
         &mut self,

@@ -934,6 +934,15 @@ fn a_hold_is_passed_on_and_the_relay_follows_it() {
         .expect("the ACK of the callee's 2xx");
     assert_eq!(ack.header("CSeq"), Some("2 ACK"));
     assert_eq!(flows(&out), [(RelaySide::Caller, false)]);
+    let again = sim.give(answer_in_dialog(
+        Some(0),
+        &hold.to_bytes(),
+        200,
+        &callee_session(3, "recvonly"),
+        &[],
+    ));
+    assert_eq!(acked(&again), vec![0], "a repeated 2xx is ACKed again");
+    assert!(reinvite_answers(&again).is_empty());
     let answers = reinvite_answers(&out);
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].status, 200);
@@ -1013,6 +1022,22 @@ fn a_change_the_other_side_no_longer_knows_ends_the_call() {
     let out = sim.give(answer_in_dialog(Some(0), &hold.to_bytes(), 481, "", &[]));
     assert_eq!(reinvite_answers(&out)[0].status, 481);
     assert_eq!(byes(&out), vec![Peer::Leg(0), Peer::Caller]);
+    assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
+    // A callee gone without a word (its network dropped mid-change): the change times out,
+    // the caller hears 408, and the call ends the same way.
+    let (mut sim, _) = answered(relayed(secs(60)));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let (out, _) = caller_changes(&mut sim, 2, &caller_session(2, "sendonly"));
+    let (_, _, branch) = requests_to_leg(&out).remove(0);
+    let out = sim.give(Input::Outcome {
+        leg: Some(0),
+        key: ClientKey {
+            branch,
+            method: "INVITE".into(),
+        },
+        outcome: Outcome::Timeout,
+    });
+    assert_eq!(reinvite_answers(&out)[0].status, 408);
     assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
 }
 

@@ -217,34 +217,14 @@ impl Call {
         self.passing
             .as_ref()
             .is_some_and(|p| p.branch == key.branch)
-            || self
-                .passed_ack
-                .as_ref()
-                .is_some_and(|(branch, _, _)| *branch == key.branch)
     }
 
     /// What became of a change the edge passed on.
-    pub(super) fn on_passed_outcome(
-        &mut self,
-        key: &ClientKey,
-        outcome: Outcome,
-        now: Instant,
-        ctx: &dyn Context,
-    ) {
+    pub(super) fn on_passed_outcome(&mut self, outcome: Outcome, now: Instant, ctx: &dyn Context) {
         let status = match &outcome {
             Outcome::Response(r) => status_of(r).unwrap_or(500),
             Outcome::Timeout => 408,
         };
-        if let Some((branch, to, ack)) = &self.passed_ack
-            && *branch == key.branch
-        {
-            if (200..300).contains(&status) {
-                // The 2xx again: so is its ACK.
-                let (to, bytes) = (*to, ack.clone());
-                self.out.push(Output::Ack { to, bytes });
-            }
-            return;
-        }
         if status < 200 {
             return;
         }
@@ -278,19 +258,8 @@ impl Call {
     /// The other side took the change: its 2xx ACKed, the relay pointed where each side's
     /// media now goes, and the asking side answered.
     fn passed(&mut self, passing: Passing, response: &RawMessage, now: Instant, ctx: &dyn Context) {
-        let local = ctx.local();
         if passing.method == "INVITE" {
-            let cseq = response
-                .header("CSeq")
-                .and_then(|c| c.split_whitespace().next()?.parse().ok())
-                .unwrap_or(1);
-            if let Some((ack, _)) = self.in_dialog(passing.to, local, "ACK", Some(cseq), &[], &[]) {
-                self.out.push(Output::Ack {
-                    to: passing.to,
-                    bytes: ack.clone(),
-                });
-                self.passed_ack = Some((passing.branch.clone(), passing.to, ack));
-            }
+            self.ack_reinvite(passing.to, &passing.branch, response, ctx);
         }
         self.refreshed_by_change(passing.to, response, now);
         let to_asker = self.toward(passing.from, &response.body);

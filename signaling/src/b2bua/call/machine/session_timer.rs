@@ -131,7 +131,6 @@ impl Call {
                     next: Some(now + interval / 2),
                     expires: expiry(now, interval),
                     pending: None,
-                    acked: None,
                 })
             }
             None => {}
@@ -202,10 +201,9 @@ impl Call {
 
     /// Whether `key` is a refresh the edge sent (pending, or answered 2xx).
     pub(super) fn is_refresh(&self, key: &ClientKey) -> bool {
-        self.refresher.as_ref().is_some_and(|r| {
-            r.pending.as_ref() == Some(&key.branch)
-                || r.acked.as_ref().is_some_and(|(b, _)| *b == key.branch)
-        })
+        self.refresher
+            .as_ref()
+            .is_some_and(|r| r.pending.as_ref() == Some(&key.branch))
     }
 
     /// What became of a refresh the edge sent to leg `leg`.
@@ -224,38 +222,11 @@ impl Call {
             Outcome::Response(r) => status_of(r).unwrap_or(500),
             Outcome::Timeout => 408,
         };
-        if let Some((branch, ack)) = &refresher.acked
-            && *branch == key.branch
-        {
-            if (200..300).contains(&status) {
-                // The 2xx again: so is its ACK.
-                self.out.push(Output::Ack {
-                    to: Peer::Leg(leg),
-                    bytes: ack.clone(),
-                });
-            }
-            return;
-        }
         match (status, outcome) {
             (..=199, _) => {}
             (200..=299, Outcome::Response(response)) => {
-                let cseq = response
-                    .header("CSeq")
-                    .and_then(|c| c.split_whitespace().next()?.parse().ok())
-                    .unwrap_or(1);
-                let Some((ack, _)) =
-                    self.legs[leg].request(ctx.local(), "ACK", Some(cseq), &[], &[])
-                else {
-                    return;
-                };
-                self.out.push(Output::Ack {
-                    to: Peer::Leg(leg),
-                    bytes: ack.clone(),
-                });
+                self.ack_reinvite(Peer::Leg(leg), &key.branch, &response, ctx);
                 self.take_callee_session_timer(leg, &response, now);
-                if let Some(refresher) = self.refresher.as_mut() {
-                    refresher.acked = Some((key.branch.clone(), ack));
-                }
             }
             (491, _) => {
                 refresher.pending = None;

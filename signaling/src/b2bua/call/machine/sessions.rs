@@ -46,8 +46,6 @@ pub struct EdgeRefresh {
     pub expires: Instant,
     /// The branch of the re-INVITE pending.
     pub pending: Option<String>,
-    /// The branch of the last re-INVITE answered 2xx, and its ACK (sent again if the 2xx is).
-    pub acked: Option<(String, Vec<u8>)>,
 }
 
 /// A side's session timer: it refreshes every `interval`; by `expires` the call ends unless
