@@ -6,17 +6,12 @@
 //! callee's in), and the caller's leg is billed at the tariff's on-net rate (free without one).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use domain::E164;
-use domain::call::{LegTarget, Path};
-use domain::device::Transport;
 use domain::ids::AccountId;
 
-use super::plan::Target;
 use crate::message::RawMessage;
 
-/// The header that marks an on-net leg, with the key, the calling account and device.
+/// The header that marks an on-net leg, with the key, the calling account and phone.
 pub const ON_NET_HEADER: &str = "Ringledger-On-Net";
 
 /// The edge's on-net routing: its own address, and the key its on-net legs carry.
@@ -55,25 +50,14 @@ impl OnNet {
         }
     }
 
-    /// The leg to `number`, from `caller`, sent to the edge itself.
-    pub fn target(&self, number: E164, caller: OnNetCaller) -> Target {
+    /// The header that marks a leg `caller` places on-net (sent to `local`, the edge itself).
+    pub fn mark(&self, caller: OnNetCaller) -> (String, String) {
         let phone = caller.phone.map(|p| p.to_string()).unwrap_or_default();
-        Target {
-            request_uri: format!("sip:{}@{}", number.as_str(), self.local),
-            target: LegTarget::Pstn { number },
-            path: Path::OnNet,
-            destination: self.local,
-            transport: Transport::Udp,
-            delay: Duration::ZERO,
-            extension: None,
-            headers: vec![(
-                ON_NET_HEADER.to_string(),
-                format!(
-                    "key={};account={};phone={phone}",
-                    self.key, caller.account_id
-                ),
-            )],
-        }
+        let value = format!(
+            "key={};account={};phone={phone}",
+            self.key, caller.account_id
+        );
+        (ON_NET_HEADER.to_string(), value)
     }
 
     /// The caller of an on-net leg this edge placed, if `request` (from `source`) is one: it
@@ -111,13 +95,12 @@ impl OnNet {
 mod tests {
     use super::*;
 
-    fn marked(target: &Target) -> RawMessage {
-        let (name, value) = &target.headers[0];
+    fn marked((name, value): (String, String)) -> RawMessage {
         crate::message::from_text(&format!(
-            "INVITE {} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKon\r\n\
-             From: <sip:+4930111@127.0.0.1>;tag=a\r\nTo: <{}>\r\nCall-ID: on-net\r\n\
-             CSeq: 1 INVITE\r\n{name}: {value}\r\nContent-Length: 0\r\n\r\n",
-            target.request_uri, target.request_uri
+            "INVITE sip:+4930222@192.0.2.5:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKon\r\n\
+             From: <sip:+4930111@127.0.0.1>;tag=a\r\nTo: <sip:+4930222@192.0.2.5:5060>\r\n\
+             Call-ID: on-net\r\nCSeq: 1 INVITE\r\n{name}: {value}\r\nContent-Length: 0\r\n\r\n"
         ))
     }
 
@@ -129,10 +112,7 @@ mod tests {
             account_id: AccountId(uuid::Uuid::from_u128(1)),
             phone: Some("198.51.100.7:5062".parse().unwrap()),
         };
-        let target = edge.target(E164::parse("+4930222").unwrap(), caller);
-        assert_eq!(target.destination, local);
-        assert_eq!(target.path, Path::OnNet);
-        let invite = marked(&target);
+        let invite = marked(edge.mark(caller));
         assert_eq!(edge.caller(&invite, local), Some(caller));
         // From anywhere else: ignored.
         assert_eq!(
@@ -140,8 +120,8 @@ mod tests {
             None
         );
         // Another process's key (or a guessed one): ignored.
-        let other = OnNet::new(local).target(E164::parse("+4930222").unwrap(), caller);
-        assert_eq!(edge.caller(&marked(&other), local), None);
+        let other = OnNet::new(local).mark(caller);
+        assert_eq!(edge.caller(&marked(other), local), None);
         // No mark: not on-net.
         let mut plain = invite.clone();
         plain.headers.retain(|(n, _)| n != ON_NET_HEADER);

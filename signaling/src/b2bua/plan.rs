@@ -217,7 +217,7 @@ pub fn plan(
             account_id,
             phone: Some(source),
         };
-        on_net.target(number.clone(), from)
+        on_net_target(on_net, number.clone(), from)
     } else {
         let Some(trunk) = trunks.outbound() else {
             return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
@@ -376,6 +376,20 @@ fn pstn_target(number: E164, trunk: &Trunk, path: Path) -> Target {
     }
 }
 
+/// A leg to `number` placed on-net by `caller`: sent to the edge itself, marked.
+fn on_net_target(on_net: &OnNet, number: E164, caller: OnNetCaller) -> Target {
+    Target {
+        request_uri: format!("sip:{}@{}", number.as_str(), on_net.local),
+        target: LegTarget::Pstn { number },
+        path: Path::OnNet,
+        destination: on_net.local,
+        transport: Transport::Udp,
+        delay: Duration::ZERO,
+        extension: None,
+        headers: vec![on_net.mark(caller)],
+    }
+}
+
 /// A carrier's call to an access number.
 struct CallThrough<'a> {
     request: &'a RawMessage,
@@ -502,7 +516,7 @@ fn call_through(
             account_id: through.access_account,
             phone: None,
         };
-        through.on_net.target(destination.clone(), from)
+        on_net_target(through.on_net, destination.clone(), from)
     } else {
         let Some(trunk) = through.trunks.outbound() else {
             return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
@@ -865,6 +879,28 @@ mod tests {
             policy,
             t0(),
         )
+    }
+
+    #[test]
+    fn an_on_net_leg_goes_to_the_edge_itself_marked_by_it() {
+        let local: SocketAddr = "192.0.2.5:5060".parse().unwrap();
+        let on_net = OnNet::new(local);
+        let caller = OnNetCaller {
+            account_id: domain::ids::AccountId(uuid::Uuid::from_u128(1)),
+            phone: Some("198.51.100.7:5062".parse().unwrap()),
+        };
+        let target = on_net_target(&on_net, E164::parse("+4930222").unwrap(), caller);
+        assert_eq!(target.destination, local);
+        assert_eq!(target.path, Path::OnNet);
+        assert_eq!(target.request_uri, "sip:+4930222@192.0.2.5:5060");
+        let (name, value) = &target.headers[0];
+        let invite = crate::message::from_text(&format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKon\r\n\
+             From: <sip:+4930111@{local}>;tag=a\r\nTo: <{uri}>\r\nCall-ID: on-net\r\n\
+             CSeq: 1 INVITE\r\n{name}: {value}\r\nContent-Length: 0\r\n\r\n",
+            uri = target.request_uri
+        ));
+        assert_eq!(on_net.caller(&invite, local), Some(caller));
     }
 
     const CARRIER: &str = "127.0.0.2:5060";
