@@ -355,6 +355,7 @@ fn security_settings(config: &Config) -> signaling::SecuritySettings {
         allow_unrated_calls: c.allow_unrated_calls,
         max_call_duration: Duration::from_secs(config.sip.max_call_duration_secs),
         call_in_trusts_caller_id: config.sip.call_in_trust_caller_id,
+        extension_transfers: config.sip.allow_extension_transfer,
     }
 }
 

@@ -175,6 +175,9 @@ pub struct Leg {
     pub started_at: Instant,
     pub answered_at: Option<Instant>,
     pub ended_at: Option<Instant>,
+    /// Placed by a transfer: it takes the place of a party already answered, so the fork's
+    /// first-answer rule does not apply to it.
+    pub by_transfer: bool,
 }
 
 impl Leg {
@@ -211,6 +214,8 @@ pub struct Call {
     pub last_at: Option<Instant>,
     pub legs: BTreeMap<LegId, Leg>,
     pub ended: Option<(EndCause, Side, Instant)>,
+    /// The leg the latest transfer placed.
+    pub transfer_leg: Option<LegId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -274,6 +279,23 @@ pub enum CallCommand {
     EndLost {
         alive_until: Instant,
     },
+    /// A party of the answered call asked (REFER) to hand its place to `to`: the new leg
+    /// `leg_id` is placed toward `target`, billed to the call's account.
+    Transfer {
+        /// Which party transfers: the caller, or the callee on leg `from_leg`.
+        by: Side,
+        from_leg: Option<LegId>,
+        /// The number transferred to, as the transferring party gave it.
+        to: String,
+        leg_id: LegId,
+        target: LegTarget,
+        path: Path,
+        account: Account,
+    },
+    /// An answered leg left the call before the call ended (a party that transferred it).
+    EndLeg {
+        leg_id: LegId,
+    },
 }
 
 domain_events! {
@@ -311,6 +333,16 @@ domain_events! {
             at: Instant,
         } = ("call.call_in_awaited", 1),
         Bridged { legs: Vec<LegId>, at: Instant } = ("call.bridged", 1),
+        /// A party handed its place to `to`; the leg toward it (`leg_id`) starts with the
+        /// next event.
+        Transferred {
+            by: Side,
+            from_leg: Option<LegId>,
+            to: String,
+            leg_id: LegId,
+            at: Instant,
+        } = ("call.transferred", 1),
+        LegEnded { leg_id: LegId, at: Instant } = ("call.leg_ended", 1),
         Ended { cause: EndCause, side: Side, at: Instant } = ("call.ended", 1),
     }
 }
@@ -327,6 +359,8 @@ impl CallEvent {
             | Self::AlternatePathChosen { at, .. }
             | Self::CallInAwaited { at, .. }
             | Self::Bridged { at, .. }
+            | Self::Transferred { at, .. }
+            | Self::LegEnded { at, .. }
             | Self::Ended { at, .. } => *at,
         }
     }
@@ -337,6 +371,84 @@ impl Call {
         self.legs
             .get(&leg_id)
             .ok_or(DomainError::UnknownLeg { leg: leg_id })
+    }
+
+    /// A transfer (see [`CallCommand::Transfer`]): only an answered call is transferred, by
+    /// one of its parties, one transfer at a time, for the account the call is billed to, to
+    /// a number or a phone (never an extension: its settings were not asked).
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &self,
+        by: Side,
+        from_leg: Option<LegId>,
+        to: &str,
+        leg_id: LegId,
+        target: &LegTarget,
+        path: Path,
+        account: &Account,
+        now: Instant,
+    ) -> Result<Vec<CallEvent>, DomainError> {
+        if self.status != CallStatus::Answered {
+            return Err(DomainError::invalid(
+                "call",
+                "only an answered call is transferred",
+            ));
+        }
+        account.ensure_active()?;
+        if account.id.is_none() || account.id != self.account_id {
+            return Err(DomainError::invalid(
+                "account",
+                "a transfer is billed to the call's account",
+            ));
+        }
+        let role = match (by, from_leg) {
+            (Side::Caller, None) => LegRole::Caller,
+            (Side::Callee, Some(from)) => {
+                let leg = self.leg(from)?;
+                if leg.role != LegRole::Callee || leg.status != LegStatus::Answered {
+                    return Err(DomainError::LegNotActive { leg: from });
+                }
+                LegRole::Callee
+            }
+            _ => {
+                return Err(DomainError::invalid(
+                    "by",
+                    "the caller, or the callee on its answered leg",
+                ));
+            }
+        };
+        let pending = self
+            .transfer_leg
+            .and_then(|l| self.legs.get(&l))
+            .is_some_and(|l| matches!(l.status, LegStatus::Trying | LegStatus::Ringing));
+        if pending {
+            return Err(DomainError::invalid("transfer", "one is already under way"));
+        }
+        if self.legs.contains_key(&leg_id) {
+            return Err(DomainError::DuplicateLeg { leg: leg_id });
+        }
+        if matches!(target, LegTarget::Extension { .. }) {
+            return Err(DomainError::invalid(
+                "target",
+                "a call is transferred to a number or a phone",
+            ));
+        }
+        Ok(vec![
+            CallEvent::Transferred {
+                by,
+                from_leg,
+                to: to.to_string(),
+                leg_id,
+                at: now,
+            },
+            CallEvent::LegStarted {
+                leg_id,
+                target: target.clone(),
+                path,
+                role,
+                at: now,
+            },
+        ])
     }
 
     fn ensure_live(&self) -> Result<(), DomainError> {
@@ -550,6 +662,7 @@ impl Aggregate for Call {
                     LegStatus::Trying | LegStatus::Ringing => {}
                 }
                 let fork_already_won = leg.role == LegRole::Callee
+                    && !leg.by_transfer
                     && self
                         .legs
                         .values()
@@ -614,6 +727,25 @@ impl Aggregate for Call {
                     at: now,
                 }]
             }
+            C::Transfer {
+                by,
+                from_leg,
+                to,
+                leg_id,
+                target,
+                path,
+                account,
+            } => self.transfer(*by, *from_leg, to, *leg_id, target, *path, account, now)?,
+            C::EndLeg { leg_id } => match self.leg(*leg_id)?.status {
+                LegStatus::Answered => vec![E::LegEnded {
+                    leg_id: *leg_id,
+                    at: now,
+                }],
+                LegStatus::Ended | LegStatus::Failed => vec![],
+                LegStatus::Trying | LegStatus::Ringing => {
+                    return Err(DomainError::LegNotActive { leg: *leg_id });
+                }
+            },
             C::Bridge { legs } => {
                 if legs.is_empty() {
                     return Err(DomainError::invalid("legs", "nothing to bridge"));
@@ -671,6 +803,7 @@ impl Aggregate for Call {
                         started_at: *at,
                         answered_at: None,
                         ended_at: None,
+                        by_transfer: self.transfer_leg == Some(*leg_id),
                     },
                 );
             }
@@ -691,6 +824,13 @@ impl Aggregate for Call {
             E::LegFailed { leg_id, at, .. } => {
                 if let Some(l) = self.legs.get_mut(leg_id) {
                     l.status = LegStatus::Failed;
+                    l.ended_at = Some(*at);
+                }
+            }
+            E::Transferred { leg_id, .. } => self.transfer_leg = Some(*leg_id),
+            E::LegEnded { leg_id, at } => {
+                if let Some(l) = self.legs.get_mut(leg_id) {
+                    l.status = LegStatus::Ended;
                     l.ended_at = Some(*at);
                 }
             }
@@ -1174,5 +1314,148 @@ mod tests {
                 expires_at: at(32),
                 at: at(2),
             }]);
+    }
+
+    fn answered(n: u128) -> CallEvent {
+        CallEvent::LegAnswered {
+            leg_id: leg(n),
+            at: at(5),
+        }
+    }
+
+    fn transfer(by: Side, from_leg: Option<LegId>, n: u128) -> CallCommand {
+        CallCommand::Transfer {
+            by,
+            from_leg,
+            to: "+442079460000".into(),
+            leg_id: leg(n),
+            target: LegTarget::Pstn {
+                number: E164::parse("+442079460000").unwrap(),
+            },
+            path: Path::Pstn,
+            account: active_account(),
+        }
+    }
+
+    #[test]
+    fn a_callee_transfers_its_answered_call_and_the_new_leg_answers_besides_it() {
+        let new_leg = CallEvent::LegStarted {
+            leg_id: leg(3),
+            target: LegTarget::Pstn {
+                number: E164::parse("+442079460000").unwrap(),
+            },
+            path: Path::Pstn,
+            role: LegRole::Callee,
+            at: at(9),
+        };
+        let state = given::<Call>([inbound_started(), contact_leg(1), answered(1)])
+            .at(at(9))
+            .when(transfer(Side::Callee, Some(leg(1)), 3))
+            .then([
+                CallEvent::Transferred {
+                    by: Side::Callee,
+                    from_leg: Some(leg(1)),
+                    to: "+442079460000".into(),
+                    leg_id: leg(3),
+                    at: at(9),
+                },
+                new_leg.clone(),
+            ]);
+        assert!(state.legs[&leg(3)].by_transfer);
+        // The transfer target answers while the transferring leg is still up: not a fork
+        // lost, the call goes on with it.
+        let history = [
+            inbound_started(),
+            contact_leg(1),
+            answered(1),
+            CallEvent::Transferred {
+                by: Side::Callee,
+                from_leg: Some(leg(1)),
+                to: "+442079460000".into(),
+                leg_id: leg(3),
+                at: at(9),
+            },
+            new_leg,
+        ];
+        given::<Call>(history.clone())
+            .at(at(12))
+            .when(CallCommand::LegAnswered { leg_id: leg(3) })
+            .then([CallEvent::LegAnswered {
+                leg_id: leg(3),
+                at: at(12),
+            }]);
+        // A second transfer while this one rings is refused.
+        given::<Call>(history.clone())
+            .at(at(10))
+            .when(transfer(Side::Caller, None, 4))
+            .then_error(DomainError::invalid("transfer", "one is already under way"));
+        // The transferring leg leaves: it ends then (billing stops it there), once.
+        let mut answered_history = history.to_vec();
+        answered_history.push(CallEvent::LegAnswered {
+            leg_id: leg(3),
+            at: at(12),
+        });
+        let state = given::<Call>(answered_history.clone())
+            .at(at(13))
+            .when(CallCommand::EndLeg { leg_id: leg(1) })
+            .then([CallEvent::LegEnded {
+                leg_id: leg(1),
+                at: at(13),
+            }]);
+        assert_eq!(state.legs[&leg(1)].ended_at, Some(at(13)));
+        assert_eq!(state.legs[&leg(3)].status, LegStatus::Answered);
+        answered_history.push(CallEvent::LegEnded {
+            leg_id: leg(1),
+            at: at(13),
+        });
+        given::<Call>(answered_history)
+            .at(at(14))
+            .when(CallCommand::EndLeg { leg_id: leg(1) })
+            .then([]);
+    }
+
+    #[test]
+    fn only_an_answered_party_transfers_and_only_for_the_calls_account() {
+        // Not answered yet.
+        given::<Call>([inbound_started(), contact_leg(1)])
+            .when(transfer(Side::Caller, None, 3))
+            .then_error(DomainError::invalid(
+                "call",
+                "only an answered call is transferred",
+            ));
+        let up = [
+            inbound_started(),
+            contact_leg(1),
+            contact_leg(2),
+            answered(1),
+        ];
+        // A leg that did not answer does not transfer.
+        given::<Call>(up.clone())
+            .when(transfer(Side::Callee, Some(leg(2)), 3))
+            .then_error(DomainError::LegNotActive { leg: leg(2) });
+        // The callee names its leg; the caller has none.
+        given::<Call>(up.clone())
+            .when(transfer(Side::Callee, None, 3))
+            .then_error(DomainError::invalid(
+                "by",
+                "the caller, or the callee on its answered leg",
+            ));
+        // Another account is not billed for this call's transfer.
+        let mut other = active_account();
+        other.id = Some(AccountId(Uuid::from_u128(4242)));
+        let mut command = transfer(Side::Caller, None, 3);
+        if let CallCommand::Transfer { account, .. } = &mut command {
+            *account = other;
+        }
+        given::<Call>(up.clone())
+            .when(command)
+            .then_error(DomainError::invalid(
+                "account",
+                "a transfer is billed to the call's account",
+            ));
+        // A leg still ringing does not leave: it fails.
+        given::<Call>(up)
+            .when(CallCommand::EndLeg { leg_id: leg(2) })
+            .then_error(DomainError::LegNotActive { leg: leg(2) });
     }
 }

@@ -96,6 +96,9 @@ call_in_timeout_secs = 15
 # extensions set to call in are called out instead. true awaits call-ins, trusting every
 # carrier's caller ID.
 call_in_trust_caller_id = false
+# A phone of an account may transfer its calls (REFER); an extension calling through a carrier
+# may too when this is true (the transferred leg is billed to the account either way).
+allow_extension_transfer = false
 # The longest an answered call lasts: then the edge hangs up both sides (call.ended cause
 # max_duration). Also ends calls with no media to watch (no audio stream, or media not relayed).
 max_call_duration_secs = 14400
@@ -316,6 +319,7 @@ pub struct SipConfig {
     pub ring_timeout_secs: u64,
     pub call_in_timeout_secs: u32,
     pub call_in_trust_caller_id: bool,
+    pub allow_extension_transfer: bool,
     pub max_call_duration_secs: u64,
     pub heartbeat_secs: u64,
     pub drain_secs: u64,
@@ -930,6 +934,7 @@ mod tests {
             "the defaults leave no time to call out"
         );
         assert!(!defaults.sip.call_in_trust_caller_id);
+        assert!(!defaults.sip.allow_extension_transfer);
         assert!(
             err(&[
                 ("RINGLEDGER_SIP__RING_TIMEOUT_SECS", "20"),

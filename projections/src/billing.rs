@@ -451,12 +451,14 @@ impl BillingBatch {
         self.flush(conn).await
     }
 
-    /// Rates the answered open legs of a call that ended at `ended_at`, then forgets the
-    /// call. A call billing never saw start (or whose account it does not know) is left.
-    async fn close_call(
+    /// Rates the answered open legs of a call that ended at `ended_at` (or, with `only`, that
+    /// one leg, which left the call then), and forgets them (and the ended call). A call
+    /// billing never saw start (or whose account it does not know) is left.
+    async fn close_legs(
         &mut self,
         conn: &mut AnyConnection,
         call_id: &str,
+        only: Option<&str>,
         ended_at: Instant,
     ) -> Result<(), ProjectionError> {
         let Some(call) = self.calls.get(call_id) else {
@@ -472,13 +474,31 @@ impl BillingBatch {
         else {
             return Ok(());
         };
-        if call.legs.values().any(|l| l.answered_at.is_some()) {
+        let closing = |leg_id: &str| only.is_none_or(|o| o == leg_id);
+        if call
+            .legs
+            .iter()
+            .any(|(id, l)| closing(id) && l.answered_at.is_some())
+        {
             self.load_tariff(conn, &tariff_id).await?;
         }
         let call = self.calls.get_mut(call_id).expect("looked up above");
-        call.head = None;
-        let legs = std::mem::take(&mut call.legs);
-        let mut extensions = std::mem::take(&mut call.leg_extensions);
+        let (legs, mut extensions) = match only {
+            None => {
+                call.head = None;
+                (
+                    std::mem::take(&mut call.legs),
+                    std::mem::take(&mut call.leg_extensions),
+                )
+            }
+            Some(leg_id) => (
+                call.legs.remove_entry(leg_id).into_iter().collect(),
+                call.leg_extensions
+                    .remove_entry(leg_id)
+                    .into_iter()
+                    .collect(),
+            ),
+        };
         for (leg_id, leg) in legs {
             let Some(answered_at) = leg.answered_at else {
                 continue;
@@ -755,7 +775,13 @@ impl BillingBatch {
                             call.leg_extensions.remove(&leg_id.to_string());
                         }
                     }
-                    CallEvent::Ended { at, .. } => self.close_call(conn, &call_id, *at).await?,
+                    CallEvent::LegEnded { leg_id, at } => {
+                        let leg_id = leg_id.to_string();
+                        self.close_legs(conn, &call_id, Some(&leg_id), *at).await?
+                    }
+                    CallEvent::Ended { at, .. } => {
+                        self.close_legs(conn, &call_id, None, *at).await?
+                    }
                     _ => {}
                 }
             }

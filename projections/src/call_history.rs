@@ -32,20 +32,6 @@ const TABLES: &[(&str, &str)] = &[
     ("call_timeline", "position"),
 ];
 
-fn at_of(e: &CallEvent) -> domain::Instant {
-    match e {
-        CallEvent::Started { at, .. }
-        | CallEvent::LegStarted { at, .. }
-        | CallEvent::LegRinging { at, .. }
-        | CallEvent::LegAnswered { at, .. }
-        | CallEvent::LegFailed { at, .. }
-        | CallEvent::AlternatePathChosen { at, .. }
-        | CallEvent::CallInAwaited { at, .. }
-        | CallEvent::Bridged { at, .. }
-        | CallEvent::Ended { at, .. } => *at,
-    }
-}
-
 #[async_trait]
 impl Projection for CallHistory {
     fn name(&self) -> &'static str {
@@ -99,7 +85,7 @@ async fn apply(
         vec![
             position.into(),
             call_id.clone().into(),
-            ts(at_of(e)).into(),
+            ts(e.at()).into(),
             event.event_type.clone().into(),
             infra::store::hash::canonical_json(&event.payload).into(),
         ],
@@ -188,9 +174,18 @@ async fn apply(
             .execute(&mut *conn)
             .await?;
         }
+        CallEvent::LegEnded { leg_id, at } => {
+            query("UPDATE call_legs SET status = 'ended', ended_at = $2 WHERE leg_id = $1")
+                .bind(leg_id.to_string())
+                .bind(ts(*at))
+                .execute(&mut *conn)
+                .await?;
+        }
+        // The timeline shows who transferred to whom; the new leg is listed as it starts.
         CallEvent::AlternatePathChosen { .. }
         | CallEvent::CallInAwaited { .. }
-        | CallEvent::Bridged { .. } => {}
+        | CallEvent::Bridged { .. }
+        | CallEvent::Transferred { .. } => {}
     }
     Ok(())
 }

@@ -198,6 +198,8 @@ pub struct Parts {
     pub allow_unrated_calls: bool,
     /// Call-ins are matched on the carrier's caller ID alone (no token proved).
     pub call_in_trusts_caller_id: bool,
+    /// Extensions calling through a carrier may transfer their calls.
+    pub extension_transfers: bool,
     /// The longest an answered call lasts.
     pub max_call_duration: Duration,
 }
@@ -228,6 +230,7 @@ pub struct Edge {
     /// Calls to destinations with no price are placed (and listed unrated), not refused.
     allow_unrated_calls: bool,
     call_in_trusts_caller_id: bool,
+    extension_transfers: bool,
     pub(crate) max_call_duration: Duration,
     /// Shutting down: new calls are refused while the ones in progress are ended.
     draining: std::sync::atomic::AtomicBool,
@@ -272,6 +275,7 @@ impl Edge {
             attempts: Attempts::default(),
             allow_unrated_calls: parts.allow_unrated_calls,
             call_in_trusts_caller_id: parts.call_in_trusts_caller_id,
+            extension_transfers: parts.extension_transfers,
             max_call_duration: parts.max_call_duration,
             draining: std::sync::atomic::AtomicBool::new(false),
             spending: Spending::new(parts.call_limits),
@@ -292,6 +296,7 @@ impl Edge {
             call_in_webhook: self.call_in_webhook.is_some(),
             allow_unrated_calls: self.allow_unrated_calls,
             call_in_trusts_caller_id: self.call_in_trusts_caller_id,
+            extension_transfers: self.extension_transfers,
         }
     }
 
@@ -462,6 +467,10 @@ impl Edge {
                 Some(answer) => answer,
                 None => return,
             },
+            None if method == rsip::Method::Refer => match self.refer(&key, &raw) {
+                Some(answer) => answer,
+                None => return,
+            },
             None => self.dispatch(&raw, &method, source, &reply).await,
         };
         self.respond(&key, &raw, answer, &tag()).await;
@@ -605,15 +614,31 @@ impl Edge {
     /// refresh, RFC 4028, or a change of session passed on to the other side); None once
     /// delivered, 481 when no call has the dialog.
     fn modify(&self, key: &TransactionKey, raw: &RawMessage) -> Option<Answer> {
-        let dialog = dialog_of(raw);
         let request = CallInput::Modify {
             key: key.clone(),
             request: raw.clone(),
         };
-        if !dialog.1.is_empty() && self.calls.deliver(&dialog, request) {
+        self.to_dialog(raw, request)
+    }
+
+    /// Hands a request inside a dialog to the call that has the dialog (None), or answers it
+    /// 481 when none has.
+    fn to_dialog(&self, raw: &RawMessage, input: CallInput) -> Option<Answer> {
+        let dialog = dialog_of(raw);
+        if !dialog.1.is_empty() && self.calls.deliver(&dialog, input) {
             return None;
         }
         Some(Answer::status(481))
+    }
+
+    /// A REFER (RFC 3515): the call whose dialog it is answers it (a transfer); None once
+    /// delivered, 481 when no call has the dialog (a REFER outside a dialog is not taken).
+    fn refer(&self, key: &TransactionKey, raw: &RawMessage) -> Option<Answer> {
+        let request = CallInput::Refer {
+            key: key.clone(),
+            request: raw.clone(),
+        };
+        self.to_dialog(raw, request)
     }
 
     /// CANCEL (RFC 3261 §9.2): it matches the INVITE transaction with its branch; one that
@@ -1044,6 +1069,9 @@ impl CallHost for Edge {
     }
     fn trunks(&self) -> &Trunks {
         &self.trunks
+    }
+    fn on_net(&self) -> &OnNet {
+        &self.on_net
     }
     fn policy(&self) -> plan::Policy {
         Edge::policy(self)

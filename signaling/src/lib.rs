@@ -89,6 +89,9 @@ pub struct SecuritySettings {
     /// Call-ins are matched on the carrier's caller ID alone, no token proved
     /// (`sip.call_in_trust_caller_id`); without it extensions set to call in are called out.
     pub call_in_trusts_caller_id: bool,
+    /// Extensions calling through a carrier may transfer their calls
+    /// (`sip.allow_extension_transfer`).
+    pub extension_transfers: bool,
 }
 
 impl Default for SecuritySettings {
@@ -101,6 +104,7 @@ impl Default for SecuritySettings {
             allow_unrated_calls: false,
             max_call_duration: Duration::from_secs(4 * 3600),
             call_in_trusts_caller_id: false,
+            extension_transfers: false,
         }
     }
 }
@@ -152,6 +156,7 @@ pub async fn start(
         kept_responses: settings.security.kept_responses.clone(),
         allow_unrated_calls: settings.security.allow_unrated_calls,
         call_in_trusts_caller_id: settings.security.call_in_trusts_caller_id,
+        extension_transfers: settings.security.extension_transfers,
         max_call_duration: settings.security.max_call_duration,
     });
     // Calls name the edge: its stream says it started before any call does.

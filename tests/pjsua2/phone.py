@@ -13,7 +13,13 @@ one account with SERVER (also its outbound proxy), then either
     python3 phone.py SERVER USER PASSWORD REALM SECONDS hold URI STEP
         calls URI, talks STEP seconds, puts the call on hold (a re-INVITE, a=sendonly) for
         STEP seconds, takes it off hold for STEP seconds, then hangs up; prints the RTP
-        packets it received in each of the three spans (rx talking: / rx held: / rx resumed:).
+        packets it received in each of the three spans (rx talking: / rx held: / rx resumed:), or
+    python3 phone.py SERVER USER PASSWORD REALM SECONDS transfer URI TARGET AFTER
+        calls URI (or, with URI `-`, answers the first call), and AFTER seconds after the
+        answer transfers the call to TARGET (REFER, a blind transfer); prints each NOTIFY of
+        the transfer's progress (transfer: CODE) and ends once the call is over.
+
+The RTP packets received on the call are printed as the phone ends (rx call: N).
 
 Prints one line per step (registration: CODE REASON / incoming: FROM / confirmed /
 disconnected: CODE REASON / message: BODY, then call-in: the Ringledger-Call-In header).
@@ -34,6 +40,10 @@ class Call(pj.Call):
         self.confirmed = False
         self.disconnected = None
         self.media = None
+        self.transfer_final = None
+        # RTP packets received while the call was up (read while it is: its stream goes
+        # with it).
+        self.rx = 0
 
     def onCallMediaState(self, prm):
         info = self.getInfo()
@@ -57,6 +67,11 @@ class Call(pj.Call):
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.disconnected = (info.lastStatusCode, info.lastReason)
             print(f"disconnected: {info.lastStatusCode} {info.lastReason}", flush=True)
+
+    def onCallTransferStatus(self, prm):
+        print(f"transfer: {prm.statusCode} {prm.reason}", flush=True)
+        if prm.finalNotify:
+            self.transfer_final = prm.statusCode
 
 
 class Account(pj.Account):
@@ -124,7 +139,8 @@ def main():
     account.create(acfg)
     deadline = time.time() + seconds
     hang_up_at = None
-    # hold mode: (phase, when it ends, packets received when it began)
+    # hold mode: (phase, when it ends, packets received when it began); transfer mode: when
+    # the transfer is to be sent, then "sent"
     phase = None
     counts = {}
     while time.time() < deadline:
@@ -133,7 +149,8 @@ def main():
             break
         if mode == "message" and account.message is not None:
             break
-        if mode in ("call", "hold") and account.call is None and account.code == 200:
+        calls_out = mode in ("call", "hold") or (mode == "transfer" and sys.argv[7] != "-")
+        if calls_out and account.call is None and account.code == 200:
             call = Call(account, pj.PJSUA_INVALID_ID)
             call.makeCall(sys.argv[7], pj.CallOpParam(True))
             account.call = call
@@ -142,6 +159,14 @@ def main():
             continue
         if call.disconnected is not None:
             break
+        if call.confirmed:
+            call.rx = max(call.rx, call.received())
+        if mode == "transfer" and call.confirmed and phase is None:
+            phase = time.time() + float(sys.argv[9])
+        if mode == "transfer" and phase not in (None, "sent") and time.time() >= phase:
+            call.xfer(sys.argv[8], pj.CallOpParam(True))
+            print("transfer sent", flush=True)
+            phase = "sent"
         if mode == "call" and call.confirmed and hang_up_at is None:
             hang_up_at = time.time() + float(sys.argv[8])
         if mode == "hold" and call.confirmed and hang_up_at is None:
@@ -176,10 +201,14 @@ def main():
             hang_up_at = float("inf")
             call.hangup(pj.CallOpParam())
     call = account.call
+    if call is not None:
+        print(f"rx call: {call.rx}", flush=True)
     if mode == "register":
         ok = account.code == 200
     elif mode == "message":
         ok = account.message is not None
+    elif mode == "transfer":
+        ok = call is not None and call.transfer_final == 200 and call.disconnected is not None
     elif mode == "hold":
         ok = (
             call is not None

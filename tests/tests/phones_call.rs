@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::call::{CallEvent, Direction, EndCause, Origin, Side};
+use domain::call::{self, CallEvent, Direction, EndCause, Origin, Side};
 use domain::ids::{AccountId, DeviceId};
 use projections::call_history::CallHistory;
 use projections::db::ProjectionDb;
@@ -112,10 +112,15 @@ fn baresip(dir: &Path, args: &[&str]) -> tokio::process::Child {
 
 /// Starts pjsua2 as bob: `phone.py SERVER bob PASSWORD REALM 30 <args>`.
 fn pjsua2(edge: &SipEdge, args: &[&str]) -> tokio::process::Child {
+    pjsua2_as(edge, (BOB, BOB_PASSWORD), args)
+}
+
+/// Starts pjsua2 as `user` (name, password) with `args`.
+fn pjsua2_as(edge: &SipEdge, user: (&str, &str), args: &[&str]) -> tokio::process::Child {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pjsua2/phone.py");
     tokio::process::Command::new("python3")
         .arg(script)
-        .args([&edge.udp.to_string(), BOB, BOB_PASSWORD, REALM, "30"])
+        .args([&edge.udp.to_string(), user.0, user.1, REALM, "30"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -357,5 +362,153 @@ async fn pjsua2_holds_and_resumes_a_call_to_baresip() {
     assert_eq!(held, 0, "heard on hold\n{context}");
     assert!(resumed > 50, "heard after resuming: {resumed}\n{context}");
     check_calls(&edge, bob_ids, edge.account_id, 3 * step + 4, &context).await;
+    edge.shutdown().await;
+}
+
+const CAROL: &str = "carol";
+const CAROL_PASSWORD: &str = "carols-own-long-password";
+const CAROL_NUMBER: &str = "+442071838752";
+
+/// The call of `account` among `calls` (its events), by the account it is billed to.
+fn call_of(calls: &[Vec<CallEvent>], account: AccountId) -> &[CallEvent] {
+    calls
+        .iter()
+        .find(|events| {
+            matches!(&events[0], CallEvent::Started { account_id, .. } if *account_id == account)
+        })
+        .expect("a call billed to the account")
+}
+
+/// What a blind transfer from bob's pjsua2 leaves in the log: bob's account's call records
+/// the transfer by `by` to carol's number, the leg to it on-net, answered, billed to bob's
+/// account; carol's call comes in on-net from bob's account and is answered; every call ends.
+fn check_transfer(
+    calls: &[Vec<CallEvent>],
+    bob: AccountId,
+    carol: AccountId,
+    by: Side,
+    context: &str,
+) {
+    let bobs = call_of(calls, bob);
+    let new_leg = bobs
+        .iter()
+        .find_map(|e| match e {
+            CallEvent::Transferred {
+                by: who,
+                to,
+                leg_id,
+                ..
+            } if *who == by && to == CAROL_NUMBER => Some(*leg_id),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no transfer by {by:?} to carol: {bobs:?}\n{context}"));
+    assert!(
+        bobs.iter().any(|e| matches!(e, CallEvent::LegStarted { leg_id, path: call::Path::OnNet, .. } if *leg_id == new_leg)),
+        "the transfer's leg goes on-net: {bobs:?}"
+    );
+    assert!(
+        bobs.iter()
+            .any(|e| matches!(e, CallEvent::LegAnswered { leg_id, .. } if *leg_id == new_leg)),
+        "carol answered the transfer: {bobs:?}\n{context}"
+    );
+    let carols = call_of(calls, carol);
+    assert!(
+        matches!(&carols[0], CallEvent::Started { origin: Origin::OnNet { account_id }, .. } if *account_id == bob),
+        "carol's call comes from bob's account: {carols:?}"
+    );
+    for events in calls {
+        assert!(
+            events.iter().any(|e| matches!(e, CallEvent::Ended { .. })),
+            "every call ends: {events:?}\n{context}"
+        );
+    }
+}
+
+/// Blind transfer by the callee: baresip (alice) calls bob's number, pjsua2 (bob) answers
+/// and after 2 s transfers the call (REFER) to carol's number, where a second pjsua2 answers.
+/// Bob hears the transfer's progress (NOTIFY, final 200) and is let go; carol hears baresip
+/// through the relays until baresip hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pjsua2_transfers_a_call_it_answered_to_a_third_phone() {
+    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
+    let (bob_account, _) = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
+    let (carol_account, _) = edge
+        .add_subscriber(CAROL, CAROL_PASSWORD, CAROL_NUMBER)
+        .await;
+    let carol_uri = format!("sip:{CAROL_NUMBER}@{REALM}");
+    let bob = pjsua2(&edge, &["transfer", "-", &carol_uri, "2"]);
+    let carol = pjsua2_as(&edge, (CAROL, CAROL_PASSWORD), &["answer"]);
+    wait_registered(&edge, bob_account, "bob's pjsua2").await;
+    wait_registered(&edge, carol_account, "carol's pjsua2").await;
+    let dir = tempfile::tempdir().unwrap();
+    baresip_config(dir.path(), edge.udp, false);
+    let alice = baresip(
+        dir.path(),
+        &[
+            "-e",
+            &format!("/dial sip:{BOB_NUMBER}@{REALM}"),
+            "-t",
+            &BARESIP_SECONDS.to_string(),
+        ],
+    );
+    let (bob_ok, bob_text) = finished(bob, 40).await;
+    let (carol_ok, carol_text) = finished(carol, 40).await;
+    let (_, alice_text) = finished(alice, 20).await;
+    let context = format!(
+        "--- bob (pjsua2):\n{bob_text}\n--- carol (pjsua2):\n{carol_text}\n--- alice (baresip):\n{alice_text}"
+    );
+    assert!(bob_ok, "bob's transfer did not complete:\n{context}");
+    assert!(bob_text.contains("transfer: 200"), "{context}");
+    assert!(
+        carol_ok,
+        "carol did not answer and see the call end:\n{context}"
+    );
+    let heard = received(&carol_text, "call").unwrap_or(0);
+    assert!(
+        heard > 50,
+        "carol heard {heard} packets from baresip\n{context}"
+    );
+    let calls = edge.ended_calls(3).await;
+    check_transfer(&calls, bob_account, carol_account, Side::Callee, &context);
+    edge.shutdown().await;
+}
+
+/// Blind transfer by the caller: pjsua2 (bob) calls alice's number, where baresip answers,
+/// and after 2 s transfers alice to carol's number (a second pjsua2), which takes bob's
+/// place: carol hears baresip until it hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pjsua2_transfers_a_call_it_placed_to_a_third_phone() {
+    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
+    let (bob_account, _) = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
+    let (carol_account, _) = edge
+        .add_subscriber(CAROL, CAROL_PASSWORD, CAROL_NUMBER)
+        .await;
+    let carol = pjsua2_as(&edge, (CAROL, CAROL_PASSWORD), &["answer"]);
+    wait_registered(&edge, carol_account, "carol's pjsua2").await;
+    let dir = tempfile::tempdir().unwrap();
+    baresip_config(dir.path(), edge.udp, true);
+    let alice = baresip(dir.path(), &["-t", &BARESIP_SECONDS.to_string()]);
+    wait_registered(&edge, edge.account_id, "baresip").await;
+    let alice_uri = format!("sip:{MAIN_NUMBER}@{REALM}");
+    let carol_uri = format!("sip:{CAROL_NUMBER}@{REALM}");
+    let bob = pjsua2(&edge, &["transfer", &alice_uri, &carol_uri, "2"]);
+    let (bob_ok, bob_text) = finished(bob, 40).await;
+    let (carol_ok, carol_text) = finished(carol, 40).await;
+    let (_, alice_text) = finished(alice, 20).await;
+    let context = format!(
+        "--- bob (pjsua2):\n{bob_text}\n--- carol (pjsua2):\n{carol_text}\n--- alice (baresip):\n{alice_text}"
+    );
+    assert!(bob_ok, "bob's transfer did not complete:\n{context}");
+    assert!(
+        carol_ok,
+        "carol did not answer and see the call end:\n{context}"
+    );
+    let heard = received(&carol_text, "call").unwrap_or(0);
+    assert!(
+        heard > 50,
+        "carol heard {heard} packets from baresip\n{context}"
+    );
+    let calls = edge.ended_calls(3).await;
+    check_transfer(&calls, bob_account, carol_account, Side::Caller, &context);
     edge.shutdown().await;
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{SubsecRound, TimeZone};
 use domain::account::{Account, AccountCommand};
-use domain::call::{Call, CallCommand, EndCause, Side};
+use domain::call::{Call, CallCommand, EndCause, LegTarget, Path, Side};
 use domain::ids::{AccountId, CallId, LegId, TariffId};
 use domain::tariff::{Rate, Tariff, TariffCommand, TariffVersion};
 use domain::{Currency, E164, Instant};
@@ -221,6 +221,86 @@ async fn a_tariff_change_mid_call_bills_the_tariff_the_call_started_on() {
     }
     let (spent, _) = view.spent_on_day_of(ada.id.unwrap(), None, t0());
     assert_eq!(spent, 16, "the edge's spend counting rates like billing");
+    assert_rebuild_identical(store, &db).await;
+}
+
+/// A transfer: the callee's leg (answered at 0) hands its place to another number at 10 s,
+/// which answers at 12 s, when the first leg ends; the call ends at 72 s. Each leg is billed
+/// for its own time (12 s and 60 s at 1p a second), both to the call's account; the edge's
+/// spend counting agrees, and a rebuild too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transferred_call_bills_each_leg_for_its_own_time() {
+    let backend = Backend::sqlite().await;
+    let store = backend.open().await;
+    let s = store.as_ref();
+    let tariff = TariffId(Uuid::now_v7());
+    let day_before = t0() - chrono::Duration::days(1);
+    publish(
+        s,
+        tariff,
+        &mut Tariff::default(),
+        version(1, day_before, vec![rate("44", 60_000, 0, 1, 1)]),
+    )
+    .await;
+    let ada = open(s, "+442071838750", tariff).await;
+    let at = |secs: i64| t0() + chrono::Duration::seconds(secs);
+    let mut call = CallOut::start(s, &ada, "+442079460000", t0()).await;
+    let first = call.leg_id;
+    let second = LegId(Uuid::now_v7());
+    let steps = [
+        (CallCommand::LegAnswered { leg_id: first }, 0),
+        (
+            CallCommand::Transfer {
+                by: Side::Callee,
+                from_leg: Some(first),
+                to: "+442079460001".into(),
+                leg_id: second,
+                target: LegTarget::Pstn {
+                    number: E164::parse("+442079460001").unwrap(),
+                },
+                path: Path::Pstn,
+                account: ada.clone(),
+            },
+            10,
+        ),
+        (CallCommand::LegAnswered { leg_id: second }, 12),
+        (CallCommand::EndLeg { leg_id: first }, 12),
+        (
+            CallCommand::End {
+                cause: EndCause::NormalClearing,
+                side: Side::Callee,
+            },
+            72,
+        ),
+    ];
+    for (command, secs) in steps {
+        record(s, &call.stream, &mut call.call, command, at(secs)).await;
+    }
+    let db = billed(&backend, store.clone()).await;
+    let legs = charges(&db).await;
+    assert_eq!(
+        legs[&first.to_string()],
+        (tariff.to_string(), Some(1), Some(12))
+    );
+    assert_eq!(
+        legs[&second.to_string()],
+        (tariff.to_string(), Some(1), Some(60))
+    );
+    let ended: Vec<(String, String)> =
+        sqlx::query("SELECT leg_id, ended_at FROM rated_legs ORDER BY ended_at")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    assert_eq!(ended[0].0, first.to_string(), "the first leg ends first");
+    let mut view = RoutingView::default();
+    for e in store.read_all(0, 10_000).await.unwrap() {
+        view.apply(&e).unwrap();
+    }
+    let (spent, _) = view.spent_on_day_of(ada.id.unwrap(), None, t0());
+    assert_eq!(spent, 72, "the edge's spend counting rates like billing");
     assert_rebuild_identical(store, &db).await;
 }
 

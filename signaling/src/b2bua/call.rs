@@ -19,6 +19,8 @@ mod machine;
 mod rules;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transfer_tests;
 
 pub use interface::*;
 pub(crate) use leg::{Leg, LegState};

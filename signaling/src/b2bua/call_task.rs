@@ -3,11 +3,14 @@
 //! account's calls, the clock and the channel the call's messages arrive on — and carries out
 //! what the machine asks, in order, recording each step before the next leaves.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::E164;
+use domain::account::Account;
+use domain::call::Path;
 use domain::device::Transport;
 use domain::extension::{Extension, ExtensionCommand};
 use domain::ids::{CallId, ExtensionId};
@@ -18,8 +21,8 @@ use super::call::{
     self, Call, Context, Input, Machine, MediaPorts, Output, Peer, Reach, Refusal, Settings,
 };
 use super::host::CallHost;
-use super::plan::Plan;
-use super::spending::Hold;
+use super::plan::{self, Dialling, Plan, Target};
+use super::spending::{Hold, first_increment};
 use super::stream::CallStream;
 use super::{CallInput, Enlisted};
 use crate::answer::Answer;
@@ -53,6 +56,8 @@ fn reach_of(path: &PeerPath) -> Reach {
 struct EdgeContext<'a> {
     host: &'a dyn CallHost,
     tx: &'a mpsc::Sender<CallInput>,
+    /// Where the places and reservations taken for the call's transfers are kept.
+    holds: &'a RefCell<Vec<Hold>>,
 }
 
 impl Context for EdgeContext<'_> {
@@ -74,6 +79,37 @@ impl Context for EdgeContext<'_> {
     fn wait_call_in(&self, access: &E164, number: &E164) -> bool {
         self.host.call_ins().wait(access, number, self.tx.clone())
     }
+
+    fn transfer_target(
+        &self,
+        account: &Account,
+        extension: Option<&Extension>,
+        number: &E164,
+        phone: SocketAddr,
+    ) -> Result<Target, Answer> {
+        let now = chrono::Utc::now();
+        let view = self.host.view().read().expect("routing view");
+        let dialling = Dialling {
+            trunks: self.host.trunks(),
+            on_net: self.host.on_net(),
+            account,
+            extension: extension.and_then(|e| Some((e.id?, e))),
+            phone,
+        };
+        let placed = plan::outbound_target(&view, &dialling, number, self.host.policy(), now)?;
+        if let Some((answer, _)) = placed.refusal {
+            return Err(answer);
+        }
+        let on_net = placed.target.path == Path::OnNet;
+        let reserve = first_increment(&view, account, number, on_net, now);
+        let hold = self
+            .host
+            .spending()
+            .hold_for(&view, account, extension, reserve, now)
+            .map_err(|(answer, _)| answer)?;
+        self.holds.borrow_mut().extend(hold);
+        Ok(placed.target)
+    }
 }
 
 pub(super) struct CallTask<M> {
@@ -90,6 +126,8 @@ pub(super) struct CallTask<M> {
     /// The call's place among its account's calls in progress and its reservation against
     /// the daily limits (a call with a billable leg): given back when the call is over.
     hold: Option<Hold>,
+    /// Those its transfers took, given back with it.
+    transfer_holds: RefCell<Vec<Hold>>,
     /// Where the answer to the BYE being handled goes.
     bye_reply: Option<oneshot::Sender<Answer>>,
     tx: mpsc::Sender<CallInput>,
@@ -158,6 +196,7 @@ pub(super) fn settings(host: &dyn CallHost, relay: Option<&Relay>) -> Settings {
         }),
         draining: host.is_draining(),
         call_in_webhook: host.call_in_webhook().is_some(),
+        extension_transfers: host.policy().extension_transfers,
     }
 }
 
@@ -178,6 +217,7 @@ impl<M: Machine> CallTask<M> {
             arrival: None,
             relay,
             hold,
+            transfer_holds: RefCell::default(),
             bye_reply: None,
             tx,
             host,
@@ -201,8 +241,14 @@ impl<M: Machine> CallTask<M> {
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let idle = self.relay.as_ref().map(Relay::idle_for);
                     let host = self.host.clone();
-                    let ctx = EdgeContext { host: host.as_ref(), tx: &self.tx };
-                    let outputs = self.call.on_timeout(Instant::now(), idle, &ctx);
+                    let outputs = {
+                        let ctx = EdgeContext {
+                            host: host.as_ref(),
+                            tx: &self.tx,
+                            holds: &self.transfer_holds,
+                        };
+                        self.call.on_timeout(Instant::now(), idle, &ctx)
+                    };
                     self.carry_out(outputs).await;
                 }
             }
@@ -235,6 +281,7 @@ impl<M: Machine> CallTask<M> {
             }
             CallInput::Shutdown => Input::Shutdown,
             CallInput::Modify { key, request } => Input::Modify { key, request },
+            CallInput::Refer { key, request } => Input::Refer { key, request },
         };
         let outputs = self.step(input);
         self.carry_out(outputs).await;
@@ -246,6 +293,7 @@ impl<M: Machine> CallTask<M> {
         let ctx = EdgeContext {
             host: host.as_ref(),
             tx: &self.tx,
+            holds: &self.transfer_holds,
         };
         self.call.handle(input, Instant::now(), &ctx)
     }
@@ -395,6 +443,7 @@ impl<M: Machine> CallTask<M> {
                 let path = self.arrival.take();
                 self.set_leg_path(leg, path);
             }
+            Output::CallerIs { leg } => self.caller_path = self.leg_path(leg),
             Output::Register(key) => self.host.calls().register(key, self.tx.clone()),
             Output::Forget(key) => self.host.calls().forget(&key),
             Output::ForgetCallIn { access, number } => {
@@ -403,6 +452,7 @@ impl<M: Machine> CallTask<M> {
             Output::Release => {
                 self.relay = None;
                 self.hold = None;
+                self.transfer_holds.get_mut().clear();
             }
         }
         None

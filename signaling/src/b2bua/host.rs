@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::Calls;
 use super::call_in::CallIns;
+use super::on_net::OnNet;
 use super::plan::Policy;
 use super::spending::Spending;
 use crate::answer::Answer;
@@ -55,6 +56,8 @@ pub trait CallHost: Send + Sync {
     /// The calls in progress and reservations the money limits count.
     fn spending(&self) -> &Arc<Spending>;
     fn trunks(&self) -> &Trunks;
+    /// How calls to the service's own numbers are routed.
+    fn on_net(&self) -> &OnNet;
     /// What the operator allows when calls are planned.
     fn policy(&self) -> Policy;
     fn times(&self) -> CallTimes;

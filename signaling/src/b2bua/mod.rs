@@ -61,6 +61,12 @@ pub enum CallInput {
     },
     /// The user's extension calling in to take this call (alternate path (b)).
     CallIn(Arrival),
+    /// A REFER inside one of the call's dialogs (its server transaction, answered by the
+    /// call): a blind transfer.
+    Refer {
+        key: TransactionKey,
+        request: RawMessage,
+    },
     /// The edge is shutting down: end the call now (hang up both sides of an answered call,
     /// refuse one still ringing), record why, and finish once the hangups are answered.
     Shutdown,

@@ -95,6 +95,9 @@ pub struct Policy {
     /// without it no call-in is awaited, since the call-in token cannot be proved yet (it is
     /// keyed in by DTMF), and an extension set to call in is called out instead.
     pub call_in_trusts_caller_id: bool,
+    /// An extension calling through a carrier may transfer its calls
+    /// (`sip.allow_extension_transfer`).
+    pub extension_transfers: bool,
 }
 
 /// What to do with an INVITE from `source` at `now`: the call to set up, or the answer that
@@ -207,24 +210,22 @@ pub fn plan(
         .and_then(|(_, d)| d.account_id)
         .and_then(|id| view.account(id))
         .ok_or_else(|| Answer::status(403))?;
-    let (Some(main_number), Some(account_id)) = (account.main_number.clone(), account.id) else {
+    let (Some(main_number), Some(_)) = (account.main_number.clone(), account.id) else {
         return Err(Answer::status(403));
     };
-    // A number of the service's own accounts is reached on-net; any other through a trunk.
-    let on_net_call = main_number_account(&view, number.clone()).is_some();
-    let target = if on_net_call {
-        let from = OnNetCaller {
-            account_id,
-            phone: Some(source),
-        };
-        on_net_target(on_net, number.clone(), from)
-    } else {
-        let Some(trunk) = trunks.outbound() else {
-            return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
-        };
-        pstn_target(number.clone(), trunk, Path::Pstn)
-    };
-    let refusal = fraud_check(&view, account, None, &number, on_net_call, policy, now);
+    let Placed { target, refusal } = outbound_target(
+        &view,
+        &Dialling {
+            trunks,
+            on_net,
+            account,
+            extension: None,
+            phone: source,
+        },
+        &number,
+        policy,
+        now,
+    )?;
     Ok(Plan {
         direction: Direction::Outbound,
         origin: Origin::IpDevice {
@@ -243,6 +244,59 @@ pub fn plan(
         refusal,
         call_in: None,
     })
+}
+
+/// Who places a call to a number: an account, from one of its phones (or through one of its
+/// extensions), with the edge's trunks and on-net routing.
+pub(crate) struct Dialling<'a> {
+    pub trunks: &'a Trunks,
+    pub on_net: &'a OnNet,
+    pub account: &'a Account,
+    pub extension: Option<(ExtensionId, &'a Extension)>,
+    /// Where the phone is (a phone calling its own account's number is not rung).
+    pub phone: SocketAddr,
+}
+
+/// Where such a call goes, and the fraud controls' refusal of it, if any.
+pub(crate) struct Placed {
+    pub target: Target,
+    pub refusal: Option<(Answer, EndCause)>,
+}
+
+/// The leg of a call `dialling` places to `number` (an IP device's call, or a transfer one
+/// of the account's phones asked for): on-net to a number of one of the service's accounts,
+/// else through the outbound trunk (503 without one).
+pub(crate) fn outbound_target(
+    view: &RoutingView,
+    dialling: &Dialling,
+    number: &E164,
+    policy: Policy,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Placed, Answer> {
+    let account_id = dialling.account.id.ok_or_else(|| Answer::status(403))?;
+    let on_net_call = main_number_account(view, number.clone()).is_some();
+    let target = if on_net_call {
+        let from = OnNetCaller {
+            account_id,
+            phone: Some(dialling.phone),
+        };
+        on_net_target(dialling.on_net, number.clone(), from)
+    } else {
+        let Some(trunk) = dialling.trunks.outbound() else {
+            return Err(Answer::with_reason(503, "Service Unavailable (no trunk)"));
+        };
+        pstn_target(number.clone(), trunk, Path::Pstn)
+    };
+    let refusal = fraud_check(
+        view,
+        dialling.account,
+        dialling.extension,
+        number,
+        on_net_call,
+        policy,
+        now,
+    );
+    Ok(Placed { target, refusal })
 }
 
 /// The account whose main number `number` is, if one is (and the view knows it).
@@ -908,6 +962,7 @@ mod tests {
         call_in_webhook: true,
         allow_unrated_calls: true,
         call_in_trusts_caller_id: false,
+        extension_transfers: false,
     };
 
     #[test]

@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use domain::E164;
+use domain::account::Account;
 use domain::call::{CallCommand, EndCause, LegFailure, Side};
 use domain::device::Transport;
 use domain::extension::Extension;
 use domain::ids::ExtensionId;
 
 use super::call::{Context, Input, Machine, Output, Peer, Reach, Refusal};
+use super::plan::Target;
+use crate::answer::Answer;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
 
@@ -50,6 +53,8 @@ pub fn reply(invite: &RawMessage, status: u16, tag: &str, body: &str) -> RawMess
 pub struct FakeEdge {
     pub extension: Option<Extension>,
     pub call_in_taken: Cell<bool>,
+    /// Where a transfer goes (none: refused, no trunk).
+    pub transfer_to: Option<Target>,
 }
 
 impl Context for FakeEdge {
@@ -67,6 +72,17 @@ impl Context for FakeEdge {
     }
     fn wait_call_in(&self, _: &E164, _: &E164) -> bool {
         !self.call_in_taken.replace(true)
+    }
+    fn transfer_target(
+        &self,
+        _: &Account,
+        _: Option<&Extension>,
+        _: &E164,
+        _: SocketAddr,
+    ) -> Result<Target, Answer> {
+        self.transfer_to
+            .clone()
+            .ok_or_else(|| Answer::with_reason(503, "Service Unavailable (no trunk)"))
     }
 }
 
@@ -92,6 +108,7 @@ impl<M: Machine> Sim<M> {
             edge: FakeEdge {
                 extension: None,
                 call_in_taken: Cell::new(false),
+                transfer_to: None,
             },
             refuse,
             media_at: now,

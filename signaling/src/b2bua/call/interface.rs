@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use domain::E164;
+use domain::account::Account;
 use domain::call::CallCommand;
 use domain::device::Transport;
 use domain::extension::Extension;
@@ -13,6 +14,7 @@ use infra::command::CommandError;
 
 use crate::answer::Answer;
 use crate::b2bua::DialogKey;
+use crate::b2bua::plan::Target;
 use crate::media::relay::Side as RelaySide;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
@@ -94,6 +96,9 @@ pub struct Settings {
     pub draining: bool,
     /// Call-in notices also go to a webhook.
     pub call_in_webhook: bool,
+    /// An extension calling through a carrier may transfer its calls
+    /// (`sip.allow_extension_transfer`).
+    pub extension_transfers: bool,
 }
 
 /// What the call asks of the edge it runs on, answered at once (no IO behind it that the call
@@ -109,6 +114,17 @@ pub trait Context {
     /// Makes this call the one an extension's call-in to `access` from `number` reaches;
     /// false when another call waits for that already.
     fn wait_call_in(&self, access: &E164, number: &E164) -> bool;
+    /// The leg toward `number` a transfer asked for by `account`'s phone at `phone` (or its
+    /// extension) places, with its place among the account's calls in progress taken and its
+    /// first increment reserved (given back when the call is over); the refusal (the fraud
+    /// controls', a cap's, no trunk) otherwise.
+    fn transfer_target(
+        &self,
+        account: &Account,
+        extension: Option<&Extension>,
+        number: &E164,
+        phone: SocketAddr,
+    ) -> Result<Target, Answer>;
 }
 
 /// Why a recording the call waited for did not happen: the domain refused the step (its
@@ -151,6 +167,11 @@ pub enum Input {
     },
     /// The user's extension calling in to take this call (alternate path (b)).
     CallIn(Arrival),
+    /// A REFER inside one of the call's dialogs (a transfer), through its server transaction.
+    Refer {
+        key: TransactionKey,
+        request: RawMessage,
+    },
     /// The edge is shutting down: end the call now.
     Shutdown,
     /// The result of the awaited recording the call asked for last.
@@ -231,6 +252,9 @@ pub enum Output {
     MediaFlow { to: RelaySide, open: bool },
     /// Leg `leg` is the call-in just given: it is reached where its INVITE came from.
     AdoptArrival { leg: usize },
+    /// Leg `leg` took the caller's place (the caller transferred the call to it): requests to
+    /// the caller go where that leg is.
+    CallerIs { leg: usize },
     /// Messages of this dialog are the call's.
     Register(DialogKey),
     /// ... no longer.

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use domain::call::{CallCommand, LegFailure};
+use domain::call::{CallCommand, LegFailure, LegTarget};
 use domain::ids::LegId;
 
 use super::interface::{Outbox, Output, Reach};
@@ -24,6 +24,8 @@ pub(crate) enum LegState {
 
 pub(crate) struct Leg {
     pub id: LegId,
+    /// What the edge placed it toward (None for a call-in, which placed itself).
+    pub target: Option<LegTarget>,
     /// The leg called the edge (a call-in): the edge answered its INVITE, with this tag,
     /// through this server transaction.
     pub inbound: Option<(TransactionKey, String)>,
@@ -49,6 +51,7 @@ impl Leg {
     pub fn placed(id: LegId, invite: RawMessage, reach: Reach) -> Self {
         Self {
             id,
+            target: None,
             inbound: None,
             invite,
             reach,

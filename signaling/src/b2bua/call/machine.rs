@@ -6,6 +6,7 @@ mod modify;
 mod session_timer;
 mod sessions;
 mod timers;
+mod transfer;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -83,6 +84,11 @@ enum Then {
     },
     CallInStarted(Box<Bridging>),
     CallInAnswered(Box<Bridging>),
+    Transferring(Box<transfer::Asked>),
+    TransferAnswered {
+        leg: usize,
+        response: Box<RawMessage>,
+    },
 }
 
 /// A call-in being taken: the arrival and the session descriptions each side is to get.
@@ -145,6 +151,10 @@ pub struct Call {
     flows: [bool; 2],
     /// Since when media is expected both ways: the answer, or the end of the last hold.
     media_since: Option<Instant>,
+    /// A transfer under way.
+    transfer: Option<transfer::Transfer>,
+    /// The leg that took the caller's place (the caller transferred the call to it).
+    caller_leg: Option<usize>,
     out: Outbox,
 }
 
@@ -250,7 +260,12 @@ impl Machine for Call {
                     if let Some(l) = self.legs.get_mut(leg) {
                         l.timed_out();
                     }
-                    self.on_leg_failed(leg, 408, LegFailure::Timeout, now)
+                    if self.is_transfer_leg(leg) {
+                        let line = "SIP/2.0 408 Request Timeout";
+                        self.transfer_failed(leg, 408, line, LegFailure::Timeout, now, ctx)
+                    } else {
+                        self.on_leg_failed(leg, 408, LegFailure::Timeout, now)
+                    }
                 }
             },
             // A BYE's final answer (or its timeout) is awaited only by a draining edge;
@@ -275,6 +290,7 @@ impl Machine for Call {
             Input::CallIn(arrival) => self.on_call_in(arrival, now, ctx),
             Input::Ack(ack) => self.on_ack(&ack, ctx),
             Input::Modify { key, request } => self.on_modify(key, request, now, ctx),
+            Input::Refer { key, request } => self.on_refer(key, request, ctx),
             Input::Bye(bye) => {
                 let answer = self.on_bye(&bye, now, ctx);
                 self.out.push(Output::ByeAnswer(answer));
@@ -338,6 +354,8 @@ impl Call {
             reinvite_ack: None,
             flows: [true, true],
             media_since: None,
+            transfer: None,
+            caller_leg: None,
             out: Outbox::default(),
         }
     }
@@ -421,6 +439,10 @@ impl Call {
                     self.give_up_call_in(EndCause::Rejected, now, ctx);
                 }
             },
+            Then::Transferring(asked) => self.transfer_recorded(*asked, result, ctx),
+            Then::TransferAnswered { leg, response } => {
+                self.transfer_answered(leg, &response, result, now, ctx)
+            }
             Then::CallInAnswered(bridging) => match result {
                 Ok(()) => self.bridge(*bridging, now, ctx),
                 Err(_) => {
@@ -658,9 +680,12 @@ impl Call {
     }
 
     fn on_ack(&mut self, ack: &RawMessage, ctx: &dyn Context) {
-        if let Some(leg) = self.leg_of(ack) {
-            self.unacked.retain(|u| u.leg != Some(leg));
-        } else if self.is_from_caller(ack) {
+        // The caller first: a leg that took the caller's place is the caller.
+        if !self.is_from_caller(ack) {
+            if let Some(leg) = self.leg_of(ack) {
+                self.unacked.retain(|u| u.leg != Some(leg));
+            }
+        } else {
             self.unacked.retain(|u| u.leg.is_some());
             if let Phase::Answered(winner) = self.phase
                 && self.legs[winner].ack.is_none()
@@ -685,17 +710,28 @@ impl Call {
             .position(|l| l.dialog.as_ref().is_some_and(|d| d.matches(request)))
     }
 
-    /// Whether an in-dialog request comes from the caller (rather than from a leg).
+    /// Whether an in-dialog request comes from the caller (rather than from a leg): the
+    /// leg that took the caller's place, once one has.
     fn is_from_caller(&self, request: &RawMessage) -> bool {
-        self.caller_dialog
-            .as_ref()
-            .is_some_and(|d| d.matches(request))
+        let dialog = match self.caller_leg {
+            Some(leg) => self.legs[leg].dialog.as_ref(),
+            None => self.caller_dialog.as_ref(),
+        };
+        dialog.is_some_and(|d| d.matches(request))
     }
 
     fn on_bye(&mut self, bye: &RawMessage, now: Instant, ctx: &dyn Context) -> Answer {
         let Phase::Answered(winner) = self.phase else {
             return Answer::status(481);
         };
+        if self.transferor_left(bye) {
+            return Answer::status(200);
+        }
+        if self.caller_leg.is_some() && self.caller_dialog.as_ref().is_some_and(|d| d.matches(bye))
+        {
+            // The caller that transferred the call, hanging up as the edge did.
+            return Answer::status(200);
+        }
         if self.is_from_caller(bye) {
             self.unacked.clear();
             self.bye_leg(winner, ctx);
@@ -748,6 +784,9 @@ impl Call {
     }
 
     fn finish(&mut self, cause: EndCause, side: Side, now: Instant) {
+        // A transfer's leg still ringing is given up with the call.
+        self.cancel_legs(LegFailure::Cancelled);
+        self.transfer = None;
         self.out.record(CallCommand::End { cause, side });
         self.over(now);
         tracing::info!(call = %self.id, ?cause, ?side, "call ended");
@@ -819,9 +858,11 @@ impl Call {
         extra: &[(&str, String)],
         body: &[u8],
     ) -> Option<(Vec<u8>, String)> {
-        match to {
-            Peer::Leg(l) => self.legs[l].request(local, method, ack_of, extra, body),
-            Peer::Caller => {
+        match (to, self.caller_leg) {
+            (Peer::Leg(l), _) | (Peer::Caller, Some(l)) => {
+                self.legs[l].request(local, method, ack_of, extra, body)
+            }
+            (Peer::Caller, None) => {
                 let branch = crate::requests::branch();
                 let sent_by = local.to_string();
                 let hop = crate::dialog::Hop {

@@ -19,11 +19,11 @@ use crate::message::{self, RawMessage};
 use crate::outgoing::{ClientKey, Outcome};
 use crate::transaction::{T1, TransactionKey};
 
-const CALLER_TAG: &str = "edge-tag";
-const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 127.0.0.20\r\ns=-\r\nc=IN IP4 127.0.0.20\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+pub(super) const CALLER_TAG: &str = "edge-tag";
+pub(super) const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+pub(super) const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 127.0.0.20\r\ns=-\r\nc=IN IP4 127.0.0.20\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
-fn caller_invite(body: &str) -> RawMessage {
+pub(super) fn caller_invite(body: &str) -> RawMessage {
     let content = if body.is_empty() {
         String::new()
     } else {
@@ -44,7 +44,12 @@ fn caller_invite(body: &str) -> RawMessage {
 }
 
 /// A request from the caller inside the call's dialog.
-fn from_caller(method: &str, cseq: u32) -> RawMessage {
+pub(super) fn from_caller(method: &str, cseq: u32) -> RawMessage {
+    from_caller_with(method, cseq, "")
+}
+
+/// As [`from_caller`], with `extra` header lines (each ending CRLF).
+pub(super) fn from_caller_with(method: &str, cseq: u32, extra: &str) -> RawMessage {
     message::from_text(&format!(
         "{method} sip:ringledger@127.0.0.1:5060 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bK{method}{cseq}\r\n\
@@ -53,11 +58,11 @@ fn from_caller(method: &str, cseq: u32) -> RawMessage {
          To: <sip:+4930123@127.0.0.1>;tag={CALLER_TAG}\r\n\
          Call-ID: caller-call\r\n\
          CSeq: {cseq} {method}\r\n\
-         Content-Length: 0\r\n\r\n"
+         {extra}Content-Length: 0\r\n\r\n"
     ))
 }
 
-fn target(n: u8, delay: Duration) -> Target {
+pub(super) fn target(n: u8, delay: Duration) -> Target {
     Target {
         target: LegTarget::Pstn {
             number: e164(&format!("+49301234{n:02}")),
@@ -72,7 +77,7 @@ fn target(n: u8, delay: Duration) -> Target {
     }
 }
 
-fn plan(targets: Vec<Target>) -> Plan {
+pub(super) fn plan(targets: Vec<Target>) -> Plan {
     Plan {
         direction: Direction::Inbound,
         origin: Origin::Pstn {
@@ -93,7 +98,7 @@ fn plan(targets: Vec<Target>) -> Plan {
     }
 }
 
-fn settings() -> Settings {
+pub(super) fn settings() -> Settings {
     Settings {
         edge_id: uuid::Uuid::from_u128(7),
         ring: secs(60),
@@ -102,10 +107,11 @@ fn settings() -> Settings {
         media: None,
         draining: false,
         call_in_webhook: false,
+        extension_transfers: false,
     }
 }
 
-fn relayed(timeout: Duration) -> Settings {
+pub(super) fn relayed(timeout: Duration) -> Settings {
     Settings {
         media: Some(MediaPorts {
             address: "127.0.0.1".parse().expect("ip"),
@@ -119,7 +125,7 @@ fn relayed(timeout: Duration) -> Settings {
 
 /// A call started by the caller's INVITE.
 impl Sim<Call> {
-    fn start(plan: Plan, settings: Settings) -> (Self, Vec<Output>) {
+    pub(super) fn start(plan: Plan, settings: Settings) -> (Self, Vec<Output>) {
         Self::start_with(plan, settings, Box::new(|_| None))
     }
 
@@ -155,7 +161,7 @@ impl Sim<Call> {
 }
 
 /// The statuses the caller was answered with.
-fn to_caller(outputs: &[Output]) -> Vec<u16> {
+pub(super) fn to_caller(outputs: &[Output]) -> Vec<u16> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -166,7 +172,7 @@ fn to_caller(outputs: &[Output]) -> Vec<u16> {
 }
 
 /// A call with `n` legs placed at once, each ringing.
-fn ringing(n: u8, settings: Settings) -> (Sim<Call>, Vec<(usize, RawMessage)>) {
+pub(super) fn ringing(n: u8, settings: Settings) -> (Sim<Call>, Vec<(usize, RawMessage)>) {
     let targets = (0..n).map(|i| target(i, Duration::ZERO)).collect();
     let (mut sim, out) = Sim::start(plan(targets), settings);
     let legs = invites(&out);
@@ -178,7 +184,7 @@ fn ringing(n: u8, settings: Settings) -> (Sim<Call>, Vec<(usize, RawMessage)>) {
 }
 
 /// A call answered by its only leg (and the caller's ACK not yet in).
-fn answered(settings: Settings) -> (Sim<Call>, RawMessage) {
+pub(super) fn answered(settings: Settings) -> (Sim<Call>, RawMessage) {
     let (mut sim, legs) = ringing(1, settings);
     let out = sim.give(response(0, &legs[0].1, 200, ANSWER));
     assert_eq!(to_caller(&out), vec![200]);

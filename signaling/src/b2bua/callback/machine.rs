@@ -192,6 +192,13 @@ impl Machine for Callback {
                 ),
                 tag: String::new(),
             }),
+            // Nor is it transferred.
+            Input::Refer { key, request } => self.out.push(Output::Respond {
+                key,
+                request,
+                answer: Answer::with_reason(501, "Not Implemented (transfer of a callback)"),
+                tag: String::new(),
+            }),
             Input::Shutdown => self.shut_down(now, ctx),
             // No caller's INVITE to cancel or ACK, no call-in awaited.
             Input::Outcome { .. } | Input::Cancel | Input::Ack(_) | Input::CallIn(_) => {}

@@ -50,6 +50,7 @@ fn settings(draining: bool) -> Settings {
         media: None,
         draining,
         call_in_webhook: false,
+        extension_transfers: false,
     }
 }
 

@@ -49,6 +49,7 @@ impl Call {
         );
     }
 
+    /// Sends the INVITE of a recorded leg, with the caller's offer (and a session timer).
     pub(super) fn send_invite(
         &mut self,
         target: &Target,
@@ -59,29 +60,47 @@ impl Call {
         let Some(template) = self.template.clone() else {
             return;
         };
+        self.invite_leg(
+            &LegInvite {
+                request_uri: &target.request_uri,
+                local: ctx.local(),
+                transport: reach.transport,
+                from_user: &template.caller_id,
+                max_forwards: template.max_forwards,
+                content_type: template.content_type.as_deref(),
+                body: &template.offer,
+                // A leg without an offer (the caller's came without one) is not refreshed: a
+                // re-INVITE would have to answer the callee's new offer.
+                session_expires: (!template.offer.is_empty()).then_some(LEG_SESSION_INTERVAL),
+                extra: &target.headers,
+            },
+            target,
+            leg_id,
+            reach,
+        );
+    }
+
+    /// Sends a leg's INVITE as `invite` describes it; the leg's index.
+    pub(super) fn invite_leg(
+        &mut self,
+        invite: &LegInvite,
+        target: &Target,
+        leg_id: LegId,
+        reach: Reach,
+    ) -> usize {
         let requests::NewLeg {
             invite,
             call_id,
             from_tag,
             branch,
-        } = requests::new_leg(&LegInvite {
-            request_uri: &target.request_uri,
-            local: ctx.local(),
-            transport: reach.transport,
-            from_user: &template.caller_id,
-            max_forwards: template.max_forwards,
-            content_type: template.content_type.as_deref(),
-            body: &template.offer,
-            // A leg without an offer (the caller's came without one) is not refreshed: a
-            // re-INVITE would have to answer the callee's new offer.
-            session_expires: (!template.offer.is_empty()).then_some(LEG_SESSION_INTERVAL),
-            extra: &target.headers,
-        });
+        } = requests::new_leg(invite);
         let key = dialog_key(&call_id, &from_tag);
         self.out.push(Output::Register(key.clone()));
         self.dialogs.push(key);
         let leg = self.legs.len();
-        self.legs.push(Leg::placed(leg_id, invite.clone(), reach));
+        let mut placed = Leg::placed(leg_id, invite.clone(), reach);
+        placed.target = Some(target.target.clone());
+        self.legs.push(placed);
         self.out.push(Output::Invite {
             leg,
             to: target.destination,
@@ -92,6 +111,7 @@ impl Call {
             },
             request: invite,
         });
+        leg
     }
 
     pub(super) fn on_leg_response(
@@ -109,6 +129,9 @@ impl Call {
         }
         if let Some(cancel) = self.legs[leg].hear(leg, status) {
             self.out.push(cancel);
+        }
+        if self.is_transfer_leg(leg) {
+            return self.on_transfer_response(leg, status, response, now, ctx);
         }
         match status {
             100 => {}
@@ -173,7 +196,7 @@ impl Call {
                     Then::LegAnswered { leg, response },
                 );
             }
-            Phase::Answered(winner) if winner == leg => {}
+            Phase::Answered(winner) if winner == leg || self.caller_leg == Some(leg) => {}
             _ => {
                 // Answered after another leg won, after it was cancelled, or after the call
                 // ended: hang it up.
@@ -280,6 +303,10 @@ impl Call {
     }
 
     pub(super) fn bye_caller(&mut self, ctx: &dyn Context) {
+        if let Some(leg) = self.caller_leg {
+            // The caller's place was taken by a leg (a transfer).
+            return self.bye_leg(leg, ctx);
+        }
         let local = ctx.local().to_string();
         let transport = self.caller.reach.transport;
         let Some(dialog) = self.caller_dialog.as_mut() else {

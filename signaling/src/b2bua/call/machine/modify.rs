@@ -157,7 +157,7 @@ impl Call {
     }
 
     /// The other side of an answered call.
-    fn other_side(&self, side: Peer) -> Option<Peer> {
+    pub(super) fn other_side(&self, side: Peer) -> Option<Peer> {
         match (self.phase, side) {
             (Phase::Answered(winner), Peer::Caller) => Some(Peer::Leg(winner)),
             (Phase::Answered(_), Peer::Leg(_)) => Some(Peer::Caller),
@@ -285,7 +285,7 @@ impl Call {
     }
 
     /// Points the relay at where `side` now receives, by its session description.
-    fn media_peer(&mut self, side: Peer, body: &[u8]) {
+    pub(super) fn media_peer(&mut self, side: Peer, body: &[u8]) {
         if self.media.is_none() {
             return;
         }

@@ -1,0 +1,405 @@
+//! Blind transfer under simulated time: a phone on either side hands its place to a number,
+//! the new party rings and answers (or not), the transferor is told and let go; and what is
+//! refused.
+
+use std::time::Duration;
+
+use domain::call::{CallCommand, EndCause, LegFailure, LegTarget, Origin, Path, Side};
+use domain::device::Transport;
+use domain::ids::DeviceId;
+
+use super::tests::{
+    ANSWER, answered, from_caller, from_caller_with, plan, relayed, settings, target, to_caller,
+};
+use super::*;
+use crate::b2bua::plan::Target;
+use crate::b2bua::sim::*;
+use crate::media::relay::Side as RelaySide;
+use crate::message::{self, RawMessage};
+use crate::transaction::TransactionKey;
+
+/// The new party's session: another address than the first callee's.
+const NEW_PARTY: &str = "v=0\r\no=- 7 7 IN IP4 127.0.0.40\r\ns=-\r\nc=IN IP4 127.0.0.40\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+/// Where transfers go in these tests: a number through the trunk at 127.0.0.40.
+fn transfer_target() -> Target {
+    Target {
+        target: LegTarget::Pstn {
+            number: e164("+442079460000"),
+        },
+        path: Path::Pstn,
+        request_uri: "sip:+442079460000@127.0.0.40:5060".into(),
+        destination: addr("127.0.0.40:5060"),
+        transport: Transport::Udp,
+        delay: Duration::ZERO,
+        extension: None,
+        headers: vec![],
+    }
+}
+
+/// A phone of the account (a contact leg) as the callee.
+fn phone_target() -> Target {
+    Target {
+        target: LegTarget::Contact {
+            device_id: DeviceId(uuid::Uuid::from_u128(3)),
+            contact_uri: "sip:ada@127.0.0.20:5060".into(),
+        },
+        ..target(0, Duration::ZERO)
+    }
+}
+
+fn refer_to(uri: &str) -> String {
+    format!("Refer-To: <{uri}>\r\n")
+}
+
+/// An inbound call from the network answered by the account's phone (leg 0); transfers go
+/// where `transfer_target` says.
+fn answered_by_phone(settings: Settings) -> (Sim<Call>, RawMessage) {
+    let (mut sim, out) = Sim::start(plan(vec![phone_target()]), settings);
+    sim.edge.transfer_to = Some(transfer_target());
+    let invite = invites(&out).remove(0).1;
+    let out = sim.give(response(0, &invite, 200, ANSWER));
+    assert_eq!(to_caller(&out), vec![200]);
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    (sim, invite)
+}
+
+/// A REFER from leg `leg` (whose INVITE was `invite`) with `extra` header lines.
+fn refer_from_leg(leg: usize, invite: &RawMessage, cseq: u32, extra: &str) -> Input {
+    let request = from_leg_with("REFER", leg, invite, cseq, extra, "");
+    Input::Refer {
+        key: TransactionKey::of_request(&request).expect("a transaction"),
+        request,
+    }
+}
+
+/// A REFER from the caller with `extra` header lines.
+fn refer_from_caller(cseq: u32, extra: &str) -> Input {
+    let request = from_caller_with("REFER", cseq, extra);
+    Input::Refer {
+        key: TransactionKey::of_request(&request).expect("a transaction"),
+        request,
+    }
+}
+
+/// The answers the edge gave to requests inside a dialog (REFER, re-INVITE), by status.
+fn in_dialog_answers(outputs: &[Output]) -> Vec<(u16, Option<String>)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Respond { answer, tag, .. } if tag.is_empty() => {
+                Some((answer.status, answer.reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The NOTIFYs sent: to whom, and the sipfrag status line each carries.
+fn notifies(outputs: &[Output]) -> Vec<(Peer, String, bool)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Request {
+                to, method, bytes, ..
+            } if *method == "NOTIFY" => {
+                let request = message::from_text(&String::from_utf8_lossy(bytes));
+                assert_eq!(request.header("Event"), Some("refer;id=2"));
+                assert_eq!(
+                    request.header("Content-Type"),
+                    Some("message/sipfrag;version=2.0")
+                );
+                let done = request
+                    .header("Subscription-State")
+                    .is_some_and(|s| s.starts_with("terminated"));
+                let line = String::from_utf8_lossy(&request.body).trim().to_string();
+                Some((*to, line, done))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_callees_phone_transfers_the_call_to_a_number() {
+    let (mut sim, invite) = answered_by_phone(relayed(secs(60)));
+    let out = sim.give(refer_from_leg(
+        0,
+        &invite,
+        2,
+        &refer_to("sip:+442079460000@ringledger.test"),
+    ));
+    // Recorded first (the transfer and its leg), then accepted, the transferor told, and
+    // the new leg INVITEd.
+    let transfer = commands(&out)
+        .into_iter()
+        .find_map(|c| match c {
+            CallCommand::Transfer {
+                by, from_leg, to, ..
+            } => Some((*by, from_leg.is_some(), to.clone())),
+            _ => None,
+        })
+        .expect("the transfer recorded");
+    assert_eq!(transfer, (Side::Callee, true, "+442079460000".into()));
+    assert_eq!(
+        in_dialog_answers(&out),
+        vec![(202, Some("Accepted".into()))]
+    );
+    assert_eq!(
+        notifies(&out),
+        vec![(Peer::Leg(0), "SIP/2.0 100 Trying".into(), false)]
+    );
+    let (leg, new_invite) = invites(&out).remove(0);
+    assert_eq!(leg, 1);
+    assert!(
+        new_invite
+            .start_line
+            .starts_with("INVITE sip:+442079460000@127.0.0.40")
+    );
+    // Offered the caller's session, pointed at the relay's port that faced the transferor;
+    // the caller's address is not in it.
+    let offer = String::from_utf8_lossy(&new_invite.body).to_string();
+    assert!(offer.contains("m=audio 30002 "), "{offer}");
+    assert!(!offer.contains("127.0.0.9"), "{offer}");
+    // Ringing reaches the transferor.
+    let out = sim.give(response(1, &new_invite, 180, ""));
+    assert_eq!(
+        notifies(&out),
+        vec![(Peer::Leg(0), "SIP/2.0 180 Whatever".into(), false)]
+    );
+    // The new party answers: recorded, ACKed, the transferor told and hung up (its leg
+    // ends in the log), the relay pointed at the new party.
+    let out = sim.give(response(1, &new_invite, 200, NEW_PARTY));
+    assert_eq!(answered_legs(&out), 1);
+    assert_eq!(acked(&out), vec![1]);
+    assert_eq!(
+        notifies(&out),
+        vec![(Peer::Leg(0), "SIP/2.0 200 OK".into(), true)]
+    );
+    assert_eq!(byes(&out), vec![Peer::Leg(0)]);
+    assert!(
+        commands(&out)
+            .iter()
+            .any(|c| matches!(c, CallCommand::EndLeg { .. })),
+        "{out:?}"
+    );
+    assert!(
+        out.iter().any(|o| matches!(o,
+        Output::MediaPeer { side: RelaySide::Callee, rtp, .. } if *rtp == addr("127.0.0.40:6000")))
+    );
+    assert!(ended(&out).is_none());
+    // The caller never heard of it; the old phone's BYE crossing the edge's is answered 200
+    // and changes nothing.
+    assert!(to_caller(&out).is_empty());
+    let bye = sim.give(Input::Bye(from_leg("BYE", 0, &invite, 3)));
+    assert!(
+        bye.iter()
+            .any(|o| matches!(o, Output::ByeAnswer(a) if a.status == 200))
+    );
+    assert!(ended(&bye).is_none());
+    // The new party hangs up: the call ends, the caller is hung up.
+    let out = sim.give(Input::Bye(from_leg("BYE", 1, &new_invite, 1)));
+    assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::Callee)));
+    assert_eq!(byes(&out), vec![Peer::Caller]);
+}
+
+#[test]
+fn the_callers_phone_transfers_the_call_and_the_new_party_takes_its_place() {
+    let mut outbound = plan(vec![target(0, Duration::ZERO)]);
+    outbound.origin = Origin::IpDevice {
+        device_id: DeviceId(uuid::Uuid::from_u128(4)),
+    };
+    let (mut sim, out) = Sim::start(outbound, relayed(secs(60)));
+    sim.edge.transfer_to = Some(transfer_target());
+    let invite = invites(&out).remove(0).1;
+    sim.give(response(0, &invite, 200, ANSWER));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let out = sim.give(refer_from_caller(2, &refer_to("tel:+44-20-7946-0000")));
+    assert_eq!(
+        in_dialog_answers(&out),
+        vec![(202, Some("Accepted".into()))]
+    );
+    assert_eq!(
+        notifies(&out),
+        vec![(Peer::Caller, "SIP/2.0 100 Trying".into(), false)]
+    );
+    let new_invite = invites(&out).remove(0).1;
+    // Offered the callee's session, pointed at the port that faced the caller.
+    assert!(String::from_utf8_lossy(&new_invite.body).contains("m=audio 30000 "));
+    let out = sim.give(response(1, &new_invite, 200, NEW_PARTY));
+    assert_eq!(
+        notifies(&out),
+        vec![(Peer::Caller, "SIP/2.0 200 OK".into(), true)]
+    );
+    // The caller is hung up and the new party is the caller from now on.
+    assert_eq!(byes(&out), vec![Peer::Caller]);
+    assert!(out.iter().any(|o| matches!(o, Output::CallerIs { leg: 1 })));
+    assert!(
+        out.iter().any(|o| matches!(o,
+        Output::MediaPeer { side: RelaySide::Caller, rtp, .. } if *rtp == addr("127.0.0.40:6000")))
+    );
+    // Its hold passes on to the callee, in the callee's dialog.
+    let hold = NEW_PARTY
+        .replace("o=- 7 7", "o=- 7 8")
+        .replace("PCMU/8000\r\n", "PCMU/8000\r\na=sendonly\r\n");
+    let reinvite = from_leg_with(
+        "INVITE",
+        1,
+        &new_invite,
+        2,
+        "Content-Type: application/sdp\r\n",
+        &hold,
+    );
+    let out = sim.give(Input::Modify {
+        key: TransactionKey::of_request(&reinvite).expect("a transaction"),
+        request: reinvite,
+    });
+    let passed: Vec<Peer> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Request { to, method, .. } if *method == "INVITE" => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(passed, vec![Peer::Leg(0)], "{out:?}");
+    // The old caller's BYE crossing the edge's is answered 200 and ends nothing; the new
+    // party's BYE ends the call as the caller's.
+    let out = sim.give(Input::Bye(from_caller("BYE", 3)));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::ByeAnswer(a) if a.status == 200))
+    );
+    assert!(ended(&out).is_none());
+    let out = sim.give(Input::Bye(from_leg("BYE", 1, &new_invite, 3)));
+    assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::Caller)));
+    assert_eq!(byes(&out), vec![Peer::Leg(0)]);
+}
+
+#[test]
+fn a_transfer_the_new_party_refuses_leaves_the_call_as_it_was() {
+    let (mut sim, invite) = answered_by_phone(settings());
+    let out = sim.give(refer_from_leg(
+        0,
+        &invite,
+        2,
+        &refer_to("sip:+442079460000@ringledger.test"),
+    ));
+    let new_invite = invites(&out).remove(0).1;
+    let out = sim.give(response(1, &new_invite, 486, ""));
+    assert_eq!(
+        notifies(&out),
+        vec![(Peer::Leg(0), "SIP/2.0 486 Whatever".into(), true)]
+    );
+    assert_eq!(leg_failures(&out), vec![(486, LegFailure::Rejected)]);
+    assert!(ended(&out).is_none() && byes(&out).is_empty(), "{out:?}");
+    // The phone still has its call, and may try again.
+    let out = sim.give(refer_from_leg(
+        0,
+        &invite,
+        4,
+        &refer_to("sip:+442079460000@ringledger.test"),
+    ));
+    assert_eq!(in_dialog_answers(&out)[0].0, 202);
+}
+
+#[test]
+fn a_transferor_that_hangs_up_first_leaves_the_call_to_the_new_party() {
+    let (mut sim, invite) = answered_by_phone(settings());
+    let out = sim.give(refer_from_leg(
+        0,
+        &invite,
+        2,
+        &refer_to("sip:+442079460000@ringledger.test"),
+    ));
+    let new_invite = invites(&out).remove(0).1;
+    // The phone hangs up at once (a blind transfer): its leg ends, the call does not.
+    let out = sim.give(Input::Bye(from_leg("BYE", 0, &invite, 3)));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::ByeAnswer(a) if a.status == 200))
+    );
+    assert!(ended(&out).is_none(), "{out:?}");
+    assert!(
+        commands(&out)
+            .iter()
+            .any(|c| matches!(c, CallCommand::EndLeg { .. }))
+    );
+    // The new party is busy: nobody to go back to, the caller is hung up.
+    let out = sim.give(response(1, &new_invite, 486, ""));
+    assert!(notifies(&out).is_empty(), "the transferor is gone");
+    assert_eq!(ended(&out), Some((EndCause::Busy, Side::System)));
+    assert_eq!(byes(&out), vec![Peer::Caller]);
+}
+
+#[test]
+fn the_caller_hanging_up_during_a_transfer_cancels_the_new_leg() {
+    let (mut sim, invite) = answered_by_phone(settings());
+    let out = sim.give(refer_from_leg(
+        0,
+        &invite,
+        2,
+        &refer_to("sip:+442079460000@ringledger.test"),
+    ));
+    let new_invite = invites(&out).remove(0).1;
+    sim.give(response(1, &new_invite, 180, ""));
+    let out = sim.give(Input::Bye(from_caller("BYE", 2)));
+    assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::Caller)));
+    assert_eq!(cancelled(&out), vec![1]);
+    assert_eq!(byes(&out), vec![Peer::Leg(0)]);
+    // The cancellation is recorded before the end (nothing is recorded after it).
+    let steps: Vec<_> = commands(&out)
+        .into_iter()
+        .filter_map(|c| match c {
+            CallCommand::LegFailed { .. } => Some("failed"),
+            CallCommand::End { .. } => Some("end"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, ["failed", "end"]);
+}
+
+#[test]
+fn transfers_are_refused_to_whoever_may_not_make_them_and_while_one_is_under_way() {
+    let up = "sip:+442079460000@ringledger.test";
+    // The caller from the public network is not a phone of the account.
+    let (mut sim, _) = answered_by_phone(settings());
+    let out = sim.give(refer_from_caller(2, &refer_to(up)));
+    assert_eq!(in_dialog_answers(&out)[0].0, 403);
+    assert!(invites(&out).is_empty() && commands(&out).is_empty());
+    // Nor is a callee reached through the trunk.
+    let (mut sim, invite) = answered(settings());
+    sim.edge.transfer_to = Some(transfer_target());
+    let out = sim.give(refer_from_leg(0, &invite, 2, &refer_to(up)));
+    assert_eq!(in_dialog_answers(&out)[0].0, 403);
+    // The phone: attended transfer is not taken, nor a name instead of a number, nor two
+    // Refer-To; the fraud controls' refusal is passed on.
+    let (mut sim, invite) = answered_by_phone(settings());
+    let replaces =
+        "sip:+442079460000@ringledger.test?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2";
+    for (extra, status) in [
+        (refer_to(replaces), 501),
+        (refer_to("sip:bob@ringledger.test"), 404),
+        (format!("{}{}", refer_to(up), refer_to(up)), 400),
+        (String::new(), 400),
+    ] {
+        let out = sim.give(refer_from_leg(0, &invite, 2, &extra));
+        assert_eq!(in_dialog_answers(&out)[0].0, status, "{extra}");
+        assert!(invites(&out).is_empty());
+    }
+    sim.edge.transfer_to = None;
+    let out = sim.give(refer_from_leg(0, &invite, 3, &refer_to(up)));
+    assert_eq!(in_dialog_answers(&out)[0].0, 503);
+    // One at a time.
+    sim.edge.transfer_to = Some(transfer_target());
+    let out = sim.give(refer_from_leg(0, &invite, 4, &refer_to(up)));
+    assert_eq!(in_dialog_answers(&out)[0].0, 202);
+    let out = sim.give(refer_from_leg(0, &invite, 5, &refer_to(up)));
+    assert_eq!(in_dialog_answers(&out)[0].0, 491);
+    // Before the answer there is nothing to transfer.
+    let (mut sim, out) = Sim::start(plan(vec![phone_target()]), settings());
+    sim.edge.transfer_to = Some(transfer_target());
+    let invite = invites(&out).remove(0).1;
+    sim.give(response(0, &invite, 180, ""));
+    let out = sim.give(refer_from_caller(2, &refer_to(up)));
+    assert_eq!(in_dialog_answers(&out)[0].0, 403);
+}
