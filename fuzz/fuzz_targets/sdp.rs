@@ -1,6 +1,6 @@
 //! Any bytes as a session description: reading the audio endpoint and direction, rebuilding
-//! it for the other side of the relay, and answering an offer against another. None may
-//! panic.
+//! it for the other side of the relay, continuing another session with it, taking its hold
+//! off, and answering an offer against another. None may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -22,6 +22,10 @@ fuzz_target!(|data: &[u8]| {
     // The input split in two: an offer and another side's description.
     let half = data.len() / 2;
     let _ = sdp::answer(&data[..half], &data[half..], relay, 20002);
+    // As the next version of another session, or offered both ways, it points where it did.
+    let continued = sdp::continuing(&rebuilt, &data[half..]);
+    assert_eq!(sdp::audio_endpoint(&continued), sdp::audio_endpoint(&rebuilt));
+    assert_eq!(sdp::audio_endpoint(&sdp::both_ways(data)), sdp::audio_endpoint(data));
     let offer = sdp::offer(relay, 20004);
     let _ = sdp::answer(&offer, data, relay, 20006);
     let _ = sdp::answer(data, &offer, relay, 20008);

@@ -99,21 +99,31 @@ async fn a_phone_transfers_its_call_out_to_another_number_and_both_legs_are_bill
         .send(&respond_to(&second_leg, 180, "new", None, ""))
         .await;
     assert!(notified(&phone).await.starts_with("SIP/2.0 180"));
+    let new_party = ANSWER.replace("m=audio 40002", "m=audio 40004");
     trunk
         .send(&respond_to(
             &second_leg,
             200,
             "new",
             Some(trunk.addr),
-            ANSWER,
+            &new_party,
         ))
         .await;
     let ack = trunk.expect_request("ACK").await;
     assert_eq!(header(&ack, "Call-ID"), header(&second_leg, "Call-ID"));
     assert_eq!(notified(&phone).await, "SIP/2.0 200 OK");
-    // The phone is let go; the two parties stay connected.
+    // The phone is let go; the two parties stay connected: with no relay between them, the
+    // first party is sent the new party's session (a re-INVITE in its dialog).
     let bye = phone.expect_request("BYE").await;
     phone.send(&respond_to(&bye, 200, "", None, "")).await;
+    let reinvite = trunk.expect_request("INVITE").await;
+    assert_eq!(header(&reinvite, "Call-ID"), header(&first_leg, "Call-ID"));
+    assert!(reinvite.contains("m=audio 40004"), "{reinvite}");
+    trunk
+        .send(&respond_to(&reinvite, 200, "far", Some(trunk.addr), ANSWER))
+        .await;
+    let ack = trunk.expect_request("ACK").await;
+    assert_eq!(header(&ack, "Call-ID"), header(&first_leg, "Call-ID"));
 
     // The new party hangs up: the first party is hung up, the call ends.
     let hang_up = from_far_end(&trunk, &second_leg, "BYE", 2).replace("tag=far", "tag=new");

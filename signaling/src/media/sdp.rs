@@ -189,6 +189,54 @@ pub fn rebuild(sdp: &[u8], address: IpAddr, port: u16) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// `sdp` with its direction attributes taken out: media both ways (RFC 3264 §6.1's default),
+/// as a session is offered to a party that joins it afresh (a transfer's new party) whatever
+/// hold the party it replaces was in.
+pub fn both_ways(sdp: &[u8]) -> Vec<u8> {
+    let mut out = String::with_capacity(sdp.len());
+    for line in lines(sdp).filter(|l| !l.is_empty()) {
+        if !matches!(
+            line,
+            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+        ) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.into_bytes()
+}
+
+/// `sdp` as the next version of the session `given` was (RFC 3264 §8): `given`'s origin user
+/// and session id, its version one up, so that a side sees one session from the edge however
+/// the other side changes (a new phone after a transfer). Without an origin in both, `sdp`.
+pub fn continuing(sdp: &[u8], given: &[u8]) -> Vec<u8> {
+    let origin = |text: &[u8]| -> Option<(String, String, u64)> {
+        let line = lines(text).find_map(|l| l.strip_prefix("o="))?;
+        let mut fields = line.split_whitespace();
+        let (user, id) = (fields.next()?.to_string(), fields.next()?.to_string());
+        Some((user, id, fields.next()?.parse().ok()?))
+    };
+    let (Some((user, id, version)), Some(_)) = (origin(given), origin(sdp)) else {
+        return sdp.to_vec();
+    };
+    let mut out = String::with_capacity(sdp.len());
+    for line in lines(sdp).filter(|l| !l.is_empty()) {
+        match line.strip_prefix("o=") {
+            Some(rest) => {
+                let rest: Vec<&str> = rest.split_whitespace().skip(3).collect();
+                out.push_str(&format!(
+                    "o={user} {id} {} {}",
+                    version.wrapping_add(1),
+                    rest.join(" ")
+                ));
+            }
+            None => out.push_str(line),
+        }
+        out.push_str("\r\n");
+    }
+    out.into_bytes()
+}
+
 /// The edge's own offer of audio at `address`:`port`, for a call it sets up itself (a
 /// callback's first leg): G.711 (PCMU, PCMA) and DTMF events.
 pub fn offer(address: IpAddr, port: u16) -> Vec<u8> {
@@ -451,5 +499,28 @@ a=rtpmap:96 telephone-event/8000\r\n";
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_joining_party_is_offered_media_both_ways_under_the_session_it_continues() {
+        let held = OFFER.replace(
+            "a=rtpmap:0 PCMU/8000\r\n",
+            "a=rtpmap:0 PCMU/8000\r\na=sendonly\r\n",
+        );
+        let fresh = both_ways(held.as_bytes());
+        let d = direction(&fresh);
+        assert!(d.sends && d.receives);
+        assert!(!String::from_utf8_lossy(&fresh).contains("sendonly"));
+        // The next version of what one side was given: its origin, the version one up.
+        let given = b"v=0\r\no=ringledger 77 4 IN IP4 127.0.0.1\r\ns=-\r\n";
+        let next = continuing(OFFER.as_bytes(), given);
+        let text = String::from_utf8_lossy(&next);
+        assert!(
+            text.contains("o=ringledger 77 5 IN IP4 192.0.2.10\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("m=audio 49170 "), "{text}");
+        // Nothing to continue: as it was.
+        assert_eq!(continuing(OFFER.as_bytes(), b""), OFFER.as_bytes());
     }
 }

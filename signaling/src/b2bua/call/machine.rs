@@ -153,6 +153,8 @@ pub struct Call {
     media_since: Option<Instant>,
     /// A transfer under way.
     transfer: Option<transfer::Transfer>,
+    /// The edge's offer of a transfer's new party to the side that stayed, pending.
+    reoffer: Option<transfer::Reoffer>,
     /// The leg that took the caller's place (the caller transferred the call to it).
     caller_leg: Option<usize>,
     out: Outbox,
@@ -239,6 +241,9 @@ impl Machine for Call {
                     let (to, bytes) = (*to, ack.clone());
                     self.out.push(Output::Ack { to, bytes });
                 }
+            }
+            Input::Outcome { key, outcome, .. } if self.is_reoffer(&key) => {
+                self.on_reoffer_outcome(outcome, now, ctx)
             }
             Input::Outcome { key, outcome, .. } if self.is_passed_on(&key) => {
                 self.on_passed_outcome(outcome, now, ctx)
@@ -355,6 +360,7 @@ impl Call {
             flows: [true, true],
             media_since: None,
             transfer: None,
+            reoffer: None,
             caller_leg: None,
             out: Outbox::default(),
         }

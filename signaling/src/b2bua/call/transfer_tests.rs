@@ -9,7 +9,8 @@ use domain::device::Transport;
 use domain::ids::DeviceId;
 
 use super::tests::{
-    ANSWER, answered, from_caller, from_caller_with, plan, relayed, settings, target, to_caller,
+    ANSWER, OFFER, answered, from_caller, from_caller_with, plan, relayed, settings, target,
+    to_caller,
 };
 use super::*;
 use crate::b2bua::plan::Target;
@@ -402,4 +403,144 @@ fn transfers_are_refused_to_whoever_may_not_make_them_and_while_one_is_under_way
     sim.give(response(0, &invite, 180, ""));
     let out = sim.give(refer_from_caller(2, &refer_to(up)));
     assert_eq!(in_dialog_answers(&out)[0].0, 403);
+}
+
+/// The edge's re-INVITEs to the caller: their bytes.
+fn reinvites_to_caller(outputs: &[Output]) -> Vec<Vec<u8>> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Request {
+                to: Peer::Caller,
+                method: "INVITE",
+                bytes,
+                ..
+            } => Some(bytes.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The origin line of a session description.
+fn origin(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .lines()
+        .find(|l| l.starts_with("o="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_caller_on_hold_when_transferred_is_taken_off_hold_with_the_new_party() {
+    let (mut sim, invite) = answered_by_phone(relayed(secs(60)));
+    // The phone holds the caller first (as desk phones do before a transfer).
+    let hold = ANSWER.replace("o=- 2 2", "o=- 2 3") + "a=sendonly\r\n";
+    let reinvite = from_leg_with(
+        "INVITE",
+        0,
+        &invite,
+        2,
+        "Content-Type: application/sdp\r\n",
+        &hold,
+    );
+    let out = sim.give(Input::Modify {
+        key: TransactionKey::of_request(&reinvite).expect("a transaction"),
+        request: reinvite,
+    });
+    let held = reinvites_to_caller(&out).remove(0);
+    let held_answer = OFFER.replace("o=- 1 1", "o=- 1 2") + "a=recvonly\r\n";
+    sim.give(answer_in_dialog(None, &held, 200, &held_answer, &[]));
+    let given_origin = origin(&message::from_text(&String::from_utf8_lossy(&held)).body);
+    // The transfer: the new party is offered media both ways, not the hold.
+    let out = sim.give(refer_from_leg(
+        0,
+        &invite,
+        3,
+        &refer_to("sip:+442079460000@ringledger.test"),
+    ));
+    let new_invite = invites(&out).remove(0).1;
+    let way = crate::media::sdp::direction(&new_invite.body);
+    assert!(way.sends && way.receives, "{new_invite:?}");
+    // Answered: the caller is offered the new party's session, as the next version of the
+    // session it has from the edge, pointed at the relay.
+    let out = sim.give(response(1, &new_invite, 200, NEW_PARTY));
+    let offer = reinvites_to_caller(&out).remove(0);
+    let body = message::from_text(&String::from_utf8_lossy(&offer)).body;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(
+        text.contains("m=audio 30000 ") && !text.contains("127.0.0.40"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("sendonly") && !text.contains("recvonly"),
+        "{text}"
+    );
+    let (given, now) = (given_origin.split(' ').collect::<Vec<_>>(), origin(&body));
+    let now: Vec<&str> = now.split(' ').collect();
+    assert_eq!((now[0], now[1]), (given[0], given[1]), "the same session");
+    assert_eq!(
+        now[2].parse::<u64>().unwrap(),
+        given[2].parse::<u64>().unwrap() + 1,
+        "its next version"
+    );
+    // The caller takes it: ACKed, and it sends again, so media flows from it to the new
+    // party.
+    let out = sim.give(answer_in_dialog(
+        None,
+        &offer,
+        200,
+        &(OFFER.replace("o=- 1 1", "o=- 1 3") + "a=sendrecv\r\n"),
+        &[],
+    ));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Ack {
+            to: Peer::Caller,
+            ..
+        }
+    )));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::MediaFlow {
+            to: RelaySide::Callee,
+            open: true
+        }
+    )));
+    assert!(ended(&out).is_none());
+}
+
+#[test]
+fn without_a_relay_the_party_that_stays_is_pointed_at_the_new_party() {
+    let (mut sim, invite) = answered_by_phone(settings());
+    let out = sim.give(refer_from_leg(
+        0,
+        &invite,
+        2,
+        &refer_to("sip:+442079460000@ringledger.test"),
+    ));
+    let new_invite = invites(&out).remove(0).1;
+    let out = sim.give(response(1, &new_invite, 200, NEW_PARTY));
+    let offer = reinvites_to_caller(&out).remove(0);
+    let body = message::from_text(&String::from_utf8_lossy(&offer)).body;
+    assert!(
+        String::from_utf8_lossy(&body).contains("c=IN IP4 127.0.0.40"),
+        "media goes straight to the new party: {offer:?}"
+    );
+    // A change from either side meanwhile is glare.
+    let reinvite = from_leg_with(
+        "INVITE",
+        1,
+        &new_invite,
+        2,
+        "Content-Type: application/sdp\r\n",
+        &NEW_PARTY.replace("o=- 7 7", "o=- 7 8"),
+    );
+    let out = sim.give(Input::Modify {
+        key: TransactionKey::of_request(&reinvite).expect("a transaction"),
+        request: reinvite,
+    });
+    assert_eq!(in_dialog_answers(&out)[0].0, 491);
+    // The caller no longer knows the dialog: the call ends.
+    let out = sim.give(answer_in_dialog(None, &offer, 481, "", &[]));
+    assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
 }

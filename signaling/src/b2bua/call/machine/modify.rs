@@ -90,6 +90,7 @@ impl Call {
             // to a request without one, or a refresh) waits for its answer (RFC 3264 §4).
             Some(side)
                 if self.passing.is_some()
+                    || self.reoffer.is_some()
                     || self.offer_awaits_answer(side)
                     || self.refresh_pending(side) =>
             {
@@ -146,11 +147,14 @@ impl Call {
         }
     }
 
-    /// `body` as `to` is to see it: pointed at the relay's port facing it, when there is one.
+    /// `body` as `to` is to see it: pointed at the relay's port facing it, when there is one,
+    /// as the next version of the session the edge gave `to` (whoever is on the other side
+    /// by now).
     pub(super) fn toward(&self, to: Peer, body: &[u8]) -> Vec<u8> {
         match &self.media {
             Some(media) if !body.is_empty() => {
-                sdp::rebuild(body, media.address, media.port(relay_side(to)))
+                let rebuilt = sdp::rebuild(body, media.address, media.port(relay_side(to)));
+                sdp::continuing(&rebuilt, &self.sessions.of(to).1)
             }
             _ => body.to_vec(),
         }

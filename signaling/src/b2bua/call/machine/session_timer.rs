@@ -163,7 +163,7 @@ impl Call {
         if self.refresh_at().is_none_or(|at| now < at) {
             return;
         }
-        let passing = self.passing.is_some();
+        let passing = self.passing.is_some() || self.reoffer.is_some();
         let Some(refresher) = self.refresher.as_mut() else {
             return;
         };

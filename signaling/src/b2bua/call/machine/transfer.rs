@@ -19,13 +19,16 @@ use std::time::Instant;
 use domain::call::{CallCommand, EndCause, LegFailure, LegTarget, Origin, Side};
 use domain::ids::LegId;
 
+use super::modify::relay_side;
 use super::{Call, LegState, Phase, Then, refused};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{Context, Output, Peer, Reach, Refusal};
-use crate::b2bua::call::rules::caller_failure;
+use crate::b2bua::call::rules::{caller_failure, status_of};
 use crate::b2bua::plan::Target;
+use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::message::header::{name_addr, uri_user};
+use crate::outgoing::{ClientKey, Outcome};
 use crate::requests::LegInvite;
 use crate::transaction::TransactionKey;
 use crate::trunk::telephone_number;
@@ -43,6 +46,13 @@ pub(super) struct Transfer {
     /// The transferor hung up before the new party answered.
     left: bool,
     /// The session description the new party was offered.
+    offered: Vec<u8>,
+}
+
+/// The edge's re-INVITE offering a transfer's new party to the side that stayed.
+pub(super) struct Reoffer {
+    to: Peer,
+    branch: String,
     offered: Vec<u8>,
 }
 
@@ -235,10 +245,14 @@ impl Call {
             answer: accepted,
             tag: String::new(),
         });
-        // The new party is offered the session of the side that stays, pointed at the
-        // relay's port that faced the transferor.
-        let heard = self.sessions.of(stays).0.clone();
-        let offered = self.toward(by, &heard);
+        // The new party is offered the session of the side that stays, both ways (whatever
+        // hold the transferor had it in), pointed at the relay's port that faced the
+        // transferor.
+        let heard = sdp::both_ways(&self.sessions.of(stays).0);
+        let offered = match &self.media {
+            Some(media) => sdp::rebuild(&heard, media.address, media.port(relay_side(by))),
+            None => heard,
+        };
         let from_user = self
             .plan
             .account
@@ -415,6 +429,85 @@ impl Call {
         self.sessions.set(side, &response.body, &transfer.offered);
         self.update_flows(now);
         tracing::info!(call = %self.id, leg = %self.legs[leg].id, "call transferred");
+        // The side that stayed learns of the new party when it must: without a relay its
+        // media goes to the new party's address, and a side on hold (held by the transferor,
+        // or holding it) is taken off hold.
+        if let Some(stays) = self.other_side(side) {
+            let way = sdp::direction(&self.sessions.of(stays).0);
+            if self.media.is_none() || !(way.sends && way.receives) {
+                self.reoffer_to(stays, &response.body, ctx);
+            }
+        }
+    }
+
+    /// Offers `to` the new party's session (`body`): a re-INVITE from the edge.
+    fn reoffer_to(&mut self, to: Peer, body: &[u8], ctx: &dyn Context) {
+        let offered = self.toward(to, body);
+        let local = ctx.local();
+        let mut extra = vec![
+            ("Contact", format!("<sip:ringledger@{local}>")),
+            ("Content-Type", "application/sdp".to_string()),
+        ];
+        extra.extend(self.timer_headers_toward(to));
+        let Some((bytes, branch)) = self.in_dialog(to, local, "INVITE", None, &extra, &offered)
+        else {
+            return;
+        };
+        self.out.push(Output::Request {
+            to,
+            method: "INVITE",
+            branch: branch.clone(),
+            bytes,
+        });
+        self.reoffer = Some(Reoffer {
+            to,
+            branch,
+            offered,
+        });
+    }
+
+    /// Whether `key` is the edge's re-INVITE to the side that stayed.
+    pub(super) fn is_reoffer(&self, key: &ClientKey) -> bool {
+        self.reoffer
+            .as_ref()
+            .is_some_and(|r| r.branch == key.branch)
+    }
+
+    /// What the side that stayed made of the new party's session.
+    pub(super) fn on_reoffer_outcome(&mut self, outcome: Outcome, now: Instant, ctx: &dyn Context) {
+        let status = match &outcome {
+            Outcome::Response(r) => status_of(r).unwrap_or(500),
+            Outcome::Timeout => 408,
+        };
+        if status < 200 {
+            return;
+        }
+        let Some(reoffer) = self.reoffer.take() else {
+            return;
+        };
+        match (status, outcome) {
+            (200..=299, Outcome::Response(response)) => {
+                self.ack_reinvite(reoffer.to, &reoffer.branch, &response, ctx);
+                if self.phase == Phase::Over {
+                    return;
+                }
+                self.refreshed_by_change(reoffer.to, &response, now);
+                self.media_peer(reoffer.to, &response.body);
+                self.sessions
+                    .set(reoffer.to, &response.body, &reoffer.offered);
+                self.update_flows(now);
+            }
+            (408 | 481, _) => {
+                tracing::info!(call = %self.id, status, "the party left after a transfer is gone; hanging up");
+                if let Phase::Answered(winner) = self.phase {
+                    self.hang_up(winner, EndCause::SessionExpired, now, ctx);
+                }
+            }
+            // Refused: the call goes on with the session that side had.
+            (status, _) => {
+                tracing::info!(call = %self.id, status, "the party left after a transfer kept its session");
+            }
+        }
     }
 
     /// The transferor hung up before the new party answered: its leg (if it had one) ends,
