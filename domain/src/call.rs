@@ -216,6 +216,8 @@ pub struct Call {
     pub ended: Option<(EndCause, Side, Instant)>,
     /// The leg the latest transfer placed.
     pub transfer_leg: Option<LegId>,
+    /// The call this one was joined with (attended transfer).
+    pub joined_with: Option<CallId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -296,6 +298,14 @@ pub enum CallCommand {
     EndLeg {
         leg_id: LegId,
     },
+    /// A party of the answered call, which also has call `with`, leaves both and joins the
+    /// two parties left (attended transfer): recorded on both calls.
+    Join {
+        by: Side,
+        from_leg: Option<LegId>,
+        with: CallId,
+        account: Account,
+    },
 }
 
 domain_events! {
@@ -343,6 +353,14 @@ domain_events! {
             at: Instant,
         } = ("call.transferred", 1),
         LegEnded { leg_id: LegId, at: Instant } = ("call.leg_ended", 1),
+        /// The party `by` (on `from_leg`, for a callee) left this call and call `with`,
+        /// whose remaining parties now talk to each other through both calls.
+        Joined {
+            by: Side,
+            from_leg: Option<LegId>,
+            with: CallId,
+            at: Instant,
+        } = ("call.joined", 1),
         Ended { cause: EndCause, side: Side, at: Instant } = ("call.ended", 1),
     }
 }
@@ -361,6 +379,7 @@ impl CallEvent {
             | Self::Bridged { at, .. }
             | Self::Transferred { at, .. }
             | Self::LegEnded { at, .. }
+            | Self::Joined { at, .. }
             | Self::Ended { at, .. } => *at,
         }
     }
@@ -371,6 +390,44 @@ impl Call {
         self.legs
             .get(&leg_id)
             .ok_or(DomainError::UnknownLeg { leg: leg_id })
+    }
+
+    /// Whether party `by` (on `from_leg`, for a callee) may hand its place on (transfer, join)
+    /// for `account`: the call answered, billed to that active account, the party one of its
+    /// answered sides; the role the party's successor takes.
+    fn transferable(
+        &self,
+        by: Side,
+        from_leg: Option<LegId>,
+        account: &Account,
+    ) -> Result<LegRole, DomainError> {
+        if self.status != CallStatus::Answered {
+            return Err(DomainError::invalid(
+                "call",
+                "only an answered call is transferred",
+            ));
+        }
+        account.ensure_active()?;
+        if account.id.is_none() || account.id != self.account_id {
+            return Err(DomainError::invalid(
+                "account",
+                "a transfer is billed to the call's account",
+            ));
+        }
+        match (by, from_leg) {
+            (Side::Caller, None) => Ok(LegRole::Caller),
+            (Side::Callee, Some(from)) => {
+                let leg = self.leg(from)?;
+                if leg.role != LegRole::Callee || leg.status != LegStatus::Answered {
+                    return Err(DomainError::LegNotActive { leg: from });
+                }
+                Ok(LegRole::Callee)
+            }
+            _ => Err(DomainError::invalid(
+                "by",
+                "the caller, or the callee on its answered leg",
+            )),
+        }
     }
 
     /// A transfer (see [`CallCommand::Transfer`]): only an answered call is transferred, by
@@ -388,35 +445,7 @@ impl Call {
         account: &Account,
         now: Instant,
     ) -> Result<Vec<CallEvent>, DomainError> {
-        if self.status != CallStatus::Answered {
-            return Err(DomainError::invalid(
-                "call",
-                "only an answered call is transferred",
-            ));
-        }
-        account.ensure_active()?;
-        if account.id.is_none() || account.id != self.account_id {
-            return Err(DomainError::invalid(
-                "account",
-                "a transfer is billed to the call's account",
-            ));
-        }
-        let role = match (by, from_leg) {
-            (Side::Caller, None) => LegRole::Caller,
-            (Side::Callee, Some(from)) => {
-                let leg = self.leg(from)?;
-                if leg.role != LegRole::Callee || leg.status != LegStatus::Answered {
-                    return Err(DomainError::LegNotActive { leg: from });
-                }
-                LegRole::Callee
-            }
-            _ => {
-                return Err(DomainError::invalid(
-                    "by",
-                    "the caller, or the callee on its answered leg",
-                ));
-            }
-        };
+        let role = self.transferable(by, from_leg, account)?;
         let pending = self
             .transfer_leg
             .and_then(|l| self.legs.get(&l))
@@ -736,6 +765,23 @@ impl Aggregate for Call {
                 path,
                 account,
             } => self.transfer(*by, *from_leg, to, *leg_id, target, *path, account, now)?,
+            C::Join {
+                by,
+                from_leg,
+                with,
+                account,
+            } => {
+                self.transferable(*by, *from_leg, account)?;
+                if self.joined_with.is_some() || self.id == Some(*with) {
+                    return Err(DomainError::invalid("with", "joined already, or itself"));
+                }
+                vec![E::Joined {
+                    by: *by,
+                    from_leg: *from_leg,
+                    with: *with,
+                    at: now,
+                }]
+            }
             C::EndLeg { leg_id } => match self.leg(*leg_id)?.status {
                 LegStatus::Answered => vec![E::LegEnded {
                     leg_id: *leg_id,
@@ -828,6 +874,7 @@ impl Aggregate for Call {
                 }
             }
             E::Transferred { leg_id, .. } => self.transfer_leg = Some(*leg_id),
+            E::Joined { with, .. } => self.joined_with = Some(*with),
             E::LegEnded { leg_id, at } => {
                 if let Some(l) = self.legs.get_mut(leg_id) {
                     l.status = LegStatus::Ended;
@@ -1457,5 +1504,47 @@ mod tests {
         given::<Call>(up)
             .when(CallCommand::EndLeg { leg_id: leg(2) })
             .then_error(DomainError::LegNotActive { leg: leg(2) });
+    }
+
+    #[test]
+    fn a_party_joins_its_two_calls_once() {
+        let other = CallId(Uuid::from_u128(501));
+        let join = |with: CallId| CallCommand::Join {
+            by: Side::Callee,
+            from_leg: Some(leg(1)),
+            with,
+            account: active_account(),
+        };
+        let up = [inbound_started(), contact_leg(1), answered(1)];
+        let state = given::<Call>(up.clone())
+            .at(at(20))
+            .when(join(other))
+            .then([CallEvent::Joined {
+                by: Side::Callee,
+                from_leg: Some(leg(1)),
+                with: other,
+                at: at(20),
+            }]);
+        assert_eq!(state.joined_with, Some(other));
+        // Once only, never with itself, only once answered.
+        let mut joined = up.to_vec();
+        joined.push(CallEvent::Joined {
+            by: Side::Callee,
+            from_leg: Some(leg(1)),
+            with: other,
+            at: at(20),
+        });
+        given::<Call>(joined)
+            .when(join(CallId(Uuid::from_u128(502))))
+            .then_error(DomainError::invalid("with", "joined already, or itself"));
+        given::<Call>(up)
+            .when(join(call_id()))
+            .then_error(DomainError::invalid("with", "joined already, or itself"));
+        given::<Call>([inbound_started(), contact_leg(1)])
+            .when(join(other))
+            .then_error(DomainError::invalid(
+                "call",
+                "only an answered call is transferred",
+            ));
     }
 }

@@ -181,11 +181,13 @@ async fn apply(
                 .execute(&mut *conn)
                 .await?;
         }
-        // The timeline shows who transferred to whom; the new leg is listed as it starts.
+        // The timeline shows who transferred to whom (a new leg is listed as it starts) and
+        // which calls were joined.
         CallEvent::AlternatePathChosen { .. }
         | CallEvent::CallInAwaited { .. }
         | CallEvent::Bridged { .. }
-        | CallEvent::Transferred { .. } => {}
+        | CallEvent::Transferred { .. }
+        | CallEvent::Joined { .. } => {}
     }
     Ok(())
 }

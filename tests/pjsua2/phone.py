@@ -17,7 +17,11 @@ one account with SERVER (also its outbound proxy), then either
     python3 phone.py SERVER USER PASSWORD REALM SECONDS transfer URI TARGET AFTER
         calls URI (or, with URI `-`, answers the first call), and AFTER seconds after the
         answer transfers the call to TARGET (REFER, a blind transfer); prints each NOTIFY of
-        the transfer's progress (transfer: CODE) and ends once the call is over.
+        the transfer's progress (transfer: CODE) and ends once the call is over, or
+    python3 phone.py SERVER USER PASSWORD REALM SECONDS attended TARGET AFTER
+        answers the first call, and AFTER seconds after the answer holds it and calls TARGET;
+        a second after TARGET answers, transfers the first call to it (REFER with Replaces
+        naming the second call: an attended transfer); ends once both calls are over.
 
 The RTP packets received on the call are printed as the phone ends (rx call: N).
 
@@ -79,6 +83,7 @@ class Account(pj.Account):
         super().__init__()
         self.code = None
         self.call = None
+        self.second = None
         self.message = None
 
     def onRegState(self, prm):
@@ -140,7 +145,8 @@ def main():
     deadline = time.time() + seconds
     hang_up_at = None
     # hold mode: (phase, when it ends, packets received when it began); transfer mode: when
-    # the transfer is to be sent, then "sent"
+    # the transfer is to be sent, then "sent"; attended mode: when the consultation call is
+    # to be made, "consulting", ("talking", when the transfer is to be sent), "sent"
     phase = None
     counts = {}
     while time.time() < deadline:
@@ -156,6 +162,27 @@ def main():
             account.call = call
         call = account.call
         if call is None:
+            continue
+        if mode == "attended":
+            second = account.second
+            if call.confirmed and phase is None:
+                phase = time.time() + float(sys.argv[8])
+            if isinstance(phase, float) and time.time() >= phase:
+                call.setHold(pj.CallOpParam(True))
+                second = Call(account, pj.PJSUA_INVALID_ID)
+                second.makeCall(sys.argv[7], pj.CallOpParam(True))
+                account.second = second
+                phase = "consulting"
+            if phase == "consulting" and second.confirmed:
+                phase = ("talking", time.time() + 1.0)
+            if isinstance(phase, tuple) and time.time() >= phase[1]:
+                call.xferReplaces(second, pj.CallOpParam(True))
+                print("transfer sent", flush=True)
+                phase = "sent"
+            if call.disconnected is not None and (
+                second is None or second.disconnected is not None
+            ):
+                break
             continue
         if call.disconnected is not None:
             break
@@ -207,6 +234,16 @@ def main():
         ok = account.code == 200
     elif mode == "message":
         ok = account.message is not None
+    elif mode == "attended":
+        second = account.second
+        ok = (
+            call is not None
+            and call.transfer_final == 200
+            and second is not None
+            and second.disconnected is not None
+        )
+        account.second = None
+        del second
     elif mode == "transfer":
         ok = call is not None and call.transfer_final == 200 and call.disconnected is not None
     elif mode == "hold":

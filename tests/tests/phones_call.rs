@@ -512,3 +512,81 @@ async fn pjsua2_transfers_a_call_it_placed_to_a_third_phone() {
     check_transfer(&calls, bob_account, carol_account, Side::Caller, &context);
     edge.shutdown().await;
 }
+
+/// Attended transfer: baresip (alice) calls bob's number, pjsua2 (bob) answers, holds alice,
+/// calls carol (a second pjsua2), and once carol answers transfers alice to her (REFER with
+/// `Replaces` naming bob's call with carol). The edge joins bob's two calls and lets bob go:
+/// carol hears baresip through the joined calls' relays, and when baresip hangs up every call
+/// ends. Both of bob's calls record the join, each naming the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pjsua2_transfers_a_call_to_a_phone_it_consulted_first() {
+    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
+    let (bob_account, _) = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
+    let (carol_account, _) = edge
+        .add_subscriber(CAROL, CAROL_PASSWORD, CAROL_NUMBER)
+        .await;
+    let carol_uri = format!("sip:{CAROL_NUMBER}@{REALM}");
+    let bob = pjsua2(&edge, &["attended", &carol_uri, "2"]);
+    let carol = pjsua2_as(&edge, (CAROL, CAROL_PASSWORD), &["answer"]);
+    wait_registered(&edge, bob_account, "bob's pjsua2").await;
+    wait_registered(&edge, carol_account, "carol's pjsua2").await;
+    let dir = tempfile::tempdir().unwrap();
+    baresip_config(dir.path(), edge.udp, false);
+    let alice = baresip(
+        dir.path(),
+        &[
+            "-e",
+            &format!("/dial sip:{BOB_NUMBER}@{REALM}"),
+            "-t",
+            &(BARESIP_SECONDS + 2).to_string(),
+        ],
+    );
+    let (bob_ok, bob_text) = finished(bob, 40).await;
+    let (carol_ok, carol_text) = finished(carol, 40).await;
+    let (_, alice_text) = finished(alice, 20).await;
+    let context = format!(
+        "--- bob (pjsua2):\n{bob_text}\n--- carol (pjsua2):\n{carol_text}\n--- alice (baresip):\n{alice_text}"
+    );
+    assert!(
+        bob_ok,
+        "bob's attended transfer did not complete:\n{context}"
+    );
+    assert!(carol_ok, "carol did not see her call end:\n{context}");
+    let heard = received(&carol_text, "call").unwrap_or(0);
+    assert!(heard > 100, "carol heard {heard} packets\n{context}");
+    let calls = edge.ended_calls(4).await;
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    let id_of = |events: &[CallEvent]| match &events[0] {
+        CallEvent::Started { call_id, .. } => *call_id,
+        other => panic!("{other:?}"),
+    };
+    let joins: Vec<(domain::ids::CallId, domain::ids::CallId, Side)> = calls
+        .iter()
+        .flat_map(|events| {
+            events.iter().filter_map(|e| match e {
+                CallEvent::Joined { with, by, .. } => Some((id_of(events), *with, *by)),
+                _ => None,
+            })
+        })
+        .collect();
+    assert_eq!(joins.len(), 2, "{joins:?}\n{context}");
+    assert_eq!(
+        (joins[0].0, joins[0].1),
+        (joins[1].1, joins[1].0),
+        "{joins:?}"
+    );
+    for (call, _, _) in &joins {
+        let events = calls.iter().find(|e| id_of(e) == *call).unwrap();
+        assert!(
+            matches!(&events[0], CallEvent::Started { account_id, .. } if *account_id == bob_account),
+            "both joined calls are bob's: {events:?}"
+        );
+    }
+    for events in &calls {
+        assert!(
+            events.iter().any(|e| matches!(e, CallEvent::Ended { .. })),
+            "every call ends: {events:?}"
+        );
+    }
+    edge.shutdown().await;
+}

@@ -3,9 +3,8 @@
 //! account's calls, the clock and the channel the call's messages arrive on — and carries out
 //! what the machine asks, in order, recording each step before the next leaves.
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use domain::E164;
@@ -33,6 +32,9 @@ use crate::outgoing::{ClientKey, Notify, Outcome};
 use crate::peer_path::PeerPath;
 use crate::transaction::TransactionKey;
 
+/// How long a call waits for another to answer its ask to be joined.
+const JOIN_ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
 /// The caller's side of the call as the edge took it.
 pub struct Caller {
     /// The server transaction of the caller's INVITE.
@@ -57,7 +59,7 @@ struct EdgeContext<'a> {
     host: &'a dyn CallHost,
     tx: &'a mpsc::Sender<CallInput>,
     /// Where the places and reservations taken for the call's transfers are kept.
-    holds: &'a RefCell<Vec<Hold>>,
+    holds: &'a Mutex<Vec<Hold>>,
 }
 
 impl Context for EdgeContext<'_> {
@@ -107,7 +109,7 @@ impl Context for EdgeContext<'_> {
             .spending()
             .hold_for(&view, account, extension, reserve, now)
             .map_err(|(answer, _)| answer)?;
-        self.holds.borrow_mut().extend(hold);
+        self.holds.lock().expect("holds").extend(hold);
         Ok(placed.target)
     }
 }
@@ -127,9 +129,11 @@ pub(super) struct CallTask<M> {
     /// the daily limits (a call with a billable leg): given back when the call is over.
     hold: Option<Hold>,
     /// Those its transfers took, given back with it.
-    transfer_holds: RefCell<Vec<Hold>>,
+    transfer_holds: Mutex<Vec<Hold>>,
     /// Where the answer to the BYE being handled goes.
     bye_reply: Option<oneshot::Sender<Answer>>,
+    /// Where the answer to the join being asked goes.
+    join_reply: Option<oneshot::Sender<Result<call::Partner, Answer>>>,
     tx: mpsc::Sender<CallInput>,
 }
 
@@ -217,8 +221,9 @@ impl<M: Machine> CallTask<M> {
             arrival: None,
             relay,
             hold,
-            transfer_holds: RefCell::default(),
+            transfer_holds: Mutex::default(),
             bye_reply: None,
+            join_reply: None,
             tx,
             host,
         }
@@ -282,6 +287,11 @@ impl<M: Machine> CallTask<M> {
             CallInput::Shutdown => Input::Shutdown,
             CallInput::Modify { key, request } => Input::Modify { key, request },
             CallInput::Refer { key, request } => Input::Refer { key, request },
+            CallInput::JoinAsked(ask, reply) => {
+                self.join_reply = Some(reply);
+                Input::JoinAsked(ask)
+            }
+            CallInput::PartnerEnded => Input::PartnerEnded,
         };
         let outputs = self.step(input);
         self.carry_out(outputs).await;
@@ -298,23 +308,32 @@ impl<M: Machine> CallTask<M> {
         self.call.handle(input, Instant::now(), &ctx)
     }
 
-    /// Carries out the call's outputs in order; an awaited recording's result goes back to
-    /// the call, and what it then asks follows.
+    /// Carries out the call's outputs in order; what an awaited output brings (a recording's
+    /// result, another call's answer) goes back to the call, and what it then asks follows.
     async fn carry_out(&mut self, outputs: Vec<Output>) {
         let mut queue = std::collections::VecDeque::from(outputs);
         while let Some(output) = queue.pop_front() {
-            if let Some(result) = self.execute(output).await {
-                queue.extend(self.step(Input::Recorded(result)));
+            if let Some(input) = self.execute(output).await {
+                queue.extend(self.step(input));
             }
         }
     }
 
-    /// Does one output; for an awaited recording, returns its result.
-    async fn execute(&mut self, output: Output) -> Option<Result<(), Refusal>> {
+    /// Does one output; for an awaited one, returns what it brought.
+    async fn execute(&mut self, output: Output) -> Option<Input> {
         match output {
             Output::Record { command, awaited } => {
                 let result = self.log.record(self.host.as_ref(), *command).await;
-                return awaited.then(|| result.map_err(Refusal::from));
+                return awaited.then(|| Input::Recorded(result.map_err(Refusal::from)));
+            }
+            Output::AskJoin(ask) => return Some(Input::JoinAnswered(self.ask_join(*ask).await)),
+            Output::JoinAnswer(answer) => {
+                if let Some(reply) = self.join_reply.take() {
+                    let _ = reply.send(answer);
+                }
+            }
+            Output::TellPartner(dialog) => {
+                self.host.calls().deliver(&dialog, CallInput::PartnerEnded);
             }
             Output::UseDialIntent {
                 extension_id,
@@ -334,7 +353,7 @@ impl<M: Machine> CallTask<M> {
                     None,
                 )
                 .await;
-                return Some(used.map(|_| ()).map_err(Refusal::from));
+                return Some(Input::Recorded(used.map(|_| ()).map_err(Refusal::from)));
             }
             Output::Respond {
                 key,
@@ -452,10 +471,34 @@ impl<M: Machine> CallTask<M> {
             Output::Release => {
                 self.relay = None;
                 self.hold = None;
-                self.transfer_holds.get_mut().clear();
+                self.transfer_holds.lock().expect("holds").clear();
             }
         }
         None
+    }
+
+    /// Asks the call that has `ask.dialog` to be joined with this one, and waits (a little)
+    /// for its answer.
+    async fn ask_join(&self, ask: call::JoinAsk) -> Result<call::Partner, Answer> {
+        let (tx, rx) = oneshot::channel();
+        let dialog = ask.dialog.clone();
+        if !self
+            .host
+            .calls()
+            .deliver(&dialog, CallInput::JoinAsked(ask, tx))
+        {
+            return Err(Answer::with_reason(
+                481,
+                "Call/Transaction Does Not Exist (no call has the dialog to replace)",
+            ));
+        }
+        match tokio::time::timeout(JOIN_ANSWER_WITHIN, rx).await {
+            Ok(Ok(answer)) => answer,
+            _ => Err(Answer::with_reason(
+                500,
+                "Server Internal Error (the other call did not answer)",
+            )),
+        }
     }
 
     fn path_of(&self, side: Peer) -> Option<PeerPath> {

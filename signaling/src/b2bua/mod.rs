@@ -62,11 +62,19 @@ pub enum CallInput {
     /// The user's extension calling in to take this call (alternate path (b)).
     CallIn(Arrival),
     /// A REFER inside one of the call's dialogs (its server transaction, answered by the
-    /// call): a blind transfer.
+    /// call): a transfer.
     Refer {
         key: TransactionKey,
         request: RawMessage,
     },
+    /// Another call asks to be joined with this one (attended transfer); the answer goes back
+    /// on the channel.
+    JoinAsked(
+        call::JoinAsk,
+        oneshot::Sender<Result<call::Partner, Answer>>,
+    ),
+    /// The call this one was joined with ended.
+    PartnerEnded,
     /// The edge is shutting down: end the call now (hang up both sides of an answered call,
     /// refuse one still ringing), record why, and finish once the hangups are answered.
     Shutdown,

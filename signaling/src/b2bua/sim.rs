@@ -12,7 +12,7 @@ use domain::device::Transport;
 use domain::extension::Extension;
 use domain::ids::ExtensionId;
 
-use super::call::{Context, Input, Machine, Output, Peer, Reach, Refusal};
+use super::call::{Context, Input, Machine, Output, Partner, Peer, Reach, Refusal};
 use super::plan::Target;
 use crate::answer::Answer;
 use crate::message::RawMessage;
@@ -55,6 +55,8 @@ pub struct FakeEdge {
     pub call_in_taken: Cell<bool>,
     /// Where a transfer goes (none: refused, no trunk).
     pub transfer_to: Option<Target>,
+    /// What the other call answers an ask to be joined (none: no call has the dialog).
+    pub join_answer: Option<Result<Partner, Answer>>,
 }
 
 impl Context for FakeEdge {
@@ -109,6 +111,7 @@ impl<M: Machine> Sim<M> {
                 extension: None,
                 call_in_taken: Cell::new(false),
                 transfer_to: None,
+                join_answer: None,
             },
             refuse,
             media_at: now,
@@ -122,25 +125,30 @@ impl<M: Machine> Sim<M> {
         Some(self.now - self.media_at)
     }
 
-    /// Carries the outputs out as the task does: an awaited recording's result (refused if the
-    /// test says so) is handed back, and what follows is appended.
+    /// Carries the outputs out as the task does: what an awaited output brings (a
+    /// recording's result, refused if the test says so; the other call's answer to a join) is
+    /// handed back, and what follows is appended.
     pub fn settle(&mut self, outputs: Vec<Output>) -> Vec<Output> {
         let mut done = vec![];
         let mut queue = std::collections::VecDeque::from(outputs);
         while let Some(output) = queue.pop_front() {
-            let result = match &output {
+            let brought = match &output {
                 Output::Record {
                     command,
                     awaited: true,
-                } => Some((self.refuse)(command).map_or(Ok(()), Err)),
-                Output::UseDialIntent { .. } => Some(Ok(())),
+                } => Some(Input::Recorded((self.refuse)(command).map_or(Ok(()), Err))),
+                Output::UseDialIntent { .. } => Some(Input::Recorded(Ok(()))),
+                Output::AskJoin(_) => Some(Input::JoinAnswered(
+                    self.edge
+                        .join_answer
+                        .clone()
+                        .unwrap_or_else(|| Err(Answer::status(481))),
+                )),
                 _ => None,
             };
             done.push(output);
-            if let Some(result) = result {
-                let next = self
-                    .call
-                    .handle(Input::Recorded(result), self.now, &self.edge);
+            if let Some(input) = brought {
+                let next = self.call.handle(input, self.now, &self.edge);
                 queue.extend(next);
             }
         }

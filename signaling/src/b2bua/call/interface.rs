@@ -9,7 +9,7 @@ use domain::account::Account;
 use domain::call::CallCommand;
 use domain::device::Transport;
 use domain::extension::Extension;
-use domain::ids::{CallId, ExtensionId};
+use domain::ids::{AccountId, CallId, ExtensionId};
 use infra::command::CommandError;
 
 use crate::answer::Answer;
@@ -144,6 +144,31 @@ impl From<CommandError> for Refusal {
     }
 }
 
+/// What one of two calls being joined (attended transfer) tells the other: who it is, how its
+/// task is reached, where its relay takes the other's media, and the session of the party
+/// that stays in it.
+#[derive(Debug, Clone)]
+pub struct Partner {
+    pub call: CallId,
+    /// The dialog of the party leaving it: messages to that key reach its task.
+    pub dialog: DialogKey,
+    /// Its relay's port that faced the leaving party, where the other call's media now goes.
+    pub media: SocketAddr,
+    /// The session description last heard from the party that stays.
+    pub session: Vec<u8>,
+}
+
+/// A call's ask of another to be joined with it: the leaving party's dialog in the other call
+/// (the `Replaces` of its REFER: the edge's tag as `to-tag`, the party's as `from-tag`), the
+/// account both must be billed to, and the asking call as the other's partner.
+#[derive(Debug, Clone)]
+pub struct JoinAsk {
+    pub dialog: DialogKey,
+    pub from_tag: String,
+    pub account: Option<AccountId>,
+    pub partner: Partner,
+}
+
 /// What the call is told.
 #[derive(Debug)]
 pub enum Input {
@@ -172,6 +197,12 @@ pub enum Input {
         key: TransactionKey,
         request: RawMessage,
     },
+    /// Another call asks to be joined with this one; answered with [`Output::JoinAnswer`].
+    JoinAsked(JoinAsk),
+    /// The other call's answer to this call's [`Output::AskJoin`].
+    JoinAnswered(Result<Partner, Answer>),
+    /// The call this one was joined with ended.
+    PartnerEnded,
     /// The edge is shutting down: end the call now.
     Shutdown,
     /// The result of the awaited recording the call asked for last.
@@ -255,6 +286,14 @@ pub enum Output {
     /// Leg `leg` took the caller's place (the caller transferred the call to it): requests to
     /// the caller go where that leg is.
     CallerIs { leg: usize },
+    /// Ask the call that has the dialog `ask.dialog` to be joined with this one; the call
+    /// goes on only with [`Input::JoinAnswered`] (the last output of a batch, as an awaited
+    /// recording).
+    AskJoin(Box<JoinAsk>),
+    /// Answer the join the call was just asked for.
+    JoinAnswer(Result<Partner, Answer>),
+    /// Tell the call joined with this one (reached by its dialog) that this one ended.
+    TellPartner(DialogKey),
     /// Messages of this dialog are the call's.
     Register(DialogKey),
     /// ... no longer.

@@ -1,6 +1,7 @@
 //! The call's state machine: every decision the call makes, from its inputs and `now`.
 
 mod call_in_leg;
+mod join;
 mod legs;
 mod modify;
 mod session_timer;
@@ -85,6 +86,9 @@ enum Then {
     CallInStarted(Box<Bridging>),
     CallInAnswered(Box<Bridging>),
     Transferring(Box<transfer::Asked>),
+    Joining(Box<join::Joining>),
+    JoinRecorded(Box<join::JoinRecording>),
+    JoinAsked(Box<join::AskedToJoin>),
     TransferAnswered {
         leg: usize,
         response: Box<RawMessage>,
@@ -157,6 +161,8 @@ pub struct Call {
     reoffer: Option<transfer::Reoffer>,
     /// The leg that took the caller's place (the caller transferred the call to it).
     caller_leg: Option<usize>,
+    /// The call this one is joined with (attended transfer), by a dialog that reaches it.
+    joined: Option<DialogKey>,
     out: Outbox,
 }
 
@@ -228,6 +234,16 @@ impl Machine for Call {
             }
             return self.out.take();
         }
+        if let Input::JoinAnswered(answer) = input {
+            match self.awaiting.take() {
+                Some(Then::Joining(joining)) => self.join_answered(*joining, answer),
+                other => {
+                    self.awaiting = other;
+                    tracing::warn!(call = %self.id, "a join answer nobody waits for");
+                }
+            }
+            return self.out.take();
+        }
         debug_assert!(
             self.awaiting.is_none(),
             "an input while a recording is awaited"
@@ -296,6 +312,9 @@ impl Machine for Call {
             Input::Ack(ack) => self.on_ack(&ack, ctx),
             Input::Modify { key, request } => self.on_modify(key, request, now, ctx),
             Input::Refer { key, request } => self.on_refer(key, request, ctx),
+            Input::JoinAsked(ask) => self.on_join_asked(ask),
+            Input::PartnerEnded => self.partner_ended(now, ctx),
+            Input::JoinAnswered(_) => unreachable!("handled above"),
             Input::Bye(bye) => {
                 let answer = self.on_bye(&bye, now, ctx);
                 self.out.push(Output::ByeAnswer(answer));
@@ -362,6 +381,7 @@ impl Call {
             transfer: None,
             reoffer: None,
             caller_leg: None,
+            joined: None,
             out: Outbox::default(),
         }
     }
@@ -446,6 +466,13 @@ impl Call {
                 }
             },
             Then::Transferring(asked) => self.transfer_recorded(*asked, result, ctx),
+            Then::JoinRecorded(recording) => self.join_recorded(*recording, result, now, ctx),
+            Then::JoinAsked(asked) => self.join_asked_recorded(*asked, result, now, ctx),
+            Then::Joining(joining) => {
+                // A recording came back where the other call's answer was awaited: not one.
+                tracing::warn!(call = %self.id, "a recording while a join was awaited");
+                self.awaiting = Some(Then::Joining(joining));
+            }
             Then::TransferAnswered { leg, response } => {
                 self.transfer_answered(leg, &response, result, now, ctx)
             }
@@ -752,6 +779,10 @@ impl Call {
         }) else {
             return Answer::status(481);
         };
+        if leg == winner && self.legs[leg].bye_sent {
+            // The party the edge let go (joined to another call), hanging up as it did.
+            return Answer::status(200);
+        }
         if leg == winner {
             self.legs[leg].hung_up();
             self.unacked.clear();
@@ -790,9 +821,10 @@ impl Call {
     }
 
     fn finish(&mut self, cause: EndCause, side: Side, now: Instant) {
-        // A transfer's leg still ringing is given up with the call.
+        // A transfer's leg still ringing is given up with the call; a call joined with it ends.
         self.cancel_legs(LegFailure::Cancelled);
         self.transfer = None;
+        self.tell_partner();
         self.out.record(CallCommand::End { cause, side });
         self.over(now);
         tracing::info!(call = %self.id, ?cause, ?side, "call ended");

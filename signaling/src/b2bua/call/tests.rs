@@ -731,7 +731,7 @@ fn caller_invite_timed(secs: u64) -> RawMessage {
 }
 
 /// A re-INVITE from the caller, with `body` and these extra headers.
-fn caller_reinvite(
+pub(super) fn caller_reinvite(
     cseq: u32,
     body: &str,
     extra: &[(&str, String)],

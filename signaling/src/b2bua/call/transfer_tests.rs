@@ -9,10 +9,11 @@ use domain::device::Transport;
 use domain::ids::DeviceId;
 
 use super::tests::{
-    ANSWER, OFFER, answered, from_caller, from_caller_with, plan, relayed, settings, target,
-    to_caller,
+    ANSWER, CALLER_TAG, OFFER, answered, caller_reinvite, from_caller, from_caller_with, plan,
+    relayed, settings, target, to_caller,
 };
 use super::*;
+use crate::answer::Answer;
 use crate::b2bua::plan::Target;
 use crate::b2bua::sim::*;
 use crate::media::relay::Side as RelaySide;
@@ -543,4 +544,186 @@ fn without_a_relay_the_party_that_stays_is_pointed_at_the_new_party() {
     // The caller no longer knows the dialog: the call ends.
     let out = sim.give(answer_in_dialog(None, &offer, 481, "", &[]));
     assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
+}
+
+/// The account the calls of the attended-transfer tests are billed to.
+fn account_id() -> domain::ids::AccountId {
+    domain::ids::AccountId(uuid::Uuid::from_u128(77))
+}
+
+fn joined_partner() -> Partner {
+    Partner {
+        call: domain::ids::CallId(uuid::Uuid::from_u128(2)),
+        dialog: ("other-call@phone".into(), "edge-2".into()),
+        media: addr("127.0.0.1:31000"),
+        session: NEW_PARTY.as_bytes().to_vec(),
+    }
+}
+
+const REPLACES: &str = "sip:+442079460000@ringledger.test?Replaces=other-call%40phone%3Bto-tag%3Dedge-2%3Bfrom-tag%3Dphone-2";
+
+#[test]
+fn an_attended_transfer_joins_the_call_with_the_one_its_replaces_names() {
+    let mut inbound = plan(vec![phone_target()]);
+    inbound.account.id = Some(account_id());
+    let (mut sim, out) = Sim::start(inbound, relayed(secs(60)));
+    let invite = invites(&out).remove(0).1;
+    sim.give(response(0, &invite, 200, ANSWER));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    sim.edge.join_answer = Some(Ok(joined_partner()));
+    let out = sim.give(refer_from_leg(0, &invite, 2, &refer_to(REPLACES)));
+    // The call with the dialog Replaces names is asked, as this phone's, for this account,
+    // with where this call's relay takes its media and the caller's session.
+    let ask = out
+        .iter()
+        .find_map(|o| match o {
+            Output::AskJoin(ask) => Some(ask.clone()),
+            _ => None,
+        })
+        .expect("the other call asked");
+    assert_eq!(
+        ask.dialog,
+        ("other-call@phone".to_string(), "edge-2".to_string())
+    );
+    assert_eq!(
+        (ask.from_tag.as_str(), ask.account),
+        ("phone-2", Some(account_id()))
+    );
+    assert_eq!(ask.partner.media, addr("127.0.0.1:30002"));
+    assert_eq!(ask.partner.session, OFFER.as_bytes());
+    // Joined: recorded, the REFER accepted and its success NOTIFYed, the phone let go (its
+    // leg ended), the relay's port that faced it sending to the other call's relay; the
+    // caller, not on hold, is left as it is.
+    assert!(
+        commands(&out)
+            .iter()
+            .any(|c| matches!(c, CallCommand::Join { with, .. } if *with == joined_partner().call))
+    );
+    assert_eq!(
+        in_dialog_answers(&out),
+        vec![(202, Some("Accepted".into()))]
+    );
+    assert_eq!(
+        notifies(&out),
+        vec![(Peer::Leg(0), "SIP/2.0 200 OK".into(), true)]
+    );
+    assert_eq!(byes(&out), vec![Peer::Leg(0)]);
+    assert!(
+        commands(&out)
+            .iter()
+            .any(|c| matches!(c, CallCommand::EndLeg { .. }))
+    );
+    assert!(
+        out.iter().any(|o| matches!(o,
+        Output::MediaPeer { side: RelaySide::Callee, rtp, .. } if *rtp == addr("127.0.0.1:31000")))
+    );
+    assert!(reinvites_to_caller(&out).is_empty(), "{out:?}");
+    // The phone's BYE crossing the edge's ends nothing; a change from the caller is not
+    // passed on (the other side is another call's party).
+    let out = sim.give(Input::Bye(from_leg("BYE", 0, &invite, 3)));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::ByeAnswer(a) if a.status == 200))
+    );
+    assert!(ended(&out).is_none());
+    let hold = OFFER.replace("o=- 1 1", "o=- 1 3") + "a=sendonly\r\n";
+    let (key, request) = caller_reinvite(3, &hold, &[]);
+    let out = sim.give(Input::Modify { key, request });
+    assert_eq!(in_dialog_answers(&out)[0].0, 488);
+    // The caller hangs up: the call ends and the joined call is told.
+    let out = sim.give(Input::Bye(from_caller("BYE", 4)));
+    assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::Caller)));
+    assert!(out.iter().any(|o| matches!(o,
+        Output::TellPartner(d) if *d == joined_partner().dialog)));
+}
+
+#[test]
+fn a_call_asked_to_join_checks_the_phone_and_the_account_then_lets_the_phone_go() {
+    let mut outbound = plan(vec![target(0, Duration::ZERO)]);
+    outbound.origin = Origin::IpDevice {
+        device_id: DeviceId(uuid::Uuid::from_u128(4)),
+    };
+    outbound.account.id = Some(account_id());
+    let (mut sim, out) = Sim::start(outbound, relayed(secs(60)));
+    let invite = invites(&out).remove(0).1;
+    sim.give(response(0, &invite, 200, ANSWER));
+    sim.give(Input::Ack(from_caller("ACK", 1)));
+    let ask = |from_tag: &str, account| JoinAsk {
+        dialog: ("caller-call".into(), CALLER_TAG.into()),
+        from_tag: from_tag.into(),
+        account,
+        partner: joined_partner(),
+    };
+    let answer = |out: &[Output]| {
+        out.iter()
+            .find_map(|o| match o {
+                Output::JoinAnswer(a) => Some(a.clone()),
+                _ => None,
+            })
+            .expect("an answer")
+    };
+    // Another phone's tag, or another account: refused, nothing recorded.
+    let out = sim.give(Input::JoinAsked(ask("someone-else", Some(account_id()))));
+    assert_eq!(answer(&out).unwrap_err().status, 481);
+    let other = domain::ids::AccountId(uuid::Uuid::from_u128(78));
+    let out = sim.give(Input::JoinAsked(ask("caller", Some(other))));
+    assert_eq!(answer(&out).unwrap_err().status, 403);
+    assert!(commands(&out).is_empty() && byes(&out).is_empty());
+    // The phone's own dialog: joined, answered with where this call's relay takes media
+    // and the callee's session; the phone let go, the relay pointed at the other call's.
+    let out = sim.give(Input::JoinAsked(ask("caller", Some(account_id()))));
+    assert!(
+        commands(&out)
+            .iter()
+            .any(|c| matches!(c, CallCommand::Join { .. }))
+    );
+    let mine = answer(&out).expect("joined");
+    assert_eq!(mine.media, addr("127.0.0.1:30000"));
+    assert_eq!(
+        mine.dialog,
+        ("caller-call".to_string(), CALLER_TAG.to_string())
+    );
+    assert_eq!(mine.session, ANSWER.as_bytes());
+    assert_eq!(byes(&out), vec![Peer::Caller]);
+    assert!(
+        out.iter().any(|o| matches!(o,
+        Output::MediaPeer { side: RelaySide::Caller, rtp, .. } if *rtp == addr("127.0.0.1:31000")))
+    );
+    // The callee is offered the other call's party's session (its codec), at the relay.
+    let offers: Vec<String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Request {
+                to: Peer::Leg(0),
+                method: "INVITE",
+                bytes,
+                ..
+            } => Some(String::from_utf8_lossy(bytes).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offers.len(), 1, "{out:?}");
+    assert!(offers[0].contains("m=audio 30002 ") && !offers[0].contains("127.0.0.40"));
+    // The joined call ends: so does this one, hanging up the callee, telling nobody back.
+    let out = sim.give(Input::PartnerEnded);
+    assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::System)));
+    assert_eq!(byes(&out), vec![Peer::Leg(0)]);
+    assert!(!out.iter().any(|o| matches!(o, Output::TellPartner(_))));
+}
+
+#[test]
+fn an_attended_transfer_the_other_call_refuses_is_refused() {
+    let (mut sim, invite) = answered_by_phone(relayed(secs(60)));
+    sim.edge.join_answer = Some(Err(Answer::with_reason(403, "Forbidden (not yours)")));
+    let out = sim.give(refer_from_leg(0, &invite, 2, &refer_to(REPLACES)));
+    assert_eq!(
+        in_dialog_answers(&out),
+        vec![(403, Some("Forbidden (not yours)".into()))]
+    );
+    assert!(byes(&out).is_empty() && commands(&out).is_empty());
+    // Replaces naming this very call is refused before anyone is asked.
+    let own = "sip:+44@x?Replaces=caller-call%3Bto-tag%3Dedge-tag%3Bfrom-tag%3Dcaller";
+    let out = sim.give(refer_from_leg(0, &invite, 3, &refer_to(own)));
+    assert_eq!(in_dialog_answers(&out)[0].0, 400);
+    assert!(!out.iter().any(|o| matches!(o, Output::AskJoin(_))));
 }

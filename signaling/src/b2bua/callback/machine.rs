@@ -199,9 +199,18 @@ impl Machine for Callback {
                 answer: Answer::with_reason(501, "Not Implemented (transfer of a callback)"),
                 tag: String::new(),
             }),
+            Input::JoinAsked(_) => self.out.push(Output::JoinAnswer(Err(Answer::with_reason(
+                501,
+                "Not Implemented (transfer of a callback)",
+            )))),
             Input::Shutdown => self.shut_down(now, ctx),
             // No caller's INVITE to cancel or ACK, no call-in awaited.
-            Input::Outcome { .. } | Input::Cancel | Input::Ack(_) | Input::CallIn(_) => {}
+            Input::Outcome { .. }
+            | Input::Cancel
+            | Input::Ack(_)
+            | Input::CallIn(_)
+            | Input::PartnerEnded
+            | Input::JoinAnswered(_) => {}
             Input::Recorded(_) => unreachable!("handled above"),
         }
         self.out.take()

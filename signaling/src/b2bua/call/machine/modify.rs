@@ -99,6 +99,9 @@ impl Call {
             Some(side) => {
                 if let Some(too_small) = Self::interval_too_small(&request) {
                     too_small
+                } else if self.joined.is_some() && self.changes_session(side, &request) {
+                    // The other side is another call's party: not passed on.
+                    Answer::with_reason(488, "Not Acceptable Here (the call is joined to another)")
                 } else if self.changes_session(side, &request) {
                     return self.pass_on(side, key, request, method, ctx);
                 } else {

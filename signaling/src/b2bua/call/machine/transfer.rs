@@ -12,7 +12,7 @@
 //! When the new party does not answer, the transferor is told and the call goes on as it was
 //! — unless the transferor has hung up meanwhile, in which case the call ends. The
 //! transferred leg is billed to the call's account, like any of its legs; one transfer at a
-//! time. Attended transfer (`Replaces`) is not taken: 501.
+//! time. Attended transfer (`Replaces`) joins two calls instead: see `join.rs`.
 
 use std::time::Instant;
 
@@ -25,6 +25,7 @@ use crate::answer::Answer;
 use crate::b2bua::call::interface::{Context, Output, Peer, Reach, Refusal};
 use crate::b2bua::call::rules::{caller_failure, status_of};
 use crate::b2bua::plan::Target;
+use crate::b2bua::{DialogKey, dialog_key};
 use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::message::header::{name_addr, uri_user};
@@ -66,31 +67,124 @@ pub(super) struct Asked {
     reach: Reach,
 }
 
-/// The number a REFER transfers to, or the answer refusing it.
-fn refer_target(request: &RawMessage) -> Result<domain::E164, Answer> {
+/// What a REFER's `Refer-To` names: a number (blind transfer), or a dialog to replace
+/// (attended transfer: `Replaces`, RFC 3891) by its Call-ID and tags.
+enum Referred {
+    Number(domain::E164),
+    Dialog { key: DialogKey, from_tag: String },
+}
+
+/// `%XX` escapes decoded (a `Replaces` inside a URI is escaped); malformed ones kept.
+fn unescaped(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a REFER transfers to, or the answer refusing it.
+fn referred(request: &RawMessage) -> Result<Referred, Answer> {
     let mut refer_to = request.headers_named("Refer-To");
     let (Some(value), None) = (refer_to.next(), refer_to.next()) else {
         return Err(Answer::with_reason(400, "Bad Request (one Refer-To)"));
     };
     let uri = name_addr(value).map(|n| n.uri).unwrap_or_default();
-    if uri
-        .split_once('?')
-        .is_some_and(|(_, headers)| headers.to_ascii_lowercase().contains("replaces="))
-    {
-        return Err(Answer::with_reason(
-            501,
-            "Not Implemented (attended transfer)",
-        ));
+    let replaces = uri.split_once('?').and_then(|(_, headers)| {
+        headers.split('&').find_map(|h| {
+            let (name, value) = h.split_once('=')?;
+            name.eq_ignore_ascii_case("Replaces")
+                .then(|| unescaped(value))
+        })
+    });
+    if let Some(replaces) = replaces {
+        // call-id;to-tag=…;from-tag=… (the to-tag is the edge's in that dialog).
+        let mut parts = replaces.split(';').map(str::trim);
+        let call_id = parts.next().unwrap_or_default().to_string();
+        let (mut to_tag, mut from_tag) = (None, None);
+        for part in parts {
+            match part.split_once('=') {
+                Some((name, tag)) if name.eq_ignore_ascii_case("to-tag") => to_tag = Some(tag),
+                Some((name, tag)) if name.eq_ignore_ascii_case("from-tag") => from_tag = Some(tag),
+                _ => {}
+            }
+        }
+        return match (call_id.is_empty(), to_tag, from_tag) {
+            (false, Some(to_tag), Some(from_tag)) => Ok(Referred::Dialog {
+                key: dialog_key(&call_id, to_tag),
+                from_tag: from_tag.to_string(),
+            }),
+            _ => Err(Answer::with_reason(400, "Bad Request (Replaces)")),
+        };
     }
-    uri_user(uri).and_then(telephone_number).ok_or_else(|| {
-        Answer::with_reason(
-            404,
-            "Not Found (a call is transferred to a telephone number)",
-        )
-    })
+    uri_user(uri)
+        .and_then(telephone_number)
+        .map(Referred::Number)
+        .ok_or_else(|| {
+            Answer::with_reason(
+                404,
+                "Not Found (a call is transferred to a telephone number)",
+            )
+        })
+}
+
+/// The domain's name for a side that hands its place on, and its leg (a callee's).
+pub(super) fn party(call: &Call, side: Peer) -> (Side, Option<LegId>) {
+    match side {
+        Peer::Caller => (Side::Caller, None),
+        Peer::Leg(l) => (Side::Callee, Some(call.legs[l].id)),
+    }
+}
+
+/// The REFER's CSeq number, which its NOTIFYs name (`Event: refer;id=`).
+pub(super) fn refer_id(request: &RawMessage) -> String {
+    request
+        .header("CSeq")
+        .and_then(|c| c.split_whitespace().next())
+        .unwrap_or("1")
+        .to_string()
 }
 
 impl Call {
+    /// Answers a REFER 202 Accepted; whether its progress is to be NOTIFYed (not after
+    /// `Refer-Sub: false`, RFC 4488, which the 202 then echoes).
+    pub(super) fn accept_refer(
+        &mut self,
+        key: TransactionKey,
+        request: &RawMessage,
+        ctx: &dyn Context,
+    ) -> bool {
+        let no_notify = request
+            .header("Refer-Sub")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+        let mut accepted = self.contact(Answer::with_reason(202, "Accepted"), ctx);
+        if no_notify {
+            accepted = accepted.header(rsip::Header::Other("Refer-Sub".into(), "false".into()));
+        }
+        self.out.push(Output::Respond {
+            key,
+            request: request.clone(),
+            answer: accepted,
+            tag: String::new(),
+        });
+        !no_notify
+    }
+
     /// A REFER inside one of the call's dialogs.
     pub(super) fn on_refer(&mut self, key: TransactionKey, request: RawMessage, ctx: &dyn Context) {
         let side = match self.phase {
@@ -105,40 +199,50 @@ impl Call {
                 Answer::with_reason(403, "Forbidden (only an answered call is transferred)")
             }
             None => Answer::status(481),
-            Some(_) if self.transfer.is_some() => {
+            Some(_) if self.transfer.is_some() || self.reoffer.is_some() => {
                 Answer::with_reason(491, "Request Pending (a transfer is under way)")
             }
-            Some(by) => match self.ask_transfer(by, &request, ctx) {
-                Ok((target, number, reach)) => {
-                    let leg_id = LegId(uuid::Uuid::now_v7());
-                    let command = CallCommand::Transfer {
-                        by: if by == Peer::Caller {
-                            Side::Caller
-                        } else {
-                            Side::Callee
-                        },
-                        from_leg: match by {
-                            Peer::Caller => None,
-                            Peer::Leg(l) => Some(self.legs[l].id),
-                        },
-                        to: number.as_str().to_string(),
-                        leg_id,
-                        target: target.target.clone(),
-                        path: target.path,
-                        account: self.plan.account.clone(),
-                    };
-                    let asked = Asked {
-                        key,
-                        request,
-                        by,
-                        target,
-                        leg_id,
-                        reach,
-                    };
-                    self.record_then(command, Then::Transferring(Box::new(asked)));
-                    return;
-                }
+            Some(_) if self.joined.is_some() => {
+                Answer::with_reason(403, "Forbidden (the call is joined to another)")
+            }
+            Some(by) if !self.may_transfer(by) => {
+                Answer::with_reason(403, "Forbidden (this party may not transfer the call)")
+            }
+            Some(by) => match referred(&request) {
                 Err(answer) => answer,
+                Ok(Referred::Dialog {
+                    key: dialog,
+                    from_tag,
+                }) => match self.ask_join(by, dialog, from_tag, key.clone(), request.clone()) {
+                    Ok(()) => return,
+                    Err(answer) => answer,
+                },
+                Ok(Referred::Number(number)) => match self.place_transfer(by, &number, ctx) {
+                    Ok((target, reach)) => {
+                        let leg_id = LegId(uuid::Uuid::now_v7());
+                        let (side, from_leg) = party(self, by);
+                        let command = CallCommand::Transfer {
+                            by: side,
+                            from_leg,
+                            to: number.as_str().to_string(),
+                            leg_id,
+                            target: target.target.clone(),
+                            path: target.path,
+                            account: self.plan.account.clone(),
+                        };
+                        let asked = Asked {
+                            key,
+                            request,
+                            by,
+                            target,
+                            leg_id,
+                            reach,
+                        };
+                        self.record_then(command, Then::Transferring(Box::new(asked)));
+                        return;
+                    }
+                    Err(answer) => answer,
+                },
             },
         };
         self.out.push(Output::Respond {
@@ -149,13 +253,9 @@ impl Call {
         });
     }
 
-    /// Whether `by` may transfer the call, where to, and the leg that goes there.
-    fn ask_transfer(
-        &self,
-        by: Peer,
-        request: &RawMessage,
-        ctx: &dyn Context,
-    ) -> Result<(Target, domain::E164, Reach), Answer> {
+    /// Whether `by` may hand its place on: one of the account's phones (an extension only
+    /// with `sip.allow_extension_transfer`); a refusal is logged.
+    pub(super) fn may_transfer(&self, by: Peer) -> bool {
         let (allowed, phone) = match by {
             Peer::Caller => (
                 match self.plan.origin {
@@ -181,18 +281,23 @@ impl Call {
                 call = %self.id, ?by, from = %phone,
                 "transfer refused: not a phone of the call's account"
             );
-            return Err(Answer::with_reason(
-                403,
-                "Forbidden (this party may not transfer the call)",
-            ));
         }
-        let number = refer_target(request)?;
-        let extension = match by {
-            Peer::Caller => self.plan.extension.as_ref(),
-            Peer::Leg(_) => None,
+        allowed
+    }
+
+    /// Where a transfer from `by` to `number` goes, and the leg that goes there.
+    fn place_transfer(
+        &self,
+        by: Peer,
+        number: &domain::E164,
+        ctx: &dyn Context,
+    ) -> Result<(Target, Reach), Answer> {
+        let (extension, phone) = match by {
+            Peer::Caller => (self.plan.extension.as_ref(), self.caller.reach.peer),
+            Peer::Leg(l) => (None, self.legs[l].reach.peer),
         };
         let target = ctx
-            .transfer_target(&self.plan.account, extension, &number, phone)
+            .transfer_target(&self.plan.account, extension, number, phone)
             .inspect_err(|answer| {
                 tracing::info!(call = %self.id, to = %number.as_str(), status = answer.status, "transfer refused");
             })?;
@@ -201,7 +306,7 @@ impl Call {
             .ok_or_else(|| {
                 Answer::with_reason(503, "Service Unavailable (no way to the target)")
             })?;
-        Ok((target, number, reach))
+        Ok((target, reach))
     }
 
     /// The transfer is recorded (or refused): accepted, the transferor told, the leg placed.
@@ -232,19 +337,7 @@ impl Call {
         let Some(stays) = self.other_side(by) else {
             return;
         };
-        let no_notify = request
-            .header("Refer-Sub")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
-        let mut accepted = self.contact(Answer::with_reason(202, "Accepted"), ctx);
-        if no_notify {
-            accepted = accepted.header(rsip::Header::Other("Refer-Sub".into(), "false".into()));
-        }
-        self.out.push(Output::Respond {
-            key,
-            request: request.clone(),
-            answer: accepted,
-            tag: String::new(),
-        });
+        let notify = self.accept_refer(key, &request, ctx);
         // The new party is offered the session of the side that stays, both ways (whatever
         // hold the transferor had it in), pointed at the relay's port that faced the
         // transferor.
@@ -279,12 +372,8 @@ impl Call {
         self.transfer = Some(Transfer {
             by,
             leg,
-            notify: !no_notify,
-            id: request
-                .header("CSeq")
-                .and_then(|c| c.split_whitespace().next())
-                .unwrap_or("1")
-                .to_string(),
+            notify,
+            id: refer_id(&request),
             left: false,
             offered,
         });
@@ -441,7 +530,7 @@ impl Call {
     }
 
     /// Offers `to` the new party's session (`body`): a re-INVITE from the edge.
-    fn reoffer_to(&mut self, to: Peer, body: &[u8], ctx: &dyn Context) {
+    pub(super) fn reoffer_to(&mut self, to: Peer, body: &[u8], ctx: &dyn Context) {
         let offered = self.toward(to, body);
         let local = ctx.local();
         let mut extra = vec![
@@ -545,6 +634,19 @@ impl Call {
             return;
         }
         let (to, id) = (transfer.by, transfer.id.clone());
+        self.notify_refer(to, &id, status_line, done, ctx);
+    }
+
+    /// A NOTIFY of a REFER's progress (RFC 3515 §2.4.4) to `to`: `status_line` as sipfrag,
+    /// for the REFER of CSeq `id`; `done`: the subscription ends with it.
+    pub(super) fn notify_refer(
+        &mut self,
+        to: Peer,
+        id: &str,
+        status_line: &str,
+        done: bool,
+        ctx: &dyn Context,
+    ) {
         let local = ctx.local();
         let state = if done {
             "terminated;reason=noresource"
