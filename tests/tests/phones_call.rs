@@ -590,3 +590,107 @@ async fn pjsua2_transfers_a_call_to_a_phone_it_consulted_first() {
     }
     edge.shutdown().await;
 }
+
+/// linphonec's configuration for bob in `dir` (also its HOME: liblinphone does not start
+/// without a writable data directory): UDP only, on 127.0.0.1, the edge as registrar and as
+/// the route of every request (`reg_route`), no soundcard.
+fn linphone_config(dir: &Path, edge: std::net::SocketAddr) {
+    std::fs::create_dir_all(dir.join(".local/share/linphone")).unwrap();
+    std::fs::write(
+        dir.join("linphonerc"),
+        format!(
+            "[sip]\nsip_port=-1\nsip_tcp_port=-1\nsip_tls_port=-1\ndefault_proxy=0\n\
+             [net]\nbind_address=127.0.0.1\n\
+             [proxy_0]\nreg_proxy=<sip:{edge};transport=udp>\n\
+             reg_route=<sip:{edge};transport=udp;lr>\nreg_identity=sip:{BOB}@{REALM}\n\
+             reg_expires=600\nreg_sendregister=1\n\
+             [auth_info_0]\nusername={BOB}\npasswd={BOB_PASSWORD}\nrealm={REALM}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// linphonec (Debian `linphone-cli`) as bob, driven through its standard input.
+fn linphonec(dir: &Path) -> tokio::process::Child {
+    tokio::process::Command::new("linphonec")
+        .arg("-c")
+        .arg(dir.join("linphonerc"))
+        .env("HOME", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect(
+            "linphonec must be installed (Debian package linphone-cli; scripts/test installs it)",
+        )
+}
+
+/// linphone (bob) calls alice's number, where baresip answers; linphone holds the call
+/// (pause), resumes it and hangs up. Both holds pass through both calls to baresip (a
+/// re-INVITE each), and both calls end normally, bob's hangup ending them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linphone_calls_baresip_holds_resumes_and_hangs_up() {
+    use tokio::io::AsyncWriteExt;
+    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
+    let bob_ids = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
+    let dir = tempfile::tempdir().unwrap();
+    baresip_config(dir.path(), edge.udp, true);
+    let alice = baresip(dir.path(), &["-t", "30"]);
+    wait_registered(&edge, edge.account_id, "baresip").await;
+    let home = tempfile::tempdir().unwrap();
+    linphone_config(home.path(), edge.udp);
+    let mut bob = linphonec(home.path());
+    wait_registered(&edge, bob_ids.0, "linphone").await;
+    let mut input = bob.stdin.take().unwrap();
+    let mut say = async |line: &str| {
+        input
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        input.flush().await.unwrap();
+    };
+    say(&format!("call sip:{MAIN_NUMBER}@{REALM}")).await;
+    let answered = async {
+        loop {
+            let calls = edge.calls().await;
+            if calls
+                .iter()
+                .filter(|c| c.iter().any(|e| matches!(e, CallEvent::LegAnswered { .. })))
+                .count()
+                == 2
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), answered)
+        .await
+        .expect("linphone's call answered");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    say("pause").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    say("resume").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    say("terminate").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    say("quit").await;
+    drop(input);
+    let (_, bob_text) = finished(bob, 20).await;
+    let mut alice = alice;
+    let _ = alice.start_kill();
+    let (_, alice_text) = finished(alice, 20).await;
+    let context = format!("--- linphone:\n{bob_text}\n--- baresip:\n{alice_text}");
+    assert!(
+        bob_text.contains("is now paused") && bob_text.contains("ended (No error)"),
+        "linphone held, resumed and hung up its call:\n{context}"
+    );
+    assert_eq!(
+        alice_text.matches("got re-INVITE").count(),
+        2,
+        "the hold and the resume reach baresip:\n{context}"
+    );
+    check_calls(&edge, bob_ids, edge.account_id, 10, &context).await;
+    edge.shutdown().await;
+}
