@@ -369,6 +369,43 @@ const CAROL: &str = "carol";
 const CAROL_PASSWORD: &str = "carols-own-long-password";
 const CAROL_NUMBER: &str = "+442071838752";
 
+/// An edge with bob's and carol's accounts besides alice's: the edge and their accounts.
+async fn edge_with_bob_and_carol() -> (SipEdge, AccountId, AccountId) {
+    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
+    let (bob, _) = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
+    let (carol, _) = edge
+        .add_subscriber(CAROL, CAROL_PASSWORD, CAROL_NUMBER)
+        .await;
+    (edge, bob, carol)
+}
+
+/// Waits for the three phones of a transfer (bob's and carol's pjsua2, alice's baresip) and
+/// checks that carol answered, saw her call end and heard more than `packets` RTP packets
+/// (50 a second): bob's success, what he printed, and every phone's output.
+async fn carol_heard_alice(
+    bob: tokio::process::Child,
+    carol: tokio::process::Child,
+    alice: tokio::process::Child,
+    packets: u64,
+) -> (bool, String, String) {
+    let (bob_ok, bob_text) = finished(bob, 40).await;
+    let (carol_ok, carol_text) = finished(carol, 40).await;
+    let (_, alice_text) = finished(alice, 20).await;
+    let context = format!(
+        "--- bob (pjsua2):\n{bob_text}\n--- carol (pjsua2):\n{carol_text}\n--- alice (baresip):\n{alice_text}"
+    );
+    assert!(
+        carol_ok,
+        "carol did not answer and see the call end:\n{context}"
+    );
+    let heard = received(&carol_text, "call").unwrap_or(0);
+    assert!(
+        heard > packets,
+        "carol heard {heard} packets from baresip\n{context}"
+    );
+    (bob_ok, bob_text, context)
+}
+
 /// The call of `account` among `calls` (its events), by the account it is billed to.
 fn call_of(calls: &[Vec<CallEvent>], account: AccountId) -> &[CallEvent] {
     calls
@@ -430,11 +467,7 @@ fn check_transfer(
 /// through the relays until baresip hangs up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pjsua2_transfers_a_call_it_answered_to_a_third_phone() {
-    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
-    let (bob_account, _) = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
-    let (carol_account, _) = edge
-        .add_subscriber(CAROL, CAROL_PASSWORD, CAROL_NUMBER)
-        .await;
+    let (edge, bob_account, carol_account) = edge_with_bob_and_carol().await;
     let carol_uri = format!("sip:{CAROL_NUMBER}@{REALM}");
     let bob = pjsua2(&edge, &["transfer", "-", &carol_uri, "2"]);
     let carol = pjsua2_as(&edge, (CAROL, CAROL_PASSWORD), &["answer"]);
@@ -451,23 +484,9 @@ async fn pjsua2_transfers_a_call_it_answered_to_a_third_phone() {
             &BARESIP_SECONDS.to_string(),
         ],
     );
-    let (bob_ok, bob_text) = finished(bob, 40).await;
-    let (carol_ok, carol_text) = finished(carol, 40).await;
-    let (_, alice_text) = finished(alice, 20).await;
-    let context = format!(
-        "--- bob (pjsua2):\n{bob_text}\n--- carol (pjsua2):\n{carol_text}\n--- alice (baresip):\n{alice_text}"
-    );
+    let (bob_ok, bob_text, context) = carol_heard_alice(bob, carol, alice, 50).await;
     assert!(bob_ok, "bob's transfer did not complete:\n{context}");
     assert!(bob_text.contains("transfer: 200"), "{context}");
-    assert!(
-        carol_ok,
-        "carol did not answer and see the call end:\n{context}"
-    );
-    let heard = received(&carol_text, "call").unwrap_or(0);
-    assert!(
-        heard > 50,
-        "carol heard {heard} packets from baresip\n{context}"
-    );
     let calls = edge.ended_calls(3).await;
     check_transfer(&calls, bob_account, carol_account, Side::Callee, &context);
     edge.shutdown().await;
@@ -478,11 +497,7 @@ async fn pjsua2_transfers_a_call_it_answered_to_a_third_phone() {
 /// place: carol hears baresip until it hangs up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pjsua2_transfers_a_call_it_placed_to_a_third_phone() {
-    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
-    let (bob_account, _) = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
-    let (carol_account, _) = edge
-        .add_subscriber(CAROL, CAROL_PASSWORD, CAROL_NUMBER)
-        .await;
+    let (edge, bob_account, carol_account) = edge_with_bob_and_carol().await;
     let carol = pjsua2_as(&edge, (CAROL, CAROL_PASSWORD), &["answer"]);
     wait_registered(&edge, carol_account, "carol's pjsua2").await;
     let dir = tempfile::tempdir().unwrap();
@@ -492,22 +507,8 @@ async fn pjsua2_transfers_a_call_it_placed_to_a_third_phone() {
     let alice_uri = format!("sip:{MAIN_NUMBER}@{REALM}");
     let carol_uri = format!("sip:{CAROL_NUMBER}@{REALM}");
     let bob = pjsua2(&edge, &["transfer", &alice_uri, &carol_uri, "2"]);
-    let (bob_ok, bob_text) = finished(bob, 40).await;
-    let (carol_ok, carol_text) = finished(carol, 40).await;
-    let (_, alice_text) = finished(alice, 20).await;
-    let context = format!(
-        "--- bob (pjsua2):\n{bob_text}\n--- carol (pjsua2):\n{carol_text}\n--- alice (baresip):\n{alice_text}"
-    );
+    let (bob_ok, bob_text, context) = carol_heard_alice(bob, carol, alice, 50).await;
     assert!(bob_ok, "bob's transfer did not complete:\n{context}");
-    assert!(
-        carol_ok,
-        "carol did not answer and see the call end:\n{context}"
-    );
-    let heard = received(&carol_text, "call").unwrap_or(0);
-    assert!(
-        heard > 50,
-        "carol heard {heard} packets from baresip\n{context}"
-    );
     let calls = edge.ended_calls(3).await;
     check_transfer(&calls, bob_account, carol_account, Side::Caller, &context);
     edge.shutdown().await;
@@ -520,11 +521,7 @@ async fn pjsua2_transfers_a_call_it_placed_to_a_third_phone() {
 /// ends. Both of bob's calls record the join, each naming the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pjsua2_transfers_a_call_to_a_phone_it_consulted_first() {
-    let edge = SipEdge::spawn_looped(Backend::sqlite().await).await;
-    let (bob_account, _) = edge.add_subscriber(BOB, BOB_PASSWORD, BOB_NUMBER).await;
-    let (carol_account, _) = edge
-        .add_subscriber(CAROL, CAROL_PASSWORD, CAROL_NUMBER)
-        .await;
+    let (edge, bob_account, carol_account) = edge_with_bob_and_carol().await;
     let carol_uri = format!("sip:{CAROL_NUMBER}@{REALM}");
     let bob = pjsua2(&edge, &["attended", &carol_uri, "2"]);
     let carol = pjsua2_as(&edge, (CAROL, CAROL_PASSWORD), &["answer"]);
@@ -541,19 +538,12 @@ async fn pjsua2_transfers_a_call_to_a_phone_it_consulted_first() {
             &(BARESIP_SECONDS + 2).to_string(),
         ],
     );
-    let (bob_ok, bob_text) = finished(bob, 40).await;
-    let (carol_ok, carol_text) = finished(carol, 40).await;
-    let (_, alice_text) = finished(alice, 20).await;
-    let context = format!(
-        "--- bob (pjsua2):\n{bob_text}\n--- carol (pjsua2):\n{carol_text}\n--- alice (baresip):\n{alice_text}"
-    );
+    // Carol hears bob for the second before the transfer (50 packets), then baresip.
+    let (bob_ok, bob_text, context) = carol_heard_alice(bob, carol, alice, 150).await;
     assert!(
         bob_ok,
         "bob's attended transfer did not complete:\n{context}"
     );
-    assert!(carol_ok, "carol did not see her call end:\n{context}");
-    let heard = received(&carol_text, "call").unwrap_or(0);
-    assert!(heard > 100, "carol heard {heard} packets\n{context}");
     let calls = edge.ended_calls(4).await;
     assert_eq!(calls.len(), 4, "{calls:?}");
     let id_of = |events: &[CallEvent]| match &events[0] {

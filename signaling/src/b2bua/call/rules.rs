@@ -9,6 +9,7 @@ use domain::call::EndCause;
 use crate::answer::Answer;
 use crate::dialog::{Dialog, Hop};
 use crate::message::RawMessage;
+use crate::outgoing::Outcome;
 use crate::requests;
 
 /// The shortest a call-in is waited for: less leaves the user no time to dial.
@@ -44,6 +45,15 @@ pub(crate) fn bye_in(dialog: &mut Dialog, transport: &str, local: &str) -> (Vec<
 
 pub(crate) fn status_of(response: &RawMessage) -> Option<u16> {
     response.start_line.split(' ').nth(1)?.parse().ok()
+}
+
+/// The status a request's outcome amounts to: its response's (500 when unreadable), or 408
+/// for no answer.
+pub(crate) fn outcome_status(outcome: &Outcome) -> u16 {
+    match outcome {
+        Outcome::Response(r) => status_of(r).unwrap_or(500),
+        Outcome::Timeout => 408,
+    }
 }
 
 pub(crate) fn content_type(message: &RawMessage) -> String {

@@ -75,6 +75,23 @@ fn refer_from_leg(leg: usize, invite: &RawMessage, cseq: u32, extra: &str) -> In
     }
 }
 
+/// The phone (leg 0, whose INVITE was `invite`) transfers the call to +442079460000 (REFER
+/// of CSeq `cseq`): what the edge did, and the new leg's INVITE.
+fn transfer_from_phone(
+    sim: &mut Sim<Call>,
+    invite: &RawMessage,
+    cseq: u32,
+) -> (Vec<Output>, RawMessage) {
+    let out = sim.give(refer_from_leg(
+        0,
+        invite,
+        cseq,
+        &refer_to("sip:+442079460000@ringledger.test"),
+    ));
+    let new_invite = invites(&out).remove(0).1;
+    (out, new_invite)
+}
+
 /// A REFER from the caller with `extra` header lines.
 fn refer_from_caller(cseq: u32, extra: &str) -> Input {
     let request = from_caller_with("REFER", cseq, extra);
@@ -280,13 +297,7 @@ fn the_callers_phone_transfers_the_call_and_the_new_party_takes_its_place() {
 #[test]
 fn a_transfer_the_new_party_refuses_leaves_the_call_as_it_was() {
     let (mut sim, invite) = answered_by_phone(settings());
-    let out = sim.give(refer_from_leg(
-        0,
-        &invite,
-        2,
-        &refer_to("sip:+442079460000@ringledger.test"),
-    ));
-    let new_invite = invites(&out).remove(0).1;
+    let (_, new_invite) = transfer_from_phone(&mut sim, &invite, 2);
     let out = sim.give(response(1, &new_invite, 486, ""));
     assert_eq!(
         notifies(&out),
@@ -307,13 +318,7 @@ fn a_transfer_the_new_party_refuses_leaves_the_call_as_it_was() {
 #[test]
 fn a_transferor_that_hangs_up_first_leaves_the_call_to_the_new_party() {
     let (mut sim, invite) = answered_by_phone(settings());
-    let out = sim.give(refer_from_leg(
-        0,
-        &invite,
-        2,
-        &refer_to("sip:+442079460000@ringledger.test"),
-    ));
-    let new_invite = invites(&out).remove(0).1;
+    let (_, new_invite) = transfer_from_phone(&mut sim, &invite, 2);
     // The phone hangs up at once (a blind transfer): its leg ends, the call does not.
     let out = sim.give(Input::Bye(from_leg("BYE", 0, &invite, 3)));
     assert!(
@@ -336,13 +341,7 @@ fn a_transferor_that_hangs_up_first_leaves_the_call_to_the_new_party() {
 #[test]
 fn the_caller_hanging_up_during_a_transfer_cancels_the_new_leg() {
     let (mut sim, invite) = answered_by_phone(settings());
-    let out = sim.give(refer_from_leg(
-        0,
-        &invite,
-        2,
-        &refer_to("sip:+442079460000@ringledger.test"),
-    ));
-    let new_invite = invites(&out).remove(0).1;
+    let (_, new_invite) = transfer_from_phone(&mut sim, &invite, 2);
     sim.give(response(1, &new_invite, 180, ""));
     let out = sim.give(Input::Bye(from_caller("BYE", 2)));
     assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::Caller)));
@@ -453,13 +452,7 @@ fn a_caller_on_hold_when_transferred_is_taken_off_hold_with_the_new_party() {
     sim.give(answer_in_dialog(None, &held, 200, &held_answer, &[]));
     let given_origin = origin(&message::from_text(&String::from_utf8_lossy(&held)).body);
     // The transfer: the new party is offered media both ways, not the hold.
-    let out = sim.give(refer_from_leg(
-        0,
-        &invite,
-        3,
-        &refer_to("sip:+442079460000@ringledger.test"),
-    ));
-    let new_invite = invites(&out).remove(0).1;
+    let (_, new_invite) = transfer_from_phone(&mut sim, &invite, 3);
     let way = crate::media::sdp::direction(&new_invite.body);
     assert!(way.sends && way.receives, "{new_invite:?}");
     // Answered: the caller is offered the new party's session, as the next version of the
@@ -513,13 +506,7 @@ fn a_caller_on_hold_when_transferred_is_taken_off_hold_with_the_new_party() {
 #[test]
 fn without_a_relay_the_party_that_stays_is_pointed_at_the_new_party() {
     let (mut sim, invite) = answered_by_phone(settings());
-    let out = sim.give(refer_from_leg(
-        0,
-        &invite,
-        2,
-        &refer_to("sip:+442079460000@ringledger.test"),
-    ));
-    let new_invite = invites(&out).remove(0).1;
+    let (_, new_invite) = transfer_from_phone(&mut sim, &invite, 2);
     let out = sim.give(response(1, &new_invite, 200, NEW_PARTY));
     let offer = reinvites_to_caller(&out).remove(0);
     let body = message::from_text(&String::from_utf8_lossy(&offer)).body;

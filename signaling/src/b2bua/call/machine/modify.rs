@@ -19,7 +19,7 @@ use rsip::headers::UntypedHeader;
 use super::{Call, Phase, side_leg};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{Context, Output, Peer};
-use crate::b2bua::call::rules::{content_type, status_of};
+use crate::b2bua::call::rules::{content_type, outcome_status};
 use crate::media::relay::Side as RelaySide;
 use crate::media::sdp;
 use crate::message::RawMessage;
@@ -228,10 +228,7 @@ impl Call {
 
     /// What became of a change the edge passed on.
     pub(super) fn on_passed_outcome(&mut self, outcome: Outcome, now: Instant, ctx: &dyn Context) {
-        let status = match &outcome {
-            Outcome::Response(r) => status_of(r).unwrap_or(500),
-            Outcome::Timeout => 408,
-        };
+        let status = outcome_status(&outcome);
         if status < 200 {
             return;
         }

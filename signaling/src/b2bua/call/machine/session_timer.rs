@@ -21,7 +21,7 @@ use super::sessions::{EdgeRefresh, SessionTimer};
 use super::{Call, Phase};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{Context, Output, Peer};
-use crate::b2bua::call::rules::status_of;
+use crate::b2bua::call::rules::outcome_status;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
 
@@ -218,10 +218,7 @@ impl Call {
         let Some(refresher) = self.refresher.as_mut() else {
             return;
         };
-        let status = match &outcome {
-            Outcome::Response(r) => status_of(r).unwrap_or(500),
-            Outcome::Timeout => 408,
-        };
+        let status = outcome_status(&outcome);
         match (status, outcome) {
             (..=199, _) => {}
             (200..=299, Outcome::Response(response)) => {

@@ -23,7 +23,7 @@ use super::modify::relay_side;
 use super::{Call, LegState, Phase, Then, refused};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{Context, Output, Peer, Reach, Refusal};
-use crate::b2bua::call::rules::{caller_failure, status_of};
+use crate::b2bua::call::rules::{caller_failure, outcome_status};
 use crate::b2bua::plan::Target;
 use crate::b2bua::{DialogKey, dialog_key};
 use crate::media::sdp;
@@ -564,10 +564,7 @@ impl Call {
 
     /// What the side that stayed made of the new party's session.
     pub(super) fn on_reoffer_outcome(&mut self, outcome: Outcome, now: Instant, ctx: &dyn Context) {
-        let status = match &outcome {
-            Outcome::Response(r) => status_of(r).unwrap_or(500),
-            Outcome::Timeout => 408,
-        };
+        let status = outcome_status(&outcome);
         if status < 200 {
             return;
         }
