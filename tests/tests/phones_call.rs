@@ -507,7 +507,7 @@ async fn pjsua2_transfers_a_call_it_placed_to_a_third_phone() {
     let alice_uri = format!("sip:{MAIN_NUMBER}@{REALM}");
     let carol_uri = format!("sip:{CAROL_NUMBER}@{REALM}");
     let bob = pjsua2(&edge, &["transfer", &alice_uri, &carol_uri, "2"]);
-    let (bob_ok, bob_text, context) = carol_heard_alice(bob, carol, alice, 50).await;
+    let (bob_ok, _, context) = carol_heard_alice(bob, carol, alice, 50).await;
     assert!(bob_ok, "bob's transfer did not complete:\n{context}");
     let calls = edge.ended_calls(3).await;
     check_transfer(&calls, bob_account, carol_account, Side::Caller, &context);
@@ -539,7 +539,7 @@ async fn pjsua2_transfers_a_call_to_a_phone_it_consulted_first() {
         ],
     );
     // Carol hears bob for the second before the transfer (50 packets), then baresip.
-    let (bob_ok, bob_text, context) = carol_heard_alice(bob, carol, alice, 150).await;
+    let (bob_ok, _, context) = carol_heard_alice(bob, carol, alice, 150).await;
     assert!(
         bob_ok,
         "bob's attended transfer did not complete:\n{context}"
