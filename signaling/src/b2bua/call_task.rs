@@ -328,8 +328,16 @@ impl<M: Machine> CallTask<M> {
             }
             Output::AskJoin(ask) => return Some(Input::JoinAnswered(self.ask_join(*ask).await)),
             Output::JoinAnswer(answer) => {
-                if let Some(reply) = self.join_reply.take() {
-                    let _ = reply.send(answer);
+                let joined = answer.is_ok();
+                let delivered = self
+                    .join_reply
+                    .take()
+                    .is_some_and(|reply| reply.send(answer).is_ok());
+                if joined && !delivered {
+                    // The asking call gave up waiting: this one, its phone let go, is joined
+                    // to nothing, and ends.
+                    tracing::warn!(call = %self.call.id(), "a join answered too late; ending the call");
+                    return Some(Input::PartnerEnded);
                 }
             }
             Output::TellPartner(dialog) => {
