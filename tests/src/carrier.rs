@@ -306,3 +306,46 @@ pub async fn device_invite(phone: &UdpPeer, dialled: &str, call: &str) -> String
         &format!("Proxy-Authorization: {creds}\r\n"),
     )
 }
+
+/// A session description from `user` at 127.0.0.1:`port` (PCMU), version `version`, in
+/// `direction` (`sendrecv`, `sendonly`, …).
+pub fn sdp(user: &str, version: u32, port: u16, direction: &str) -> String {
+    format!(
+        "v=0\r\no={user} 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n"
+    )
+}
+
+/// `request`, written without a body, carrying `body` as its session description.
+pub fn with_body(request: String, body: &str) -> String {
+    request.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// Nothing reaches `at` within half a second after `from` sends to the relay's `to_port`.
+pub async fn not_relayed(from: &tokio::net::UdpSocket, to_port: u16, at: &tokio::net::UdpSocket) {
+    from.send_to(b"held", ("127.0.0.1", to_port)).await.unwrap();
+    let mut buf = [0u8; 64];
+    let heard = tokio::time::timeout(Duration::from_millis(500), at.recv_from(&mut buf)).await;
+    assert!(heard.is_err(), "audio reached a held side");
+}
+
+/// A request (`method`, CSeq `cseq`, no body) from the party the edge called with `invite`
+/// and which answered it with tag `tag`, inside that dialog.
+pub fn from_callee(peer: &UdpPeer, invite: &str, tag: &str, method: &str, cseq: u32) -> String {
+    format!(
+        "{method} sip:ringledger@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{method}{tag}{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {call_id}\r\n\
+         CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        edge = peer.edge,
+        me = peer.addr,
+        to = header(invite, "To"),
+        from = header(invite, "From"),
+        call_id = header(invite, "Call-ID"),
+    )
+}

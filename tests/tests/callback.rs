@@ -10,12 +10,11 @@ use std::time::Duration;
 use domain::call::{CallEvent, EndCause, LegRole, LegTarget, Origin, Path, Side};
 use domain::extension::ExtensionEvent;
 use ringledger_tests::carrier::{
-    audio_of, edge_with_trunk_and_media, ended, media_socket, relayed,
+    audio_of, edge_with_trunk_and_media, ended, from_callee, media_socket, not_relayed, relayed,
+    sdp, with_body,
 };
 use ringledger_tests::harness::Backend;
-use ringledger_tests::sip_edge::{
-    MAIN_NUMBER, SipEdge, UdpPeer, header, relay_settings, respond_to,
-};
+use ringledger_tests::sip_edge::{MAIN_NUMBER, SipEdge, header, relay_settings, respond_to};
 use ringledger_tests::sipp::sipp_uas;
 use signaling::digest::Algorithm;
 
@@ -26,20 +25,6 @@ fn answer_sdp(port: u16) -> String {
     format!(
         "v=0\r\no=far 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
          m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    )
-}
-
-/// The BYE of the party the edge called (`invite`, which it answered with tag `tag`).
-fn bye_from_callee(peer: &UdpPeer, invite: &str, tag: &str) -> String {
-    format!(
-        "BYE sip:ringledger@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbye{tag}\r\n\
-         Max-Forwards: 70\r\nFrom: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {call_id}\r\n\
-         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
-        edge = peer.edge,
-        me = peer.addr,
-        to = header(invite, "To"),
-        from = header(invite, "From"),
-        call_id = header(invite, "Call-ID"),
     )
 }
 
@@ -120,7 +105,9 @@ async fn a_callback_rings_the_extension_then_the_destination_and_bridges_them() 
     relayed(&far_media, far_side, &mobile_media, b"to the extension").await;
 
     // The extension hangs up: the edge hangs up the destination, then answers.
-    trunk.send(&bye_from_callee(&trunk, &first, "mob")).await;
+    trunk
+        .send(&from_callee(&trunk, &first, "mob", "BYE", 1))
+        .await;
     let bye = trunk.expect_request("BYE").await;
     assert_eq!(header(&bye, "Call-ID"), header(&second, "Call-ID"));
     trunk.send(&respond_to(&bye, 200, "far", None, "")).await;
@@ -319,5 +306,100 @@ async fn callbacks_at_once_hold_the_daily_limit_between_them() {
     edge.request_callback(extension_id, DESTINATION).await;
     let again = trunk.expect_request("INVITE").await;
     assert_ne!(header(&again, "Call-ID"), header(&first, "Call-ID"));
+    edge.shutdown().await;
+}
+
+/// A bridged callback put on hold by the extension and resumed by the destination, over real
+/// sockets: each change goes to the other leg inside its dialog, pointed at the relay, and the
+/// relay stops audio to the held side until the resume (OPERATIONS.md, "Callback").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_is_held_by_one_leg_and_resumed_by_the_other_with_audio_through_the_relay() {
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    let (edge, trunk) = edge_with_trunk_and_media(Backend::sqlite().await, media).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.price_calls(&[], None).await;
+    edge.request_callback(extension_id, DESTINATION).await;
+    let (mobile_media, mobile_port) = media_socket().await;
+    let (far_media, far_port) = media_socket().await;
+    let first = trunk.expect_request("INVITE").await;
+    let (_, to_mobile) = audio_of(&first);
+    let answer = sdp("mobile", 1, mobile_port, "sendrecv");
+    trunk
+        .send(&respond_to(&first, 200, "mob", Some(trunk.addr), &answer))
+        .await;
+    trunk.expect_request("ACK").await;
+    let second = trunk.expect_request("INVITE").await;
+    let (_, to_far) = audio_of(&second);
+    let answer = sdp("far", 1, far_port, "sendrecv");
+    trunk
+        .send(&respond_to(&second, 200, "far", Some(trunk.addr), &answer))
+        .await;
+    trunk.expect_request("ACK").await;
+    relayed(&mobile_media, to_mobile, &far_media, b"hello far").await;
+
+    // The extension holds: the destination is asked inside its own dialog.
+    let hold = with_body(
+        from_callee(&trunk, &first, "mob", "INVITE", 1),
+        &sdp("mobile", 2, mobile_port, "sendonly"),
+    );
+    trunk.send(&hold).await;
+    let passed = trunk.expect_request("INVITE").await;
+    assert_eq!(header(&passed, "Call-ID"), header(&second, "Call-ID"));
+    assert!(passed.contains("a=sendonly"), "{passed}");
+    assert_eq!(
+        audio_of(&passed).1,
+        to_far,
+        "pointed at the relay: {passed}"
+    );
+    assert!(
+        !passed.contains("o=mobile"),
+        "the extension's origin hidden: {passed}"
+    );
+    let held = sdp("far", 2, far_port, "recvonly");
+    trunk
+        .send(&respond_to(&passed, 200, "far", Some(trunk.addr), &held))
+        .await;
+    trunk.expect_request("ACK").await;
+    let ok = trunk.expect_status(200).await;
+    assert_eq!(header(&ok, "CSeq"), "1 INVITE");
+    assert!(ok.contains("a=recvonly"), "{ok}");
+    trunk
+        .send(&from_callee(&trunk, &first, "mob", "ACK", 1))
+        .await;
+    relayed(&mobile_media, to_mobile, &far_media, b"music on hold").await;
+    not_relayed(&far_media, to_far, &mobile_media).await;
+
+    // The destination resumes: the extension is asked inside its dialog; both ways again.
+    let resume = with_body(
+        from_callee(&trunk, &second, "far", "INVITE", 1),
+        &sdp("far", 3, far_port, "sendrecv"),
+    );
+    trunk.send(&resume).await;
+    let passed = trunk.expect_request("INVITE").await;
+    assert_eq!(header(&passed, "Call-ID"), header(&first, "Call-ID"));
+    assert_eq!(audio_of(&passed).1, to_mobile);
+    let back = sdp("mobile", 3, mobile_port, "sendrecv");
+    trunk
+        .send(&respond_to(&passed, 200, "mob", Some(trunk.addr), &back))
+        .await;
+    trunk.expect_request("ACK").await;
+    trunk.expect_status(200).await;
+    trunk
+        .send(&from_callee(&trunk, &second, "far", "ACK", 1))
+        .await;
+    relayed(&far_media, to_far, &mobile_media, b"welcome back").await;
+    relayed(&mobile_media, to_mobile, &far_media, b"thanks").await;
+
+    trunk
+        .send(&from_callee(&trunk, &first, "mob", "BYE", 2))
+        .await;
+    let bye = trunk.expect_request("BYE").await;
+    trunk.send(&respond_to(&bye, 200, "far", None, "")).await;
+    trunk.expect_status(200).await;
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
     edge.shutdown().await;
 }

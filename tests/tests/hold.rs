@@ -9,7 +9,7 @@ use std::time::Duration;
 use domain::call::{EndCause, Side};
 use ringledger_tests::carrier::{
     audio_of, edge_with_carrier_network, edge_with_trunk_and_media, ended, in_dialog, media_socket,
-    relayed,
+    not_relayed, relayed, sdp, with_body,
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{
@@ -19,23 +19,6 @@ use ringledger_tests::sipp::{carrier, succeeded};
 use tokio::net::UdpSocket;
 
 const EXTENSION: &str = "+447700900123";
-
-fn sdp(user: &str, version: u32, port: u16, direction: &str) -> String {
-    format!(
-        "v=0\r\no={user} 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n"
-    )
-}
-
-fn with_body(request: String, body: &str) -> String {
-    request.replace(
-        "Content-Length: 0\r\n\r\n",
-        &format!(
-            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-}
 
 /// The carrier's INVITE from its own media port.
 fn invite(trunk: &UdpPeer, port: u16) -> String {
@@ -50,14 +33,6 @@ fn invite(trunk: &UdpPeer, port: u16) -> String {
         me = trunk.addr,
         edge = trunk.edge,
     )
-}
-
-/// Nothing reaches `at` within half a second after `from` sends to the relay's `to_port`.
-async fn not_relayed(from: &UdpSocket, to_port: u16, at: &UdpSocket) {
-    from.send_to(b"held", ("127.0.0.1", to_port)).await.unwrap();
-    let mut buf = [0u8; 64];
-    let heard = tokio::time::timeout(Duration::from_millis(500), at.recv_from(&mut buf)).await;
-    assert!(heard.is_err(), "audio reached a held side");
 }
 
 /// The carrier's caller asks for `body` (CSeq `cseq`); the leg (the trunk peer as the mobile)

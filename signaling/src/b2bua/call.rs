@@ -13,6 +13,7 @@
 //! result back as [`Input::Recorded`], and only then does the call go on (or, refused,
 //! unwind).
 
+pub(crate) mod change;
 mod interface;
 mod leg;
 mod machine;
@@ -25,4 +26,4 @@ mod transfer_tests;
 pub use interface::*;
 pub(crate) use leg::{Leg, LegState};
 pub use machine::Call;
-pub(crate) use rules::{caller_failure, status_of};
+pub(crate) use rules::{caller_failure, content_type, status_of};

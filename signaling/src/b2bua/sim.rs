@@ -15,7 +15,8 @@ use domain::ids::ExtensionId;
 use super::call::{Context, Input, Machine, Output, Partner, Peer, Reach, Refusal};
 use super::plan::Target;
 use crate::answer::Answer;
-use crate::message::RawMessage;
+use crate::media::relay::Side as RelaySide;
+use crate::message::{self, RawMessage};
 use crate::outgoing::{ClientKey, Outcome};
 
 pub fn secs(n: u64) -> Duration {
@@ -355,4 +356,47 @@ pub fn answer_in_dialog(
         key: ClientKey::of_response(&answer).expect("a client key"),
         outcome: Outcome::Response(answer),
     }
+}
+
+/// The answers to requests inside a dialog (re-INVITEs, UPDATEs, REFERs): those sent without
+/// a tag of their own.
+pub fn reinvite_answers(outputs: &[Output]) -> Vec<&Answer> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Respond { answer, tag, .. } if tag.is_empty() => Some(answer),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each way through the relay opened or closed.
+pub fn flows(outputs: &[Output]) -> Vec<(RelaySide, bool)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::MediaFlow { to, open } => Some((*to, *open)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The requests sent to legs inside their dialogs: method, message, branch.
+pub fn requests_to_leg(outputs: &[Output]) -> Vec<(&'static str, RawMessage, String)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Request {
+                to: Peer::Leg(_),
+                method,
+                bytes,
+                branch,
+            } => Some((
+                *method,
+                message::from_text(&String::from_utf8_lossy(bytes)),
+                branch.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use domain::call::{CallCommand, EndCause, LegFailure, Side};
 use domain::ids::{CallId, LegId};
-use rsip::headers::UntypedHeader;
 
+use super::change::{self, Passing, Unacked};
 use super::interface::{
     Arrival, Caller, Context, Input, LINGER, Machine, MediaPorts, Outbox, Output, Peer, Reach,
     Refusal, Settings,
@@ -30,7 +30,6 @@ use crate::media::relay::Side as RelaySide;
 use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
-use crate::transaction::T1;
 use sessions::{EdgeRefresh, SessionTimer, Sessions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,21 +37,6 @@ enum Phase {
     Setup,
     Answered(usize),
     Over,
-}
-
-/// A 2xx the edge sent, repeated over UDP until it is ACKed (RFC 3261 §13.3.1.4): to the
-/// caller, or to an extension whose call-in the edge answered.
-struct Unacked {
-    /// None: the caller; Some: a leg (the call-in, or one whose re-INVITE the edge answered).
-    leg: Option<usize>,
-    /// The server transaction the 2xx answers, and its request.
-    key: crate::transaction::TransactionKey,
-    request: RawMessage,
-    tag: String,
-    answer: Answer,
-    next: Instant,
-    interval: Duration,
-    give_up: Instant,
 }
 
 /// What every leg's INVITE shares.
@@ -147,7 +131,7 @@ pub struct Call {
     /// The callee's session the edge refreshes, if the callee made it the refresher.
     refresher: Option<EdgeRefresh>,
     /// A change of session one side asked for, being passed on to the other.
-    passing: Option<modify::Passing>,
+    passing: Option<Passing>,
     /// The last re-INVITE the edge sent inside a dialog (a refresh, a change passed on) that
     /// was answered 2xx: its branch, the side, and the ACK (sent again if the 2xx is).
     reinvite_ack: Option<(String, Peer, Vec<u8>)>,
@@ -684,16 +668,8 @@ impl Call {
         if reach.is_reliable() {
             return;
         }
-        self.unacked.push(Unacked {
-            leg,
-            key,
-            request,
-            tag,
-            answer,
-            next: now + T1,
-            interval: T1,
-            give_up: now + 64 * T1,
-        });
+        self.unacked
+            .push(Unacked::new(leg, key, request, tag, answer, now));
     }
 
     /// Whether a 2xx the edge sent to `side` carried an offer (the request it answers had
@@ -802,13 +778,6 @@ impl Call {
         });
     }
 
-    fn contact(&self, answer: Answer, ctx: &dyn Context) -> Answer {
-        answer.header(rsip::Header::Contact(rsip::headers::Contact::new(format!(
-            "<sip:ringledger@{}>",
-            ctx.local()
-        ))))
-    }
-
     /// The call ends before anyone answered: the caller gets `answer`; `end` is recorded.
     fn end_setup(&mut self, answer: Answer, end: Option<(EndCause, Side)>, now: Instant) {
         if let Some((cause, side)) = end {
@@ -866,10 +835,7 @@ impl Call {
         response: &RawMessage,
         ctx: &dyn Context,
     ) {
-        let cseq = response
-            .header("CSeq")
-            .and_then(|c| c.split_whitespace().next()?.parse().ok())
-            .unwrap_or(1);
+        let cseq = change::cseq_number(response);
         if let Some((ack, _)) = self.in_dialog(to, ctx.local(), "ACK", Some(cseq), &[], &[]) {
             self.out.push(Output::Ack {
                 to,

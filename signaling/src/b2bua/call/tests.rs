@@ -760,16 +760,6 @@ fn refresh_headers(secs: u64) -> Vec<(&'static str, String)> {
 }
 
 /// The answers given to re-INVITEs (responses without the caller's INVITE tag).
-fn reinvite_answers(outputs: &[Output]) -> Vec<&Answer> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Respond { answer, tag, .. } if tag.is_empty() => Some(answer),
-            _ => None,
-        })
-        .collect()
-}
-
 fn header_of(answer: &Answer, name: &str) -> Option<String> {
     answer.headers.iter().find_map(|h| {
         let text = h.to_string();
@@ -881,16 +871,6 @@ fn caller_session(version: u32, direction: &str) -> String {
 
 fn callee_session(version: u32, direction: &str) -> String {
     ANSWER.replace("o=- 2 2", &format!("o=- 2 {version}")) + &format!("a={direction}\r\n")
-}
-
-fn flows(outputs: &[Output]) -> Vec<(RelaySide, bool)> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::MediaFlow { to, open } => Some((*to, *open)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The caller asks for a change (`body`): what the edge sent the callee.
@@ -1207,25 +1187,6 @@ fn a_callee_that_set_itself_as_refresher_is_held_to_it() {
 }
 
 /// The in-dialog requests (method, bytes) the call sent to a leg.
-fn requests_to_leg(outputs: &[Output]) -> Vec<(&'static str, RawMessage, String)> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Request {
-                to: Peer::Leg(_),
-                method,
-                bytes,
-                branch,
-            } => Some((
-                *method,
-                message::from_text(&String::from_utf8_lossy(bytes)),
-                branch.clone(),
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The outcome of the edge's refresh (branch `branch`) to leg 0: `status` from the callee.
 fn refresh_answer(refresh: &RawMessage, status: u16, extra: Option<&str>) -> Input {
     let body = if status == 200 { ANSWER } else { "" };

@@ -3,6 +3,8 @@
 //! before the next leaves. Like the call, it holds no socket, timer or task: the call task
 //! drives it ([`Machine`]).
 
+mod modify;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,7 @@ use domain::extension::{CallerIdShown, Extension};
 use domain::ids::{CallId, ExtensionId, LegId};
 
 use crate::answer::Answer;
+use crate::b2bua::call::change::{Passing, Unacked};
 use crate::b2bua::call::{
     Context, Input, LINGER, Leg, LegState, Machine, MediaPorts, Outbox, Output, Peer, Reach,
     Refusal, Settings, caller_failure, status_of,
@@ -87,8 +90,22 @@ pub struct Callback {
     /// What the extension was offered, and what it answered.
     offer: Vec<u8>,
     extension_answer: Vec<u8>,
+    /// By leg, once it answered: the last session description heard from it, and the one the
+    /// edge gave it.
+    sessions: [(Vec<u8>, Vec<u8>); 2],
+    /// A change of session one leg asked for, being passed on to the other.
+    passing: Option<Passing>,
+    /// The last re-INVITE passed on and answered 2xx: its branch, the leg, and the ACK (sent
+    /// again if the 2xx is).
+    reinvite_ack: Option<(String, usize, Vec<u8>)>,
+    /// The edge's 2xx to a leg's re-INVITE, repeated until ACKed.
+    unacked: Vec<Unacked>,
+    /// Whether media may go through the relay to the extension, and to the destination.
+    flows: [bool; 2],
+    /// Since when media is expected both ways: the bridge, or the end of the last hold.
+    media_since: Option<Instant>,
     ring_deadline: Option<Instant>,
-    /// When the destination answered: the media and duration limits count from here.
+    /// When the destination answered: the duration limit counts from here.
     answered_at: Option<Instant>,
     over_at: Option<Instant>,
     shutting_down: bool,
@@ -112,6 +129,12 @@ impl Callback {
             step: Step::Starting,
             legs: vec![],
             extension_answer: vec![],
+            sessions: Default::default(),
+            passing: None,
+            reinvite_ack: None,
+            unacked: vec![],
+            flows: [true, true],
+            media_since: None,
             ring_deadline: None,
             answered_at: None,
             over_at: None,
@@ -161,6 +184,12 @@ impl Machine for Callback {
             return self.out.take();
         }
         match input {
+            Input::Outcome { key, outcome, .. } if self.is_reinvite_acked(&key) => {
+                self.ack_again(outcome)
+            }
+            Input::Outcome { key, outcome, .. } if self.is_passed_on(&key) => {
+                self.on_passed_outcome(outcome, now, ctx)
+            }
             Input::Outcome {
                 leg: Some(leg),
                 key,
@@ -181,33 +210,27 @@ impl Machine for Callback {
                 let answer = self.on_bye(&bye, now, ctx);
                 self.out.push(Output::ByeAnswer(answer));
             }
-            // A callback keeps the sessions it set up: a re-INVITE is refused (488 leaves the
-            // call as it was, RFC 3261 §14.2), and it offers no session timer to refresh.
-            Input::Modify { key, request } => self.out.push(Output::Respond {
-                key,
-                request,
-                answer: Answer::with_reason(
-                    488,
-                    "Not Acceptable Here (session changes not supported)",
-                ),
-                tag: String::new(),
-            }),
-            // Nor is it transferred.
-            Input::Refer { key, request } => self.out.push(Output::Respond {
-                key,
-                request,
-                answer: Answer::with_reason(501, "Not Implemented (transfer of a callback)"),
-                tag: String::new(),
-            }),
+            Input::Modify { key, request } => self.on_modify(key, request, now, ctx),
+            Input::Ack(ack) => self.on_ack(&ack),
+            // The service's own call, placed on a request for one destination: neither party
+            // hands it on (whatever `sip.allow_extension_transfer` says for calls).
+            Input::Refer { key, request } => {
+                tracing::info!(call = %self.id, "transfer of a callback refused");
+                self.out.push(Output::Respond {
+                    key,
+                    request,
+                    answer: Answer::with_reason(403, "Forbidden (a callback is not transferred)"),
+                    tag: String::new(),
+                })
+            }
             Input::JoinAsked(_) => self.out.push(Output::JoinAnswer(Err(Answer::with_reason(
-                501,
-                "Not Implemented (transfer of a callback)",
+                403,
+                "Forbidden (a callback is not transferred)",
             )))),
             Input::Shutdown => self.shut_down(now, ctx),
             // No caller's INVITE to cancel or ACK, no call-in awaited.
             Input::Outcome { .. }
             | Input::Cancel
-            | Input::Ack(_)
             | Input::CallIn(_)
             | Input::PartnerEnded
             | Input::JoinAnswered(_) => {}
@@ -236,7 +259,11 @@ impl Machine for Callback {
         let media = self.media_left(now, media_idle).map(|left| now + left);
         let longest = self.longest_at();
         let linger = self.over_at.map(|t| t + LINGER);
-        [ring, media, longest, linger].into_iter().flatten().min()
+        let unacked = self.unacked.iter().map(Unacked::wake).min();
+        [ring, media, longest, linger, unacked]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn is_done(&self, now: Instant) -> bool {
@@ -403,8 +430,8 @@ impl Callback {
             max_forwards: 70,
             content_type: Some("application/sdp"),
             body: &offer,
-            // A callback offers no session timer (it refuses re-INVITEs): media silence and
-            // the longest a call may last end a callback whose legs are gone.
+            // A callback offers no session timer (the edge refreshes no callback leg): media
+            // silence and the longest a call may last end a callback whose legs are gone.
             session_expires: None,
             extra: &[],
         });
@@ -412,6 +439,7 @@ impl Callback {
         self.out.push(Output::Register(key.clone()));
         self.dialogs.push(key);
         debug_assert_eq!(self.legs.len(), leg, "legs are placed in order");
+        self.sessions[leg].1 = offer.clone();
         self.legs.push(Leg::placed(leg_id, invite.clone(), reach));
         self.step = Step::Ringing(leg);
         self.ring_deadline = Some(now + self.settings.ring);
@@ -477,6 +505,7 @@ impl Callback {
                 } else {
                     RelaySide::Callee
                 };
+                self.sessions[leg].0 = response.body.clone();
                 if let Some(rtp) = sdp::audio_endpoint(&response.body) {
                     let from = self.legs[leg].reach.peer.ip();
                     self.out.push(Output::MediaPeer { side, rtp, from });
@@ -560,20 +589,14 @@ impl Callback {
         self.out.record(CallCommand::Bridge { legs });
         self.step = Step::Talking;
         self.answered_at = Some(now);
+        self.media_since = Some(now);
         tracing::info!(call = %self.id, "callback bridged");
     }
 
     fn on_bye(&mut self, bye: &RawMessage, now: Instant, ctx: &dyn Context) -> Answer {
-        let Some(leg) = self
-            .legs
-            .iter()
-            .position(|l| l.dialog.as_ref().is_some_and(|d| d.matches(bye)))
-        else {
+        let Some(leg) = self.leg_of(bye).filter(|_| self.step != Step::Over) else {
             return Answer::status(481);
         };
-        if self.legs[leg].state != LegState::Answered || self.step == Step::Over {
-            return Answer::status(481);
-        }
         // Hung up by that side: no BYE goes back to it.
         self.legs[leg].hung_up();
         let side = if leg == EXTENSION {
@@ -619,17 +642,21 @@ impl Callback {
     /// Over: the relay's ports and the hold on the account go back now, not when the task
     /// ends after lingering for late answers.
     fn over(&mut self, now: Instant) {
+        self.drop_passing();
+        self.unacked.clear();
         self.step = Step::Over;
         self.over_at = Some(now);
         self.out.push(Output::Release);
     }
 
+    /// How much longer the bridged callback's media may stay silent, counted from the bridge
+    /// (or the end of the last hold) at the earliest; None while on hold either way.
     fn media_left(&self, now: Instant, media_idle: Option<Duration>) -> Option<Duration> {
-        if self.step != Step::Talking {
+        if self.step != Step::Talking || self.flows.contains(&false) {
             return None;
         }
-        let since_answer = now.saturating_duration_since(self.answered_at?);
-        let silent = media_idle?.min(since_answer);
+        let since = now.saturating_duration_since(self.media_since?);
+        let silent = media_idle?.min(since);
         Some(self.media.timeout.saturating_sub(silent))
     }
 
@@ -652,7 +679,8 @@ impl Callback {
             return self.hang_up(EndCause::MaxDuration, now, ctx);
         }
         if self.media_left(now, media_idle) == Some(Duration::ZERO) {
-            self.hang_up(EndCause::MediaTimeout, now, ctx);
+            return self.hang_up(EndCause::MediaTimeout, now, ctx);
         }
+        self.repeat_2xx(now, ctx);
     }
 }

@@ -12,6 +12,7 @@ use domain::ids::{CallId, ExtensionId};
 use super::{Callback, CallbackPlan};
 use crate::b2bua::call::{Input, LINGER, Machine, MediaPorts, Output, Peer, Refusal, Settings};
 use crate::b2bua::sim::*;
+use crate::media::relay::Side as RelaySide;
 use crate::outgoing::{ClientKey, Outcome};
 
 /// The extension's answer: PCMU only, and DTMF events.
@@ -382,16 +383,193 @@ fn a_repeated_2xx_is_acked_again_and_recorded_once() {
     assert!(invites(&out).is_empty());
 }
 
+/// The extension's session at `version`, in `direction`.
+fn extension_session(version: u32, direction: &str) -> String {
+    format!(
+        "v=0\r\no=- 3 {version} IN IP4 127.0.0.30\r\ns=-\r\nc=IN IP4 127.0.0.30\r\nt=0 0\r\n\
+         m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n"
+    )
+}
+
+/// The destination's session at `version`, in `direction`.
+fn destination_session(version: u32, direction: &str) -> String {
+    format!(
+        "v=0\r\no=- 4 {version} IN IP4 127.0.0.40\r\ns=-\r\nc=IN IP4 127.0.0.40\r\nt=0 0\r\n\
+         m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n"
+    )
+}
+
+/// A re-INVITE from leg `leg` (its INVITE `invite`) with `body`, handed to the callback.
+fn reinvite(
+    sim: &mut Sim<Callback>,
+    leg: usize,
+    invite: &crate::message::RawMessage,
+    cseq: u32,
+    body: &str,
+) -> Vec<Output> {
+    let extra = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    let request = from_leg_with("INVITE", leg, invite, cseq, extra, body);
+    sim.give(Input::Modify {
+        key: crate::transaction::TransactionKey::of_request(&request).expect("a key"),
+        request,
+    })
+}
+
 #[test]
-fn a_reinvite_is_refused_488_and_the_call_goes_on() {
+fn a_hold_from_either_leg_is_passed_to_the_other_and_the_relay_follows_it() {
+    let (mut sim, [first, second]) = talking();
+    // The extension holds: the destination gets the change inside its dialog, pointed at the
+    // relay's side facing it; the extension hears nothing until the destination answers.
+    let out = reinvite(&mut sim, 0, &first, 2, &extension_session(4, "sendonly"));
+    assert!(reinvite_answers(&out).is_empty());
+    let sent = requests_to_leg(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    let (method, hold, _) = &sent[0];
+    assert_eq!(*method, "INVITE");
+    assert_eq!(hold.header("Call-ID"), second.header("Call-ID"));
+    let offered = body(hold);
+    assert!(
+        offered.contains("a=sendonly") && offered.contains("m=audio 30002"),
+        "{offered}"
+    );
+    assert!(
+        !offered.contains("127.0.0.30"),
+        "the extension's address is hidden: {offered}"
+    );
+    let out = sim.give(answer_in_dialog(
+        Some(1),
+        &hold.to_bytes(),
+        200,
+        &destination_session(5, "recvonly"),
+        &[],
+    ));
+    assert_eq!(acked(&out), vec![1]);
+    assert_eq!(flows(&out), [(RelaySide::Caller, false)]);
+    let answers = reinvite_answers(&out);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].status, 200);
+    let answered = String::from_utf8_lossy(&answers[0].body).into_owned();
+    assert!(answered.contains("a=recvonly") && answered.contains("m=audio 30000"));
+    // The 2xx again: ACKed again, and the extension not answered twice.
+    let again = sim.give(answer_in_dialog(
+        Some(1),
+        &hold.to_bytes(),
+        200,
+        &destination_session(5, "recvonly"),
+        &[],
+    ));
+    assert_eq!(acked(&again), vec![1]);
+    assert!(reinvite_answers(&again).is_empty());
+    sim.give(Input::Ack(from_leg("ACK", 0, &first, 2)));
+    // On hold, silence is no reason to hang up.
+    assert!(ended(&sim.run_for(MEDIA_TIMEOUT * 3)).is_none());
+    // The destination resumes the call (its own change, the other way): media both ways,
+    // silence timed from now.
+    let out = reinvite(&mut sim, 1, &second, 2, &destination_session(6, "sendrecv"));
+    let (_, resume, _) = requests_to_leg(&out).remove(0);
+    assert_eq!(resume.header("Call-ID"), first.header("Call-ID"));
+    assert!(body(&resume).contains("m=audio 30000"));
+    let out = sim.give(answer_in_dialog(
+        Some(0),
+        &resume.to_bytes(),
+        200,
+        &extension_session(5, "sendrecv"),
+        &[],
+    ));
+    assert_eq!(flows(&out), [(RelaySide::Caller, true)]);
+    assert_eq!(reinvite_answers(&out)[0].status, 200);
+    sim.give(Input::Ack(from_leg("ACK", 1, &second, 2)));
+    assert!(ended(&sim.run_for(MEDIA_TIMEOUT - secs(1))).is_none());
+    let out = sim.run_for(secs(2));
+    assert_eq!(ended(&out), Some((EndCause::MediaTimeout, Side::System)));
+}
+
+#[test]
+fn a_refresh_is_answered_by_the_edge_and_its_2xx_repeated_until_acked() {
     let (mut sim, [first, _]) = talking();
-    let out = sim.give(Input::Modify {
-        key: crate::transaction::TransactionKey::of_request(&from_leg("INVITE", 0, &first, 2))
-            .expect("a key"),
-        request: from_leg("INVITE", 0, &first, 2),
+    let out = reinvite(&mut sim, 0, &first, 2, EXTENSION_ANSWER);
+    assert!(
+        requests_to_leg(&out).is_empty(),
+        "a refresh is not passed on"
+    );
+    let answers = reinvite_answers(&out);
+    assert_eq!(answers[0].status, 200);
+    assert!(String::from_utf8_lossy(&answers[0].body).contains("m=audio 30000 RTP/AVP 0 8 101"));
+    // Not ACKed: repeated, then given up on — the callback ends (its media still flowing).
+    let out = sim.run_for(secs(2));
+    assert!(!reinvite_answers(&out).is_empty(), "repeated: {out:?}");
+    let mut out = vec![];
+    for _ in 0..8 {
+        sim.media_at = sim.now;
+        out.extend(sim.run_for(secs(5)));
+    }
+    assert_eq!(ended(&out), Some((EndCause::Failed, Side::System)));
+    assert_eq!(byes(&out), vec![Peer::Leg(1), Peer::Leg(0)]);
+    // ACKed in time, it is repeated no more.
+    let (mut sim, [first, _]) = talking();
+    reinvite(&mut sim, 0, &first, 2, "");
+    sim.give(Input::Ack(from_leg("ACK", 0, &first, 2)));
+    assert!(reinvite_answers(&sim.run_for(secs(40))).is_empty());
+}
+
+#[test]
+fn one_change_at_a_time_and_none_before_the_bridge() {
+    let (mut sim, [first, _]) = destination_ringing();
+    let out = reinvite(&mut sim, 0, &first, 2, &extension_session(4, "sendonly"));
+    assert_eq!(reinvite_answers(&out)[0].status, 491);
+    assert!(requests_to_leg(&out).is_empty());
+    let (mut sim, [first, second]) = talking();
+    reinvite(&mut sim, 0, &first, 2, &extension_session(4, "sendonly"));
+    // The destination's own change crossing it (glare): 491.
+    let out = reinvite(&mut sim, 1, &second, 2, &destination_session(5, "sendonly"));
+    assert_eq!(reinvite_answers(&out)[0].status, 491);
+    assert!(requests_to_leg(&out).is_empty());
+}
+
+#[test]
+fn a_refused_change_leaves_the_callback_as_it_was_and_a_lost_dialog_ends_it() {
+    let (mut sim, [first, _]) = talking();
+    let out = reinvite(&mut sim, 0, &first, 2, &extension_session(4, "inactive"));
+    let (_, change, _) = requests_to_leg(&out).remove(0);
+    let out = sim.give(answer_in_dialog(Some(1), &change.to_bytes(), 488, "", &[]));
+    assert_eq!(reinvite_answers(&out)[0].status, 488);
+    assert!(flows(&out).is_empty() && ended(&out).is_none() && byes(&out).is_empty());
+    // The next change goes on; the destination no longer knows the dialog: the callback ends.
+    let out = reinvite(&mut sim, 0, &first, 3, &extension_session(5, "inactive"));
+    let (_, change, _) = requests_to_leg(&out).remove(0);
+    let out = sim.give(answer_in_dialog(Some(1), &change.to_bytes(), 481, "", &[]));
+    assert_eq!(reinvite_answers(&out)[0].status, 481);
+    assert_eq!(ended(&out), Some((EndCause::SessionExpired, Side::System)));
+    assert_eq!(byes(&out), vec![Peer::Leg(1), Peer::Leg(0)]);
+}
+
+#[test]
+fn a_change_pending_when_the_callback_ends_is_answered_487_and_a_transfer_refused() {
+    let (mut sim, [first, second]) = talking();
+    reinvite(&mut sim, 0, &first, 2, &extension_session(4, "sendonly"));
+    let bye = from_leg("BYE", 1, &second, 3);
+    let out = sim.give(Input::Bye(bye));
+    assert_eq!(reinvite_answers(&out)[0].status, 487);
+    assert_eq!(ended(&out), Some((EndCause::NormalClearing, Side::Callee)));
+    let (mut sim, [first, _]) = talking();
+    let refer = from_leg_with(
+        "REFER",
+        0,
+        &first,
+        2,
+        "Refer-To: <sip:+442079460001@127.0.0.50>\r\n",
+        "",
+    );
+    let out = sim.give(Input::Refer {
+        key: crate::transaction::TransactionKey::of_request(&refer).expect("a key"),
+        request: refer,
     });
-    assert!(matches!(&out[..], [Output::Respond { answer, .. }] if answer.status == 488));
-    assert!(sim.run_for(secs(5)).is_empty());
+    assert_eq!(reinvite_answers(&out)[0].status, 403);
+    assert!(commands(&out).is_empty() && invites(&out).is_empty());
 }
 
 #[test]

@@ -9,6 +9,7 @@ use domain::ids::LegId;
 
 use super::{Bridging, Call, Leg, Phase, Then};
 use crate::answer::Answer;
+use crate::b2bua::call::change;
 use crate::b2bua::call::interface::{Arrival, Context, Output, Peer};
 use crate::b2bua::call::rules::call_in_wait;
 use crate::b2bua::call_in::{self, Notice};
@@ -114,7 +115,7 @@ impl Call {
         }
         if !self.rang {
             self.rang = true;
-            let ringing = self.contact(Answer::status(180), ctx);
+            let ringing = change::with_contact(Answer::status(180), ctx);
             self.respond(ringing);
         }
         tracing::info!(call = %self.id, access_number = %plan.access_number.as_str(), "call-in awaited");
@@ -240,16 +241,14 @@ impl Call {
         self.sessions
             .set(Peer::Caller, &caller_invite.body, &to_caller);
         self.update_flows(now);
-        let answer = self
-            .contact(Answer::status(200), ctx)
-            .body("application/sdp", to_extension);
+        let answer =
+            change::with_contact(Answer::status(200), ctx).body("application/sdp", to_extension);
         let answer = self.with_session_timer(answer, Peer::Leg(leg), &arrival.invite, now);
         self.answer_arrival(&arrival, answer.clone());
         self.await_ack(Some(leg), answer, now);
         self.caller_dialog = Dialog::as_callee(&caller_invite, &self.caller.tag).ok();
-        let answer = self
-            .contact(Answer::status(200), ctx)
-            .body("application/sdp", to_caller);
+        let answer =
+            change::with_contact(Answer::status(200), ctx).body("application/sdp", to_caller);
         let answer = self.with_session_timer(answer, Peer::Caller, &caller_invite, now);
         self.respond(answer.clone());
         self.await_ack(None, answer, now);

@@ -9,6 +9,7 @@ use domain::ids::LegId;
 use super::session_timer::LEG_SESSION_INTERVAL;
 use super::{Call, Leg, LegState, Phase, Then};
 use crate::answer::Answer;
+use crate::b2bua::call::change;
 use crate::b2bua::call::interface::{Context, Output, Peer, Reach};
 use crate::b2bua::call::rules::{bye_in, content_type, status_of};
 use crate::b2bua::dialog_key;
@@ -163,8 +164,7 @@ impl Call {
                 180
             };
             let body = self.callee_session(leg, &response.body);
-            let answer = self
-                .contact(Answer::status(status), ctx)
+            let answer = change::with_contact(Answer::status(status), ctx)
                 .body(&content_type(&response), body);
             self.respond(answer);
         }
@@ -238,9 +238,8 @@ impl Call {
             .unwrap_or_default();
         self.sessions.set(Peer::Leg(leg), &response.body, &offered);
         self.update_flows(now);
-        let answer = self
-            .contact(Answer::status(200), ctx)
-            .body(&content_type(response), body);
+        let answer =
+            change::with_contact(Answer::status(200), ctx).body(&content_type(response), body);
         let answer = self.with_session_timer(answer, Peer::Caller, &caller_invite, now);
         self.respond(answer.clone());
         self.await_ack(None, answer, now);

@@ -18,34 +18,14 @@ use rsip::headers::UntypedHeader;
 
 use super::{Call, Phase, side_leg};
 use crate::answer::Answer;
+use crate::b2bua::call::change::{self, Passing, Reply};
 use crate::b2bua::call::interface::{Context, Output, Peer};
-use crate::b2bua::call::rules::{content_type, outcome_status};
+use crate::b2bua::call::rules::content_type;
 use crate::media::relay::Side as RelaySide;
 use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
 use crate::transaction::TransactionKey;
-
-/// A change of session one side asked for, sent on to the other side.
-pub(super) struct Passing {
-    from: Peer,
-    key: TransactionKey,
-    request: RawMessage,
-    method: &'static str,
-    to: Peer,
-    /// The branch of the request sent to `to`.
-    branch: String,
-    /// The session description `to` was offered.
-    offered: Vec<u8>,
-}
-
-/// The session's identity and version from a session description's `o=` line.
-fn session_version(sdp: &[u8]) -> Option<(String, String)> {
-    let text = std::str::from_utf8(sdp).ok()?;
-    let origin = text.lines().find_map(|l| l.strip_prefix("o="))?;
-    let mut fields = origin.split_whitespace().skip(1);
-    Some((fields.next()?.to_string(), fields.next()?.to_string()))
-}
 
 /// Where a side is reached through the relay.
 pub(super) fn relay_side(side: Peer) -> RelaySide {
@@ -64,11 +44,7 @@ impl Call {
         now: Instant,
         ctx: &dyn Context,
     ) {
-        let method = if request.start_line.starts_with("UPDATE ") {
-            "UPDATE"
-        } else {
-            "INVITE"
-        };
+        let method = change::method_of(&request);
         let side = match self.phase {
             Phase::Answered(_) if self.is_from_caller(&request) => Some(Peer::Caller),
             Phase::Answered(winner) if self.leg_of(&request) == Some(winner) => {
@@ -106,8 +82,7 @@ impl Call {
                     return self.pass_on(side, key, request, method, ctx);
                 } else {
                     let (_, sent) = self.sessions.of(side).clone();
-                    let answer = self
-                        .contact(Answer::status(200), ctx)
+                    let answer = change::with_contact(Answer::status(200), ctx)
                         .body("application/sdp", sent);
                     let answer = self.with_session_timer(answer, side, &request, now);
                     return self.answer_side(side, key, request, method, answer, now);
@@ -124,8 +99,7 @@ impl Call {
 
     /// Whether a request from `side` changes its session (a new `o=` version).
     fn changes_session(&self, side: Peer, request: &RawMessage) -> bool {
-        let (heard, _) = self.sessions.of(side);
-        !request.body.is_empty() && session_version(&request.body) != session_version(heard)
+        change::changes_session(&self.sessions.of(side).0, request)
     }
 
     /// Answers `side`'s request with a 2xx (repeated until ACKed, for an INVITE).
@@ -155,11 +129,8 @@ impl Call {
     /// by now).
     pub(super) fn toward(&self, to: Peer, body: &[u8]) -> Vec<u8> {
         match &self.media {
-            Some(media) if !body.is_empty() => {
-                let rebuilt = sdp::rebuild(body, media.address, media.port(relay_side(to)));
-                sdp::continuing(&rebuilt, &self.sessions.of(to).1)
-            }
-            _ => body.to_vec(),
+            Some(media) => change::toward(body, media, relay_side(to), &self.sessions.of(to).1),
+            None => body.to_vec(),
         }
     }
 
@@ -228,35 +199,27 @@ impl Call {
 
     /// What became of a change the edge passed on.
     pub(super) fn on_passed_outcome(&mut self, outcome: Outcome, now: Instant, ctx: &dyn Context) {
-        let status = outcome_status(&outcome);
-        if status < 200 {
+        let Some(reply) = change::reply(outcome) else {
             return;
-        }
+        };
         let Some(passing) = self.passing.take() else {
             return;
         };
-        match (status, outcome) {
-            (200..=299, Outcome::Response(response)) => self.passed(passing, &response, now, ctx),
-            (408 | 481, _) => {
-                // The other side no longer has the session (RFC 3261 §14.1).
+        match reply {
+            Reply::Took(response) => self.passed(passing, &response, now, ctx),
+            Reply::Lost(status) => {
                 tracing::info!(call = %self.id, status, "a session change met a lost dialog; hanging up");
                 self.refuse_passing(passing, Answer::status(status));
                 if let Phase::Answered(winner) = self.phase {
                     self.hang_up(winner, EndCause::SessionExpired, now, ctx);
                 }
             }
-            // Refused (491 included: the asking side retries): the call goes on as it was.
-            (status, _) => self.refuse_passing(passing, Answer::status(status)),
+            Reply::Refused(status) => self.refuse_passing(passing, Answer::status(status)),
         }
     }
 
     fn refuse_passing(&mut self, passing: Passing, answer: Answer) {
-        self.out.push(Output::Respond {
-            key: passing.key,
-            request: passing.request,
-            answer,
-            tag: String::new(),
-        });
+        self.out.push(passing.refused(answer));
     }
 
     /// The other side took the change: its 2xx ACKed, the relay pointed where each side's
@@ -274,9 +237,8 @@ impl Call {
         self.sessions
             .set(passing.to, &response.body, &passing.offered);
         self.update_flows(now);
-        let answer = self
-            .contact(Answer::status(200), ctx)
-            .body(&content_type(response), to_asker);
+        let answer =
+            change::with_contact(Answer::status(200), ctx).body(&content_type(response), to_asker);
         let answer = self.with_session_timer(answer, passing.from, &passing.request, now);
         self.answer_side(
             passing.from,
@@ -313,12 +275,10 @@ impl Call {
         if self.media.is_none() {
             return;
         }
-        let caller = sdp::direction(&self.sessions.of(Peer::Caller).0);
-        let callee = sdp::direction(&self.sessions.of(Peer::Leg(0)).0);
-        let flows = [
-            caller.receives && callee.sends,
-            callee.receives && caller.sends,
-        ];
+        let flows = change::flows(
+            &self.sessions.of(Peer::Caller).0,
+            &self.sessions.of(Peer::Leg(0)).0,
+        );
         for (side, open) in [RelaySide::Caller, RelaySide::Callee]
             .into_iter()
             .zip(flows)

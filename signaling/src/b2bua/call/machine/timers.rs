@@ -9,14 +9,13 @@ use domain::call::{EndCause, LegFailure, Side};
 use super::{Call, Phase};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{CALL_IN_RECHECK, Context, LINGER, Output};
-use crate::transaction::T2;
 
 impl Call {
     /// When the call next wants to be woken, given how long its relay has been silent
     /// (`media_idle`).
     pub(super) fn next_wake(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant> {
         let ring = (self.phase == Phase::Setup).then_some(self.ring_deadline);
-        let unacked = self.unacked.iter().map(|u| u.next.min(u.give_up)).min();
+        let unacked = self.unacked.iter().map(|u| u.wake()).min();
         let linger = self.over_at.map(|t| t + LINGER);
         let media = self.media_left(now, media_idle).map(|left| now + left);
         let delayed = self.pending.iter().map(|(at, _)| *at).min();
@@ -137,17 +136,11 @@ impl Call {
             self.finish(EndCause::Failed, Side::System, now);
             return;
         }
-        let mut due = vec![];
-        for unacked in self.unacked.iter_mut().filter(|u| now >= u.next) {
-            unacked.interval = (unacked.interval * 2).min(T2);
-            unacked.next = now + unacked.interval;
-            due.push(Output::Respond {
-                key: unacked.key.clone(),
-                request: unacked.request.clone(),
-                answer: unacked.answer.clone(),
-                tag: unacked.tag.clone(),
-            });
-        }
+        let due: Vec<Output> = self
+            .unacked
+            .iter_mut()
+            .filter_map(|u| u.repeat(now))
+            .collect();
         self.out.extend(due);
     }
 }

@@ -22,6 +22,7 @@ use domain::ids::LegId;
 use super::modify::relay_side;
 use super::{Call, LegState, Phase, Then, refused};
 use crate::answer::Answer;
+use crate::b2bua::call::change;
 use crate::b2bua::call::interface::{Context, Output, Peer, Reach, Refusal};
 use crate::b2bua::call::rules::{caller_failure, outcome_status};
 use crate::b2bua::plan::Target;
@@ -172,7 +173,7 @@ impl Call {
         let no_notify = request
             .header("Refer-Sub")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
-        let mut accepted = self.contact(Answer::with_reason(202, "Accepted"), ctx);
+        let mut accepted = change::with_contact(Answer::with_reason(202, "Accepted"), ctx);
         if no_notify {
             accepted = accepted.header(rsip::Header::Other("Refer-Sub".into(), "false".into()));
         }
