@@ -182,6 +182,11 @@ impl Unacked {
     }
 }
 
+/// The 2xx of `unacked` that are due again now.
+pub(crate) fn repeats(unacked: &mut [Unacked], now: Instant) -> Vec<Output> {
+    unacked.iter_mut().filter_map(|u| u.repeat(now)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,8 @@ use domain::call::{EndCause, LegFailure, Side};
 
 use super::{Call, Phase};
 use crate::answer::Answer;
-use crate::b2bua::call::interface::{CALL_IN_RECHECK, Context, LINGER, Output};
+use crate::b2bua::call::change;
+use crate::b2bua::call::interface::{CALL_IN_RECHECK, Context, LINGER};
 
 impl Call {
     /// When the call next wants to be woken, given how long its relay has been silent
@@ -136,11 +137,7 @@ impl Call {
             self.finish(EndCause::Failed, Side::System, now);
             return;
         }
-        let due: Vec<Output> = self
-            .unacked
-            .iter_mut()
-            .filter_map(|u| u.repeat(now))
-            .collect();
+        let due = change::repeats(&mut self.unacked, now);
         self.out.extend(due);
     }
 }

@@ -287,11 +287,7 @@ impl Callback {
             tracing::info!(call = %self.id, "no ACK for the 2xx to a re-INVITE; hanging up");
             return self.hang_up(EndCause::Failed, now, ctx);
         }
-        let due: Vec<Output> = self
-            .unacked
-            .iter_mut()
-            .filter_map(|u| u.repeat(now))
-            .collect();
+        let due = change::repeats(&mut self.unacked, now);
         self.out.extend(due);
     }
 }
