@@ -14,7 +14,7 @@ use crate::answer::Answer;
 use crate::media::relay::Side as RelaySide;
 use crate::media::sdp;
 use crate::message::RawMessage;
-use crate::outgoing::Outcome;
+use crate::outgoing::{ClientKey, Outcome};
 use crate::transaction::{T1, T2, TransactionKey};
 
 /// A change of session one side asked for, sent on to the other side.
@@ -62,6 +62,18 @@ pub(crate) fn reply(outcome: Outcome) -> Option<Reply> {
         (408 | 481, _) => Some(Reply::Lost(status)),
         (status, _) => Some(Reply::Refused(status)),
     }
+}
+
+/// Whether `key` is the request `passing` sent on (pending, or answered 2xx).
+pub(crate) fn is_passed_on(passing: &Option<Passing>, key: &ClientKey) -> bool {
+    passing.as_ref().is_some_and(|p| p.branch == key.branch)
+}
+
+/// The change in flight, taken out once `outcome` settles it, with what became of it (None
+/// while it is provisional, or when nothing is in flight).
+pub(crate) fn settle(passing: &mut Option<Passing>, outcome: Outcome) -> Option<(Passing, Reply)> {
+    let reply = reply(outcome)?;
+    Some((passing.take()?, reply))
 }
 
 /// `INVITE` or `UPDATE`: the method of a request that may change a session.

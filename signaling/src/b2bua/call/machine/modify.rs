@@ -190,36 +190,26 @@ impl Call {
         });
     }
 
-    /// Whether `key` is a request the edge passed on (pending, or answered 2xx).
+    /// Whether `key` is the change being passed on.
     pub(super) fn is_passed_on(&self, key: &ClientKey) -> bool {
-        self.passing
-            .as_ref()
-            .is_some_and(|p| p.branch == key.branch)
+        change::is_passed_on(&self.passing, key)
     }
 
-    /// What became of a change the edge passed on.
     pub(super) fn on_passed_outcome(&mut self, outcome: Outcome, now: Instant, ctx: &dyn Context) {
-        let Some(reply) = change::reply(outcome) else {
-            return;
-        };
-        let Some(passing) = self.passing.take() else {
+        let Some((passing, reply)) = change::settle(&mut self.passing, outcome) else {
             return;
         };
         match reply {
             Reply::Took(response) => self.passed(passing, &response, now, ctx),
             Reply::Lost(status) => {
                 tracing::info!(call = %self.id, status, "a session change met a lost dialog; hanging up");
-                self.refuse_passing(passing, Answer::status(status));
+                self.out.push(passing.refused(Answer::status(status)));
                 if let Phase::Answered(winner) = self.phase {
                     self.hang_up(winner, EndCause::SessionExpired, now, ctx);
                 }
             }
-            Reply::Refused(status) => self.refuse_passing(passing, Answer::status(status)),
+            Reply::Refused(status) => self.out.push(passing.refused(Answer::status(status))),
         }
-    }
-
-    fn refuse_passing(&mut self, passing: Passing, answer: Answer) {
-        self.out.push(passing.refused(answer));
     }
 
     /// The other side took the change: its 2xx ACKed, the relay pointed where each side's
@@ -297,7 +287,7 @@ impl Call {
     /// A change still being passed on when the call ends is answered 487 (RFC 3261 §15.1.2).
     pub(super) fn drop_passing(&mut self) {
         if let Some(passing) = self.passing.take() {
-            self.refuse_passing(passing, Answer::status(487));
+            self.out.push(passing.refused(Answer::status(487)));
         }
     }
 }

@@ -154,17 +154,11 @@ impl Callback {
 
     /// Whether `key` is the change being passed on.
     pub(super) fn is_passed_on(&self, key: &ClientKey) -> bool {
-        self.passing
-            .as_ref()
-            .is_some_and(|p| p.branch == key.branch)
+        change::is_passed_on(&self.passing, key)
     }
 
-    /// What became of the change passed on.
     pub(super) fn on_passed_outcome(&mut self, outcome: Outcome, now: Instant, ctx: &dyn Context) {
-        let Some(reply) = change::reply(outcome) else {
-            return;
-        };
-        let Some(passing) = self.passing.take() else {
+        let Some((passing, reply)) = change::settle(&mut self.passing, outcome) else {
             return;
         };
         match reply {
