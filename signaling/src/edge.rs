@@ -700,15 +700,22 @@ impl Edge {
                 .then(|| entry.reply.clone());
             let after = entry.tx.retained();
             if after > before {
-                let total = self.retained.load(Ordering::Relaxed);
-                if after > RETAIN_AT_MOST || total + after - before > self.retained_budget {
+                // Reserved in one step: responders on other shards cannot both pass the check
+                // and overshoot the budget together.
+                let grow = after - before;
+                let reserved = after <= RETAIN_AT_MOST
+                    && self
+                        .retained
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                            (total + grow <= self.retained_budget).then_some(total + grow)
+                        })
+                        .is_ok();
+                if !reserved {
                     entry.tx.forget_response();
                     self.retained.fetch_sub(before, Ordering::Relaxed);
                     self.stats
                         .responses_not_kept
                         .fetch_add(1, Ordering::Relaxed);
-                } else {
-                    self.retained.fetch_add(after - before, Ordering::Relaxed);
                 }
             } else {
                 self.retained.fetch_sub(before - after, Ordering::Relaxed);
