@@ -4,6 +4,9 @@
 //! `If-Match` a lost race is decided again, with `If-Match` the caller gets 412.
 
 use domain::Aggregate;
+use std::time::Duration;
+
+use chrono::Utc;
 use infra::command::{self, CommandError, Origin};
 
 use crate::extract::Ctx;
@@ -31,13 +34,25 @@ impl From<CommandError> for ApiError {
     }
 }
 
-pub async fn load<A: Aggregate>(app: &AppState, stream: &str) -> ApiResult<Loaded<A>> {
-    Ok(command::load(app.store.as_ref(), stream).await?)
+/// Folds `stream`, from the state kept in `app.folded` when there is one (the events after it
+/// are read from the log, so the answer is as fresh as a full fold).
+pub async fn load<A: Aggregate + Send + Sync + 'static>(
+    app: &AppState,
+    stream: &str,
+) -> ApiResult<Loaded<A>> {
+    let loaded = match app.folded.get::<A>(stream) {
+        Some(kept) => command::load_after(app.store.as_ref(), stream, kept).await?,
+        None => command::load(app.store.as_ref(), stream).await?,
+    };
+    if loaded.version > 0 {
+        app.folded.put(stream, &loaded);
+    }
+    Ok(loaded)
 }
 
 /// Starts a new stream (a freshly minted id): decides on the empty state and appends with
 /// "no stream" expected, without reading first. A stream that exists after all is refused.
-pub async fn create<A: Aggregate>(
+pub async fn create<A: Aggregate + Send + Sync + 'static>(
     app: &AppState,
     ctx: &Ctx,
     stream: &str,
@@ -58,7 +73,7 @@ pub async fn create<A: Aggregate>(
 }
 
 /// Loads, decides and appends `command` on `stream`; `if_match` pins the version decided on.
-pub async fn execute<A: Aggregate>(
+pub async fn execute<A: Aggregate + Send + Sync + 'static>(
     app: &AppState,
     ctx: &Ctx,
     stream: &str,
@@ -70,7 +85,7 @@ pub async fn execute<A: Aggregate>(
 
 /// As `execute`, deciding first on `loaded` (a state the caller has just read) instead of
 /// reading it again; a lost race reloads as usual.
-pub async fn execute_on<A: Aggregate>(
+pub async fn execute_on<A: Aggregate + Send + Sync + 'static>(
     app: &AppState,
     ctx: &Ctx,
     stream: &str,
@@ -86,7 +101,7 @@ pub async fn execute_on<A: Aggregate>(
 }
 
 /// As `execute`, with the events the command wrote (none when it changed nothing).
-pub async fn execute_with_events<A: Aggregate>(
+pub async fn execute_with_events<A: Aggregate + Send + Sync + 'static>(
     app: &AppState,
     ctx: &Ctx,
     stream: &str,
@@ -96,7 +111,72 @@ pub async fn execute_with_events<A: Aggregate>(
     decide_and_append(app, ctx, stream, if_match, command, None).await
 }
 
-async fn decide_and_append<A: Aggregate>(
+/// As `execute` without `If-Match`, for a stream that is usually new (a number claimed for the
+/// first time): when this process keeps no state for it, the command is first decided on the
+/// empty stream instead of reading it.
+pub async fn execute_usually_new<A: Aggregate + Send + Sync + 'static>(
+    app: &AppState,
+    ctx: &Ctx,
+    stream: &str,
+    command: &A::Command,
+) -> ApiResult<Written<A>> {
+    let guess = app.folded.get::<A>(stream).unwrap_or(Loaded {
+        state: A::default(),
+        version: 0,
+    });
+    if let Some(done) = try_on_guess(app, ctx, stream, command, guess).await? {
+        return Ok(done.0);
+    }
+    execute_on(app, ctx, stream, None, command, None).await
+}
+
+fn origin<'a>(ctx: &'a Ctx, observe: &'a (dyn Fn(Duration) + Sync)) -> Origin<'a> {
+    Origin {
+        actor: &ctx.actor,
+        correlation_id: Some(ctx.request_id),
+        observe_append: Some(observe),
+    }
+}
+
+/// Decides `command` on `guess` (a state not read just now) and appends what it decided with
+/// the guess's version, so only a successful append proves the guess was current (a lost
+/// race is decided again on a fresh read, as always). None when the command refused or
+/// changed nothing on the guess: that must be decided again on a fresh read.
+async fn try_on_guess<A: Aggregate + Send + Sync + 'static>(
+    app: &AppState,
+    ctx: &Ctx,
+    stream: &str,
+    command: &A::Command,
+    guess: Loaded<A>,
+) -> ApiResult<Option<(Written<A>, Vec<A::Event>)>> {
+    if !guess
+        .state
+        .decide(command, Utc::now())
+        .is_ok_and(|events| !events.is_empty())
+    {
+        return Ok(None);
+    }
+    let observe = |took| app.metrics.append(took);
+    match command::execute(
+        app.store.as_ref(),
+        &origin(ctx, &observe),
+        stream,
+        command,
+        Some(guess),
+        None,
+    )
+    .await
+    {
+        Ok((written, events)) if !events.is_empty() => {
+            app.folded.put(stream, &written);
+            Ok(Some((written, events)))
+        }
+        Ok(_) | Err(CommandError::Domain(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn decide_and_append<A: Aggregate + Send + Sync + 'static>(
     app: &AppState,
     ctx: &Ctx,
     stream: &str,
@@ -104,20 +184,29 @@ async fn decide_and_append<A: Aggregate>(
     command: &A::Command,
     loaded: Option<Loaded<A>>,
 ) -> ApiResult<(Written<A>, Vec<A::Event>)> {
-    let actor = &ctx.actor;
-    let observe = |took| app.metrics.append(took);
-    let origin = Origin {
-        actor,
-        correlation_id: Some(ctx.request_id),
-        observe_append: Some(&observe),
+    // Unpinned, on a stream this process wrote or read lately: decided on the state kept from
+    // then, without reading the stream first.
+    if loaded.is_none()
+        && if_match.is_none()
+        && let Some(kept) = app.folded.get::<A>(stream)
+        && let Some(done) = try_on_guess(app, ctx, stream, command, kept).await?
+    {
+        return Ok(done);
+    }
+    let loaded = match loaded {
+        Some(l) => l,
+        None => load(app, stream).await?,
     };
-    Ok(command::execute(
+    let observe = |took| app.metrics.append(took);
+    let (written, events) = command::execute(
         app.store.as_ref(),
-        &origin,
+        &origin(ctx, &observe),
         stream,
         command,
-        loaded,
+        Some(loaded),
         if_match,
     )
-    .await?)
+    .await?;
+    app.folded.put(stream, &written);
+    Ok((written, events))
 }

@@ -7,7 +7,7 @@ use domain::extension::{Extension, ExtensionCommand, ExtensionStatus};
 use domain::ids::{AccountId, ExtensionId};
 use domain::number::{Holder, NumberClaim, NumberCommand, NumberRole};
 
-use crate::commands::{execute, load};
+use crate::commands::{execute, execute_usually_new, load};
 use crate::extract::Ctx;
 use crate::problem::ApiResult;
 use crate::state::AppState;
@@ -25,7 +25,8 @@ pub async fn claim_number(
         account_id,
         role,
     };
-    execute::<NumberClaim>(app, ctx, &domain::number::stream_id(number), None, &command).await?;
+    execute_usually_new::<NumberClaim>(app, ctx, &domain::number::stream_id(number), &command)
+        .await?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use infra::EventStore;
 use infra::config::CodeDelivery;
 use infra::delivery::CodeSender;
+use infra::folded::FoldedStates;
 use projections::db::ProjectionDb;
 
 use crate::idempotency::IdempotencyRecords;
@@ -13,6 +14,10 @@ use crate::keys::KeyStore;
 use crate::live_tail::LiveTails;
 use crate::metrics::Metrics;
 use crate::route_limits::{RouteCaps, RouteLimits};
+
+/// Streams whose folded state the API keeps (accounts, numbers, extensions, devices): a few
+/// KiB each at most, so a few tens of MiB in all.
+const FOLDED_STATES: usize = 8192;
 
 #[derive(Clone)]
 pub struct ApiSettings {
@@ -59,6 +64,9 @@ pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
+    /// States the API's commands folded last, so the next one on a stream folds only newer
+    /// events.
+    pub folded: FoldedStates,
     pub db: ProjectionDb,
     pub keys: KeyStore,
     pub idempotency: IdempotencyRecords,
@@ -86,6 +94,7 @@ impl AppState {
             keys: KeyStore::open(db.clone()).await?,
             idempotency: IdempotencyRecords::open(db.clone()).await?,
             store,
+            folded: FoldedStates::new(FOLDED_STATES),
             db,
             metrics: Metrics::default(),
             live_tails: LiveTails::new(settings.max_live_tails, settings.live_tail_buffer),

@@ -41,8 +41,23 @@ pub async fn load<A: Aggregate>(
     store: &dyn EventStore,
     stream: &str,
 ) -> Result<Loaded<A>, CommandError> {
-    let mut state = A::default();
-    let mut version = 0;
+    let empty = Loaded {
+        state: A::default(),
+        version: 0,
+    };
+    load_after(store, stream, empty).await
+}
+
+/// Folds the events of `stream` after `from` (a state folded earlier, at its version) into it.
+pub async fn load_after<A: Aggregate>(
+    store: &dyn EventStore,
+    stream: &str,
+    from: Loaded<A>,
+) -> Result<Loaded<A>, CommandError> {
+    let Loaded {
+        mut state,
+        mut version,
+    } = from;
     loop {
         let page = store.read_stream(stream, version + 1, PAGE).await?;
         for e in &page {

@@ -5,6 +5,7 @@ pub mod bus;
 pub mod command;
 pub mod config;
 pub mod delivery;
+pub mod folded;
 pub mod network;
 pub mod open;
 pub mod store;

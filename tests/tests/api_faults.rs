@@ -15,7 +15,7 @@ use domain::extension::{ExtensionCommand, ExtensionKind};
 use domain::ids::{AccountId, ExtensionId};
 use domain::number::{NumberClaim, NumberCommand, NumberRole};
 use reqwest::Method;
-use ringledger_tests::api_app::{TestApp, account, tariff};
+use ringledger_tests::api_app::{TestApp, account, extension, tariff};
 use ringledger_tests::harness::Backend;
 use ringledger_tests::on_both_backends;
 use serde_json::{Value, json};
@@ -31,6 +31,7 @@ on_both_backends!(
     secrets_are_not_kept,
     a_damaged_row_is_named,
     small_refusals,
+    another_servers_writes_are_not_overlooked,
 );
 
 fn settle_now() -> RecoverySettings {
@@ -369,6 +370,89 @@ async fn holder(app: &TestApp, number: &str) -> Option<AccountId> {
         .state
         .holder
         .map(|h| h.account_id)
+}
+
+/// Runs `command` on `stream` through `store` (another server's own handle on the log,
+/// bypassing this server's kept states).
+async fn elsewhere<A: domain::Aggregate>(
+    store: &dyn infra::EventStore,
+    stream: &str,
+    command: &A::Command,
+) {
+    let origin = infra::command::Origin {
+        actor: "test:another-server",
+        correlation_id: None,
+        observe_append: None,
+    };
+    infra::command::execute::<A>(store, &origin, stream, command, None, None)
+        .await
+        .unwrap_or_else(|e| panic!("{stream}: {e}"));
+}
+
+/// The API decides a registration on the account and number as it last wrote them, without
+/// reading them again; another server writing the same log in between must not be overlooked:
+/// an account it filled up refuses the next extension (and the number claimed for it is given
+/// back), and a number it released can be registered again.
+async fn another_servers_writes_are_not_overlooked(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let tariff_id = tariff(&app).await;
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            "/v1/accounts",
+            json!({"name": "Ada", "main_number": "+441632960001", "tariff_id": tariff_id,
+                   "currency": "GBP", "max_extensions": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let account_id = body["account_id"].as_str().unwrap().to_owned();
+    let owner = AccountId(account_id.parse().unwrap());
+    let (status, first) = extension(&app, &account_id, "+447700900301").await;
+    assert_eq!(status, 201, "{first}");
+    let first_id = ExtensionId(first["extension_id"].as_str().unwrap().parse().unwrap());
+
+    // Another server removes that extension, gives its number back and fills the account.
+    let other = app.backend.open().await;
+    let other = other.as_ref();
+    let reason = "removed elsewhere".to_owned();
+    elsewhere::<domain::extension::Extension>(
+        other,
+        &first_id.stream_id(),
+        &ExtensionCommand::Remove { reason },
+    )
+    .await;
+    let detach = |extension_id| AccountCommand::DetachExtension { extension_id };
+    elsewhere::<domain::account::Account>(other, &owner.stream_id(), &detach(first_id)).await;
+    let release = NumberCommand::Release {
+        number: e164("+447700900301"),
+        account_id: owner,
+    };
+    let first_stream = domain::number::stream_id(&e164("+447700900301"));
+    elsewhere::<NumberClaim>(other, &first_stream, &release).await;
+    let filler: Vec<ExtensionId> = (0..2).map(|_| ExtensionId(Uuid::now_v7())).collect();
+    for (i, id) in filler.iter().enumerate() {
+        let attach = AccountCommand::AttachExtension {
+            extension_id: *id,
+            number: e164(&format!("+44770090039{i}")),
+        };
+        elsewhere::<domain::account::Account>(other, &owner.stream_id(), &attach).await;
+    }
+
+    // This server still keeps the account with one extension of two: the full account refuses.
+    let (status, problem) = extension(&app, &account_id, "+447700900302").await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(
+        holder(&app, "+447700900302").await,
+        None,
+        "claim not given back"
+    );
+
+    // Room again: the number this server keeps as claimed (it was released elsewhere) is free.
+    elsewhere::<domain::account::Account>(other, &owner.stream_id(), &detach(filler[0])).await;
+    let (status, again) = extension(&app, &account_id, "+447700900301").await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(holder(&app, "+447700900301").await, Some(owner));
+    app.shutdown().await;
 }
 
 /// Closing an account removes its extensions and frees their numbers at once (another account

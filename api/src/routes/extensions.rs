@@ -152,13 +152,12 @@ pub async fn register(
 ) -> ApiResult<Response> {
     let account_id = account_id(&account)?;
     let number = parse_e164(&body.number, "number")?;
-    let loaded = existing(&app, account_id).await?;
     let id = ExtensionId(Uuid::now_v7());
-    let request = ExtensionCommand::Request {
+    let request = |account: &Account| ExtensionCommand::Request {
         extension_id: id,
-        account: loaded.state.clone(),
+        account: account.clone(),
         number: number.clone(),
-        native_provider: body.native_provider,
+        native_provider: body.native_provider.clone(),
         kind: body.kind,
     };
     let attach = AccountCommand::AttachExtension {
@@ -166,10 +165,28 @@ pub async fn register(
         number: number.clone(),
     };
     // Both entities' rules first (account state and extension limit, provider name), so a
-    // refused registration claims nothing.
+    // refused registration claims nothing. They are checked on the account as this process
+    // last saw it when it keeps it (the attachment's append, made with that version, proves
+    // it current), and on a fresh read when it keeps none or that refuses.
     let now = Utc::now();
-    loaded.state.decide(&attach, now)?;
-    Extension::default().decide(&request, now)?;
+    let rules = |account: &Account| -> ApiResult<()> {
+        account.decide(&attach, now)?;
+        Extension::default().decide(&request(account), now)?;
+        Ok(())
+    };
+    let kept = app
+        .folded
+        .get::<Account>(&account_id.stream_id())
+        .filter(|kept| rules(&kept.state).is_ok());
+    let loaded = match kept {
+        Some(kept) => kept,
+        None => {
+            let loaded = existing(&app, account_id).await?;
+            rules(&loaded.state)?;
+            loaded
+        }
+    };
+    let request = request(&loaded.state);
     claim_number(
         &app,
         &ctx,

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Row};
 use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
 
@@ -92,66 +92,75 @@ struct SqliteWriter {
 
 #[async_trait]
 impl BatchWriter for SqliteWriter {
+    /// One transaction in two round trips to SQLite's thread: `BEGIN IMMEDIATE` (the write
+    /// lock, taken before the tail is read) with the reads the batch is decided on, then the
+    /// inserts ending in `COMMIT`. Any failure rolls the transaction back.
     async fn write_batch(&mut self, batch: &[Append]) -> Result<batch::Written, StoreError> {
-        // IMMEDIATE takes the write lock now, before the tail is read.
-        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        let tail = sqlx::query_as::<_, (i64, String)>(
-            "SELECT global_position, hash FROM events ORDER BY global_position DESC LIMIT 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .map_or_else(Tail::genesis, Tail::from);
+        let written = self.write_in_transaction(batch).await;
+        if written.is_err() {
+            // Also when BEGIN itself failed (then there is nothing to roll back).
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        }
+        written
+    }
+}
 
-        // Whole batches travel as one JSON parameter each (`json_each`), so every statement
-        // is prepared once, whatever the batch size.
+impl SqliteWriter {
+    async fn write_in_transaction(
+        &mut self,
+        batch: &[Append],
+    ) -> Result<batch::Written, StoreError> {
+        // What the batch is decided on, in one statement: the log's tail, the version of each
+        // stream written, and which of the batch's events are in the log already. Whole batches
+        // travel as JSON parameters (`json_each`), so the statement is prepared once.
         let mut streams: Vec<&str> = batch.iter().map(|a| a.stream_id.as_str()).collect();
         streams.sort_unstable();
         streams.dedup();
-        let versions: HashMap<String, u64> = sqlx::query_as::<_, (String, i64)>(
-            "SELECT s.value, (SELECT stream_version FROM events WHERE stream_id = s.value \
-             ORDER BY stream_version DESC LIMIT 1) AS v FROM json_each(?1) AS s WHERE v IS NOT NULL",
-        )
-        .bind(serde_json::to_string(&streams).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(s, v)| (s, v as u64))
-        .collect();
-
         let ids: Vec<String> = batch
             .iter()
             .flat_map(|a| a.events.iter().map(|e| e.event_id.to_string()))
             .collect();
-        let mut known = HashMap::new();
-        let rows = sqlx::query_as::<_, (String, String, i64, i64)>(
-            "SELECT event_id, stream_id, stream_version, global_position FROM events \
-             WHERE event_id IN (SELECT value FROM json_each(?1))",
+        let rows = sqlx::query_as::<_, (String, i64, Option<i64>, String, Option<String>)>(
+            BEGIN_AND_READ_SQL,
         )
-        .bind(serde_json::to_string(&ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
-        .fetch_all(&mut *tx)
+        .bind(json_list(&streams)?)
+        .bind(json_list(&ids)?)
+        .fetch_all(&mut self.conn)
         .await?;
-        for (id, stream_id, stream_version, global_position) in rows {
-            known.insert(
-                Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                KnownEvent {
-                    stream_id,
-                    stream_version: stream_version as u64,
-                    global_position: global_position as u64,
-                },
-            );
+        let mut tail = Tail::genesis();
+        let mut versions = HashMap::new();
+        let mut known = HashMap::new();
+        for (kind, number, stream_version, text, stream_id) in rows {
+            match kind.as_str() {
+                "tail" => tail = Tail::from((number, text)),
+                "version" => {
+                    versions.insert(text, number as u64);
+                }
+                _ => {
+                    known.insert(
+                        Uuid::parse_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                        KnownEvent {
+                            stream_id: stream_id.unwrap_or_default(),
+                            stream_version: stream_version.unwrap_or_default() as u64,
+                            global_position: number as u64,
+                        },
+                    );
+                }
+            }
         }
 
         let plan = batch::plan(batch, versions, known, tail, Utc::now());
         let mut rows = plan.rows.as_slice();
         while !rows.is_empty() {
-            // A few fixed statement shapes, each prepared once and cached by sqlx.
-            let take = [64, 16, 4, 1]
+            // A few fixed statement shapes, each prepared once and cached by sqlx; the last
+            // one commits.
+            let take = INSERT_SHAPES
                 .into_iter()
                 .find(|n| *n <= rows.len())
                 .unwrap_or(1);
             let (chunk, rest) = rows.split_at(take);
             rows = rest;
-            let mut q = sqlx::query(insert_sql(take));
+            let mut q = sqlx::query(insert_sql(take, rows.is_empty()));
             for e in chunk {
                 q = q
                     .bind(e.global_position as i64)
@@ -169,33 +178,62 @@ impl BatchWriter for SqliteWriter {
                     .bind(e.prev_hash.as_str())
                     .bind(e.hash.as_str());
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut self.conn).await?;
         }
-        tx.commit().await?;
+        if plan.rows.is_empty() {
+            sqlx::query("COMMIT").execute(&mut self.conn).await?;
+        }
         Ok((plan.results, plan.rows))
     }
 }
 
-/// `INSERT ... VALUES (14 placeholders) x rows`, built once per shape.
-fn insert_sql(rows: usize) -> &'static str {
-    static SHAPES: std::sync::OnceLock<Vec<(usize, &'static str)>> = std::sync::OnceLock::new();
+/// Takes the write lock, then reads a batch's starting point as rows `(kind, number, stream_version, text, stream_id)`:
+/// `tail` (global position, hash), `version` (a stream's last version, the stream; streams
+/// not in the log have no row) and `known` (global position, stream version, event id, stream)
+/// for events of the batch already in the log. `?1`: the streams, `?2`: the event ids.
+const BEGIN_AND_READ_SQL: &str = "BEGIN IMMEDIATE; \
+    SELECT * FROM (SELECT 'tail', global_position, NULL, hash, NULL FROM events \
+        ORDER BY global_position DESC LIMIT 1) \
+    UNION ALL \
+    SELECT 'version', v, NULL, stream, NULL FROM (SELECT s.value AS stream, \
+        (SELECT stream_version FROM events WHERE stream_id = s.value \
+         ORDER BY stream_version DESC LIMIT 1) AS v FROM json_each(?1) AS s) WHERE v IS NOT NULL \
+    UNION ALL \
+    SELECT 'known', global_position, stream_version, event_id, stream_id FROM events \
+        WHERE event_id IN (SELECT value FROM json_each(?2))";
+
+fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(items).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// Rows per INSERT statement: a batch is written in the fewest statements of these shapes.
+const INSERT_SHAPES: [usize; 6] = [64, 16, 4, 3, 2, 1];
+
+/// `INSERT ... VALUES (14 placeholders) x rows`, followed by `COMMIT` when `last`; built once
+/// per shape.
+fn insert_sql(rows: usize, last: bool) -> &'static str {
+    type Shapes = Vec<(usize, bool, &'static str)>;
+    static SHAPES: std::sync::OnceLock<Shapes> = std::sync::OnceLock::new();
     let shapes = SHAPES.get_or_init(|| {
-        [64, 16, 4, 1]
+        let row = format!("({})", ["?"; 14].join(","));
+        INSERT_SHAPES
             .into_iter()
-            .map(|n| {
-                let row = format!("({})", ["?"; 14].join(","));
+            .flat_map(|n| [(n, false), (n, true)])
+            .map(|(n, last)| {
                 let sql = format!(
-                    concat!("INSERT INTO events (", event_columns!(), ") VALUES {}"),
-                    vec![row.as_str(); n].join(",")
+                    concat!("INSERT INTO events (", event_columns!(), ") VALUES {}{}"),
+                    vec![row.as_str(); n].join(","),
+                    if last { "; COMMIT" } else { "" }
                 );
-                (n, &*Box::leak(sql.into_boxed_str()))
+                (n, last, &*Box::leak(sql.into_boxed_str()))
             })
             .collect()
     });
     shapes
         .iter()
-        .find(|(n, _)| *n == rows)
-        .map_or(shapes[shapes.len() - 1].1, |(_, sql)| sql)
+        .find(|(n, l, _)| *n == rows && *l == last)
+        .map(|(_, _, sql)| *sql)
+        .expect("a statement is built for every shape")
 }
 
 fn timestamp(t: DateTime<Utc>) -> String {

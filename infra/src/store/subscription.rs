@@ -26,12 +26,15 @@ struct Cursor<S: ?Sized> {
     position: u64,
     buffer: VecDeque<RecordedEvent>,
     poll: Duration,
+    /// The last read of the log found nothing after the position.
+    caught_up: bool,
     failed: bool,
 }
 
 /// Reads `store` page by page after `after`. When caught up it waits for `head` (the last
 /// position this process committed) to pass its position, or at most `poll`, which also
-/// picks up appends made by other processes.
+/// picks up appends made by other processes; this process's commits come from memory then,
+/// so a live subscriber reads the log only for a gap, a backlog or another process's events.
 pub fn poll_subscription<S: EventStore + ?Sized>(
     store: Arc<S>,
     head: watch::Receiver<u64>,
@@ -46,6 +49,7 @@ pub fn poll_subscription<S: EventStore + ?Sized>(
         position: after,
         buffer: VecDeque::new(),
         poll,
+        caught_up: false,
         failed: false,
     };
     futures::stream::unfold(cursor, |mut c| async move {
@@ -60,22 +64,34 @@ pub fn poll_subscription<S: EventStore + ?Sized>(
             if c.take_committed() {
                 continue;
             }
-            match c.store.read_all(c.position, PAGE).await {
+            // Caught up with the log and with everything this process committed: wait for its
+            // next commit (taken from memory above, without asking the log) or, for other
+            // processes' appends, until `poll` has passed.
+            let position = c.position;
+            if c.caught_up && *c.head.borrow() <= position {
+                c.caught_up = false;
+                let waited = tokio::time::timeout(c.poll, c.head.wait_for(|h| *h > position))
+                    .await
+                    .map(|moved| moved.is_ok());
+                match waited {
+                    Ok(true) => {
+                        c.caught_up = true;
+                        continue;
+                    }
+                    Ok(false) => tokio::time::sleep(c.poll).await,
+                    Err(_) => {}
+                }
+            }
+            match c.store.read_all(position, PAGE).await {
                 Err(e) => {
                     c.failed = true;
                     return Some((Err(e), c));
                 }
-                Ok(page) if page.is_empty() => {
-                    let position = c.position;
-                    let writer_gone = matches!(
-                        tokio::time::timeout(c.poll, c.head.wait_for(|h| *h > position)).await,
-                        Ok(Err(_))
-                    );
-                    if writer_gone {
-                        tokio::time::sleep(c.poll).await;
-                    }
+                Ok(page) if page.is_empty() => c.caught_up = true,
+                Ok(page) => {
+                    c.caught_up = false;
+                    c.buffer.extend(page);
                 }
-                Ok(page) => c.buffer.extend(page),
             }
         }
     })
