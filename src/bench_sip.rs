@@ -20,14 +20,6 @@ const ORIGIN: Origin<'static> = Origin {
     observe_append: None,
 };
 
-/// A stream about to be created: decided on the empty state, written only if it is new.
-fn new_stream<A: Aggregate>() -> Loaded<A> {
-    Loaded {
-        state: A::default(),
-        version: 0,
-    }
-}
-
 /// Writes `count` devices (`bench0`, `bench1`, ...) of one new account and the CSV SIPp reads
 /// with `-inf` (field0 username, field1 password, field2 realm).
 pub async fn seed_devices(
@@ -62,7 +54,7 @@ pub async fn seed_devices(
         &ORIGIN,
         &account_id.stream_id(),
         &open,
-        Some(new_stream()),
+        Some(Loaded::empty()),
         Some(0),
     )
     .await?;
@@ -97,7 +89,7 @@ pub async fn seed_devices(
                 &ORIGIN,
                 &device_id.stream_id(),
                 &command,
-                Some(new_stream()),
+                Some(Loaded::empty()),
                 Some(0),
             )
             .await?;
@@ -157,7 +149,7 @@ async fn seed_subscriber(
         currency: domain::money::Currency::parse("GBP")?,
         max_extensions: None,
     };
-    let account = run::<Account>(store, &account_id.stream_id(), Some(new_stream()), open)
+    let account = run::<Account>(store, &account_id.stream_id(), Some(Loaded::empty()), open)
         .await?
         .state;
     let extension_id = ExtensionId::from(Uuid::now_v7());
@@ -177,10 +169,10 @@ async fn seed_subscriber(
             account_id,
             role,
         };
-        run::<NumberClaim>(store, &stream_id(&number), Some(new_stream()), claim).await?;
+        run::<NumberClaim>(store, &stream_id(&number), Some(Loaded::empty()), claim).await?;
     }
     let stream = extension_id.stream_id();
-    let mut extension: Loaded<Extension> = new_stream();
+    let mut extension: Loaded<Extension> = Loaded::empty();
     for command in [
         ExtensionCommand::Request {
             extension_id,
@@ -238,7 +230,13 @@ async fn publish_tariff(
             on_net: None,
         },
     };
-    run::<Tariff>(store, &tariff_id.stream_id(), Some(new_stream()), publish).await?;
+    run::<Tariff>(
+        store,
+        &tariff_id.stream_id(),
+        Some(Loaded::empty()),
+        publish,
+    )
+    .await?;
     Ok(tariff_id)
 }
 

@@ -58,11 +58,7 @@ pub async fn create<A: Aggregate + Send + Sync + 'static>(
     stream: &str,
     command: &A::Command,
 ) -> ApiResult<Written<A>> {
-    let empty = Loaded {
-        state: A::default(),
-        version: 0,
-    };
-    execute_on(app, ctx, stream, Some(0), command, Some(empty))
+    execute_on(app, ctx, stream, Some(0), command, Some(Loaded::empty()))
         .await
         .map_err(|e| match e {
             ApiError::PreconditionFailed { .. } => {
@@ -120,10 +116,7 @@ pub async fn execute_usually_new<A: Aggregate + Send + Sync + 'static>(
     stream: &str,
     command: &A::Command,
 ) -> ApiResult<Written<A>> {
-    let guess = app.folded.get::<A>(stream).unwrap_or(Loaded {
-        state: A::default(),
-        version: 0,
-    });
+    let guess = app.folded.get::<A>(stream).unwrap_or_else(Loaded::empty);
     if let Some(done) = try_on_guess(app, ctx, stream, command, guess).await? {
         return Ok(done.0);
     }

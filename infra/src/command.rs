@@ -37,15 +37,21 @@ pub struct Loaded<A> {
     pub version: u64,
 }
 
+impl<A: Default> Loaded<A> {
+    /// A stream with nothing in it.
+    pub fn empty() -> Self {
+        Self {
+            state: A::default(),
+            version: 0,
+        }
+    }
+}
+
 pub async fn load<A: Aggregate>(
     store: &dyn EventStore,
     stream: &str,
 ) -> Result<Loaded<A>, CommandError> {
-    let empty = Loaded {
-        state: A::default(),
-        version: 0,
-    };
-    load_after(store, stream, empty).await
+    load_after(store, stream, Loaded::empty()).await
 }
 
 /// Folds the events of `stream` after `from` (a state folded earlier, at its version) into it.
