@@ -1,12 +1,14 @@
 //! Running a domain command for an HTTP request, through `infra::command`: fold the stream,
 //! `decide`, append what it decided with the version it was decided on, and answer only once
 //! the append is durable. Events name the calling key and carry the request id; without
-//! `If-Match` a lost race is decided again, with `If-Match` the caller gets 412.
+//! `If-Match` a lost race is decided again, with `If-Match` the caller gets 412. Without
+//! `If-Match`, a stream whose state this process keeps (`AppState::folded`) is decided on that
+//! state without reading it: the append, made with the kept version, proves it current.
 
-use domain::Aggregate;
 use std::time::Duration;
 
 use chrono::Utc;
+use domain::Aggregate;
 use infra::command::{self, CommandError, Origin};
 
 use crate::extract::Ctx;
