@@ -97,6 +97,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// What in-band DTMF detection (Goertzel on decoded PCMU) costs per call, on one thread.
+    DtmfInband {
+        /// Callers keying at once, each with its own detector.
+        #[arg(long, default_value_t = 1000)]
+        calls: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Register extensions through a running server's API at a fixed rate; latency
     /// percentiles, then every 201 checked against the log.
     HttpExtensions {
@@ -151,6 +159,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::BillingTotals { store } => crate::bench_sip::billing_totals(&store).await,
         BenchCommand::RtpRelay { calls, seconds } => {
             tokio::task::spawn_blocking(move || crate::bench_rtp::rtp_relay(calls, seconds)).await?
+        }
+        BenchCommand::DtmfInband { calls, seconds } => {
+            tokio::task::spawn_blocking(move || crate::bench_dtmf::dtmf_inband(calls, seconds))
+                .await?
         }
         BenchCommand::HttpExtensions {
             url,

@@ -3,6 +3,7 @@
 mod audit;
 mod bench;
 mod bench_api;
+mod bench_dtmf;
 mod bench_rtp;
 mod bench_sip;
 mod billing_cmd;

@@ -2,6 +2,8 @@
 //! the callee, from `media.ports`; the session descriptions are rewritten to point at them
 //! (`sdp.rs`), and each packet that arrives on one side leaves from the other (`relay.rs`).
 
+pub mod dtmf;
+pub mod g711;
 pub mod relay;
 pub mod sdp;
 
