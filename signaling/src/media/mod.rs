@@ -6,6 +6,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod relay;
 pub mod sdp;
+pub mod tones;
 
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
