@@ -151,7 +151,7 @@ impl TonePlayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::dtmf::inband::InbandDetector;
+    use crate::media::dtmf::inband::{InbandDetector, coefficient, tone_power};
 
     fn linear(player: &mut TonePlayer, ms: usize) -> Vec<i16> {
         let decode = match player.codec {
@@ -167,15 +167,8 @@ mod tests {
     /// The mean square of the component at `f` over the whole of `samples` (1 Hz resolution
     /// for a second of audio).
     fn power_at(samples: &[i16], f: f32) -> f32 {
-        let c = 2.0 * (2.0 * std::f32::consts::PI * f / RATE).cos();
-        let (mut s1, mut s2) = (0.0f32, 0.0f32);
-        for x in samples {
-            let s = f32::from(*x) + c * s1 - s2;
-            s2 = s1;
-            s1 = s;
-        }
-        let n = samples.len() as f32;
-        (s1 * s1 + s2 * s2 - c * s1 * s2) * 2.0 / (n * n)
+        let samples: Vec<f32> = samples.iter().map(|x| f32::from(*x)).collect();
+        tone_power(&samples, coefficient(f))
     }
 
     fn db(ratio: f32) -> f32 {

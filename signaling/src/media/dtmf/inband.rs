@@ -52,9 +52,26 @@ struct Run {
     misses: usize,
 }
 
+/// Goertzel's coefficient for `frequency` at 8 kHz.
+pub fn coefficient(frequency: f32) -> f32 {
+    2.0 * (2.0 * std::f32::consts::PI * frequency / RATE).cos()
+}
+
+/// The mean square of the sine whose Goertzel coefficient is `c` in `samples` (|X(f)|²
+/// scaled so a sine of that frequency alone gives its own mean square).
+pub fn tone_power(samples: &[f32], c: f32) -> f32 {
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    for x in samples {
+        let s = x + c * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let n = samples.len() as f32;
+    (s1 * s1 + s2 * s2 - c * s1 * s2) * 2.0 / (n * n)
+}
+
 impl Default for InbandDetector {
     fn default() -> Self {
-        let coefficient = |f: f32| 2.0 * (2.0 * std::f32::consts::PI * f / RATE).cos();
         let mut coefficients = [0.0; 8];
         for (i, f) in ROWS.iter().chain(COLUMNS.iter()).enumerate() {
             coefficients[i] = coefficient(*f);
@@ -87,14 +104,7 @@ impl InbandDetector {
     fn key_in_block(&self) -> Option<(char, f32)> {
         let mut power = [0.0f32; 8];
         for (p, c) in power.iter_mut().zip(self.coefficients) {
-            let (mut s1, mut s2) = (0.0f32, 0.0f32);
-            for x in &self.block {
-                let s = x + c * s1 - s2;
-                s2 = s1;
-                s1 = s;
-            }
-            // |X(f)|² scaled to the mean square of a sine of that frequency.
-            *p = (s1 * s1 + s2 * s2 - c * s1 * s2) * 2.0 / (BLOCK * BLOCK) as f32;
+            *p = tone_power(&self.block, c);
         }
         let strongest = |group: &[f32]| {
             let (i, p) = group.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))?;
