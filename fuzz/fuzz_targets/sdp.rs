@@ -1,6 +1,6 @@
 //! Any bytes as a session description: reading the audio endpoint and direction, rebuilding
 //! it for the other side of the relay, continuing another session with it, taking its hold
-//! off, and answering an offer against another. None may panic.
+//! off, answering an offer against another, and answering it as the far end. None may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -29,4 +29,11 @@ fuzz_target!(|data: &[u8]| {
     let offer = sdp::offer(relay, 20004);
     let _ = sdp::answer(&offer, data, relay, 20006);
     let _ = sdp::answer(data, &offer, relay, 20008);
+    if let Some((answer, _)) = sdp::answer_as_endpoint(data, relay, 20010) {
+        assert_eq!(
+            sdp::audio_endpoint(&answer),
+            Some(std::net::SocketAddr::new(relay, 20010)),
+            "the edge's own answer points at the edge"
+        );
+    }
 });

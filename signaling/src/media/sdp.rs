@@ -3,9 +3,12 @@
 //! description rebuilt for the other side with the relay's address and port in their place
 //! and nothing that names the side that wrote it (topology hiding).
 //! When the edge itself answers two offers and bridges them (call-in), `answer` writes the
-//! answer to one offer with the codecs the other offer shares (RFC 3264 §6).
+//! answer to one offer with the codecs the other offer shares (RFC 3264 §6);
+//! `answer_as_endpoint` answers a leg the edge terminates itself (G.711 and telephone-events).
 
 use std::net::{IpAddr, SocketAddr};
+
+use super::tones::Codec;
 
 fn lines(sdp: &[u8]) -> impl Iterator<Item = &str> {
     std::str::from_utf8(sdp)
@@ -363,6 +366,64 @@ pub fn answer(offer: &[u8], other: &[u8], address: IpAddr, port: u16) -> Option<
     Some(out.into_bytes())
 }
 
+/// What the edge and a leg it answers itself (the keypad menu) agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agreed {
+    /// The voice codec, and its payload type.
+    pub codec: Codec,
+    pub voice_payload_type: u8,
+    /// RFC 4733 telephone-events' payload type, when the offer has them at 8 kHz (otherwise
+    /// keys can only come by SIP INFO or in the audio).
+    pub event_payload_type: Option<u8>,
+}
+
+/// The edge's answer to `offer` for a leg it terminates itself: the offer's first G.711
+/// format (PCMU or PCMA, in the offer's order of preference) and its `telephone-event/8000`,
+/// at `address`:`port`. `None` when the offer has no G.711 (refused with 488).
+pub fn answer_as_endpoint(offer: &[u8], address: IpAddr, port: u16) -> Option<(Vec<u8>, Agreed)> {
+    let (formats, _) = audio_formats(offer)?;
+    let payload_type = |f: &Format| f.payload_type.parse::<u8>().ok().filter(|pt| *pt < 128);
+    let (codec, voice) = formats.iter().find_map(|f| {
+        let codec = match f.codec()?.as_str() {
+            "pcmu/8000" => Codec::Pcmu,
+            "pcma/8000" => Codec::Pcma,
+            _ => return None,
+        };
+        Some((codec, payload_type(f)?))
+    })?;
+    let events = formats.iter().find_map(|f| {
+        (f.codec()? == "telephone-event/8000")
+            .then(|| payload_type(f))
+            .flatten()
+    });
+    let family = if address.is_ipv4() { "IP4" } else { "IP6" };
+    let session = chrono::Utc::now().timestamp_micros();
+    let name = match codec {
+        Codec::Pcmu => "PCMU",
+        Codec::Pcma => "PCMA",
+    };
+    let mut out = format!(
+        "v=0\r\no=ringledger {session} {session} IN {family} {address}\r\ns=ringledger\r\n\
+         c=IN {family} {address}\r\nt=0 0\r\nm=audio {port} RTP/AVP {voice}"
+    );
+    if let Some(pt) = events {
+        out.push_str(&format!(" {pt}"));
+    }
+    out.push_str(&format!("\r\na=rtpmap:{voice} {name}/8000\r\n"));
+    if let Some(pt) = events {
+        out.push_str(&format!(
+            "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\n"
+        ));
+    }
+    out.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    let agreed = Agreed {
+        codec,
+        voice_payload_type: voice,
+        event_payload_type: events,
+    };
+    Some((out.into_bytes(), agreed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +431,48 @@ mod tests {
     const OFFER: &str = "v=0\r\no=alice 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n\
 t=0 0\r\nm=audio 49170 RTP/AVP 0 8\r\na=rtcp:49171\r\na=rtpmap:0 PCMU/8000\r\n\
 m=video 51372 RTP/AVP 31\r\nc=IN IP4 192.0.2.11\r\n";
+
+    #[test]
+    fn the_edge_answers_a_leg_it_terminates_with_g711_and_telephone_events() {
+        let address: IpAddr = "198.51.100.1".parse().unwrap();
+        let offer = "v=0\r\no=m 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 18 8 0 97 96\r\na=rtpmap:18 G729/8000\r\na=rtpmap:97 telephone-event/48000\r\n\
+a=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-16\r\n";
+        let (answer, agreed) = answer_as_endpoint(offer.as_bytes(), address, 30000).unwrap();
+        assert_eq!(
+            agreed,
+            Agreed {
+                codec: Codec::Pcma,
+                voice_payload_type: 8,
+                event_payload_type: Some(96)
+            }
+        );
+        let text = String::from_utf8(answer.clone()).unwrap();
+        assert!(text.contains("m=audio 30000 RTP/AVP 8 96\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:8 PCMA/8000\r\n"), "{text}");
+        assert!(
+            text.contains("a=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            audio_endpoint(&answer),
+            Some("198.51.100.1:30000".parse().unwrap())
+        );
+        // PCMU by its static number, no events: keys only by INFO or in the audio.
+        let plain = "v=0\r\nc=IN IP4 192.0.2.5\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let (_, agreed) = answer_as_endpoint(plain.as_bytes(), address, 30002).unwrap();
+        assert_eq!(
+            (
+                agreed.codec,
+                agreed.voice_payload_type,
+                agreed.event_payload_type
+            ),
+            (Codec::Pcmu, 0, None)
+        );
+        // No G.711: nothing to answer with.
+        let g729 = "v=0\r\nc=IN IP4 192.0.2.5\r\nm=audio 4000 RTP/AVP 18 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+        assert_eq!(answer_as_endpoint(g729.as_bytes(), address, 30004), None);
+    }
 
     #[test]
     fn the_audio_endpoint_is_read_from_session_or_media_connection() {
