@@ -79,18 +79,6 @@ impl FoldedStates {
         let kept: Kept = (loaded.version, Arc::new(loaded.state.clone()));
         g.insert(self.half, stream, kept);
     }
-
-    /// How many streams' states are kept now.
-    pub fn len(&self) -> usize {
-        self.generations
-            .lock()
-            .map(|g| g.newer.len() + g.older.len())
-            .unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -102,6 +90,11 @@ mod tests {
             state: state.to_owned(),
             version,
         }
+    }
+
+    fn kept(states: &FoldedStates) -> usize {
+        let g = states.generations.lock().unwrap();
+        g.newer.len() + g.older.len()
     }
 
     #[test]
@@ -123,7 +116,7 @@ mod tests {
             // One stream used all along stays.
             states.put("hot", &loaded("hot", i + 1));
             assert!(states.get::<String>("hot").is_some());
-            assert!(states.len() <= 100, "{} kept", states.len());
+            assert!(kept(&states) <= 100, "{} kept", kept(&states));
         }
         assert!(states.get::<String>("s0").is_none());
         assert_eq!(states.get::<String>("hot").expect("kept").version, 10_000);

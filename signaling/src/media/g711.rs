@@ -2,6 +2,10 @@
 //! payload type 8) to 16-bit linear samples and back. The edge decodes to detect tones in the
 //! audio and encodes the tones it plays.
 
+/// The peak of a 0 dBm0 sine on the decoded scale (±32,124 µ-law is +3.17 dBm0): the level
+/// reference for tones the edge plays and detects.
+pub const DBM0_PEAK: f32 = 22_656.0;
+
 /// µ-law's bias, added before the segment is found (the code's zero is the bias).
 const ULAW_BIAS: i32 = 0x84;
 /// The largest magnitude µ-law can encode once biased.

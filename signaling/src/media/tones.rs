@@ -14,8 +14,8 @@ use super::g711;
 const RATE: f32 = 8000.0;
 /// Samples per frame (20 ms).
 pub const FRAME: usize = 160;
-/// The peak of one component at −13 dBm0 on the decoded G.711 scale (0 dBm0: 22,656).
-const PEAK: f32 = 22_656.0 * 0.223_872_1;
+/// The peak of one component at −13 dBm0 (10^(−13/20) of the 0 dBm0 peak).
+const PEAK: f32 = g711::DBM0_PEAK * 0.223_872_1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Country {
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn dial_tones_are_each_countrys_pair_at_minus_13_dbm0() {
-        let zero_dbm0 = 22_656.0f32 * 22_656.0 / 2.0;
+        let zero_dbm0 = g711::DBM0_PEAK * g711::DBM0_PEAK / 2.0;
         for (country, ours, theirs) in [(Country::Uk, 450.0, 440.0), (Country::Us, 440.0, 450.0)] {
             for codec in [Codec::Pcmu, Codec::Pcma] {
                 let audio = linear(&mut TonePlayer::new(country, Tone::Dial, codec), 1000);

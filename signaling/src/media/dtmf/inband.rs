@@ -179,11 +179,8 @@ mod tests {
     use super::*;
     use crate::media::g711;
 
-    /// The peak of a 0 dBm0 sine on the decoded G.711 scale.
-    const DBM0_PEAK: f32 = 22_656.0;
-
     fn amplitude(dbm0: f32) -> f32 {
-        DBM0_PEAK * 10f32.powf(dbm0 / 20.0)
+        g711::DBM0_PEAK * 10f32.powf(dbm0 / 20.0)
     }
 
     /// `key` for `ms`, its row tone at `row_dbm0` and its column tone at `column_dbm0`.
