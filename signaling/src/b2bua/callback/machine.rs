@@ -481,6 +481,19 @@ impl Callback {
             tracing::info!(call = %self.id, error = %e, "a leg's 2xx cannot start a dialog");
             return;
         }
+        let answers_now = matches!(self.legs[leg].state, LegState::Trying | LegState::Ringing)
+            && self.step == Step::Ringing(leg);
+        let side = if leg == EXTENSION {
+            RelaySide::Caller
+        } else {
+            RelaySide::Callee
+        };
+        // The relay learns where this side's media goes before the leg hears its ACK (and
+        // starts sending), so its first packets are not dropped.
+        if answers_now && let Some(rtp) = sdp::audio_endpoint(&response.body) {
+            let from = self.legs[leg].reach.peer.ip();
+            self.out.push(Output::MediaPeer { side, rtp, from });
+        }
         // Every 2xx is ACKed (again, when it is repeated), whatever becomes of the leg.
         match self.legs[leg].ack.clone() {
             Some(bytes) => self.out.push(Output::Ack {
@@ -498,18 +511,11 @@ impl Callback {
         }
         let leg_id = self.legs[leg].id;
         match self.legs[leg].state {
-            LegState::Trying | LegState::Ringing if self.step == Step::Ringing(leg) => {
-                let side = if leg == EXTENSION {
+            LegState::Trying | LegState::Ringing if answers_now => {
+                if leg == EXTENSION {
                     self.extension_answer = response.body.clone();
-                    RelaySide::Caller
-                } else {
-                    RelaySide::Callee
-                };
-                self.sessions[leg].0 = response.body.clone();
-                if let Some(rtp) = sdp::audio_endpoint(&response.body) {
-                    let from = self.legs[leg].reach.peer.ip();
-                    self.out.push(Output::MediaPeer { side, rtp, from });
                 }
+                self.sessions[leg].0 = response.body.clone();
                 self.record_then(CallCommand::LegAnswered { leg_id }, Then::LegAnswered(leg));
             }
             LegState::Answered => {}
