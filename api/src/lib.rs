@@ -90,6 +90,7 @@ fn v1() -> OpenApiRouter<Shared> {
         .routes(routes!(extensions::start_verification))
         .routes(routes!(extensions::confirm))
         .routes(routes!(extensions::settings))
+        .routes(routes!(extensions::keypad_unlock))
         .routes(routes!(intents::stage, intents::list_intents))
         .routes(routes!(intents::cancel_intent))
         .routes(routes!(intents::request_callback, intents::list_callbacks))

@@ -189,6 +189,29 @@ impl Leg {
     }
 }
 
+/// Why a caller left the access-number menu without a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MenuExit {
+    /// The caller hung up.
+    HungUp,
+    /// Nothing (or nothing usable) was keyed in time.
+    Timeout,
+    /// Too many wrong PINs: keypad access is locked.
+    PinLocked,
+    /// The edge was shutting down.
+    EdgeShutdown,
+}
+
+/// Where a call started at the access-number menu stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Menu {
+    /// Keys are being collected: no callee leg may be placed yet.
+    Collecting,
+    /// The destination was keyed in and allowed.
+    Collected(E164),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CallStatus {
     #[default]
@@ -218,6 +241,8 @@ pub struct Call {
     pub transfer_leg: Option<LegId>,
     /// The call this one was joined with (attended transfer).
     pub joined_with: Option<CallId>,
+    /// The access-number menu, for a call whose destination is keyed in.
+    pub menu: Option<Menu>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +264,25 @@ pub enum CallCommand {
         dial_intent: Option<uuid::Uuid>,
         /// The edge process running the call, if an edge runs it.
         edge_id: Option<uuid::Uuid>,
+        /// The destination is keyed in at the access-number menu after the call starts (`to`
+        /// is the access number): it is checked when collected, and no leg is placed before.
+        keypad: bool,
+    },
+    /// The PIN keyed in at the menu was checked on the extension's stream: the call records
+    /// the outcome (never the PIN).
+    MenuPin {
+        accepted: bool,
+        locked: bool,
+    },
+    /// The destination keyed in at the menu, checked against the extension's settings.
+    CollectDestination {
+        destination: E164,
+        account: Account,
+        extension: Extension,
+    },
+    /// The caller left the menu without a destination.
+    AbandonMenu {
+        reason: MenuExit,
     },
     StartLeg {
         leg_id: LegId,
@@ -362,6 +406,17 @@ domain_events! {
             at: Instant,
         } = ("call.joined", 1),
         Ended { cause: EndCause, side: Side, at: Instant } = ("call.ended", 1),
+        /// The edge answered the caller itself to collect the destination by keypad (the
+        /// access-number menu).
+        MenuEntered { at: Instant } = ("call.menu_entered", 1),
+        /// The PIN keyed in was right.
+        MenuPinAccepted { at: Instant } = ("call.menu_pin_accepted", 1),
+        /// The PIN keyed in was wrong (`locked`: keypad access is now locked).
+        MenuPinRefused { locked: bool, at: Instant } = ("call.menu_pin_refused", 1),
+        /// The destination keyed in, normalised to E.164 and allowed.
+        DestinationCollected { destination: E164, at: Instant } = ("call.destination_collected", 1),
+        /// The caller left the menu without a destination.
+        MenuAbandoned { reason: MenuExit, at: Instant } = ("call.menu_abandoned", 1),
     }
 }
 
@@ -380,6 +435,11 @@ impl CallEvent {
             | Self::Transferred { at, .. }
             | Self::LegEnded { at, .. }
             | Self::Joined { at, .. }
+            | Self::MenuEntered { at }
+            | Self::MenuPinAccepted { at }
+            | Self::MenuPinRefused { at, .. }
+            | Self::DestinationCollected { at, .. }
+            | Self::MenuAbandoned { at, .. }
             | Self::Ended { at, .. } => *at,
         }
     }
@@ -480,6 +540,16 @@ impl Call {
         ])
     }
 
+    fn ensure_collecting(&self) -> Result<(), DomainError> {
+        if self.menu != Some(Menu::Collecting) {
+            return Err(DomainError::invalid(
+                "menu",
+                "the call is not collecting keys at the access-number menu",
+            ));
+        }
+        Ok(())
+    }
+
     fn ensure_live(&self) -> Result<(), DomainError> {
         match self.status {
             CallStatus::NotStarted => Err(DomainError::NotFound { entity: "call" }),
@@ -489,7 +559,7 @@ impl Call {
     }
 }
 
-fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> {
+fn start(command: &CallCommand, now: Instant) -> Result<Vec<CallEvent>, DomainError> {
     let CallCommand::Start {
         call_id,
         direction,
@@ -502,6 +572,7 @@ fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> 
         pin,
         dial_intent,
         edge_id,
+        keypad,
     } = command
     else {
         unreachable!("only called for Start");
@@ -518,7 +589,13 @@ fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> 
                     "does not belong to the billed account",
                 ));
             }
-            if *direction == Direction::Outbound {
+            if *keypad {
+                // The destination comes later, by keypad: checked then.
+                ext.ensure_serving(account)?;
+                if !ext.settings.may_call_out {
+                    return Err(DomainError::CallOutNotAllowed);
+                }
+            } else if *direction == Direction::Outbound {
                 let destination =
                     E164::parse(to).map_err(|e| DomainError::invalid("to", e.to_string()))?;
                 match dial_intent {
@@ -563,9 +640,15 @@ fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> 
             ext.authorize_destination(account, &destination)?;
             Some(extension_id)
         }
+        _ if *keypad => {
+            return Err(DomainError::invalid(
+                "keypad",
+                "only an extension's call keys in its destination",
+            ));
+        }
         _ => None,
     };
-    Ok(CallEvent::Started {
+    let started = CallEvent::Started {
         call_id: *call_id,
         direction: *direction,
         from: from.clone(),
@@ -577,6 +660,11 @@ fn start(command: &CallCommand, now: Instant) -> Result<CallEvent, DomainError> 
         tariff_id: account.tariff_id,
         edge_id: *edge_id,
         at: now,
+    };
+    Ok(if *keypad {
+        vec![started, CallEvent::MenuEntered { at: now }]
+    } else {
+        vec![started]
     })
 }
 
@@ -606,7 +694,7 @@ impl Aggregate for Call {
             if self.status != CallStatus::NotStarted {
                 return Err(DomainError::AlreadyExists { entity: "call" });
             }
-            return Ok(vec![start(command, now)?]);
+            return start(command, now);
         }
         if let C::End { cause, side } = command {
             // BYE and CANCEL are retransmitted and race each other: ending twice is a no-op.
@@ -650,6 +738,12 @@ impl Aggregate for Call {
             } => {
                 if self.legs.contains_key(leg_id) {
                     return Err(DomainError::DuplicateLeg { leg: *leg_id });
+                }
+                if self.menu == Some(Menu::Collecting) {
+                    return Err(DomainError::invalid(
+                        "leg",
+                        "the destination has not been keyed in yet",
+                    ));
                 }
                 if let LegTarget::Extension { extension_id, .. } = target {
                     let ext = extension.as_ref().ok_or(DomainError::NotFound {
@@ -792,6 +886,42 @@ impl Aggregate for Call {
                     return Err(DomainError::LegNotActive { leg: *leg_id });
                 }
             },
+            C::MenuPin { accepted, locked } => {
+                self.ensure_collecting()?;
+                if *accepted {
+                    vec![E::MenuPinAccepted { at: now }]
+                } else {
+                    vec![E::MenuPinRefused {
+                        locked: *locked,
+                        at: now,
+                    }]
+                }
+            }
+            C::CollectDestination {
+                destination,
+                account,
+                extension,
+            } => {
+                self.ensure_collecting()?;
+                if extension.id.is_none() || extension.id != self.extension_id {
+                    return Err(DomainError::invalid(
+                        "extension",
+                        "not the extension the call came through",
+                    ));
+                }
+                extension.authorize_destination(account, destination)?;
+                vec![E::DestinationCollected {
+                    destination: destination.clone(),
+                    at: now,
+                }]
+            }
+            C::AbandonMenu { reason } => {
+                self.ensure_collecting()?;
+                vec![E::MenuAbandoned {
+                    reason: *reason,
+                    at: now,
+                }]
+            }
             C::Bridge { legs } => {
                 if legs.is_empty() {
                     return Err(DomainError::invalid("legs", "nothing to bridge"));
@@ -881,7 +1011,16 @@ impl Aggregate for Call {
                     l.ended_at = Some(*at);
                 }
             }
-            E::AlternatePathChosen { .. } | E::CallInAwaited { .. } | E::Bridged { .. } => {}
+            E::MenuEntered { .. } => self.menu = Some(Menu::Collecting),
+            E::DestinationCollected { destination, .. } => {
+                self.menu = Some(Menu::Collected(destination.clone()));
+            }
+            E::AlternatePathChosen { .. }
+            | E::CallInAwaited { .. }
+            | E::Bridged { .. }
+            | E::MenuPinAccepted { .. }
+            | E::MenuPinRefused { .. }
+            | E::MenuAbandoned { .. } => {}
             E::Ended { cause, side, at } => {
                 self.status = CallStatus::Ended;
                 self.ended = Some((*cause, *side, *at));
@@ -900,7 +1039,7 @@ mod tests {
     use crate::account::tests::{account_id, active_account};
     use crate::extension::ExtensionEvent;
     use crate::extension::tests::{extension_id, mobile, requested, verified_history};
-    use crate::testing::{at, given};
+    use crate::testing::{at, given, t0};
     use uuid::Uuid;
 
     fn call_id() -> CallId {
@@ -916,6 +1055,7 @@ mod tests {
     fn through(extension: Option<Extension>, to: &str) -> CallCommand {
         CallCommand::Start {
             edge_id: None,
+            keypad: false,
             call_id: call_id(),
             direction: Direction::Outbound,
             from: mobile().to_string(),
@@ -1011,6 +1151,82 @@ mod tests {
             (*billed, *ext, *path),
             (account_id(), Some(extension_id()), Path::CallThrough)
         );
+    }
+
+    #[test]
+    fn a_keypad_call_places_no_leg_before_its_destination_is_collected_and_allowed() {
+        let mut start = through(Some(verified()), "+442071234567");
+        if let CallCommand::Start { keypad, .. } = &mut start {
+            *keypad = true;
+        }
+        let history = given::<Call>([]).when(start).events();
+        assert!(matches!(
+            history[..],
+            [CallEvent::Started { .. }, CallEvent::MenuEntered { .. }]
+        ));
+        let place = CallCommand::StartLeg {
+            leg_id: leg(1),
+            target: LegTarget::Pstn {
+                number: E164::parse("+442079460000").unwrap(),
+            },
+            path: Path::CallThrough,
+            role: LegRole::Callee,
+            account: active_account(),
+            extension: None,
+        };
+        given::<Call>(history.clone())
+            .when(place.clone())
+            .then_error(DomainError::invalid(
+                "leg",
+                "the destination has not been keyed in yet",
+            ));
+        // Abroad is not allowed for this extension: refused, and still collecting.
+        let collect = |to: &str| CallCommand::CollectDestination {
+            destination: E164::parse(to).unwrap(),
+            account: active_account(),
+            extension: verified(),
+        };
+        given::<Call>(history.clone())
+            .when(collect("+33142685300"))
+            .then_error(DomainError::InternationalNotAllowed);
+        let mut history = history;
+        history.extend(
+            given::<Call>(history.clone())
+                .when(CallCommand::MenuPin {
+                    accepted: true,
+                    locked: false,
+                })
+                .events(),
+        );
+        history.extend(
+            given::<Call>(history.clone())
+                .when(collect("+442079460000"))
+                .events(),
+        );
+        let state = given::<Call>(history.clone())
+            .when(place)
+            .then([CallEvent::LegStarted {
+                leg_id: leg(1),
+                target: LegTarget::Pstn {
+                    number: E164::parse("+442079460000").unwrap(),
+                },
+                path: Path::CallThrough,
+                role: LegRole::Callee,
+                at: t0(),
+            }]);
+        assert_eq!(
+            state.menu,
+            Some(Menu::Collected(E164::parse("+442079460000").unwrap()))
+        );
+        // Collected: the menu takes no more keys.
+        given::<Call>(history)
+            .when(CallCommand::AbandonMenu {
+                reason: MenuExit::Timeout,
+            })
+            .then_error(DomainError::invalid(
+                "menu",
+                "the call is not collecting keys at the access-number menu",
+            ));
     }
 
     #[test]
@@ -1114,6 +1330,7 @@ mod tests {
         given::<Call>([])
             .when(CallCommand::Start {
                 edge_id: None,
+                keypad: false,
                 call_id,
                 direction,
                 from,
@@ -1160,6 +1377,7 @@ mod tests {
     fn callback(extension: Extension, to: &str) -> CallCommand {
         CallCommand::Start {
             edge_id: None,
+            keypad: false,
             call_id: call_id(),
             direction: Direction::Outbound,
             from: mobile().to_string(),

@@ -34,6 +34,8 @@ pub enum DomainError {
     PinRequired,
     #[error("the PIN is wrong")]
     PinMismatch,
+    #[error("keypad access is locked after too many wrong PINs; an admin must unlock it")]
+    KeypadLocked,
     #[error("no verification challenge is outstanding")]
     NoChallenge,
     #[error("the verification challenge has expired")]

@@ -20,6 +20,8 @@ use crate::time::Instant;
 pub const MAX_CODE_ATTEMPTS: u8 = 5;
 /// Verification codes that may be sent to one extension in its lifetime.
 pub const MAX_CHALLENGES: u8 = 5;
+/// Wrong PINs in a row at the access-number menu before keypad access locks.
+pub const MAX_PIN_ATTEMPTS: u8 = 3;
 /// Dial intents one extension may hold live at once.
 pub const MAX_LIVE_DIAL_INTENTS: usize = 3;
 /// The longest a dial intent stays usable.
@@ -154,6 +156,10 @@ pub struct Extension {
     pub challenges_issued: u8,
     pub failed_attempts: u8,
     pub locked: bool,
+    /// Wrong PINs keyed in a row at the access-number menu.
+    pub keypad_failures: u8,
+    /// Keypad access refused until an admin unlocks it (after `MAX_PIN_ATTEMPTS` wrong PINs).
+    pub keypad_locked: bool,
     /// Staged dial intents by id (expired ones linger until pruned by a later staging).
     pub dial_intents: BTreeMap<Uuid, DialIntent>,
     /// Callback requests not yet taken up by the edge, by id, with their destination.
@@ -207,6 +213,15 @@ pub enum ExtensionCommand {
     CancelCallback {
         request_id: Uuid,
     },
+    /// A PIN keyed in at the access-number menu, checked against the extension's: accepted,
+    /// or refused and counted (the `MAX_PIN_ATTEMPTS`th refusal in a row locks keypad access).
+    /// Only the outcome is recorded, never the PIN.
+    CheckPin {
+        pin: String,
+        account: Account,
+    },
+    /// An admin lifts the keypad lock (and the count of wrong PINs).
+    UnlockKeypad,
     /// The edge takes a waiting callback request up to place it: it serves one callback, and
     /// of edges racing for it only one takes it (the others find it gone).
     TakeCallback {
@@ -242,6 +257,13 @@ domain_events! {
         DialIntentCancelled { intent_id: Uuid, reason: String } = ("extension.dial_intent_cancelled", 1),
         CallbackRequested { request_id: Uuid, destination: E164 } = ("extension.callback_requested", 1),
         CallbackCancelled { request_id: Uuid, reason: String } = ("extension.callback_cancelled", 1),
+        /// The PIN keyed in at the access-number menu was right (the count of wrong ones
+        /// starts again).
+        KeypadPinAccepted {} = ("extension.keypad_pin_accepted", 1),
+        /// A wrong PIN at the menu: `failures` in a row; `locked` once keypad access is
+        /// refused until an admin unlocks it.
+        KeypadPinRefused { failures: u8, locked: bool } = ("extension.keypad_pin_refused", 1),
+        KeypadUnlocked {} = ("extension.keypad_unlocked", 1),
     }
 }
 
@@ -579,6 +601,31 @@ impl Aggregate for Extension {
                     destination: destination.clone(),
                 }]
             }
+            C::CheckPin { pin, account } => {
+                self.ensure_serving(account)?;
+                if self.keypad_locked {
+                    return Err(DomainError::KeypadLocked);
+                }
+                let expected = self.settings.pin_hash.as_ref().ok_or_else(|| {
+                    DomainError::invalid("pin", "the extension has no PIN to check")
+                })?;
+                if pin_hash(self.id, pin) == *expected {
+                    vec![E::KeypadPinAccepted {}]
+                } else {
+                    let failures = self.keypad_failures.saturating_add(1);
+                    vec![E::KeypadPinRefused {
+                        failures,
+                        locked: failures >= MAX_PIN_ATTEMPTS,
+                    }]
+                }
+            }
+            C::UnlockKeypad => {
+                if self.keypad_locked || self.keypad_failures > 0 {
+                    vec![E::KeypadUnlocked {}]
+                } else {
+                    vec![]
+                }
+            }
             C::CancelCallback { request_id } | C::TakeCallback { request_id } => {
                 if !self.callbacks.contains_key(request_id) {
                     return Err(DomainError::NotFound {
@@ -668,6 +715,14 @@ impl Aggregate for Extension {
             }
             E::CallbackCancelled { request_id, .. } => {
                 self.callbacks.remove(request_id);
+            }
+            E::KeypadPinAccepted {} | E::KeypadUnlocked {} => {
+                self.keypad_failures = 0;
+                self.keypad_locked = false;
+            }
+            E::KeypadPinRefused { failures, locked } => {
+                self.keypad_failures = *failures;
+                self.keypad_locked = *locked;
             }
         }
     }
@@ -937,6 +992,60 @@ pub(crate) mod tests {
             state.authorize_call_out(&account, &dest, Some("2468")),
             Ok(())
         );
+    }
+
+    #[test]
+    fn three_wrong_keypad_pins_in_a_row_lock_keypad_access_until_an_admin_unlocks_it() {
+        let mut history = verified_history();
+        history.extend(
+            given::<Extension>(history.clone())
+                .when(ExtensionCommand::ChangeSettings(change(PinChange::Set(
+                    "2468".into(),
+                ))))
+                .events(),
+        );
+        let check = |pin: &str| ExtensionCommand::CheckPin {
+            pin: pin.into(),
+            account: active_account(),
+        };
+        let keyed = |history: &mut Vec<ExtensionEvent>, pin: &str| {
+            let events = given::<Extension>(history.clone())
+                .when(check(pin))
+                .events();
+            history.extend(events.clone());
+            events
+        };
+        // A right PIN between wrong ones starts the count again.
+        for pin in ["1111", "2222", "2468", "1111", "2222"] {
+            keyed(&mut history, pin);
+        }
+        let refused = keyed(&mut history, "3333");
+        assert_eq!(
+            refused,
+            vec![ExtensionEvent::KeypadPinRefused {
+                failures: 3,
+                locked: true
+            }]
+        );
+        // Locked: even the right PIN is refused, and nothing is recorded.
+        given::<Extension>(history.clone())
+            .when(check("2468"))
+            .then_error(DomainError::KeypadLocked);
+        history.extend(
+            given::<Extension>(history.clone())
+                .when(ExtensionCommand::UnlockKeypad)
+                .events(),
+        );
+        given::<Extension>(history.clone())
+            .when(check("2468"))
+            .then([ExtensionEvent::KeypadPinAccepted {}]);
+        // Nothing to unlock: a no-op.
+        given::<Extension>(history)
+            .when(ExtensionCommand::UnlockKeypad)
+            .then([]);
+        // No event carries the PIN.
+        let json = serde_json::to_string(&refused[0]).unwrap();
+        assert!(!json.contains("3333"), "{json}");
     }
 
     #[test]

@@ -181,9 +181,21 @@ async fn apply(
                 .execute(&mut *conn)
                 .await?;
         }
-        // The timeline shows who transferred to whom (a new leg is listed as it starts) and
-        // which calls were joined.
-        CallEvent::AlternatePathChosen { .. }
+        // A destination keyed in at the access-number menu is the number the call is to.
+        CallEvent::DestinationCollected { destination, .. } => {
+            query("UPDATE calls SET to_number = $2 WHERE call_id = $1")
+                .bind(call_id)
+                .bind(destination.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+        // The timeline shows who transferred to whom (a new leg is listed as it starts),
+        // which calls were joined, and each step of the access-number menu.
+        CallEvent::MenuEntered { .. }
+        | CallEvent::MenuPinAccepted { .. }
+        | CallEvent::MenuPinRefused { .. }
+        | CallEvent::MenuAbandoned { .. }
+        | CallEvent::AlternatePathChosen { .. }
         | CallEvent::CallInAwaited { .. }
         | CallEvent::Bridged { .. }
         | CallEvent::Transferred { .. }

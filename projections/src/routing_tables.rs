@@ -458,6 +458,10 @@ fn write(w: &mut Writes, event: &RecordedEvent, decoded: &Event) -> Result<(), P
                     ],
                 );
             }
+            // The PIN check (and its lock) is decided on the extension's own stream.
+            ExtensionEvent::KeypadPinAccepted {}
+            | ExtensionEvent::KeypadPinRefused { .. }
+            | ExtensionEvent::KeypadUnlocked {} => {}
             ExtensionEvent::DialIntentCancelled { intent_id, .. } => {
                 let i = intent_id.to_string();
                 w.delete(DIAL_INTENTS, &["intent_id"], &i, vec![i.clone().into()]);

@@ -352,6 +352,7 @@ impl Workload {
             &mut call,
             CallCommand::Start {
                 edge_id: None,
+                keypad: false,
                 call_id,
                 direction: if inbound {
                     Direction::Inbound

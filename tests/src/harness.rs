@@ -184,6 +184,7 @@ pub fn pstn_call_out(
     [
         CallCommand::Start {
             edge_id: None,
+            keypad: false,
             call_id,
             direction: Direction::Outbound,
             from: "+442071838750".into(),

@@ -167,6 +167,7 @@ async fn calls_of_a_dead_edge_end_at_its_last_heartbeat_and_are_billed() {
                 pin: None,
                 dial_intent: None,
                 edge_id: Some(dead),
+                keypad: false,
             },
             CallCommand::StartLeg {
                 leg_id,

@@ -84,6 +84,10 @@ pub struct ExtensionView {
     pub challenge: Option<ChallengeView>,
     pub failed_attempts: u8,
     pub locked: bool,
+    /// Wrong PINs keyed in a row at the access-number menu.
+    pub keypad_failures: u8,
+    /// Keypad access refused after too many wrong PINs, until an admin unlocks it.
+    pub keypad_locked: bool,
     pub version: u64,
 }
 
@@ -125,6 +129,8 @@ fn view(id: ExtensionId, e: &Extension, version: u64) -> ExtensionView {
             expires_at: c.expires_at,
         }),
         failed_attempts: e.failed_attempts,
+        keypad_failures: e.keypad_failures,
+        keypad_locked: e.keypad_locked,
         locked: e.locked,
         version,
     }
@@ -446,6 +452,23 @@ pub async fn settings(
         prefers_alternate_path: body.prefers_alternate_path,
         alternate_path: body.alternate_path,
     });
+    let w = execute::<Extension>(&app, &ctx, &id.stream_id(), if_match, &command).await?;
+    Ok(versioned(w.version, view(id, &w.state, w.version)))
+}
+
+/// Lifts the keypad lock wrong PINs at the access-number menu put on the extension.
+#[utoipa::path(post, path = "/v1/extensions/{extension_id}/keypad-unlock", tag = "admin",
+    params(("extension_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = ExtensionView), (status = 404, body = crate::problem::Problem),
+        (status = 412, body = crate::problem::Problem)))]
+pub async fn keypad_unlock(
+    State(app): State<Shared>,
+    Admin(ctx): Admin,
+    IfMatch(if_match): IfMatch,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (id, _) = extension(&app, &id).await?;
+    let command = ExtensionCommand::UnlockKeypad;
     let w = execute::<Extension>(&app, &ctx, &id.stream_id(), if_match, &command).await?;
     Ok(versioned(w.version, view(id, &w.state, w.version)))
 }

@@ -4,7 +4,9 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod keypad;
 pub mod relay;
+pub mod rtp;
 pub mod sdp;
 pub mod tones;
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::Media;
@@ -22,6 +23,8 @@ use super::Media;
 /// How many taken ports are tried before giving up (others may hold some of the range).
 const BIND_ATTEMPTS: usize = 16;
 const MAX_PACKET: usize = 2048;
+/// RTP packets a tapped side may have waiting for the endpoint before more are dropped.
+const TAP_QUEUE: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -87,8 +90,12 @@ struct Shared {
     /// Whether media may be sent to each side (closed while its session says it receives
     /// nothing, or the other side sends nothing: a call on hold).
     open: [AtomicBool; 2],
+    /// A side's RTP taken by an endpoint of the edge's own (the keypad menu) instead of going
+    /// to the other side, and a version bumped on each change (as `peers_version`).
+    taps: Mutex<[Option<mpsc::Sender<Vec<u8>>>; 2]>,
+    taps_version: AtomicU64,
     started: Instant,
-    /// Milliseconds after `started` of the last packet relayed.
+    /// Milliseconds after `started` of the last packet relayed (or taken by a tap).
     last_packet_ms: AtomicU64,
     media: Arc<Media>,
 }
@@ -111,6 +118,8 @@ impl Relay {
             epoch: [AtomicU64::new(0), AtomicU64::new(0)],
             allowed: Mutex::new([Vec::new(), Vec::new()]),
             open: [AtomicBool::new(true), AtomicBool::new(true)],
+            taps: Mutex::new([None, None]),
+            taps_version: AtomicU64::new(0),
             started: Instant::now(),
             last_packet_ms: AtomicU64::new(0),
             media: media.clone(),
@@ -187,10 +196,61 @@ impl Relay {
         self.shared.open[side as usize].store(open, Ordering::Relaxed);
     }
 
+    /// Takes `side`'s RTP for an endpoint of the edge's own: its packets (from its latched
+    /// source, as ever) come on the returned channel instead of going to the other side, and
+    /// the endpoint sends to the side through the returned [`SideOut`].
+    pub fn tap(&self, side: Side) -> (SideOut, mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel(TAP_QUEUE);
+        self.shared.taps.lock().expect("taps")[side as usize] = Some(tx);
+        self.shared.taps_version.fetch_add(1, Ordering::Release);
+        let out = SideOut {
+            socket: self.pairs[side as usize].sockets[0].clone(),
+            shared: self.shared.clone(),
+            side,
+            version_seen: u64::MAX,
+            peer: None,
+        };
+        (out, rx)
+    }
+
+    /// Gives `side`'s RTP back to the relay: it goes to the other side again.
+    pub fn untap(&self, side: Side) {
+        self.shared.taps.lock().expect("taps")[side as usize] = None;
+        self.shared.taps_version.fetch_add(1, Ordering::Release);
+    }
+
     /// How long since the last packet relayed (or since the relay started).
     pub fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.shared.last_packet_ms.load(Ordering::Relaxed));
         self.shared.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// An endpoint's way to send RTP to one side of the relay: from that side's RTP socket, to
+/// where the relay sends that side's media (its latched source, else its session's address).
+pub struct SideOut {
+    socket: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    side: Side,
+    version_seen: u64,
+    peer: Option<SocketAddr>,
+}
+
+impl SideOut {
+    /// Sends `packet` to the side, if the relay knows where it is and media may go to it.
+    pub async fn send(&mut self, packet: &[u8]) {
+        let version = self.shared.peers_version.load(Ordering::Acquire);
+        if version != self.version_seen {
+            self.version_seen = version;
+            self.peer = self.shared.peers.lock().expect("peers")[self.side as usize][0];
+        }
+        let Some(peer) = self.peer else {
+            return;
+        };
+        if !self.shared.open[self.side as usize].load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = self.socket.send_to(packet, peer).await;
     }
 }
 
@@ -216,6 +276,9 @@ async fn forward(
     let mut destination: Option<SocketAddr> = None;
     let mut version_seen = u64::MAX;
     let mut epoch_seen = 0;
+    // Where this side's RTP goes instead, while an endpoint of the edge's own takes it.
+    let mut tap: Option<mpsc::Sender<Vec<u8>>> = None;
+    let mut taps_seen = u64::MAX;
     loop {
         let Ok((len, source)) = inbound.recv_from(&mut buf).await else {
             continue;
@@ -241,6 +304,20 @@ async fn forward(
                 shared.peers_version.fetch_add(1, Ordering::Release);
             }
             shared.latched.lock().expect("latched")[from as usize] = true;
+        }
+        if kind == 0 {
+            let taps = shared.taps_version.load(Ordering::Acquire);
+            if taps != taps_seen {
+                taps_seen = taps;
+                tap = shared.taps.lock().expect("taps")[from as usize].clone();
+            }
+            if let Some(tap) = &tap {
+                // A full queue drops the packet, as a congested network would.
+                let _ = tap.try_send(buf[..len].to_vec());
+                let ms = shared.started.elapsed().as_millis() as u64;
+                shared.last_packet_ms.store(ms, Ordering::Relaxed);
+                continue;
+            }
         }
         let version = shared.peers_version.load(Ordering::Acquire);
         if version != version_seen {

@@ -187,6 +187,7 @@ impl Machine for Call {
                 pin: None,
                 dial_intent: plan.dial_intent,
                 edge_id: Some(self.settings.edge_id),
+                keypad: false,
             };
             self.record_then(start, Then::Started);
         }

@@ -170,6 +170,7 @@ impl Machine for Callback {
             pin: None,
             dial_intent: None,
             edge_id: Some(self.settings.edge_id),
+            keypad: false,
         };
         self.record_then(start, Then::Started);
         self.out.take()
