@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod call;
 pub mod credentials;
 pub mod device;
+pub mod dialling;
 pub mod e164;
 pub mod edge;
 pub mod error;

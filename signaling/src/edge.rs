@@ -606,6 +606,7 @@ impl Edge {
                 ))),
             rsip::Method::Cancel => self.cancel(raw),
             rsip::Method::Bye => self.bye(raw).await,
+            rsip::Method::Info => self.info(raw),
             _ => Answer::status(405).header(rsip::Header::Allow(rsip::headers::Allow::new(ALLOW))),
         }
     }
@@ -652,6 +653,31 @@ impl Edge {
         }
         self.calls.deliver(&dialog_of(raw), CallInput::Cancel);
         Answer::status(200)
+    }
+
+    /// INFO (RFC 6086, in its legacy use for keys: `application/dtmf-relay`,
+    /// `application/dtmf`): the key goes to the call whose dialog it is; 415 for a body that
+    /// carries no key, 481 when no call has the dialog.
+    fn info(&self, raw: &RawMessage) -> Answer {
+        let content_type = raw.header("Content-Type").unwrap_or_default();
+        let body = String::from_utf8_lossy(&raw.body);
+        let Some(key) = crate::media::dtmf::info::key_in_info(content_type, &body) else {
+            return Answer::status(415).header(rsip::Header::Accept(rsip::headers::Accept::new(
+                "application/dtmf-relay, application/dtmf",
+            )));
+        };
+        let cseq = raw
+            .header("CSeq")
+            .and_then(|c| c.split_whitespace().next()?.parse().ok());
+        let input = CallInput::Key {
+            way: crate::media::dtmf::keys::Way::Info,
+            key,
+            cseq,
+        };
+        match self.to_dialog(raw, input) {
+            Some(refused) => refused,
+            None => Answer::status(200),
+        }
     }
 
     /// BYE: the call it belongs to answers it, once its end is recorded.

@@ -376,6 +376,31 @@ impl SipEdge {
         .await;
     }
 
+    /// Gives an extension a PIN for call-through (its other settings the defaults), once the
+    /// edge sees it.
+    pub async fn set_pin(&self, extension_id: ExtensionId, pin: &str) {
+        let d = domain::extension::ExtensionSettings::default();
+        let change = SettingsChange {
+            ring_on_inbound: d.ring_on_inbound,
+            ring_delay_secs: d.ring_delay_secs,
+            may_call_out: d.may_call_out,
+            international_allowed: d.international_allowed,
+            pin: PinChange::Set(pin.into()),
+            caller_id: d.caller_id,
+            daily_limit_minor: d.daily_limit_minor,
+            prefers_alternate_path: d.prefers_alternate_path,
+            alternate_path: d.alternate_path,
+        };
+        self.change_extension(extension_id, ExtensionCommand::ChangeSettings(change))
+            .await;
+        self.wait_for_view(|v| {
+            v.extensions_of(self.account_id)
+                .iter()
+                .any(|(id, e)| *id == extension_id && e.settings.pin_hash.is_some())
+        })
+        .await;
+    }
+
     /// alice's account prefers the alternate (cellular) path for her calls, once the edge
     /// sees it.
     pub async fn prefer_alternate_path(&self) {

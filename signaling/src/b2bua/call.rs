@@ -17,6 +17,9 @@ pub(crate) mod change;
 mod interface;
 mod leg;
 mod machine;
+mod menu;
+#[cfg(test)]
+mod menu_tests;
 mod rules;
 #[cfg(test)]
 mod tests;

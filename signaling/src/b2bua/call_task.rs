@@ -11,13 +11,15 @@ use domain::E164;
 use domain::account::Account;
 use domain::call::Path;
 use domain::device::Transport;
-use domain::extension::{Extension, ExtensionCommand};
+use domain::error::DomainError;
+use domain::extension::{Extension, ExtensionCommand, ExtensionEvent};
 use domain::ids::{CallId, ExtensionId};
 use infra::command::{self, Origin};
 use tokio::sync::{mpsc, oneshot};
 
 use super::call::{
-    self, Call, Context, Input, Machine, MediaPorts, Output, Peer, Reach, Refusal, Settings,
+    self, Call, Context, Input, KeypadCue, Machine, MediaPorts, Output, Peer, PinCheck, Reach,
+    Refusal, Settings,
 };
 use super::host::CallHost;
 use super::plan::{self, Dialling, Plan, Target};
@@ -25,6 +27,7 @@ use super::spending::{Hold, first_increment};
 use super::stream::CallStream;
 use super::{CallInput, Enlisted};
 use crate::answer::Answer;
+use crate::media::keypad::Keypad;
 use crate::media::relay::{Relay, Side as RelaySide};
 use crate::media::sdp;
 use crate::message::RawMessage;
@@ -82,7 +85,7 @@ impl Context for EdgeContext<'_> {
         self.host.call_ins().wait(access, number, self.tx.clone())
     }
 
-    fn transfer_target(
+    fn outbound_leg(
         &self,
         account: &Account,
         extension: Option<&Extension>,
@@ -125,6 +128,8 @@ pub(super) struct CallTask<M> {
     /// The path of the call-in being taken, until the call adopts it as a leg.
     arrival: Option<PeerPath>,
     relay: Option<Relay>,
+    /// The edge's own endpoint on the caller's side of the relay (the access-number menu).
+    keypad: Option<Keypad>,
     /// The call's place among its account's calls in progress and its reservation against
     /// the daily limits (a call with a billable leg): given back when the call is over.
     hold: Option<Hold>,
@@ -220,6 +225,7 @@ impl<M: Machine> CallTask<M> {
             legs: vec![],
             arrival: None,
             relay,
+            keypad: None,
             hold,
             transfer_holds: Mutex::default(),
             bye_reply: None,
@@ -292,6 +298,7 @@ impl<M: Machine> CallTask<M> {
                 Input::JoinAsked(ask)
             }
             CallInput::PartnerEnded => Input::PartnerEnded,
+            CallInput::Key { way, key, cseq } => Input::Key { way, key, cseq },
         };
         let outputs = self.step(input);
         self.carry_out(outputs).await;
@@ -363,6 +370,16 @@ impl<M: Machine> CallTask<M> {
                 .await;
                 return Some(Input::Recorded(used.map(|_| ()).map_err(Refusal::from)));
             }
+            Output::CheckPin {
+                extension_id,
+                pin,
+                account,
+            } => {
+                return Some(Input::PinChecked(
+                    self.check_pin(extension_id, pin.0, *account).await,
+                ));
+            }
+            Output::Keypad(cue) => self.keypad(cue),
             Output::Respond {
                 key,
                 request,
@@ -477,12 +494,88 @@ impl<M: Machine> CallTask<M> {
                 self.host.call_ins().forget(&access, &number, &self.tx)
             }
             Output::Release => {
+                self.keypad = None;
                 self.relay = None;
                 self.hold = None;
                 self.transfer_holds.lock().expect("holds").clear();
             }
         }
         None
+    }
+
+    /// Checks a PIN keyed at the menu on the extension's stream (which records the outcome,
+    /// never the PIN, and locks keypad access at the last wrong one).
+    async fn check_pin(
+        &self,
+        extension_id: ExtensionId,
+        pin: String,
+        account: Account,
+    ) -> PinCheck {
+        let origin = Origin {
+            actor: self.host.actor(),
+            correlation_id: Some(self.call.id().0),
+            observe_append: None,
+        };
+        let checked = command::execute::<Extension>(
+            self.host.store(),
+            &origin,
+            &extension_id.stream_id(),
+            &ExtensionCommand::CheckPin { pin, account },
+            None,
+            None,
+        )
+        .await;
+        match checked {
+            Ok((_, events)) => match events.last() {
+                Some(ExtensionEvent::KeypadPinAccepted {}) => PinCheck::Accepted,
+                Some(ExtensionEvent::KeypadPinRefused { locked, .. }) => {
+                    PinCheck::Refused { locked: *locked }
+                }
+                _ => PinCheck::Failed,
+            },
+            Err(command::CommandError::Domain(DomainError::KeypadLocked)) => PinCheck::Locked,
+            Err(e) => {
+                tracing::warn!(call = %self.call.id(), error = %e, "PIN not checked");
+                PinCheck::Failed
+            }
+        }
+    }
+
+    /// Starts, steers or stops the menu's endpoint on the caller's side of the relay.
+    fn keypad(&mut self, cue: KeypadCue) {
+        match cue {
+            KeypadCue::Open {
+                agreed,
+                country,
+                tone,
+            } => {
+                let Some(relay) = &self.relay else {
+                    return;
+                };
+                let (out, packets) = relay.tap(RelaySide::Caller);
+                let tx = self.tx.clone();
+                let keys = move |way, key| {
+                    // A call too far behind to take a key loses it, as a bad line would.
+                    let _ = tx.try_send(CallInput::Key {
+                        way,
+                        key,
+                        cseq: None,
+                    });
+                };
+                self.keypad = Some(Keypad::start(out, packets, agreed, country, tone, keys));
+            }
+            KeypadCue::Play(tone) => {
+                if let Some(keypad) = &self.keypad {
+                    keypad.play(tone);
+                }
+            }
+            KeypadCue::Close => {
+                self.keypad = None;
+                if let Some(relay) = &self.relay {
+                    relay.untap(RelaySide::Caller);
+                }
+            }
+        }
     }
 
     /// Asks the call that has `ask.dialog` to be joined with this one, and waits (a little)

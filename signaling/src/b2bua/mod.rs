@@ -78,6 +78,14 @@ pub enum CallInput {
     /// The edge is shutting down: end the call now (hang up both sides of an answered call,
     /// refuse one still ringing), record why, and finish once the hangups are answered.
     Shutdown,
+    /// A key the caller pressed (the access-number menu): from the call's own media
+    /// endpoint, or a SIP INFO in the caller's dialog (answered 200 by the edge).
+    Key {
+        way: crate::media::dtmf::keys::Way,
+        key: char,
+        /// The INFO's CSeq number (keys by INFO are taken in that order).
+        cseq: Option<u32>,
+    },
 }
 
 /// A carrier's INVITE that is the awaited call-in, handed to the waiting call.

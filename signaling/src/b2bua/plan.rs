@@ -18,6 +18,7 @@ use super::attempts::Attempts;
 use super::on_net::{OnNet, OnNetCaller};
 use crate::answer::Answer;
 use crate::auth::{Authenticator, Scheme};
+use crate::media::tones::Country;
 use crate::message::RawMessage;
 use crate::message::header::{name_addr, uri_user};
 use crate::trunk::{Trunk, Trunks, telephone_number};
@@ -50,6 +51,18 @@ pub struct Plan {
     pub refusal: Option<(Answer, EndCause)>,
     /// Alternate path (b): an extension asked to call in instead of being called.
     pub call_in: Option<CallInPlan>,
+    /// The access-number menu: the edge answers the caller itself and the destination is
+    /// keyed in (no targets until then).
+    pub menu: Option<MenuPlan>,
+}
+
+/// An access-number menu to run (docs/OPERATIONS.md, "Keypad call-through").
+#[derive(Debug, Clone)]
+pub struct MenuPlan {
+    /// The extension has a PIN: it is keyed in first.
+    pub pin: bool,
+    /// Whose tones the caller hears (the account's country).
+    pub tones: Country,
 }
 
 /// A call-in to wait for (docs/OPERATIONS.md, "Call-in").
@@ -243,6 +256,7 @@ pub fn plan(
         dial_intent: None,
         refusal,
         call_in: None,
+        menu: None,
     })
 }
 
@@ -344,6 +358,7 @@ fn call_in_to(
         dial_intent: None,
         refusal: None,
         call_in,
+        menu: None,
     }
 }
 
@@ -495,10 +510,10 @@ fn percent_decoded(user: &str) -> String {
 
 /// Call-through (docs/OPERATIONS.md, "Call-through"): the caller must be a verified extension of the
 /// access number's account (known by its number, which its own carrier vouches for); the
-/// destination is the dial intent it staged over data, else the access number's mapping.
-/// Whether it may call there (PIN, international, account active) is the domain's to say
-/// when the call starts: a dial intent stands in for the PIN, and without one a PIN cannot
-/// be given yet (keypad entry needs DTMF, which the edge does not read).
+/// destination is the dial intent it staged over data, else the access number's mapping,
+/// else what the caller keys in at the menu the edge answers with. Whether it may call there
+/// (PIN, international, account active) is the domain's to say when the call starts (or when
+/// the destination is keyed in): a dial intent stands in for the PIN.
 fn call_through(
     view: &RoutingView,
     through: &CallThrough<'_>,
@@ -549,17 +564,47 @@ fn call_through(
                 EndCause::Rejected,
             )),
             call_in: None,
+            menu: None,
         });
     };
+    let caller_id = match extension.settings.caller_id {
+        CallerIdShown::Main => account.main_number.clone(),
+        CallerIdShown::Own => Some(caller.clone()),
+    }
+    .map(|n| n.as_str().to_string())
+    .unwrap_or_else(|| caller.as_str().to_string());
     let (dial_intent, destination) = match view.dial_intent_of_caller(&caller, now) {
         Some((intent, destination)) => (Some(intent), destination.clone()),
         None => match through.mapped {
             Some(destination) => (None, destination.clone()),
             None => {
-                return Err(Answer::with_reason(
-                    404,
-                    "Not Found (no destination staged for this call-through)",
-                ));
+                // Neither staged nor mapped: the destination is keyed in at the menu.
+                let home = account.main_number.as_ref();
+                let tones = match home.map(E164::country_code) {
+                    Some("1") => Country::Us,
+                    _ => Country::Uk,
+                };
+                tracing::debug!(access_number = %through.access_number.as_str(), %extension_id, "call-through by keypad");
+                return Ok(Plan {
+                    direction: Direction::Outbound,
+                    origin: Origin::Extension { extension_id },
+                    path: Path::CallThrough,
+                    account: account.clone(),
+                    from: caller.as_str().to_string(),
+                    to: through.access_number.as_str().to_string(),
+                    caller_id,
+                    targets: vec![],
+                    alternate: None,
+                    ring_timeout: None,
+                    extension: Some(extension.clone()),
+                    dial_intent: None,
+                    refusal: None,
+                    call_in: None,
+                    menu: Some(MenuPlan {
+                        pin: extension.settings.pin_hash.is_some(),
+                        tones,
+                    }),
+                });
             }
         },
     };
@@ -586,12 +631,6 @@ fn call_through(
         policy,
         now,
     );
-    let caller_id = match extension.settings.caller_id {
-        CallerIdShown::Main => account.main_number.clone(),
-        CallerIdShown::Own => Some(caller.clone()),
-    }
-    .map(|n| n.as_str().to_string())
-    .unwrap_or_else(|| caller.as_str().to_string());
     tracing::debug!(access_number = %through.access_number.as_str(), %extension_id, "call-through");
     Ok(Plan {
         direction: Direction::Outbound,
@@ -608,6 +647,7 @@ fn call_through(
         dial_intent,
         refusal,
         call_in: None,
+        menu: None,
     })
 }
 

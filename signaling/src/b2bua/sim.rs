@@ -76,7 +76,7 @@ impl Context for FakeEdge {
     fn wait_call_in(&self, _: &E164, _: &E164) -> bool {
         !self.call_in_taken.replace(true)
     }
-    fn transfer_target(
+    fn outbound_leg(
         &self,
         _: &Account,
         _: Option<&Extension>,

@@ -8,7 +8,7 @@ pub mod syntax;
 use std::net::SocketAddr;
 
 /// The methods the edge answers (the rest: 405 with this list, or 501 if unknown).
-pub const ALLOW: &str = "REGISTER, OPTIONS, ACK, CANCEL, BYE, INVITE, UPDATE, REFER";
+pub const ALLOW: &str = "REGISTER, OPTIONS, ACK, CANCEL, BYE, INVITE, UPDATE, REFER, INFO";
 
 use rsip::headers::UntypedHeader;
 

@@ -15,7 +15,10 @@ use infra::command::CommandError;
 use crate::answer::Answer;
 use crate::b2bua::DialogKey;
 use crate::b2bua::plan::Target;
+use crate::media::dtmf::keys::Way;
 use crate::media::relay::Side as RelaySide;
+use crate::media::sdp::Agreed;
+use crate::media::tones::{Country, Tone};
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
 use crate::transaction::TransactionKey;
@@ -114,11 +117,11 @@ pub trait Context {
     /// Makes this call the one an extension's call-in to `access` from `number` reaches;
     /// false when another call waits for that already.
     fn wait_call_in(&self, access: &E164, number: &E164) -> bool;
-    /// The leg toward `number` a transfer asked for by `account`'s phone at `phone` (or its
-    /// extension) places, with its place among the account's calls in progress taken and its
-    /// first increment reserved (given back when the call is over); the refusal (the fraud
-    /// controls', a cap's, no trunk) otherwise.
-    fn transfer_target(
+    /// The leg toward `number` that `account`'s phone at `phone` (or its extension) asks for
+    /// (a transfer, a destination keyed in at the access-number menu), with its place among
+    /// the account's calls in progress taken and its first increment reserved (given back
+    /// when the call is over); the refusal (the fraud controls', a cap's, no trunk) otherwise.
+    fn outbound_leg(
         &self,
         account: &Account,
         extension: Option<&Extension>,
@@ -207,6 +210,53 @@ pub enum Input {
     Shutdown,
     /// The result of the awaited recording the call asked for last.
     Recorded(Result<(), Refusal>),
+    /// A key the caller pressed, and how it came (the access-number menu); by SIP INFO, the
+    /// INFO's CSeq number.
+    Key {
+        way: Way,
+        key: char,
+        cseq: Option<u32>,
+    },
+    /// What the extension's stream said of the PIN the call asked to check.
+    PinChecked(PinCheck),
+}
+
+/// The outcome of a PIN keyed in at the menu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinCheck {
+    Accepted,
+    /// Wrong; `locked`: that was one too many.
+    Refused {
+        locked: bool,
+    },
+    /// Keypad access was locked already.
+    Locked,
+    /// Not checked (the extension no longer serves, the store failed).
+    Failed,
+}
+
+/// A PIN in clear, on its way to be checked: never shown in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin(pub String);
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pin(..)")
+    }
+}
+
+/// What the edge's own endpoint on the caller's side of the relay is to do (the menu).
+#[derive(Debug, Clone, Copy)]
+pub enum KeypadCue {
+    /// Take the caller's media: listen for keys, play `tone`.
+    Open {
+        agreed: Agreed,
+        country: Country,
+        tone: Option<Tone>,
+    },
+    Play(Option<Tone>),
+    /// Give the caller's media back to the relay.
+    Close,
 }
 
 /// Who a request inside a dialog goes to.
@@ -230,6 +280,15 @@ pub enum Output {
         extension_id: ExtensionId,
         intent_id: uuid::Uuid,
     },
+    /// Check a PIN keyed in at the menu on the extension's stream; the call goes on only with
+    /// [`Input::PinChecked`] (the last output of a batch, as an awaited recording).
+    CheckPin {
+        extension_id: ExtensionId,
+        pin: Pin,
+        account: Box<Account>,
+    },
+    /// The menu's endpoint on the caller's side of the relay.
+    Keypad(KeypadCue),
     /// Answer a request through its server transaction, with the edge's To tag.
     Respond {
         key: TransactionKey,

@@ -3,6 +3,7 @@
 mod call_in_leg;
 mod join;
 mod legs;
+mod menu;
 mod modify;
 mod session_timer;
 mod sessions;
@@ -12,7 +13,8 @@ mod transfer;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use domain::call::{CallCommand, EndCause, LegFailure, Side};
+use domain::E164;
+use domain::call::{CallCommand, EndCause, LegFailure, MenuExit, Side};
 use domain::ids::{CallId, LegId};
 
 use super::change::{self, Passing, Unacked};
@@ -30,6 +32,7 @@ use crate::media::relay::Side as RelaySide;
 use crate::media::sdp;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
+use menu::MenuState;
 use sessions::{EdgeRefresh, SessionTimer, Sessions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,12 @@ enum Then {
     TransferAnswered {
         leg: usize,
         response: Box<RawMessage>,
+    },
+    /// The PIN keyed at the menu is being checked ([`Input::PinChecked`] brings the result).
+    PinChecked,
+    DestinationCollected {
+        target: Box<Target>,
+        number: E164,
     },
 }
 
@@ -147,6 +156,13 @@ pub struct Call {
     caller_leg: Option<usize>,
     /// The call this one is joined with (attended transfer), by a dialog that reaches it.
     joined: Option<DialogKey>,
+    /// The access-number menu, while the caller keys in the destination.
+    menu: Option<MenuState>,
+    /// The edge answered the caller itself (the menu): the session it gave, and the address
+    /// its requests to the caller leave from.
+    self_answered: Option<(Vec<u8>, std::net::SocketAddr)>,
+    /// The longest the call rings (the account's ring timeout, capped by the edge's).
+    ring: Duration,
     out: Outbox,
 }
 
@@ -187,7 +203,7 @@ impl Machine for Call {
                 pin: None,
                 dial_intent: plan.dial_intent,
                 edge_id: Some(self.settings.edge_id),
-                keypad: false,
+                keypad: self.plan.menu.is_some(),
             };
             self.record_then(start, Then::Started);
         }
@@ -216,6 +232,16 @@ impl Machine for Call {
             match self.awaiting.take() {
                 Some(then) => self.go_on(then, result, now, ctx),
                 None => tracing::warn!(call = %self.id, "a recording nobody waits for"),
+            }
+            return self.out.take();
+        }
+        if let Input::PinChecked(check) = input {
+            match self.awaiting.take() {
+                Some(Then::PinChecked) => self.pin_checked(check, now, ctx),
+                other => {
+                    self.awaiting = other;
+                    tracing::warn!(call = %self.id, "a PIN check nobody waits for");
+                }
             }
             return self.out.take();
         }
@@ -284,7 +310,8 @@ impl Machine for Call {
             Input::Outcome { .. } => {}
             Input::Shutdown => self.shut_down(now, ctx),
             Input::Cancel => {
-                if self.phase == Phase::Setup {
+                // A caller the menu answered has no INVITE left to cancel.
+                if self.phase == Phase::Setup && self.self_answered.is_none() {
                     self.cancel_legs(LegFailure::Cancelled);
                     self.end_setup(
                         Answer::status(487),
@@ -299,7 +326,8 @@ impl Machine for Call {
             Input::Refer { key, request } => self.on_refer(key, request, ctx),
             Input::JoinAsked(ask) => self.on_join_asked(ask),
             Input::PartnerEnded => self.partner_ended(now, ctx),
-            Input::JoinAnswered(_) => unreachable!("handled above"),
+            Input::JoinAnswered(_) | Input::PinChecked(_) => unreachable!("handled above"),
+            Input::Key { way, key, cseq } => self.on_key(way, key, cseq, now, ctx),
             Input::Bye(bye) => {
                 let answer = self.on_bye(&bye, now, ctx);
                 self.out.push(Output::ByeAnswer(answer));
@@ -353,6 +381,9 @@ impl Call {
             gave_up: None,
             over_at: None,
             dialogs,
+            ring,
+            menu: None,
+            self_answered: None,
             answered_at: None,
             byes_pending: 0,
             awaiting: None,
@@ -461,6 +492,13 @@ impl Call {
             Then::TransferAnswered { leg, response } => {
                 self.transfer_answered(leg, &response, result, now, ctx)
             }
+            Then::PinChecked => {
+                tracing::warn!(call = %self.id, "a recording while a PIN check was awaited");
+                self.awaiting = Some(Then::PinChecked);
+            }
+            Then::DestinationCollected { target, number } => {
+                self.destination_collected(result, *target, number, now, ctx)
+            }
             Then::CallInAnswered(bridging) => match result {
                 Ok(()) => self.bridge(*bridging, now, ctx),
                 Err(_) => {
@@ -482,6 +520,9 @@ impl Call {
             // Recorded, so the account's history says why it was refused.
             self.end_setup(answer, Some((cause, Side::System)), now);
             return;
+        }
+        if let Some(menu) = self.plan.menu.clone() {
+            return self.enter_menu(menu, now, ctx);
         }
         if let (Some(intent_id), Some(extension_id)) = (
             self.plan.dial_intent,
@@ -513,17 +554,12 @@ impl Call {
             ),
             None => self.caller.invite.body.clone(),
         };
-        let invite = &self.caller.invite;
-        self.template = Some(LegTemplate {
-            caller_id: self.plan.caller_id.clone(),
-            max_forwards: invite
-                .header("Max-Forwards")
-                .and_then(|m| m.trim().parse::<u8>().ok())
-                .unwrap_or(70)
-                .saturating_sub(1),
-            content_type: invite.header("Content-Type").map(str::to_string),
-            offer,
-        });
+        let content_type = self
+            .caller
+            .invite
+            .header("Content-Type")
+            .map(str::to_string);
+        self.template = Some(self.leg_template(offer, content_type));
         if let Some(plan) = self.plan.call_in.clone()
             && self.await_call_in(&plan, now, ctx)
         {
@@ -531,6 +567,22 @@ impl Call {
         }
         self.queue_targets(now);
         self.pump(now, ctx);
+    }
+
+    /// What every leg's INVITE shares, `offer` the session it carries.
+    fn leg_template(&self, offer: Vec<u8>, content_type: Option<String>) -> LegTemplate {
+        LegTemplate {
+            caller_id: self.plan.caller_id.clone(),
+            max_forwards: self
+                .caller
+                .invite
+                .header("Max-Forwards")
+                .and_then(|m| m.trim().parse::<u8>().ok())
+                .unwrap_or(70)
+                .saturating_sub(1),
+            content_type,
+            offer,
+        }
     }
 
     /// The plan's legs: those rung at once to be placed, the others after their delay.
@@ -603,6 +655,9 @@ impl Call {
     fn shut_down(&mut self, now: Instant, ctx: &dyn Context) {
         self.shutting_down = true;
         match self.phase {
+            Phase::Setup if self.menu.is_some() => {
+                self.leave_menu(MenuExit::EdgeShutdown, EndCause::EdgeShutdown, now, ctx);
+            }
             Phase::Setup => {
                 self.cancel_legs(LegFailure::Cancelled);
                 self.end_setup(
@@ -731,6 +786,16 @@ impl Call {
     }
 
     fn on_bye(&mut self, bye: &RawMessage, now: Instant, ctx: &dyn Context) -> Answer {
+        if self.phase == Phase::Setup && self.self_answered.is_some() && self.is_from_caller(bye) {
+            // The caller the menu answered hangs up: in the menu, or while its leg rings.
+            self.unacked.clear();
+            if self.menu.is_some() {
+                self.leave_menu(MenuExit::HungUp, EndCause::NormalClearing, now, ctx);
+            } else {
+                self.finish(EndCause::CallerCancelled, Side::Caller, now);
+            }
+            return Answer::status(200);
+        }
         let Phase::Answered(winner) = self.phase else {
             return Answer::status(481);
         };
@@ -787,7 +852,15 @@ impl Call {
         // Over before the caller hears it: a call-in or a retry that follows the answer
         // finds no call waiting.
         self.over(now);
-        self.respond(answer);
+        match self.self_answered.clone() {
+            // The menu answered the caller: it is hung up instead (the answer was the legs').
+            Some((_, local)) => {
+                tracing::info!(call = %self.id, status = answer.status, "the keyed call failed; hanging up the caller");
+                self.unacked.clear();
+                self.bye_caller_from(local);
+            }
+            None => self.respond(answer),
+        }
     }
 
     fn finish(&mut self, cause: EndCause, side: Side, now: Instant) {

@@ -95,6 +95,7 @@ pub(super) fn plan(targets: Vec<Target>) -> Plan {
         dial_intent: None,
         refusal: None,
         call_in: None,
+        menu: None,
     }
 }
 
@@ -133,7 +134,7 @@ impl Sim<Call> {
         Self::start_invite(plan, settings, refuse, caller_invite(OFFER))
     }
 
-    fn start_invite(
+    pub(super) fn start_invite(
         plan: Plan,
         settings: Settings,
         refuse: Refuser,

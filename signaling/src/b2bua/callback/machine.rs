@@ -234,7 +234,9 @@ impl Machine for Callback {
             | Input::Cancel
             | Input::CallIn(_)
             | Input::PartnerEnded
-            | Input::JoinAnswered(_) => {}
+            | Input::JoinAnswered(_)
+            | Input::Key { .. }
+            | Input::PinChecked(_) => {}
             Input::Recorded(_) => unreachable!("handled above"),
         }
         self.out.take()

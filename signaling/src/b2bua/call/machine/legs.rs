@@ -155,7 +155,11 @@ impl Call {
         self.legs[leg].state = LegState::Ringing;
         let leg_id = self.legs[leg].id;
         self.out.record(CallCommand::LegRinging { leg_id });
-        if self.phase == Phase::Setup && !self.rang {
+        if self.phase == Phase::Setup && self.self_answered.is_some() {
+            // The menu answered the caller: the callee's early media (a carrier's ringback)
+            // goes straight to it through the relay.
+            self.callee_session(leg, &response.body);
+        } else if self.phase == Phase::Setup && !self.rang {
             self.rang = true;
             // Early media (a 183 with a session description) is passed on as it came.
             let status = if status == 183 && !response.body.is_empty() {
@@ -227,16 +231,25 @@ impl Call {
         self.to_place.clear();
         self.pending.clear();
         self.cancel_legs(LegFailure::AnsweredElsewhere);
-        self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
         let body = self.callee_session(leg, &response.body);
         let caller_invite = self.caller.invite.clone();
-        self.sessions.set(Peer::Caller, &caller_invite.body, &body);
         let offered = self
             .template
             .as_ref()
             .map(|t| t.offer.clone())
             .unwrap_or_default();
         self.sessions.set(Peer::Leg(leg), &response.body, &offered);
+        if let Some((session, _)) = self.self_answered.clone() {
+            // The menu answered the caller: its session stays as agreed then, and media now
+            // passes between the two through the relay.
+            self.sessions
+                .set(Peer::Caller, &caller_invite.body, &session);
+            self.update_flows(now);
+            tracing::info!(call = %self.id, leg = %self.legs[leg].id, "keyed call answered");
+            return;
+        }
+        self.caller_dialog = Dialog::as_callee(&self.caller.invite, &self.caller.tag).ok();
+        self.sessions.set(Peer::Caller, &caller_invite.body, &body);
         self.update_flows(now);
         let answer =
             change::with_contact(Answer::status(200), ctx).body(&content_type(response), body);
@@ -306,7 +319,12 @@ impl Call {
             // The caller's place was taken by a leg (a transfer).
             return self.bye_leg(leg, ctx);
         }
-        let local = ctx.local().to_string();
+        self.bye_caller_from(ctx.local());
+    }
+
+    /// A BYE to the caller (in its own dialog), leaving from `local`.
+    pub(super) fn bye_caller_from(&mut self, local: std::net::SocketAddr) {
+        let local = local.to_string();
         let transport = self.caller.reach.transport;
         let Some(dialog) = self.caller_dialog.as_mut() else {
             return;

@@ -15,7 +15,10 @@ impl Call {
     /// When the call next wants to be woken, given how long its relay has been silent
     /// (`media_idle`).
     pub(super) fn next_wake(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant> {
-        let ring = (self.phase == Phase::Setup).then_some(self.ring_deadline);
+        // The ring timeout counts once a leg can ring (after the menu, for a keyed call).
+        let ring =
+            (self.phase == Phase::Setup && self.menu.is_none()).then_some(self.ring_deadline);
+        let menu = self.menu_wake();
         let unacked = self.unacked.iter().map(|u| u.wake()).min();
         let linger = self.over_at.map(|t| t + LINGER);
         let media = self.media_left(now, media_idle).map(|left| now + left);
@@ -30,7 +33,7 @@ impl Call {
         let session = self.session_expires_at();
         let refresh = self.refresh_at();
         [
-            ring, unacked, linger, media, delayed, call_in, longest, session, refresh,
+            ring, unacked, linger, media, delayed, call_in, longest, session, refresh, menu,
         ]
         .into_iter()
         .flatten()
@@ -68,6 +71,10 @@ impl Call {
     }
 
     pub(super) fn timers(&mut self, now: Instant, media_idle: Option<Duration>, ctx: &dyn Context) {
+        if self.awaiting.is_some() {
+            return;
+        }
+        self.menu_timers(now, ctx);
         if self.awaiting.is_some() {
             return;
         }
@@ -117,7 +124,7 @@ impl Call {
             tracing::info!(call = %self.id, "media stopped; hanging up");
             return self.hang_up(winner, EndCause::MediaTimeout, now, ctx);
         }
-        if self.phase == Phase::Setup && now >= self.ring_deadline {
+        if self.phase == Phase::Setup && self.menu.is_none() && now >= self.ring_deadline {
             self.cancel_legs(LegFailure::Cancelled);
             self.end_setup(
                 Answer::with_reason(480, "Temporarily Unavailable (no answer)"),

@@ -298,7 +298,7 @@ impl Call {
             Peer::Leg(l) => (None, self.legs[l].reach.peer),
         };
         let target = ctx
-            .transfer_target(&self.plan.account, extension, number, phone)
+            .outbound_leg(&self.plan.account, extension, number, phone)
             .inspect_err(|answer| {
                 tracing::info!(call = %self.id, to = %number.as_str(), status = answer.status, "transfer refused");
             })?;

@@ -1,0 +1,290 @@
+//! Keypad call-through end to end (docs/OPERATIONS.md, "Keypad call-through"): an extension
+//! calls an access number over its own carrier with nothing staged; the edge answers it
+//! itself and the caller keys its PIN and the destination. pjsua2 (PyPI `pjsua2-python`) is
+//! the mobile behind the carrier, sending real keys as RFC 4733 telephone-events and as SIP
+//! INFO; SIPp's uas (Debian `sip-tester`) answers the leg the edge places through the trunk.
+//! In-band keys are G.711 audio with the tones in it, generated here and sent as RTP.
+
+use std::path::Path;
+use std::time::Duration;
+
+use domain::call::{CallEvent, EndCause, LegTarget, MenuExit, Path as CallPath, Side};
+use domain::extension::ExtensionEvent;
+use ringledger_tests::carrier::{
+    audio_of, carrier_invite_from, edge_with_carrier_network, edge_with_trunk_and_media, ended,
+};
+use ringledger_tests::harness::Backend;
+use ringledger_tests::sip_edge::{SipEdge, header, relay_settings, respond_to, status};
+use ringledger_tests::sipp::{CARRIER_IP, sipp_uas};
+use signaling::media::dtmf::tones_of;
+use signaling::media::g711;
+
+const EXTENSION: &str = "+447700900123";
+const ACCESS: &str = "+442071838799";
+const PIN: &str = "2468";
+const DESTINATION: &str = "+442079460000";
+
+/// The mobile (tests/pjsua2/mobile.py) calling the access number from the carrier's network
+/// and playing `steps` once answered; its output, and whether it saw the call answered and
+/// ended.
+async fn mobile(edge: &SipEdge, steps: &[&str]) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pjsua2/mobile.py");
+    let uri = format!("sip:{ACCESS}@{}", edge.udp);
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([CARRIER_IP, EXTENSION, &uri, "40"])
+        .args(steps)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("python3 runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn collected(events: &[CallEvent]) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        CallEvent::DestinationCollected { destination, .. } => Some(destination.to_string()),
+        _ => None,
+    })
+}
+
+fn menu_exit(events: &[CallEvent]) -> Option<MenuExit> {
+    events.iter().find_map(|e| match e {
+        CallEvent::MenuAbandoned { reason, .. } => Some(*reason),
+        _ => None,
+    })
+}
+
+/// The PIN by RFC 4733, a false start cleared with `*` and the number by SIP INFO, `#`: the
+/// edge places the one leg to the number through the trunk with the main number as caller
+/// ID, the call is billed to the main account through the extension on path
+/// `call_through`, and the PIN is nowhere in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mobile_keys_its_pin_and_a_number_and_is_put_through_billed_to_the_main_account() {
+    let (uas, trunk) = sipp_uas(CARRIER_IP, 1).await;
+    let edge = edge_with_carrier_network(Some(trunk)).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.set_pin(extension_id, PIN).await;
+    edge.add_access_number(ACCESS, None).await;
+    edge.price_calls(&[], None).await;
+
+    let pin = format!("rfc4733:{PIN}#");
+    let number = "info:0207*02079460000#";
+    let (ok, text) = mobile(&edge, &[&pin, number, "wait:2", "hangup"]).await;
+    assert!(ok, "the mobile's call did not go through:\n{text}");
+    // The dial tone the edge played after the PIN reached the phone.
+    let rx: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rx call: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(rx >= 10, "no tone heard:\n{text}");
+    let uas = tokio::time::timeout(Duration::from_secs(20), uas.wait_with_output())
+        .await
+        .expect("the uas took its call and quit")
+        .unwrap();
+    assert_eq!(uas.status.code(), Some(0), "SIPp's uas saw a failed call");
+
+    let calls = edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert!(
+        matches!(&events[..2], [CallEvent::Started { to, path: CallPath::CallThrough, .. }, CallEvent::MenuEntered { .. }] if to == ACCESS),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::MenuPinAccepted { .. }))
+    );
+    assert_eq!(collected(events).as_deref(), Some(DESTINATION));
+    let legs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::LegStarted {
+                target: LegTarget::Pstn { number },
+                path,
+                ..
+            } => Some((number.to_string(), *path)),
+            CallEvent::LegStarted { .. } => Some(("not the destination".into(), CallPath::Data)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(legs, vec![(DESTINATION.to_string(), CallPath::CallThrough)]);
+    assert_eq!(
+        ended(events),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+
+    let rated: Vec<_> = edge
+        .rated_legs()
+        .await
+        .iter()
+        .map(|r| r.summary())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|(path, to, ext, charge)| (path.to_string(), to.to_string(), ext, charge))
+        .collect();
+    assert_eq!(
+        rated,
+        vec![(
+            "call_through".to_string(),
+            DESTINATION.to_string(),
+            Some(extension_id.to_string()),
+            Some(31)
+        )]
+    );
+    let extension = edge.extension_events(extension_id).await;
+    assert!(extension.contains(&ExtensionEvent::KeypadPinAccepted {}));
+    let log = format!("{:?}{extension:?}", edge.calls().await);
+    assert!(!log.contains(PIN), "the PIN reached the log");
+    edge.shutdown().await;
+}
+
+/// Three wrong PINs in a row: each refused (recorded, the count on the extension), the third
+/// locks keypad access and the edge hangs up; the next call is hung up even with the right
+/// PIN, and no leg is ever placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_wrong_pins_lock_keypad_access() {
+    let edge = edge_with_carrier_network(None).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.set_pin(extension_id, PIN).await;
+    edge.add_access_number(ACCESS, None).await;
+
+    let steps = ["rfc4733:1111#", "rfc4733:2222#", "rfc4733:3333#", "wait:5"];
+    let (ok, text) = mobile(&edge, &steps).await;
+    assert!(ok, "{text}");
+    let calls = edge.ended_calls(1).await;
+    let events = &calls[0];
+    let refused: Vec<bool> = events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::MenuPinRefused { locked, .. } => Some(*locked),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec![false, false, true], "{events:?}\n{text}");
+    assert_eq!(menu_exit(events), Some(MenuExit::PinLocked));
+    assert_eq!(ended(events), Some((EndCause::Rejected, Side::System)));
+    assert!(
+        text.contains("disconnected: 200"),
+        "the edge hangs up (BYE):\n{text}"
+    );
+
+    let (ok, text) = mobile(&edge, &[&format!("rfc4733:{PIN}#"), "wait:5"]).await;
+    assert!(ok, "{text}");
+    let calls = edge.ended_calls(2).await;
+    let second = calls
+        .iter()
+        .find(|c| {
+            !c.iter()
+                .any(|e| matches!(e, CallEvent::MenuPinRefused { .. }))
+        })
+        .unwrap();
+    assert_eq!(menu_exit(second), Some(MenuExit::PinLocked), "{second:?}");
+    assert!(
+        !second
+            .iter()
+            .any(|e| matches!(e, CallEvent::MenuPinAccepted { .. }))
+    );
+    assert!(
+        calls
+            .iter()
+            .flatten()
+            .all(|e| !matches!(e, CallEvent::LegStarted { .. }))
+    );
+    let extension = edge.extension_events(extension_id).await;
+    assert!(
+        extension.contains(&ExtensionEvent::KeypadPinRefused {
+            failures: 3,
+            locked: true
+        }),
+        "{extension:?}"
+    );
+    edge.shutdown().await;
+}
+
+/// 20 ms frames of G.711 µ-law: each of `keys` as its two tones at −7 dBm0 for `on_ms`,
+/// then `off_ms` of silence.
+fn inband(keys: &str, on_ms: usize, off_ms: usize) -> Vec<Vec<u8>> {
+    let peak = g711::DBM0_PEAK * 0.447;
+    let mut samples = Vec::new();
+    for key in keys.chars() {
+        let (low, high) = tones_of(key).unwrap();
+        for n in 0..on_ms * 8 {
+            let t = n as f32 / 8000.0;
+            let x = peak
+                * ((2.0 * std::f32::consts::PI * low * t).sin()
+                    + (2.0 * std::f32::consts::PI * high * t).sin());
+            samples.push(g711::linear_to_ulaw(x as i16));
+        }
+        samples.extend(std::iter::repeat_n(g711::linear_to_ulaw(0), off_ms * 8));
+    }
+    samples.chunks(160).map(<[u8]>::to_vec).collect()
+}
+
+/// A carrier that leaves keys in the audio (no telephone-event offered): the digits are
+/// found in the G.711 stream by the edge's detector, a 20 ms blip is not taken for a key, and
+/// a pause of 5 s ends the number as `#` would. The destination refuses (486): the edge hangs
+/// up the caller it had answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_left_in_the_audio_are_heard_and_a_pause_ends_the_number() {
+    let (edge, trunk) = edge_with_trunk_and_media(
+        Backend::sqlite().await,
+        Some(relay_settings(Duration::from_secs(60))),
+    )
+    .await;
+    edge.add_extension(EXTENSION).await;
+    edge.add_access_number(ACCESS, None).await;
+    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = rtp.local_addr().unwrap().port();
+    let invite = carrier_invite_from(&trunk, EXTENSION, ACCESS, "inband")
+        .replace("m=audio 40000 ", &format!("m=audio {port} "));
+    trunk.send(&invite).await;
+    let ok = trunk.expect_status(200).await;
+    let (_, edge_port) = audio_of(&ok);
+    assert!(!ok.contains("telephone-event"), "none was offered: {ok}");
+    let ack = ringledger_tests::carrier::in_dialog(&trunk, &invite, &ok, "ACK", 1);
+    trunk.send(&ack).await;
+
+    // The digits, with a 20 ms blip of '9' between two of them (too short to be a key).
+    let mut frames = inband("0207", 60, 60);
+    frames.extend(inband("9", 20, 60));
+    frames.extend(inband("9460000", 60, 60));
+    for (sequence, frame) in (1u16..).zip(&frames) {
+        let mut packet = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 42];
+        packet[2..4].copy_from_slice(&sequence.to_be_bytes());
+        packet[4..8].copy_from_slice(&(u32::from(sequence) * 160).to_be_bytes());
+        packet.extend_from_slice(frame);
+        rtp.send_to(&packet, ("127.0.0.1", edge_port))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // No '#': five seconds after the last key the number is complete.
+    let out = trunk
+        .expect_request_within("INVITE", Duration::from_secs(10))
+        .await;
+    assert!(
+        out.starts_with(&format!("INVITE sip:{DESTINATION}@")),
+        "{out}"
+    );
+    trunk.send(&respond_to(&out, 486, "far", None, "")).await;
+    let bye = trunk.expect_request("BYE").await;
+    assert_eq!(header(&bye, "Call-ID"), "inband@carrier");
+    trunk.send(&respond_to(&bye, 200, "", None, "")).await;
+
+    let calls = edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert_eq!(
+        collected(events).as_deref(),
+        Some(DESTINATION),
+        "{events:?}"
+    );
+    assert_eq!(status(&ok), 200);
+    edge.shutdown().await;
+}
