@@ -105,6 +105,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// How many access-number menu calls one core serves: relays with the menu's endpoint
+    /// (dial tone played, in-band detection on) on one thread, sockets included.
+    KeypadMenu {
+        #[arg(long, default_value_t = 1000)]
+        calls: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Register extensions through a running server's API at a fixed rate; latency
     /// percentiles, then every 201 checked against the log.
     HttpExtensions {
@@ -162,6 +170,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::DtmfInband { calls, seconds } => {
             tokio::task::spawn_blocking(move || crate::bench_dtmf::dtmf_inband(calls, seconds))
+                .await?
+        }
+        BenchCommand::KeypadMenu { calls, seconds } => {
+            tokio::task::spawn_blocking(move || crate::bench_keypad::keypad_menu(calls, seconds))
                 .await?
         }
         BenchCommand::HttpExtensions {

@@ -19,7 +19,7 @@ const KEYS: &str = "0123456789*#";
 
 /// One caller's audio: every key once (60 ms each, 60 ms apart) at −10 dBm0 per tone, over
 /// noise 30 dB down, as PCMU.
-fn caller_audio(seed: u32) -> Vec<u8> {
+pub(crate) fn caller_audio(seed: u32) -> Vec<u8> {
     let peak = g711::DBM0_PEAK * 10f32.powf(-10.0 / 20.0);
     let mut noise = seed.max(1);
     let mut samples = Vec::new();

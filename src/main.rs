@@ -4,6 +4,7 @@ mod audit;
 mod bench;
 mod bench_api;
 mod bench_dtmf;
+mod bench_keypad;
 mod bench_rtp;
 mod bench_sip;
 mod billing_cmd;

@@ -353,6 +353,7 @@ fn security_settings(config: &Config) -> signaling::SecuritySettings {
             max_bytes: c.kept_responses_max_mb * 1024 * 1024,
         },
         allow_unrated_calls: c.allow_unrated_calls,
+        keypad_without_pin: c.keypad_without_pin,
         max_call_duration: Duration::from_secs(config.sip.max_call_duration_secs),
         call_in_trusts_caller_id: config.sip.call_in_trust_caller_id,
         extension_transfers: config.sip.allow_extension_transfer,

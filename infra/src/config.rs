@@ -155,6 +155,10 @@ kept_responses_max_mb = 128
 # rate for is refused 403 (call.ended cause no_rate, counted, logged). true places it anyway;
 # its legs are then kept with no charge and listed as unrated (rated-legs?unrated=true).
 allow_unrated_calls = false
+# The access-number menu takes a destination keyed in only after the extension's PIN: an
+# extension without one is refused (403) there, since its number alone (a caller ID, which
+# can be spoofed) would let anyone call anywhere on the account. true lets it key without.
+keypad_without_pin = false
 
 [media]
 # Relay RTP through the edge (rewriting session descriptions); false: media flows end to end.
@@ -346,6 +350,7 @@ pub struct SecurityConfig {
     pub max_calls_per_extension: usize,
     pub kept_responses_max_mb: usize,
     pub allow_unrated_calls: bool,
+    pub keypad_without_pin: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -196,6 +196,8 @@ pub struct Parts {
     pub call_limits: CallLimits,
     pub kept_responses: KeptResponses,
     pub allow_unrated_calls: bool,
+    /// An extension without a PIN may key a destination at the access-number menu.
+    pub keypad_without_pin: bool,
     /// Call-ins are matched on the carrier's caller ID alone (no token proved).
     pub call_in_trusts_caller_id: bool,
     /// Extensions calling through a carrier may transfer their calls.
@@ -229,6 +231,7 @@ pub struct Edge {
     attempts: Attempts,
     /// Calls to destinations with no price are placed (and listed unrated), not refused.
     allow_unrated_calls: bool,
+    keypad_without_pin: bool,
     call_in_trusts_caller_id: bool,
     extension_transfers: bool,
     pub(crate) max_call_duration: Duration,
@@ -275,6 +278,7 @@ impl Edge {
             attempts: Attempts::default(),
             allow_unrated_calls: parts.allow_unrated_calls,
             call_in_trusts_caller_id: parts.call_in_trusts_caller_id,
+            keypad_without_pin: parts.keypad_without_pin,
             extension_transfers: parts.extension_transfers,
             max_call_duration: parts.max_call_duration,
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -297,6 +301,7 @@ impl Edge {
             allow_unrated_calls: self.allow_unrated_calls,
             call_in_trusts_caller_id: self.call_in_trusts_caller_id,
             extension_transfers: self.extension_transfers,
+            keypad_without_pin: self.keypad_without_pin,
         }
     }
 

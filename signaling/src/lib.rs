@@ -83,6 +83,9 @@ pub struct SecuritySettings {
     /// Place calls to destinations the tariff has no rate for (listed as unrated) instead of
     /// refusing them.
     pub allow_unrated_calls: bool,
+    /// An extension without a PIN may key a destination at the access-number menu
+    /// (`security.keypad_without_pin`).
+    pub keypad_without_pin: bool,
     /// The longest an answered call lasts before the edge hangs it up
     /// (`sip.max_call_duration_secs`).
     pub max_call_duration: Duration,
@@ -102,6 +105,7 @@ impl Default for SecuritySettings {
             calls: Default::default(),
             kept_responses: Default::default(),
             allow_unrated_calls: false,
+            keypad_without_pin: false,
             max_call_duration: Duration::from_secs(4 * 3600),
             call_in_trusts_caller_id: false,
             extension_transfers: false,
@@ -155,6 +159,7 @@ pub async fn start(
         call_limits: settings.security.calls.clone(),
         kept_responses: settings.security.kept_responses.clone(),
         allow_unrated_calls: settings.security.allow_unrated_calls,
+        keypad_without_pin: settings.security.keypad_without_pin,
         call_in_trusts_caller_id: settings.security.call_in_trusts_caller_id,
         extension_transfers: settings.security.extension_transfers,
         max_call_duration: settings.security.max_call_duration,

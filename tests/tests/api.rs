@@ -196,6 +196,62 @@ async fn admin_walkthrough(b: Backend) {
     assert_eq!(changed["settings"]["caller_id"], "own");
     assert!(!changed.to_string().contains("4321"));
 
+    // Three wrong PINs keyed at the access-number menu (as the edge checks them) lock keypad
+    // access; an admin unlocks it, once (a second unlock changes nothing).
+    let account_state = infra::command::load::<domain::account::Account>(
+        app.store.as_ref(),
+        &format!("account-{account_id}"),
+    )
+    .await
+    .unwrap()
+    .state;
+    let origin = infra::command::Origin {
+        actor: "edge",
+        correlation_id: None,
+        observe_append: None,
+    };
+    for _ in 0..3 {
+        let check = domain::extension::ExtensionCommand::CheckPin {
+            pin: "1111".into(),
+            account: account_state.clone(),
+        };
+        infra::command::execute::<domain::extension::Extension>(
+            app.store.as_ref(),
+            &origin,
+            &format!("extension-{ext_id}"),
+            &check,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let (_, locked) = app
+        .get(&format!("/v1/extensions/{ext_id}"), &app.admin)
+        .await;
+    assert_eq!(
+        (
+            locked["keypad_locked"].as_bool(),
+            locked["keypad_failures"].as_u64()
+        ),
+        (Some(true), Some(3))
+    );
+    let unlock = format!("/v1/extensions/{ext_id}/keypad-unlock");
+    let (status, unlocked) = app.admin_json(Method::POST, &unlock, json!({})).await;
+    assert_eq!(status, 200, "{unlocked}");
+    assert_eq!(
+        (
+            unlocked["keypad_locked"].as_bool(),
+            unlocked["keypad_failures"].as_u64()
+        ),
+        (Some(false), Some(0))
+    );
+    let (_, again) = app.admin_json(Method::POST, &unlock, json!({})).await;
+    assert_eq!(
+        again["version"], unlocked["version"],
+        "nothing to unlock: no event"
+    );
+
     app.projections_caught_up().await;
     let (status, list) = app
         .get(&format!("/v1/accounts/{account_id}/extensions"), &app.admin)
@@ -366,6 +422,7 @@ fn routes() -> Vec<(Method, String, &'static str)> {
             format!("/v1/extensions/{id}/verification/confirm"),
         ),
         (Method::PUT, format!("/v1/extensions/{id}/settings")),
+        (Method::POST, format!("/v1/extensions/{id}/keypad-unlock")),
         (Method::POST, format!("/v1/extensions/{id}/dial-intents")),
         (Method::GET, format!("/v1/extensions/{id}/dial-intents")),
         (

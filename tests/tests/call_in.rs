@@ -227,8 +227,10 @@ async fn without_a_call_in_in_time_the_extension_is_called_out() {
     assert_eq!(leg_paths(events), vec![Path::AlternateCallOut]);
     assert_eq!(ended(events), Some((EndCause::Busy, Side::Callee)));
 
+    // A late call-in reaches no call: it is an ordinary call to the access number (the
+    // keypad menu, refused to an extension without a PIN).
     s.trunk.send(&call_in_invite(&s, "too-late")).await;
-    let late = s.trunk.expect_status(404).await;
+    let late = s.trunk.expect_status(403).await;
     assert_eq!(header(&late, "Call-ID"), "too-late@carrier");
     assert_eq!(s.edge.calls().await.len(), 1);
     s.edge.shutdown().await;
@@ -251,7 +253,7 @@ async fn a_caller_hanging_up_while_the_call_in_is_awaited_ends_the_call() {
     assert!(leg_paths(&calls[0]).is_empty(), "{:?}", calls[0]);
 
     s.trunk.send(&call_in_invite(&s, "after-cancel")).await;
-    s.trunk.expect_status(404).await;
+    s.trunk.expect_status(403).await;
     assert_eq!(s.edge.calls().await.len(), 1);
     s.edge.shutdown().await;
 }

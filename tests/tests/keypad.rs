@@ -15,7 +15,7 @@ use ringledger_tests::carrier::{
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{SipEdge, header, relay_settings, respond_to, status};
-use ringledger_tests::sipp::{CARRIER_IP, sipp_uas};
+use ringledger_tests::sipp::{CARRIER_IP, carrier, sipp_uas, succeeded};
 use signaling::media::dtmf::tones_of;
 use signaling::media::g711;
 
@@ -145,6 +145,64 @@ async fn a_mobile_keys_its_pin_and_a_number_and_is_put_through_billed_to_the_mai
     edge.shutdown().await;
 }
 
+/// SIPp as the carrier keys the PIN and the number by SIP INFO (tests/sipp/carrier_keypad.xml,
+/// as in the README walk-through): each INFO is answered 200, and the call reaches SIPp's uas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_keys_the_number_by_info_and_is_put_through() {
+    let (uas, trunk) = sipp_uas(CARRIER_IP, 1).await;
+    let edge = edge_with_carrier_network(Some(trunk)).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.set_pin(extension_id, PIN).await;
+    edge.add_access_number(ACCESS, None).await;
+    edge.price_calls(&[], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let through = carrier(
+        edge.udp,
+        dir.path(),
+        "carrier_keypad.xml",
+        EXTENSION,
+        ACCESS,
+        &["-m", "1", "-d", "2000"],
+    );
+    succeeded(through, "the keypad call").await;
+    let uas = tokio::time::timeout(Duration::from_secs(20), uas.wait_with_output())
+        .await
+        .expect("the uas took its call and quit")
+        .unwrap();
+    assert_eq!(uas.status.code(), Some(0), "SIPp's uas saw a failed call");
+    let calls = edge.ended_calls(1).await;
+    assert_eq!(
+        collected(&calls[0]).as_deref(),
+        Some(DESTINATION),
+        "{calls:?}"
+    );
+    assert_eq!(
+        ended(&calls[0]),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+    let rated: Vec<_> = edge
+        .rated_legs()
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r.path.clone(),
+                r.destination.clone(),
+                r.extension_id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rated,
+        vec![(
+            "call_through".to_string(),
+            DESTINATION.to_string(),
+            Some(extension_id.to_string())
+        )]
+    );
+    edge.shutdown().await;
+}
+
 /// Three wrong PINs in a row: each refused (recorded, the count on the extension), the third
 /// locks keypad access and the edge hangs up; the next call is hung up even with the right
 /// PIN, and no leg is ever placed.
@@ -227,10 +285,10 @@ fn inband(keys: &str, on_ms: usize, off_ms: usize) -> Vec<Vec<u8>> {
     samples.chunks(160).map(<[u8]>::to_vec).collect()
 }
 
-/// A carrier that leaves keys in the audio (no telephone-event offered): the digits are
-/// found in the G.711 stream by the edge's detector, a 20 ms blip is not taken for a key, and
-/// a pause of 5 s ends the number as `#` would. The destination refuses (486): the edge hangs
-/// up the caller it had answered.
+/// A carrier that leaves keys in the audio (no telephone-event offered): the PIN and the
+/// digits are found in the G.711 stream by the edge's detector, a 20 ms blip is not taken for
+/// a key, and a pause of 5 s ends the number as `#` would. The destination refuses (486): the
+/// edge hangs up the caller it had answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_left_in_the_audio_are_heard_and_a_pause_ends_the_number() {
     let (edge, trunk) = edge_with_trunk_and_media(
@@ -238,7 +296,8 @@ async fn keys_left_in_the_audio_are_heard_and_a_pause_ends_the_number() {
         Some(relay_settings(Duration::from_secs(60))),
     )
     .await;
-    edge.add_extension(EXTENSION).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.set_pin(extension_id, PIN).await;
     edge.add_access_number(ACCESS, None).await;
     let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = rtp.local_addr().unwrap().port();
@@ -252,7 +311,8 @@ async fn keys_left_in_the_audio_are_heard_and_a_pause_ends_the_number() {
     trunk.send(&ack).await;
 
     // The digits, with a 20 ms blip of '9' between two of them (too short to be a key).
-    let mut frames = inband("0207", 60, 60);
+    let mut frames = inband(&format!("{PIN}#"), 60, 60);
+    frames.extend(inband("0207", 60, 60));
     frames.extend(inband("9", 20, 60));
     frames.extend(inband("9460000", 60, 60));
     for (sequence, frame) in (1u16..).zip(&frames) {
@@ -280,6 +340,12 @@ async fn keys_left_in_the_audio_are_heard_and_a_pause_ends_the_number() {
 
     let calls = edge.ended_calls(1).await;
     let events = &calls[0];
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::MenuPinAccepted { .. })),
+        "{events:?}"
+    );
     assert_eq!(
         collected(events).as_deref(),
         Some(DESTINATION),

@@ -546,10 +546,10 @@ async fn an_extension_calls_through_an_access_number_to_the_destination_it_stage
             "early",
         ))
         .await;
-    // With nothing staged the destination would be keyed in at the menu, which needs the
-    // media relay this edge does not run.
-    let r = trunk.expect_status(503).await;
-    assert!(r.contains("no media relay for the menu"), "{r}");
+    // With nothing staged the destination would be keyed in at the menu, after a PIN this
+    // extension does not have.
+    let r = trunk.expect_status(403).await;
+    assert!(r.contains("a PIN is needed"), "{r}");
 
     edge.stage_dial_intent(extension_id, DESTINATION).await;
     let invite = carrier_invite_from(&trunk, EXTENSION, ACCESS_NUMBER, "through");
@@ -616,7 +616,7 @@ async fn an_extension_calls_through_an_access_number_to_the_destination_it_stage
         Some((EndCause::NormalClearing, Side::Caller))
     );
 
-    // The dial intent served that call: the next attempt is sent to the menu.
+    // The dial intent served that call: the next attempt would be the menu's, and is refused.
     trunk
         .send(&carrier_invite_from(
             &trunk,
@@ -625,8 +625,8 @@ async fn an_extension_calls_through_an_access_number_to_the_destination_it_stage
             "again",
         ))
         .await;
-    let r = trunk.expect_status(503).await;
-    assert!(r.contains("no media relay for the menu"), "{r}");
+    let r = trunk.expect_status(403).await;
+    assert!(r.contains("a PIN is needed"), "{r}");
 
     // A caller trying an access number over and over is cut off after its allowance, and
     // those extra attempts are not written to the log.

@@ -111,6 +111,9 @@ pub struct Policy {
     /// An extension calling through a carrier may transfer its calls
     /// (`sip.allow_extension_transfer`).
     pub extension_transfers: bool,
+    /// An extension without a PIN may key a destination at the access-number menu
+    /// (`security.keypad_without_pin`); otherwise only its PIN proves the caller is the user.
+    pub keypad_without_pin: bool,
 }
 
 /// What to do with an INVITE from `source` at `now`: the call to set up, or the answer that
@@ -578,7 +581,16 @@ fn call_through(
         None => match through.mapped {
             Some(destination) => (None, destination.clone()),
             None => {
-                // Neither staged nor mapped: the destination is keyed in at the menu.
+                // Neither staged nor mapped: the destination is keyed in at the menu, after the
+                // PIN (a caller ID alone, spoofable, must not open every destination).
+                let pin = extension.settings.pin_hash.is_some();
+                if !pin && !policy.keypad_without_pin {
+                    tracing::info!(target: "ringledger::security", caller = %caller.as_str(), %extension_id, "keypad call-through refused: the extension has no PIN");
+                    return Err(Answer::with_reason(
+                        403,
+                        "Forbidden (a PIN is needed to key a destination; none is set)",
+                    ));
+                }
                 let home = account.main_number.as_ref();
                 let tones = match home.map(E164::country_code) {
                     Some("1") => Country::Us,
@@ -600,10 +612,7 @@ fn call_through(
                     dial_intent: None,
                     refusal: None,
                     call_in: None,
-                    menu: Some(MenuPlan {
-                        pin: extension.settings.pin_hash.is_some(),
-                        tones,
-                    }),
+                    menu: Some(MenuPlan { pin, tones }),
                 });
             }
         },
@@ -1003,6 +1012,7 @@ mod tests {
         allow_unrated_calls: true,
         call_in_trusts_caller_id: false,
         extension_transfers: false,
+        keypad_without_pin: false,
     };
 
     #[test]
@@ -1078,6 +1088,49 @@ mod tests {
         let answer = plan_at(&view, "+442079460000", "mallory", "127.0.0.9:5060", PRICED)
             .expect_err("no call without credentials");
         assert_eq!(answer.status, 407);
+    }
+
+    #[test]
+    fn a_destination_is_keyed_only_after_a_pin_unless_the_operator_waives_it() {
+        // Nothing staged, nothing mapped, no PIN: refused before anything is answered.
+        let refused = plan_at(
+            &view(ExtensionSettings::default()),
+            ACCESS,
+            MOBILE,
+            CARRIER,
+            PRICED,
+        )
+        .unwrap_err();
+        assert_eq!(refused.status, 403);
+        let waived = Policy {
+            keypad_without_pin: true,
+            ..PRICED
+        };
+        let plan = plan_at(
+            &view(ExtensionSettings::default()),
+            ACCESS,
+            MOBILE,
+            CARRIER,
+            waived,
+        )
+        .unwrap();
+        assert!(matches!(
+            plan.menu,
+            Some(MenuPlan {
+                pin: false,
+                tones: Country::Uk
+            })
+        ));
+        assert!(plan.targets.is_empty());
+        assert_eq!(plan.to, ACCESS);
+        // With a PIN: the menu asks for it first.
+        let with_pin = ExtensionSettings {
+            pin_hash: Some("hash".into()),
+            ..Default::default()
+        };
+        let plan = plan_at(&view(with_pin), ACCESS, MOBILE, CARRIER, PRICED).unwrap();
+        assert!(matches!(plan.menu, Some(MenuPlan { pin: true, .. })));
+        assert_eq!(plan.path, Path::CallThrough);
     }
 
     #[test]
