@@ -139,8 +139,8 @@ pub fn keypad_menu(calls: usize, seconds: u64) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the edge's thread panicked"))??;
     let keys = keys_found.load(Ordering::Relaxed);
-    // Every key sounds 60 ms of each 120: six frames.
-    let keys_sent = (frame / 6) as u64 * calls as u64;
+    // Every key is 3 frames of tone then 3 of silence; one heard for 3 frames is a key.
+    let keys_sent = (frame / 6 + usize::from(frame % 6 >= 3)) as u64 * calls as u64;
     let share = cpu.as_secs_f64() / elapsed.as_secs_f64();
     let tone_rate = heard as f64 / calls as f64 / elapsed.as_secs_f64();
     println!(

@@ -1,13 +1,19 @@
 //! Call-progress tones the edge plays itself on a leg it answers (the keypad menu): dial tone,
 //! confirmation and reorder, to each country's plan, as G.711 frames of 20 ms (160 samples)
 //! for RTP paced at 20 ms. Sans-IO: the caller sends each frame when its time comes. The phase
-//! runs on across frames, so the audio has no clicks at frame edges.
+//! runs on across frames, so the audio has no clicks at frame edges. Each tone is encoded once
+//! per process, one whole period of it (every frequency is a whole number of hertz, so the
+//! waveform repeats each second; with the cadence, at the least common multiple), and played
+//! from that table: a menu call costs a copy per frame, not a sine per sample.
 //!
 //! Plans (frequencies, on/off cadence; every component at −13 dBm0):
 //! - UK: dial 350+450 Hz continuous; reorder 400 Hz 400 on, 350 off, 225 on, 525 off.
 //! - US: dial 350+440 Hz continuous; reorder 480+620 Hz 250 on, 250 off.
 //! - Confirmation (both): the country's dial-tone pair three times 100 ms on, 100 ms off, then
 //!   silence (played once, after a PIN or a number is accepted).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::g711;
 
@@ -17,13 +23,13 @@ pub const FRAME: usize = 160;
 /// The peak of one component at −13 dBm0 (10^(−13/20) of the 0 dBm0 peak).
 const PEAK: f32 = g711::DBM0_PEAK * 0.223_872_1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Country {
     Uk,
     Us,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tone {
     Dial,
     Confirm,
@@ -31,7 +37,7 @@ pub enum Tone {
 }
 
 /// The RTP payload the tones are encoded in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
     /// µ-law, payload type 0.
     Pcmu,
@@ -75,75 +81,131 @@ fn plan(country: Country, tone: Tone) -> Plan {
     }
 }
 
-/// One tone being played on one leg.
-pub struct TonePlayer {
-    plan: Plan,
-    codec: Codec,
-    /// Samples played so far.
-    played: u64,
+/// One tone encoded: one period of it when it repeats, else all of it (silence follows).
+struct Encoded {
+    codes: Arc<[u8]>,
+    repeats: bool,
+    silence: u8,
 }
 
-impl TonePlayer {
-    pub fn new(country: Country, tone: Tone, codec: Codec) -> Self {
-        Self {
-            plan: plan(country, tone),
-            codec,
-            played: 0,
-        }
-    }
+/// One tone being played on one leg.
+pub struct TonePlayer {
+    encoded: Encoded,
+    /// Samples played so far.
+    played: usize,
+}
 
-    /// Whether sample `n` of the tone sounds (its cadence step is on).
-    fn sounds(&self, n: u64) -> bool {
-        if self.plan.cadence.is_empty() {
-            return true;
-        }
-        let ms = |v: u32| u64::from(v) * 8;
-        let period: u64 = self
-            .plan
-            .cadence
-            .iter()
-            .map(|(on, off)| ms(*on + *off))
-            .sum();
-        if !self.plan.repeats && n >= period {
-            return false;
-        }
-        let mut at = n % period;
-        for (on, off) in self.plan.cadence {
-            if at < ms(*on) {
-                return true;
-            }
-            if at < ms(*on + *off) {
-                return false;
-            }
-            at -= ms(*on + *off);
-        }
-        false
+/// Every tone encoded so far in this process, by what it is.
+fn encoded(country: Country, tone: Tone, codec: Codec) -> Encoded {
+    static TABLES: OnceLock<Mutex<HashMap<(Country, Tone, Codec), Arc<[u8]>>>> = OnceLock::new();
+    let plan = plan(country, tone);
+    let codes = TABLES
+        .get_or_init(Mutex::default)
+        .lock()
+        .expect("tone tables")
+        .entry((country, tone, codec))
+        .or_insert_with(|| encode(&plan, codec))
+        .clone();
+    Encoded {
+        codes,
+        repeats: plan.repeats,
+        silence: encode_sample(0, codec),
     }
+}
 
-    /// The next 20 ms of the tone, encoded.
-    pub fn next_frame(&mut self) -> [u8; FRAME] {
-        let mut frame = [0u8; FRAME];
-        for code in frame.iter_mut() {
-            let n = self.played;
-            self.played += 1;
-            let sample = if self.sounds(n) {
-                // Every frequency is a whole number of hertz: the waveform repeats each second,
-                // so the phase stays exact however long the tone plays.
-                let t = (n % RATE as u64) as f32 / RATE;
-                self.plan
-                    .frequencies
+fn encode_sample(sample: i16, codec: Codec) -> u8 {
+    match codec {
+        Codec::Pcmu => g711::linear_to_ulaw(sample),
+        Codec::Pcma => g711::linear_to_alaw(sample),
+    }
+}
+
+/// The samples of `plan` from its start until it repeats exactly (or ends).
+fn encode(plan: &Plan, codec: Codec) -> Arc<[u8]> {
+    let second = RATE as usize;
+    let cadence: usize = plan
+        .cadence
+        .iter()
+        .map(|(on, off)| (*on + *off) as usize * 8)
+        .sum();
+    let len = match (cadence, plan.repeats) {
+        (0, _) => second,
+        (c, true) => c / gcd(c, second) * second,
+        (c, false) => c,
+    };
+    (0..len)
+        .map(|n| {
+            let sample = if sounds(plan, n) {
+                let t = (n % second) as f32 / RATE;
+                plan.frequencies
                     .iter()
                     .map(|f| PEAK * (2.0 * std::f32::consts::PI * f * t).sin())
                     .sum::<f32>()
             } else {
                 0.0
             };
-            let sample = sample as i16;
-            *code = match self.codec {
-                Codec::Pcmu => g711::linear_to_ulaw(sample),
-                Codec::Pcma => g711::linear_to_alaw(sample),
-            };
+            encode_sample(sample as i16, codec)
+        })
+        .collect()
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Whether sample `n` of the tone sounds (its cadence step is on).
+fn sounds(plan: &Plan, n: usize) -> bool {
+    if plan.cadence.is_empty() {
+        return true;
+    }
+    let ms = |v: u32| v as usize * 8;
+    let period: usize = plan.cadence.iter().map(|(on, off)| ms(*on + *off)).sum();
+    if !plan.repeats && n >= period {
+        return false;
+    }
+    let mut at = n % period;
+    for (on, off) in plan.cadence {
+        if at < ms(*on) {
+            return true;
         }
+        if at < ms(*on + *off) {
+            return false;
+        }
+        at -= ms(*on + *off);
+    }
+    false
+}
+
+impl TonePlayer {
+    pub fn new(country: Country, tone: Tone, codec: Codec) -> Self {
+        Self {
+            encoded: encoded(country, tone, codec),
+            played: 0,
+        }
+    }
+
+    /// The next 20 ms of the tone, encoded.
+    pub fn next_frame(&mut self) -> [u8; FRAME] {
+        let Encoded {
+            codes,
+            repeats,
+            silence,
+        } = &self.encoded;
+        let mut frame = [*silence; FRAME];
+        let len = codes.len();
+        for (i, code) in frame.iter_mut().enumerate() {
+            let n = self.played + i;
+            if *repeats {
+                *code = codes[n % len];
+            } else if n < len {
+                *code = codes[n];
+            }
+        }
+        self.played = if *repeats {
+            (self.played + FRAME) % len
+        } else {
+            (self.played + FRAME).min(len)
+        };
         frame
     }
 }
@@ -153,8 +215,8 @@ mod tests {
     use super::*;
     use crate::media::dtmf::inband::{InbandDetector, coefficient, tone_power};
 
-    fn linear(player: &mut TonePlayer, ms: usize) -> Vec<i16> {
-        let decode = match player.codec {
+    fn linear(player: &mut TonePlayer, codec: Codec, ms: usize) -> Vec<i16> {
+        let decode = match codec {
             Codec::Pcmu => g711::ulaw_to_linear,
             Codec::Pcma => g711::alaw_to_linear,
         };
@@ -180,7 +242,11 @@ mod tests {
         let zero_dbm0 = g711::DBM0_PEAK * g711::DBM0_PEAK / 2.0;
         for (country, ours, theirs) in [(Country::Uk, 450.0, 440.0), (Country::Us, 440.0, 450.0)] {
             for codec in [Codec::Pcmu, Codec::Pcma] {
-                let audio = linear(&mut TonePlayer::new(country, Tone::Dial, codec), 1000);
+                let audio = linear(
+                    &mut TonePlayer::new(country, Tone::Dial, codec),
+                    codec,
+                    1000,
+                );
                 let level = db(power_at(&audio, 350.0) / zero_dbm0);
                 assert!(
                     (level + 13.0).abs() < 0.5,
@@ -216,11 +282,13 @@ mod tests {
     fn cadences_follow_the_plan_and_confirmation_plays_once() {
         let us = cadence(&linear(
             &mut TonePlayer::new(Country::Us, Tone::Reorder, Codec::Pcmu),
+            Codec::Pcmu,
             1000,
         ));
         assert_eq!(us, [(true, 250), (false, 250), (true, 250), (false, 250)]);
         let uk = cadence(&linear(
             &mut TonePlayer::new(Country::Uk, Tone::Reorder, Codec::Pcma),
+            Codec::Pcma,
             1600,
         ));
         assert_eq!(
@@ -235,6 +303,7 @@ mod tests {
         );
         let confirm = cadence(&linear(
             &mut TonePlayer::new(Country::Uk, Tone::Confirm, Codec::Pcmu),
+            Codec::Pcmu,
             2000,
         ));
         assert_eq!(
@@ -253,7 +322,7 @@ mod tests {
     #[test]
     fn no_click_at_frame_edges_and_no_tone_is_taken_for_a_key() {
         let mut player = TonePlayer::new(Country::Us, Tone::Dial, Codec::Pcmu);
-        let audio = linear(&mut player, 2000);
+        let audio = linear(&mut player, Codec::Pcmu, 2000);
         let steps: Vec<i32> = audio
             .windows(2)
             .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
@@ -268,7 +337,11 @@ mod tests {
         assert!(edges <= inside, "edges {edges:?} inside {inside:?}");
         for country in [Country::Uk, Country::Us] {
             for tone in [Tone::Dial, Tone::Confirm, Tone::Reorder] {
-                let audio = linear(&mut TonePlayer::new(country, tone, Codec::Pcmu), 3000);
+                let audio = linear(
+                    &mut TonePlayer::new(country, tone, Codec::Pcmu),
+                    Codec::Pcmu,
+                    3000,
+                );
                 let mut keys = Vec::new();
                 InbandDetector::default().push(&audio, &mut keys);
                 assert!(keys.is_empty(), "{country:?} {tone:?} heard as {keys:?}");
