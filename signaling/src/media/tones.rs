@@ -96,8 +96,10 @@ pub struct TonePlayer {
 }
 
 /// Every tone encoded so far in this process, by what it is.
+type Tables = Mutex<HashMap<(Country, Tone, Codec), Arc<[u8]>>>;
+
 fn encoded(country: Country, tone: Tone, codec: Codec) -> Encoded {
-    static TABLES: OnceLock<Mutex<HashMap<(Country, Tone, Codec), Arc<[u8]>>>> = OnceLock::new();
+    static TABLES: OnceLock<Tables> = OnceLock::new();
     let plan = plan(country, tone);
     let codes = TABLES
         .get_or_init(Mutex::default)
