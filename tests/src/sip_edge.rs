@@ -354,13 +354,38 @@ impl SipEdge {
     /// Sets how the alternate path reaches an extension (its other settings the defaults),
     /// once the edge sees it.
     pub async fn set_alternate_path(&self, extension_id: ExtensionId, mode: AlternateMode) {
+        self.change_settings(extension_id, PinChange::Keep, mode, |e| {
+            e.settings.alternate_path == mode
+        })
+        .await;
+    }
+
+    /// Gives an extension a PIN for call-through (its other settings the defaults), once the
+    /// edge sees it.
+    pub async fn set_pin(&self, extension_id: ExtensionId, pin: &str) {
+        let mode = domain::extension::ExtensionSettings::default().alternate_path;
+        self.change_settings(extension_id, PinChange::Set(pin.into()), mode, |e| {
+            e.settings.pin_hash.is_some()
+        })
+        .await;
+    }
+
+    /// Changes an extension's settings to the defaults but `pin` and `mode`, and waits until
+    /// the edge's view shows the extension as `seen` says.
+    async fn change_settings(
+        &self,
+        extension_id: ExtensionId,
+        pin: PinChange,
+        mode: AlternateMode,
+        seen: impl Fn(&domain::extension::Extension) -> bool,
+    ) {
         let d = domain::extension::ExtensionSettings::default();
         let change = SettingsChange {
             ring_on_inbound: d.ring_on_inbound,
             ring_delay_secs: d.ring_delay_secs,
             may_call_out: d.may_call_out,
             international_allowed: d.international_allowed,
-            pin: PinChange::Keep,
+            pin,
             caller_id: d.caller_id,
             daily_limit_minor: d.daily_limit_minor,
             prefers_alternate_path: d.prefers_alternate_path,
@@ -371,32 +396,7 @@ impl SipEdge {
         self.wait_for_view(|v| {
             v.extensions_of(self.account_id)
                 .iter()
-                .any(|(id, e)| *id == extension_id && e.settings.alternate_path == mode)
-        })
-        .await;
-    }
-
-    /// Gives an extension a PIN for call-through (its other settings the defaults), once the
-    /// edge sees it.
-    pub async fn set_pin(&self, extension_id: ExtensionId, pin: &str) {
-        let d = domain::extension::ExtensionSettings::default();
-        let change = SettingsChange {
-            ring_on_inbound: d.ring_on_inbound,
-            ring_delay_secs: d.ring_delay_secs,
-            may_call_out: d.may_call_out,
-            international_allowed: d.international_allowed,
-            pin: PinChange::Set(pin.into()),
-            caller_id: d.caller_id,
-            daily_limit_minor: d.daily_limit_minor,
-            prefers_alternate_path: d.prefers_alternate_path,
-            alternate_path: d.alternate_path,
-        };
-        self.change_extension(extension_id, ExtensionCommand::ChangeSettings(change))
-            .await;
-        self.wait_for_view(|v| {
-            v.extensions_of(self.account_id)
-                .iter()
-                .any(|(id, e)| *id == extension_id && e.settings.pin_hash.is_some())
+                .any(|(id, e)| *id == extension_id && seen(e))
         })
         .await;
     }
