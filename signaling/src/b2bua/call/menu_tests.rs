@@ -216,7 +216,7 @@ fn a_key_sent_two_ways_counts_once() {
         }
         sim.run_for(Duration::from_millis(100));
     }
-    sim.run_for(Duration::from_millis(200));
+    sim.run_for(Duration::from_millis(400));
     let out = keys(&mut sim, Way::Rfc4733, "#");
     let collected = commands(&out).into_iter().find_map(|c| match c {
         CallCommand::CollectDestination { destination, .. } => Some(destination.clone()),
@@ -313,7 +313,7 @@ fn keys_by_info_are_taken_in_cseq_order_however_they_arrive() {
     }
     // Held for the INFOs before the first to arrive, then taken in order.
     assert!(invites(&out).is_empty());
-    let out = sim.run_for(Duration::from_millis(200));
+    let out = sim.run_for(Duration::from_millis(400));
     let collected = commands(&out).into_iter().find_map(|c| match c {
         CallCommand::CollectDestination { destination, .. } => Some(destination.clone()),
         _ => None,

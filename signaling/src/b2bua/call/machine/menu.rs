@@ -27,7 +27,7 @@ use crate::media::tones::Tone;
 /// How long a key sent by SIP INFO waits for the INFOs sent before it: a phone may send a
 /// burst of them at once, and the edge may take them in any order; keys by INFO are taken in
 /// CSeq order.
-const INFO_REORDER: Duration = Duration::from_millis(150);
+const INFO_REORDER: Duration = Duration::from_millis(300);
 
 /// A menu in progress.
 pub(in crate::b2bua::call) struct MenuState {
