@@ -18,7 +18,6 @@ use signaling::media::keypad::Keypad;
 use signaling::media::relay::{Relay, Side};
 use signaling::media::sdp::Agreed;
 use signaling::media::tones::{Codec, Country, Tone};
-use signaling::media::{Media, MediaSettings};
 
 const FRAME: usize = 160;
 const FIRST_PORT: u16 = 20000;
@@ -37,16 +36,7 @@ fn thread_cpu() -> anyhow::Result<Duration> {
 }
 
 pub fn keypad_menu(calls: usize, seconds: u64) -> anyhow::Result<()> {
-    let last_port = FIRST_PORT as usize + 4 * calls + 64;
-    anyhow::ensure!(
-        last_port <= u16::MAX as usize,
-        "too many calls for the port range"
-    );
-    let media = Media::new(MediaSettings {
-        address: "127.0.0.1".parse()?,
-        ports: (FIRST_PORT, last_port as u16),
-        timeout: Duration::from_secs(3600),
-    });
+    let media = crate::bench_rtp::loopback_media(FIRST_PORT, calls)?;
     // Each caller's socket, bound first so the relays know where their callers are.
     let callers: Vec<UdpSocket> = (0..calls)
         .map(|_| {

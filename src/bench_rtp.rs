@@ -6,6 +6,7 @@
 //! and the relay two. Bounded by `seconds`.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -16,17 +17,23 @@ use signaling::media::{Media, MediaSettings};
 const PACKET: usize = 172;
 const FIRST_PORT: u16 = 40000;
 
-pub fn rtp_relay(calls: usize, seconds: u64) -> anyhow::Result<()> {
-    let last_port = FIRST_PORT as usize + 4 * calls + 64;
+/// Relay ports on loopback from `first_port`, enough for `calls` calls (two pairs each) and
+/// a few held by others; media never times out.
+pub(crate) fn loopback_media(first_port: u16, calls: usize) -> anyhow::Result<Arc<Media>> {
+    let last_port = first_port as usize + 4 * calls + 64;
     anyhow::ensure!(
         last_port <= u16::MAX as usize,
         "too many calls for the port range"
     );
-    let media = Media::new(MediaSettings {
+    Ok(Media::new(MediaSettings {
         address: "127.0.0.1".parse()?,
-        ports: (FIRST_PORT, last_port as u16),
+        ports: (first_port, last_port as u16),
         timeout: Duration::from_secs(3600),
-    });
+    }))
+}
+
+pub fn rtp_relay(calls: usize, seconds: u64) -> anyhow::Result<()> {
+    let media = loopback_media(FIRST_PORT, calls)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let relay_media = media.clone();

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use domain::call::{CallEvent, EndCause, LegTarget, MenuExit, Path as CallPath, Side};
-use domain::extension::ExtensionEvent;
+use domain::extension::{ExtensionCommand, ExtensionEvent};
 use domain::ids::ExtensionId;
 use ringledger_tests::carrier::{
     audio_of, carrier_invite_from, edge_with_carrier_network, edge_with_trunk_and_media, ended,
@@ -92,11 +92,7 @@ async fn a_mobile_keys_its_pin_and_a_number_and_is_put_through_billed_to_the_mai
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(rx >= 10, "no tone heard:\n{text}");
-    let uas = tokio::time::timeout(Duration::from_secs(20), uas.wait_with_output())
-        .await
-        .expect("the uas took its call and quit")
-        .unwrap();
-    assert_eq!(uas.status.code(), Some(0), "SIPp's uas saw a failed call");
+    succeeded(uas, "SIPp's uas answering the destination").await;
 
     let calls = edge.ended_calls(1).await;
     let events = &calls[0];
@@ -180,11 +176,7 @@ async fn sipp_keys_the_number_by_info_and_is_put_through() {
         &["-m", "1", "-d", "2000"],
     );
     succeeded(through, "the keypad call").await;
-    let uas = tokio::time::timeout(Duration::from_secs(20), uas.wait_with_output())
-        .await
-        .expect("the uas took its call and quit")
-        .unwrap();
-    assert_eq!(uas.status.code(), Some(0), "SIPp's uas saw a failed call");
+    succeeded(uas, "SIPp's uas answering the destination").await;
     let calls = edge.ended_calls(1).await;
     assert_eq!(
         collected(&calls[0]).as_deref(),
@@ -364,5 +356,82 @@ async fn keys_left_in_the_audio_are_heard_and_a_pause_ends_the_number() {
         "{events:?}"
     );
     assert_eq!(status(&ok), 200);
+    edge.shutdown().await;
+}
+
+/// Six wrong PINs checked at once (six calls racing, as a fraudster would try): the count on
+/// the extension's stream is exact, exactly one check locks, the rest find it locked, and
+/// then the right PIN is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pins_raced_from_concurrent_calls_lock_after_exactly_three() {
+    let (edge, extension_id) = menu_edge(None).await;
+    let account = infra::command::load::<domain::account::Account>(
+        edge.store.as_ref(),
+        &edge.account_id.stream_id(),
+    )
+    .await
+    .unwrap()
+    .state;
+    let check = |pin: &str| {
+        let command = ExtensionCommand::CheckPin {
+            pin: pin.into(),
+            account: account.clone(),
+        };
+        let store = edge.store.clone();
+        tokio::spawn(async move {
+            let origin = infra::command::Origin {
+                actor: "edge",
+                correlation_id: None,
+                observe_append: None,
+            };
+            infra::command::execute::<domain::extension::Extension>(
+                store.as_ref(),
+                &origin,
+                &extension_id.stream_id(),
+                &command,
+                None,
+                None,
+            )
+            .await
+            .map(|(_, events)| events)
+        })
+    };
+    let raced: Vec<_> = (0..6).map(|n| check(&format!("000{n}"))).collect();
+    let mut locked_now = 0;
+    let mut found_locked = 0;
+    for result in futures::future::join_all(raced).await {
+        match result.unwrap() {
+            Ok(events) => {
+                if events.contains(&ExtensionEvent::KeypadPinRefused {
+                    failures: 3,
+                    locked: true,
+                }) {
+                    locked_now += 1;
+                }
+            }
+            Err(infra::command::CommandError::Domain(domain::error::DomainError::KeypadLocked)) => {
+                found_locked += 1
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((locked_now, found_locked), (1, 3));
+    let refused: Vec<_> = edge
+        .extension_events(extension_id)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            ExtensionEvent::KeypadPinRefused { failures, .. } => Some(failures),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec![1, 2, 3]);
+    let right = check(PIN).await.unwrap();
+    assert!(matches!(
+        right,
+        Err(infra::command::CommandError::Domain(
+            domain::error::DomainError::KeypadLocked
+        ))
+    ));
     edge.shutdown().await;
 }

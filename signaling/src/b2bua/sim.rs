@@ -58,6 +58,8 @@ pub struct FakeEdge {
     pub transfer_to: Option<Target>,
     /// What the other call answers an ask to be joined (none: no call has the dialog).
     pub join_answer: Option<Result<Partner, Answer>>,
+    /// How many legs the call asked for (each would take a place under the account's caps).
+    pub legs_asked: Cell<usize>,
 }
 
 impl Context for FakeEdge {
@@ -83,6 +85,7 @@ impl Context for FakeEdge {
         _: &E164,
         _: SocketAddr,
     ) -> Result<Target, Answer> {
+        self.legs_asked.set(self.legs_asked.get() + 1);
         self.transfer_to
             .clone()
             .ok_or_else(|| Answer::with_reason(503, "Service Unavailable (no trunk)"))
@@ -113,6 +116,7 @@ impl<M: Machine> Sim<M> {
                 call_in_taken: Cell::new(false),
                 transfer_to: None,
                 join_answer: None,
+                legs_asked: Cell::new(0),
             },
             refuse,
             media_at: now,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use domain::account::Account;
+use domain::account::{Account, AccountStatus};
 use domain::call::{CallCommand, Direction, EndCause, MenuExit, Origin, Path, Side};
 use domain::extension::{Extension, ExtensionStatus};
 use domain::ids::{AccountId, ExtensionId};
@@ -20,6 +20,7 @@ fn keyed_plan(pin: bool) -> Plan {
     let account = Account {
         id: Some(AccountId(uuid::Uuid::from_u128(5))),
         main_number: Some(e164("+442071234567")),
+        status: AccountStatus::Active,
         ..Account::default()
     };
     let extension = Extension {
@@ -261,6 +262,41 @@ fn a_destination_the_fraud_controls_refuse_is_not_called() {
         cues(&out)[..],
         [_, KeypadCue::Play(Some(Tone::Reorder))]
     ));
+}
+
+#[test]
+fn a_number_the_extension_may_not_call_takes_no_place_under_the_caps() {
+    let (mut sim, _) = started(false);
+    // Abroad, and international calls are not allowed for this extension.
+    let out = keys(&mut sim, Way::Rfc4733, "0033142685300#");
+    assert!(invites(&out).is_empty());
+    assert_eq!(sim.edge.legs_asked.get(), 0);
+    assert!(matches!(
+        cues(&out)[..],
+        [_, KeypadCue::Play(Some(Tone::Reorder))]
+    ));
+    // A number it may call is asked for once.
+    sim.run_for(secs(1));
+    keys(&mut sim, Way::Rfc4733, "02079460000#");
+    assert_eq!(sim.edge.legs_asked.get(), 1);
+}
+
+#[test]
+fn a_flood_of_info_keys_stays_bounded_and_the_menu_still_ends() {
+    let (mut sim, _) = started(false);
+    // Thousands of INFOs, every CSeq leaving a gap before it: at most 64 are held.
+    for n in 0..5_000u32 {
+        sim.give(Input::Key {
+            way: Way::Info,
+            key: '1',
+            cseq: Some(1_000 + 2 * n),
+        });
+    }
+    // Taken in order once the oldest waited; the 20-digit entry ends; the menu gives up on
+    // its numbers in time as ever.
+    let out = sim.run_for(secs(130));
+    assert_eq!(menu_exit(&out), Some(MenuExit::Timeout));
+    assert!(invites(&out).is_empty());
 }
 
 #[test]

@@ -257,20 +257,27 @@ impl Call {
             tracing::info!(call = %self.id, digits, "keyed digits are no number");
             return self.number_refused(now, ctx);
         };
-        let extension = self.plan.extension.clone();
+        let Some(extension) = self.plan.extension.clone() else {
+            return self.number_refused(now, ctx);
+        };
+        // The extension's own rules first (the check the recording makes again), so a number
+        // it may not call takes no place under the account's caps.
+        if let Err(why) = extension.authorize_destination(&self.plan.account, &number) {
+            tracing::info!(call = %self.id, to = %number, reason = %why, "keyed destination not allowed");
+            return self.number_refused(now, ctx);
+        }
         let leg = ctx.outbound_leg(
             &self.plan.account,
-            extension.as_ref(),
+            Some(&extension),
             &number,
             self.caller.reach.peer,
         );
-        let (mut target, extension) = match (leg, extension) {
-            (Ok(target), Some(extension)) => (target, extension),
-            (Err(answer), _) => {
+        let mut target = match leg {
+            Ok(target) => target,
+            Err(answer) => {
                 tracing::info!(call = %self.id, to = %number, reason = ?answer.reason, "keyed destination refused");
                 return self.number_refused(now, ctx);
             }
-            (Ok(_), None) => return self.number_refused(now, ctx),
         };
         if target.path != Path::OnNet {
             target.path = Path::CallThrough;
