@@ -155,6 +155,8 @@ pub enum LegFailure {
     Cancelled,
     /// No response at all (transaction timeout).
     Timeout,
+    /// A call-in that did not key its token right (the edge hung it up unproved).
+    TokenRefused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Any bytes as a session description: reading the audio endpoint and direction, rebuilding
 //! it for the other side of the relay, continuing another session with it, taking its hold
-//! off, answering an offer against another, and answering it as the far end. None may panic.
+//! off, answering an offer against another (keeping its telephone-events or not), and
+//! answering it as the far end. None may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -22,6 +23,16 @@ fuzz_target!(|data: &[u8]| {
     // The input split in two: an offer and another side's description.
     let half = data.len() / 2;
     let _ = sdp::answer(&data[..half], &data[half..], relay, 20002);
+    // A call-in keying its token: its events kept; what the edge's keypad would use of it.
+    if let Some(answer) = sdp::answer_with_events(&data[..half], &data[half..], relay, 20012) {
+        assert_eq!(
+            sdp::audio_endpoint(&answer),
+            Some(std::net::SocketAddr::new(relay, 20012)),
+            "the keyed call-in's answer points at the relay"
+        );
+        let _ = sdp::agreed(&answer);
+    }
+    let _ = sdp::agreed(data);
     // As the next version of another session, or offered both ways, it points where it did.
     let continued = sdp::continuing(&rebuilt, &data[half..]);
     assert_eq!(sdp::audio_endpoint(&continued), sdp::audio_endpoint(&rebuilt));

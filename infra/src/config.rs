@@ -90,11 +90,10 @@ ring_timeout_secs = 60
 # ring_timeout_secs; a call waits at most half the ring time it has left (the account's ring
 # timeout may be shorter), so calling out still has as long to ring.
 call_in_timeout_secs = 15
-# A call-in is matched on the caller ID the carrier delivers and the access number dialled. The
-# call-in token the user is sent cannot be proved yet (it is to be keyed in by DTMF), and caller
-# ID is easily spoofed on the public network: so by default no call-in is awaited, and
-# extensions set to call in are called out instead. true awaits call-ins, trusting every
-# carrier's caller ID.
+# A call-in is found by the caller ID the carrier delivers and the access number dialled. Caller
+# ID is easily spoofed on the public network: so by default the edge answers the call-in alone
+# and bridges it only once the token the user was sent is keyed in (DTMF). true bridges a
+# call-in at once on caller ID alone, trusting every carrier's caller ID.
 call_in_trust_caller_id = false
 # A phone of an account may transfer its calls (REFER); an extension calling through a carrier
 # may too when this is true (the transferred leg is billed to the account either way).

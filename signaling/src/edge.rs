@@ -678,6 +678,7 @@ impl Edge {
             way: crate::media::dtmf::keys::Way::Info,
             key,
             cseq,
+            call_id: raw.header("Call-ID").map(str::to_string),
         };
         match self.to_dialog(raw, input) {
             Some(refused) => refused,

@@ -252,6 +252,14 @@ pub async fn wait_for_data_path_report(edge: &SipEdge) {
 /// An edge relaying media whose trunk is whoever calls from 127.0.0.2; its calls out go to
 /// `calls_out` (None: nowhere that answers).
 pub async fn edge_with_carrier_network(calls_out: Option<SocketAddr>) -> SipEdge {
+    edge_with_carrier_network_secured(calls_out, crate::sip_edge::trusting_carriers()).await
+}
+
+/// As `edge_with_carrier_network`, holding `security`'s settings.
+pub async fn edge_with_carrier_network_secured(
+    calls_out: Option<SocketAddr>,
+    security: signaling::SecuritySettings,
+) -> SipEdge {
     let trunk = signaling::trunk::Trunk {
         name: "carrier".into(),
         address: calls_out.unwrap_or_else(|| format!("{CARRIER_IP}:9").parse().unwrap()),
@@ -259,13 +267,7 @@ pub async fn edge_with_carrier_network(calls_out: Option<SocketAddr>) -> SipEdge
         numbers: vec!["+".into()],
     };
     let media = Some(relay_settings(Duration::from_secs(60)));
-    SipEdge::spawn_with(
-        Backend::sqlite().await,
-        vec![Algorithm::Md5],
-        vec![trunk],
-        media,
-    )
-    .await
+    SipEdge::spawn_secured(Backend::sqlite().await, vec![trunk], media, security).await
 }
 
 /// alice's phone calls `dialled` as phones do: an INVITE, the edge's 407 (ACKed), then the

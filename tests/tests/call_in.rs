@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
-use domain::call::{AlternateReason, CallEvent, EndCause, LegTarget, Path, Side};
+use domain::call::{AlternateReason, CallEvent, EndCause, LegFailure, LegTarget, Path, Side};
 use domain::extension::AlternateMode;
 use domain::ids::ExtensionId;
 use ringledger_tests::carrier::{
-    audio_of, cancel_of, carrier_invite, carrier_invite_from, edge_with_trunk_and_media_secured,
-    ended, in_dialog, media_socket, register_from, relayed, wait_for_data_path_report,
+    audio_of, cancel_of, carrier_invite, carrier_invite_from, edge_with_carrier_network_secured,
+    edge_with_trunk_and_media_secured, ended, in_dialog, leg_failures, media_socket, register_from,
+    relayed, wait_for_data_path_report,
 };
 use ringledger_tests::harness::Backend;
 use ringledger_tests::http_sink::one_post;
@@ -19,6 +20,7 @@ use ringledger_tests::sip_edge::{
     CALL_IN_TIMEOUT, MAIN_NUMBER, SipEdge, UdpPeer, header, relay_settings, respond_to, status,
     trusting_carriers,
 };
+use ringledger_tests::sipp::CARRIER_IP;
 use signaling::digest::Algorithm;
 
 const EXTENSION: &str = "+447700900123";
@@ -379,76 +381,213 @@ async fn a_call_in_with_no_codec_in_common_is_refused_and_the_extension_called_o
     s.edge.shutdown().await;
 }
 
-/// By default the carrier's caller ID is not trusted for call-ins (the token cannot be proved
-/// yet): no call-in is awaited, the phone is told nothing, the extension is called out at
-/// once, and a call from the extension's number to the access number (as anyone spoofing it
-/// would send) does not take the call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn by_default_no_call_in_is_awaited_and_a_spoofed_one_takes_nothing() {
-    let Setup {
-        edge, trunk, phone, ..
-    } = setup_holding(signaling::SecuritySettings::default()).await;
+/// The token the MESSAGE told the phone to key (`Ringledger-Call-In: ...;token=...`), after
+/// checking the notice asks for it by keypad.
+fn keyed_token(message: &str) -> String {
+    let notice = header(message, "Ringledger-Call-In");
+    assert!(notice.contains("proof=keypad"), "{message}");
+    assert!(message.contains("at the tone"), "{message}");
+    notice
+        .split(';')
+        .find_map(|p| p.strip_prefix("token="))
+        .expect("a token")
+        .to_string()
+}
 
-    trunk
-        .send(&carrier_invite(&trunk, MAIN_NUMBER, "untrusted"))
+/// A token that is not `token` (its last digit changed).
+fn wrong(token: &str) -> String {
+    let last = token.as_bytes()[token.len() - 1];
+    let other = if last == b'9' {
+        '0'
+    } else {
+        (last + 1) as char
+    };
+    format!("{}{other}", &token[..token.len() - 1])
+}
+
+/// The next final response from the edge to `method` in the dialog `call_id`, passing over
+/// anything else (up to 10 s).
+async fn final_answer(peer: &UdpPeer, call_id: &str, method: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = peer
+            .recv(deadline.saturating_duration_since(std::time::Instant::now()))
+            .await
+            .unwrap_or_else(|| panic!("no final answer to {method} {call_id}"));
+        if m.starts_with("SIP/2.0 ")
+            && status(&m) >= 200
+            && header(&m, "Call-ID") == call_id
+            && header(&m, "CSeq").ends_with(method)
+        {
+            return m;
+        }
+    }
+}
+
+/// Keys `digits` by SIP INFO (application/dtmf-relay) inside the call-in's dialog, from CSeq
+/// `cseq` on, each answered 200 before the next.
+async fn key_by_info(peer: &UdpPeer, invite: &str, ok: &str, digits: &str, cseq: &mut u32) {
+    for digit in digits.chars() {
+        let body = format!("Signal={digit}\r\nDuration=160\r\n");
+        let info = in_dialog(peer, invite, ok, "INFO", *cseq).replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        peer.send(&info).await;
+        let answer = final_answer(peer, header(invite, "Call-ID"), "INFO").await;
+        assert_eq!(status(&answer), 200, "{answer}");
+        *cseq += 1;
+    }
+}
+
+/// By default the carrier's caller ID proves nothing (it is easily spoofed): the call-in is
+/// awaited and the phone told, but the edge answers the call from the extension's number
+/// alone and waits for the token. Keyed wrong three times (as anyone spoofing the number
+/// would), the edge hangs it up, nothing is answered or billed for it, and the extension is
+/// called out instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_call_in_keys_its_token_and_a_spoofed_one_takes_nothing() {
+    let s = setup_holding(signaling::SecuritySettings::default()).await;
+    let invite = carrier_invite(&s.trunk, MAIN_NUMBER, "untrusted");
+    let message = call_alice(&s, &invite).await;
+    let token = keyed_token(&message);
+
+    let spoof = carrier_invite_from(&s.trunk, EXTENSION, ACCESS, "spoof");
+    s.trunk.send(&spoof).await;
+    let ok = final_answer(&s.trunk, "spoof@carrier", "INVITE").await;
+    assert_eq!(status(&ok), 200, "answered alone, to key the token: {ok}");
+    s.trunk
+        .send(&in_dialog(&s.trunk, &spoof, &ok, "ACK", 1))
         .await;
-    let out = trunk.expect_request("INVITE").await;
+    let mut cseq = 2;
+    for _ in 0..3 {
+        key_by_info(&s.trunk, &spoof, &ok, &wrong(&token), &mut cseq).await;
+    }
+    let bye = s.trunk.expect_request("BYE").await;
+    assert_eq!(header(&bye, "Call-ID"), "spoof@carrier");
+    s.trunk.send(&respond_to(&bye, 200, "x", None, "")).await;
+    // The extension is called out; the caller still rings (it never heard 200).
+    let out = s.trunk.expect_request("INVITE").await;
     assert!(
         out.starts_with(&format!("INVITE sip:{EXTENSION}@")),
         "{out}"
     );
-    trunk
-        .send(&respond_to(&out, 180, "mob", Some(trunk.addr), ""))
+    s.trunk
+        .send(&respond_to(&out, 486, "mob", Some(s.trunk.addr), ""))
         .await;
-    let spoof = carrier_invite_from(&trunk, EXTENSION, ACCESS, "spoof");
-    trunk.send(&spoof).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let answer = loop {
-        let m = trunk
-            .recv(deadline.saturating_duration_since(std::time::Instant::now()))
-            .await
-            .expect("no final answer to the spoofed call-in");
-        if m.starts_with("SIP/2.0 ")
-            && status(&m) >= 200
-            && header(&m, "Call-ID") == "spoof@carrier"
-        {
-            break m;
-        }
-    };
-    assert!(status(&answer) >= 400, "{answer}");
-    assert!(
-        phone.recv(Duration::from_millis(300)).await.is_none(),
-        "the phone was told something"
+    let refused = final_answer(&s.trunk, "untrusted@carrier", "INVITE").await;
+    assert_eq!(status(&refused), 486, "{refused}");
+
+    let calls = s.edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert_eq!(awaited(events), Some((ACCESS.into(), EXTENSION.into())));
+    assert_eq!(
+        leg_paths(events),
+        vec![Path::CallIn, Path::AlternateCallOut],
+        "{events:?}"
     );
-    trunk
-        .send(&respond_to(&out, 486, "mob", Some(trunk.addr), ""))
-        .await;
-    let calls = edge.ended_calls(1).await;
-    let events = calls
-        .iter()
-        .find(|c| {
-            c.iter().any(|e| {
-                matches!(
-                    e,
-                    CallEvent::LegStarted {
-                        path: Path::AlternateCallOut,
-                        ..
-                    }
-                )
-            })
-        })
-        .expect("the call to alice");
-    assert!(awaited(events).is_none(), "{events:?}");
     assert!(
-        !events.iter().any(|e| matches!(
-            e,
-            CallEvent::LegStarted {
-                path: Path::CallIn,
-                ..
-            }
-        )),
+        leg_failures(events).contains(&(403, LegFailure::TokenRefused)),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, CallEvent::LegAnswered { .. } | CallEvent::Bridged { .. })),
         "{events:?}"
     );
     assert_eq!(ended(events), Some((EndCause::Busy, Side::Callee)));
+    assert!(s.edge.rated_legs().await.is_empty(), "nothing billed");
+    s.edge.shutdown().await;
+}
+
+/// The whole keypad flow with a real phone: alice's mobile (pjsua2, behind the carrier on
+/// 127.0.0.2) calls the access number it was told and keys the token as RFC 4733
+/// telephone-events; the edge bridges it to the caller, audio flows, and the call-in leg is
+/// billed to alice's main account on the call-in path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mobile_keys_its_token_by_rfc4733_and_is_bridged_to_the_caller() {
+    let edge =
+        edge_with_carrier_network_secured(None, signaling::SecuritySettings::default()).await;
+    let extension_id = edge.add_extension(EXTENSION).await;
+    edge.set_alternate_path(extension_id, AlternateMode::CallIn)
+        .await;
+    edge.add_access_number(ACCESS, None).await;
+    edge.price_calls(&[], None).await;
+    let phone = UdpPeer::new(edge.udp).await;
+    let r = register_from(&phone, "ci", "Ringledger-Data-Path: poor\r\n").await;
+    assert_eq!(status(&r), 200, "{r}");
+    wait_for_data_path_report(&edge).await;
+    let carrier = UdpPeer::on(CARRIER_IP, edge.udp).await;
+    let (caller_media, caller_port) = media_socket().await;
+    let invite = carrier_invite(&carrier, MAIN_NUMBER, "rfc4733")
+        .replace("m=audio 40000", &format!("m=audio {caller_port}"));
+    carrier.send(&invite).await;
+    carrier.expect_status(180).await;
+    let message = phone.expect_request("MESSAGE").await;
+    phone.send(&respond_to(&message, 200, "ph", None, "")).await;
+    let token = keyed_token(&message);
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pjsua2/mobile.py");
+    let uri = format!("sip:{ACCESS}@{}", edge.udp);
+    let mobile = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([CARRIER_IP, EXTENSION, &uri, "40"])
+        .args([format!("rfc4733:{token}"), "wait:3".into(), "hangup".into()])
+        .kill_on_drop(true)
+        .output();
+    let mobile = tokio::spawn(mobile);
+
+    let ok = final_answer(&carrier, "rfc4733@carrier", "INVITE").await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    carrier
+        .send(&in_dialog(&carrier, &invite, &ok, "ACK", 1))
+        .await;
+    // The mobile's audio reaches the caller through the relay.
+    let mut buf = [0u8; 2048];
+    let got = tokio::time::timeout(Duration::from_secs(5), caller_media.recv_from(&mut buf)).await;
+    assert!(got.is_ok(), "no audio from the mobile reached the caller");
+    // The mobile hangs up: the edge hangs up the caller.
+    let bye = carrier
+        .expect_request_within("BYE", Duration::from_secs(15))
+        .await;
+    assert_eq!(header(&bye, "Call-ID"), "rfc4733@carrier");
+    carrier.send(&respond_to(&bye, 200, "x", None, "")).await;
+    let out = mobile.await.expect("the mobile ran").expect("python3 runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the mobile's call did not go through:\n{text}"
+    );
+
+    let calls = edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert_eq!(leg_paths(events), vec![Path::CallIn], "{events:?}");
+    assert!(leg_failures(events).is_empty(), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Bridged { .. }))
+    );
+    assert_eq!(
+        ended(events),
+        Some((EndCause::NormalClearing, Side::Callee))
+    );
+    let rated = edge.rated_legs().await;
+    assert_eq!(rated.len(), 1, "{rated:?}");
+    let leg = &rated[0];
+    assert_eq!(leg.extension_id, Some(extension_id.to_string()));
+    assert_eq!(
+        (leg.path.as_str(), leg.destination.as_str()),
+        ("call_in", EXTENSION)
+    );
+    assert_eq!((leg.billable_secs, leg.charge_minor), (Some(60), Some(31)));
     edge.shutdown().await;
 }

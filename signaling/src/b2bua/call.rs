@@ -13,6 +13,8 @@
 //! result back as [`Input::Recorded`], and only then does the call go on (or, refused,
 //! unwind).
 
+#[cfg(test)]
+mod call_in_token_tests;
 pub(crate) mod change;
 mod interface;
 mod leg;

@@ -5,9 +5,11 @@
 //!
 //! The notice is a MESSAGE (RFC 3428) to each of the account's live contacts: a `text/plain`
 //! line a person can read on any softphone, and the header
-//! `Ringledger-Call-In: access-number=+44...;from=+44...;token=12345678;expires=30` (call the
-//! access number from the extension `from` within `expires` seconds)
-//! for an app that dials the access number itself.
+//! `Ringledger-Call-In: access-number=+44...;from=+44...;token=12345678;expires=30;proof=keypad`
+//! (call the access number from the extension `from` within `expires` seconds; with
+//! `proof=keypad`, key the token when the edge answers and plays dial tone; with
+//! `proof=caller-id` the carrier's caller ID is trusted and the call is bridged at once) for
+//! an app that dials the access number itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -60,10 +62,23 @@ impl CallIns {
     }
 }
 
-/// A token for a call-in: eight digits, so a person could key it in if asked.
+/// Digits in a call-in token.
+pub const TOKEN_DIGITS: usize = 8;
+
+/// A token for a call-in: eight random digits, keyed in on the phone to prove the call-in.
 pub fn token() -> String {
     let n = u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes());
     format!("{:08}", n % 100_000_000)
+}
+
+/// Whether `keyed` is `token`, compared in time that does not depend on where they differ.
+pub fn token_matches(keyed: &str, token: &str) -> bool {
+    keyed.len() == token.len()
+        && keyed
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }
 
 /// What the device is told.
@@ -76,19 +91,32 @@ pub struct Notice<'a> {
     pub caller: &'a str,
     pub token: &'a str,
     pub expires_secs: u64,
+    /// The token is to be keyed in (else the caller ID is trusted).
+    pub keyed: bool,
 }
 
 /// The MESSAGE telling a device to call in, and its branch.
 pub fn message(notice: &Notice<'_>) -> (RawMessage, String) {
     let (call_id, from_tag, branch) = requests::new_dialog();
-    let body = format!(
-        "Incoming call from {caller}: call {access} from {extension} within {secs} s to take it (token {token}).",
-        caller = notice.caller,
-        access = notice.access_number.as_str(),
-        extension = notice.extension.as_str(),
-        secs = notice.expires_secs,
-        token = notice.token,
-    );
+    let body = if notice.keyed {
+        format!(
+            "Incoming call from {caller}: call {access} from {extension} within {secs} s and key {token} at the tone to take it.",
+            caller = notice.caller,
+            access = notice.access_number.as_str(),
+            extension = notice.extension.as_str(),
+            secs = notice.expires_secs,
+            token = notice.token,
+        )
+    } else {
+        format!(
+            "Incoming call from {caller}: call {access} from {extension} within {secs} s to take it (token {token}).",
+            caller = notice.caller,
+            access = notice.access_number.as_str(),
+            extension = notice.extension.as_str(),
+            secs = notice.expires_secs,
+            token = notice.token,
+        )
+    };
     let headers = [
         (
             "Via",
@@ -108,11 +136,12 @@ pub fn message(notice: &Notice<'_>) -> (RawMessage, String) {
         (
             "Ringledger-Call-In",
             format!(
-                "access-number={};from={};token={};expires={}",
+                "access-number={};from={};token={};expires={};proof={}",
                 notice.access_number.as_str(),
                 notice.extension.as_str(),
                 notice.token,
-                notice.expires_secs
+                notice.expires_secs,
+                if notice.keyed { "keypad" } else { "caller-id" }
             ),
         ),
         ("Content-Type", "text/plain".into()),
@@ -156,7 +185,16 @@ mod tests {
     #[test]
     fn tokens_are_eight_digits() {
         let t = token();
-        assert_eq!(t.len(), 8);
+        assert_eq!(t.len(), TOKEN_DIGITS);
         assert!(t.bytes().all(|b| b.is_ascii_digit()));
+    }
+
+    #[test]
+    fn a_keyed_token_matches_only_itself() {
+        assert!(token_matches("12345678", "12345678"));
+        assert!(!token_matches("12345679", "12345678"));
+        assert!(!token_matches("1234567", "12345678"));
+        assert!(!token_matches("123456789", "12345678"));
+        assert!(!token_matches("", "12345678"));
     }
 }

@@ -129,7 +129,8 @@ pub(super) struct CallTask<M> {
     arrival: Option<PeerPath>,
     relay: Option<Relay>,
     /// The edge's own endpoint on the caller's side of the relay (the access-number menu).
-    keypad: Option<Keypad>,
+    /// The edge's own endpoint on a side of the relay, and that side.
+    keypad: Option<(Keypad, RelaySide)>,
     /// The call's place among its account's calls in progress and its reservation against
     /// the daily limits (a call with a billable leg): given back when the call is over.
     hold: Option<Hold>,
@@ -298,7 +299,17 @@ impl<M: Machine> CallTask<M> {
                 Input::JoinAsked(ask)
             }
             CallInput::PartnerEnded => Input::PartnerEnded,
-            CallInput::Key { way, key, cseq } => Input::Key { way, key, cseq },
+            CallInput::Key {
+                way,
+                key,
+                cseq,
+                call_id,
+            } => Input::Key {
+                way,
+                key,
+                cseq,
+                call_id,
+            },
         };
         let outputs = self.step(input);
         self.carry_out(outputs).await;
@@ -541,10 +552,11 @@ impl<M: Machine> CallTask<M> {
         }
     }
 
-    /// Starts, steers or stops the menu's endpoint on the caller's side of the relay.
+    /// Starts, steers or stops the edge's own endpoint on a side of the relay.
     fn keypad(&mut self, cue: KeypadCue) {
         match cue {
             KeypadCue::Open {
+                side,
                 agreed,
                 country,
                 tone,
@@ -552,7 +564,7 @@ impl<M: Machine> CallTask<M> {
                 let Some(relay) = &self.relay else {
                     return;
                 };
-                let (out, packets) = relay.tap(RelaySide::Caller);
+                let (out, packets) = relay.tap(side);
                 let tx = self.tx.clone();
                 let keys = move |way, key| {
                     // A call too far behind to take a key loses it, as a bad line would.
@@ -560,19 +572,20 @@ impl<M: Machine> CallTask<M> {
                         way,
                         key,
                         cseq: None,
+                        call_id: None,
                     });
                 };
-                self.keypad = Some(Keypad::start(out, packets, agreed, country, tone, keys));
+                let keypad = Keypad::start(out, packets, agreed, country, tone, keys);
+                self.keypad = Some((keypad, side));
             }
             KeypadCue::Play(tone) => {
-                if let Some(keypad) = &self.keypad {
+                if let Some((keypad, _)) = &self.keypad {
                     keypad.play(tone);
                 }
             }
             KeypadCue::Close => {
-                self.keypad = None;
-                if let Some(relay) = &self.relay {
-                    relay.untap(RelaySide::Caller);
+                if let (Some((_, side)), Some(relay)) = (self.keypad.take(), &self.relay) {
+                    relay.untap(side);
                 }
             }
         }

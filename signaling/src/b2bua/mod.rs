@@ -85,6 +85,8 @@ pub enum CallInput {
         key: char,
         /// The INFO's CSeq number (keys by INFO are taken in that order).
         cseq: Option<u32>,
+        /// The INFO's Call-ID (a key counts only from the dialog being keyed in).
+        call_id: Option<String>,
     },
 }
 

@@ -77,6 +77,9 @@ pub struct CallInPlan {
     pub notify: Vec<(String, SocketAddr, Transport)>,
     /// The call-out leg placed instead when the extension does not call in in time.
     pub fallback: Target,
+    /// The call-in proves itself by keying its token, hearing this country's tones (None:
+    /// the carrier's caller ID is trusted, `sip.call_in_trust_caller_id`).
+    pub keyed: Option<Country>,
 }
 
 /// One leg to place.
@@ -105,8 +108,7 @@ pub struct Policy {
     /// unrated) instead of refused (`security.allow_unrated_calls`).
     pub allow_unrated_calls: bool,
     /// A call-in is matched on the carrier's caller ID alone (`sip.call_in_trust_caller_id`);
-    /// without it no call-in is awaited, since the call-in token cannot be proved yet (it is
-    /// keyed in by DTMF), and an extension set to call in is called out instead.
+    /// without it the call-in proves itself by keying the token its device was sent.
     pub call_in_trusts_caller_id: bool,
     /// An extension calling through a carrier may transfer its calls
     /// (`sip.allow_extension_transfer`).
@@ -341,9 +343,7 @@ fn call_in_to(
 ) -> Plan {
     let caller = caller_user(request).unwrap_or("anonymous").to_string();
     let (mut targets, alternate) = inbound_targets(view, account, trunks, policy, now);
-    let call_in = alternate
-        .filter(|_| policy.call_in_trusts_caller_id)
-        .and_then(|_| call_in_plan(view, account, &mut targets, policy.call_in_webhook, now));
+    let call_in = alternate.and_then(|_| call_in_plan(view, account, &mut targets, policy, now));
     Plan {
         direction: Direction::Inbound,
         origin,
@@ -591,11 +591,7 @@ fn call_through(
                         "Forbidden (a PIN is needed to key a destination; none is set)",
                     ));
                 }
-                let home = account.main_number.as_ref();
-                let tones = match home.map(E164::country_code) {
-                    Some("1") => Country::Us,
-                    _ => Country::Uk,
-                };
+                let tones = Country::of(account.main_number.as_ref());
                 tracing::debug!(access_number = %through.access_number.as_str(), %extension_id, "call-through by keypad");
                 return Ok(Plan {
                     direction: Direction::Outbound,
@@ -669,7 +665,7 @@ fn call_in_plan(
     view: &RoutingView,
     account: &Account,
     targets: &mut Vec<Target>,
-    webhook: bool,
+    policy: Policy,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<CallInPlan> {
     let index = targets.iter().position(|t| {
@@ -693,7 +689,7 @@ fn call_in_plan(
         .filter(|(_, _, c)| matches!(c.transport, Transport::Udp | Transport::Tcp))
         .filter_map(|(_, uri, c)| Some((uri.to_string(), c.source.parse().ok()?, c.transport)))
         .collect();
-    if notify.is_empty() && !webhook {
+    if notify.is_empty() && !policy.call_in_webhook {
         return None;
     }
     let fallback = targets.remove(index);
@@ -711,6 +707,8 @@ fn call_in_plan(
         access_number,
         notify,
         fallback,
+        keyed: (!policy.call_in_trusts_caller_id)
+            .then(|| Country::of(account.main_number.as_ref())),
     })
 }
 
@@ -1053,26 +1051,31 @@ mod tests {
     }
 
     #[test]
-    fn an_extension_set_to_call_in_is_awaited_only_when_the_carrier_is_trusted() {
+    fn an_extension_set_to_call_in_is_awaited_and_proved_by_keypad_unless_the_carrier_is_trusted() {
         let settings = ExtensionSettings {
             alternate_path: AlternateMode::CallIn,
             ..Default::default()
         };
         let view = view(settings);
-        // By default: called out, as if it were set to call-out.
+        // By default: awaited on the access number, the call-in to key its token (tones of
+        // the account's country), its call-out kept as the fallback.
         let plan = plan_at(&view, MAIN, "+14155550100", CARRIER, PRICED).unwrap();
-        assert!(plan.call_in.is_none());
-        assert_eq!(plan.targets.len(), 1);
-        // Trusted: awaited on the access number, its call-out kept as the fallback.
+        let call_in = plan.call_in.expect("a call-in awaited");
+        assert_eq!(call_in.access_number.as_str(), ACCESS);
+        assert_eq!(call_in.fallback.path, Path::AlternateCallOut);
+        assert_eq!(
+            call_in.keyed,
+            Some(Country::Uk),
+            "a +44 account hears UK tones"
+        );
+        assert!(plan.targets.is_empty());
+        // Trusted: matched on caller ID alone, nothing keyed.
         let trusted = Policy {
             call_in_trusts_caller_id: true,
             ..PRICED
         };
         let plan = plan_at(&view, MAIN, "+14155550100", CARRIER, trusted).unwrap();
-        let call_in = plan.call_in.expect("a call-in awaited");
-        assert_eq!(call_in.access_number.as_str(), ACCESS);
-        assert_eq!(call_in.fallback.path, Path::AlternateCallOut);
-        assert!(plan.targets.is_empty());
+        assert_eq!(plan.call_in.expect("a call-in awaited").keyed, None);
         // With nobody to tell (no device, no webhook), called out.
         let untold = Policy {
             call_in_webhook: false,
@@ -1080,6 +1083,7 @@ mod tests {
         };
         let plan = plan_at(&view, MAIN, "+14155550100", CARRIER, untold).unwrap();
         assert!(plan.call_in.is_none());
+        assert_eq!(plan.targets.len(), 1);
     }
 
     #[test]

@@ -326,15 +326,39 @@ fn audio_formats(sdp: &[u8]) -> Option<(Vec<Format<'_>>, Option<&str>)> {
 /// payload type (the relay passes packets on unchanged, so both sides must number a codec
 /// alike). `None` when they share none (the offer is refused with 488).
 pub fn answer(offer: &[u8], other: &[u8], address: IpAddr, port: u16) -> Option<Vec<u8>> {
+    answer_keeping(offer, other, address, port, false)
+}
+
+/// As [`answer`], keeping the offer's `telephone-event/8000` even when `other` lacks it: the
+/// edge itself listens for keys on that side first (a call-in keying its token), and a
+/// party that never agreed to events ignores any that pass later.
+pub fn answer_with_events(
+    offer: &[u8],
+    other: &[u8],
+    address: IpAddr,
+    port: u16,
+) -> Option<Vec<u8>> {
+    answer_keeping(offer, other, address, port, true)
+}
+
+fn answer_keeping(
+    offer: &[u8],
+    other: &[u8],
+    address: IpAddr,
+    port: u16,
+    events: bool,
+) -> Option<Vec<u8>> {
     let (formats, ptime) = audio_formats(offer)?;
     let (theirs, _) = audio_formats(other)?;
     let shared: Vec<&Format> = formats
         .iter()
         .filter(|f| {
-            f.codec().is_some()
-                && theirs
-                    .iter()
-                    .any(|t| t.payload_type == f.payload_type && t.codec() == f.codec())
+            let codec = f.codec();
+            (events && codec.as_deref() == Some("telephone-event/8000"))
+                || codec.is_some()
+                    && theirs
+                        .iter()
+                        .any(|t| t.payload_type == f.payload_type && t.codec() == codec)
         })
         .collect();
     // DTMF events alone are no call.
@@ -377,13 +401,12 @@ pub struct Agreed {
     pub event_payload_type: Option<u8>,
 }
 
-/// The edge's answer to `offer` for a leg it terminates itself: the offer's first G.711
-/// format (PCMU or PCMA, in the offer's order of preference) and its `telephone-event/8000`,
-/// at `address`:`port`. `None` when the offer has no G.711 (refused with 488).
-pub fn answer_as_endpoint(offer: &[u8], address: IpAddr, port: u16) -> Option<(Vec<u8>, Agreed)> {
-    let (formats, _) = audio_formats(offer)?;
+/// What an endpoint of the edge's would use of `sdp`'s audio: its first G.711 format (PCMU or
+/// PCMA, in its order of preference) and its `telephone-event/8000`. `None` without G.711.
+pub fn agreed(sdp: &[u8]) -> Option<Agreed> {
+    let (formats, _) = audio_formats(sdp)?;
     let payload_type = |f: &Format| f.payload_type.parse::<u8>().ok().filter(|pt| *pt < 128);
-    let (codec, voice) = formats.iter().find_map(|f| {
+    let (codec, voice_payload_type) = formats.iter().find_map(|f| {
         let codec = match f.codec()?.as_str() {
             "pcmu/8000" => Codec::Pcmu,
             "pcma/8000" => Codec::Pcma,
@@ -391,11 +414,27 @@ pub fn answer_as_endpoint(offer: &[u8], address: IpAddr, port: u16) -> Option<(V
         };
         Some((codec, payload_type(f)?))
     })?;
-    let events = formats.iter().find_map(|f| {
+    let event_payload_type = formats.iter().find_map(|f| {
         (f.codec()? == "telephone-event/8000")
             .then(|| payload_type(f))
             .flatten()
     });
+    Some(Agreed {
+        codec,
+        voice_payload_type,
+        event_payload_type,
+    })
+}
+
+/// The edge's answer to `offer` for a leg it terminates itself: the offer's first G.711
+/// format (PCMU or PCMA, in the offer's order of preference) and its `telephone-event/8000`,
+/// at `address`:`port`. `None` when the offer has no G.711 (refused with 488).
+pub fn answer_as_endpoint(offer: &[u8], address: IpAddr, port: u16) -> Option<(Vec<u8>, Agreed)> {
+    let Agreed {
+        codec,
+        voice_payload_type: voice,
+        event_payload_type: events,
+    } = agreed(offer)?;
     let family = if address.is_ipv4() { "IP4" } else { "IP6" };
     let session = chrono::Utc::now().timestamp_micros();
     let name = match codec {
@@ -431,6 +470,38 @@ mod tests {
     const OFFER: &str = "v=0\r\no=alice 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n\
 t=0 0\r\nm=audio 49170 RTP/AVP 0 8\r\na=rtcp:49171\r\na=rtpmap:0 PCMU/8000\r\n\
 m=video 51372 RTP/AVP 31\r\nc=IN IP4 192.0.2.11\r\n";
+
+    #[test]
+    fn a_call_in_keying_its_token_keeps_its_telephone_events() {
+        let address: IpAddr = "198.51.100.1".parse().unwrap();
+        let call_in = "v=0\r\no=m 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-16\r\n";
+        let caller = "v=0\r\no=c 1 1 IN IP4 192.0.2.6\r\ns=-\r\nc=IN IP4 192.0.2.6\r\nt=0 0\r\n\
+m=audio 5000 RTP/AVP 0\r\n";
+        let plain = String::from_utf8(
+            answer(call_in.as_bytes(), caller.as_bytes(), address, 30000).unwrap(),
+        )
+        .unwrap();
+        assert!(plain.contains("m=audio 30000 RTP/AVP 0\r\n"), "{plain}");
+        let keyed =
+            answer_with_events(call_in.as_bytes(), caller.as_bytes(), address, 30000).unwrap();
+        let keyed = String::from_utf8(keyed).unwrap();
+        assert!(keyed.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{keyed}");
+        assert!(
+            keyed.contains("a=rtpmap:101 telephone-event/8000"),
+            "{keyed}"
+        );
+        assert_eq!(
+            agreed(keyed.as_bytes()).unwrap().event_payload_type,
+            Some(101)
+        );
+        // Events alone are still no call.
+        let video_caller = caller.replace("RTP/AVP 0", "RTP/AVP 31");
+        assert!(
+            answer_with_events(call_in.as_bytes(), video_caller.as_bytes(), address, 1).is_none()
+        );
+    }
 
     #[test]
     fn the_edge_answers_a_leg_it_terminates_with_g711_and_telephone_events() {

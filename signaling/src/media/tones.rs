@@ -29,6 +29,16 @@ pub enum Country {
     Us,
 }
 
+impl Country {
+    /// Whose tones an account hears: US for a North American main number, else UK.
+    pub fn of(main_number: Option<&domain::E164>) -> Self {
+        match main_number.map(domain::E164::country_code) {
+            Some("1") => Country::Us,
+            _ => Country::Uk,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tone {
     Dial,

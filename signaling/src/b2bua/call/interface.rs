@@ -210,12 +210,14 @@ pub enum Input {
     Shutdown,
     /// The result of the awaited recording the call asked for last.
     Recorded(Result<(), Refusal>),
-    /// A key the caller pressed, and how it came (the access-number menu); by SIP INFO, the
-    /// INFO's CSeq number.
+    /// A key pressed, and how it came (the access-number menu, a call-in keying its token);
+    /// by SIP INFO, the INFO's CSeq number and Call-ID (keys heard in the media come from the
+    /// side the edge's endpoint listens to).
     Key {
         way: Way,
         key: char,
         cseq: Option<u32>,
+        call_id: Option<String>,
     },
     /// What the extension's stream said of the PIN the call asked to check.
     PinChecked(PinCheck),
@@ -245,17 +247,19 @@ impl std::fmt::Debug for Pin {
     }
 }
 
-/// What the edge's own endpoint on the caller's side of the relay is to do (the menu).
+/// What the edge's own endpoint on one side of the relay is to do (the access-number menu
+/// on the caller's side; a call-in keying its token on the callee's).
 #[derive(Debug, Clone, Copy)]
 pub enum KeypadCue {
-    /// Take the caller's media: listen for keys, play `tone`.
+    /// Take `side`'s media: listen for keys, play `tone`.
     Open {
+        side: RelaySide,
         agreed: Agreed,
         country: Country,
         tone: Option<Tone>,
     },
     Play(Option<Tone>),
-    /// Give the caller's media back to the relay.
+    /// Give the side's media back to the relay.
     Close,
 }
 
@@ -287,7 +291,7 @@ pub enum Output {
         pin: Pin,
         account: Box<Account>,
     },
-    /// The menu's endpoint on the caller's side of the relay.
+    /// The edge's own endpoint on a side of the relay (keys heard, tones played).
     Keypad(KeypadCue),
     /// Answer a request through its server transaction, with the edge's To tag.
     Respond {

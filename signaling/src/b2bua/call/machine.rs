@@ -1,6 +1,7 @@
 //! The call's state machine: every decision the call makes, from its inputs and `now`.
 
 mod call_in_leg;
+mod call_in_token;
 mod join;
 mod legs;
 mod menu;
@@ -29,7 +30,8 @@ use crate::b2bua::plan::{CallInPlan, Plan, Target};
 use crate::b2bua::{DialogKey, dialog_key};
 use crate::dialog::Dialog;
 use crate::media::relay::Side as RelaySide;
-use crate::media::sdp;
+use crate::media::sdp::{self, Agreed};
+use crate::media::tones::Country;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
 use menu::MenuState;
@@ -72,6 +74,8 @@ enum Then {
     },
     CallInStarted(Box<Bridging>),
     CallInAnswered(Box<Bridging>),
+    /// A call-in keyed its token: its leg is being recorded answered.
+    KeyedCallInAnswered(Box<menu::KeyedCallIn>),
     Transferring(Box<transfer::Asked>),
     Joining(Box<join::Joining>),
     JoinRecorded(Box<join::JoinRecording>),
@@ -94,6 +98,15 @@ struct Bridging {
     leg_id: LegId,
     to_extension: Vec<u8>,
     to_caller: Vec<u8>,
+    /// The call-in keys its token first, hearing these tones, with this session.
+    keyed: Option<(Country, Agreed)>,
+}
+
+/// A call-in awaited: for which plan, until when, and the token it proves itself with.
+struct AwaitedCallIn {
+    plan: CallInPlan,
+    until: Instant,
+    token: String,
 }
 
 /// One call, from the caller's INVITE to its end (see the module above).
@@ -108,8 +121,8 @@ pub struct Call {
     rang: bool,
     ring_deadline: Instant,
     unacked: Vec<Unacked>,
-    /// The call-in this call waits for (alternate path (b)), and until when.
-    call_in: Option<(CallInPlan, Instant)>,
+    /// The call-in this call waits for (alternate path (b)).
+    call_in: Option<AwaitedCallIn>,
     /// The relay's ports while the call has them.
     media: Option<MediaPorts>,
     /// What every leg's INVITE shares (set once the call is recorded).
@@ -327,7 +340,12 @@ impl Machine for Call {
             Input::JoinAsked(ask) => self.on_join_asked(ask),
             Input::PartnerEnded => self.partner_ended(now, ctx),
             Input::JoinAnswered(_) | Input::PinChecked(_) => unreachable!("handled above"),
-            Input::Key { way, key, cseq } => self.on_key(way, key, cseq, now, ctx),
+            Input::Key {
+                way,
+                key,
+                cseq,
+                call_id,
+            } => self.on_key(way, key, cseq, call_id.as_deref(), now, ctx),
             Input::Bye(bye) => {
                 let answer = self.on_bye(&bye, now, ctx);
                 self.out.push(Output::ByeAnswer(answer));
@@ -468,6 +486,7 @@ impl Call {
                 }
             },
             Then::CallInStarted(bridging) => match result {
+                Ok(()) if bridging.keyed.is_some() => self.answer_for_token(*bridging, now, ctx),
                 Ok(()) => {
                     let leg_id = bridging.leg_id;
                     self.record_then(
@@ -499,6 +518,7 @@ impl Call {
             Then::DestinationCollected { target, number } => {
                 self.destination_collected(result, *target, number, now, ctx)
             }
+            Then::KeyedCallInAnswered(keyed) => self.token_proved(*keyed, result, now, ctx),
             Then::CallInAnswered(bridging) => match result {
                 Ok(()) => self.bridge(*bridging, now, ctx),
                 Err(_) => {
@@ -655,7 +675,7 @@ impl Call {
     fn shut_down(&mut self, now: Instant, ctx: &dyn Context) {
         self.shutting_down = true;
         match self.phase {
-            Phase::Setup if self.menu.is_some() => {
+            Phase::Setup if self.at_access_menu() => {
                 self.leave_menu(MenuExit::EdgeShutdown, EndCause::EdgeShutdown, now, ctx);
             }
             Phase::Setup => {
@@ -786,6 +806,9 @@ impl Call {
     }
 
     fn on_bye(&mut self, bye: &RawMessage, now: Instant, ctx: &dyn Context) -> Answer {
+        if self.keyed_call_in_hung_up(bye, now, ctx) {
+            return Answer::status(200);
+        }
         if self.phase == Phase::Setup && self.self_answered.is_some() && self.is_from_caller(bye) {
             // The caller the menu answered hangs up: in the menu, or while its leg rings.
             self.unacked.clear();
@@ -846,6 +869,7 @@ impl Call {
 
     /// The call ends before anyone answered: the caller gets `answer`; `end` is recorded.
     fn end_setup(&mut self, answer: Answer, end: Option<(EndCause, Side)>, now: Instant) {
+        self.drop_keyed_call_in(LegFailure::Cancelled);
         if let Some((cause, side)) = end {
             self.out.record(CallCommand::End { cause, side });
         }

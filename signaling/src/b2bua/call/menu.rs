@@ -19,6 +19,18 @@ pub const NUMBER_TRIES: u8 = 3;
 pub enum Asking {
     Pin,
     Number,
+    /// A call-in's token: complete at its eighth digit.
+    Token,
+}
+
+impl Asking {
+    /// The most digits the entry takes: it is complete at that many.
+    fn longest(self) -> usize {
+        match self {
+            Asking::Token => crate::b2bua::call_in::TOKEN_DIGITS,
+            Asking::Pin | Asking::Number => MAX_DIGITS,
+        }
+    }
 }
 
 /// What a key or a timeout amounts to.
@@ -47,7 +59,7 @@ pub struct Keys {
     ends: Instant,
     /// Entry ends: until the next prompt, keys are ignored.
     waiting: bool,
-    /// Numbers refused so far.
+    /// Entries refused so far (numbers, or a call-in's tokens).
     pub refused: u8,
 }
 
@@ -90,7 +102,7 @@ impl Keys {
             '0'..='9' => {
                 self.digits.push(key);
                 self.last = now;
-                if self.digits.len() >= MAX_DIGITS {
+                if self.digits.len() >= self.asking.longest() {
                     self.done()
                 } else if self.digits.len() == 1 {
                     Entered::FirstKey
@@ -204,6 +216,21 @@ mod tests {
         }
         assert_eq!(keys.next_timeout(), t0 + MENU_AT_MOST);
         assert_eq!(keys.timeout(at), Entered::GaveUp);
+    }
+
+    #[test]
+    fn a_token_is_complete_at_its_eighth_digit() {
+        let t0 = Instant::now();
+        let mut keys = Keys::new(Asking::Token, t0);
+        assert_eq!(
+            keyed(&mut keys, t0, "12*87654321"),
+            vec![
+                Entered::FirstKey,
+                Entered::Cleared,
+                Entered::FirstKey,
+                Entered::Done(Asking::Token, "87654321".into()),
+            ]
+        );
     }
 
     #[test]

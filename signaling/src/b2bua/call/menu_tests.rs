@@ -55,6 +55,7 @@ fn keys(sim: &mut Sim<Call>, way: Way, presses: &str) -> Vec<Output> {
                 way,
                 key,
                 cseq: None,
+                call_id: None,
             })
         })
         .collect()
@@ -213,7 +214,12 @@ fn a_key_sent_two_ways_counts_once() {
     // Each key by RFC 4733 and by INFO (whose keys are held for reordering: they lag).
     for (n, key) in "02079460000".chars().enumerate() {
         for (way, cseq) in [(Way::Rfc4733, None), (Way::Info, Some(40 + n as u32))] {
-            sim.give(Input::Key { way, key, cseq });
+            sim.give(Input::Key {
+                way,
+                key,
+                cseq,
+                call_id: None,
+            });
         }
         sim.run_for(Duration::from_millis(100));
     }
@@ -290,6 +296,7 @@ fn a_flood_of_info_keys_stays_bounded_and_the_menu_still_ends() {
             way: Way::Info,
             key: '1',
             cseq: Some(1_000 + 2 * n),
+            call_id: None,
         });
     }
     // Taken in order once the oldest waited; the 20-digit entry ends; the menu gives up on
@@ -345,6 +352,7 @@ fn keys_by_info_are_taken_in_cseq_order_however_they_arrive() {
             way: Way::Info,
             key: digits[i],
             cseq: Some(10 + i as u32),
+            call_id: None,
         }));
     }
     // Held for the INFOs before the first to arrive, then taken in order.
@@ -360,6 +368,7 @@ fn keys_by_info_are_taken_in_cseq_order_however_they_arrive() {
         way: Way::Info,
         key: '5',
         cseq: Some(12),
+        call_id: None,
     });
     assert!(cues(&out).is_empty());
 }

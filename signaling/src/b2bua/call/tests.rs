@@ -540,7 +540,7 @@ fn the_callee_hanging_up_ends_the_call_and_a_stranger_bye_is_refused() {
     assert!(sim.call.is_done(sim.now));
 }
 
-fn call_in_plan() -> CallInPlan {
+pub(super) fn call_in_plan() -> CallInPlan {
     let mut fallback = target(9, Duration::ZERO);
     fallback.path = Path::AlternateCallOut;
     CallInPlan {
@@ -553,10 +553,11 @@ fn call_in_plan() -> CallInPlan {
             Transport::Udp,
         )],
         fallback,
+        keyed: None,
     }
 }
 
-fn serving() -> Extension {
+pub(super) fn serving() -> Extension {
     Extension {
         status: ExtensionStatus::Verified,
         ..Extension::default()
@@ -573,7 +574,7 @@ fn awaiting_call_in() -> (Sim<Call>, Vec<Output>) {
     (sim, out)
 }
 
-fn arrival(body: &str) -> Arrival {
+pub(super) fn arrival(body: &str) -> Arrival {
     let invite = message::from_text(&format!(
         "INVITE sip:+4930999@127.0.0.1 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.40:5060;branch=z9hG4bKcallin\r\n\

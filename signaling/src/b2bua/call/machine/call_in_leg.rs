@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use domain::call::{CallCommand, EndCause, LegFailure, LegRole, LegTarget, Path};
 use domain::ids::LegId;
 
-use super::{Bridging, Call, Leg, Phase, Then};
+use super::{AwaitedCallIn, Bridging, Call, Leg, Phase, Then};
 use crate::answer::Answer;
 use crate::b2bua::call::change;
 use crate::b2bua::call::interface::{Arrival, Context, Output, Peer};
@@ -74,7 +74,11 @@ impl Call {
         now: Instant,
         ctx: &dyn Context,
     ) {
-        self.call_in = Some((plan.clone(), now + ttl));
+        self.call_in = Some(AwaitedCallIn {
+            plan: plan.clone(),
+            until: now + ttl,
+            token: token.clone(),
+        });
         for (uri, to, transport) in &plan.notify {
             let Some(reach) = ctx.reach(*to, *transport) else {
                 continue;
@@ -88,6 +92,7 @@ impl Call {
                 caller: &self.plan.from,
                 token: &token,
                 expires_secs: ttl.as_secs(),
+                keyed: plan.keyed.is_some(),
             });
             self.out.push(Output::Notice {
                 to: *to,
@@ -110,6 +115,7 @@ impl Call {
                 "access_number": plan.access_number.as_str(),
                 "caller": self.plan.from,
                 "token": token,
+                "proof": if plan.keyed.is_some() { "keypad" } else { "caller_id" },
                 }),
             });
         }
@@ -123,7 +129,7 @@ impl Call {
 
     /// The call no longer waits for its call-in (if it did).
     pub(super) fn stop_waiting_for_call_in(&mut self) -> Option<CallInPlan> {
-        let (plan, _) = self.call_in.take()?;
+        let AwaitedCallIn { plan, .. } = self.call_in.take()?;
         self.out.push(Output::ForgetCallIn {
             access: plan.access_number.clone(),
             number: plan.number.clone(),
@@ -135,6 +141,7 @@ impl Call {
     /// instead, as it is now (a removed extension is not); with nothing left ringing the call
     /// ends with `cause`.
     pub(super) fn give_up_call_in(&mut self, cause: EndCause, now: Instant, ctx: &dyn Context) {
+        self.drop_keyed_call_in(LegFailure::Cancelled);
         let Some(plan) = self.stop_waiting_for_call_in() else {
             return;
         };
@@ -150,11 +157,17 @@ impl Call {
     /// The awaited extension calls in: the edge answers its INVITE and the caller's, each with
     /// the relay's address and the codecs both offered, and bridges them. The call-in is a
     /// leg like any other: recorded (path `call_in`, refused for an extension no longer
-    /// serving) and answered before either side hears 200.
+    /// serving) and answered before either side hears 200. Unless the carrier's caller ID is
+    /// trusted, the edge answers the call-in alone first and bridges it once its token is
+    /// keyed (`call_in_token.rs`).
     pub(super) fn on_call_in(&mut self, arrival: Arrival, now: Instant, ctx: &dyn Context) {
         let call_id = arrival.invite.header("Call-ID").unwrap_or_default();
         let leg_dialog = dialog_key(call_id, &arrival.tag);
-        let Some((plan, _)) = self.call_in.clone().filter(|_| self.phase == Phase::Setup) else {
+        let awaited = self.call_in.as_ref().filter(|_| self.phase == Phase::Setup);
+        let Some(plan) = awaited
+            .map(|a| a.plan.clone())
+            .filter(|_| self.menu.is_none())
+        else {
             self.out.push(Output::Forget(leg_dialog));
             let answer = Answer::with_reason(480, "Temporarily Unavailable (the call has ended)");
             return self.answer_arrival(&arrival, answer);
@@ -163,7 +176,12 @@ impl Call {
             self.out.push(Output::Forget(leg_dialog));
             return self.answer_arrival(&arrival, Answer::status(500));
         };
-        let to_extension = sdp::answer(
+        // A call-in keying its token keeps its telephone-events (the edge hears the keys).
+        let answer = match plan.keyed {
+            Some(_) => sdp::answer_with_events,
+            None => sdp::answer,
+        };
+        let to_extension = answer(
             &arrival.invite.body,
             &self.caller.invite.body,
             media.address,
@@ -184,6 +202,22 @@ impl Call {
             self.answer_arrival(&arrival, answer);
             return self.give_up_call_in(EndCause::Rejected, now, ctx);
         };
+        let keyed = match plan
+            .keyed
+            .map(|country| (country, sdp::agreed(&to_extension)))
+        {
+            None => None,
+            Some((country, Some(agreed))) => Some((country, agreed)),
+            Some((_, None)) => {
+                self.out.push(Output::Forget(leg_dialog));
+                let answer = Answer::with_reason(
+                    488,
+                    "Not Acceptable Here (a call-in keys its token over G.711)",
+                );
+                self.answer_arrival(&arrival, answer);
+                return self.give_up_call_in(EndCause::Rejected, now, ctx);
+            }
+        };
         self.dialogs.push(leg_dialog);
         let leg_id = LegId(uuid::Uuid::now_v7());
         let start = CallCommand::StartLeg {
@@ -202,19 +236,33 @@ impl Call {
             leg_id,
             to_extension,
             to_caller,
+            keyed,
         };
         self.record_then(start, Then::CallInStarted(Box::new(bridging)));
     }
 
     /// The call-in leg is recorded answered: both sides get 200 and the relay joins them.
     pub(super) fn bridge(&mut self, bridging: Bridging, now: Instant, ctx: &dyn Context) {
-        let Bridging {
-            arrival,
-            leg_id,
-            to_extension,
-            to_caller,
-        } = bridging;
-        self.stop_waiting_for_call_in();
+        let leg = self.take_call_in(
+            bridging.arrival,
+            bridging.leg_id,
+            &bridging.to_extension,
+            now,
+            ctx,
+        );
+        self.bridge_caller(leg, &bridging.to_extension, bridging.to_caller, now, ctx);
+    }
+
+    /// Answers the call-in's INVITE (200 with `to_extension`, at the relay's callee side) and
+    /// keeps it as the leg `leg_id`, whose number is returned.
+    pub(super) fn take_call_in(
+        &mut self,
+        arrival: Arrival,
+        leg_id: LegId,
+        to_extension: &[u8],
+        now: Instant,
+        ctx: &dyn Context,
+    ) -> usize {
         if let Some(rtp) = sdp::audio_endpoint(&arrival.invite.body) {
             self.out.push(Output::MediaPeer {
                 side: RelaySide::Callee,
@@ -231,27 +279,42 @@ impl Call {
             arrival.reach,
         ));
         self.out.push(Output::AdoptArrival { leg });
+        let answer = change::with_contact(Answer::status(200), ctx)
+            .body("application/sdp", to_extension.to_vec());
+        let answer = self.with_session_timer(answer, Peer::Leg(leg), &arrival.invite, now);
+        self.answer_arrival(&arrival, answer.clone());
+        self.await_ack(Some(leg), answer, now);
+        leg
+    }
+
+    /// The caller is answered (200 with `to_caller`) and joined through the relay with the
+    /// call-in on `leg` (answered with `to_extension`); whatever else rang is given up.
+    pub(super) fn bridge_caller(
+        &mut self,
+        leg: usize,
+        to_extension: &[u8],
+        to_caller: Vec<u8>,
+        now: Instant,
+        ctx: &dyn Context,
+    ) {
+        self.stop_waiting_for_call_in();
         self.answered_by(leg, now);
         self.to_place.clear();
         self.pending.clear();
         self.cancel_legs(LegFailure::AnsweredElsewhere);
         let caller_invite = self.caller.invite.clone();
-        self.sessions
-            .set(Peer::Leg(leg), &arrival.invite.body, &to_extension);
+        let leg_offer = self.legs[leg].invite.body.clone();
+        self.sessions.set(Peer::Leg(leg), &leg_offer, to_extension);
         self.sessions
             .set(Peer::Caller, &caller_invite.body, &to_caller);
         self.update_flows(now);
-        let answer =
-            change::with_contact(Answer::status(200), ctx).body("application/sdp", to_extension);
-        let answer = self.with_session_timer(answer, Peer::Leg(leg), &arrival.invite, now);
-        self.answer_arrival(&arrival, answer.clone());
-        self.await_ack(Some(leg), answer, now);
         self.caller_dialog = Dialog::as_callee(&caller_invite, &self.caller.tag).ok();
         let answer =
             change::with_contact(Answer::status(200), ctx).body("application/sdp", to_caller);
         let answer = self.with_session_timer(answer, Peer::Caller, &caller_invite, now);
         self.respond(answer.clone());
         self.await_ack(None, answer, now);
+        let leg_id = self.legs[leg].id;
         self.out.record(CallCommand::Bridge { legs: vec![leg_id] });
         tracing::info!(call = %self.id, leg = %leg_id, "call-in bridged");
     }

@@ -227,6 +227,7 @@ impl Call {
         self.legs[leg].state = LegState::Answered;
         self.answered_by(leg, now);
         self.take_callee_session_timer(leg, response, now);
+        self.drop_keyed_call_in(LegFailure::AnsweredElsewhere);
         self.stop_waiting_for_call_in();
         self.to_place.clear();
         self.pending.clear();

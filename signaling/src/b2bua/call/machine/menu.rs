@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use domain::E164;
-use domain::call::{CallCommand, EndCause, MenuExit, Path, Side};
+use domain::call::{CallCommand, EndCause, LegFailure, MenuExit, Path, Side};
 use domain::dialling::DiallingRules;
 
 use super::{Call, Then};
@@ -31,13 +31,39 @@ const INFO_REORDER: Duration = Duration::from_millis(300);
 
 /// A menu in progress.
 pub(in crate::b2bua::call) struct MenuState {
-    keys: Keys,
+    pub(super) keys: Keys,
     heard: LegKeys,
     /// Keys by INFO held for reordering, by CSeq number; since when the oldest waits.
     info: BTreeMap<u32, char>,
     info_since: Option<Instant>,
     /// The CSeq number the next INFO key should have (the one after the last taken).
     info_next: Option<u32>,
+    /// The call-in keying its token (None: the caller at the access-number menu).
+    pub(super) call_in: Option<KeyedCallIn>,
+}
+
+impl MenuState {
+    pub(super) fn new(asking: Asking, call_in: Option<KeyedCallIn>, now: Instant) -> Self {
+        Self {
+            keys: Keys::new(asking, now),
+            heard: LegKeys::default(),
+            info: BTreeMap::new(),
+            info_since: None,
+            info_next: None,
+            call_in,
+        }
+    }
+}
+
+/// A call-in the edge answered itself for its token to be keyed (docs/OPERATIONS.md,
+/// "Call-in"): its leg, what it was answered with, and what the caller will be.
+pub(super) struct KeyedCallIn {
+    pub leg: usize,
+    pub token: String,
+    pub to_extension: Vec<u8>,
+    pub to_caller: Vec<u8>,
+    /// Where the edge's requests to it leave from.
+    pub local: std::net::SocketAddr,
 }
 
 impl Call {
@@ -75,31 +101,46 @@ impl Call {
             Asking::Number
         };
         self.out.push(Output::Keypad(KeypadCue::Open {
+            side: RelaySide::Caller,
             agreed,
             country: plan.tones,
             tone: prompt(asking),
         }));
-        self.menu = Some(MenuState {
-            keys: Keys::new(asking, now),
-            heard: LegKeys::default(),
-            info: BTreeMap::new(),
-            info_since: None,
-            info_next: None,
-        });
+        self.menu = Some(MenuState::new(asking, None, now));
         tracing::info!(call = %self.id, pin = plan.pin, "menu answered");
     }
 
-    /// A key the caller pressed (by INFO: with the INFO's CSeq number).
+    /// The caller at the access-number menu (not a call-in keying its token).
+    pub(super) fn at_access_menu(&self) -> bool {
+        self.menu.as_ref().is_some_and(|m| m.call_in.is_none())
+    }
+
+    /// A key pressed (by INFO: with the INFO's CSeq number and Call-ID).
     pub(super) fn on_key(
         &mut self,
         way: Way,
         key: char,
         cseq: Option<u32>,
+        call_id: Option<&str>,
         now: Instant,
         ctx: &dyn Context,
     ) {
-        let Some(menu) = self.menu.as_mut() else {
+        let Some(menu) = self.menu.as_ref() else {
             // Keys once the destination is known are the call's (none are used yet).
+            return;
+        };
+        if let Some(call_id) = call_id {
+            // By INFO, only from the dialog being keyed in: a caller left ringing must not
+            // key a call-in's token.
+            let keyed = match &menu.call_in {
+                Some(entry) => &self.legs[entry.leg].invite,
+                None => &self.caller.invite,
+            };
+            if keyed.header("Call-ID") != Some(call_id) {
+                return;
+            }
+        }
+        let Some(menu) = self.menu.as_mut() else {
             return;
         };
         match cseq {
@@ -186,6 +227,12 @@ impl Call {
             }
             Entered::Done(Asking::Pin, pin) => self.check_pin(pin),
             Entered::Done(Asking::Number, digits) => self.number_keyed(&digits, now, ctx),
+            Entered::Done(Asking::Token, digits) => self.token_keyed(&digits, now, ctx),
+            Entered::GaveUp if !self.at_access_menu() => {
+                tracing::info!(call = %self.id, "no call-in token keyed in time");
+                self.drop_keyed_call_in(LegFailure::Timeout);
+                self.give_up_call_in(EndCause::CallInTimeout, now, ctx);
+            }
             Entered::GaveUp => {
                 tracing::info!(call = %self.id, "nothing usable keyed in time; leaving the menu");
                 self.leave_menu(MenuExit::Timeout, EndCause::Rejected, now, ctx);
@@ -236,7 +283,7 @@ impl Call {
     }
 
     /// Prompts for another entry: `tone` (a reorder after a refusal), else the entry's own.
-    fn prompt_again(&mut self, asking: Asking, tone: Option<Tone>, now: Instant) {
+    pub(super) fn prompt_again(&mut self, asking: Asking, tone: Option<Tone>, now: Instant) {
         if let Some(menu) = self.menu.as_mut() {
             menu.keys.ask(asking, now);
             let tone = tone.or(prompt(asking));
@@ -368,10 +415,11 @@ impl Call {
     }
 }
 
-/// What the caller hears while keying an entry: silence for a PIN, dial tone for a number.
+/// What the caller hears while keying an entry: silence for a PIN, dial tone for a number or
+/// a call-in's token.
 fn prompt(asking: Asking) -> Option<Tone> {
     match asking {
         Asking::Pin => None,
-        Asking::Number => Some(Tone::Dial),
+        Asking::Number | Asking::Token => Some(Tone::Dial),
     }
 }

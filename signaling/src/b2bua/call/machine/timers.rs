@@ -17,7 +17,7 @@ impl Call {
     pub(super) fn next_wake(&self, now: Instant, media_idle: Option<Duration>) -> Option<Instant> {
         // The ring timeout counts once a leg can ring (after the menu, for a keyed call).
         let ring =
-            (self.phase == Phase::Setup && self.menu.is_none()).then_some(self.ring_deadline);
+            (self.phase == Phase::Setup && !self.at_access_menu()).then_some(self.ring_deadline);
         let menu = self.menu_wake();
         let unacked = self.unacked.iter().map(|u| u.wake()).min();
         let linger = self.over_at.map(|t| t + LINGER);
@@ -25,10 +25,12 @@ impl Call {
         let delayed = self.pending.iter().map(|(at, _)| *at).min();
         // While a call-in is awaited, the extension is looked at every second: one removed
         // meanwhile is waited for no longer.
-        let call_in = self
-            .call_in
-            .as_ref()
-            .map(|(_, until)| (*until).min(now + CALL_IN_RECHECK));
+        // A call-in keying its token is not bound by the wait.
+        let keying = self.keyed_leg().is_some();
+        let call_in = self.call_in.as_ref().map(|a| match keying {
+            true => now + CALL_IN_RECHECK,
+            false => a.until.min(now + CALL_IN_RECHECK),
+        });
         let longest = self.max_duration_at();
         let session = self.session_expires_at();
         let refresh = self.refresh_at();
@@ -94,16 +96,19 @@ impl Call {
             }
         }
         if self.phase == Phase::Setup
-            && let Some((plan, until)) = &self.call_in
+            && let Some(awaited) = &self.call_in
         {
-            let until = *until;
+            // A call-in keying its token has the menu's own limits (and the ring timeout).
+            let until = awaited.until;
+            let keying = self.keyed_leg().is_some();
+            let plan = &awaited.plan;
             let serving = ctx
                 .extension_now(plan.extension_id, &plan.number)
                 .is_some_and(|e| e.status == domain::extension::ExtensionStatus::Verified);
             if !serving {
                 tracing::info!(call = %self.id, "the extension awaited to call in no longer serves");
                 return self.give_up_call_in(EndCause::Rejected, now, ctx);
-            } else if now >= until {
+            } else if now >= until && !keying {
                 tracing::info!(call = %self.id, "the extension did not call in; calling it out");
                 return self.give_up_call_in(EndCause::CallInTimeout, now, ctx);
             }
@@ -124,7 +129,7 @@ impl Call {
             tracing::info!(call = %self.id, "media stopped; hanging up");
             return self.hang_up(winner, EndCause::MediaTimeout, now, ctx);
         }
-        if self.phase == Phase::Setup && self.menu.is_none() && now >= self.ring_deadline {
+        if self.phase == Phase::Setup && !self.at_access_menu() && now >= self.ring_deadline {
             self.cancel_legs(LegFailure::Cancelled);
             self.end_setup(
                 Answer::with_reason(480, "Temporarily Unavailable (no answer)"),
@@ -132,6 +137,16 @@ impl Call {
                 now,
             );
             return;
+        }
+        if let Some(leg) = self.keyed_leg()
+            && self
+                .unacked
+                .iter()
+                .any(|u| u.leg == Some(leg) && now >= u.give_up)
+        {
+            tracing::info!(call = %self.id, "no ACK for the call-in's 2xx; calling the extension out");
+            self.drop_keyed_call_in(LegFailure::Timeout);
+            return self.give_up_call_in(EndCause::CallInTimeout, now, ctx);
         }
         if self.unacked.iter().any(|u| now >= u.give_up) {
             // A 2xx never confirmed: hang up both sides.
