@@ -1,8 +1,8 @@
 //! Keypad call-through end to end (docs/OPERATIONS.md, "Keypad call-through"): an extension
 //! calls an access number over its own carrier with nothing staged; the edge answers it
-//! itself and the caller keys its PIN and the destination. pjsua2 (PyPI `pjsua2-python`) is
-//! the mobile behind the carrier, sending real keys as RFC 4733 telephone-events and as SIP
-//! INFO; SIPp's uas (Debian `sip-tester`) answers the leg the edge places through the trunk.
+//! itself and the caller keys its PIN and the destination. pjsua2 (PyPI `pjsua2-python`) and
+//! baresip (Debian `baresip`) are the mobile behind the carrier, sending real keys as RFC 4733
+//! telephone-events (and pjsua2 as SIP INFO); SIPp's uas (Debian `sip-tester`) answers the leg the edge places through the trunk.
 //! In-band keys are G.711 audio with the tones in it, generated here and sent as RTP.
 
 use std::path::Path;
@@ -24,6 +24,8 @@ const EXTENSION: &str = "+447700900123";
 const ACCESS: &str = "+442071838799";
 const PIN: &str = "2468";
 const DESTINATION: &str = "+442079460000";
+/// Where baresip calls from (its carrier's network, in its test).
+const BARESIP_IP: &str = "127.0.0.1";
 
 /// The mobile (tests/pjsua2/mobile.py) calling the access number from the carrier's network
 /// and playing `steps` once answered; its output, and whether it saw the call answered and
@@ -51,11 +53,17 @@ async fn mobile(edge: &SipEdge, steps: &[&str]) -> (bool, String) {
 /// an access number with no destination mapped, and prices.
 async fn menu_edge(uas: Option<std::net::SocketAddr>) -> (SipEdge, ExtensionId) {
     let edge = edge_with_carrier_network(uas).await;
+    let extension_id = with_menu(&edge).await;
+    (edge, extension_id)
+}
+
+/// alice's extension with its PIN, an access number with no destination mapped, and prices.
+async fn with_menu(edge: &SipEdge) -> ExtensionId {
     let extension_id = edge.add_extension(EXTENSION).await;
     edge.set_pin(extension_id, PIN).await;
     edge.add_access_number(ACCESS, None).await;
     edge.price_calls(&[], None).await;
-    (edge, extension_id)
+    extension_id
 }
 
 fn collected(events: &[CallEvent]) -> Option<String> {
@@ -208,6 +216,172 @@ async fn sipp_keys_the_number_by_info_and_is_put_through() {
         )]
     );
     edge.shutdown().await;
+}
+
+/// baresip (Debian `baresip`) as the mobile behind the carrier: it calls the access number
+/// from the carrier's network as the extension (no registration: the carrier vouches for it),
+/// and keys the PIN and the number as RFC 4733 telephone-events, one key at a time through
+/// its `ctrl_tcp` module's `sndcode` command as a person would press them; the call reaches
+/// SIPp's uas and is billed as a call-through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_keys_its_pin_and_a_number_by_rfc4733_and_is_put_through() {
+    let (uas, trunk) = sipp_uas(CARRIER_IP, 1).await;
+    // baresip sends its RTP from the address the kernel picks (127.0.0.1 toward the edge),
+    // whatever it announces: here its carrier is 127.0.0.1, so both agree, as the relay's
+    // strict latching wants.
+    let carrier = signaling::trunk::Trunk {
+        name: "carrier".into(),
+        address: trunk,
+        networks: vec![format!("{BARESIP_IP}/32").parse().unwrap()],
+        numbers: vec!["+".into()],
+    };
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    let edge = SipEdge::spawn_secured(
+        Backend::sqlite().await,
+        vec![carrier],
+        media,
+        Default::default(),
+    )
+    .await;
+    let extension_id = with_menu(&edge).await;
+    let dir = tempfile::tempdir().unwrap();
+    let control = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
+    // Its address in its SDP too (else it offers its first interface's); ausine drives the audio clock (telephone-events go out with the audio): 48 kHz stereo,
+    // resampled to G.711.
+    std::fs::write(
+        dir.path().join("config"),
+        format!(
+            "poll_method epoll\n\
+             sip_listen {BARESIP_IP}:0\n\
+             net_interface {BARESIP_IP}\n\
+             sip_transports udp\n\
+             audio_player aufile,/dev/null\n\
+             audio_source ausine,440\n\
+             ausrc_srate 48000\n\
+             ausrc_channels 2\n\
+             audio_alert aufile,/dev/null\n\
+             module_path /usr/lib/baresip/modules\n\
+             module g711.so\n\
+             module ausine.so\n\
+             module aufile.so\n\
+             module menu.so\n\
+             module account.so\n\
+             module ctrl_tcp.so\n\
+             ctrl_tcp_listen {control}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("accounts"),
+        format!(
+            "<sip:{EXTENSION}@{CARRIER_IP}>;regint=0;outbound=\"sip:{}\"\n",
+            edge.udp
+        ),
+    )
+    .unwrap();
+    let mut baresip = tokio::process::Command::new("baresip")
+        .args(["-f", dir.path().to_str().unwrap(), "-t", "40"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("baresip must be installed (Debian package baresip; scripts/test installs it)");
+    let mut ctrl = baresip_control(control).await;
+    send_command(&mut ctrl, "dial", &format!("sip:{ACCESS}@{}", edge.udp)).await;
+    wait_for_event(&mut ctrl, "CALL_ESTABLISHED").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (n, key) in format!("{PIN}#")
+        .chars()
+        .chain("0207946*02079460000#".chars())
+        .enumerate()
+    {
+        send_command(&mut ctrl, "sndcode", &key.to_string()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if n == PIN.len() {
+            // The PIN is checked on the extension's stream before dial tone asks for more.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+    }
+    // The destination answers (SIPp's uas); then the mobile hangs up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    send_command(&mut ctrl, "hangup", "").await;
+    succeeded(uas, "SIPp's uas answering the destination").await;
+    let _ = baresip.kill().await;
+
+    let calls = edge.ended_calls(1).await;
+    let events = &calls[0];
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::MenuPinAccepted { .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        collected(events).as_deref(),
+        Some(DESTINATION),
+        "{events:?}"
+    );
+    assert_eq!(
+        ended(events),
+        Some((EndCause::NormalClearing, Side::Caller))
+    );
+    let rated: Vec<_> = edge
+        .rated_legs()
+        .await
+        .iter()
+        .map(|r| (r.path.clone(), r.extension_id.clone(), r.charge_minor))
+        .collect();
+    assert_eq!(
+        rated,
+        vec![(
+            "call_through".to_string(),
+            Some(extension_id.to_string()),
+            Some(31)
+        )]
+    );
+    edge.shutdown().await;
+}
+
+/// A connection to baresip's `ctrl_tcp` module (netstrings of JSON), once it listens.
+async fn baresip_control(at: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpStream::connect(at).await {
+            Ok(stream) => return stream,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("baresip's ctrl_tcp never listened on {at}: {e}"),
+        }
+    }
+}
+
+async fn send_command(ctrl: &mut tokio::net::TcpStream, command: &str, params: &str) {
+    use tokio::io::AsyncWriteExt;
+    let json = serde_json::json!({ "command": command, "params": params }).to_string();
+    let netstring = format!("{}:{json},", json.len());
+    ctrl.write_all(netstring.as_bytes()).await.unwrap();
+}
+
+/// Reads baresip's events until one of type `kind` (up to 15 s).
+async fn wait_for_event(ctrl: &mut tokio::net::TcpStream, kind: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut seen = String::new();
+    let wanted = format!("\"type\":\"{kind}\"");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(&wanted) {
+        let n = tokio::time::timeout_at(deadline, ctrl.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("baresip never reported {kind}: {seen}"))
+            .unwrap();
+        assert!(n > 0, "baresip closed its control connection: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
 }
 
 /// Three wrong PINs in a row: each refused (recorded, the count on the extension), the third
