@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use signaling::media::keypad::Keypad;
+use signaling::media::keypad::{Keypad, Sound, Voice};
 use signaling::media::relay::{Relay, Side};
 use signaling::media::sdp::Agreed;
 use signaling::media::tones::{Codec, Country, Tone};
@@ -72,8 +72,12 @@ pub fn keypad_menu(calls: usize, seconds: u64) -> anyhow::Result<()> {
                 let keys = move |_, _| {
                     found.fetch_add(1, Ordering::Relaxed);
                 };
-                let keypad =
-                    Keypad::start(out, packets, agreed, Country::Uk, Some(Tone::Dial), keys);
+                let voice = Voice {
+                    country: Country::Uk,
+                    prompts: Default::default(),
+                };
+                let dial = &[Sound::Tone(Tone::Dial)];
+                let keypad = Keypad::start(out, packets, agreed, voice, dial, keys);
                 menus.push((relay.port(Side::Caller), relay, keypad));
             }
             let ports: Vec<u16> = menus.iter().map(|(port, _, _)| *port).collect();

@@ -29,6 +29,7 @@ pub(crate) fn loopback_media(first_port: u16, calls: usize) -> anyhow::Result<Ar
         address: "127.0.0.1".parse()?,
         ports: (first_port, last_port as u16),
         timeout: Duration::from_secs(3600),
+        prompts: Default::default(),
     }))
 }
 

@@ -315,6 +315,7 @@ async fn start_edge(
                 address: config.media.relay_address(sip.listen)?,
                 ports: config.media.port_range()?,
                 timeout: Duration::from_secs(config.media.timeout_secs),
+                prompts: std::sync::Arc::new(prompts(&config.media)?),
             })
         } else {
             None
@@ -381,4 +382,22 @@ impl ShutdownSignal {
             _ = self.terminate.recv() => {}
         }
     }
+}
+
+/// The operator's voice prompts for the keypad menu, read from the files `media.prompt_*` name.
+fn prompts(
+    media: &infra::config::MediaConfig,
+) -> anyhow::Result<signaling::media::prompts::Prompts> {
+    use signaling::media::prompts::{Prompt, Prompts};
+    let prompts = Prompts::load(&[
+        (Prompt::Pin, "media.prompt_pin", &media.prompt_pin),
+        (Prompt::Number, "media.prompt_number", &media.prompt_number),
+        (Prompt::Token, "media.prompt_token", &media.prompt_token),
+        (
+            Prompt::Refused,
+            "media.prompt_refused",
+            &media.prompt_refused,
+        ),
+    ])?;
+    Ok(prompts)
 }

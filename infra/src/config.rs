@@ -167,6 +167,14 @@ address = ""
 ports = "20000-20999"
 # A relayed call whose media (RTP or RTCP, either way) stops for this long is ended.
 timeout_secs = 60
+# The operator's voice prompts for the keypad menu: WAV files (8 kHz mono; 16-bit PCM, µ-law or
+# A-law; 60 s at most each) played before the menu's tones, read once at start (a file that
+# cannot be used stops the start, naming it). Empty: tones alone. For the PIN, the number, a
+# call-in's token, and an entry refused.
+prompt_pin = ""
+prompt_number = ""
+prompt_token = ""
+prompt_refused = ""
 
 [bus.kafka]
 brokers = ""
@@ -358,6 +366,10 @@ pub struct MediaConfig {
     pub address: String,
     pub ports: String,
     pub timeout_secs: u64,
+    pub prompt_pin: String,
+    pub prompt_number: String,
+    pub prompt_token: String,
+    pub prompt_refused: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

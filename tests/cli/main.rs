@@ -219,6 +219,25 @@ fn bad_config_gets_one_line_naming_the_key() {
 }
 
 #[test]
+fn a_prompt_that_cannot_be_played_stops_serve_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pin.wav"), "not audio").unwrap();
+    let out = ringledger(dir.path())
+        .arg("serve")
+        .env("RINGLEDGER_API__LISTEN", "127.0.0.1:0")
+        .env("RINGLEDGER_SIP__LISTEN", "127.0.0.1:0")
+        .env("RINGLEDGER_MEDIA__PROMPT_PIN", "pin.wav")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("media.prompt_pin (pin.wav): not a WAV file"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn migrate_then_tail_the_log_as_ndjson() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("log.db").display());

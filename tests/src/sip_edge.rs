@@ -792,6 +792,7 @@ pub fn relay_settings(timeout: Duration) -> MediaSettings {
         address: "127.0.0.1".parse().unwrap(),
         ports: (30000, 39999),
         timeout,
+        prompts: Default::default(),
     }
 }
 

@@ -17,8 +17,11 @@ use ringledger_tests::carrier::{
 use ringledger_tests::harness::Backend;
 use ringledger_tests::sip_edge::{SipEdge, header, relay_settings, respond_to, status};
 use ringledger_tests::sipp::{CARRIER_IP, carrier, sipp_uas, succeeded};
+use signaling::media::MediaSettings;
 use signaling::media::dtmf::tones_of;
 use signaling::media::g711;
+use signaling::media::prompts::{Prompt, Prompts};
+use std::sync::Arc;
 
 const EXTENSION: &str = "+447700900123";
 const ACCESS: &str = "+442071838799";
@@ -530,6 +533,120 @@ async fn keys_left_in_the_audio_are_heard_and_a_pause_ends_the_number() {
         "{events:?}"
     );
     assert_eq!(status(&ok), 200);
+    edge.shutdown().await;
+}
+
+/// A mono 8 kHz µ-law WAV file of `codes`.
+fn ulaw_wav(codes: &[u8]) -> Vec<u8> {
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + codes.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    for (value, bytes) in [(7u32, 2), (1, 2), (8000, 4), (8000, 4), (1, 2), (8, 2)] {
+        wav.extend_from_slice(&value.to_le_bytes()[..bytes]);
+    }
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(codes.len() as u32).to_le_bytes());
+    wav.extend_from_slice(codes);
+    wav
+}
+
+/// The payloads of the RTP packets that reach `rtp` until none comes for `quiet`.
+async fn heard(rtp: &tokio::net::UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
+    let mut payloads = vec![];
+    let mut buf = [0u8; 2048];
+    while let Ok(Ok(n)) = tokio::time::timeout(quiet, rtp.recv(&mut buf)).await {
+        payloads.push(buf[12..n].to_vec());
+        assert!(payloads.len() < 10_000, "a stream that never stops");
+    }
+    payloads
+}
+
+/// With the operator's prompts set (`media.prompt_pin`, `media.prompt_number`), the menu says
+/// them: the PIN prompt once answered, then silence; after the PIN, the confirmation tone, the
+/// number prompt, then dial tone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_prompts_are_said_before_the_tones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pin_code, number_code) = (g711::linear_to_ulaw(8000), g711::linear_to_ulaw(-8000));
+    let (pin_wav, number_wav) = (dir.path().join("pin.wav"), dir.path().join("number.wav"));
+    std::fs::write(&pin_wav, ulaw_wav(&[pin_code; 1600])).unwrap();
+    std::fs::write(&number_wav, ulaw_wav(&[number_code; 800])).unwrap();
+    let prompts = Prompts::load(&[
+        (Prompt::Pin, "media.prompt_pin", pin_wav.to_str().unwrap()),
+        (
+            Prompt::Number,
+            "media.prompt_number",
+            number_wav.to_str().unwrap(),
+        ),
+    ])
+    .unwrap();
+    let media = MediaSettings {
+        prompts: Arc::new(prompts),
+        ..relay_settings(Duration::from_secs(60))
+    };
+    let (edge, trunk) = edge_with_trunk_and_media(Backend::sqlite().await, Some(media)).await;
+    with_menu(&edge).await;
+    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = rtp.local_addr().unwrap().port();
+    let invite = carrier_invite_from(&trunk, EXTENSION, ACCESS, "prompts")
+        .replace("m=audio 40000 ", &format!("m=audio {port} "));
+    trunk.send(&invite).await;
+    let ok = trunk.expect_status(200).await;
+    let (_, edge_port) = audio_of(&ok);
+    trunk
+        .send(&ringledger_tests::carrier::in_dialog(
+            &trunk, &invite, &ok, "ACK", 1,
+        ))
+        .await;
+    // The PIN prompt: 200 ms (10 frames) of it, then silence (nothing sent).
+    let said = heard(&rtp, Duration::from_millis(400)).await;
+    assert_eq!(said.len(), 10, "{} frames", said.len());
+    assert!(
+        said.iter()
+            .all(|p| p.len() == 160 && p.iter().all(|c| *c == pin_code))
+    );
+
+    // The PIN, in the audio: the confirmation (600 ms), the number prompt (100 ms), dial tone.
+    for (sequence, frame) in (1u16..).zip(&inband(&format!("{PIN}#"), 60, 60)) {
+        let mut packet = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 42];
+        packet[2..4].copy_from_slice(&sequence.to_be_bytes());
+        packet[4..8].copy_from_slice(&(u32::from(sequence) * 160).to_be_bytes());
+        packet.extend_from_slice(frame);
+        rtp.send_to(&packet, ("127.0.0.1", edge_port))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut after = vec![];
+    let mut buf = [0u8; 2048];
+    while after.len() < 60 {
+        let n = tokio::time::timeout(Duration::from_secs(5), rtp.recv(&mut buf))
+            .await
+            .expect("the menu goes on after the PIN")
+            .unwrap();
+        after.push(buf[12..n].to_vec());
+    }
+    let number_at = after
+        .iter()
+        .position(|p| p.iter().all(|c| *c == number_code))
+        .expect("the number prompt");
+    assert!(
+        (25..=35).contains(&number_at),
+        "the confirmation first (30 frames), the prompt at {number_at}"
+    );
+    assert!(
+        after[number_at..number_at + 5]
+            .iter()
+            .all(|p| p.iter().all(|c| *c == number_code))
+    );
+    let dial = &after[number_at + 5..];
+    assert!(
+        dial.iter()
+            .all(|p| p.iter().any(|c| *c != number_code && *c != 0xFF)),
+        "dial tone after the prompt"
+    );
     edge.shutdown().await;
 }
 

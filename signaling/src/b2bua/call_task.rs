@@ -27,7 +27,7 @@ use super::spending::{Hold, first_increment};
 use super::stream::CallStream;
 use super::{CallInput, Enlisted};
 use crate::answer::Answer;
-use crate::media::keypad::Keypad;
+use crate::media::keypad::{Keypad, Voice};
 use crate::media::relay::{Relay, Side as RelaySide};
 use crate::media::sdp;
 use crate::message::RawMessage;
@@ -559,7 +559,7 @@ impl<M: Machine> CallTask<M> {
                 side,
                 agreed,
                 country,
-                tone,
+                sounds,
             } => {
                 let Some(relay) = &self.relay else {
                     return;
@@ -575,12 +575,18 @@ impl<M: Machine> CallTask<M> {
                         call_id: None,
                     });
                 };
-                let keypad = Keypad::start(out, packets, agreed, country, tone, keys);
+                let prompts = self
+                    .host
+                    .media()
+                    .map(|m| m.settings.prompts.clone())
+                    .unwrap_or_default();
+                let voice = Voice { country, prompts };
+                let keypad = Keypad::start(out, packets, agreed, voice, sounds, keys);
                 self.keypad = Some((keypad, side));
             }
-            KeypadCue::Play(tone) => {
+            KeypadCue::Play(sounds) => {
                 if let Some((keypad, _)) = &self.keypad {
-                    keypad.play(tone);
+                    keypad.play(sounds);
                 }
             }
             KeypadCue::Close => {

@@ -1,9 +1,11 @@
-//! The edge's own end of a leg it answers itself (the access-number menu): it takes the leg's
-//! RTP from the relay, finds the keys in it — RFC 4733 telephone-events by their payload
-//! type, and DTMF tones in the G.711 audio — and plays the menu's tones to the leg, one 20 ms
-//! frame at a time. Keys go to whoever started it (the call's task) with the way they came;
-//! which tone plays is theirs to say.
+//! The edge's own end of a leg it answers itself (the access-number menu, a call-in keying its
+//! token): it takes the leg's RTP from the relay, finds the keys in it — RFC 4733
+//! telephone-events by their payload type, and DTMF tones in the G.711 audio — and plays the
+//! menu's sounds to the leg, one 20 ms frame at a time: tones, and the operator's prompts
+//! where set. Keys go to whoever started it (the call's task) with the way they came; what
+//! plays is theirs to say.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -14,46 +16,135 @@ use super::dtmf::inband::InbandDetector;
 use super::dtmf::keys::Way;
 use super::dtmf::rfc4733::EventReceiver;
 use super::g711;
+use super::prompts::{ClipPlayer, Prompt, Prompts};
 use super::relay::SideOut;
 use super::rtp::{self, Packet};
 use super::sdp::Agreed;
 use super::tones::{Codec, Country, FRAME, Tone, TonePlayer};
 
-/// How often a frame of tone is sent.
+/// How often a frame is sent.
 const FRAME_PERIOD: Duration = Duration::from_millis(20);
+
+/// One thing the endpoint plays: a tone, or an operator's prompt (passed over when none is
+/// set). In a list, each plays in turn; a repeating tone last plays until told otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sound {
+    Tone(Tone),
+    Say(Prompt),
+}
 
 /// A running endpoint; it stops when dropped.
 pub struct Keypad {
-    tone: watch::Sender<Option<Tone>>,
+    sounds: watch::Sender<&'static [Sound]>,
     task: JoinHandle<()>,
+}
+
+/// What plays at the endpoint's start and on each change.
+pub struct Voice {
+    pub country: Country,
+    pub prompts: Arc<Prompts>,
 }
 
 impl Keypad {
     /// Starts the endpoint on a tapped side of the relay (`out`, `packets`), with the codec
-    /// and payload types agreed with the leg, playing `tone` at once. Each key found goes to
-    /// `keys`.
+    /// and payload types agreed with the leg, playing `sounds` at once in `voice`'s tones and
+    /// prompts. Each key found goes to `keys`.
     pub fn start(
         out: SideOut,
         packets: mpsc::Receiver<Vec<u8>>,
         agreed: Agreed,
-        country: Country,
-        tone: Option<Tone>,
+        voice: Voice,
+        sounds: &'static [Sound],
         keys: impl Fn(Way, char) + Send + 'static,
     ) -> Self {
-        let (tone, tone_rx) = watch::channel(tone);
-        let task = tokio::spawn(run(out, packets, agreed, country, tone_rx, keys));
-        Self { tone, task }
+        let (tx, rx) = watch::channel(sounds);
+        let task = tokio::spawn(run(out, packets, agreed, voice, rx, keys));
+        Self { sounds: tx, task }
     }
 
-    /// Plays `tone` from its start (None: silence).
-    pub fn play(&self, tone: Option<Tone>) {
-        self.tone.send_replace(tone);
+    /// Plays `sounds` from the start of the first (none: silence).
+    pub fn play(&self, sounds: &'static [Sound]) {
+        self.sounds.send_replace(sounds);
     }
 }
 
 impl Drop for Keypad {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The sound being played.
+enum Playing {
+    Tone(TonePlayer),
+    Clip(ClipPlayer),
+}
+
+impl Playing {
+    fn next_frame(&mut self) -> [u8; FRAME] {
+        match self {
+            Playing::Tone(t) => t.next_frame(),
+            Playing::Clip(c) => c.next_frame(),
+        }
+    }
+
+    fn finished(&self) -> bool {
+        match self {
+            Playing::Tone(t) => t.finished(),
+            Playing::Clip(c) => c.finished(),
+        }
+    }
+}
+
+/// A list of sounds being played in turn.
+struct Playlist {
+    voice: Voice,
+    codec: Codec,
+    sounds: &'static [Sound],
+    at: usize,
+    playing: Option<Playing>,
+}
+
+impl Playlist {
+    /// Plays `sounds` from the first that can be played.
+    fn start(&mut self, sounds: &'static [Sound]) {
+        self.sounds = sounds;
+        self.at = 0;
+        self.seek();
+    }
+
+    /// The sound at `at`, or the next one that can be played (none: silence).
+    fn seek(&mut self) {
+        self.playing = None;
+        while let Some(sound) = self.sounds.get(self.at) {
+            self.playing = match sound {
+                Sound::Tone(t) => Some(Playing::Tone(TonePlayer::new(
+                    self.voice.country,
+                    *t,
+                    self.codec,
+                ))),
+                Sound::Say(p) => self
+                    .voice
+                    .prompts
+                    .clip(*p)
+                    .map(|clip| Playing::Clip(ClipPlayer::new(clip, self.codec))),
+            };
+            if self.playing.is_some() {
+                return;
+            }
+            self.at += 1;
+        }
+    }
+
+    /// The next frame to send, if anything plays.
+    fn next_frame(&mut self) -> Option<[u8; FRAME]> {
+        let playing = self.playing.as_mut()?;
+        let frame = playing.next_frame();
+        if playing.finished() {
+            self.at += 1;
+            self.seek();
+        }
+        Some(frame)
     }
 }
 
@@ -153,29 +244,34 @@ async fn run(
     mut out: SideOut,
     mut packets: mpsc::Receiver<Vec<u8>>,
     agreed: Agreed,
-    country: Country,
-    mut tone: watch::Receiver<Option<Tone>>,
+    voice: Voice,
+    mut sounds: watch::Receiver<&'static [Sound]>,
     keys: impl Fn(Way, char),
 ) {
-    let player_of = |t: Option<Tone>| t.map(|t| TonePlayer::new(country, t, agreed.codec));
-    let mut player = player_of(*tone.borrow_and_update());
+    let mut playlist = Playlist {
+        voice,
+        codec: agreed.codec,
+        sounds: &[],
+        at: 0,
+        playing: None,
+    };
+    playlist.start(*sounds.borrow_and_update());
     let mut listener = Listener::new(agreed);
     let mut speaker = Speaker::new(agreed.voice_payload_type);
     let mut tick = tokio::time::interval(FRAME_PERIOD);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            _ = tick.tick(), if player.is_some() => {
-                if let Some(p) = player.as_mut() {
-                    let frame = p.next_frame();
+            _ = tick.tick(), if playlist.playing.is_some() => {
+                if let Some(frame) = playlist.next_frame() {
                     out.send(speaker.packet(&frame)).await;
                 }
             }
-            changed = tone.changed() => {
+            changed = sounds.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                player = player_of(*tone.borrow_and_update());
+                playlist.start(*sounds.borrow_and_update());
                 speaker.marker = true;
                 tick.reset_immediately();
             }
@@ -261,6 +357,57 @@ mod tests {
                 "{codec:?}"
             );
         }
+    }
+
+    fn playlist(prompts: Prompts) -> Playlist {
+        Playlist {
+            voice: Voice {
+                country: Country::Uk,
+                prompts: Arc::new(prompts),
+            },
+            codec: Codec::Pcmu,
+            sounds: &[],
+            at: 0,
+            playing: None,
+        }
+    }
+
+    #[test]
+    fn sounds_play_in_turn_prompts_only_where_set_and_a_repeating_tone_last_plays_on() {
+        const PIN_ACCEPTED: &[Sound] = &[
+            Sound::Tone(Tone::Confirm),
+            Sound::Say(Prompt::Number),
+            Sound::Tone(Tone::Dial),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let clip = dir.path().join("number.wav");
+        // Two frames of a loud constant: easy to tell from the tones.
+        let data = vec![g711::linear_to_ulaw(12000); 2 * FRAME];
+        std::fs::write(&clip, crate::media::prompts::tests_wav(7, &data)).unwrap();
+        let prompts = Prompts::load(&[(Prompt::Number, "n", clip.to_str().unwrap())]).unwrap();
+        let mut with_prompt = playlist(prompts);
+        with_prompt.start(PIN_ACCEPTED);
+        let frames: Vec<[u8; FRAME]> = (0..40).map(|_| with_prompt.next_frame().unwrap()).collect();
+        let loud = |f: &[u8; FRAME]| f.iter().all(|c| *c == g711::linear_to_ulaw(12000));
+        // Confirmation: 600 ms (30 frames), then the prompt (2), then dial tone on.
+        assert!(frames[..30].iter().all(|f| !loud(f)));
+        assert!(frames[30..32].iter().all(loud));
+        assert!(
+            frames[32..]
+                .iter()
+                .all(|f| !loud(f) && f.iter().any(|c| *c != 0xFF))
+        );
+        assert!(with_prompt.next_frame().is_some(), "dial tone plays on");
+
+        // Without prompts: straight from the confirmation to dial tone.
+        let mut tones_only = playlist(Prompts::default());
+        tones_only.start(PIN_ACCEPTED);
+        let frames: Vec<[u8; FRAME]> = (0..32).map(|_| tones_only.next_frame().unwrap()).collect();
+        let dial = TonePlayer::new(Country::Uk, Tone::Dial, Codec::Pcmu).next_frame();
+        assert_eq!(frames[30], dial);
+        // A prompt alone, not set: silence (nothing sent).
+        tones_only.start(&[Sound::Say(Prompt::Pin)]);
+        assert!(tones_only.next_frame().is_none());
     }
 
     #[test]

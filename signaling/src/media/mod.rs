@@ -5,6 +5,7 @@
 pub mod dtmf;
 pub mod g711;
 pub mod keypad;
+pub mod prompts;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;
@@ -24,6 +25,8 @@ pub struct MediaSettings {
     pub ports: (u16, u16),
     /// A call whose media stops for this long is ended (`media_timeout`).
     pub timeout: Duration,
+    /// The operator's voice prompts for the keypad menu (none: tones alone).
+    pub prompts: std::sync::Arc<prompts::Prompts>,
 }
 
 /// Even ports not in use, handed out at random (an outsider cannot guess the next call's

@@ -196,6 +196,11 @@ impl TonePlayer {
         }
     }
 
+    /// Whether a tone that plays once (confirmation) has all been played.
+    pub fn finished(&self) -> bool {
+        !self.encoded.repeats && self.played >= self.encoded.codes.len()
+    }
+
     /// The next 20 ms of the tone, encoded.
     pub fn next_frame(&mut self) -> [u8; FRAME] {
         let Encoded {

@@ -14,6 +14,8 @@ use super::*;
 use crate::b2bua::plan::{CallInPlan, Plan};
 use crate::b2bua::sim::*;
 use crate::media::dtmf::keys::Way;
+use crate::media::keypad::Sound;
+use crate::media::prompts::Prompt;
 use crate::media::relay::Side as RelaySide;
 use crate::media::tones::{Country, Tone};
 use crate::message;
@@ -70,7 +72,7 @@ fn called_in() -> (Sim<Call>, String) {
             cues(&out)[..],
             [KeypadCue::Open {
                 side: RelaySide::Callee,
-                tone: Some(Tone::Dial),
+                sounds: [Sound::Say(Prompt::Token), Sound::Tone(Tone::Dial)],
                 ..
             }]
         ),
@@ -148,9 +150,10 @@ fn three_wrong_tokens_hang_up_the_call_in_and_call_the_extension_out() {
     let (mut sim, token) = called_in();
     let out = key_in(&mut sim, &wrong(&token));
     assert!(
-        cues(&out)
-            .iter()
-            .any(|c| matches!(c, KeypadCue::Play(Some(Tone::Reorder)))),
+        cues(&out).iter().any(|c| matches!(
+            c,
+            KeypadCue::Play([Sound::Say(Prompt::Refused), Sound::Tone(Tone::Reorder)])
+        )),
         "{out:?}"
     );
     assert!(leg_failures(&out).is_empty(), "a second try");

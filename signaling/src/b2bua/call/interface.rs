@@ -16,9 +16,10 @@ use crate::answer::Answer;
 use crate::b2bua::DialogKey;
 use crate::b2bua::plan::Target;
 use crate::media::dtmf::keys::Way;
+use crate::media::keypad::Sound;
 use crate::media::relay::Side as RelaySide;
 use crate::media::sdp::Agreed;
-use crate::media::tones::{Country, Tone};
+use crate::media::tones::Country;
 use crate::message::RawMessage;
 use crate::outgoing::{ClientKey, Outcome};
 use crate::transaction::TransactionKey;
@@ -251,14 +252,15 @@ impl std::fmt::Debug for Pin {
 /// on the caller's side; a call-in keying its token on the callee's).
 #[derive(Debug, Clone, Copy)]
 pub enum KeypadCue {
-    /// Take `side`'s media: listen for keys, play `tone`.
+    /// Take `side`'s media: listen for keys, play `sounds` (in `country`'s tones).
     Open {
         side: RelaySide,
         agreed: Agreed,
         country: Country,
-        tone: Option<Tone>,
+        sounds: &'static [Sound],
     },
-    Play(Option<Tone>),
+    /// Play `sounds` instead (none: silence).
+    Play(&'static [Sound]),
     /// Give the side's media back to the relay.
     Close,
 }

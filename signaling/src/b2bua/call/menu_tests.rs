@@ -14,6 +14,8 @@ use super::*;
 use crate::b2bua::plan::{MenuPlan, Plan};
 use crate::b2bua::sim::*;
 use crate::media::dtmf::keys::Way;
+use crate::media::keypad::Sound;
+use crate::media::prompts::Prompt;
 use crate::media::tones::{Country, Tone};
 
 fn keyed_plan(pin: bool) -> Plan {
@@ -116,7 +118,10 @@ fn a_pin_then_a_number_then_hash_places_the_one_leg_and_the_caller_is_not_answer
     assert!(session.contains("m=audio 30000 RTP/AVP 0"), "{session}");
     assert!(matches!(
         cues(&out)[..],
-        [KeypadCue::Open { tone: None, .. }]
+        [KeypadCue::Open {
+            sounds: [Sound::Say(Prompt::Pin)],
+            ..
+        }]
     ));
     assert!(invites(&out).is_empty(), "no leg before the destination");
 
@@ -129,12 +134,16 @@ fn a_pin_then_a_number_then_hash_places_the_one_leg_and_the_caller_is_not_answer
     }));
     assert!(matches!(
         cues(&out)[..],
-        [KeypadCue::Play(Some(Tone::Dial))]
+        [KeypadCue::Play([
+            Sound::Tone(Tone::Confirm),
+            Sound::Say(Prompt::Number),
+            Sound::Tone(Tone::Dial)
+        ])]
     ));
 
     let out = keys(&mut sim, Way::Rfc4733, "02079460000#");
     assert!(
-        matches!(cues(&out)[0], KeypadCue::Play(None)),
+        matches!(cues(&out)[0], KeypadCue::Play([])),
         "the first key stops the tone"
     );
     let collected = commands(&out).into_iter().find_map(|c| match c {
@@ -173,7 +182,10 @@ fn wrong_pins_get_reorder_and_the_locking_one_hangs_up() {
     let out = sim.give(Input::PinChecked(PinCheck::Refused { locked: false }));
     assert!(matches!(
         cues(&out)[..],
-        [KeypadCue::Play(Some(Tone::Reorder))]
+        [KeypadCue::Play([
+            Sound::Say(Prompt::Refused),
+            Sound::Tone(Tone::Reorder)
+        ])]
     ));
     assert_eq!(menu_exit(&out), None);
     sim.run_for(secs(1));
@@ -195,7 +207,10 @@ fn star_restarts_and_a_pause_ends_the_number() {
     let out = keys(&mut sim, Way::Rfc4733, "0207*");
     assert!(matches!(
         cues(&out)[..],
-        [KeypadCue::Play(None), KeypadCue::Play(Some(Tone::Dial))]
+        [
+            KeypadCue::Play([]),
+            KeypadCue::Play([Sound::Say(Prompt::Number), Sound::Tone(Tone::Dial)])
+        ]
     ));
     keys(&mut sim, Way::Rfc4733, "02079460000");
     let out = sim.run_for(secs(4));
@@ -266,7 +281,10 @@ fn a_destination_the_fraud_controls_refuse_is_not_called() {
     );
     assert!(matches!(
         cues(&out)[..],
-        [_, KeypadCue::Play(Some(Tone::Reorder))]
+        [
+            _,
+            KeypadCue::Play([Sound::Say(Prompt::Refused), Sound::Tone(Tone::Reorder)])
+        ]
     ));
 }
 
@@ -279,7 +297,10 @@ fn a_number_the_extension_may_not_call_takes_no_place_under_the_caps() {
     assert_eq!(sim.edge.legs_asked.get(), 0);
     assert!(matches!(
         cues(&out)[..],
-        [_, KeypadCue::Play(Some(Tone::Reorder))]
+        [
+            _,
+            KeypadCue::Play([Sound::Say(Prompt::Refused), Sound::Tone(Tone::Reorder)])
+        ]
     ));
     // A number it may call is asked for once.
     sim.run_for(secs(1));

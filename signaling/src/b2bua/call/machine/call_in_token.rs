@@ -8,14 +8,13 @@ use std::time::Instant;
 
 use domain::call::{CallCommand, EndCause, LegFailure};
 
-use super::menu::{KeyedCallIn, MenuState};
+use super::menu::{KeyedCallIn, MenuState, REFUSED, prompt};
 use super::{Bridging, Call, Then};
 use crate::answer::Answer;
 use crate::b2bua::call::interface::{Context, KeypadCue, Output, Peer, Refusal};
 use crate::b2bua::call::menu::Asking;
 use crate::b2bua::call_in::token_matches;
 use crate::media::relay::Side as RelaySide;
-use crate::media::tones::Tone;
 use crate::message::RawMessage;
 
 /// Wrong tokens keyed in one call-in before the edge hangs it up.
@@ -37,7 +36,7 @@ impl Call {
             side: RelaySide::Callee,
             agreed,
             country,
-            tone: Some(Tone::Dial),
+            sounds: prompt(Asking::Token),
         }));
         let entry = KeyedCallIn {
             leg,
@@ -90,7 +89,7 @@ impl Call {
             self.drop_keyed_call_in(LegFailure::TokenRefused);
             return self.give_up_call_in(EndCause::Rejected, now, ctx);
         }
-        self.prompt_again(Asking::Token, Some(Tone::Reorder), now);
+        self.prompt_again(Asking::Token, Some(REFUSED), now);
     }
 
     /// The keyed call-in's answer is recorded (or not): it is bridged to the caller.

@@ -20,6 +20,8 @@ use crate::b2bua::call::menu::{Asking, Entered, Keys, NUMBER_TRIES};
 use crate::b2bua::plan::{MenuPlan, Target};
 use crate::dialog::Dialog;
 use crate::media::dtmf::keys::{LegKeys, Way};
+use crate::media::keypad::Sound;
+use crate::media::prompts::Prompt;
 use crate::media::relay::Side as RelaySide;
 use crate::media::sdp;
 use crate::media::tones::Tone;
@@ -104,7 +106,7 @@ impl Call {
             side: RelaySide::Caller,
             agreed,
             country: plan.tones,
-            tone: prompt(asking),
+            sounds: prompt(asking),
         }));
         self.menu = Some(MenuState::new(asking, None, now));
         tracing::info!(call = %self.id, pin = plan.pin, "menu answered");
@@ -216,7 +218,7 @@ impl Call {
     fn on_entered(&mut self, entered: Entered, now: Instant, ctx: &dyn Context) {
         match entered {
             Entered::Nothing => {}
-            Entered::FirstKey => self.out.push(Output::Keypad(KeypadCue::Play(None))),
+            Entered::FirstKey => self.out.push(Output::Keypad(KeypadCue::Play(&[]))),
             Entered::Cleared => {
                 let asking = self
                     .menu
@@ -261,12 +263,12 @@ impl Call {
         match check {
             PinCheck::Accepted => {
                 self.out.record(record(true, false));
-                self.prompt_again(Asking::Number, None, now);
+                self.prompt_again(Asking::Number, Some(PIN_ACCEPTED), now);
             }
             PinCheck::Refused { locked: false } => {
                 tracing::info!(call = %self.id, "wrong PIN keyed at the menu");
                 self.out.record(record(false, false));
-                self.prompt_again(Asking::Pin, Some(Tone::Reorder), now);
+                self.prompt_again(Asking::Pin, Some(REFUSED), now);
             }
             PinCheck::Refused { locked: true } | PinCheck::Locked => {
                 tracing::warn!(call = %self.id, "keypad access locked after wrong PINs");
@@ -282,12 +284,18 @@ impl Call {
         }
     }
 
-    /// Prompts for another entry: `tone` (a reorder after a refusal), else the entry's own.
-    pub(super) fn prompt_again(&mut self, asking: Asking, tone: Option<Tone>, now: Instant) {
+    /// Prompts for another entry: with `sounds` (after a refusal, or an accepted PIN), else
+    /// the entry's own.
+    pub(super) fn prompt_again(
+        &mut self,
+        asking: Asking,
+        sounds: Option<&'static [Sound]>,
+        now: Instant,
+    ) {
         if let Some(menu) = self.menu.as_mut() {
             menu.keys.ask(asking, now);
-            let tone = tone.or(prompt(asking));
-            self.out.push(Output::Keypad(KeypadCue::Play(tone)));
+            let sounds = sounds.unwrap_or(prompt(asking));
+            self.out.push(Output::Keypad(KeypadCue::Play(sounds)));
         }
     }
 
@@ -351,7 +359,7 @@ impl Call {
             tracing::info!(call = %self.id, "too many numbers refused; leaving the menu");
             return self.leave_menu(MenuExit::Timeout, EndCause::Rejected, now, ctx);
         }
-        self.prompt_again(Asking::Number, Some(Tone::Reorder), now);
+        self.prompt_again(Asking::Number, Some(REFUSED), now);
     }
 
     /// The keyed destination is recorded (or refused by the domain: not allowed for this
@@ -415,11 +423,23 @@ impl Call {
     }
 }
 
-/// What the caller hears while keying an entry: silence for a PIN, dial tone for a number or
-/// a call-in's token.
-fn prompt(asking: Asking) -> Option<Tone> {
+/// What the caller hears while keying an entry: the operator's prompt for it (where set),
+/// then silence for a PIN, dial tone for a number or a call-in's token.
+pub(super) fn prompt(asking: Asking) -> &'static [Sound] {
     match asking {
-        Asking::Pin => None,
-        Asking::Number | Asking::Token => Some(Tone::Dial),
+        Asking::Pin => &[Sound::Say(Prompt::Pin)],
+        Asking::Number => &[Sound::Say(Prompt::Number), Sound::Tone(Tone::Dial)],
+        Asking::Token => &[Sound::Say(Prompt::Token), Sound::Tone(Tone::Dial)],
     }
 }
+
+/// After a refused entry: the operator's "not right" (where set), then reorder tone until
+/// the next key.
+pub(super) const REFUSED: &[Sound] = &[Sound::Say(Prompt::Refused), Sound::Tone(Tone::Reorder)];
+
+/// After the PIN: confirmation tone, then the prompt for the number.
+const PIN_ACCEPTED: &[Sound] = &[
+    Sound::Tone(Tone::Confirm),
+    Sound::Say(Prompt::Number),
+    Sound::Tone(Tone::Dial),
+];
