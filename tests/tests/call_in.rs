@@ -40,11 +40,9 @@ async fn setup() -> Setup {
     setup_holding(trusting_carriers()).await
 }
 
-/// The same on an edge holding `security`'s settings.
-async fn setup_holding(security: signaling::SecuritySettings) -> Setup {
-    let media = Some(relay_settings(Duration::from_secs(60)));
-    let (edge, trunk) =
-        edge_with_trunk_and_media_secured(Backend::sqlite().await, media, security).await;
+/// alice's extension set to call in, an access number, prices, and her one phone registered
+/// and reporting poor data.
+async fn set_to_call_in(edge: &SipEdge) -> (ExtensionId, UdpPeer) {
     let extension_id = edge.add_extension(EXTENSION).await;
     edge.set_alternate_path(extension_id, AlternateMode::CallIn)
         .await;
@@ -53,7 +51,16 @@ async fn setup_holding(security: signaling::SecuritySettings) -> Setup {
     let phone = UdpPeer::new(edge.udp).await;
     let r = register_from(&phone, "ci", "Ringledger-Data-Path: poor\r\n").await;
     assert_eq!(status(&r), 200, "{r}");
-    wait_for_data_path_report(&edge).await;
+    wait_for_data_path_report(edge).await;
+    (extension_id, phone)
+}
+
+/// The same on an edge holding `security`'s settings.
+async fn setup_holding(security: signaling::SecuritySettings) -> Setup {
+    let media = Some(relay_settings(Duration::from_secs(60)));
+    let (edge, trunk) =
+        edge_with_trunk_and_media_secured(Backend::sqlite().await, media, security).await;
+    let (extension_id, phone) = set_to_call_in(&edge).await;
     Setup {
         edge,
         trunk,
@@ -512,15 +519,7 @@ async fn by_default_a_call_in_keys_its_token_and_a_spoofed_one_takes_nothing() {
 async fn a_mobile_keys_its_token_by_rfc4733_and_is_bridged_to_the_caller() {
     let edge =
         edge_with_carrier_network_secured(None, signaling::SecuritySettings::default()).await;
-    let extension_id = edge.add_extension(EXTENSION).await;
-    edge.set_alternate_path(extension_id, AlternateMode::CallIn)
-        .await;
-    edge.add_access_number(ACCESS, None).await;
-    edge.price_calls(&[], None).await;
-    let phone = UdpPeer::new(edge.udp).await;
-    let r = register_from(&phone, "ci", "Ringledger-Data-Path: poor\r\n").await;
-    assert_eq!(status(&r), 200, "{r}");
-    wait_for_data_path_report(&edge).await;
+    let (extension_id, phone) = set_to_call_in(&edge).await;
     let carrier = UdpPeer::on(CARRIER_IP, edge.udp).await;
     let (caller_media, caller_port) = media_socket().await;
     let invite = carrier_invite(&carrier, MAIN_NUMBER, "rfc4733")

@@ -76,6 +76,21 @@ fn collected(events: &[CallEvent]) -> Option<String> {
     })
 }
 
+/// The PIN was accepted and the destination keyed.
+fn assert_pin_then_destination(events: &[CallEvent]) {
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::MenuPinAccepted { .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        collected(events).as_deref(),
+        Some(DESTINATION),
+        "{events:?}"
+    );
+}
+
 fn menu_exit(events: &[CallEvent]) -> Option<MenuExit> {
     events.iter().find_map(|e| match e {
         CallEvent::MenuAbandoned { reason, .. } => Some(*reason),
@@ -317,17 +332,7 @@ async fn baresip_keys_its_pin_and_a_number_by_rfc4733_and_is_put_through() {
 
     let calls = edge.ended_calls(1).await;
     let events = &calls[0];
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, CallEvent::MenuPinAccepted { .. })),
-        "{events:?}"
-    );
-    assert_eq!(
-        collected(events).as_deref(),
-        Some(DESTINATION),
-        "{events:?}"
-    );
+    assert_pin_then_destination(events);
     assert_eq!(
         ended(events),
         Some((EndCause::NormalClearing, Side::Caller))
@@ -521,17 +526,7 @@ async fn keys_left_in_the_audio_are_heard_and_a_pause_ends_the_number() {
 
     let calls = edge.ended_calls(1).await;
     let events = &calls[0];
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, CallEvent::MenuPinAccepted { .. })),
-        "{events:?}"
-    );
-    assert_eq!(
-        collected(events).as_deref(),
-        Some(DESTINATION),
-        "{events:?}"
-    );
+    assert_pin_then_destination(events);
     assert_eq!(status(&ok), 200);
     edge.shutdown().await;
 }

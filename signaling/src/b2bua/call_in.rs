@@ -98,25 +98,18 @@ pub struct Notice<'a> {
 /// The MESSAGE telling a device to call in, and its branch.
 pub fn message(notice: &Notice<'_>) -> (RawMessage, String) {
     let (call_id, from_tag, branch) = requests::new_dialog();
-    let body = if notice.keyed {
-        format!(
-            "Incoming call from {caller}: call {access} from {extension} within {secs} s and key {token} at the tone to take it.",
-            caller = notice.caller,
-            access = notice.access_number.as_str(),
-            extension = notice.extension.as_str(),
-            secs = notice.expires_secs,
-            token = notice.token,
-        )
+    let how = if notice.keyed {
+        format!("and key {} at the tone to take it.", notice.token)
     } else {
-        format!(
-            "Incoming call from {caller}: call {access} from {extension} within {secs} s to take it (token {token}).",
-            caller = notice.caller,
-            access = notice.access_number.as_str(),
-            extension = notice.extension.as_str(),
-            secs = notice.expires_secs,
-            token = notice.token,
-        )
+        format!("to take it (token {}).", notice.token)
     };
+    let body = format!(
+        "Incoming call from {caller}: call {access} from {extension} within {secs} s {how}",
+        caller = notice.caller,
+        access = notice.access_number.as_str(),
+        extension = notice.extension.as_str(),
+        secs = notice.expires_secs,
+    );
     let headers = [
         (
             "Via",

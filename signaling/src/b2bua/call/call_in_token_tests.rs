@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use domain::call::{CallCommand, EndCause, LegFailure, Path, Side};
 
+use super::menu_tests::cues;
 use super::tests::{
     OFFER, arrival, call_in_plan, caller_invite, plan, relayed, serving, to_caller,
 };
@@ -86,16 +87,6 @@ fn responses(outputs: &[Output]) -> Vec<(String, u16)> {
         .iter()
         .filter_map(|o| match o {
             Output::Respond { tag, answer, .. } => Some((tag.clone(), answer.status)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn cues(outputs: &[Output]) -> Vec<KeypadCue> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Keypad(cue) => Some(*cue),
             _ => None,
         })
         .collect()

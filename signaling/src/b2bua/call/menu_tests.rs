@@ -63,7 +63,7 @@ fn keys(sim: &mut Sim<Call>, way: Way, presses: &str) -> Vec<Output> {
         .collect()
 }
 
-fn cues(outputs: &[Output]) -> Vec<KeypadCue> {
+pub(super) fn cues(outputs: &[Output]) -> Vec<KeypadCue> {
     outputs
         .iter()
         .filter_map(|o| match o {
