@@ -9,7 +9,7 @@ use domain::call::{CallCommand, EndCause, LegFailure, Path, Side};
 
 use super::menu_tests::cues;
 use super::tests::{
-    OFFER, arrival, call_in_plan, caller_invite, plan, relayed, serving, to_caller,
+    OFFER, arrival, call_in_plan, caller_invite, plan, relayed, serving, target, to_caller,
 };
 use super::*;
 use crate::b2bua::plan::{CallInPlan, Plan};
@@ -24,12 +24,21 @@ use crate::message;
 /// A call (its caller offering `offer`) awaiting a call-in whose token is keyed; the token it
 /// was given.
 fn awaiting_keyed_from(offer: &str) -> (Sim<Call>, String) {
+    let (sim, token, _) = awaiting_keyed_with(offer, vec![]);
+    (sim, token)
+}
+
+/// The same, ringing `targets` meanwhile: the INVITEs placed to them too.
+fn awaiting_keyed_with(
+    offer: &str,
+    targets: Vec<crate::b2bua::plan::Target>,
+) -> (Sim<Call>, String, Vec<(usize, message::RawMessage)>) {
     let plan = Plan {
         call_in: Some(CallInPlan {
             keyed: Some(Country::Uk),
             ..call_in_plan()
         }),
-        ..plan(vec![])
+        ..plan(targets)
     };
     let refuse: Refuser = Box::new(|_| None);
     let (mut sim, out) = Sim::start_invite(plan, relayed(secs(30)), refuse, caller_invite(offer));
@@ -41,7 +50,7 @@ fn awaiting_keyed_from(offer: &str) -> (Sim<Call>, String) {
             _ => None,
         })
         .expect("a call-in awaited");
-    (sim, token)
+    (sim, token, invites(&out))
 }
 
 fn awaiting_keyed() -> (Sim<Call>, String) {
@@ -267,4 +276,22 @@ fn a_call_in_without_g711_in_common_cannot_key_and_is_refused() {
     let out = sim.give(Input::CallIn(arrival(g722)));
     assert_eq!(responses(&out), vec![("in-tag".to_string(), 488)]);
     assert_eq!(invites(&out).len(), 1, "called out instead");
+}
+
+#[test]
+fn a_device_answering_while_the_token_is_keyed_takes_the_call() {
+    let (mut sim, _, placed) = awaiting_keyed_with(OFFER, vec![target(0, Duration::ZERO)]);
+    let [(0, device)] = &placed[..] else {
+        panic!("the device rings meanwhile: {placed:?}");
+    };
+    let out = sim.give(Input::CallIn(arrival(OFFER)));
+    assert_eq!(responses(&out), vec![("in-tag".to_string(), 200)]);
+    let out = sim.give(response(0, device, 200, OFFER));
+    assert_eq!(to_caller(&out), vec![200]);
+    assert_eq!(byes(&out), vec![Peer::Leg(1)], "the call-in is hung up");
+    assert_eq!(
+        leg_failures(&out),
+        vec![(487, LegFailure::AnsweredElsewhere)]
+    );
+    assert!(matches!(cues(&out)[..], [KeypadCue::Close]), "{out:?}");
 }
