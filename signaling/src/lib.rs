@@ -90,7 +90,7 @@ pub struct SecuritySettings {
     /// (`sip.max_call_duration_secs`).
     pub max_call_duration: Duration,
     /// Call-ins are matched on the carrier's caller ID alone, no token proved
-    /// (`sip.call_in_trust_caller_id`); without it extensions set to call in are called out.
+    /// (`sip.call_in_trust_caller_id`); without it a call-in keys its token first.
     pub call_in_trusts_caller_id: bool,
     /// Extensions calling through a carrier may transfer their calls
     /// (`sip.allow_extension_transfer`).

@@ -777,7 +777,8 @@ impl SipEdge {
 }
 
 /// The edge's default bounds, but trusting the carriers' caller ID for call-ins (the tests of
-/// call-ins play a carrier that tells the truth; `call_end.rs` checks the default).
+/// call-ins play a carrier that tells the truth; `call_in.rs` checks the default, where a
+/// call-in keys its token).
 pub fn trusting_carriers() -> signaling::SecuritySettings {
     signaling::SecuritySettings {
         call_in_trusts_caller_id: true,
