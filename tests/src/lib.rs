@@ -7,6 +7,7 @@ pub mod carrier;
 pub mod contract;
 pub mod harness;
 pub mod http_sink;
+pub mod pjsua2;
 pub mod sip_edge;
 pub mod sipp;
 

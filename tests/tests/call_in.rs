@@ -100,6 +100,21 @@ fn awaited(events: &[CallEvent]) -> Option<(String, String)> {
     })
 }
 
+/// The call-in leg, and only it, billed to alice's main account through the extension on the
+/// call-in path: a first minute (6p) and the 25p connect fee.
+async fn assert_call_in_billed(edge: &SipEdge, extension_id: ExtensionId) {
+    let rated = edge.rated_legs().await;
+    assert_eq!(rated.len(), 1, "{rated:?}");
+    let leg = &rated[0];
+    assert_eq!(leg.account_id, edge.account_id.to_string());
+    assert_eq!(leg.extension_id, Some(extension_id.to_string()));
+    assert_eq!(
+        (leg.path.as_str(), leg.destination.as_str()),
+        ("call_in", EXTENSION)
+    );
+    assert_eq!((leg.billable_secs, leg.charge_minor), (Some(60), Some(31)));
+}
+
 fn leg_paths(events: &[CallEvent]) -> Vec<Path> {
     events
         .iter()
@@ -198,16 +213,7 @@ async fn the_extension_calls_in_and_is_bridged_to_the_caller() {
     );
     // Billed to the main account through the extension, on the path it took: a first minute
     // (6p) and the 25p connect fee.
-    let rated = s.edge.rated_legs().await;
-    assert_eq!(rated.len(), 1, "{rated:?}");
-    let leg = &rated[0];
-    assert_eq!(leg.account_id, s.edge.account_id.to_string());
-    assert_eq!(leg.extension_id, Some(s.extension_id.to_string()));
-    assert_eq!(
-        (leg.path.as_str(), leg.destination.as_str()),
-        ("call_in", EXTENSION)
-    );
-    assert_eq!((leg.billable_secs, leg.charge_minor), (Some(60), Some(31)));
+    assert_call_in_billed(&s.edge, s.extension_id).await;
     // The history tells the auditor how the call was set up.
     assert_eq!(s.edge.history_paths().await, ["call_in"]);
     s.edge.shutdown().await;
@@ -530,15 +536,13 @@ async fn a_mobile_keys_its_token_by_rfc4733_and_is_bridged_to_the_caller() {
     phone.send(&respond_to(&message, 200, "ph", None, "")).await;
     let token = keyed_token(&message);
 
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pjsua2/mobile.py");
     let uri = format!("sip:{ACCESS}@{}", edge.udp);
-    let mobile = tokio::process::Command::new("python3")
-        .arg(script)
-        .args([CARRIER_IP, EXTENSION, &uri, "40"])
-        .args([format!("rfc4733:{token}"), "wait:3".into(), "hangup".into()])
-        .kill_on_drop(true)
-        .output();
-    let mobile = tokio::spawn(mobile);
+    let steps = vec![format!("rfc4733:{token}"), "wait:3".into(), "hangup".into()];
+    let mobile = tokio::spawn(ringledger_tests::pjsua2::mobile(
+        EXTENSION.into(),
+        uri,
+        steps,
+    ));
 
     let ok = final_answer(&carrier, "rfc4733@carrier", "INVITE").await;
     assert_eq!(status(&ok), 200, "{ok}");
@@ -555,16 +559,8 @@ async fn a_mobile_keys_its_token_by_rfc4733_and_is_bridged_to_the_caller() {
         .await;
     assert_eq!(header(&bye, "Call-ID"), "rfc4733@carrier");
     carrier.send(&respond_to(&bye, 200, "x", None, "")).await;
-    let out = mobile.await.expect("the mobile ran").expect("python3 runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "the mobile's call did not go through:\n{text}"
-    );
+    let (ok, text) = mobile.await.expect("the mobile ran");
+    assert!(ok, "the mobile's call did not go through:\n{text}");
 
     let calls = edge.ended_calls(1).await;
     let events = &calls[0];
@@ -579,14 +575,6 @@ async fn a_mobile_keys_its_token_by_rfc4733_and_is_bridged_to_the_caller() {
         ended(events),
         Some((EndCause::NormalClearing, Side::Callee))
     );
-    let rated = edge.rated_legs().await;
-    assert_eq!(rated.len(), 1, "{rated:?}");
-    let leg = &rated[0];
-    assert_eq!(leg.extension_id, Some(extension_id.to_string()));
-    assert_eq!(
-        (leg.path.as_str(), leg.destination.as_str()),
-        ("call_in", EXTENSION)
-    );
-    assert_eq!((leg.billable_secs, leg.charge_minor), (Some(60), Some(31)));
+    assert_call_in_billed(&edge, extension_id).await;
     edge.shutdown().await;
 }

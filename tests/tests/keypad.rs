@@ -5,7 +5,6 @@
 //! telephone-events (and pjsua2 as SIP INFO); SIPp's uas (Debian `sip-tester`) answers the leg the edge places through the trunk.
 //! In-band keys are G.711 audio with the tones in it, generated here and sent as RTP.
 
-use std::path::Path;
 use std::time::Duration;
 
 use domain::call::{CallEvent, EndCause, LegTarget, MenuExit, Path as CallPath, Side};
@@ -30,26 +29,12 @@ const DESTINATION: &str = "+442079460000";
 /// Where baresip calls from (its carrier's network, in its test).
 const BARESIP_IP: &str = "127.0.0.1";
 
-/// The mobile (tests/pjsua2/mobile.py) calling the access number from the carrier's network
-/// and playing `steps` once answered; its output, and whether it saw the call answered and
-/// ended.
+/// The mobile (pjsua2) calling the access number as the extension and playing `steps` once
+/// answered; whether it saw the call answered and ended, and its output.
 async fn mobile(edge: &SipEdge, steps: &[&str]) -> (bool, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pjsua2/mobile.py");
     let uri = format!("sip:{ACCESS}@{}", edge.udp);
-    let out = tokio::process::Command::new("python3")
-        .arg(script)
-        .args([CARRIER_IP, EXTENSION, &uri, "40"])
-        .args(steps)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("python3 runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let steps = steps.iter().map(|s| s.to_string()).collect();
+    ringledger_tests::pjsua2::mobile(EXTENSION.into(), uri, steps).await
 }
 
 /// An edge whose carrier is 127.0.0.2 (calls out to `uas`), alice's extension with its PIN,

@@ -24,10 +24,7 @@ impl Call {
     /// The call-in's leg is recorded (not answered): the edge answers its INVITE itself and
     /// asks for the token with dial tone.
     pub(super) fn answer_for_token(&mut self, bridging: Bridging, now: Instant, ctx: &dyn Context) {
-        let (Some((country, agreed)), Some(token)) = (
-            bridging.keyed,
-            self.call_in.as_ref().map(|a| a.token.clone()),
-        ) else {
+        let Some((country, agreed)) = bridging.keyed else {
             return;
         };
         let leg_id = bridging.leg_id;
@@ -40,7 +37,6 @@ impl Call {
         }));
         let entry = KeyedCallIn {
             leg,
-            token,
             to_extension: bridging.to_extension,
             to_caller: bridging.to_caller,
             local: ctx.local(),
@@ -57,13 +53,15 @@ impl Call {
     /// Eight digits (or fewer and `#`) keyed on the call-in: the right token records its leg
     /// answered; a wrong one plays reorder tone and asks again, up to [`TOKEN_TRIES`].
     pub(super) fn token_keyed(&mut self, digits: &str, now: Instant, ctx: &dyn Context) {
-        let Some(menu) = self.menu.as_mut() else {
+        // The token the call waits with (it waits until the call-in is proved or given up).
+        let right = self
+            .call_in
+            .as_ref()
+            .is_some_and(|a| token_matches(digits, &a.token));
+        let Some(menu) = self.menu.as_mut().filter(|m| m.call_in.is_some()) else {
             return;
         };
-        let Some(entry) = menu.call_in.as_ref() else {
-            return;
-        };
-        if token_matches(digits, &entry.token) {
+        if right {
             let Some(entry) = self.menu.take().and_then(|m| m.call_in) else {
                 return;
             };

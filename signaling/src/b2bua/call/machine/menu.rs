@@ -61,7 +61,6 @@ impl MenuState {
 /// "Call-in"): its leg, what it was answered with, and what the caller will be.
 pub(super) struct KeyedCallIn {
     pub leg: usize,
-    pub token: String,
     pub to_extension: Vec<u8>,
     pub to_caller: Vec<u8>,
     /// Where the edge's requests to it leave from.
